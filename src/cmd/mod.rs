@@ -1,0 +1,13 @@
+//! One module per subcommand; each exposes `Args` (clap) and `run`.
+
+pub mod agent;
+pub mod bench;
+pub mod chat;
+pub mod eval;
+pub mod inspect;
+pub mod perplexity;
+pub mod pull;
+pub mod quantize;
+pub mod rootfs;
+pub mod run;
+pub mod sandbox;
