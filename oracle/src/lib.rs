@@ -1,2 +1,699 @@
 //! A small safe API over llama.cpp/ggml (`llama-cpp-sys-2`), used only by tests and benches
 //! as a reference implementation. Never linked into the release binary.
+//!
+//! What it offers, each a thin wrapper over one ggml/llama.cpp entry point:
+//! - block formats: [`quantize_chunk`], [`dequantize_row`], [`type_size`], [`block_size`],
+//!   and the CPU backend's dot products: [`vec_dot_type`], [`from_float`], [`vec_dot`];
+//! - GGUF: [`write_gguf`] through ggml's own `gguf_*` writer;
+//! - whole models: [`Model`] / [`Context`] (logits for every position, greedy decoding,
+//!   timing), [`Model::tokenize`], and [`quantize_model`] (`llama_model_quantize`).
+//!
+//! ggml aborts the process on a failed assert, so every wrapper validates sizes on the Rust
+//! side first. Set `GGML_NO_BACKTRACE=1` (the workspace's `.cargo/config.toml` does) so an
+//! abort does not try to attach gdb.
+
+use llama_cpp_sys_2 as sys;
+use std::ffi::{c_char, c_void, CString};
+use std::fmt;
+use std::path::Path;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// An error reported by the oracle (bad arguments, or llama.cpp refusing a file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OracleError(pub String);
+
+impl fmt::Display for OracleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "llama.cpp oracle: {}", self.0)
+    }
+}
+
+impl std::error::Error for OracleError {}
+
+pub type Result<T> = std::result::Result<T, OracleError>;
+
+fn err<T>(msg: impl Into<String>) -> Result<T> {
+    Err(OracleError(msg.into()))
+}
+
+static INIT: Once = Once::new();
+
+extern "C" fn drop_log(_level: sys::ggml_log_level, _text: *const c_char, _user: *mut c_void) {}
+
+/// Initialises the backends once and silences llama.cpp's logging unless
+/// `EDGEACT_ORACLE_LOG=1`.
+fn init() {
+    INIT.call_once(|| {
+        // SAFETY: plain global initialisation calls with no arguments, or a 'static callback.
+        unsafe {
+            if std::env::var_os("EDGEACT_ORACLE_LOG").is_none() {
+                sys::llama_log_set(Some(drop_log), std::ptr::null_mut());
+                sys::ggml_log_set(Some(drop_log), std::ptr::null_mut());
+            }
+            sys::llama_backend_init();
+            sys::ggml_cpu_init();
+        }
+    });
+}
+
+/// ggml types this oracle may be asked about. Ids are `enum ggml_type` values.
+fn check_type(ty: u32) -> Result<sys::ggml_type> {
+    if ty >= sys::GGML_TYPE_COUNT {
+        return err(format!("ggml type id {ty} out of range"));
+    }
+    // SAFETY: id checked against GGML_TYPE_COUNT; ggml returns a static table entry.
+    let traits = unsafe { &*sys::ggml_get_type_traits(ty as sys::ggml_type) };
+    if traits.blck_size == 0 || traits.type_size == 0 {
+        return err(format!("ggml type id {ty} is a removed type"));
+    }
+    Ok(ty as sys::ggml_type)
+}
+
+/// Elements per block of a ggml type.
+pub fn block_size(ty: u32) -> Result<usize> {
+    let t = check_type(ty)?;
+    // SAFETY: t is a valid ggml type.
+    Ok(unsafe { sys::ggml_blck_size(t) } as usize)
+}
+
+/// Bytes per block of a ggml type.
+pub fn type_size(ty: u32) -> Result<usize> {
+    let t = check_type(ty)?;
+    // SAFETY: t is a valid ggml type.
+    Ok(unsafe { sys::ggml_type_size(t) })
+}
+
+/// ggml's name for a type (`q4_K`, `f16`, ...).
+pub fn type_name(ty: u32) -> Result<String> {
+    let t = check_type(ty)?;
+    // SAFETY: valid type; ggml returns a static NUL-terminated string.
+    let name = unsafe { std::ffi::CStr::from_ptr(sys::ggml_type_name(t)) };
+    Ok(name.to_string_lossy().into_owned())
+}
+
+fn row_bytes(ty: u32, n: usize) -> Result<usize> {
+    let bs = block_size(ty)?;
+    if n % bs != 0 {
+        return err(format!("row length {n} is not a multiple of block size {bs} of type {ty}"));
+    }
+    Ok(n / bs * type_size(ty)?)
+}
+
+/// `ggml_quantize_chunk` without an importance matrix: `n_rows` rows of `n_per_row` floats.
+pub fn quantize_chunk(ty: u32, src: &[f32], n_rows: usize, n_per_row: usize) -> Result<Vec<u8>> {
+    init();
+    let t = check_type(ty)?;
+    let rb = row_bytes(ty, n_per_row)?;
+    if src.len() != n_rows * n_per_row {
+        return err(format!("source has {} floats, expected {n_rows} x {n_per_row}", src.len()));
+    }
+    // SAFETY: valid type; returns whether quantization needs an importance matrix.
+    if unsafe { sys::ggml_quantize_requires_imatrix(t) } {
+        return err(format!("type {ty} requires an importance matrix"));
+    }
+    let mut dst = vec![0u8; n_rows * rb];
+    // SAFETY: src holds n_rows*n_per_row floats, dst holds n_rows rows of rb bytes (the size
+    // ggml_row_size gives for this type and row length); no imatrix.
+    let written = unsafe {
+        sys::ggml_quantize_chunk(
+            t,
+            src.as_ptr(),
+            dst.as_mut_ptr().cast(),
+            0,
+            n_rows as i64,
+            n_per_row as i64,
+            std::ptr::null(),
+        )
+    };
+    if written != dst.len() {
+        return err(format!("ggml wrote {written} bytes, expected {}", dst.len()));
+    }
+    Ok(dst)
+}
+
+/// ggml's `to_float` for one row of `n` elements stored in `src`.
+pub fn dequantize_row(ty: u32, src: &[u8], n: usize) -> Result<Vec<f32>> {
+    init();
+    let t = check_type(ty)?;
+    if src.len() != row_bytes(ty, n)? {
+        return err(format!("row of {n} elements of type {ty} needs {} bytes, got {}", row_bytes(ty, n)?, src.len()));
+    }
+    // SAFETY: valid type; static traits table.
+    let traits = unsafe { &*sys::ggml_get_type_traits(t) };
+    let Some(to_float) = traits.to_float else {
+        return err(format!("type {ty} has no to_float"));
+    };
+    let mut out = vec![0f32; n];
+    // SAFETY: src holds exactly one row of n elements of this type; out holds n floats.
+    unsafe { to_float(src.as_ptr().cast(), out.as_mut_ptr(), n as i64) };
+    Ok(out)
+}
+
+/// The activation type the CPU backend pairs with weights of type `ty` in `vec_dot`.
+pub fn vec_dot_type(ty: u32) -> Result<u32> {
+    init();
+    let t = check_type(ty)?;
+    // SAFETY: valid type; static CPU traits table.
+    let traits = unsafe { &*sys::ggml_get_type_traits_cpu(t) };
+    Ok(traits.vec_dot_type as u32)
+}
+
+/// The CPU backend's (SIMD) `from_float` for type `ty` (used to quantize activations).
+pub fn from_float(ty: u32, x: &[f32]) -> Result<Vec<u8>> {
+    init();
+    let t = check_type(ty)?;
+    let mut out = vec![0u8; row_bytes(ty, x.len())?];
+    // SAFETY: valid type; static CPU traits table.
+    let traits = unsafe { &*sys::ggml_get_type_traits_cpu(t) };
+    let Some(f) = traits.from_float else {
+        return err(format!("type {ty} has no CPU from_float"));
+    };
+    // SAFETY: x holds n floats; out holds one row of n elements of this type.
+    unsafe { f(x.as_ptr(), out.as_mut_ptr().cast(), x.len() as i64) };
+    Ok(out)
+}
+
+/// The CPU backend's `vec_dot` of one weight row (type `ty`) with one activation row already
+/// in [`vec_dot_type`]`(ty)`, both of `n` elements.
+pub fn vec_dot(ty: u32, n: usize, weights: &[u8], activations: &[u8]) -> Result<f32> {
+    init();
+    let t = check_type(ty)?;
+    let act_ty = vec_dot_type(ty)?;
+    if weights.len() != row_bytes(ty, n)? || activations.len() != row_bytes(act_ty, n)? {
+        return err(format!(
+            "vec_dot sizes: weights {} (want {}), activations {} (want {})",
+            weights.len(),
+            row_bytes(ty, n)?,
+            activations.len(),
+            row_bytes(act_ty, n)?
+        ));
+    }
+    // SAFETY: valid type; static CPU traits table.
+    let traits = unsafe { &*sys::ggml_get_type_traits_cpu(t) };
+    let Some(dot) = traits.vec_dot else {
+        return err(format!("type {ty} has no CPU vec_dot"));
+    };
+    let mut s = 0f32;
+    // SAFETY: both rows hold n elements of their types (checked above); nrc = 1 computes one
+    // dot product, so the stride arguments are unused.
+    unsafe { dot(n as i32, &mut s, 0, weights.as_ptr().cast(), 0, activations.as_ptr().cast(), 0, 1) };
+    Ok(s)
+}
+
+/// A metadata value for [`write_gguf`].
+#[derive(Clone, Debug)]
+pub enum KvValue {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    Str(String),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    ArrI32(Vec<i32>),
+    ArrF32(Vec<f32>),
+    ArrStr(Vec<String>),
+}
+
+/// A tensor for [`write_gguf`]: `dims` in ggml order (`dims[0]` contiguous), raw bytes of `ty`.
+pub struct GgufTensor<'a> {
+    pub name: &'a str,
+    pub ty: u32,
+    pub dims: &'a [u64],
+    pub data: &'a [u8],
+}
+
+/// Writes a GGUF file with ggml's own writer (`gguf_write_to_file`).
+pub fn write_gguf(path: &Path, kvs: &[(&str, KvValue)], tensors: &[GgufTensor<'_>]) -> Result<()> {
+    init();
+    let cpath = cstring(path.to_str().ok_or_else(|| OracleError("non-UTF-8 path".into()))?)?;
+    let mut total = 0usize;
+    for t in tensors {
+        if t.dims.is_empty() || t.dims.len() > 4 {
+            return err(format!("tensor {}: {} dims", t.name, t.dims.len()));
+        }
+        let n: u64 = t.dims.iter().product();
+        let rows = (n / t.dims[0]) as usize;
+        if t.data.len() != rows * row_bytes(t.ty, t.dims[0] as usize)? {
+            return err(format!("tensor {}: {} bytes of data do not match its shape", t.name, t.data.len()));
+        }
+        total += t.data.len() + 1024;
+    }
+    let params = sys::ggml_init_params { mem_size: total + 1024 * 1024, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+    // SAFETY: plain constructor; the context owns its memory until ggml_free below.
+    let ctx = unsafe { sys::ggml_init(params) };
+    if ctx.is_null() {
+        return err("ggml_init failed");
+    }
+    // SAFETY: plain constructor, freed below.
+    let gguf = unsafe { sys::gguf_init_empty() };
+    let result = (|| -> Result<()> {
+        for (key, value) in kvs {
+            let k = cstring(key)?;
+            // SAFETY: gguf is a live context; k and string values are NUL-terminated and
+            // outlive the calls (gguf copies them); array pointers cover their lengths.
+            unsafe {
+                match value {
+                    KvValue::U8(v) => sys::gguf_set_val_u8(gguf, k.as_ptr(), *v),
+                    KvValue::I8(v) => sys::gguf_set_val_i8(gguf, k.as_ptr(), *v),
+                    KvValue::U16(v) => sys::gguf_set_val_u16(gguf, k.as_ptr(), *v),
+                    KvValue::I16(v) => sys::gguf_set_val_i16(gguf, k.as_ptr(), *v),
+                    KvValue::U32(v) => sys::gguf_set_val_u32(gguf, k.as_ptr(), *v),
+                    KvValue::I32(v) => sys::gguf_set_val_i32(gguf, k.as_ptr(), *v),
+                    KvValue::F32(v) => sys::gguf_set_val_f32(gguf, k.as_ptr(), *v),
+                    KvValue::Bool(v) => sys::gguf_set_val_bool(gguf, k.as_ptr(), *v),
+                    KvValue::U64(v) => sys::gguf_set_val_u64(gguf, k.as_ptr(), *v),
+                    KvValue::I64(v) => sys::gguf_set_val_i64(gguf, k.as_ptr(), *v),
+                    KvValue::F64(v) => sys::gguf_set_val_f64(gguf, k.as_ptr(), *v),
+                    KvValue::Str(s) => {
+                        let s = cstring(s)?;
+                        sys::gguf_set_val_str(gguf, k.as_ptr(), s.as_ptr())
+                    }
+                    KvValue::ArrI32(v) => {
+                        sys::gguf_set_arr_data(gguf, k.as_ptr(), sys::GGUF_TYPE_INT32, v.as_ptr().cast(), v.len())
+                    }
+                    KvValue::ArrF32(v) => {
+                        sys::gguf_set_arr_data(gguf, k.as_ptr(), sys::GGUF_TYPE_FLOAT32, v.as_ptr().cast(), v.len())
+                    }
+                    KvValue::ArrStr(v) => {
+                        let owned = v.iter().map(|s| cstring(s)).collect::<Result<Vec<_>>>()?;
+                        let mut ptrs: Vec<*const c_char> = owned.iter().map(|s| s.as_ptr()).collect();
+                        sys::gguf_set_arr_str(gguf, k.as_ptr(), ptrs.as_mut_ptr(), ptrs.len())
+                    }
+                }
+            }
+        }
+        for t in tensors {
+            let ty = check_type(t.ty)?;
+            let ne: Vec<i64> = t.dims.iter().map(|&d| d as i64).collect();
+            let name = cstring(t.name)?;
+            // SAFETY: ctx has room for every tensor (sized above); ne has dims.len() entries;
+            // the new tensor's data buffer holds exactly t.data.len() bytes (checked above).
+            unsafe {
+                let tensor = sys::ggml_new_tensor(ctx, ty, ne.len() as i32, ne.as_ptr());
+                if tensor.is_null() {
+                    return err(format!("ggml_new_tensor failed for {}", t.name));
+                }
+                sys::ggml_set_name(tensor, name.as_ptr());
+                std::ptr::copy_nonoverlapping(t.data.as_ptr(), (*tensor).data.cast::<u8>(), t.data.len());
+                sys::gguf_add_tensor(gguf, tensor);
+            }
+        }
+        // SAFETY: live gguf context and NUL-terminated path.
+        if !unsafe { sys::gguf_write_to_file(gguf, cpath.as_ptr(), false) } {
+            return err(format!("gguf_write_to_file failed for {}", path.display()));
+        }
+        Ok(())
+    })();
+    // SAFETY: both were created above and are freed exactly once.
+    unsafe {
+        sys::gguf_free(gguf);
+        sys::ggml_free(ctx);
+    }
+    result
+}
+
+fn cstring(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| OracleError(format!("string contains NUL: {s:?}")))
+}
+
+/// `llama_ftype` values for [`quantize_model`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ftype {
+    F32,
+    F16,
+    Q4_0,
+    Q8_0,
+    Q4KM,
+}
+
+impl Ftype {
+    fn raw(self) -> sys::llama_ftype {
+        match self {
+            Ftype::F32 => sys::LLAMA_FTYPE_ALL_F32,
+            Ftype::F16 => sys::LLAMA_FTYPE_MOSTLY_F16,
+            Ftype::Q4_0 => sys::LLAMA_FTYPE_MOSTLY_Q4_0,
+            Ftype::Q8_0 => sys::LLAMA_FTYPE_MOSTLY_Q8_0,
+            Ftype::Q4KM => sys::LLAMA_FTYPE_MOSTLY_Q4_K_M,
+        }
+    }
+}
+
+/// llama.cpp's own model quantizer (`llama-quantize`), for comparing quantized models.
+pub fn quantize_model(input: &Path, output: &Path, ftype: Ftype, threads: usize) -> Result<()> {
+    init();
+    let inp = cstring(input.to_str().ok_or_else(|| OracleError("non-UTF-8 path".into()))?)?;
+    let out = cstring(output.to_str().ok_or_else(|| OracleError("non-UTF-8 path".into()))?)?;
+    // SAFETY: returns a plain struct of defaults.
+    let mut params = unsafe { sys::llama_model_quantize_default_params() };
+    params.nthread = threads as i32;
+    params.ftype = ftype.raw();
+    params.allow_requantize = true;
+    // SAFETY: NUL-terminated paths and a valid params struct living across the call.
+    let rc = unsafe { sys::llama_model_quantize(inp.as_ptr(), out.as_ptr(), &params) };
+    if rc != 0 {
+        return err(format!("llama_model_quantize({}) returned {rc}", input.display()));
+    }
+    Ok(())
+}
+
+/// A model loaded by llama.cpp (CPU only, mmap'ed).
+pub struct Model {
+    raw: *mut sys::llama_model,
+}
+
+// SAFETY: a llama_model is immutable after loading and documented as shareable between
+// contexts on different threads.
+unsafe impl Send for Model {}
+unsafe impl Sync for Model {}
+
+impl Model {
+    pub fn load(path: &Path) -> Result<Model> {
+        Self::load_with(path, false)
+    }
+
+    /// Loads only the vocabulary (tokenizer comparisons on vocab-only GGUFs).
+    pub fn load_vocab_only(path: &Path) -> Result<Model> {
+        Self::load_with(path, true)
+    }
+
+    fn load_with(path: &Path, vocab_only: bool) -> Result<Model> {
+        init();
+        if !path.is_file() {
+            return err(format!("{} is not a file", path.display()));
+        }
+        let p = cstring(path.to_str().ok_or_else(|| OracleError("non-UTF-8 path".into()))?)?;
+        // SAFETY: returns a plain struct of defaults.
+        let mut params = unsafe { sys::llama_model_default_params() };
+        params.n_gpu_layers = 0;
+        params.vocab_only = vocab_only;
+        // SAFETY: NUL-terminated path, valid params.
+        let raw = unsafe { sys::llama_model_load_from_file(p.as_ptr(), params) };
+        if raw.is_null() {
+            return err(format!("llama.cpp could not load {}", path.display()));
+        }
+        Ok(Model { raw })
+    }
+
+    fn vocab(&self) -> *const sys::llama_vocab {
+        // SAFETY: live model.
+        unsafe { sys::llama_model_get_vocab(self.raw) }
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        // SAFETY: live vocab.
+        unsafe { sys::llama_vocab_n_tokens(self.vocab()) as usize }
+    }
+
+    pub fn bos(&self) -> u32 {
+        // SAFETY: live vocab.
+        unsafe { sys::llama_vocab_bos(self.vocab()) as u32 }
+    }
+
+    pub fn eos(&self) -> u32 {
+        // SAFETY: live vocab.
+        unsafe { sys::llama_vocab_eos(self.vocab()) as u32 }
+    }
+
+    /// `llama_tokenize` (`add_special` adds BOS where the model asks for it).
+    pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
+        let mut cap = text.len() + 8;
+        loop {
+            let mut out = vec![0i32; cap];
+            // SAFETY: text pointer/length describe a valid UTF-8 buffer; out holds cap tokens.
+            let n = unsafe {
+                sys::llama_tokenize(
+                    self.vocab(),
+                    text.as_ptr().cast(),
+                    text.len() as i32,
+                    out.as_mut_ptr(),
+                    cap as i32,
+                    add_special,
+                    parse_special,
+                )
+            };
+            if n >= 0 {
+                out.truncate(n as usize);
+                return Ok(out.into_iter().map(|t| t as u32).collect());
+            }
+            if n == i32::MIN {
+                return err("tokenization overflow");
+            }
+            cap = (-n) as usize;
+        }
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        // SAFETY: created by llama_model_load_from_file, freed once.
+        unsafe { sys::llama_model_free(self.raw) }
+    }
+}
+
+/// A llama.cpp inference context over one sequence.
+pub struct Context<'m> {
+    model: &'m Model,
+    raw: *mut sys::llama_context,
+    n_past: usize,
+    n_ctx: usize,
+    n_batch: usize,
+}
+
+impl<'m> Context<'m> {
+    /// A context of `n_ctx` positions computing with `threads` threads (decode and batch).
+    pub fn new(model: &'m Model, n_ctx: usize, threads: usize) -> Result<Context<'m>> {
+        // SAFETY: returns a plain struct of defaults.
+        let mut params = unsafe { sys::llama_context_default_params() };
+        let n_batch = n_ctx.clamp(1, 512);
+        params.n_ctx = n_ctx as u32;
+        params.n_batch = n_batch as u32;
+        params.n_ubatch = n_batch as u32;
+        params.n_threads = threads as i32;
+        params.n_threads_batch = threads as i32;
+        params.no_perf = true;
+        // SAFETY: live model, valid params.
+        let raw = unsafe { sys::llama_init_from_model(model.raw, params) };
+        if raw.is_null() {
+            return err("llama_init_from_model failed");
+        }
+        Ok(Context { model, raw, n_past: 0, n_ctx, n_batch })
+    }
+
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// Forgets every cached position.
+    pub fn clear(&mut self) {
+        // SAFETY: live context; clears its KV memory.
+        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.raw), true) };
+        self.n_past = 0;
+    }
+
+    /// Appends `tokens` and returns the logits of every one of them (`tokens.len() * n_vocab`).
+    pub fn eval_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.decode(tokens, true)
+    }
+
+    /// Appends `tokens` and returns the logits of the last one.
+    pub fn eval(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.decode(tokens, false)
+    }
+
+    fn decode(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return err("eval of no tokens");
+        }
+        if self.n_past + tokens.len() > self.n_ctx {
+            return err(format!("context full: {} + {} > {}", self.n_past, tokens.len(), self.n_ctx));
+        }
+        let n_vocab = self.model.n_vocab();
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return err(format!("token {bad} out of vocabulary ({n_vocab})"));
+        }
+        let mut logits = Vec::with_capacity(if all { tokens.len() * n_vocab } else { n_vocab });
+        let n_chunks = tokens.len().div_ceil(self.n_batch);
+        for (chunk_idx, chunk) in tokens.chunks(self.n_batch).enumerate() {
+            // SAFETY: allocates a batch for chunk.len() tokens of one sequence; freed below.
+            let mut batch = unsafe { sys::llama_batch_init(chunk.len() as i32, 0, 1) };
+            for (i, &tok) in chunk.iter().enumerate() {
+                let last = chunk_idx + 1 == n_chunks && i + 1 == chunk.len();
+                // SAFETY: every array of the batch holds chunk.len() entries; seq_id[i] holds 1.
+                unsafe {
+                    *batch.token.add(i) = tok as i32;
+                    *batch.pos.add(i) = (self.n_past + i) as i32;
+                    *batch.n_seq_id.add(i) = 1;
+                    *(*batch.seq_id.add(i)) = 0;
+                    *batch.logits.add(i) = (all || last) as i8;
+                }
+            }
+            batch.n_tokens = chunk.len() as i32;
+            // SAFETY: live context and a fully initialised batch.
+            let rc = unsafe { sys::llama_decode(self.raw, batch) };
+            if rc != 0 {
+                // SAFETY: batch from llama_batch_init, freed once.
+                unsafe { sys::llama_batch_free(batch) };
+                return err(format!("llama_decode returned {rc}"));
+            }
+            for i in 0..chunk.len() {
+                // SAFETY: as above; reads the logits flag we set.
+                let wanted = unsafe { *batch.logits.add(i) } != 0;
+                if wanted {
+                    // SAFETY: row i was requested, so llama.cpp holds n_vocab logits for it.
+                    let row = unsafe { std::slice::from_raw_parts(sys::llama_get_logits_ith(self.raw, i as i32), n_vocab) };
+                    logits.extend_from_slice(row);
+                }
+            }
+            // SAFETY: batch from llama_batch_init, freed once.
+            unsafe { sys::llama_batch_free(batch) };
+            self.n_past += chunk.len();
+        }
+        Ok(logits)
+    }
+
+    /// Greedy decoding: evaluates `prompt`, then appends the argmax token `n` times (stopping at
+    /// EOS), returning the generated ids.
+    pub fn greedy(&mut self, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
+        let mut logits = self.eval(prompt)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let next = argmax(&logits);
+            out.push(next);
+            if next == self.model.eos() || self.n_past >= self.n_ctx {
+                break;
+            }
+            logits = self.eval(&[next])?;
+        }
+        Ok(out)
+    }
+
+    /// llama-bench's two tests on this context: a prompt of `n_prompt` tokens in batches
+    /// (pp) and `n_gen` single-token decodes (tg), returning (pp tokens/s, tg tokens/s).
+    pub fn bench(&mut self, n_prompt: usize, n_gen: usize) -> Result<(f64, f64)> {
+        let bos = self.model.bos();
+        let n_vocab = self.model.n_vocab() as u32;
+        let prompt: Vec<u32> = (0..n_prompt).map(|i| if i == 0 { bos } else { (i as u32 * 7919) % n_vocab }).collect();
+        self.clear();
+        let pp = if n_prompt > 0 {
+            let t = Instant::now();
+            self.eval(&prompt)?;
+            n_prompt as f64 / secs(t.elapsed())
+        } else {
+            0.0
+        };
+        self.clear();
+        let tg = if n_gen > 0 {
+            let t = Instant::now();
+            let mut tok = bos;
+            for _ in 0..n_gen {
+                let logits = self.eval(&[tok])?;
+                tok = argmax(&logits);
+            }
+            n_gen as f64 / secs(t.elapsed())
+        } else {
+            0.0
+        };
+        Ok((pp, tg))
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64().max(1e-9)
+}
+
+impl Drop for Context<'_> {
+    fn drop(&mut self) {
+        // SAFETY: created by llama_init_from_model, freed once.
+        unsafe { sys::llama_free(self.raw) }
+    }
+}
+
+/// Index of the largest logit (the first one on ties, as llama.cpp's greedy sampler does).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_table_matches_ggml_common() {
+        assert_eq!(block_size(2).unwrap(), 32); // Q4_0
+        assert_eq!(type_size(2).unwrap(), 18);
+        assert_eq!(type_size(12).unwrap(), 144); // Q4_K
+        assert_eq!(type_name(14).unwrap(), "q6_K");
+        assert!(block_size(4).is_err()); // removed Q4_2
+        assert!(block_size(10_000).is_err());
+    }
+
+    #[test]
+    fn q8_0_round_trip() {
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 - 31.5) / 7.0).collect();
+        let q = quantize_chunk(8, &x, 2, 32).unwrap();
+        assert_eq!(q.len(), 2 * 34);
+        let y = dequantize_row(8, &q[..34], 32).unwrap();
+        for (a, b) in x[..32].iter().zip(&y) {
+            assert!((a - b).abs() < 0.02, "{a} vs {b}");
+        }
+        assert!(quantize_chunk(8, &x, 1, 33).is_err());
+    }
+
+    #[test]
+    fn vec_dot_matches_float_dot() {
+        let w: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+        let a: Vec<f32> = (0..256).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+        let exact: f32 = w.iter().zip(&a).map(|(x, y)| x * y).sum();
+        for ty in [2u32, 8, 12, 14] {
+            let wq = quantize_chunk(ty, &w, 1, 256).unwrap();
+            let aq = from_float(vec_dot_type(ty).unwrap(), &a).unwrap();
+            let d = vec_dot(ty, 256, &wq, &aq).unwrap();
+            assert!((d - exact).abs() < 0.05 * exact.abs().max(1.0) + 1.0, "type {ty}: {d} vs {exact}");
+        }
+    }
+
+    #[test]
+    fn llama_cpp_reproduces_stories260k_golden_ids() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K/stories260K-f32-v3.gguf");
+        let model = Model::load(&path).unwrap();
+        assert_eq!(model.n_vocab(), 512);
+        let mut ctx = Context::new(&model, 256, 2).unwrap();
+        let ids = ctx.greedy(&[model.bos()], 20).unwrap();
+        let golden = [403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337];
+        assert_eq!(ids, golden);
+        ctx.clear();
+        let all = ctx.eval_all(&[1, 403, 407]).unwrap();
+        assert_eq!(all.len(), 3 * 512);
+        assert!((all[403] - 17.02352).abs() < 1e-3, "position-0 logit {}", all[403]);
+    }
+
+    #[test]
+    fn ggml_writes_a_gguf_file() {
+        let dir = std::env::temp_dir().join(format!("edgeact-oracle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.gguf");
+        let data: Vec<u8> = (0..64u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        write_gguf(
+            &path,
+            &[("general.architecture", KvValue::Str("llama".into())), ("x.list", KvValue::ArrStr(vec!["a".into(), "b".into()]))],
+            &[GgufTensor { name: "t", ty: 0, dims: &[16, 4], data: &data }],
+        )
+        .unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..4], b"GGUF");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
