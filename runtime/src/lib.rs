@@ -9,3 +9,10 @@
 
 pub mod gguf;
 pub mod quant;
+pub mod kernels;
+pub mod model;
+pub mod sampler;
+pub mod generate;
+pub mod agent;
+pub mod tokenizer;
+pub mod chat;

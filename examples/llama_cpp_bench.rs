@@ -1,0 +1,69 @@
+//! llama.cpp's speed on a GGUF, measured through the oracle member the way `edgeact bench`
+//! measures ours (pp: one prompt of `-p` tokens in batches of 512; tg: `-n` single-token
+//! decodes), so the two can be run side by side in one script:
+//!
+//! ```text
+//! cargo run --release --features oracle --example llama_cpp_bench -- -m model.gguf -p 512 -n 128 -t 2 -r 3
+//! ```
+
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(short, long)]
+    model: PathBuf,
+    #[arg(short = 'p', long, default_value_t = 512)]
+    n_prompt: usize,
+    #[arg(short = 'n', long, default_value_t = 128)]
+    n_gen: usize,
+    #[arg(short, long, default_value_t = 2)]
+    threads: usize,
+    #[arg(short, long, default_value_t = 3)]
+    repetitions: usize,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = if xs.len() > 1 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, var.sqrt())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let model = edgeact_oracle::Model::load(&args.model)?;
+    let mut ctx = edgeact_oracle::Context::new(&model, args.n_prompt + args.n_gen + 1, args.threads)?;
+    // One warm-up run, as llama-bench does, so page faults of the mmap are not measured.
+    ctx.bench(args.n_prompt.min(32), args.n_gen.min(4))?;
+    let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    for _ in 0..args.repetitions {
+        let (p, g) = ctx.bench(args.n_prompt, args.n_gen)?;
+        pp.push(p);
+        tg.push(g);
+    }
+    let (ppm, pps) = mean_std(&pp);
+    let (tgm, tgs) = mean_std(&tg);
+    let name = args.model.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"engine": "llama.cpp", "model": name, "threads": args.threads,
+                "pp": {"n": args.n_prompt, "tps_mean": ppm, "tps_std": pps},
+                "tg": {"n": args.n_gen, "tps_mean": tgm, "tps_std": tgs}})
+        );
+    } else {
+        println!("| engine    | model | threads | test | t/s |");
+        println!("| --------- | ----- | ------: | ---- | --: |");
+        if args.n_prompt > 0 {
+            println!("| llama.cpp | {name} | {} | pp{} | {ppm:.2} ± {pps:.2} |", args.threads, args.n_prompt);
+        }
+        if args.n_gen > 0 {
+            println!("| llama.cpp | {name} | {} | tg{} | {tgm:.2} ± {tgs:.2} |", args.threads, args.n_gen);
+        }
+    }
+    Ok(())
+}

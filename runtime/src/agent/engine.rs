@@ -1,0 +1,230 @@
+//! [`EngineModel`]: the [`LanguageModel`] over our own forward pass ([`Session`]) and
+//! [`Tokenizer`], with KV-cache prefix reuse across turns and optional constrained decoding.
+//!
+//! Each call renders the trimmed history with the llama-2 template, tokenizes it (BOS first,
+//! `</s><s>` as special tokens, like the TGI server did), left-truncates it to the prompt
+//! limit, keeps the longest common token prefix with what the session already holds and
+//! prefills only the rest. Generation ends at end-of-generation, the token limit, or (when
+//! constrained) as soon as the action is complete.
+
+use super::constrain::Constraint;
+use super::react::{LanguageModel, ModelReply, ModelRequest, TurnStats};
+use super::render::{render_llama2, ChatTemplate};
+use crate::model::Session;
+use crate::sampler::{Sampler, SamplerConfig};
+use crate::tokenizer::Tokenizer;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How the engine renders prompts and generates replies.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub template: ChatTemplate,
+    /// AgentBench: 128.
+    pub max_new_tokens: usize,
+    /// AgentBench: 4096 - 128 = 3968 (also capped by the session's context minus
+    /// `max_new_tokens`).
+    pub max_prompt_tokens: usize,
+    /// Reuse the cached KV prefix between calls (off only to measure its effect).
+    pub reuse_prefix: bool,
+    /// Mask tokens that would leave the protocol's reply shapes.
+    pub constrained: bool,
+    pub sampler: SamplerConfig,
+}
+
+impl EngineConfig {
+    /// The published evaluation settings: no system prompt, T = 0.7 pure temperature
+    /// sampling (TGI applied no top-k/top-p), unconstrained.
+    pub fn eval(seed: u64) -> EngineConfig {
+        EngineConfig {
+            template: ChatTemplate::Eval,
+            max_new_tokens: 128,
+            max_prompt_tokens: 3968,
+            reuse_prefix: true,
+            constrained: false,
+            sampler: SamplerConfig {
+                temperature: 0.7,
+                top_k: 0,
+                top_p: 1.0,
+                min_p: 0.0,
+                repeat_penalty: 1.0,
+                repeat_last_n: 0,
+                seed,
+            },
+        }
+    }
+
+    /// Interactive defaults: model-card system prompt, greedy, constrained.
+    pub fn agent() -> EngineConfig {
+        EngineConfig {
+            template: ChatTemplate::Agent,
+            constrained: true,
+            sampler: SamplerConfig {
+                temperature: 0.0,
+                ..EngineConfig::eval(0).sampler
+            },
+            ..EngineConfig::eval(0)
+        }
+    }
+}
+
+/// A [`LanguageModel`] backed by a model session.
+pub struct EngineModel {
+    session: Session,
+    tokenizer: Arc<Tokenizer>,
+    sampler: Sampler,
+    config: EngineConfig,
+    /// Called with each piece of text as it is generated (live display).
+    on_text: Option<Box<dyn FnMut(&str) + Send>>,
+}
+
+/// Length of the longest common prefix.
+pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl EngineModel {
+    pub fn new(session: Session, tokenizer: Arc<Tokenizer>, config: EngineConfig) -> anyhow::Result<EngineModel> {
+        config
+            .sampler
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid sampler settings: {e}"))?;
+        if config.max_new_tokens == 0 {
+            anyhow::bail!("max_new_tokens must be at least 1");
+        }
+        if session.n_ctx() <= config.max_new_tokens {
+            anyhow::bail!(
+                "context of {} tokens leaves no room for a prompt and {} new tokens",
+                session.n_ctx(),
+                config.max_new_tokens
+            );
+        }
+        Ok(EngineModel {
+            sampler: Sampler::new(config.sampler.clone()),
+            session,
+            tokenizer,
+            config,
+            on_text: None,
+        })
+    }
+
+    /// Streams generated text pieces to `f`.
+    pub fn set_on_text(&mut self, f: impl FnMut(&str) + Send + 'static) {
+        self.on_text = Some(Box::new(f));
+    }
+
+    /// Starts a new random stream (e.g. per task and seed).
+    pub fn reseed(&mut self, seed: u64) {
+        self.config.sampler.seed = seed;
+        self.sampler = Sampler::new(self.config.sampler.clone());
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The prompt token limit in effect: the configured one, capped by the context.
+    pub fn prompt_limit(&self) -> usize {
+        self.config
+            .max_prompt_tokens
+            .min(self.session.n_ctx() - self.config.max_new_tokens)
+            .max(1)
+    }
+}
+
+impl LanguageModel for EngineModel {
+    fn reply(&mut self, request: &ModelRequest<'_>) -> anyhow::Result<ModelReply> {
+        let prompt = render_llama2(request.messages, &self.config.template);
+        let mut tokens = self.tokenizer.encode(&prompt, true, true);
+        let limit = self.prompt_limit();
+        let truncated = tokens.len().saturating_sub(limit);
+        // TGI keeps the last tokens (`truncate` = left truncation).
+        tokens.drain(..truncated);
+        if tokens.is_empty() {
+            anyhow::bail!("the prompt tokenized to nothing");
+        }
+        let reuse = if self.config.reuse_prefix {
+            common_prefix(self.session.tokens(), &tokens)
+        } else {
+            0
+        };
+        // At least one token must be evaluated to get the next-token logits.
+        let reuse = reuse.min(tokens.len() - 1);
+        self.session.truncate(reuse);
+        let t0 = Instant::now();
+        let mut logits = self.session.eval(&tokens[reuse..])?;
+        let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
+
+        let t1 = Instant::now();
+        let mut constraint = self.config.constrained.then(|| Constraint::new(request.protocol));
+        let mut generated: Vec<u32> = Vec::new();
+        let mut stop = "max_tokens";
+        let mut stream = crate::tokenizer::StreamDecoder::new(&self.tokenizer);
+        for _ in 0..self.config.max_new_tokens {
+            let tok = match &constraint {
+                Some(c) => {
+                    let tk = &self.tokenizer;
+                    let allowed = c.allowed_tokens(logits.len(), |id| tk.token_bytes(id), tk.eog_ids());
+                    self.sampler.sample_masked(&logits, self.session.tokens(), &allowed)
+                }
+                None => self.sampler.sample(&logits, self.session.tokens()),
+            };
+            let Some(tok) = tok else {
+                stop = "no_candidates";
+                break;
+            };
+            if self.tokenizer.is_eog(tok) {
+                stop = "eos";
+                break;
+            }
+            generated.push(tok);
+            if let Some(f) = self.on_text.as_mut() {
+                let piece = stream.push(tok);
+                if !piece.is_empty() {
+                    f(&piece);
+                }
+            }
+            if let Some(c) = constraint.as_mut() {
+                c.advance(self.tokenizer.token_bytes(tok));
+                if c.is_done() {
+                    // Only EOS could follow: skip evaluating it.
+                    stop = "action_end";
+                    break;
+                }
+            }
+            if generated.len() == self.config.max_new_tokens {
+                break;
+            }
+            if self.session.tokens().len() >= self.session.n_ctx() {
+                stop = "context_full";
+                break;
+            }
+            logits = self.session.eval(&[tok])?;
+        }
+        if let Some(f) = self.on_text.as_mut() {
+            let rest = stream.finish();
+            if !rest.is_empty() {
+                f(&rest);
+            }
+        }
+        let gen_ms = t1.elapsed().as_secs_f64() * 1e3;
+        Ok(ModelReply {
+            // As the server's detokenizer did: the reply decoded on its own, so SentencePiece's
+            // leading space of the first piece is dropped.
+            text: self.tokenizer.decode(&generated),
+            stats: TurnStats {
+                prompt_tokens: tokens.len(),
+                prefilled_tokens: tokens.len() - reuse,
+                truncated_tokens: truncated,
+                generated_tokens: generated.len(),
+                prompt_ms,
+                gen_ms,
+                stop: stop.to_string(),
+            },
+        })
+    }
+}

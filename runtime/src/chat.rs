@@ -1,0 +1,257 @@
+//! Chat templates: a conversation (`[Message]`) to the prompt string the model was trained on.
+//!
+//! Two sources:
+//! - the GGUF's `tokenizer.chat_template` (a Hugging Face Jinja template), rendered with
+//!   `minijinja` configured like `transformers`' `apply_chat_template` (trim/lstrip blocks,
+//!   loop controls, `raise_exception`, Python string methods such as `.strip()`, `bos_token`,
+//!   `eos_token`, `add_generation_prompt`);
+//! - the built-in Llama-2 format of FastChat 0.2.31 (`llama-2` conversation template), which
+//!   AgentBench used to prompt AgentLM and which is used when the file has no template:
+//!   `[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] {user} [/INST]`.
+//!
+//! The rendered string contains special-token texts (`</s><s>`, `<|im_start|>`), so it must be
+//! tokenized with special parsing on.
+
+use crate::gguf::{GgufError, GgufFile};
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{Environment, Error as JinjaError, ErrorKind, Value};
+use std::collections::BTreeMap;
+
+/// The system prompt of AgentLM's model card (the `agent` template); the AgentBench harness
+/// itself used none (the `eval` template).
+pub const AGENTLM_SYSTEM_PROMPT: &str = "You are a helpful, respectful and honest assistant.";
+
+/// One turn of a conversation. Roles: `system`, `user`, `assistant` (`agent` is accepted as
+/// an alias of `assistant` by the built-in Llama-2 template).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Message {
+        Message {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+    pub fn system(content: impl Into<String>) -> Message {
+        Message::new("system", content)
+    }
+    pub fn user(content: impl Into<String>) -> Message {
+        Message::new("user", content)
+    }
+    pub fn assistant(content: impl Into<String>) -> Message {
+        Message::new("assistant", content)
+    }
+}
+
+/// Why a template could not be loaded or rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("chat template does not compile: {0}")]
+    Syntax(String),
+    #[error("chat template failed to render: {0}")]
+    Render(String),
+    #[error("invalid conversation: {0}")]
+    Conversation(String),
+    #[error("unknown chat template {0:?} (built-in: llama-2, eval, agent)")]
+    UnknownName(String),
+}
+
+enum Kind {
+    Jinja {
+        env: Box<Environment<'static>>,
+        source: String,
+        bos: String,
+        eos: String,
+    },
+    /// FastChat's `llama-2`; `default_system` is used when the conversation has no system turn.
+    Llama2 { default_system: Option<String> },
+}
+
+/// A chat template ready to render conversations.
+pub struct ChatTemplate {
+    kind: Kind,
+}
+
+const TEMPLATE_NAME: &str = "chat_template";
+
+/// Python's `str.strip()`: Rust's whitespace plus the ASCII separators U+001C..U+001F, which
+/// Python also counts as whitespace.
+fn py_strip(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+}
+
+fn jinja_error(e: &JinjaError) -> String {
+    // minijinja's Display holds the kind and detail; the alternate form adds the source line.
+    let mut msg = e.to_string();
+    if let Some(line) = e.line() {
+        msg.push_str(&format!(" (template line {line})"));
+    }
+    msg
+}
+
+impl ChatTemplate {
+    /// The file's `tokenizer.chat_template`, or the built-in Llama-2 template when it has none.
+    /// `bos_token`/`eos_token` are the texts of the file's BOS/EOS tokens.
+    pub fn from_gguf(file: &GgufFile) -> Result<ChatTemplate, ChatError> {
+        let Some(source) = file.get_str("tokenizer.chat_template")? else {
+            return Ok(ChatTemplate::llama2());
+        };
+        let token_text = |key: &str| -> Result<String, ChatError> {
+            let (Some(id), Some(tokens)) = (file.get_u64(key)?, file.get_array("tokenizer.ggml.tokens")?) else {
+                return Ok(String::new());
+            };
+            Ok(usize::try_from(id)
+                .ok()
+                .and_then(|i| tokens.get(i))
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string())
+        };
+        let bos = token_text("tokenizer.ggml.bos_token_id")?;
+        let eos = token_text("tokenizer.ggml.eos_token_id")?;
+        ChatTemplate::from_jinja(source, &bos, &eos)
+    }
+
+    /// Compiles a Hugging Face Jinja chat template.
+    pub fn from_jinja(source: &str, bos_token: &str, eos_token: &str) -> Result<ChatTemplate, ChatError> {
+        let mut env = Environment::new();
+        // transformers renders with trim_blocks and lstrip_blocks on; Jinja2 drops one
+        // trailing newline of the template, as minijinja does by default.
+        let syntax = SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(|e| ChatError::Syntax(jinja_error(&e)))?;
+        env.set_syntax(syntax);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<Value, JinjaError> {
+            Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template_owned(TEMPLATE_NAME, source.to_string())
+            .map_err(|e| ChatError::Syntax(jinja_error(&e)))?;
+        Ok(ChatTemplate {
+            kind: Kind::Jinja {
+                env: Box::new(env),
+                source: source.to_string(),
+                bos: bos_token.to_string(),
+                eos: eos_token.to_string(),
+            },
+        })
+    }
+
+    /// FastChat's `llama-2` format without a default system prompt (the AgentBench harness,
+    /// named `eval`). A leading `system` message still becomes the `<<SYS>>` block.
+    pub fn llama2() -> ChatTemplate {
+        ChatTemplate {
+            kind: Kind::Llama2 { default_system: None },
+        }
+    }
+
+    /// FastChat's `llama-2` format with `system` used when the conversation has none.
+    pub fn llama2_with_system(system: impl Into<String>) -> ChatTemplate {
+        ChatTemplate {
+            kind: Kind::Llama2 {
+                default_system: Some(system.into()),
+            },
+        }
+    }
+
+    /// Built-in templates by name: `llama-2`/`eval` (no system prompt) and `agent` (AgentLM's
+    /// model-card system prompt).
+    pub fn named(name: &str) -> Result<ChatTemplate, ChatError> {
+        match name {
+            "llama-2" | "llama2" | "eval" => Ok(ChatTemplate::llama2()),
+            "agent" => Ok(ChatTemplate::llama2_with_system(AGENTLM_SYSTEM_PROMPT)),
+            other => Err(ChatError::UnknownName(other.to_string())),
+        }
+    }
+
+    /// The Jinja source, for templates read from a file.
+    pub fn source(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Jinja { source, .. } => Some(source),
+            Kind::Llama2 { .. } => None,
+        }
+    }
+
+    /// Renders a conversation; `add_generation_prompt` appends the opening of the assistant's
+    /// turn so the model continues with its reply.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, ChatError> {
+        match &self.kind {
+            Kind::Jinja { env, bos, eos, .. } => {
+                let msgs: Vec<Value> = messages
+                    .iter()
+                    .map(|m| {
+                        let mut map = BTreeMap::new();
+                        map.insert("role".to_string(), Value::from(m.role.as_str()));
+                        map.insert("content".to_string(), Value::from(m.content.as_str()));
+                        Value::from(map)
+                    })
+                    .collect();
+                let mut ctx = BTreeMap::new();
+                ctx.insert("messages".to_string(), Value::from(msgs));
+                ctx.insert("add_generation_prompt".to_string(), Value::from(add_generation_prompt));
+                ctx.insert("bos_token".to_string(), Value::from(bos.as_str()));
+                ctx.insert("eos_token".to_string(), Value::from(eos.as_str()));
+                let template = env
+                    .get_template(TEMPLATE_NAME)
+                    .map_err(|e| ChatError::Render(jinja_error(&e)))?;
+                template
+                    .render(Value::from(ctx))
+                    .map_err(|e| ChatError::Render(jinja_error(&e)))
+            }
+            Kind::Llama2 { default_system } => render_llama2(messages, default_system.as_deref(), add_generation_prompt),
+        }
+    }
+}
+
+/// FastChat 0.2.31 `Conversation.get_prompt` for `SeparatorStyle.LLAMA2`, with contents
+/// `.strip()`ped as AgentBench's client does. Roles must alternate user/assistant after an
+/// optional leading system message.
+fn render_llama2(messages: &[Message], default_system: Option<&str>, add_generation_prompt: bool) -> Result<String, ChatError> {
+    let (system, turns) = match messages.first() {
+        Some(m) if m.role == "system" => (Some(py_strip(&m.content)), &messages[1..]),
+        _ => (default_system, messages),
+    };
+    let mut out = match system {
+        Some(s) if !s.is_empty() => format!("[INST] <<SYS>>\n{s}\n<</SYS>>\n\n"),
+        _ => "[INST] ".to_string(),
+    };
+    const ROLES: [&str; 2] = ["[INST]", "[/INST]"];
+    const SEPS: [&str; 2] = [" ", " </s><s>"];
+    for (i, m) in turns.iter().enumerate() {
+        let is_user = m.role == "user";
+        let is_assistant = m.role == "assistant" || m.role == "agent";
+        if (i % 2 == 0 && !is_user) || (i % 2 == 1 && !is_assistant) {
+            return Err(ChatError::Conversation(format!(
+                "message {} has role {:?}; after an optional system message the roles must alternate user, assistant, …",
+                i + usize::from(turns.len() != messages.len()),
+                m.role
+            )));
+        }
+        let content = py_strip(&m.content);
+        // FastChat treats an empty message like a missing one: only the role tag is written.
+        if content.is_empty() {
+            out.push_str(ROLES[i % 2]);
+        } else if i == 0 {
+            out.push_str(content);
+            out.push(' ');
+        } else {
+            out.push_str(ROLES[i % 2]);
+            out.push(' ');
+            out.push_str(content);
+            out.push_str(SEPS[i % 2]);
+        }
+    }
+    if add_generation_prompt {
+        // FastChat appends an empty message for the reply, which writes the next role's tag.
+        out.push_str(ROLES[turns.len() % 2]);
+    }
+    Ok(out)
+}

@@ -1,0 +1,255 @@
+//! The generation loop: evaluate the prompt (reusing the session's cached prefix), then
+//! sample → evaluate → stream text until end-of-sequence, a stop string, the token limit or a
+//! full context.
+//!
+//! Text is streamed through a [`TokenDecoder`] (the tokenizer's UTF-8-safe stream decoder) and
+//! then a [`StopMatcher`], which holds back text while it could still be the start of a stop
+//! string, so the caller never sees any part of a stop string.
+
+use crate::model::{ModelError, Session};
+use crate::sampler::Sampler;
+use std::time::{Duration, Instant};
+
+/// Turns tokens into text incrementally (a token may end in the middle of a UTF-8 character,
+/// so the decoder may return nothing for it and more for the next one).
+pub trait TokenDecoder {
+    /// Text completed by `token`.
+    fn push(&mut self, token: u32) -> String;
+    /// Whatever is still buffered at the end of the stream.
+    fn finish(&mut self) -> String;
+}
+
+/// Limits and stop conditions of one generation.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Tokens that end the generation (normally EOS; chat models may add end-of-turn ids).
+    /// They are not decoded into the text.
+    pub stop_tokens: Vec<u32>,
+    /// Strings that end the generation; the text stops just before the earliest match.
+    pub stop_strings: Vec<String>,
+}
+
+/// Why generation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// A token of [`GenerateOptions::stop_tokens`] was sampled.
+    StopToken(u32),
+    /// The text reached this stop string.
+    StopString(String),
+    MaxTokens,
+    /// The session's context has no room for another token.
+    ContextFull,
+    /// The sampler had nothing to choose from.
+    NoCandidates,
+}
+
+/// What a generation produced.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// Every sampled token, including a final stop token and the tokens of a stop string.
+    pub tokens: Vec<u32>,
+    /// The streamed text (without stop tokens or the stop string).
+    pub text: String,
+    pub stop: StopReason,
+    /// Prompt length, and how many prompt tokens were actually evaluated (the rest were
+    /// reused from the session's cache).
+    pub n_prompt: usize,
+    pub n_prompt_evaluated: usize,
+    pub n_generated: usize,
+    pub prompt_time: Duration,
+    /// Time from the first sampled token to the end.
+    pub gen_time: Duration,
+}
+
+impl Generation {
+    /// Evaluated prompt tokens per second.
+    pub fn prompt_tps(&self) -> f64 {
+        self.n_prompt_evaluated as f64 / self.prompt_time.as_secs_f64().max(1e-9)
+    }
+    /// Generated tokens per second.
+    pub fn gen_tps(&self) -> f64 {
+        self.n_generated as f64 / self.gen_time.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Holds back streamed text that could be the beginning of a stop string.
+#[derive(Clone, Debug, Default)]
+pub struct StopMatcher {
+    stops: Vec<String>,
+    pending: String,
+}
+
+impl StopMatcher {
+    /// Empty stop strings are ignored (they would match everywhere).
+    pub fn new(stops: &[String]) -> StopMatcher {
+        StopMatcher {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            pending: String::new(),
+        }
+    }
+
+    /// Adds text; returns the text that is now safe to emit and, if a stop string matched,
+    /// which one (then nothing after its start is ever emitted).
+    pub fn push(&mut self, piece: &str) -> (String, Option<String>) {
+        self.pending.push_str(piece);
+        let earliest = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()).map(|i| (i, s)))
+            .min_by_key(|&(i, _)| i);
+        if let Some((i, s)) = earliest {
+            let s = s.clone();
+            let out = self.pending[..i].to_string();
+            self.pending.clear();
+            return (out, Some(s));
+        }
+        // Keep the longest suffix that is a proper prefix of some stop string.
+        let mut keep_from = self.pending.len();
+        for (i, _) in self.pending.char_indices().rev() {
+            let suffix = &self.pending[i..];
+            if self.stops.iter().any(|s| s.starts_with(suffix)) {
+                keep_from = i;
+            }
+        }
+        let out = self.pending[..keep_from].to_string();
+        self.pending.drain(..keep_from);
+        (out, None)
+    }
+
+    /// The held-back text, once the stream ended without a match.
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+/// Generates a continuation of `prompt` (the full sequence, BOS included). The session's cached
+/// tokens that agree with `prompt` are reused; the rest of the cache is discarded. `on_text`
+/// receives the text as it becomes final.
+///
+/// Afterwards the session holds the prompt and every generated token except the last one
+/// (which was sampled but never evaluated).
+pub fn generate(
+    session: &mut Session,
+    sampler: &mut Sampler,
+    decoder: &mut dyn TokenDecoder,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Generation, ModelError> {
+    if prompt.is_empty() {
+        return Err(ModelError::EmptyInput);
+    }
+    let common = session.tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count();
+    // The last prompt token is always evaluated: its logits choose the first new token.
+    let keep = common.min(prompt.len() - 1);
+    session.truncate(keep);
+    let start = Instant::now();
+    let mut logits = session.eval(&prompt[keep..])?;
+    let prompt_time = start.elapsed();
+
+    let gen_start = Instant::now();
+    let mut history = prompt.to_vec();
+    let mut tokens = Vec::new();
+    let mut text = String::new();
+    let mut stops = StopMatcher::new(&opts.stop_strings);
+    let mut emit = |s: &str, text: &mut String| {
+        if !s.is_empty() {
+            on_text(s);
+            text.push_str(s);
+        }
+    };
+    let stop = loop {
+        if tokens.len() >= opts.max_tokens {
+            break StopReason::MaxTokens;
+        }
+        let Some(tok) = sampler.sample(&logits, &history) else {
+            break StopReason::NoCandidates;
+        };
+        tokens.push(tok);
+        history.push(tok);
+        if opts.stop_tokens.contains(&tok) {
+            break StopReason::StopToken(tok);
+        }
+        let (out, hit) = stops.push(&decoder.push(tok));
+        emit(&out, &mut text);
+        if let Some(s) = hit {
+            break StopReason::StopString(s);
+        }
+        if tokens.len() >= opts.max_tokens {
+            break StopReason::MaxTokens;
+        }
+        if session.tokens().len() >= session.n_ctx() {
+            break StopReason::ContextFull;
+        }
+        logits = session.eval(&[tok])?;
+    };
+    if !matches!(stop, StopReason::StopString(_)) {
+        let (out, hit) = stops.push(&decoder.finish());
+        emit(&out, &mut text);
+        if hit.is_none() {
+            emit(&stops.finish(), &mut text);
+        }
+    }
+    Ok(Generation {
+        n_generated: tokens.len(),
+        tokens,
+        text,
+        stop,
+        n_prompt: prompt.len(),
+        n_prompt_evaluated: prompt.len() - keep,
+        prompt_time,
+        gen_time: gen_start.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (String, Option<String>) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut m = StopMatcher::new(&stops);
+        let mut out = String::new();
+        for p in pieces {
+            let (o, hit) = m.push(p);
+            out.push_str(&o);
+            if hit.is_some() {
+                return (out, hit);
+            }
+        }
+        out.push_str(&m.finish());
+        (out, None)
+    }
+
+    #[test]
+    fn stop_string_split_across_pieces_is_never_emitted() {
+        let stops = vec!["\nObservation:".to_string()];
+        let mut m = StopMatcher::new(&stops);
+        assert_eq!(m.push("ls -l"), ("ls -l".into(), None));
+        assert_eq!(m.push("\nObs"), (String::new(), None));
+        assert_eq!(m.push("erva"), (String::new(), None));
+        assert_eq!(m.push("tion: x"), (String::new(), Some("\nObservation:".into())));
+    }
+
+    #[test]
+    fn held_back_text_is_released_when_it_stops_matching() {
+        assert_eq!(run(&["STOP"], &["a S", "T", "x b"]), ("a STx b".into(), None));
+        assert_eq!(run(&["STOP"], &["a ST"]), ("a ST".into(), None));
+        assert_eq!(run(&["STOP"], &["xSTOPy"]), ("x".into(), Some("STOP".into())));
+    }
+
+    #[test]
+    fn earliest_of_several_stop_strings_wins() {
+        assert_eq!(run(&["bc", "ab"], &["zabc"]), ("z".into(), Some("ab".into())));
+        assert_eq!(run(&[], &["hello ", "world"]), ("hello world".into(), None));
+        assert_eq!(run(&[""], &["hello"]), ("hello".into(), None));
+    }
+
+    #[test]
+    fn multibyte_text_is_split_on_char_boundaries() {
+        assert_eq!(run(&["éa"], &["xé", "é", "b"]), ("xééb".into(), None));
+        assert_eq!(run(&["éa"], &["xé", "éa"]), ("xé".into(), Some("éa".into())));
+    }
+}

@@ -1,0 +1,414 @@
+//! AVX-512 kernels: a VNNI (`vpdpbusd`) panel matmul for prefill, AVX2 kernels otherwise.
+//!
+//! Decode is bound by memory bandwidth, where 512-bit vectors gain nothing, so single tokens
+//! and small batches use the AVX2 tile kernels (every AVX-512 CPU has AVX2/FMA/F16C;
+//! `Backend::Avx512` requires them).
+//!
+//! Prefill with VNNI (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K): a task unpacks a panel of 16 weight rows
+//! once into unsigned 8-bit quants laid out "row-interleaved" (for each 4 consecutive
+//! elements, the 4 bytes of row 0, then of row 1, ... row 15: one 64-byte vector), plus f32
+//! scales per group and the group offsets. One `vpdpbusd` then multiplies 4 elements of 16
+//! rows with the same 4 activation bytes of one token (a broadcast), accumulating 16 row sums
+//! at once; a micro-tile keeps the sums of 16 rows x `T` tokens in registers, so each
+//! unpacked weight vector is loaded once per `T` tokens and each activation broadcast is
+//! used for 16 rows. Offsets (Q4_0's 8, Q8_0's +128 bias, the k-quant mins, Q6_K's 32) are
+//! applied per group through activation sums, as in the scalar specification.
+
+use super::avx2;
+use super::matmul::{QMatrix, SyncPtr};
+use super::ThreadPool;
+use crate::quant::{GgmlType, QK_K};
+use std::arch::x86_64::*;
+
+/// Rows per panel (the 16 i32 lanes of a vector).
+const PR: usize = 16;
+/// Tokens per micro-tile: 4 register sets of `TT` vectors plus temporaries fit 32 registers.
+const TT: usize = 6;
+/// Tokens per task: enough to amortise unpacking the panel (about 10% at this size).
+const TOK_CHUNK: usize = 16 * TT;
+/// Smallest batch for the panel path; below it the AVX2 tiles win.
+pub(super) const MIN_TOKENS: usize = 16;
+
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL plus AVX2, FMA and F16C; `w` and every `acts[t]` must
+/// hold whole rows of `n` elements in the weight and activation formats of `ty`.
+pub(super) unsafe fn tile(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
+    if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) && acts.len() <= 4 && is_x86_feature_detected!("avx512vnni") {
+        let nb = n / 32;
+        macro_rules! go {
+            ($T:literal) => {
+                legacy_vnni::<$T>(ty == GgmlType::Q4_0, w.as_ptr(), std::array::from_fn(|t| acts[t].as_ptr()), nb, out)
+            };
+        }
+        match acts.len() {
+            1 => go!(1),
+            2 => go!(2),
+            3 => go!(3),
+            _ => go!(4),
+        }
+        return;
+    }
+    avx2::tile(ty, n, w, acts, out)
+}
+
+/// Q4_0 / Q8_0 weights against Q8_0 activations with 256-bit `vpdpbusd` (one instruction
+/// instead of AVX2's `maddubs` + `madd`); otherwise as the AVX2 kernels.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn legacy_vnni<const T: usize>(q4: bool, w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
+    let (wstride, astride) = (if q4 { 18 } else { 34 }, 34);
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m8 = _mm256_set1_epi8(8);
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut b0 = 0;
+    while b0 < nb {
+        let cnt = (nb - b0).min(8);
+        let dw = avx2::scales8(w.add(b0 * wstride), wstride, cnt);
+        let mut prod = [[0f32; 8]; T];
+        for t in 0..T {
+            let da = avx2::scales8(a[t].add(b0 * astride), astride, cnt);
+            _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
+        }
+        for i in 0..cnt {
+            let b = b0 + i;
+            let q = if q4 {
+                let qs = _mm_loadu_si128(w.add(b * 18 + 2).cast());
+                _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), m4), m8)
+            } else {
+                _mm256_loadu_si256(w.add(b * 34 + 2).cast())
+            };
+            let aq = _mm256_sign_epi8(q, q);
+            for t in 0..T {
+                let y = _mm256_loadu_si256(a[t].add(b * 34 + 2).cast());
+                let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, _mm256_sign_epi8(y, q));
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][i]), acc[t]);
+            }
+        }
+        b0 += cnt;
+    }
+    for t in 0..T {
+        out[t] = avx2::hsum(acc[t]);
+    }
+}
+
+/// Whether the panel path handles `ty` on this CPU.
+pub(super) fn panel_supported(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
+    ) && is_x86_feature_detected!("avx512vnni")
+}
+
+/// Elements per scale group of the unpacked panel.
+fn group(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q6_K => 16,
+        _ => 32,
+    }
+}
+
+/// A panel of up to 16 weight rows, unpacked for the VNNI micro-kernels.
+struct Panel {
+    /// `cols / 4` vectors of 64 bytes: element quad `k` of rows 0..16.
+    q: Vec<u8>,
+    /// Per group, 16 f32 (one per row): `d * scale` (k-quants) or `d` (legacy).
+    scf: Vec<f32>,
+    /// Legacy: per block, 16 f32 offsets (`8 d` for Q4_0, `128 d` for Q8_0).
+    /// k-quants: per super-block, 8 pairs of i16 mins per row (as i32 lanes), for `vpdpwssd`
+    /// with pairs of Q8_K `bsums`.
+    mn: Vec<u32>,
+    /// k-quants: per super-block, 16 f32 `dmin` (Q6_K: `d`).
+    dm: Vec<f32>,
+}
+
+/// Decodes one row's block `b` into unsigned quants `q` (the block's elements) and its
+/// group scales / offsets for row lane `r` of the panel.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn unpack_block(ty: GgmlType, row: *const u8, b: usize, q: &mut [u8], p: &mut Panel, r: usize) {
+    let f16 = |p: *const u8| half::f16::from_bits(p.cast::<u16>().read_unaligned()).to_f32();
+    let m4 = _mm256_set1_epi8(0x0f);
+    match ty {
+        GgmlType::Q4_0 => {
+            let blk = row.add(b * 18);
+            let d = f16(blk);
+            let qs = _mm_loadu_si128(blk.add(2).cast());
+            let v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), m4);
+            _mm256_storeu_si256(q.as_mut_ptr().cast(), v);
+            p.scf[b * PR + r] = d;
+            p.mn[b * PR + r] = (8.0 * d).to_bits();
+        }
+        GgmlType::Q8_0 => {
+            let blk = row.add(b * 34);
+            let d = f16(blk);
+            // Bias to unsigned: q + 128, undone by an offset of 128 d per block.
+            let v = _mm256_xor_si256(_mm256_loadu_si256(blk.add(2).cast()), _mm256_set1_epi8(-128));
+            _mm256_storeu_si256(q.as_mut_ptr().cast(), v);
+            p.scf[b * PR + r] = d;
+            p.mn[b * PR + r] = (128.0 * d).to_bits();
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            let (bs, qs_off) = if ty == GgmlType::Q4_K { (144, 16) } else { (176, 48) };
+            let blk = row.add(b * bs);
+            let (d, dmin) = (f16(blk), f16(blk.add(2)));
+            let s = blk.add(4).cast::<[u8; 12]>().read_unaligned();
+            let qh = _mm256_loadu_si256(blk.add(16).cast());
+            for j in 0..4 {
+                let v = _mm256_loadu_si256(blk.add(qs_off + 32 * j).cast());
+                let mut lo = _mm256_and_si256(v, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                if ty == GgmlType::Q5_K {
+                    let m16 = _mm256_set1_epi8(16);
+                    let b0 = _mm256_set1_epi8(1 << (2 * j));
+                    let b1 = _mm256_set1_epi8(2 << (2 * j));
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), m16));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), m16));
+                }
+                _mm256_storeu_si256(q.as_mut_ptr().add(64 * j).cast(), lo);
+                _mm256_storeu_si256(q.as_mut_ptr().add(64 * j + 32).cast(), hi);
+            }
+            for j in 0..8 {
+                let (sc, m) = crate::quant::get_scale_min_k4(j, &s);
+                p.scf[(b * 8 + j) * PR + r] = d * sc as f32;
+                // Both groups of 16 in sub-block j share its min.
+                p.mn[(b * 8 + j) * PR + r] = (m as u32) | ((m as u32) << 16);
+            }
+            p.dm[b * PR + r] = dmin;
+        }
+        GgmlType::Q6_K => {
+            let blk = row.add(b * 210);
+            let d = f16(blk.add(208));
+            let m3 = _mm256_set1_epi8(0x30);
+            for h in 0..2 {
+                let lo = _mm256_loadu_si256(blk.add(64 * h).cast());
+                let hi = _mm256_loadu_si256(blk.add(64 * h + 32).cast());
+                let qh = _mm256_loadu_si256(blk.add(128 + 32 * h).cast());
+                let c = [
+                    _mm256_or_si256(_mm256_and_si256(lo, m4), _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m3)),
+                    _mm256_or_si256(_mm256_and_si256(hi, m4), _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m3)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(lo), m4), _mm256_and_si256(qh, m3)),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(hi), m4),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m3),
+                    ),
+                ];
+                for (k, v) in c.iter().enumerate() {
+                    _mm256_storeu_si256(q.as_mut_ptr().add(128 * h + 32 * k).cast(), *v);
+                }
+            }
+            let sc = blk.add(192).cast::<[i8; 16]>().read_unaligned();
+            for g in 0..16 {
+                p.scf[(b * 16 + g) * PR + r] = d * sc[g] as f32;
+            }
+            // The -32 offset: a min of 32 * scale per group of 16, paired for vpdpwssd.
+            for pr in 0..8 {
+                let lo = (32 * sc[2 * pr] as i32) as u16 as u32;
+                let hi = (32 * sc[2 * pr + 1] as i32) as u16 as u32;
+                p.mn[(b * 8 + pr) * PR + r] = lo | (hi << 16);
+            }
+            p.dm[b * PR + r] = d;
+        }
+        _ => unreachable!("panel_supported"),
+    }
+}
+
+/// Unpacks rows `r0..r0 + nr` (`nr <= 16`; missing rows stay zero) into `p`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn unpack_panel(w: &QMatrix, r0: usize, nr: usize, p: &mut Panel) {
+    let ty = w.ty;
+    let bsz = ty.block_size();
+    let nb = w.cols / bsz;
+    let mut q = vec![0u8; bsz];
+    p.q.fill(0);
+    p.scf.fill(0.0);
+    p.mn.fill(0);
+    p.dm.fill(0.0);
+    let quads = bsz / 4;
+    for r in 0..nr {
+        let row = w.row(r0 + r).as_ptr();
+        for b in 0..nb {
+            unpack_block(ty, row, b, &mut q, p, r);
+            // Scatter the block's quads to their row lane of each interleaved vector.
+            let dst = p.q.as_mut_ptr().add((b * quads * PR + r) * 4).cast::<u32>();
+            for k in 0..quads {
+                dst.add(k * PR).write_unaligned(q.as_ptr().add(4 * k).cast::<u32>().read_unaligned());
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn bcast32(p: *const u8) -> __m512i {
+    _mm512_set1_epi32(p.cast::<i32>().read_unaligned())
+}
+
+/// Legacy micro-kernel: 16 rows x `T` tokens over all blocks. `ad[t][b]` is the activation
+/// scale `d_y`, `am[t][b]` is `d_y * sum(y)` of block `b` of token `t`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn micro_legacy<const T: usize>(p: &Panel, nb: usize, y: [*const u8; T], ad: [*const f32; T], am: [*const f32; T]) -> [__m512; T] {
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        let mut s = [_mm512_setzero_si512(); T];
+        for k in 0..8 {
+            let wv = _mm512_loadu_si512(p.q.as_ptr().add((b * 8 + k) * 64).cast());
+            for t in 0..T {
+                s[t] = _mm512_dpbusd_epi32(s[t], wv, bcast32(y[t].add(b * 34 + 2 + 4 * k)));
+            }
+        }
+        let scv = _mm512_loadu_ps(p.scf.as_ptr().add(b * PR));
+        let mnv = _mm512_loadu_ps(p.mn.as_ptr().add(b * PR).cast());
+        for t in 0..T {
+            let v = _mm512_mul_ps(_mm512_cvtepi32_ps(s[t]), _mm512_set1_ps(*ad[t].add(b)));
+            acc[t] = _mm512_fmadd_ps(v, scv, acc[t]);
+            acc[t] = _mm512_fnmadd_ps(mnv, _mm512_set1_ps(*am[t].add(b)), acc[t]);
+        }
+    }
+    acc
+}
+
+/// k-quant micro-kernel: 16 rows x `T` tokens over all super-blocks; `y[t]` are Q8_K rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn micro_k<const T: usize, const G: usize>(p: &Panel, nsb: usize, y: [*const u8; T]) -> [__m512; T] {
+    let gps = QK_K / G;
+    let mut acc = [_mm512_setzero_ps(); T];
+    for sb in 0..nsb {
+        let mut sacc = [_mm512_setzero_ps(); T];
+        for g in 0..gps {
+            let mut s = [_mm512_setzero_si512(); T];
+            for k in 0..G / 4 {
+                let quad = sb * 64 + g * (G / 4) + k;
+                let wv = _mm512_loadu_si512(p.q.as_ptr().add(quad * 64).cast());
+                for t in 0..T {
+                    s[t] = _mm512_dpbusd_epi32(s[t], wv, bcast32(y[t].add(sb * 292 + 4 + 4 * (quad - sb * 64))));
+                }
+            }
+            let scv = _mm512_loadu_ps(p.scf.as_ptr().add((sb * gps + g) * PR));
+            for t in 0..T {
+                sacc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]), scv, sacc[t]);
+            }
+        }
+        let mut macc = [_mm512_setzero_si512(); T];
+        for pr in 0..8 {
+            let mv = _mm512_loadu_si512(p.mn.as_ptr().add((sb * 8 + pr) * PR).cast());
+            for t in 0..T {
+                macc[t] = _mm512_dpwssd_epi32(macc[t], mv, bcast32(y[t].add(sb * 292 + 4 + QK_K + 4 * pr)));
+            }
+        }
+        let dmv = _mm512_loadu_ps(p.dm.as_ptr().add(sb * PR));
+        for t in 0..T {
+            let dy = _mm512_set1_ps(y[t].add(sb * 292).cast::<f32>().read_unaligned());
+            acc[t] = _mm512_fmadd_ps(sacc[t], dy, acc[t]);
+            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(macc[t]), _mm512_mul_ps(dmv, dy), acc[t]);
+        }
+    }
+    acc
+}
+
+/// Per-block activation tables of the legacy path: `d_y` and `d_y * sum(q_y)` of every Q8_0
+/// block, token-major.
+fn legacy_act_tables(acts: &[u8], n_tokens: usize, nb: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut ad = vec![0f32; n_tokens * nb];
+    let mut am = vec![0f32; n_tokens * nb];
+    for (i, blk) in acts.chunks_exact(34).take(n_tokens * nb).enumerate() {
+        let d = half::f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
+        let sum: i32 = blk[2..].iter().map(|&v| v as i8 as i32).sum();
+        ad[i] = d;
+        am[i] = d * sum as f32;
+    }
+    (ad, am)
+}
+
+/// Runs a micro-tile of `nt <= TT` tokens starting at `t0` for the panel at rows `r0..r0+nr`
+/// and stores the 16 (or `nr`) results per token into `out[t * rows + r0..]`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_micro(
+    ty: GgmlType,
+    p: &Panel,
+    cols: usize,
+    acts: &[u8],
+    arb: usize,
+    tabs: &(Vec<f32>, Vec<f32>),
+    t0: usize,
+    nt: usize,
+    r0: usize,
+    nr: usize,
+    rows: usize,
+    out: *mut f32,
+) {
+    macro_rules! go {
+        ($T:literal) => {{
+            let y: [*const u8; $T] = std::array::from_fn(|i| acts.as_ptr().add((t0 + i) * arb));
+            let res = match ty {
+                GgmlType::Q4_0 | GgmlType::Q8_0 => {
+                    let nb = cols / 32;
+                    let ad = std::array::from_fn(|i| tabs.0.as_ptr().add((t0 + i) * nb));
+                    let am = std::array::from_fn(|i| tabs.1.as_ptr().add((t0 + i) * nb));
+                    micro_legacy::<$T>(p, nb, y, ad, am)
+                }
+                GgmlType::Q6_K => micro_k::<$T, 16>(p, cols / QK_K, y),
+                _ => micro_k::<$T, 32>(p, cols / QK_K, y),
+            };
+            let mask: __mmask16 = if nr >= 16 { 0xffff } else { (1u16 << nr) - 1 };
+            for (i, v) in res.iter().enumerate() {
+                _mm512_mask_storeu_ps(out.add((t0 + i) * rows + r0), mask, *v);
+            }
+        }};
+    }
+    match nt {
+        1 => go!(1),
+        2 => go!(2),
+        3 => go!(3),
+        4 => go!(4),
+        5 => go!(5),
+        _ => go!(6),
+    }
+}
+
+/// The prefill matmul through VNNI panels: `out[t * rows + r] = w[r] . act[t]`, where `acts`
+/// holds `n_tokens` rows of `arb` bytes in the partner format of `w.ty`.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL/VNNI plus AVX2, FMA and F16C, [`panel_supported`]
+/// must hold for `w.ty`, `acts` must hold `n_tokens` activation rows of `w.cols` elements and
+/// `out` must hold `n_tokens * w.rows` floats.
+pub(super) unsafe fn matmul_panels(pool: &ThreadPool, w: &QMatrix, acts: &[u8], arb: usize, n_tokens: usize, out: &mut [f32]) {
+    let ty = w.ty;
+    let (rows, cols) = (w.rows, w.cols);
+    let tabs = if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
+        legacy_act_tables(acts, n_tokens, cols / 32)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let n_groups = cols / group(ty);
+    let (n_mn, n_dm) = match ty {
+        GgmlType::Q4_0 | GgmlType::Q8_0 => (cols / 32, 0),
+        _ => (cols / QK_K * 8, cols / QK_K),
+    };
+    let n_panels = rows.div_ceil(PR);
+    let n_chunks = n_tokens.div_ceil(TOK_CHUNK);
+    let outp = SyncPtr(out.as_mut_ptr());
+    pool.run(n_panels * n_chunks, &|task| {
+        // Panel-major order: consecutive tasks of one thread reuse nothing, but each task's
+        // unpacked panel serves its whole token chunk.
+        let (pi, ci) = (task / n_chunks, task % n_chunks);
+        let r0 = pi * PR;
+        let nr = PR.min(rows - r0);
+        let mut p = Panel {
+            q: vec![0u8; cols * PR],
+            scf: vec![0f32; n_groups * PR],
+            mn: vec![0u32; n_mn * PR],
+            dm: vec![0f32; n_dm * PR],
+        };
+        // SAFETY: the caller guarantees the CPU features; rows r0..r0+nr exist.
+        unsafe { unpack_panel(w, r0, nr, &mut p) };
+        let t_end = ((ci + 1) * TOK_CHUNK).min(n_tokens);
+        let mut t0 = ci * TOK_CHUNK;
+        while t0 < t_end {
+            let nt = TT.min(t_end - t0);
+            // SAFETY: tokens t0..t0+nt and rows r0..r0+nr are in range of `acts` and `out`;
+            // this task is the only writer of those outputs.
+            unsafe { run_micro(ty, &p, cols, acts, arb, &tabs, t0, nt, r0, nr, rows, outp.get()) };
+            t0 += nt;
+        }
+    });
+}

@@ -1,0 +1,282 @@
+//! Element-wise operations of the forward pass: RMS norm, RoPE, softmax, SiLU/SwiGLU, f16
+//! row conversions, and the f16 dot/axpy used for attention over an f16 KV cache.
+//!
+//! Each public function runs on the process-wide [`backend`](super::backend); the `*_with`
+//! forms take an explicit path so tests can compare them with the [`scalar`] twins.
+//!
+//! # Panics
+//! All functions panic if their slices' lengths disagree (a caller bug, like an out-of-range
+//! index): these run hundreds of times per token and a `Result` would only be unwrapped.
+
+use super::{backend, scalar, Backend};
+use half::f16;
+
+fn same_len(what: &str, a: usize, b: usize) {
+    assert!(a == b, "{what}: lengths differ ({a} vs {b})");
+}
+
+/// `out[i] = x[i] * weight[i] / sqrt(mean(x^2) + eps)`.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    rms_norm_with(backend(), x, weight, eps, out)
+}
+
+/// [`rms_norm`] through an explicit path.
+pub fn rms_norm_with(b: Backend, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    same_len("rms_norm weight", x.len(), weight.len());
+    same_len("rms_norm out", x.len(), out.len());
+    match b {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the path is only chosen when available (checked here), lengths checked above.
+        Backend::Avx2 | Backend::Avx512 if b.is_available() => unsafe { x86::rms_norm(x, weight, eps, out) },
+        _ => scalar::rms_norm(x, weight, eps, out),
+    }
+}
+
+/// `sum(a[i] * b[i])` with `a` in f16.
+pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
+    dot_f16_with(backend(), a, b)
+}
+
+/// [`dot_f16`] through an explicit path.
+pub fn dot_f16_with(bk: Backend, a: &[f16], b: &[f32]) -> f32 {
+    same_len("dot_f16", a.len(), b.len());
+    match bk {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: availability checked in the guard, lengths above.
+        Backend::Avx2 | Backend::Avx512 if bk.is_available() => unsafe { x86::dot_f16(a, b) },
+        _ => scalar::dot_f16(a, b),
+    }
+}
+
+/// `y[i] += alpha * x[i]` with `x` in f16.
+pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
+    axpy_f16_with(backend(), alpha, x, y)
+}
+
+/// [`axpy_f16`] through an explicit path.
+pub fn axpy_f16_with(bk: Backend, alpha: f32, x: &[f16], y: &mut [f32]) {
+    same_len("axpy_f16", x.len(), y.len());
+    match bk {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: availability checked in the guard, lengths above.
+        Backend::Avx2 | Backend::Avx512 if bk.is_available() => unsafe { x86::axpy_f16(alpha, x, y) },
+        _ => scalar::axpy_f16(alpha, x, y),
+    }
+}
+
+/// Widens a row of f16 to f32.
+pub fn f16_to_f32_row(src: &[f16], dst: &mut [f32]) {
+    f16_to_f32_row_with(backend(), src, dst)
+}
+
+/// [`f16_to_f32_row`] through an explicit path.
+pub fn f16_to_f32_row_with(bk: Backend, src: &[f16], dst: &mut [f32]) {
+    same_len("f16_to_f32_row", src.len(), dst.len());
+    match bk {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: availability checked in the guard, lengths above.
+        Backend::Avx2 | Backend::Avx512 if bk.is_available() => unsafe { x86::f16_to_f32(src, dst) },
+        _ => scalar::f16_to_f32_row(src, dst),
+    }
+}
+
+/// Narrows a row of f32 to f16 (round to nearest even, as ggml).
+pub fn f32_to_f16_row(src: &[f32], dst: &mut [f16]) {
+    f32_to_f16_row_with(backend(), src, dst)
+}
+
+/// [`f32_to_f16_row`] through an explicit path.
+pub fn f32_to_f16_row_with(bk: Backend, src: &[f32], dst: &mut [f16]) {
+    same_len("f32_to_f16_row", src.len(), dst.len());
+    match bk {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: availability checked in the guard, lengths above.
+        Backend::Avx2 | Backend::Avx512 if bk.is_available() => unsafe { x86::f32_to_f16(src, dst) },
+        _ => scalar::f32_to_f16_row(src, dst),
+    }
+}
+
+/// In-place SiLU: `x / (1 + e^-x)`.
+pub fn silu(x: &mut [f32]) {
+    scalar::silu(x)
+}
+
+/// `out[i] = silu(gate[i]) * up[i]` (the Llama FFN activation).
+pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    same_len("swiglu up", gate.len(), up.len());
+    same_len("swiglu out", gate.len(), out.len());
+    scalar::swiglu(gate, up, out)
+}
+
+/// In-place softmax (max-subtracted; an all `-inf` row becomes uniform instead of NaN).
+pub fn softmax(x: &mut [f32]) {
+    scalar::softmax(x)
+}
+
+/// Precomputed RoPE rotations for the GGUF "normal" (Llama) layout: within each head,
+/// adjacent pairs `(x[2i], x[2i+1])` are rotated by `theta = pos * freq_scale *
+/// base^(-2i/head_dim)`. `freq_scale` is 1 without scaling, `1 / rope.scaling.factor` for
+/// linear scaling.
+#[derive(Debug, Clone)]
+pub struct RopeTable {
+    head_dim: usize,
+    max_pos: usize,
+    /// `[pos][i]` interleaved as (cos, sin), `head_dim / 2` pairs per position.
+    cs: Vec<(f32, f32)>,
+}
+
+impl RopeTable {
+    /// Tables for positions `0..max_pos`.
+    ///
+    /// # Panics
+    /// If `head_dim` is odd or zero.
+    pub fn new(head_dim: usize, base: f32, freq_scale: f32, max_pos: usize) -> RopeTable {
+        assert!(head_dim > 0 && head_dim % 2 == 0, "RoPE head_dim must be even, got {head_dim}");
+        let half = head_dim / 2;
+        let inv: Vec<f64> = (0..half)
+            .map(|i| (base as f64).powf(-2.0 * i as f64 / head_dim as f64))
+            .collect();
+        let mut cs = Vec::with_capacity(max_pos * half);
+        for pos in 0..max_pos {
+            for &f in &inv {
+                let theta = pos as f64 * freq_scale as f64 * f;
+                cs.push((theta.cos() as f32, theta.sin() as f32));
+            }
+        }
+        RopeTable { head_dim, max_pos, cs }
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    /// Positions covered.
+    pub fn max_pos(&self) -> usize {
+        self.max_pos
+    }
+}
+
+/// Rotates every head of `x` (`n_heads * head_dim` values of one token) for position `pos`.
+///
+/// # Panics
+/// If `x.len()` is not a multiple of the table's `head_dim` or `pos >= max_pos`.
+pub fn rope(table: &RopeTable, x: &mut [f32], pos: usize) {
+    let hd = table.head_dim;
+    assert!(x.len() % hd == 0, "rope: {} values is not a whole number of heads of {hd}", x.len());
+    assert!(pos < table.max_pos, "rope: position {pos} beyond the table's {}", table.max_pos);
+    let cs = &table.cs[pos * hd / 2..(pos + 1) * hd / 2];
+    for head in x.chunks_exact_mut(hd) {
+        for (pair, &(c, s)) in head.chunks_exact_mut(2).zip(cs) {
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * c - b * s;
+            pair[1] = a * s + b * c;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! AVX2/FMA/F16C bodies of the element-wise ops (also used by the AVX-512 path: these
+    //! are memory-bound, so wider vectors gain little).
+    use super::f16;
+    use crate::kernels::cpu::avx2::hsum;
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2+FMA+F16C available; equal lengths.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let n = x.len();
+        let n8 = n / 8 * 8;
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n8 {
+            let a = _mm256_loadu_ps(x.as_ptr().add(i));
+            let b = _mm256_loadu_ps(x.as_ptr().add(i + 8));
+            s0 = _mm256_fmadd_ps(a, a, s0);
+            s1 = _mm256_fmadd_ps(b, b, s1);
+            i += 16;
+        }
+        if i < n8 {
+            let a = _mm256_loadu_ps(x.as_ptr().add(i));
+            s0 = _mm256_fmadd_ps(a, a, s0);
+        }
+        let mut ss = hsum(_mm256_add_ps(s0, s1)) as f64;
+        for &v in &x[n8..] {
+            ss += v as f64 * v as f64;
+        }
+        let scale = (1.0 / (ss / n.max(1) as f64 + eps as f64).sqrt()) as f32;
+        let sv = _mm256_set1_ps(scale);
+        for i in (0..n8).step_by(8) {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(i)), sv);
+            _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_mul_ps(v, _mm256_loadu_ps(w.as_ptr().add(i))));
+        }
+        for j in n8..n {
+            out[j] = x[j] * scale * w[j];
+        }
+    }
+
+    /// # Safety
+    /// AVX2+FMA+F16C available; equal lengths.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
+        let n = a.len();
+        let n16 = n / 16 * 16;
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for i in (0..n16).step_by(16) {
+            let x0 = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i).cast()));
+            let x1 = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i + 8).cast()));
+            s0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(b.as_ptr().add(i)), s0);
+            s1 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(b.as_ptr().add(i + 8)), s1);
+        }
+        let mut s = hsum(_mm256_add_ps(s0, s1));
+        for j in n16..n {
+            s += a[j].to_f32() * b[j];
+        }
+        s
+    }
+
+    /// # Safety
+    /// AVX2+FMA+F16C available; equal lengths.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
+        let n = x.len();
+        let n8 = n / 8 * 8;
+        let av = _mm256_set1_ps(alpha);
+        for i in (0..n8).step_by(8) {
+            let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i).cast()));
+            let p = y.as_mut_ptr().add(i);
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(av, xv, _mm256_loadu_ps(p)));
+        }
+        for j in n8..n {
+            y[j] += alpha * x[j].to_f32();
+        }
+    }
+
+    /// # Safety
+    /// AVX2+FMA+F16C available; equal lengths.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
+        let n8 = src.len() / 8 * 8;
+        for i in (0..n8).step_by(8) {
+            let v = _mm256_cvtph_ps(_mm_loadu_si128(src.as_ptr().add(i).cast()));
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), v);
+        }
+        for j in n8..src.len() {
+            dst[j] = src[j].to_f32();
+        }
+    }
+
+    /// # Safety
+    /// AVX2+FMA+F16C available; equal lengths.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
+        let n8 = src.len() / 8 * 8;
+        for i in (0..n8).step_by(8) {
+            // Round to nearest even, as ggml's F16C path; NaN stays NaN (quiet).
+            let h = _mm256_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT }>(_mm256_loadu_ps(src.as_ptr().add(i)));
+            _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), h);
+        }
+        crate::quant::float::f32_to_f16_row(&src[n8..], &mut dst[n8..]);
+    }
+}

@@ -1,0 +1,320 @@
+//! Every SIMD path against the scalar specification (random and edge inputs), and the scalar
+//! specification against an f64 dot of the dequantized operands.
+
+use super::matmul::SUPPORTED;
+use super::*;
+use crate::quant::{dequantize_row, f32_to_f16, quantize_row};
+use half::f16;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn simd_backends() -> Vec<Backend> {
+    let v: Vec<Backend> = available_backends().into_iter().filter(|&b| b != Backend::Scalar).collect();
+    for b in Backend::ALL {
+        if b != Backend::Scalar && !v.contains(&b) {
+            eprintln!("skipping kernel path {b}: not supported by this CPU/target");
+        }
+    }
+    v
+}
+
+fn put_f16(bytes: &mut [u8], at: usize, v: f32) {
+    bytes[at..at + 2].copy_from_slice(&f32_to_f16(v).to_bits().to_le_bytes());
+}
+
+/// Byte offsets of the f16 scale fields of each block type (the rest of a block may be any
+/// bytes; scales must be finite for a meaningful comparison).
+fn scale_offsets(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q8_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+/// A row of `n` elements of `ty` made of random bytes with finite random scales: covers every
+/// quant value, including ones no quantizer emits (e.g. -128 in Q8_0 weights).
+fn raw_row(rng: &mut StdRng, ty: GgmlType, n: usize, scale: f32, act: bool) -> Vec<u8> {
+    match ty {
+        GgmlType::F32 => (0..n).flat_map(|_| (rng.random_range(-1.0f32..1.0) * scale).to_le_bytes()).collect(),
+        GgmlType::F16 => (0..n)
+            .flat_map(|_| f32_to_f16(rng.random_range(-1.0f32..1.0) * scale).to_bits().to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => (0..n)
+            .flat_map(|_| crate::quant::f32_to_bf16(rng.random_range(-1.0f32..1.0) * scale).to_bits().to_le_bytes())
+            .collect(),
+        _ => {
+            let bs = ty.type_size();
+            let mut v: Vec<u8> = (0..n / ty.block_size() * bs).map(|_| rng.random()).collect();
+            for blk in v.chunks_exact_mut(bs) {
+                if ty == GgmlType::Q8_K {
+                    blk[0..4].copy_from_slice(&(rng.random_range(0.001f32..1.0) * scale).to_le_bytes());
+                    // The kernels read the group sums from `bsums`; keep them true.
+                    for g in 0..16 {
+                        let sum: i32 = blk[4 + 16 * g..4 + 16 * (g + 1)].iter().map(|&b| b as i8 as i32).sum();
+                        blk[260 + 2 * g..262 + 2 * g].copy_from_slice(&(sum as i16).to_le_bytes());
+                    }
+                }
+                // Activation quantizers emit -127..=127 for Q8_0/Q8_1 (the sign trick the SIMD
+                // kernels share with ggml relies on it), so raw activations avoid -128.
+                if matches!(ty, GgmlType::Q8_1) || (ty == GgmlType::Q8_0 && act) {
+                    blk.iter_mut().filter(|b| **b == 0x80).for_each(|b| *b = 0x81);
+                }
+                for &o in scale_offsets(ty) {
+                    put_f16(blk, o, rng.random_range(-1.0f32..1.0) * scale);
+                }
+                if ty == GgmlType::Q8_1 {
+                    // Keep `s = d * sum(q)` consistent, as the quantizer writes it.
+                    let d = f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
+                    let sum: i32 = blk[4..].iter().map(|&b| b as i8 as i32).sum();
+                    put_f16(blk, 2, d * sum as f32);
+                }
+            }
+            v
+        }
+    }
+}
+
+fn random_floats(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    // Vary the magnitude per 32-element stretch so blocks get different scales.
+    (0..n)
+        .map(|i| rng.random_range(-1.0f32..1.0) * scale * (1.0 + (i / 32 % 5) as f32))
+        .collect()
+}
+
+fn dequant(ty: GgmlType, bytes: &[u8], n: usize) -> Vec<f64> {
+    let mut out = vec![0f32; n];
+    dequantize_row(ty, bytes, &mut out).unwrap();
+    out.into_iter().map(f64::from).collect()
+}
+
+/// Tolerance for two f32 evaluations of the same dot product in different orders.
+fn tol(w: &[f64], a: &[f64]) -> f64 {
+    let l1: f64 = w.iter().zip(a).map(|(x, y)| (x * y).abs()).sum();
+    2e-5 * l1 + 1e-6
+}
+
+fn check_vec_dot(rng: &mut StdRng, ty: GgmlType, n: usize, w: &[u8], a: &[u8], what: &str) {
+    let aty = act_type(ty);
+    let wd = dequant(ty, w, n);
+    let ad = dequant(aty, a, n);
+    let exact: f64 = wd.iter().zip(&ad).map(|(x, y)| x * y).sum();
+    let mut t = tol(&wd, &ad);
+    if ty == GgmlType::Q4_1 {
+        // The min term uses Q8_1's `s`, d * sum(q) rounded to f16 (as in ggml), not the exact sum.
+        let h = |b: &[u8], o: usize| f16::from_bits(u16::from_le_bytes([b[o], b[o + 1]])).to_f32() as f64;
+        t += w.chunks_exact(20).zip(a.chunks_exact(36)).map(|(x, y)| (h(x, 2) * h(y, 2)).abs() * 1e-3).sum::<f64>();
+    }
+    let s = vec_dot(Backend::Scalar, ty, n, w, a).unwrap() as f64;
+    assert!((s - exact).abs() <= t, "{ty} n={n} {what}: scalar {s} vs exact {exact} (tol {t})");
+    for b in simd_backends() {
+        let v = vec_dot(b, ty, n, w, a).unwrap() as f64;
+        assert!((v - s).abs() <= t, "{ty} n={n} {what}: {b} {v} vs scalar {s} (tol {t})");
+    }
+    let _ = rng;
+}
+
+#[test]
+fn vec_dot_simd_matches_scalar_random_and_raw() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for ty in SUPPORTED {
+        let aty = act_type(ty);
+        let bs = ty.block_size().max(aty.block_size()).max(32);
+        // One block, an odd number of blocks, and a model-sized row.
+        for n in [bs, 3 * bs, 4096, 4096 + 2 * bs + 7 * (ty.block_size() == 1) as usize] {
+            for scale in [1.0f32, 1e-3, 100.0] {
+                // Quantized from floats, as in a real model.
+                let xs = random_floats(&mut rng, n, scale);
+                let mut w = vec![0u8; ty.row_bytes(n as u64).unwrap() as usize];
+                quantize_row(ty, &xs, &mut w).unwrap();
+                let ys = random_floats(&mut rng, n, 1.0);
+                let mut a = vec![0u8; aty.row_bytes(n as u64).unwrap() as usize];
+                quantize_row(aty, &ys, &mut a).unwrap();
+                check_vec_dot(&mut rng, ty, n, &w, &a, "quantized");
+                // Raw random bytes on both sides.
+                let w = raw_row(&mut rng, ty, n, scale, false);
+                let a = raw_row(&mut rng, aty, n, 1.0, true);
+                check_vec_dot(&mut rng, ty, n, &w, &a, "raw");
+            }
+        }
+    }
+}
+
+#[test]
+fn vec_dot_edge_blocks() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for ty in SUPPORTED {
+        let aty = act_type(ty);
+        let n = 3 * ty.block_size().max(aty.block_size()).max(32);
+        let zeros = vec![0f32; n];
+        // Every quant at its extreme value. (Not much larger: Q8_1's `s = d * sum(q)` is an
+        // f16 and overflows to inf near 65504, in ggml too.)
+        let big: Vec<f32> = (0..n).map(|i| if i % 3 == 0 { -1000.0 } else { 1000.0 }).collect();
+        let ramp: Vec<f32> = (0..n).map(|i| i as f32 - n as f32 / 2.0).collect();
+        for (wname, wx) in [("zeros", &zeros), ("max", &big), ("ramp", &ramp)] {
+            for (aname, ax) in [("zeros", &zeros), ("max", &big), ("ramp", &ramp)] {
+                let mut w = vec![0u8; ty.row_bytes(n as u64).unwrap() as usize];
+                quantize_row(ty, wx, &mut w).unwrap();
+                let mut a = vec![0u8; aty.row_bytes(n as u64).unwrap() as usize];
+                quantize_row(aty, ax, &mut a).unwrap();
+                check_vec_dot(&mut rng, ty, n, &w, &a, &format!("w {wname} x {aname}"));
+            }
+        }
+        // Extreme quant values: every weight byte 0x00, then 0xFF, then 0x80.
+        for fill in [0x00u8, 0xff, 0x80] {
+            let mut w = raw_row(&mut rng, ty, n, 1.0, false);
+            if ty.block_size() > 1 {
+                let offs = scale_offsets(ty);
+                for blk in w.chunks_exact_mut(ty.type_size()) {
+                    for (i, b) in blk.iter_mut().enumerate() {
+                        if !offs.iter().any(|&o| i == o || i == o + 1) {
+                            *b = fill;
+                        }
+                    }
+                }
+            }
+            let a = raw_row(&mut rng, aty, n, 1.0, true);
+            check_vec_dot(&mut rng, ty, n, &w, &a, &format!("fill {fill:#x}"));
+        }
+    }
+}
+
+#[test]
+fn matmul_paths_agree_over_token_counts_and_threads() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let pools = [ThreadPool::new(1), ThreadPool::new(3)];
+    for ty in SUPPORTED {
+        let cols = 2 * ty.block_size().max(act_type(ty).block_size()).max(32) + 32 * (ty.block_size() == 32) as usize;
+        let rows = 37; // not a multiple of the row block
+        let xs = random_floats(&mut rng, rows * cols, 0.5);
+        let mut wb = vec![0u8; rows * ty.row_bytes(cols as u64).unwrap() as usize];
+        quantize_row(ty, &xs, &mut wb).unwrap();
+        let w = QMatrix::new(ty, rows, cols, &wb).unwrap();
+        // 1..=9 tokens, a non-multiple of the 4-token tile, past one 32-token block, and past one
+        // 96-token task of the AVX-512 panel path (which starts at 16 tokens).
+        for n_tokens in (1..=9).chain([13, 45, 100]) {
+            let x = random_floats(&mut rng, n_tokens * cols, 1.0);
+            let mut reference = vec![0f32; n_tokens * rows];
+            matmul_with(Backend::Scalar, &pools[0], &w, &x, n_tokens, &mut reference);
+            // The scalar matmul is the per-token vec_dot on the quantized activations.
+            let q = quantize_activations(&pools[0], ty, &x, cols);
+            for t in [0, n_tokens - 1] {
+                let a: Vec<u8> = match &q {
+                    Some(q) => q.row(t).to_vec(),
+                    None => bytemuck::cast_slice(&x[t * cols..(t + 1) * cols]).to_vec(),
+                };
+                for r in [0, rows - 1] {
+                    let d = vec_dot(Backend::Scalar, ty, cols, w.row(r), &a).unwrap();
+                    assert_eq!(d, reference[t * rows + r], "{ty} t={t} r={r}");
+                }
+            }
+            for b in available_backends() {
+                for pool in &pools {
+                    let mut out = vec![f32::NAN; n_tokens * rows];
+                    matmul_with(b, pool, &w, &x, n_tokens, &mut out);
+                    for (i, (&o, &e)) in out.iter().zip(&reference).enumerate() {
+                        let t = 1e-4 * (1.0 + e.abs());
+                        assert!((o - e).abs() <= t, "{ty} {b} threads={} n_tokens={n_tokens} i={i}: {o} vs {e}", pool.n_threads());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let pool = ThreadPool::new(1);
+    let data = vec![0u8; 2 * 18];
+    assert!(matches!(QMatrix::new(GgmlType::Q4_0, 2, 33, &data), Err(KernelError::Columns { .. })));
+    assert!(matches!(QMatrix::new(GgmlType::Q4_0, 3, 32, &data), Err(KernelError::DataSize { .. })));
+    assert!(matches!(QMatrix::new(GgmlType::Q2_K, 1, 256, &[0; 84]), Err(KernelError::UnsupportedType(_))));
+    assert!(QMatrix::new(GgmlType::Q4_0, usize::MAX, 32, &data).is_err());
+    let w = QMatrix::new(GgmlType::Q4_0, 2, 32, &data).unwrap();
+    let mut out = vec![0f32; 2];
+    assert!(matches!(try_matmul(&pool, &w, &[0.0; 31], 1, &mut out), Err(KernelError::Length { .. })));
+    assert!(matches!(try_matmul(&pool, &w, &[0.0; 32], 1, &mut out[..1]), Err(KernelError::Length { .. })));
+    assert!(try_matmul(&pool, &w, &[1.0; 32], 1, &mut out).is_ok());
+    assert!(vec_dot(Backend::Scalar, GgmlType::Q4_0, 32, &data[..18], &[0; 33]).is_err());
+    assert!(matches!(Backend::from_name("sse9"), Err(KernelError::BadBackendName(_))));
+    assert_eq!(Backend::from_name("AVX2").unwrap(), Backend::Avx2);
+}
+
+#[test]
+fn elementwise_simd_matches_scalar() {
+    let mut rng = StdRng::seed_from_u64(4);
+    for n in [0usize, 1, 7, 8, 9, 31, 128, 4099] {
+        let x: Vec<f32> = (0..n).map(|_| rng.random_range(-4.0f32..4.0)).collect();
+        let y: Vec<f32> = (0..n).map(|_| rng.random_range(-4.0f32..4.0)).collect();
+        let h: Vec<f16> = y.iter().map(|&v| f32_to_f16(v)).collect();
+        let mut r0 = vec![0f32; n];
+        scalar::rms_norm(&x, &y, 1e-5, &mut r0);
+        let d0 = scalar::dot_f16(&h, &x);
+        let mut a0 = x.clone();
+        scalar::axpy_f16(0.3, &h, &mut a0);
+        for b in simd_backends() {
+            let mut r = vec![0f32; n];
+            ops::rms_norm_with(b, &x, &y, 1e-5, &mut r);
+            for (p, q) in r.iter().zip(&r0) {
+                assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "rms_norm {b} n={n}");
+            }
+            let d = ops::dot_f16_with(b, &h, &x);
+            assert!((d - d0).abs() <= 1e-4 * (1.0 + n as f32), "dot_f16 {b} n={n}: {d} vs {d0}");
+            let mut a = x.clone();
+            ops::axpy_f16_with(b, 0.3, &h, &mut a);
+            for (p, q) in a.iter().zip(&a0) {
+                assert!((p - q).abs() <= 1e-6 * (1.0 + q.abs()), "axpy_f16 {b} n={n}");
+            }
+            let mut back = vec![0f32; n];
+            ops::f16_to_f32_row_with(b, &h, &mut back);
+            let mut h2 = vec![f16::ZERO; n];
+            ops::f32_to_f16_row_with(b, &x, &mut h2);
+            let mut h0 = vec![f16::ZERO; n];
+            scalar::f32_to_f16_row(&x, &mut h0);
+            assert_eq!(h2, h0, "f32_to_f16 {b} n={n}");
+            assert!(back.iter().zip(&h).all(|(&f, &g)| f == g.to_f32()), "f16_to_f32 {b} n={n}");
+        }
+    }
+}
+
+#[test]
+fn rope_softmax_swiglu_semantics() {
+    let hd = 8;
+    let table = RopeTable::new(hd, 10000.0, 0.5, 16);
+    let mut x: Vec<f32> = (0..2 * hd).map(|i| i as f32 * 0.25 - 1.0).collect();
+    let orig = x.clone();
+    rope(&table, &mut x, 5);
+    for h in 0..2 {
+        for i in 0..hd / 2 {
+            let theta = 5.0 * 0.5 * 10000f64.powf(-2.0 * i as f64 / hd as f64);
+            let (a, b) = (orig[h * hd + 2 * i] as f64, orig[h * hd + 2 * i + 1] as f64);
+            let e0 = a * theta.cos() - b * theta.sin();
+            let e1 = a * theta.sin() + b * theta.cos();
+            assert!((x[h * hd + 2 * i] as f64 - e0).abs() < 1e-5);
+            assert!((x[h * hd + 2 * i + 1] as f64 - e1).abs() < 1e-5);
+        }
+    }
+    let mut p0 = orig.clone();
+    rope(&table, &mut p0, 0);
+    assert_eq!(p0, orig, "position 0 is the identity");
+
+    let mut s = vec![1.0f32, 2.0, 3.0, f32::NEG_INFINITY];
+    softmax(&mut s);
+    let z = 1f32.exp() + 2f32.exp() + 3f32.exp();
+    assert!((s[2] - 3f32.exp() / z).abs() < 1e-6 && s[3] == 0.0);
+    let mut masked = vec![f32::NEG_INFINITY; 4];
+    softmax(&mut masked);
+    assert!(masked.iter().all(|&v| v == 0.25));
+
+    let g = [-2.0f32, 0.0, 3.0];
+    let u = [1.0f32, 5.0, -2.0];
+    let mut o = [0f32; 3];
+    swiglu(&g, &u, &mut o);
+    for i in 0..3 {
+        assert!((o[i] - g[i] / (1.0 + (-g[i]).exp()) * u[i]).abs() < 1e-6);
+    }
+    let mut sx = g;
+    silu(&mut sx);
+    assert!((sx[2] - 3.0 / (1.0 + (-3f32).exp())).abs() < 1e-6);
+}

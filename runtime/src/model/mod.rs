@@ -1,0 +1,60 @@
+//! The Llama forward pass over weights used in place from a GGUF mapping, with a per-sequence
+//! KV cache ([`Session`]).
+//!
+//! - [`LlamaConfig`]: hyper-parameters from the file's metadata.
+//! - [`LlamaModel`]: checked weight handles (no weight is copied; embedding rows are
+//!   dequantized on lookup; `output.weight` falls back to the tied `token_embd.weight`).
+//! - [`Session`]: one sequence's KV cache and position; batched prefill and decode.
+
+mod attention;
+mod config;
+mod kv_cache;
+mod ops;
+mod session;
+mod weights;
+
+pub use config::{LlamaConfig, RopeScaling, SUPPORTED_ARCHITECTURES};
+pub use kv_cache::KvType;
+pub use session::{Session, SessionOptions, MAX_BATCH};
+pub use weights::{LlamaModel, Weight};
+
+use crate::gguf::GgufError;
+use crate::quant::GgmlType;
+
+/// Why a model could not be loaded or evaluated.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(
+        "unsupported model architecture {0:?} (supported: {list})",
+        list = SUPPORTED_ARCHITECTURES.join(", ")
+    )]
+    UnsupportedArchitecture(String),
+    #[error("invalid model configuration: {0}")]
+    Config(String),
+    #[error("tensor {name:?} has shape {found:?}, expected {expected:?}")]
+    TensorShape {
+        name: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
+    #[error("tensor {name:?} has type {ty}, which {what} does not support")]
+    TensorType {
+        name: String,
+        ty: GgmlType,
+        what: &'static str,
+    },
+    #[error("tensor {0:?} is not supported: {1}")]
+    UnsupportedTensor(String, &'static str),
+    #[error("context full: {needed} positions needed, the session holds {n_ctx}")]
+    ContextFull { needed: usize, n_ctx: usize },
+    #[error("token id {token} is outside the vocabulary of {n_vocab}")]
+    InvalidToken { token: u32, n_vocab: usize },
+    #[error("nothing to evaluate (empty token list)")]
+    EmptyInput,
+    #[error("compute error: {0}")]
+    Compute(String),
+    #[error("invalid session options: {0}")]
+    Options(String),
+}

@@ -1,0 +1,64 @@
+//! The small numeric operations the forward pass is built from, one function per op.
+//!
+//! Thin adapters over `kernels::cpu`: the forward only ever calls these names, so this file is
+//! the single place where the CPU kernels are chosen (and where another backend would branch).
+
+use crate::kernels::cpu as k;
+use crate::quant::{GgmlType, QuantError};
+use half::f16;
+
+pub use crate::kernels::cpu::{KernelError, QMatrix, RopeTable, ThreadPool};
+
+/// Checks that a weight can go through the matmul (type has a kernel, bytes match the shape).
+pub fn check_matrix(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Result<(), KernelError> {
+    QMatrix::new(ty, rows, cols, data).map(|_| ())
+}
+
+/// Types whose rows [`dequantize_row`] can convert (embedding lookup, norm weights).
+pub fn embed_supports(ty: GgmlType) -> bool {
+    crate::quant::QUANTIZE_TYPES.contains(&ty)
+}
+
+/// Converts one row of `ty` elements to f32.
+pub fn dequantize_row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
+    crate::quant::dequantize_row(ty, bytes, out)
+}
+
+/// `out[t * rows + r] = w[r] · x[t]` for every token `t` of the batch.
+pub fn matmul(pool: &ThreadPool, w: &QMatrix, x: &[f32], n_tokens: usize, out: &mut [f32]) -> Result<(), KernelError> {
+    k::try_matmul(pool, w, x, n_tokens, out)
+}
+
+/// `out = x / rms(x) * w`.
+pub fn rms_norm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    k::rms_norm(x, w, eps, out)
+}
+
+/// Rotates adjacent pairs of every head of `x` for position `pos` (GGUF's Llama layout).
+pub fn rope(table: &RopeTable, x: &mut [f32], pos: usize) {
+    k::rope(table, x, pos)
+}
+
+/// In-place softmax.
+pub fn softmax(x: &mut [f32]) {
+    k::softmax(x)
+}
+
+/// `out = silu(gate) * up`, element-wise.
+pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    k::swiglu(gate, up, out)
+}
+
+pub fn f32_to_f16_row(src: &[f32], dst: &mut [f16]) {
+    k::f32_to_f16_row(src, dst)
+}
+
+/// `a · b` with `a` in half precision.
+pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
+    k::dot_f16(a, b)
+}
+
+/// `y += alpha * x` with `x` in half precision.
+pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
+    k::axpy_f16(alpha, x, y)
+}

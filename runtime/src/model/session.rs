@@ -1,0 +1,338 @@
+//! One sequence being evaluated: its KV cache, the tokens cached so far, and the forward pass.
+//!
+//! The forward reads like llama2.c's `run.c`, batched: a chunk of up to [`MAX_BATCH`] tokens
+//! goes through every matmul at once (weights are streamed once per chunk instead of once per
+//! token), then each token attends causally over the cache, which already holds the chunk's
+//! own earlier positions.
+
+use super::attention::{self, Heads};
+use super::kv_cache::{KvCache, KvType};
+use super::ops::{self, RopeTable, ThreadPool};
+use super::weights::{Layer, LlamaModel, Weight};
+use super::{ModelError, RopeScaling};
+use std::sync::{Arc, Mutex};
+
+/// Largest number of tokens pushed through the matmuls at once.
+pub const MAX_BATCH: usize = 512;
+
+/// How to set up a [`Session`].
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Context length in tokens; 0 means the model's maximum. Larger values are capped at the
+    /// model's maximum (see [`Session::n_ctx`]).
+    pub n_ctx: usize,
+    /// Worker threads for the matmuls; 0 means all available cores.
+    pub threads: usize,
+    pub kv_type: KvType,
+    /// Tokens per prefill chunk, 1..=[`MAX_BATCH`].
+    pub batch_size: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            n_ctx: 0,
+            threads: 0,
+            kv_type: KvType::F16,
+            batch_size: MAX_BATCH,
+        }
+    }
+}
+
+/// Which positions of a batch need logits.
+#[derive(Clone, Copy, PartialEq)]
+enum Logits {
+    None,
+    Last,
+    All,
+}
+
+/// Activation buffers for one chunk, reused between calls.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    xb: Vec<f32>,
+    xb2: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    hb: Vec<f32>,
+    hb2: Vec<f32>,
+    hb3: Vec<f32>,
+}
+
+fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    buf.resize(n, 0.0);
+    &mut buf[..n]
+}
+
+/// A KV cache plus position for one sequence of one model.
+pub struct Session {
+    model: Arc<LlamaModel>,
+    n_ctx: usize,
+    batch_size: usize,
+    pool: ThreadPool,
+    rope: RopeTable,
+    cache: KvCache,
+    tokens: Vec<u32>,
+    scratch: Scratch,
+}
+
+impl Session {
+    pub fn new(model: Arc<LlamaModel>, opts: SessionOptions) -> Result<Session, ModelError> {
+        let cfg = model.config();
+        let n_ctx = if opts.n_ctx == 0 {
+            cfg.max_context
+        } else {
+            opts.n_ctx.min(cfg.max_context)
+        };
+        if opts.batch_size == 0 || opts.batch_size > MAX_BATCH {
+            return Err(ModelError::Options(format!(
+                "batch size {} is not in 1..={MAX_BATCH}",
+                opts.batch_size
+            )));
+        }
+        let threads = if opts.threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            opts.threads
+        };
+        let cache = KvCache::new(opts.kv_type, cfg.n_layers, n_ctx, cfg.kv_dim());
+        let freq_scale = match cfg.rope_scaling {
+            RopeScaling::None => 1.0,
+            RopeScaling::Linear { factor } => 1.0 / factor,
+        };
+        Ok(Session {
+            rope: RopeTable::new(cfg.head_dim, cfg.rope_freq_base, freq_scale, n_ctx),
+            pool: ThreadPool::new(threads),
+            n_ctx,
+            batch_size: opts.batch_size,
+            cache,
+            tokens: Vec::new(),
+            scratch: Scratch::default(),
+            model,
+        })
+    }
+
+    pub fn model(&self) -> &Arc<LlamaModel> {
+        &self.model
+    }
+
+    /// Context length of this session (positions the cache holds).
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    pub fn n_threads(&self) -> usize {
+        self.pool.n_threads()
+    }
+
+    /// Bytes held by the KV cache.
+    pub fn kv_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// Tokens whose keys and values are cached, in order (position i holds `tokens()[i]`).
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Forgets positions `>= n` so that evaluation continues at position `n` (prefix reuse).
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+    }
+
+    /// Evaluates `tokens` after the cached ones and returns the logits of the last one.
+    pub fn eval(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.eval_with(tokens, Logits::Last)
+    }
+
+    /// Like [`Session::eval`] but returns the logits of every position, row-major
+    /// `tokens.len() x vocab_size`.
+    pub fn eval_all_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.eval_with(tokens, Logits::All)
+    }
+
+    fn eval_with(&mut self, tokens: &[u32], want: Logits) -> Result<Vec<f32>, ModelError> {
+        if tokens.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        let n_vocab = self.model.config().vocab_size;
+        if let Some(&token) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(ModelError::InvalidToken { token, n_vocab });
+        }
+        let needed = self.tokens.len() + tokens.len();
+        if needed > self.n_ctx {
+            return Err(ModelError::ContextFull {
+                needed,
+                n_ctx: self.n_ctx,
+            });
+        }
+        let mut logits = Vec::with_capacity(if want == Logits::All {
+            tokens.len() * n_vocab
+        } else {
+            n_vocab
+        });
+        let n_chunks = tokens.len().div_ceil(self.batch_size);
+        for (i, chunk) in tokens.chunks(self.batch_size).enumerate() {
+            let chunk_want = match want {
+                Logits::All => Logits::All,
+                _ if i + 1 == n_chunks => Logits::Last,
+                _ => Logits::None,
+            };
+            self.forward(chunk, chunk_want, &mut logits)?;
+            self.tokens.extend_from_slice(chunk);
+        }
+        Ok(logits)
+    }
+
+    /// Runs one chunk (validated: ids in range, fits the context) and appends the requested
+    /// logits to `logits_out`.
+    fn forward(&mut self, tokens: &[u32], want: Logits, logits_out: &mut Vec<f32>) -> Result<(), ModelError> {
+        let model = Arc::clone(&self.model);
+        let cfg = model.config();
+        let n = tokens.len();
+        let pos0 = self.tokens.len();
+        let dim = cfg.dim;
+
+        let mut s = std::mem::take(&mut self.scratch);
+        let result = self.layers(&model, tokens, pos0, &mut s);
+        if result.is_ok() && want != Logits::None {
+            let first = if want == Logits::All { 0 } else { n - 1 };
+            let rows = n - first;
+            let x = &s.x[first * dim..n * dim];
+            let xb = sized(&mut s.xb, rows * dim);
+            rms_norm_rows(xb, x, &model.output_norm, cfg.rms_eps, dim);
+            let start = logits_out.len();
+            logits_out.resize(start + rows * cfg.vocab_size, 0.0);
+            let r = matmul(&self.pool, &model, &model.output, xb, rows, &mut logits_out[start..]);
+            self.scratch = s;
+            return r;
+        }
+        // Scratch buffers go back even after an error so the next call reuses them.
+        self.scratch = s;
+        result
+    }
+
+    /// Embedding lookup and every transformer block for the chunk; leaves the residual stream
+    /// in `s.x`.
+    fn layers(&mut self, model: &LlamaModel, tokens: &[u32], pos0: usize, s: &mut Scratch) -> Result<(), ModelError> {
+        let n = tokens.len();
+        let dim = model.config().dim;
+        let x = sized(&mut s.x, n * dim);
+        for (t, &tok) in tokens.iter().enumerate() {
+            model.embed(tok, &mut x[t * dim..(t + 1) * dim])?;
+        }
+        for (l, layer) in model.layers.iter().enumerate() {
+            self.attention_block(model, l, layer, pos0, n, s)?;
+            self.ffn_block(model, layer, n, s)?;
+        }
+        Ok(())
+    }
+
+    /// `x += Wo · attention(rope(Wq·norm(x)), cache)` for the chunk, storing its K/V first.
+    fn attention_block(
+        &mut self,
+        model: &LlamaModel,
+        l: usize,
+        layer: &Layer,
+        pos0: usize,
+        n: usize,
+        s: &mut Scratch,
+    ) -> Result<(), ModelError> {
+        let cfg = model.config();
+        let (dim, kv_dim, hd) = (cfg.dim, cfg.kv_dim(), cfg.head_dim);
+        let xb = sized(&mut s.xb, n * dim);
+        rms_norm_rows(xb, &s.x, &layer.attn_norm, cfg.rms_eps, dim);
+        let q = sized(&mut s.q, n * dim);
+        let k = sized(&mut s.k, n * kv_dim);
+        let v = sized(&mut s.v, n * kv_dim);
+        matmul(&self.pool, model, &layer.wq, xb, n, q)?;
+        matmul(&self.pool, model, &layer.wk, xb, n, k)?;
+        matmul(&self.pool, model, &layer.wv, xb, n, v)?;
+        for t in 0..n {
+            ops::rope(&self.rope, &mut q[t * dim..(t + 1) * dim], pos0 + t);
+            ops::rope(&self.rope, &mut k[t * kv_dim..(t + 1) * kv_dim], pos0 + t);
+            self.cache.store(
+                l,
+                pos0 + t,
+                &k[t * kv_dim..(t + 1) * kv_dim],
+                &v[t * kv_dim..(t + 1) * kv_dim],
+            );
+        }
+        let heads = Heads {
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: hd,
+        };
+        let n_seen_max = pos0 + n;
+        let keys = self.cache.keys(l, n_seen_max);
+        let values = self.cache.values(l, n_seen_max);
+        let att = sized(&mut s.att, n * dim);
+        // One output slot per (token, head); tasks take slots strided so that the causal
+        // prefill's longer rows spread over all threads. Each slot is locked by one task only.
+        let slots: Vec<Mutex<&mut [f32]>> = att.chunks_mut(hd).map(Mutex::new).collect();
+        let n_tasks = self.pool.n_threads().min(slots.len());
+        let q: &[f32] = q;
+        self.pool.run(n_tasks, &|task| {
+            let mut scores = vec![0f32; n_seen_max];
+            for i in (task..slots.len()).step_by(n_tasks) {
+                let (t, head) = (i / cfg.n_heads, i % cfg.n_heads);
+                let mut out = slots[i].lock().unwrap_or_else(|p| p.into_inner());
+                // Causal mask: token t of the chunk sees the cache up to and including itself.
+                let qh = &q[t * dim + head * hd..t * dim + (head + 1) * hd];
+                attention::attend_head(heads, head, qh, &keys, &values, pos0 + t + 1, &mut scores, &mut out);
+            }
+        });
+        drop(slots);
+        let out = sized(&mut s.xb2, n * dim);
+        matmul(&self.pool, model, &layer.wo, att, n, out)?;
+        add_in_place(&mut s.x, out);
+        Ok(())
+    }
+
+    /// `x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))` for the chunk.
+    fn ffn_block(&mut self, model: &LlamaModel, layer: &Layer, n: usize, s: &mut Scratch) -> Result<(), ModelError> {
+        let cfg = model.config();
+        let (dim, ffn) = (cfg.dim, cfg.ffn_dim);
+        let xb = sized(&mut s.xb, n * dim);
+        rms_norm_rows(xb, &s.x, &layer.ffn_norm, cfg.rms_eps, dim);
+        let gate = sized(&mut s.hb, n * ffn);
+        let up = sized(&mut s.hb2, n * ffn);
+        matmul(&self.pool, model, &layer.w_gate, xb, n, gate)?;
+        matmul(&self.pool, model, &layer.w_up, xb, n, up)?;
+        let act = sized(&mut s.hb3, n * ffn);
+        ops::swiglu(gate, up, act);
+        let out = sized(&mut s.xb2, n * dim);
+        matmul(&self.pool, model, &layer.w_down, act, n, out)?;
+        add_in_place(&mut s.x, out);
+        Ok(())
+    }
+}
+
+/// RMSNorm of each `dim`-wide row of `x` into `out`.
+fn rms_norm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, dim: usize) {
+    for (o, xi) in out.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+        ops::rms_norm(o, xi, w, eps);
+    }
+}
+
+/// The residual connection.
+fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// One weight matrix times the chunk's activations, naming the tensor on failure.
+fn matmul(
+    pool: &ThreadPool,
+    model: &LlamaModel,
+    w: &Weight,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), ModelError> {
+    ops::matmul(pool, &model.qmatrix(w), x, n, out).map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))
+}

@@ -1,0 +1,224 @@
+//! Locating and checking a Llama model's tensors in a GGUF file.
+//!
+//! Matrices are kept as byte ranges of the mapping, so loading a model costs no copy and no
+//! dequantization; only the (tiny) RMSNorm weight vectors are converted to f32 up front.
+
+use super::config::LlamaConfig;
+use super::ops::{self, QMatrix};
+use super::ModelError;
+use crate::gguf::GgufFile;
+use crate::quant::GgmlType;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// A 2-D weight matrix inside the mapped file: `rows` output features of `cols` inputs.
+#[derive(Clone, Debug)]
+pub struct Weight {
+    pub name: String,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    /// Absolute byte range in the file image.
+    pub range: Range<usize>,
+}
+
+/// One transformer block's weights.
+#[derive(Debug)]
+pub(crate) struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub wq: Weight,
+    pub wk: Weight,
+    pub wv: Weight,
+    pub wo: Weight,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: Weight,
+    pub w_up: Weight,
+    pub w_down: Weight,
+}
+
+/// A loaded Llama model: configuration plus checked handles to its weights in the mapping.
+pub struct LlamaModel {
+    file: Arc<GgufFile>,
+    config: LlamaConfig,
+    pub(crate) token_embd: Weight,
+    pub(crate) output_norm: Vec<f32>,
+    /// `output.weight`, or `token_embd.weight` when the embeddings are tied.
+    pub(crate) output: Weight,
+    pub(crate) layers: Vec<Layer>,
+}
+
+impl LlamaModel {
+    /// Checks every tensor the forward pass needs (presence, shape, type) and keeps handles to
+    /// them. Fails with an error naming the tensor on the first problem.
+    pub fn load(file: Arc<GgufFile>) -> Result<LlamaModel, ModelError> {
+        let config = LlamaConfig::from_gguf(&file)?;
+        let (dim, kv_dim, ffn, vocab) = (config.dim, config.kv_dim(), config.ffn_dim, config.vocab_size);
+        if file.try_tensor("rope_freqs.weight").is_some() {
+            return Err(ModelError::UnsupportedTensor(
+                "rope_freqs.weight".into(),
+                "per-dimension RoPE frequency factors (Llama 3.1 rope scaling) are not implemented",
+            ));
+        }
+        let token_embd = matrix(&file, "token_embd.weight", vocab, dim, Use::Embedding)?;
+        let output_norm = vector(&file, "output_norm.weight", dim)?;
+        let output = match file.try_tensor("output.weight") {
+            Some(_) => matrix(&file, "output.weight", vocab, dim, Use::Matmul)?,
+            // Tied embeddings: the output projection reads token_embd, so it needs a matmul kernel.
+            None => matrix(&file, "token_embd.weight", vocab, dim, Use::Matmul)?,
+        };
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            let m = |t: &str, rows, cols| matrix(&file, &format!("blk.{i}.{t}.weight"), rows, cols, Use::Matmul);
+            layers.push(Layer {
+                attn_norm: vector(&file, &format!("blk.{i}.attn_norm.weight"), dim)?,
+                wq: m("attn_q", dim, dim)?,
+                wk: m("attn_k", kv_dim, dim)?,
+                wv: m("attn_v", kv_dim, dim)?,
+                wo: m("attn_output", dim, dim)?,
+                ffn_norm: vector(&file, &format!("blk.{i}.ffn_norm.weight"), dim)?,
+                w_gate: m("ffn_gate", ffn, dim)?,
+                w_up: m("ffn_up", ffn, dim)?,
+                w_down: m("ffn_down", dim, ffn)?,
+            });
+        }
+        Ok(LlamaModel {
+            file,
+            config,
+            token_embd,
+            output_norm,
+            output,
+            layers,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn file(&self) -> &Arc<GgufFile> {
+        &self.file
+    }
+
+    /// True when the output projection reuses the token embeddings.
+    pub fn tied_embeddings(&self) -> bool {
+        self.output.name == self.token_embd.name
+    }
+
+    /// Number of weights in all tensors of the file.
+    pub fn n_params(&self) -> u64 {
+        self.file.tensors().iter().map(|t| t.n_elements()).sum()
+    }
+
+    /// Bytes of tensor data in the file.
+    pub fn weight_bytes(&self) -> u64 {
+        self.file.tensors().iter().map(|t| t.n_bytes()).sum()
+    }
+
+    /// The most common matrix type, e.g. "Q4_0" (for bench tables).
+    pub fn main_type(&self) -> GgmlType {
+        let mut counts: Vec<(GgmlType, u64)> = Vec::new();
+        for l in &self.layers {
+            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                match counts.iter_mut().find(|(t, _)| *t == w.ty) {
+                    Some((_, n)) => *n += (w.rows * w.cols) as u64,
+                    None => counts.push((w.ty, (w.rows * w.cols) as u64)),
+                }
+            }
+        }
+        counts
+            .into_iter()
+            .max_by_key(|&(_, n)| n)
+            .map(|(t, _)| t)
+            .unwrap_or(self.output.ty)
+    }
+
+    /// A weight as a matrix view into the mapping.
+    pub(crate) fn qmatrix(&self, w: &Weight) -> QMatrix<'_> {
+        QMatrix {
+            ty: w.ty,
+            rows: w.rows,
+            cols: w.cols,
+            data: &self.file.bytes()[w.range.clone()],
+        }
+    }
+
+    /// Writes the embedding of `token` (checked `< vocab_size` by the caller) into `out`.
+    pub(crate) fn embed(&self, token: u32, out: &mut [f32]) -> Result<(), ModelError> {
+        let w = &self.token_embd;
+        let row_bytes = (w.range.end - w.range.start) / w.rows;
+        let start = w.range.start + token as usize * row_bytes;
+        ops::dequantize_row(w.ty, &self.file.bytes()[start..start + row_bytes], out)
+            .map_err(|e| ModelError::Compute(format!("token_embd.weight row {token}: {e}")))
+    }
+}
+
+/// What a matrix is read by, which decides the types it may have.
+#[derive(Clone, Copy)]
+enum Use {
+    /// Rows dequantized one at a time.
+    Embedding,
+    /// The CPU matmul kernels.
+    Matmul,
+}
+
+fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize, usage: Use) -> Result<Weight, ModelError> {
+    let t = file.tensor(name)?;
+    let expected = vec![cols as u64, rows as u64];
+    if t.info.dims != expected {
+        return Err(ModelError::TensorShape {
+            name: name.into(),
+            expected,
+            found: t.info.dims.clone(),
+        });
+    }
+    let ty = t.info.ty;
+    match usage {
+        Use::Embedding if !ops::embed_supports(ty) => {
+            return Err(ModelError::TensorType {
+                name: name.into(),
+                ty,
+                what: "embedding lookup (dequantize)",
+            })
+        }
+        Use::Matmul => ops::check_matrix(ty, rows, cols, t.data).map_err(|e| match e {
+            ops::KernelError::UnsupportedType(_) => ModelError::TensorType {
+                name: name.into(),
+                ty,
+                what: "the CPU matmul",
+            },
+            other => ModelError::Config(format!("tensor {name:?}: {other}")),
+        })?,
+        _ => {}
+    }
+    let start = (file.header().data_offset + t.info.offset) as usize;
+    Ok(Weight {
+        name: name.into(),
+        ty: t.info.ty,
+        rows,
+        cols,
+        range: start..start + t.data.len(),
+    })
+}
+
+/// A 1-D norm weight, converted to f32 (a few KiB per layer).
+fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+    let t = file.tensor(name)?;
+    if t.info.dims != [len as u64] {
+        return Err(ModelError::TensorShape {
+            name: name.into(),
+            expected: vec![len as u64],
+            found: t.info.dims.clone(),
+        });
+    }
+    if !matches!(t.info.ty, GgmlType::F32 | GgmlType::F16) {
+        return Err(ModelError::TensorType {
+            name: name.into(),
+            ty: t.info.ty,
+            what: "a norm weight (F32/F16 only)",
+        });
+    }
+    let mut out = vec![0f32; len];
+    ops::dequantize_row(t.info.ty, t.data, &mut out)
+        .map_err(|e| ModelError::Config(format!("tensor {name:?}: {e}")))?;
+    Ok(out)
+}

@@ -1,0 +1,329 @@
+//! Unit tests for the quantizers: round-trip error bounds, edge cases and error paths.
+//! Byte identity with ggml is checked separately by `tests/quant_oracle.rs`.
+
+use super::*;
+use bytemuck::Zeroable;
+
+/// Deterministic pseudo-random rows (xorshift64*, Box-Muller) so the tests need no RNG crate
+/// and fail reproducibly.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 + 0.5) / (1u64 << 24) as f32
+    }
+    fn normal(&mut self) -> f32 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+    }
+    fn normal_row(&mut self, n: usize, sigma: f32) -> Vec<f32> {
+        (0..n).map(|_| self.normal() * sigma).collect()
+    }
+}
+
+const QUANTIZED: [GgmlType; 8] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+    GgmlType::Q8_1,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::Q8_K,
+];
+
+fn round_trip(ty: GgmlType, x: &[f32]) -> Vec<f32> {
+    let mut bytes = vec![0u8; ty.row_bytes(x.len() as u64).unwrap() as usize];
+    quantize_row(ty, x, &mut bytes).unwrap();
+    let mut y = vec![0f32; x.len()];
+    dequantize_row(ty, &bytes, &mut y).unwrap();
+    y
+}
+
+fn rmse(x: &[f32], y: &[f32]) -> f32 {
+    (x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / x.len() as f32).sqrt()
+}
+
+/// Relative RMSE bound per type on Gaussian rows (measured values are roughly 60-80% of
+/// these: Q4_0 0.10, Q4_1 0.09, Q4_K 0.08, Q5_K 0.04, Q6_K 0.02, Q8_0 0.004, Q8_K 0.007).
+fn rel_rmse_bound(ty: GgmlType) -> f32 {
+    match ty {
+        GgmlType::Q4_0 => 0.13,
+        GgmlType::Q4_1 | GgmlType::Q4_K => 0.11,
+        GgmlType::Q5_K => 0.055,
+        GgmlType::Q6_K => 0.03,
+        GgmlType::Q8_0 | GgmlType::Q8_1 | GgmlType::F16 => 0.006,
+        GgmlType::Q8_K => 0.009,
+        GgmlType::BF16 => 0.005,
+        _ => 0.0,
+    }
+}
+
+#[test]
+fn gaussian_round_trip_within_bounds() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for ty in QUANTIZED.into_iter().chain([GgmlType::F16, GgmlType::BF16]) {
+        for sigma in [1e-3f32, 1.0, 50.0] {
+            let x = rng.normal_row(4096, sigma);
+            let y = round_trip(ty, &x);
+            let rel = rmse(&x, &y) / sigma;
+            assert!(rel < rel_rmse_bound(ty), "{ty} sigma {sigma}: relative rmse {rel}");
+        }
+    }
+    let x = rng.normal_row(256, 3.0);
+    assert_eq!(round_trip(GgmlType::F32, &x), x);
+}
+
+/// Per-block worst case of the symmetric 8-bit formats: half a step plus the f16 scale error.
+#[test]
+fn q8_max_error_is_half_a_step() {
+    let mut rng = Rng(7);
+    let x = rng.normal_row(1024, 2.0);
+    for ty in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
+        let y = round_trip(ty, &x);
+        for (xb, yb) in x.chunks(ty.block_size()).zip(y.chunks(ty.block_size())) {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (a, b) in xb.iter().zip(yb) {
+                assert!((a - b).abs() <= amax / 127.0 * 0.56, "{ty}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn q4_0_known_block() {
+    // Extreme value -8 gives d = 1 exactly; every integer in -8..=7 is then represented exactly.
+    let x: Vec<f32> = (0..32).map(|j| (j % 16) as f32 - 8.0).collect();
+    let mut out = [BlockQ4_0::zeroed()];
+    BlockQ4_0::from_float(&x, &mut out).unwrap();
+    assert_eq!(out[0].d.to_f32(), 1.0);
+    for (j, &q) in out[0].qs.iter().enumerate() {
+        assert_eq!(q, (j as u8 % 16) | ((j as u8 % 16) << 4));
+    }
+    let mut y = [0f32; 32];
+    BlockQ4_0::to_float(&out, &mut y).unwrap();
+    assert_eq!(y.as_slice(), x.as_slice());
+}
+
+#[test]
+fn q8_0_known_block() {
+    // amax 127 gives d = 1 and exact integers; 2.5 rounds away from zero (roundf) to 3.
+    let mut x = [0f32; 32];
+    x[0] = 127.0;
+    x[1] = -2.5;
+    x[2] = 2.5;
+    x[3] = -127.0;
+    let mut out = [BlockQ8_0::zeroed()];
+    quantize_row_q8_0(&x, &mut out).unwrap();
+    assert_eq!(out[0].d.to_f32(), 1.0);
+    assert_eq!(&out[0].qs[..5], &[127, -3, 3, -127, 0]);
+}
+
+#[test]
+fn q8_1_sum_and_q8_k_bsums() {
+    let mut rng = Rng(11);
+    let x = rng.normal_row(512, 1.5);
+    let mut b1 = vec![BlockQ8_1::zeroed(); 16];
+    quantize_row_q8_1(&x, &mut b1).unwrap();
+    for b in &b1 {
+        let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
+        let expect = f32_to_f16(sum as f32 * (b.d.to_f32()));
+        // `s` uses the f32 scale before f16 rounding, so allow a one-ulp-of-f16 difference.
+        assert!((b.s.to_f32() - expect.to_f32()).abs() <= expect.to_f32().abs() * 2e-3 + 1e-6);
+    }
+    let mut bk = vec![BlockQ8K::zeroed(); 2];
+    quantize_row_q8_k(&x, &mut bk).unwrap();
+    for b in &bk {
+        for (g, s) in b.qs.chunks(16).zip(b.bsums) {
+            assert_eq!(g.iter().map(|&q| q as i32).sum::<i32>(), s as i32);
+        }
+        // The value with the largest magnitude always maps to ±127.
+        assert!(b.qs.iter().any(|&q| q == 127 || q == -127));
+    }
+}
+
+#[test]
+fn all_zero_rows_stay_zero() {
+    let x = vec![0f32; 512];
+    for ty in QUANTIZED {
+        let y = round_trip(ty, &x);
+        assert!(y.iter().all(|&v| v == 0.0), "{ty}");
+    }
+    // Q8_K: zero scale, zero quants and zero bsums even if the output held garbage before.
+    let mut b = [BlockQ8K {
+        d: 5.0,
+        qs: [3; QK_K],
+        bsums: [9; QK_K / 16],
+    }];
+    quantize_row_q8_k(&x[..256], &mut b).unwrap();
+    assert_eq!((b[0].d, b[0].qs, b[0].bsums), (0.0, [0; QK_K], [0; QK_K / 16]));
+}
+
+#[test]
+fn constant_and_one_signed_rows() {
+    let mut rng = Rng(3);
+    for ty in QUANTIZED {
+        for c in [1.0f32, -0.37, 1234.5] {
+            let x = vec![c; 512];
+            let y = round_trip(ty, &x);
+            for &v in &y {
+                assert!((v - c).abs() <= c.abs() * 0.07, "{ty} constant {c}: got {v}");
+            }
+        }
+        for sign in [1.0f32, -1.0] {
+            let x: Vec<f32> = (0..1024).map(|_| sign * (rng.uniform() + 0.01)).collect();
+            let y = round_trip(ty, &x);
+            let rel = rmse(&x, &y) / (x.iter().map(|v| v * v).sum::<f32>() / 1024.0).sqrt();
+            assert!(rel < rel_rmse_bound(ty), "{ty} sign {sign}: relative rmse {rel}");
+        }
+    }
+}
+
+#[test]
+fn extreme_magnitudes_do_not_panic() {
+    let mut rng = Rng(5);
+    let base = rng.normal_row(512, 1.0);
+    for ty in QUANTIZED {
+        for scale in [1e30f32, 1e-30, 5e37, 1e-40] {
+            let x: Vec<f32> = base.iter().map(|v| v * scale).collect();
+            let y = round_trip(ty, &x);
+            let tiny = scale < 1.0;
+            // An f16 scale cannot hold 1e-30 (it flushes to zero): values come back as zero.
+            // Q8_K keeps an f32 scale and so survives 1e-30.
+            if tiny && ty != GgmlType::Q8_K {
+                assert!(y.iter().all(|&v| v == 0.0 || v.abs() <= 5.0 * scale), "{ty} {scale}");
+            }
+            if ty == GgmlType::Q8_K && (scale == 1e-30 || scale == 1e30) {
+                // Compare in units of `scale` so the squared error does not overflow.
+                let y: Vec<f32> = y.iter().map(|v| v / scale).collect();
+                assert!(rmse(&base, &y) < 0.009, "{ty} {scale}");
+            }
+        }
+    }
+}
+
+#[test]
+fn rejects_bad_lengths_and_non_finite() {
+    let x = vec![0.5f32; 300];
+    let mut dst = vec![0u8; 1000];
+    assert_eq!(
+        quantize_row(GgmlType::Q4_K, &x, &mut dst),
+        Err(QuantError::RowLength {
+            ty: GgmlType::Q4_K,
+            len: 300,
+            block: 256
+        })
+    );
+    assert!(matches!(
+        quantize_row(GgmlType::Q4_0, &x[..33], &mut dst),
+        Err(QuantError::RowLength { .. })
+    ));
+    assert_eq!(
+        quantize_row(GgmlType::Q4_0, &x[..64], &mut dst[..35]),
+        Err(QuantError::Length {
+            ty: GgmlType::Q4_0,
+            what: "destination bytes",
+            expected: 36,
+            got: 35
+        })
+    );
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut y = vec![1.0f32; 64];
+        y[41] = bad;
+        for ty in QUANTIZE_TYPES {
+            let n = if ty.block_size() == 256 { 0 } else { 64 };
+            if n == 0 {
+                continue;
+            }
+            let mut out = vec![0u8; ty.row_bytes(64).unwrap() as usize];
+            assert_eq!(
+                quantize_row(ty, &y, &mut out),
+                Err(QuantError::NonFinite { index: 41 }),
+                "{ty}"
+            );
+        }
+        let mut z = vec![1.0f32; 256];
+        z[200] = bad;
+        let mut out = vec![0u8; 210];
+        assert_eq!(
+            quantize_row(GgmlType::Q6_K, &z, &mut out),
+            Err(QuantError::NonFinite { index: 200 })
+        );
+    }
+    assert!(matches!(
+        quantize_row(GgmlType::Q5_0, &x[..32], &mut dst[..22]),
+        Err(QuantError::Unsupported { .. })
+    ));
+    let mut out = vec![0f32; 256];
+    assert!(matches!(
+        dequantize_row(GgmlType::Q6_K, &dst[..209], &mut out),
+        Err(QuantError::Length { .. })
+    ));
+    assert!(matches!(
+        dequantize_row(GgmlType::Q6_K, &dst[..210], &mut out[..255]),
+        Err(QuantError::RowLength { .. })
+    ));
+    let mut blocks = [BlockQ8_0::zeroed(); 2];
+    assert!(matches!(
+        quantize_row_q8_0(&x[..32], &mut blocks),
+        Err(QuantError::Length { .. })
+    ));
+    let e = quantize_row(GgmlType::Q4_K, &x, &mut dst).unwrap_err().to_string();
+    assert_eq!(e, "Q4_K: row of 300 elements is not a multiple of the block size 256");
+}
+
+#[test]
+fn unaligned_buffers_give_the_same_bytes() {
+    let mut rng = Rng(99);
+    let x = rng.normal_row(256 * 20, 1.0);
+    for ty in QUANTIZED {
+        let n = ty.row_bytes(x.len() as u64).unwrap() as usize;
+        let mut aligned = vec![0u64; n / 8 + 1];
+        let aligned = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..n];
+        quantize_row(ty, &x, aligned).unwrap();
+        let mut shifted = vec![0u8; n + 1];
+        quantize_row(ty, &x, &mut shifted[1..]).unwrap();
+        assert_eq!(&shifted[1..], &aligned[..], "{ty}");
+        let (mut ya, mut yu) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+        dequantize_row(ty, aligned, &mut ya).unwrap();
+        dequantize_row(ty, &shifted[1..], &mut yu).unwrap();
+        assert_eq!(ya, yu, "{ty}");
+    }
+}
+
+#[test]
+fn q4k_scale_packing_round_trips() {
+    let mut rng = Rng(17);
+    for _ in 0..200 {
+        let mut sc = [0u8; 8];
+        let mut mn = [0u8; 8];
+        for j in 0..8 {
+            sc[j] = (rng.next_u64() % 64) as u8;
+            mn[j] = (rng.next_u64() % 64) as u8;
+        }
+        let packed = pack_q4k_scales(&sc, &mn);
+        assert_eq!(unpack_q4k_scales(&packed), (sc, mn));
+        for j in 0..8 {
+            assert_eq!(get_scale_min_k4(j, &packed), (sc[j], mn[j]));
+        }
+    }
+    assert_eq!(get_scale_min_k4(8, &[0xFF; 12]), (0, 0));
+}
+
+#[test]
+fn f16_and_bf16_rows_use_ggml_rounding() {
+    let x = [1.0f32, -2.5, 65504.0, 1e-6, 3.3];
+    let mut b = [0u8; 10];
+    quantize_row(GgmlType::F16, &x, &mut b).unwrap();
+    let bits: Vec<u16> = b.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    assert_eq!(bits, [0x3C00, 0xC100, 0x7BFF, 0x0011, 0x429A]);
+    quantize_row(GgmlType::BF16, &x, &mut b).unwrap();
+    let bits: Vec<u16> = b.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    assert_eq!(bits, [0x3F80, 0xC020, 0x4780, 0x3586, 0x4053]);
+}

@@ -1,0 +1,363 @@
+//! Choosing the next token from logits: greedy, or temperature sampling with the usual
+//! truncations, applied in llama.cpp's default order:
+//!
+//! 1. logit mask (optional, see below) — tokens not allowed are removed first;
+//! 2. repetition penalty over the last `repeat_last_n` tokens of the history
+//!    (positive logits divided by the penalty, negative ones multiplied);
+//! 3. top-k; 4. top-p (nucleus); 5. min-p; 6. temperature; 7. draw from the softmax with a
+//!    seeded, deterministic RNG. With `temperature <= 0` steps 3-7 become an argmax.
+//!
+//! # Logit mask hook (constrained decoding)
+//! [`Sampler::sample_masked`] takes the list of token ids that may be produced (for example the
+//! tokens that keep an agent's output inside its protocol); [`Sampler::sample_filtered`] takes a
+//! predicate instead. Both return `None` when nothing is allowed. The mask is applied before
+//! every other step, so truncations and the temperature only ever see allowed tokens.
+
+/// Sampling parameters. The defaults are llama.cpp's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplerConfig {
+    /// 0 (or below) means greedy.
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens; 0 disables.
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability sums to `top_p`; 1.0 disables.
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` times the most likely one; 0.0 disables.
+    pub min_p: f32,
+    /// Repetition penalty; 1.0 disables.
+    pub repeat_penalty: f32,
+    /// How many of the most recent history tokens the penalty looks at (0: none).
+    pub repeat_last_n: usize,
+    pub seed: u64,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        SamplerConfig {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0,
+        }
+    }
+}
+
+impl SamplerConfig {
+    /// Deterministic argmax decoding.
+    pub fn greedy() -> SamplerConfig {
+        SamplerConfig {
+            temperature: 0.0,
+            ..Default::default()
+        }
+    }
+
+    /// Rejects values that have no meaning (NaN, negative penalties, p outside 0..=1).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.temperature.is_nan() {
+            return Err("temperature is NaN".into());
+        }
+        if !(0.0..=1.0).contains(&self.top_p) {
+            return Err(format!("top-p {} is not in 0..=1", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return Err(format!("min-p {} is not in 0..=1", self.min_p));
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return Err(format!("repeat penalty {} must be positive", self.repeat_penalty));
+        }
+        Ok(())
+    }
+}
+
+/// SplitMix64: tiny, fast, and fully determined by the seed on every platform.
+#[derive(Clone, Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// A token sampler with its own RNG state.
+#[derive(Clone, Debug)]
+pub struct Sampler {
+    config: SamplerConfig,
+    rng: Rng,
+}
+
+/// A candidate token and its (possibly modified) logit.
+#[derive(Clone, Copy, Debug)]
+struct Cand {
+    id: u32,
+    logit: f32,
+}
+
+impl Sampler {
+    pub fn new(config: SamplerConfig) -> Sampler {
+        let rng = Rng(config.seed);
+        Sampler { config, rng }
+    }
+
+    pub fn config(&self) -> &SamplerConfig {
+        &self.config
+    }
+
+    /// Picks the next token. `history` is the sequence so far (prompt included); only its tail
+    /// is used, by the repetition penalty. Returns `None` only for empty logits.
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Option<u32> {
+        self.sample_filtered(logits, history, |_| true)
+    }
+
+    /// Like [`Sampler::sample`] but only ids in `allowed` can be chosen (ids outside the vocabulary
+    /// are ignored). `None` when no allowed id is in the vocabulary.
+    pub fn sample_masked(&mut self, logits: &[f32], history: &[u32], allowed: &[u32]) -> Option<u32> {
+        let mut cands: Vec<Cand> = allowed
+            .iter()
+            .filter(|&&id| (id as usize) < logits.len())
+            .map(|&id| Cand {
+                id,
+                logit: logits[id as usize],
+            })
+            .collect();
+        cands.sort_unstable_by_key(|c| c.id);
+        cands.dedup_by_key(|c| c.id);
+        self.sample_candidates(cands, history)
+    }
+
+    /// Like [`Sampler::sample`] but only ids for which `keep(id)` holds can be chosen.
+    pub fn sample_filtered(&mut self, logits: &[f32], history: &[u32], keep: impl Fn(u32) -> bool) -> Option<u32> {
+        let cands = (0..logits.len() as u32)
+            .filter(|&id| keep(id))
+            .map(|id| Cand {
+                id,
+                logit: logits[id as usize],
+            })
+            .collect();
+        self.sample_candidates(cands, history)
+    }
+
+    fn sample_candidates(&mut self, mut c: Vec<Cand>, history: &[u32]) -> Option<u32> {
+        // NaN logits would poison every comparison below; treat them as impossible.
+        c.retain(|x| !x.logit.is_nan());
+        if c.is_empty() {
+            return None;
+        }
+        let cfg = self.config.clone();
+        apply_repeat_penalty(&mut c, history, cfg.repeat_penalty, cfg.repeat_last_n);
+        if cfg.temperature <= 0.0 {
+            return argmax(&c);
+        }
+        sort_desc(&mut c);
+        if cfg.top_k > 0 && cfg.top_k < c.len() {
+            c.truncate(cfg.top_k);
+        }
+        if cfg.top_p < 1.0 {
+            let p = softmax(&c);
+            let mut cum = 0.0;
+            let mut keep = c.len();
+            for (i, pi) in p.iter().enumerate() {
+                cum += pi;
+                if cum >= cfg.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            c.truncate(keep);
+        }
+        if cfg.min_p > 0.0 {
+            // p_i >= min_p * p_max  <=>  logit_i >= logit_max + ln(min_p)
+            let threshold = c[0].logit + cfg.min_p.ln();
+            let keep = c.iter().take_while(|x| x.logit >= threshold).count().max(1);
+            c.truncate(keep);
+        }
+        for x in c.iter_mut() {
+            x.logit /= cfg.temperature;
+        }
+        let p = softmax(&c);
+        let r = self.rng.next_f64();
+        let mut cum = 0.0;
+        for (x, pi) in c.iter().zip(&p) {
+            cum += pi;
+            if r < cum {
+                return Some(x.id);
+            }
+        }
+        c.last().map(|x| x.id)
+    }
+}
+
+/// llama.cpp's penalty: each distinct recent token's logit is divided by the penalty when
+/// positive and multiplied by it when negative (so it always becomes less likely).
+fn apply_repeat_penalty(c: &mut [Cand], history: &[u32], penalty: f32, last_n: usize) {
+    if penalty == 1.0 || last_n == 0 || history.is_empty() {
+        return;
+    }
+    let recent = &history[history.len().saturating_sub(last_n)..];
+    let mut seen: Vec<u32> = recent.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    for x in c.iter_mut() {
+        if seen.binary_search(&x.id).is_ok() {
+            x.logit = if x.logit > 0.0 {
+                x.logit / penalty
+            } else {
+                x.logit * penalty
+            };
+        }
+    }
+}
+
+/// The highest logit; ties go to the lowest id (as a plain argmax over the vocabulary would).
+fn argmax(c: &[Cand]) -> Option<u32> {
+    let mut best: Option<Cand> = None;
+    for &x in c {
+        match best {
+            Some(b) if x.logit < b.logit || (x.logit == b.logit && x.id > b.id) => {}
+            _ => best = Some(x),
+        }
+    }
+    best.map(|b| b.id)
+}
+
+fn sort_desc(c: &mut [Cand]) {
+    c.sort_unstable_by(|a, b| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id)));
+}
+
+/// Probabilities of the candidates (in f64 so long tails do not lose mass).
+fn softmax(c: &[Cand]) -> Vec<f64> {
+    let max = c.iter().map(|x| x.logit).fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        // Every logit is -inf (fully masked by the model): fall back to uniform.
+        return vec![1.0 / c.len() as f64; c.len()];
+    }
+    let e: Vec<f64> = c.iter().map(|x| ((x.logit - max) as f64).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(temperature: f32) -> SamplerConfig {
+        SamplerConfig {
+            temperature,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 42,
+        }
+    }
+
+    #[test]
+    fn greedy_is_argmax_with_lowest_id_on_ties() {
+        let mut s = Sampler::new(cfg(0.0));
+        assert_eq!(s.sample(&[0.1, 3.0, -1.0, 3.0], &[]), Some(1));
+        assert_eq!(s.sample(&[], &[]), None);
+    }
+
+    #[test]
+    fn repeat_penalty_divides_positive_and_multiplies_negative() {
+        let mut c = cfg(0.0);
+        c.repeat_penalty = 2.0;
+        let mut s = Sampler::new(c);
+        // Token 0 (logit 3) seen -> 1.5 < token 1's 2.0.
+        assert_eq!(s.sample(&[3.0, 2.0, -1.0], &[0]), Some(1));
+        // Negative logits get more negative: token 2 (-1 -> -2) loses to token 0 (-1.5).
+        assert_eq!(s.sample(&[-1.5, -3.0, -1.0], &[2]), Some(0));
+        // Only the last `repeat_last_n` history tokens count.
+        let mut c = cfg(0.0);
+        c.repeat_penalty = 2.0;
+        c.repeat_last_n = 1;
+        let mut s = Sampler::new(c);
+        assert_eq!(s.sample(&[3.0, 2.0, -1.0], &[0, 2]), Some(0));
+    }
+
+    #[test]
+    fn same_seed_same_tokens_and_distribution_follows_softmax() {
+        let logits = [0.0f32, (2.0f32).ln(), (7.0f32).ln()]; // probabilities 0.1, 0.2, 0.7
+        let draw = |seed| {
+            let mut c = cfg(1.0);
+            c.seed = seed;
+            let mut s = Sampler::new(c);
+            (0..20000).map(|_| s.sample(&logits, &[]).unwrap()).collect::<Vec<_>>()
+        };
+        let a = draw(7);
+        assert_eq!(a, draw(7));
+        assert_ne!(a, draw(8));
+        let freq = |id| a.iter().filter(|&&x| x == id).count() as f64 / a.len() as f64;
+        assert!((freq(0) - 0.1).abs() < 0.015, "{}", freq(0));
+        assert!((freq(1) - 0.2).abs() < 0.015, "{}", freq(1));
+        assert!((freq(2) - 0.7).abs() < 0.015, "{}", freq(2));
+    }
+
+    #[test]
+    fn truncations_restrict_the_support() {
+        let logits = [5.0f32, 4.0, 3.0, 2.0, 1.0];
+        let support = |c: SamplerConfig| {
+            let mut s = Sampler::new(c);
+            let mut seen: Vec<u32> = (0..3000).map(|_| s.sample(&logits, &[]).unwrap()).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            seen
+        };
+        let mut c = cfg(5.0);
+        c.top_k = 2;
+        assert_eq!(support(c), vec![0, 1]);
+        // probabilities at T=1 before temperature: 0.636, 0.234, 0.086, ... -> top-p 0.8 keeps 2.
+        let mut c = cfg(5.0);
+        c.top_p = 0.8;
+        assert_eq!(support(c), vec![0, 1]);
+        // min-p 0.1: keeps p >= 0.0636, i.e. ids 0, 1, 2.
+        let mut c = cfg(5.0);
+        c.min_p = 0.1;
+        assert_eq!(support(c), vec![0, 1, 2]);
+        // Without truncation a high temperature reaches every token.
+        assert_eq!(support(cfg(5.0)), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn mask_is_applied_before_everything() {
+        let logits = [9.0f32, 1.0, 2.0, 0.5];
+        let mut s = Sampler::new(cfg(0.0));
+        assert_eq!(s.sample_masked(&logits, &[], &[1, 3, 99]), Some(1));
+        assert_eq!(s.sample_masked(&logits, &[], &[99]), None);
+        assert_eq!(s.sample_filtered(&logits, &[], |id| id >= 2), Some(2));
+        let mut c = cfg(1.0);
+        c.top_k = 1;
+        let mut s = Sampler::new(c);
+        for _ in 0..50 {
+            assert_eq!(s.sample_masked(&logits, &[], &[3, 2]), Some(2));
+        }
+    }
+
+    #[test]
+    fn validate_rejects_nonsense() {
+        assert!(SamplerConfig::default().validate().is_ok());
+        let c = SamplerConfig {
+            top_p: 1.5,
+            ..Default::default()
+        };
+        assert!(c.validate().is_err());
+        let c = SamplerConfig {
+            repeat_penalty: 0.0,
+            ..Default::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

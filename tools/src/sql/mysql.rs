@@ -1,0 +1,259 @@
+//! The MySQL/MariaDB executor, for evaluation parity with AgentBench (whose observations are
+//! MySQL's types and error messages as mysql.connector renders them).
+//!
+//! Each task gets its own database `edgeact_<16 hex digits>` (the harness named it after the
+//! table; a random name keeps concurrent tasks apart) holding the table under its exact name
+//! (backtick-quoted), every column `TEXT`; the database is dropped afterwards. Containment is
+//! the server's: connect as a user whose grants cover only `edgeact\_%` databases (see
+//! `scripts/ci-mariadb.sh`). Statements are limited by `max_statement_time` (MariaDB) or
+//! `max_execution_time` (MySQL, SELECT only), and by a socket read timeout a little longer than
+//! that, after which the connection is replaced.
+//!
+//! Rendering follows mysql.connector's conversions: integer types → `int`, `DECIMAL` →
+//! `Decimal('…')`, `FLOAT`/`DOUBLE` → `float`, `DATE`/`DATETIME`/`TIME` → `datetime` objects,
+//! binary strings → `bytes`, text → `str`; errors → `{errno} ({sqlstate}): {message}`.
+
+use std::time::Duration;
+
+use mysql::consts::ColumnType;
+use mysql::prelude::Queryable;
+use mysql::{Conn, Opts, OptsBuilder, Value};
+
+use super::render::{truncate_db_output, PyValue, RowsRenderer};
+use super::{cell_text, Result, SqlBackend, SqlError, SqlLimits, TaskTable};
+
+/// The `binary` character set id: such string columns come back as `bytes`.
+const BINARY_CHARSET: u16 = 63;
+
+/// Quotes a MySQL identifier with backticks.
+fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// The MySQL/MariaDB backend.
+pub struct MysqlBackend {
+    opts: Opts,
+    conn: Conn,
+    limits: SqlLimits,
+    mariadb: bool,
+    database: Option<String>,
+}
+
+impl std::fmt::Debug for MysqlBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlBackend").field("database", &self.database).field("mariadb", &self.mariadb).finish()
+    }
+}
+
+impl MysqlBackend {
+    /// Connects to `mysql://user:pass@host:port` (a database path in the URL is ignored: each
+    /// task creates its own).
+    pub fn connect(url: &str, limits: SqlLimits) -> Result<Self> {
+        let opts = Opts::from_url(url).map_err(|e| SqlError::BadUrl(format!("{url}: {e}")))?;
+        let read_timeout = limits.statement_timeout + Duration::from_secs(5);
+        let opts: Opts = OptsBuilder::from_opts(opts)
+            .db_name(None::<String>)
+            .read_timeout(Some(read_timeout))
+            .write_timeout(Some(read_timeout))
+            .tcp_connect_timeout(Some(Duration::from_secs(10)))
+            .into();
+        let (conn, mariadb) = Self::open(&opts, limits)?;
+        Ok(Self { opts, conn, limits, mariadb, database: None })
+    }
+
+    fn open(opts: &Opts, limits: SqlLimits) -> Result<(Conn, bool)> {
+        let mut conn = Conn::new(opts.clone())?;
+        let mariadb = conn.server_version().0 >= 10
+            || conn
+                .query_first::<String, _>("SELECT VERSION()")?
+                .is_some_and(|v| v.to_ascii_lowercase().contains("mariadb"));
+        conn.query_drop("SET NAMES utf8mb4")?;
+        let secs = limits.statement_timeout.as_secs_f64();
+        if mariadb {
+            conn.query_drop(format!("SET SESSION max_statement_time = {secs}"))?;
+        } else {
+            conn.query_drop(format!("SET SESSION max_execution_time = {}", (secs * 1000.0) as u64))?;
+        }
+        Ok((conn, mariadb))
+    }
+
+    /// Whether the server is MariaDB.
+    pub fn is_mariadb(&self) -> bool {
+        self.mariadb
+    }
+
+    /// The current task's database name.
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
+    /// Reconnects after a dropped connection and re-selects the task's database.
+    fn reconnect(&mut self) -> Result<()> {
+        let (conn, _) = Self::open(&self.opts, self.limits)?;
+        self.conn = conn;
+        if let Some(db) = &self.database {
+            self.conn.query_drop(format!("USE {}", quote_ident(db)))?;
+        }
+        Ok(())
+    }
+
+    fn value_to_py(v: Value, col: &mysql::Column) -> PyValue {
+        let bytes = match v {
+            Value::NULL => return PyValue::None,
+            Value::Bytes(b) => b,
+            Value::Int(i) => return PyValue::Int(i as i128),
+            Value::UInt(u) => return PyValue::Int(u as i128),
+            Value::Float(f) => return PyValue::Float(f as f64),
+            Value::Double(f) => return PyValue::Float(f),
+            other => other.as_sql(true).into_bytes(),
+        };
+        let text = || String::from_utf8_lossy(&bytes).into_owned();
+        use ColumnType::*;
+        match col.column_type() {
+            MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_LONG | MYSQL_TYPE_LONGLONG | MYSQL_TYPE_INT24
+            | MYSQL_TYPE_YEAR => text().trim().parse::<i128>().map(PyValue::Int).unwrap_or_else(|_| PyValue::Str(text())),
+            MYSQL_TYPE_DECIMAL | MYSQL_TYPE_NEWDECIMAL => PyValue::Decimal(text()),
+            MYSQL_TYPE_FLOAT | MYSQL_TYPE_DOUBLE => {
+                text().trim().parse::<f64>().map(PyValue::Float).unwrap_or_else(|_| PyValue::Str(text()))
+            }
+            MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => parse_date(&text()).unwrap_or_else(|| PyValue::Str(text())),
+            MYSQL_TYPE_DATETIME | MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_DATETIME2 | MYSQL_TYPE_TIMESTAMP2 => {
+                parse_datetime(&text()).unwrap_or_else(|| PyValue::Str(text()))
+            }
+            MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => parse_time(&text()).unwrap_or_else(|| PyValue::Str(text())),
+            MYSQL_TYPE_BIT => PyValue::Int(bytes.iter().fold(0i128, |a, &b| (a << 8) | b as i128)),
+            _ if col.character_set() == BINARY_CHARSET => PyValue::Bytes(bytes),
+            _ => PyValue::Str(text()),
+        }
+    }
+
+    /// Runs one statement and renders its first result set; `Err` is a tool failure, MySQL
+    /// errors become `Ok` observation text.
+    fn run_statement(&mut self, sql: &str) -> std::result::Result<String, mysql::Error> {
+        let mut result = self.conn.query_iter(sql)?;
+        let columns: Vec<mysql::Column> = result.columns().as_ref().to_vec();
+        let mut out = RowsRenderer::new(1000);
+        let mut full = false;
+        // Only the first result set is shown (the harness ran one statement per call).
+        for row in result.by_ref() {
+            let row = row?;
+            if full || columns.is_empty() {
+                continue;
+            }
+            let vals: Vec<PyValue> =
+                row.unwrap().into_iter().zip(columns.iter()).map(|(v, c)| Self::value_to_py(v, c)).collect();
+            full = !out.push_row(&vals);
+        }
+        drop(result);
+        Ok(out.finish())
+    }
+}
+
+fn parse_date(s: &str) -> Option<PyValue> {
+    let mut it = s.trim().splitn(3, '-');
+    let year = it.next()?.parse().ok()?;
+    let month = it.next()?.parse().ok()?;
+    let day = it.next()?.parse().ok()?;
+    // mysql.connector returns None for zero dates, which Python's date cannot hold.
+    if month == 0 || day == 0 {
+        return Some(PyValue::None);
+    }
+    Some(PyValue::Date { year, month, day })
+}
+
+fn parse_datetime(s: &str) -> Option<PyValue> {
+    let (d, t) = s.trim().split_once(' ')?;
+    let PyValue::Date { year, month, day } = parse_date(d)? else { return Some(PyValue::None) };
+    let (hms, frac) = t.split_once('.').unwrap_or((t, ""));
+    let mut it = hms.splitn(3, ':');
+    let hour = it.next()?.parse().ok()?;
+    let minute = it.next()?.parse().ok()?;
+    let second = it.next()?.parse().ok()?;
+    let micros = if frac.is_empty() { 0 } else { format!("{frac:0<6}")[..6].parse().ok()? };
+    Some(PyValue::DateTime { year, month, day, hour, minute, second, micros })
+}
+
+fn parse_time(s: &str) -> Option<PyValue> {
+    let s = s.trim();
+    let (neg, s) = s.strip_prefix('-').map_or((false, s), |r| (true, r));
+    let (hms, frac) = s.split_once('.').unwrap_or((s, ""));
+    let mut it = hms.splitn(3, ':');
+    let h: i64 = it.next()?.parse().ok()?;
+    let m: i64 = it.next()?.parse().ok()?;
+    let sec: i64 = it.next()?.parse().ok()?;
+    let us: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}")[..6].parse().ok()? };
+    let total = ((h * 60 + m) * 60 + sec) * 1_000_000 + us;
+    Some(PyValue::TimeDelta(if neg { -total } else { total }))
+}
+
+impl SqlBackend for MysqlBackend {
+    fn setup_table(&mut self, table: &TaskTable) -> Result<()> {
+        table.validate()?;
+        self.teardown()?;
+        let db = format!("edgeact_{:016x}", rand::random::<u64>());
+        self.conn.query_drop(format!("CREATE DATABASE {} CHARACTER SET utf8mb4", quote_ident(&db)))?;
+        self.database = Some(db.clone());
+        self.conn.query_drop(format!("USE {}", quote_ident(&db)))?;
+        let cols: Vec<String> = table.table_info.columns.iter().map(|c| format!("{} TEXT", quote_ident(&c.name))).collect();
+        let tname = quote_ident(&table.table_name);
+        self.conn.query_drop(format!("CREATE TABLE {tname} ({})", cols.join(", ")))?;
+        let mut tx = self.conn.start_transaction(mysql::TxOpts::default())?;
+        for row in &table.table_info.rows {
+            let names: Vec<String> = table.table_info.columns[..row.len()].iter().map(|c| quote_ident(&c.name)).collect();
+            let marks = vec!["?"; row.len()].join(", ");
+            let sql = format!("INSERT INTO {tname} ({}) VALUES ({marks})", names.join(", "));
+            let values: Vec<Value> = row.iter().map(|v| cell_text(v).map_or(Value::NULL, |s| Value::Bytes(s.into_bytes()))).collect();
+            tx.exec_drop(sql, values)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn execute(&mut self, sql: &str) -> Result<String> {
+        if self.database.is_none() {
+            return Err(SqlError::NoTable);
+        }
+        let text = match self.run_statement(sql) {
+            Ok(t) => t,
+            Err(mysql::Error::MySqlError(e)) => format!("{} ({}): {}", e.code, e.state, e.message),
+            Err(mysql::Error::IoError(e)) => {
+                // Read timeout past the server-side limit, or a dropped connection: start over
+                // on a fresh connection so the session stays usable.
+                self.reconnect()?;
+                format!("2013 (HY000): Lost connection to MySQL server during query ({e})")
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(truncate_db_output(&text))
+    }
+
+    fn table_hash(&mut self, table: &TaskTable) -> Result<Option<String>> {
+        if self.database.is_none() {
+            return Err(SqlError::NoTable);
+        }
+        let cols: Vec<String> = table.table_info.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        // The harness's query, verbatim in structure; group_concat_max_len keeps its default.
+        let sql = format!(
+            "SELECT md5(group_concat(rowhash ORDER BY rowhash)) AS hash FROM \
+             (SELECT substring(md5(concat_ws(',', {})), 1, 5) AS rowhash FROM {}) AS sub",
+            cols.join(", "),
+            quote_ident(&table.table_name)
+        );
+        let h: Option<Option<String>> = self.conn.query_first(sql)?;
+        Ok(h.flatten())
+    }
+
+    fn teardown(&mut self) -> Result<()> {
+        if let Some(db) = self.database.take() {
+            self.conn.query_drop(format!("DROP DATABASE IF EXISTS {}", quote_ident(&db)))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MysqlBackend {
+    fn drop(&mut self) {
+        // Best effort: a failure here leaves one `edgeact_…` database behind, nothing else.
+        let _ = self.teardown();
+    }
+}
