@@ -94,10 +94,31 @@ def torch_fixture():
     print("wrote", d)
 
 
+def fuzz_seed():
+    """A second small seed for fuzz/corpus/gguf_reader: default alignment, Q4_0 and F32 data."""
+    import gguf
+
+    path = os.path.join(HERE, "..", "fuzz", "corpus", "gguf_reader", "gguf-py-q4_0.gguf")
+    w = gguf.GGUFWriter(path, arch="llama")
+    w.add_block_count(1)
+    w.add_array("tokenizer.ggml.tokens", ["<unk>", "<s>", "</s>"])
+    x = (np.arange(64, dtype=np.float32).reshape(2, 32) - 32.0) / 16.0
+    q = gguf.quantize(x, gguf.GGMLQuantizationType.Q4_0)
+    w.add_tensor("w", q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q4_0)
+    w.add_tensor("n", np.ones(7, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    print("wrote", path)
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
-    what = sys.argv[1:] or ["gguf", "torch"]
+    what = sys.argv[1:] or ["gguf", "torch", "seed"]
     if "gguf" in what:
         gguf_fixture()
     if "torch" in what:
         torch_fixture()
+    if "seed" in what:
+        fuzz_seed()

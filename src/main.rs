@@ -1,6 +1,7 @@
 //! The `edgeact` command line: quantize, inspect, pull, run/chat, bench, perplexity, agent,
 //! eval, sandbox, rootfs.
 
+mod agent_glue;
 mod cmd;
 
 use clap::{Parser, Subcommand};

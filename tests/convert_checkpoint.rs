@@ -75,10 +75,14 @@ fn le_f32(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 fn le_f16(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes()).collect()
+    v.iter()
+        .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
+        .collect()
 }
 fn le_bf16(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|&x| half::bf16::from_f32(x).to_bits().to_le_bytes()).collect()
+    v.iter()
+        .flat_map(|&x| half::bf16::from_f32(x).to_bits().to_le_bytes())
+        .collect()
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -104,8 +108,16 @@ fn safetensors_single_and_sharded() {
     assert_eq!(ck.require("y").unwrap().shape, [2, 12]);
 
     let sharded = tempfile::tempdir().unwrap();
-    write(sharded.path(), "model-00001-of-00002.safetensors", &to_bytes(&[("x", DType::F32, vec![4, 6], le_f32(&b))]));
-    write(sharded.path(), "model-00002-of-00002.safetensors", &to_bytes(&[("z", DType::BF16, vec![24], le_bf16(&b))]));
+    write(
+        sharded.path(),
+        "model-00001-of-00002.safetensors",
+        &to_bytes(&[("x", DType::F32, vec![4, 6], le_f32(&b))]),
+    );
+    write(
+        sharded.path(),
+        "model-00002-of-00002.safetensors",
+        &to_bytes(&[("z", DType::BF16, vec![24], le_bf16(&b))]),
+    );
     let index = r#"{"metadata": {}, "weight_map": {"x": "model-00001-of-00002.safetensors", "z": "model-00002-of-00002.safetensors"}}"#;
     write(sharded.path(), "model.safetensors.index.json", index.as_bytes());
     let ck = Checkpoint::open_dir(sharded.path()).unwrap();
@@ -113,7 +125,11 @@ fn safetensors_single_and_sharded() {
     assert_eq!(read_all(&ck, "z"), b);
 
     // An index pointing outside the directory is refused.
-    write(sharded.path(), "model.safetensors.index.json", br#"{"weight_map": {"x": "../evil.safetensors"}}"#);
+    write(
+        sharded.path(),
+        "model.safetensors.index.json",
+        br#"{"weight_map": {"x": "../evil.safetensors"}}"#,
+    );
     let err = Checkpoint::open_dir(sharded.path()).err().unwrap().to_string();
     assert!(err.contains("bad shard file name"), "{err}");
 }
@@ -121,7 +137,10 @@ fn safetensors_single_and_sharded() {
 #[test]
 fn hostile_safetensors_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let good = to_bytes(&[("x", DType::F32, vec![2, 3], le_f32(&[1.0; 6])), ("y", DType::F16, vec![4], le_f16(&[2.0; 4]))]);
+    let good = to_bytes(&[
+        ("x", DType::F32, vec![2, 3], le_f32(&[1.0; 6])),
+        ("y", DType::F16, vec![4], le_f16(&[2.0; 4])),
+    ]);
     // Every truncation of a valid file is an error, never a panic.
     for len in 0..good.len() {
         let p = write(dir.path(), "t.safetensors", &good[..len]);
@@ -140,17 +159,34 @@ fn hostile_safetensors_are_clear_errors() {
         (u64::MAX.to_le_bytes().to_vec(), "header length"),
         (header("[1,2]"), "not a JSON object"),
         (header("{not json"), "not JSON"),
-        (header(r#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}"#), "needs 16 bytes"),
-        (header(r#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[60,76]}}"#), "outside"),
-        (header(r#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[8,0]}}"#), "outside"),
-        (header(r#"{"x":{"dtype":"Q9","shape":[4],"data_offsets":[0,16]}}"#), "unknown dtype"),
-        (header(r#"{"x":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}}"#), "shape"),
+        (
+            header(r#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}"#),
+            "needs 16 bytes",
+        ),
+        (
+            header(r#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[60,76]}}"#),
+            "outside",
+        ),
+        (
+            header(r#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[8,0]}}"#),
+            "outside",
+        ),
+        (
+            header(r#"{"x":{"dtype":"Q9","shape":[4],"data_offsets":[0,16]}}"#),
+            "unknown dtype",
+        ),
+        (
+            header(r#"{"x":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}}"#),
+            "shape",
+        ),
         (
             header(r#"{"x":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]}}"#),
             "overflows",
         ),
         (
-            header(r#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"y":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#),
+            header(
+                r#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"y":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#,
+            ),
             "overlap",
         ),
     ];
@@ -160,7 +196,19 @@ fn hostile_safetensors_are_clear_errors() {
         assert!(err.contains(want), "{err:?} should mention {want:?}");
     }
     // Unsupported dtypes load, but converting one is an error naming the tensor.
-    let p = write(dir.path(), "i64.safetensors", &to_bytes(&[("ids", DType::Other { name: "I64".into(), size: 8 }, vec![2], vec![0; 16])]));
+    let p = write(
+        dir.path(),
+        "i64.safetensors",
+        &to_bytes(&[(
+            "ids",
+            DType::Other {
+                name: "I64".into(),
+                size: 8,
+            },
+            vec![2],
+            vec![0; 16],
+        )]),
+    );
     let ck = Checkpoint::open_files(&[p]).unwrap();
     let t = ck.require("ids").unwrap();
     let err = ck.read_rows_f32(t, 0, &mut [0.0; 2]).unwrap_err().to_string();

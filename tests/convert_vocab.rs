@@ -7,7 +7,8 @@ use edgeact_runtime::gguf::{GgufFile, Value};
 use std::path::PathBuf;
 
 fn shared() -> PathBuf {
-    PathBuf::from(std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| "/work/shared".into())).join("models/llama2-tokenizer")
+    PathBuf::from(std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| "/work/shared".into()))
+        .join("models/llama2-tokenizer")
 }
 
 #[test]

@@ -41,7 +41,10 @@ fn reads_every_value_type_written_by_gguf_py() {
     // gguf-py stores Python ints in arrays as I32 and floats as F32.
     assert_eq!(
         f.get("t.arr_i32"),
-        Some(&Value::Array(ValueType::I32, vec![Value::I32(1), Value::I32(-2), Value::I32(3)]))
+        Some(&Value::Array(
+            ValueType::I32,
+            vec![Value::I32(1), Value::I32(-2), Value::I32(3)]
+        ))
     );
     let strs: Vec<&str> = f
         .get_array("t.arr_str")
@@ -67,7 +70,10 @@ fn reads_every_value_type_written_by_gguf_py() {
     );
     let nested = f.get_array("t.nested_str").unwrap().unwrap();
     assert_eq!(nested.len(), 2);
-    assert_eq!(nested[1], Value::Array(ValueType::String, vec![Value::String("z".into())]));
+    assert_eq!(
+        nested[1],
+        Value::Array(ValueType::String, vec![Value::String("z".into())])
+    );
 
     // Tensors: ggml-order dims, 64-byte aligned offsets, and the values the script stored.
     let names: Vec<&str> = f.tensors().iter().map(|t| t.name.as_str()).collect();

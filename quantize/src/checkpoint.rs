@@ -27,7 +27,11 @@ pub enum CheckpointError {
     #[error("tensor {0:?} is not in the checkpoint")]
     MissingTensor(String),
     #[error("tensor {name:?} appears in both {first} and {second}")]
-    Duplicate { name: String, first: PathBuf, second: PathBuf },
+    Duplicate {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
 }
 
 impl CheckpointError {
@@ -47,7 +51,10 @@ pub enum DType {
     BF16,
     /// Any other dtype (kept so unrelated tensors, e.g. integer buffers, do not stop the load;
     /// converting one is an error).
-    Other { name: String, size: usize },
+    Other {
+        name: String,
+        size: usize,
+    },
 }
 
 impl DType {
@@ -196,7 +203,8 @@ impl Checkpoint {
     }
 
     pub fn require(&self, name: &str) -> Result<&TensorMeta, CheckpointError> {
-        self.get(name).ok_or_else(|| CheckpointError::MissingTensor(name.into()))
+        self.get(name)
+            .ok_or_else(|| CheckpointError::MissingTensor(name.into()))
     }
 
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
@@ -286,4 +294,16 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
         return Err(CheckpointError::invalid(index, "weight_map is empty"));
     }
     Ok(files.into_iter().collect())
+}
+
+impl Checkpoint {
+    /// Drops the resident pages of a converted tensor so that the resident set stays small
+    /// while a model many times larger than memory streams through (best effort).
+    pub fn release(&self, t: &TensorMeta) {
+        let map = &self.files[t.file].map;
+        // SAFETY: MADV_DONTNEED on a read-only, file-backed shared mapping only discards the
+        // resident copies of the pages; later reads fault them back in from the file with the
+        // same contents, so no reference into the mapping observes a change.
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, t.start, t.len) };
+    }
 }

@@ -227,7 +227,10 @@ impl GgufWriter {
                 }
             }
         }
-        let dir = dest.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let dir = dest
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         let tmp = tempfile::Builder::new()
             .prefix(".edgeact-gguf-")
             .suffix(".partial")
@@ -235,7 +238,8 @@ impl GgufWriter {
             .map_err(io_err(format!("cannot create a temporary file in {}", dir.display())))?;
         let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
         let mut summary = self.write_to(&mut out, produce)?;
-        out.flush().map_err(io_err(format!("cannot write {}", dest.display())))?;
+        out.flush()
+            .map_err(io_err(format!("cannot write {}", dest.display())))?;
         drop(out);
         tmp.as_file()
             .sync_all()
@@ -343,7 +347,10 @@ fn align_up(x: u64, a: u64) -> u64 {
 fn absolute_target(path: &Path) -> Result<PathBuf, WriteError> {
     if let Ok(c) = path.canonicalize() {
         if c.is_dir() {
-            return Err(WriteError::Invalid(format!("output path {} is a directory", path.display())));
+            return Err(WriteError::Invalid(format!(
+                "output path {} is a directory",
+                path.display()
+            )));
         }
         return Ok(c);
     }
@@ -363,7 +370,9 @@ fn absolute_target(path: &Path) -> Result<PathBuf, WriteError> {
 fn validate_value(key: &str, v: &Value, depth: usize) -> Result<(), WriteError> {
     if let Value::Array(elem, items) = v {
         if depth >= 8 {
-            return Err(WriteError::Invalid(format!("metadata {key:?}: arrays nested too deeply")));
+            return Err(WriteError::Invalid(format!(
+                "metadata {key:?}: arrays nested too deeply"
+            )));
         }
         for item in items {
             if item.value_type() != *elem {
@@ -413,7 +422,10 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    Value::Array(ValueType::String, items.into_iter().map(|s| Value::String(s.into())).collect())
+    Value::Array(
+        ValueType::String,
+        items.into_iter().map(|s| Value::String(s.into())).collect(),
+    )
 }
 
 #[cfg(test)]
@@ -492,9 +504,8 @@ mod tests {
         let w = sample();
         let short = w.write_to_vec(|_, _, s: &mut TensorSink<'_>| s.write_all(&[1, 2]));
         assert!(matches!(short, Err(WriteError::WrongSize { .. })), "{short:?}");
-        let long = w.write_to_vec(|_, t: &TensorDecl, s: &mut TensorSink<'_>| {
-            s.write_all(&vec![0; t.n_bytes() as usize + 1])
-        });
+        let long =
+            w.write_to_vec(|_, t: &TensorDecl, s: &mut TensorSink<'_>| s.write_all(&vec![0; t.n_bytes() as usize + 1]));
         assert!(matches!(long, Err(WriteError::Tensor { .. })), "{long:?}");
 
         let mut w = GgufWriter::new();
@@ -533,7 +544,10 @@ mod tests {
                 }
             })
             .unwrap_err();
-        assert!(err.to_string().contains("boom") && err.to_string().contains("\"b\""), "{err}");
+        assert!(
+            err.to_string().contains("boom") && err.to_string().contains("\"b\""),
+            "{err}"
+        );
         assert!(!out.exists());
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "only the input should remain");

@@ -77,7 +77,11 @@ impl LlamaConfig {
         let rope_linear_factor = match j.get("rope_scaling") {
             None | Some(Json::Null) => None,
             Some(s) => {
-                let ty = s.get("type").or_else(|| s.get("rope_type")).and_then(Json::as_str).unwrap_or("");
+                let ty = s
+                    .get("type")
+                    .or_else(|| s.get("rope_type"))
+                    .and_then(Json::as_str)
+                    .unwrap_or("");
                 let factor = s.get("factor").and_then(Json::as_f64);
                 match (ty, factor) {
                     ("linear", Some(f)) => Some(f as f32),
@@ -126,7 +130,10 @@ impl LlamaConfig {
             ("llama.attention.head_count".into(), Value::U32(self.n_head)),
             ("llama.attention.head_count_kv".into(), Value::U32(self.n_head_kv)),
             ("llama.rope.freq_base".into(), Value::F32(self.rope_theta)),
-            ("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(self.rms_norm_eps)),
+            (
+                "llama.attention.layer_norm_rms_epsilon".into(),
+                Value::F32(self.rms_norm_eps),
+            ),
         ];
         if let Some(f) = self.rope_linear_factor {
             m.push(("llama.rope.scaling.type".into(), Value::String("linear".into())));
@@ -175,7 +182,10 @@ pub fn map_name(name: &str, cfg: &LlamaConfig) -> anyhow::Result<Option<Mapped>>
         .parse()
         .map_err(|_| anyhow::anyhow!("tensor {name:?}: bad layer number"))?;
     if layer >= cfg.n_layer {
-        anyhow::bail!("tensor {name:?}: layer {layer} but num_hidden_layers is {}", cfg.n_layer);
+        anyhow::bail!(
+            "tensor {name:?}: layer {layer} but num_hidden_layers is {}",
+            cfg.n_layer
+        );
     }
     let (g, idx, permute) = match suffix {
         "input_layernorm.weight" => ("attn_norm.weight", 0, None),
@@ -253,9 +263,17 @@ mod tests {
             r#"{"hidden_size":64,"intermediate_size":1,"num_hidden_layers":2,"num_attention_heads":8,"num_key_value_heads":2,"vocab_size":1}"#,
         )
         .unwrap();
-        let m = map_name("model.layers.1.self_attn.k_proj.weight", &cfg).unwrap().unwrap();
-        assert_eq!((m.gguf_name.as_str(), m.permute_heads), ("blk.1.attn_k.weight", Some(2)));
-        assert_eq!(map_name("model.layers.0.self_attn.rotary_emb.inv_freq", &cfg).unwrap(), None);
+        let m = map_name("model.layers.1.self_attn.k_proj.weight", &cfg)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (m.gguf_name.as_str(), m.permute_heads),
+            ("blk.1.attn_k.weight", Some(2))
+        );
+        assert_eq!(
+            map_name("model.layers.0.self_attn.rotary_emb.inv_freq", &cfg).unwrap(),
+            None
+        );
         assert!(map_name("model.layers.2.mlp.up_proj.weight", &cfg).is_err());
         assert!(map_name("transformer.h.0.attn.weight", &cfg).is_err());
     }

@@ -13,5 +13,10 @@ pub mod safetensors;
 
 pub use checkpoint::{Checkpoint, CheckpointError, DType, TensorMeta};
 pub use gguf_writer::{GgufWriter, TensorDecl, TensorSink, WriteError, WriteSummary};
+pub mod convert;
 pub mod hf;
+pub mod mix;
 pub mod vocab;
+
+pub use convert::{convert, Options, Progress, Report, TypeStats};
+pub use mix::Mix;

@@ -24,7 +24,10 @@ pub enum PVal {
     /// `module.name` from GLOBAL / STACK_GLOBAL.
     Global(String, String),
     /// A storage from a persistent id `('storage', torch.XStorage, key, location, numel)`.
-    Storage { key: String, dtype: String },
+    Storage {
+        key: String,
+        dtype: String,
+    },
     /// `_rebuild_tensor_v2(storage, offset, size, stride, ...)`.
     Tensor {
         storage_key: String,

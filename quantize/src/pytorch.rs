@@ -51,7 +51,17 @@ pub(crate) fn read_tensors(file: &MappedFile, file_idx: usize) -> Result<Vec<Ten
 
     let mut out = Vec::new();
     for (k, v) in items {
-        let (PVal::Str(name), PVal::Tensor { storage_key, dtype, offset, shape, stride }) = (k, v) else {
+        let (
+            PVal::Str(name),
+            PVal::Tensor {
+                storage_key,
+                dtype,
+                offset,
+                shape,
+                stride,
+            },
+        ) = (k, v)
+        else {
             continue; // non-tensor entries (e.g. version counters) carry no weights
         };
         let dtype = storage_dtype(&dtype);
@@ -59,7 +69,9 @@ pub(crate) fn read_tensors(file: &MappedFile, file_idx: usize) -> Result<Vec<Ten
         let mut expect = 1usize;
         for (d, s) in shape.iter().zip(&stride).rev() {
             if *d > 1 && *s != expect {
-                return Err(bad(format!("tensor {name:?} is not contiguous (stride {stride:?}, shape {shape:?})")));
+                return Err(bad(format!(
+                    "tensor {name:?} is not contiguous (stride {stride:?}, shape {shape:?})"
+                )));
             }
             expect = expect.saturating_mul(*d);
         }

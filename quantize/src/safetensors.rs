@@ -28,7 +28,9 @@ pub(crate) fn read_tensors(file: &MappedFile, file_idx: usize) -> Result<Vec<Ten
     let data_len = bytes.len() - data_start;
     let json: serde_json::Value =
         serde_json::from_slice(header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
-    let obj = json.as_object().ok_or_else(|| bad("header is not a JSON object".into()))?;
+    let obj = json
+        .as_object()
+        .ok_or_else(|| bad("header is not a JSON object".into()))?;
     let mut out = Vec::with_capacity(obj.len());
     for (name, entry) in obj {
         if name == "__metadata__" {
@@ -41,7 +43,8 @@ pub(crate) fn read_tensors(file: &MappedFile, file_idx: usize) -> Result<Vec<Ten
             .get("dtype")
             .and_then(|d| d.as_str())
             .ok_or_else(|| bad(format!("tensor {name:?} has no dtype")))?;
-        let dtype = parse_dtype(dtype_name).ok_or_else(|| bad(format!("tensor {name:?}: unknown dtype {dtype_name:?}")))?;
+        let dtype =
+            parse_dtype(dtype_name).ok_or_else(|| bad(format!("tensor {name:?}: unknown dtype {dtype_name:?}")))?;
         let shape: Vec<usize> = e
             .get("shape")
             .and_then(|s| s.as_array())
@@ -83,7 +86,10 @@ pub(crate) fn read_tensors(file: &MappedFile, file_idx: usize) -> Result<Vec<Ten
         });
     }
     // Overlapping tensors mean a corrupt or crafted file.
-    let mut ranges: Vec<(usize, usize, &str)> = out.iter().map(|t| (t.start, t.start + t.len, t.name.as_str())).collect();
+    let mut ranges: Vec<(usize, usize, &str)> = out
+        .iter()
+        .map(|t| (t.start, t.start + t.len, t.name.as_str()))
+        .collect();
     ranges.sort();
     for w in ranges.windows(2) {
         if w[1].0 < w[0].1 {

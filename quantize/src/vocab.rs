@@ -192,7 +192,10 @@ impl Vocab {
             .ok_or_else(|| anyhow::anyhow!("model.vocab is not an object"))?;
         let mut by_id: Vec<Option<String>> = Vec::new();
         let mut place = |tok: &str, id: u64| -> anyhow::Result<()> {
-            let id = usize::try_from(id).ok().filter(|&i| i < 10_000_000).ok_or_else(|| anyhow::anyhow!("token id {id} too large"))?;
+            let id = usize::try_from(id)
+                .ok()
+                .filter(|&i| i < 10_000_000)
+                .ok_or_else(|| anyhow::anyhow!("token id {id} too large"))?;
             if by_id.len() <= id {
                 by_id.resize(id + 1, None);
             }
@@ -200,11 +203,18 @@ impl Vocab {
             Ok(())
         };
         for (tok, id) in vocab {
-            place(tok, id.as_u64().ok_or_else(|| anyhow::anyhow!("token {tok:?} has a bad id"))?)?;
+            place(
+                tok,
+                id.as_u64()
+                    .ok_or_else(|| anyhow::anyhow!("token {tok:?} has a bad id"))?,
+            )?;
         }
         let mut special = std::collections::HashSet::new();
         for t in j.get("added_tokens").and_then(Json::as_array).into_iter().flatten() {
-            let (Some(id), Some(content)) = (t.get("id").and_then(Json::as_u64), t.get("content").and_then(Json::as_str)) else {
+            let (Some(id), Some(content)) = (
+                t.get("id").and_then(Json::as_u64),
+                t.get("content").and_then(Json::as_str),
+            ) else {
                 continue;
             };
             place(content, id)?;
@@ -264,7 +274,8 @@ impl Vocab {
             let bytes = std::fs::read(&spm).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", spm.display()))?;
             Vocab::from_sentencepiece(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", spm.display()))?
         } else if json.is_file() {
-            let text = std::fs::read_to_string(&json).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", json.display()))?;
+            let text =
+                std::fs::read_to_string(&json).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", json.display()))?;
             Vocab::from_tokenizer_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", json.display()))?
         } else {
             anyhow::bail!(
@@ -274,8 +285,10 @@ impl Vocab {
         };
         let cfg_path = dir.join("tokenizer_config.json");
         if cfg_path.is_file() {
-            let text = std::fs::read_to_string(&cfg_path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", cfg_path.display()))?;
-            let cfg: Json = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: bad JSON: {e}", cfg_path.display()))?;
+            let text = std::fs::read_to_string(&cfg_path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", cfg_path.display()))?;
+            let cfg: Json =
+                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: bad JSON: {e}", cfg_path.display()))?;
             v.apply_tokenizer_config(&cfg);
         }
         Ok(v)
@@ -337,7 +350,10 @@ impl Vocab {
         let mut m: Vec<(String, Value)> = vec![
             ("tokenizer.ggml.model".into(), Value::String("llama".into())),
             ("tokenizer.ggml.pre".into(), Value::String("default".into())),
-            ("tokenizer.ggml.tokens".into(), string_array(self.tokens.iter().cloned())),
+            (
+                "tokenizer.ggml.tokens".into(),
+                string_array(self.tokens.iter().cloned()),
+            ),
             (
                 "tokenizer.ggml.scores".into(),
                 Value::Array(ValueType::F32, self.scores.iter().map(|&s| Value::F32(s)).collect()),
@@ -359,7 +375,10 @@ impl Vocab {
         }
         m.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(self.add_bos)));
         m.push(("tokenizer.ggml.add_eos_token".into(), Value::Bool(self.add_eos)));
-        m.push(("tokenizer.chat_template".into(), Value::String(self.chat_template.clone())));
+        m.push((
+            "tokenizer.chat_template".into(),
+            Value::String(self.chat_template.clone()),
+        ));
         m
     }
 }
@@ -370,7 +389,13 @@ mod tests {
 
     #[test]
     fn hostile_protobuf_is_an_error() {
-        for bad in [&b"\x0a\xff\xff\xff\xff\x0f"[..], b"\x0a\x03\x0a\x05ab", b"\x0b", b"\x0a\x02\x18\x09", b""] {
+        for bad in [
+            &b"\x0a\xff\xff\xff\xff\x0f"[..],
+            b"\x0a\x03\x0a\x05ab",
+            b"\x0b",
+            b"\x0a\x02\x18\x09",
+            b"",
+        ] {
             assert!(Vocab::from_sentencepiece(bad).is_err(), "{bad:?}");
         }
         // One piece "a" with score 0.5, type default, trainer spec bos_id = -1 (10-byte varint).
@@ -379,7 +404,10 @@ mod tests {
         ok.extend_from_slice(&[0x12, 0x0c, 0xc8, 0x02]);
         ok.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
         let v = Vocab::from_sentencepiece(&ok).unwrap();
-        assert_eq!((v.tokens, v.scores, v.types), (vec!["a".to_string()], vec![0.5], vec![1]));
+        assert_eq!(
+            (v.tokens, v.scores, v.types),
+            (vec!["a".to_string()], vec![0.5], vec![1])
+        );
         assert_eq!((v.unk, v.bos, v.eos), (Some(0), None, None));
     }
 }

@@ -1,10 +1,256 @@
-//! `edgeact agent` (not implemented yet).
+//! `edgeact agent os|db`: run the AgentBench ReAct loop on one task with a local model,
+//! showing the transcript live (generated text, actions, observations, token counts and
+//! speeds) and optionally writing it as JSONL (`--log`).
 
+use super::run::ModelArgs;
+use crate::agent_glue::model::LoadedModel;
+use crate::agent_glue::sql::{default_add_description, SqlEngine, SqlTool};
+use crate::agent_glue::transcript::Transcript;
+use anyhow::{bail, Context};
+use edgeact_runtime::agent::react::ParsedAction;
+use edgeact_runtime::agent::{
+    run_db, ChatTemplate, DbAction, EngineConfig, Event, LoopLimits, OsAction, Run, Status, Tool,
+};
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    task: Task,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`edgeact agent` is not implemented yet")
+#[derive(clap::Subcommand)]
+enum Task {
+    /// An OS task: the agent works in a sandboxed bash shell.
+    Os(OsArgs),
+    /// A DB task: the agent queries a table with SQL.
+    Db(DbArgs),
+}
+
+/// Generation flags shared by `agent os` and `agent db`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct GenArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Chat template: `agent` (model-card system prompt) or `eval` (no system prompt, as the
+    /// AgentBench harness).
+    #[arg(long, default_value = "agent")]
+    pub template: String,
+    /// Turn off protocol-constrained decoding.
+    #[arg(long)]
+    pub no_constrain: bool,
+    /// Sampling temperature (0: greedy).
+    #[arg(long = "temp", default_value_t = 0.0)]
+    pub temp: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Most tokens per reply.
+    #[arg(long, default_value_t = 128)]
+    pub max_new_tokens: usize,
+    /// Re-evaluate the whole prompt every turn instead of reusing the cached prefix.
+    #[arg(long)]
+    pub no_prefix_reuse: bool,
+    /// Write the transcript as JSON Lines.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+}
+
+impl GenArgs {
+    pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
+        let template = ChatTemplate::from_name(&self.template)
+            .with_context(|| format!("unknown template {:?} (agent or eval)", self.template))?;
+        let mut c = EngineConfig::agent();
+        c.template = template;
+        c.constrained = !self.no_constrain;
+        c.reuse_prefix = !self.no_prefix_reuse;
+        c.max_new_tokens = self.max_new_tokens;
+        c.sampler.temperature = self.temp;
+        c.sampler.seed = self.seed;
+        Ok(c)
+    }
+}
+
+#[derive(clap::Args)]
+struct OsArgs {
+    #[command(flatten)]
+    gen: GenArgs,
+    /// The task, e.g. "How many files are in /etc?".
+    task: String,
+}
+
+#[derive(clap::Args)]
+struct DbArgs {
+    #[command(flatten)]
+    gen: GenArgs,
+    /// The table as JSON: `{"table_name", "table_info": {"columns", "rows"}}`, or a dbbench task
+    /// object holding it under `table`.
+    #[arg(long)]
+    table: PathBuf,
+    /// Text after the question (default: AgentBench's "The name of this table is …").
+    #[arg(long)]
+    add_description: Option<String>,
+    /// Use a MySQL/MariaDB server (`mysql://user:pass@host:port`) instead of embedded SQLite.
+    #[arg(long)]
+    mysql: Option<String>,
+    /// The question.
+    question: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.task {
+        Task::Os(a) => run_os_task(a),
+        Task::Db(a) => run_db_task(a),
+    }
+}
+
+/// Prints loop events as they happen and mirrors them to the transcript.
+pub struct LiveView {
+    pub log: Option<Transcript>,
+    pub log_error: Option<anyhow::Error>,
+}
+
+impl LiveView {
+    pub fn on_event(&mut self, ev: Event<'_>) {
+        match &ev {
+            Event::Reply { round, reply, action } => {
+                let s = &reply.stats;
+                println!();
+                eprintln!(
+                    "\x1b[2m[round {}] prompt {} tok ({} prefilled, {:.0} tok/s) | {} generated ({:.1} tok/s) | stop: {}\x1b[0m",
+                    round + 1,
+                    s.prompt_tokens,
+                    s.prefilled_tokens,
+                    s.prompt_tps(),
+                    s.generated_tokens,
+                    s.gen_tps(),
+                    s.stop
+                );
+                match action {
+                    ParsedAction::Os(p) => match &p.action {
+                        Some(OsAction::Bash(code)) => eprintln!("\x1b[36m→ bash:\x1b[0m {code}"),
+                        Some(OsAction::Commit(Some(a))) => eprintln!("\x1b[32m→ answer:\x1b[0m {a}"),
+                        Some(OsAction::Commit(None)) => eprintln!("\x1b[32m→ finish\x1b[0m"),
+                        None => eprintln!("\x1b[31m→ no valid action\x1b[0m"),
+                    },
+                    ParsedAction::Db { action } => match action {
+                        DbAction::Operation(sql) => eprintln!("\x1b[36m→ SQL:\x1b[0m {sql}"),
+                        DbAction::Answer(a) => eprintln!("\x1b[32m→ final answer:\x1b[0m{a}"),
+                        DbAction::OperationWithoutSql => eprintln!("\x1b[31m→ operation without a SQL block\x1b[0m"),
+                        DbAction::NoAnswer => eprintln!("\x1b[31m→ no valid action\x1b[0m"),
+                    },
+                }
+            }
+            Event::Observation { message, .. } => {
+                eprintln!("\x1b[33m← observation:\x1b[0m {message}");
+            }
+        }
+        if let Some(t) = self.log.as_mut() {
+            if let Err(e) = t.event(None, None, &ev) {
+                self.log_error.get_or_insert(e);
+            }
+        }
+    }
+}
+
+fn finish(run: &Run, view: &mut LiveView, extra: serde_json::Value) -> anyhow::Result<ExitCode> {
+    let status = match run.status {
+        Status::Completed => "completed",
+        Status::InvalidAction => "invalid action",
+        Status::RoundLimit => "round limit",
+    };
+    eprintln!(
+        "\n{} after {} model call(s): {} prompt tokens prefilled, {} generated",
+        status,
+        run.steps.len(),
+        run.prefilled_tokens(),
+        run.generated_tokens()
+    );
+    match &run.answer {
+        Some(a) => println!("answer: {a}"),
+        None => println!("answer: None"),
+    }
+    if let Some(t) = view.log.as_mut() {
+        t.write(&serde_json::json!({
+            "event": "end",
+            "status": run.status,
+            "answer": run.answer,
+            "prefilled_tokens": run.prefilled_tokens(),
+            "generated_tokens": run.generated_tokens(),
+            "extra": extra,
+        }))?;
+    }
+    if let Some(e) = view.log_error.take() {
+        return Err(e.context("writing the transcript"));
+    }
+    Ok(if run.status == Status::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn open_view(gen: &GenArgs, start: &serde_json::Value) -> anyhow::Result<LiveView> {
+    let mut log = match &gen.log {
+        Some(p) => Some(Transcript::create(p)?),
+        None => None,
+    };
+    if let Some(t) = log.as_mut() {
+        t.write(start)?;
+    }
+    Ok(LiveView { log, log_error: None })
+}
+
+fn engine_for(gen: &GenArgs) -> anyhow::Result<edgeact_runtime::agent::EngineModel> {
+    let loaded = LoadedModel::load(&gen.model)?;
+    let mut engine = loaded.engine(gen.engine_config()?, None)?;
+    engine.set_on_text(|piece| {
+        print!("{piece}");
+        let _ = std::io::stdout().flush();
+    });
+    Ok(engine)
+}
+
+fn run_os_task(a: OsArgs) -> anyhow::Result<ExitCode> {
+    let mut tool = crate::agent_glue::os::OsTool::start_interactive()?;
+    let mut engine = engine_for(&a.gen)?;
+    let mut view = open_view(
+        &a.gen,
+        &serde_json::json!({"event": "start", "protocol": "os", "task": a.task, "model": a.gen.model.model}),
+    )?;
+    let run = edgeact_runtime::agent::run_os(&mut engine, &mut tool, &a.task, LoopLimits::default(), &mut |ev| {
+        view.on_event(ev)
+    })?;
+    finish(&run, &mut view, serde_json::Value::Null)
+}
+
+fn run_db_task(a: DbArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&a.table).with_context(|| format!("reading {}", a.table.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", a.table.display()))?;
+    let table = match json.get("table") {
+        Some(t) => t.clone(),
+        None => json,
+    };
+    if table.get("table_name").is_none() {
+        bail!("{}: no `table_name` (expected a table or a dbbench task)", a.table.display());
+    }
+    let add = a.add_description.clone().unwrap_or_else(|| default_add_description(&table));
+    let mut tool = SqlTool::new(&SqlEngine::from_flag(a.mysql.as_deref()), &table)?;
+    let mut engine = engine_for(&a.gen)?;
+    let mut view = open_view(
+        &a.gen,
+        &serde_json::json!({"event": "start", "protocol": "db", "question": a.question,
+            "add_description": add, "model": a.gen.model.model}),
+    )?;
+    let run = run_db(
+        &mut engine,
+        &mut tool as &mut dyn Tool,
+        &a.question,
+        &add,
+        LoopLimits::default(),
+        &mut |ev| view.on_event(ev),
+    )?;
+    finish(&run, &mut view, serde_json::Value::Null)
 }

@@ -1,10 +1,455 @@
-//! `edgeact eval` (not implemented yet).
+//! `edgeact eval os|db`: run AgentBench task files with judging and report the success rate
+//! per task type, as the AgentBench harness computes it, over one or several sampling seeds.
+//!
+//! Defaults reproduce the published setup: no system prompt, T = 0.7 sampling, 128 new
+//! tokens, prompts left-truncated to 3968 tokens, unconstrained decoding. `--greedy` gives
+//! a deterministic run; `--seeds N` runs every task N times and reports mean and spread.
+//! `--scripted FILE` replays fixed replies instead of a model (tests).
 
+use super::run::{DeviceArgs, ModelArgs, DEFAULT_CTX};
+use crate::agent_glue::model::LoadedModel;
+use crate::agent_glue::scripted;
+use crate::agent_glue::sql::{SqlEngine, SqlTool};
+use crate::agent_glue::transcript::Transcript;
+use anyhow::{bail, Context};
+use edgeact_runtime::agent::judge::{judge_db_answer, judge_db_hash};
+use edgeact_runtime::agent::tasks::{load_db_tasks, load_os_tasks, DbTask, OsTask};
+use edgeact_runtime::agent::{
+    run_db, ChatTemplate, EngineConfig, EngineModel, Event, LanguageModel, LoopLimits, Run, ScriptedModel, Status,
+};
+use edgeact_runtime::model::KvType;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    kind: Kind,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`edgeact eval` is not implemented yet")
+#[derive(clap::Subcommand)]
+enum Kind {
+    /// OS interaction tasks (AgentBench `os_interaction` JSON).
+    Os(EvalArgs),
+    /// DB tasks (AgentBench `dbbench` JSONL).
+    Db(EvalArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct EvalArgs {
+    /// GGUF model file (not needed with --scripted).
+    #[arg(short = 'm', long)]
+    model: Option<PathBuf>,
+    /// Task file: OS `.json`/`.jsonl`, DB `.jsonl`.
+    #[arg(long)]
+    tasks: PathBuf,
+    /// OS: directory the task's script `file`s are relative to (default:
+    /// `<tasks dir>/../scripts/<tasks file stem>`, AgentBench's layout).
+    #[arg(long)]
+    scripts: Option<PathBuf>,
+    /// Tasks run in parallel, each with its own KV cache (threads are split between them).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// Only the first N tasks.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Greedy decoding (one deterministic run) instead of T = 0.7 sampling.
+    #[arg(long, conflicts_with = "seeds")]
+    greedy: bool,
+    /// Sampled runs per task (seeds 0..N); mean and spread are reported.
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    /// Write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write every run's transcript as JSON Lines.
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Replay fixed replies (JSONL `{"index": N, "replies": [...]}`) instead of a model.
+    #[arg(long, conflicts_with = "model")]
+    scripted: Option<PathBuf>,
+    /// Chat template: `eval` (no system prompt, as published) or `agent`.
+    #[arg(long, default_value = "eval")]
+    template: String,
+    /// Protocol-constrained decoding (off by default to reproduce the published setup).
+    #[arg(long)]
+    constrain: bool,
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Context length in tokens (capped at the model's maximum).
+    #[arg(short = 'c', long = "ctx", default_value_t = DEFAULT_CTX)]
+    ctx: usize,
+    /// CPU threads in all (default: all cores).
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    #[arg(long, default_value = "f16")]
+    kv_type: KvType,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// DB: use a MySQL/MariaDB server (`mysql://user:pass@host:port`) instead of SQLite.
+    #[arg(long)]
+    mysql: Option<String>,
+}
+
+/// One task run's outcome.
+#[derive(Clone, Debug, Serialize)]
+struct TaskResult {
+    index: usize,
+    seed: u64,
+    kind: String,
+    status: Option<Status>,
+    answer: Option<String>,
+    correct: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    model_calls: usize,
+    prefilled_tokens: usize,
+    generated_tokens: usize,
+    seconds: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+struct Acc {
+    total: usize,
+    pass: usize,
+    acc: f64,
+}
+
+/// Success rates of one seed's runs.
+#[derive(Clone, Debug, Serialize)]
+struct SeedSummary {
+    seed: u64,
+    by_type: BTreeMap<String, Acc>,
+    /// OS: overall accuracy; DB: mean of SELECT, INSERT and UPDATE accuracies.
+    score: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    protocol: &'static str,
+    tasks_file: String,
+    model: Option<String>,
+    scripted: Option<String>,
+    greedy: bool,
+    template: String,
+    constrained: bool,
+    seeds: Vec<SeedSummary>,
+    score_mean: f64,
+    score_std: f64,
+    results: Vec<TaskResult>,
+}
+
+/// Where replies come from.
+enum Source {
+    Engine(LoadedModel),
+    Scripted(HashMap<usize, Vec<String>>),
+}
+
+enum Tasks {
+    Os(Vec<OsTask>),
+    Db(Vec<DbTask>),
+}
+
+impl Tasks {
+    fn len(&self) -> usize {
+        match self {
+            Tasks::Os(t) => t.len(),
+            Tasks::Db(t) => t.len(),
+        }
+    }
+    fn kind(&self, i: usize) -> String {
+        match self {
+            Tasks::Os(_) => "os".into(),
+            Tasks::Db(t) => t[i].kind().to_string(),
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (protocol, a) = match args.kind {
+        Kind::Os(a) => ("os", a),
+        Kind::Db(a) => ("db", a),
+    };
+    if a.jobs == 0 {
+        bail!("--jobs must be at least 1");
+    }
+    if a.seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
+    let template = ChatTemplate::from_name(&a.template)
+        .with_context(|| format!("unknown template {:?} (eval or agent)", a.template))?;
+    let mut tasks = match protocol {
+        "os" => {
+            let dir = match &a.scripts {
+                Some(d) => d.clone(),
+                None => default_script_dir(&a.tasks),
+            };
+            Tasks::Os(load_os_tasks(&a.tasks, &dir)?)
+        }
+        _ => Tasks::Db(load_db_tasks(&a.tasks)?),
+    };
+    if let Some(n) = a.limit {
+        match &mut tasks {
+            Tasks::Os(t) => t.truncate(n),
+            Tasks::Db(t) => t.truncate(n),
+        }
+    }
+    let source = match (&a.scripted, &a.model) {
+        (Some(path), _) => Source::Scripted(scripted::load(path)?),
+        (None, Some(model)) => Source::Engine(LoadedModel::load(&ModelArgs {
+            model: model.clone(),
+            ctx: a.ctx,
+            threads: a.threads,
+            kv_type: a.kv_type,
+            device: a.device.clone(),
+        })?),
+        (None, None) => bail!("give a model with -m (or --scripted FILE)"),
+    };
+    let seeds: Vec<u64> = if a.greedy || a.scripted.is_some() {
+        vec![0]
+    } else {
+        (0..a.seeds).collect()
+    };
+    let mut config = EngineConfig::eval(0);
+    config.template = template;
+    config.constrained = a.constrain;
+    config.max_new_tokens = a.max_new_tokens;
+    if a.greedy {
+        config.sampler.temperature = 0.0;
+    }
+    let items: Vec<(u64, usize)> = seeds
+        .iter()
+        .flat_map(|&s| (0..tasks.len()).map(move |i| (s, i)))
+        .collect();
+    let log = match &a.log {
+        Some(p) => Some(Mutex::new(Transcript::create(p)?)),
+        None => None,
+    };
+    let bar = ProgressBar::new(items.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} tasks [{elapsed_precise} / eta {eta}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let total_threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let per_job = (total_threads / a.jobs).max(1);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<TaskResult>> = Mutex::new(Vec::new());
+    let passed = AtomicUsize::new(0);
+    let worker_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let sql_engine = SqlEngine::from_flag(a.mysql.as_deref());
+    std::thread::scope(|scope| {
+        for _ in 0..a.jobs.min(items.len().max(1)) {
+            scope.spawn(|| {
+                let mut engine = match &source {
+                    Source::Engine(m) => match m.engine(config.clone(), Some(per_job)) {
+                        Ok(e) => Some(e),
+                        Err(e) => {
+                            if let Ok(mut w) = worker_error.lock() {
+                                w.get_or_insert(e);
+                            }
+                            return;
+                        }
+                    },
+                    Source::Scripted(_) => None,
+                };
+                loop {
+                    let k = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(&(seed, index)) = items.get(k) else { break };
+                    let t0 = Instant::now();
+                    let outcome = run_one(&tasks, index, seed, &source, engine.as_mut(), &sql_engine, log.as_ref());
+                    let (run, correct, answer_override, error) = match outcome {
+                        Ok((run, correct, ans)) => (Some(run), correct, ans, None),
+                        Err(e) => (None, false, None, Some(format!("{e:#}"))),
+                    };
+                    let r = TaskResult {
+                        index,
+                        seed,
+                        kind: tasks.kind(index),
+                        status: run.as_ref().map(|r| r.status),
+                        answer: answer_override.or_else(|| run.as_ref().and_then(|r| r.answer.clone())),
+                        correct,
+                        error,
+                        model_calls: run.as_ref().map_or(0, |r| r.steps.len()),
+                        prefilled_tokens: run.as_ref().map_or(0, Run::prefilled_tokens),
+                        generated_tokens: run.as_ref().map_or(0, Run::generated_tokens),
+                        seconds: t0.elapsed().as_secs_f64(),
+                    };
+                    if let Some(e) = &r.error {
+                        bar.println(format!("task {index} (seed {seed}): error: {e}"));
+                    }
+                    if r.correct {
+                        passed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if let Ok(mut v) = results.lock() {
+                        v.push(r);
+                        bar.set_message(format!("{}/{} passed", passed.load(Ordering::SeqCst), v.len()));
+                    }
+                    bar.inc(1);
+                }
+            });
+        }
+    });
+    bar.finish();
+    if let Some(e) = worker_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let mut results = results.into_inner().map_err(|_| anyhow::anyhow!("a worker panicked"))?;
+    results.sort_by_key(|r| (r.seed, r.index));
+    let summaries: Vec<SeedSummary> = seeds.iter().map(|&s| summarize(protocol, s, &results)).collect();
+    let scores: Vec<f64> = summaries.iter().map(|s| s.score).collect();
+    let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+    let std = if scores.len() > 1 {
+        (scores.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (scores.len() - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    print_summary(protocol, &summaries, mean, std);
+    let errors = results.iter().filter(|r| r.error.is_some()).count();
+    if errors > 0 {
+        eprintln!("{errors} run(s) ended with an error (counted as failed)");
+    }
+    if let Some(path) = &a.json {
+        let report = Report {
+            protocol: if protocol == "os" { "os" } else { "db" },
+            tasks_file: a.tasks.display().to_string(),
+            model: a.model.as_ref().map(|p| p.display().to_string()),
+            scripted: a.scripted.as_ref().map(|p| p.display().to_string()),
+            greedy: a.greedy,
+            template: a.template.clone(),
+            constrained: a.constrain,
+            seeds: summaries,
+            score_mean: mean,
+            score_std: std,
+            results,
+        };
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// AgentBench's layout: `data/<name>.json` with scripts in `scripts/<name>/`.
+fn default_script_dir(tasks: &Path) -> PathBuf {
+    let stem = tasks.file_stem().map(|s| s.to_os_string()).unwrap_or_default();
+    let dir = tasks.parent().unwrap_or(Path::new("."));
+    dir.join("..").join("scripts").join(stem)
+}
+
+/// Runs and judges one task; returns the run, whether it passed, and the recorded answer
+/// when it is not the agent's (the table hash for mutating DB tasks).
+fn run_one(
+    tasks: &Tasks,
+    index: usize,
+    seed: u64,
+    source: &Source,
+    engine: Option<&mut EngineModel>,
+    sql_engine: &SqlEngine,
+    log: Option<&Mutex<Transcript>>,
+) -> anyhow::Result<(Run, bool, Option<String>)> {
+    let mut scripted_model;
+    let model: &mut dyn LanguageModel = match (source, engine) {
+        (Source::Scripted(map), _) => {
+            scripted_model = ScriptedModel::new(map.get(&index).cloned().unwrap_or_default());
+            &mut scripted_model
+        }
+        (Source::Engine(_), Some(e)) => {
+            // A stream per (seed, task), independent of which worker runs it.
+            e.reseed(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64);
+            e
+        }
+        (Source::Engine(_), None) => bail!("no engine for this worker"),
+    };
+    let mut log_err = None;
+    let mut on_event = |ev: Event<'_>| {
+        if let Some(l) = log {
+            if let Ok(mut t) = l.lock() {
+                if let Err(e) = t.event(Some(index), Some(seed), &ev) {
+                    log_err.get_or_insert(e);
+                }
+            }
+        }
+    };
+    let limits = LoopLimits::default();
+    let result = match tasks {
+        Tasks::Db(list) => {
+            let task = &list[index];
+            let mut tool = SqlTool::new(sql_engine, &task.table)?;
+            let run = run_db(model, &mut tool, &task.description, &task.add_description, limits, &mut on_event)?;
+            if task.is_mutation() {
+                let hash = tool.hash_answer()?;
+                let ok = judge_db_hash(&hash, task.answer_md5.as_deref().unwrap_or_default());
+                (run, ok, Some(hash))
+            } else {
+                let ok = judge_db_answer(run.answer.as_deref().unwrap_or_default(), &task.label);
+                (run, ok, None)
+            }
+        }
+        Tasks::Os(list) => {
+            let task = &list[index];
+            let (run, ok) = crate::agent_glue::os::run_and_judge(task, model, limits, &mut on_event)?;
+            (run, ok, None)
+        }
+    };
+    if let Some(e) = log_err {
+        return Err(e.context("writing the transcript"));
+    }
+    Ok(result)
+}
+
+/// Per-type accuracies of one seed, and the headline score.
+fn summarize(protocol: &str, seed: u64, results: &[TaskResult]) -> SeedSummary {
+    let mut by_type: BTreeMap<String, Acc> = BTreeMap::new();
+    for r in results.iter().filter(|r| r.seed == seed) {
+        let mut add = |k: &str| {
+            let e = by_type.entry(k.to_string()).or_default();
+            e.total += 1;
+            e.pass += r.correct as usize;
+        };
+        if protocol == "os" {
+            add("overall");
+        } else {
+            add(&r.kind);
+            // dbbench counts every type except INSERT and UPDATE under SELECT.
+            if r.kind != "INSERT" && r.kind != "UPDATE" && r.kind != "SELECT" {
+                add("SELECT");
+            }
+        }
+    }
+    for v in by_type.values_mut() {
+        v.acc = if v.total > 0 { v.pass as f64 / v.total as f64 } else { 0.0 };
+    }
+    let acc = |k: &str| by_type.get(k).map_or(0.0, |a| a.acc);
+    let score = if protocol == "os" {
+        acc("overall")
+    } else {
+        (acc("SELECT") + acc("INSERT") + acc("UPDATE")) / 3.0
+    };
+    SeedSummary { seed, by_type, score }
+}
+
+fn print_summary(protocol: &str, summaries: &[SeedSummary], mean: f64, std: f64) {
+    for s in summaries {
+        println!("seed {}:", s.seed);
+        for (k, v) in &s.by_type {
+            println!("  {k:<18} {:>3}/{:<3} {:6.1}%", v.pass, v.total, 100.0 * v.acc);
+        }
+        let what = if protocol == "os" { "success rate" } else { "score (mean of SELECT, INSERT, UPDATE)" };
+        println!("  {what}: {:.1}%", 100.0 * s.score);
+    }
+    if summaries.len() > 1 {
+        println!(
+            "mean over {} seeds: {:.1}% (std {:.1})",
+            summaries.len(),
+            100.0 * mean,
+            100.0 * std
+        );
+    }
 }

@@ -1,10 +1,136 @@
-//! `edgeact inspect` (not implemented yet).
+//! `edgeact inspect`: a GGUF file's header, metadata (long arrays and strings summarised) and
+//! tensor table (type, ggml-order shape, size, absolute offset), as text or `--json`.
 
+use anyhow::Context;
+use edgeact_runtime::gguf::{GgufFile, Value};
+use serde_json::{json, Value as Json};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+/// Arrays longer than this are summarised (length, element type, first items).
+const ARRAY_HEAD: usize = 8;
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`edgeact inspect` is not implemented yet")
+#[derive(clap::Args)]
+pub struct Args {
+    /// The .gguf file.
+    pub path: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let f = GgufFile::open(&args.path).with_context(|| format!("cannot inspect {}", args.path.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&to_json(&f))?);
+    } else {
+        print_text(&f);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn value_json(v: &Value) -> Json {
+    match v {
+        Value::U8(x) => json!(x),
+        Value::I8(x) => json!(x),
+        Value::U16(x) => json!(x),
+        Value::I16(x) => json!(x),
+        Value::U32(x) => json!(x),
+        Value::I32(x) => json!(x),
+        Value::U64(x) => json!(x),
+        Value::I64(x) => json!(x),
+        Value::F32(x) => json!(x),
+        Value::F64(x) => json!(x),
+        Value::Bool(x) => json!(x),
+        Value::String(s) => json!(s),
+        Value::Array(ty, items) if items.len() > ARRAY_HEAD => json!({
+            "array_of": format!("{ty:?}"),
+            "len": items.len(),
+            "head": items.iter().take(ARRAY_HEAD).map(value_json).collect::<Vec<_>>(),
+        }),
+        Value::Array(_, items) => Json::Array(items.iter().map(value_json).collect()),
+    }
+}
+
+fn to_json(f: &GgufFile) -> Json {
+    let h = f.header();
+    let metadata: serde_json::Map<String, Json> = f
+        .metadata()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                json!({"type": format!("{:?}", v.value_type()), "value": value_json(v)}),
+            )
+        })
+        .collect();
+    let tensors: Vec<Json> = f
+        .tensors()
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "type": t.ty.name(),
+                "shape": t.dims,
+                "elements": t.n_elements(),
+                "bytes": t.n_bytes(),
+                "offset": h.data_offset + t.offset,
+            })
+        })
+        .collect();
+    json!({
+        "version": h.version,
+        "alignment": h.alignment,
+        "data_offset": h.data_offset,
+        "file_size": f.file_size(),
+        "metadata": metadata,
+        "tensors": tensors,
+    })
+}
+
+fn print_text(f: &GgufFile) {
+    let h = f.header();
+    println!(
+        "GGUF v{} | {} metadata keys | {} tensors | alignment {} | data at {} | {} bytes",
+        h.version,
+        f.metadata().len(),
+        f.tensors().len(),
+        h.alignment,
+        h.data_offset,
+        f.file_size()
+    );
+    println!();
+    let width = f.metadata().iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in f.metadata() {
+        println!("{k:<width$}  {v}");
+    }
+    println!();
+    let nw = f.tensors().iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:<nw$}  {:<5}  {:<24}  {:>12}  {:>12}",
+        "name", "type", "shape", "bytes", "offset"
+    );
+    let mut total = 0u64;
+    let mut elements = 0u64;
+    for t in f.tensors() {
+        let shape = t.dims.iter().map(u64::to_string).collect::<Vec<_>>().join(" x ");
+        println!(
+            "{:<nw$}  {:<5}  {:<24}  {:>12}  {:>12}",
+            t.name,
+            t.ty.name(),
+            shape,
+            t.n_bytes(),
+            h.data_offset + t.offset
+        );
+        total += t.n_bytes();
+        elements += t.n_elements();
+    }
+    if elements > 0 {
+        println!(
+            "\n{} weights, {} bytes of tensor data, {:.3} bits/weight",
+            elements,
+            total,
+            total as f64 * 8.0 / elements as f64
+        );
+    }
 }

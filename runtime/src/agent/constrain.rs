@@ -303,6 +303,14 @@ mod tests {
                     if s.can_end() && rnd() % 4 == 0 {
                         break;
                     }
+                    // Free DB text rarely spells "Action: " by chance; sometimes write it whole.
+                    if matches!(s, State::DbFree { .. }) && rnd() % 8 == 0 {
+                        if let Some(n) = s.feed(b"Action: ") {
+                            s = n;
+                            text.extend_from_slice(b"Action: ");
+                            continue;
+                        }
+                    }
                     // Prefer bytes that keep the string alive, as a masked sampler would.
                     let ok: Vec<u8> = alphabet.iter().copied().filter(|&b| s.step(b).is_some()).collect();
                     let lits: Vec<u8> = (0..=255u8).filter(|&b| s.step(b).is_some()).collect();

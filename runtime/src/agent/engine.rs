@@ -163,11 +163,12 @@ impl LanguageModel for EngineModel {
         let mut constraint = self.config.constrained.then(|| Constraint::new(request.protocol));
         let mut generated: Vec<u32> = Vec::new();
         let mut stop = "max_tokens";
-        let mut stream = crate::tokenizer::StreamDecoder::new(&self.tokenizer);
+        let tokenizer = Arc::clone(&self.tokenizer);
+        let mut stream = crate::tokenizer::StreamDecoder::new(&tokenizer);
         for _ in 0..self.config.max_new_tokens {
             let tok = match &constraint {
                 Some(c) => {
-                    let tk = &self.tokenizer;
+                    let tk = &tokenizer;
                     let allowed = c.allowed_tokens(logits.len(), |id| tk.token_bytes(id), tk.eog_ids());
                     self.sampler.sample_masked(&logits, self.session.tokens(), &allowed)
                 }

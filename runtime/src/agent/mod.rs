@@ -1,14 +1,25 @@
 //! The AgentBench OS/DB agent: protocol texts, history rendering and trimming, action parsers,
 //! the ReAct loop over a [`react::LanguageModel`] and a [`react::Tool`], the engine-backed model
-//! with KV-cache prefix reuse, protocol-constrained decoding, and the judges.
+//! with KV-cache prefix reuse ([`engine`]), protocol-constrained decoding ([`constrain`]),
+//! task files ([`tasks`]) and the judges ([`judge`]).
 //!
 //! Everything here follows `shared/docs/agent-protocol.md` (AgentBench `v0.1`/`AgentBench.old`
 //! behaviour, the harness behind AgentLM's published scores).
 
+pub mod constrain;
+pub mod engine;
+pub mod judge;
 pub mod parse;
 pub mod protocol_text;
 pub mod py;
+pub mod react;
 pub mod render;
+pub mod tasks;
 
+pub use engine::{EngineConfig, EngineModel};
 pub use parse::{parse_db, parse_os, DbAction, OsAction, OsParse};
+pub use react::{
+    run_db, run_os, Event, LanguageModel, LoopLimits, ModelReply, ModelRequest, Protocol, Run, ScriptedModel, Status,
+    Tool, TurnStats,
+};
 pub use render::{ChatTemplate, Message, Role};

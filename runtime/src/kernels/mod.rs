@@ -2,5 +2,7 @@
 //! forward pass runs on (scalar, AVX2, AVX-512 and NEON paths chosen at run time).
 
 pub mod cpu;
+/// CUDA backend: device selection and NVRTC-compiled GPU kernels (see `cuda/mod.rs`).
+pub mod cuda;
 
 pub use cpu::{matmul, KernelError, QMatrix, ThreadPool};

@@ -7,6 +7,9 @@
 //! - [`Session`]: one sequence's KV cache and position; batched prefill and decode.
 
 mod attention;
+/// GPU forward pass with partial offload (CUDA backend).
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod config;
 mod kv_cache;
 mod ops;

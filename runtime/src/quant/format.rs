@@ -12,7 +12,7 @@ use bytemuck::Pod;
 /// rather than panicking. They do not reject NaN/Inf: activations are quantized on the hot
 /// path, and such values flow through exactly as they do in ggml. [`super::quantize_row`]
 /// is the checked entry point for weights.
-pub trait BlockFormat: Pod {
+pub trait BlockFormat: Pod + Codec {
     /// The ggml type id this block stores.
     const TYPE: GgmlType;
     /// Elements per block.
@@ -35,16 +35,20 @@ pub trait BlockFormat: Pod {
         }
         Ok(())
     }
-
-    /// Quantizes one block. `x` holds `BLOCK` values; the checked callers above guarantee it
-    /// (they hand over `chunks_exact` pieces).
-    #[doc(hidden)]
-    fn quantize_block(x: &[f32]) -> Self;
-
-    /// Dequantizes one block into `y` (`BLOCK` values; guaranteed by the callers above).
-    #[doc(hidden)]
-    fn dequantize_block(&self, y: &mut [f32]);
 }
+
+/// The per-block conversions behind [`BlockFormat`]. Sealed (its module is private to the
+/// crate) because the slices are not length-checked here: the checked `from_float`/`to_float`
+/// hand over exact `chunks_exact` pieces, and nothing else can call these.
+pub(crate) mod sealed {
+    pub trait Codec: Sized {
+        /// Quantizes one block from `x` (`BLOCK` values).
+        fn quantize_block(x: &[f32]) -> Self;
+        /// Dequantizes one block into `y` (`BLOCK` values).
+        fn dequantize_block(&self, y: &mut [f32]);
+    }
+}
+pub(crate) use sealed::Codec;
 
 fn check_lengths<B: BlockFormat>(n_floats: usize, n_blocks: usize) -> Result<(), QuantError> {
     if n_floats % B::BLOCK != 0 {

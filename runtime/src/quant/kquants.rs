@@ -3,15 +3,15 @@
 //! `ggml_quantize_chunk` runs when no importance matrix is given).
 //!
 //! Q4_K/Q5_K fit an affine `scale * q - min` per 32-weight sub-block with a small weighted
-//! least-squares search over candidate scales ([`make_qkx2_quants`]); Q6_K fits a symmetric
-//! scale per 16-weight sub-block ([`make_qx_quants`]). The sub-block scales are then themselves
+//! least-squares search over candidate scales (`make_qkx2_quants`); Q6_K fits a symmetric
+//! scale per 16-weight sub-block (`make_qx_quants`). The sub-block scales are then themselves
 //! quantized to 6 or 8 bits against one f16 super-scale, and the weights re-quantized against
 //! the scales actually stored. Every float operation follows ggml's order, unfused, because
 //! the searches compare errors and a one-ulp difference can change which candidate wins.
 
 use super::blocks::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, K_SCALE_SIZE};
 use super::float::{f16_to_f32, f32_to_f16};
-use super::format::BlockFormat;
+use super::format::{BlockFormat, Codec};
 use super::rounding::nearest_int;
 use super::types::{GgmlType, QK_K};
 use bytemuck::Zeroable;
@@ -282,7 +282,9 @@ fn quantize_affine_superblock(
 impl BlockFormat for BlockQ4K {
     const TYPE: GgmlType = GgmlType::Q4_K;
     const BLOCK: usize = QK_K;
+}
 
+impl Codec for BlockQ4K {
     fn quantize_block(x: &[f32]) -> Self {
         let (d, dmin, scales, l) = quantize_affine_superblock(x, 15, -1.0, 20);
         let mut qs = [0u8; QK_K / 2];
@@ -314,7 +316,9 @@ impl BlockFormat for BlockQ4K {
 impl BlockFormat for BlockQ5K {
     const TYPE: GgmlType = GgmlType::Q5_K;
     const BLOCK: usize = QK_K;
+}
 
+impl Codec for BlockQ5K {
     fn quantize_block(x: &[f32]) -> Self {
         let (d, dmin, scales, l) = quantize_affine_superblock(x, 31, -0.5, 15);
         let mut qs = [0u8; QK_K / 2];
@@ -358,7 +362,9 @@ impl BlockFormat for BlockQ5K {
 impl BlockFormat for BlockQ6K {
     const TYPE: GgmlType = GgmlType::Q6_K;
     const BLOCK: usize = QK_K;
+}
 
+impl Codec for BlockQ6K {
     fn quantize_block(x: &[f32]) -> Self {
         let x = &x[..QK_K];
         let mut l = [0i8; QK_K];
@@ -431,7 +437,9 @@ impl BlockFormat for BlockQ6K {
 impl BlockFormat for BlockQ8K {
     const TYPE: GgmlType = GgmlType::Q8_K;
     const BLOCK: usize = QK_K;
+}
 
+impl Codec for BlockQ8K {
     fn quantize_block(x: &[f32]) -> Self {
         let x = &x[..QK_K];
         let (mut max, mut amax) = (0.0f32, 0.0f32);

@@ -6,7 +6,7 @@
 
 use super::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK4_0, QK4_1, QK8_0, QK8_1};
 use super::float::{f16_to_f32, f32_to_f16};
-use super::format::BlockFormat;
+use super::format::{BlockFormat, Codec};
 use super::rounding::c_trunc_i8;
 use super::types::GgmlType;
 
@@ -41,7 +41,9 @@ fn nibble(v: f32) -> u32 {
 impl BlockFormat for BlockQ4_0 {
     const TYPE: GgmlType = GgmlType::Q4_0;
     const BLOCK: usize = QK4_0;
+}
 
+impl Codec for BlockQ4_0 {
     fn quantize_block(x: &[f32]) -> Self {
         let (_, max) = signed_absmax(&x[..QK4_0]);
         // Scale so that the extreme value maps to -8 (the full nibble range on that side).
@@ -68,7 +70,9 @@ impl BlockFormat for BlockQ4_0 {
 impl BlockFormat for BlockQ4_1 {
     const TYPE: GgmlType = GgmlType::Q4_1;
     const BLOCK: usize = QK4_1;
+}
 
+impl Codec for BlockQ4_1 {
     fn quantize_block(x: &[f32]) -> Self {
         let (mut min, mut max) = (f32::MAX, -f32::MAX);
         for &v in &x[..QK4_1] {
@@ -121,7 +125,9 @@ fn quantize_q8_32(x: &[f32]) -> (f32, [i8; 32]) {
 impl BlockFormat for BlockQ8_0 {
     const TYPE: GgmlType = GgmlType::Q8_0;
     const BLOCK: usize = QK8_0;
+}
 
+impl Codec for BlockQ8_0 {
     fn quantize_block(x: &[f32]) -> Self {
         let (d, qs) = quantize_q8_32(x);
         BlockQ8_0 { d: f32_to_f16(d), qs }
@@ -138,7 +144,9 @@ impl BlockFormat for BlockQ8_0 {
 impl BlockFormat for BlockQ8_1 {
     const TYPE: GgmlType = GgmlType::Q8_1;
     const BLOCK: usize = QK8_1;
+}
 
+impl Codec for BlockQ8_1 {
     fn quantize_block(x: &[f32]) -> Self {
         let (d, qs) = quantize_q8_32(x);
         // `s` uses the unrounded f32 scale, as ggml does, so kernels can fold Q4_1's min in.

@@ -10,6 +10,10 @@
 //! unpacked to unsigned 4/5/6-bit values with their offsets folded into a per-group "min"
 //! applied through the Q8_K `bsums`, so one generic loop serves Q4_K, Q5_K and Q6_K.
 
+// Kernel loops index several arrays (weights, per-token sums, scales) with one counter over
+// const-generic bounds the compiler unrolls; iterator chains would only obscure that.
+#![allow(clippy::needless_range_loop)]
+
 use super::scalar;
 use crate::quant::{GgmlType, QK_K};
 use std::arch::x86_64::*;
@@ -311,7 +315,10 @@ unsafe fn q4k_scales_mins(p: *const u8) -> (u64, u64) {
     let mn_lo = w[1] & 0x3f3f_3f3f;
     let sc_hi = (w[2] & 0x0f0f_0f0f) | (((w[0] >> 6) & 0x0303_0303) << 4);
     let mn_hi = ((w[2] >> 4) & 0x0f0f_0f0f) | (((w[1] >> 6) & 0x0303_0303) << 4);
-    ((sc_lo as u64) | ((sc_hi as u64) << 32), (mn_lo as u64) | ((mn_hi as u64) << 32))
+    (
+        (sc_lo as u64) | ((sc_hi as u64) << 32),
+        (mn_lo as u64) | ((mn_hi as u64) << 32),
+    )
 }
 
 /// Eight u8 values (one per 32-element sub-block) as the 16 per-group i16 values
@@ -413,12 +420,21 @@ unsafe fn tile_q6_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, 
             let qh = load256(wb.add(128 + 32 * h));
             let (q0, q1) = if j % 2 == 0 {
                 (
-                    _mm256_or_si256(_mm256_and_si256(lo, m4), _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m3)),
-                    _mm256_or_si256(_mm256_and_si256(hi, m4), _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m3)),
+                    _mm256_or_si256(
+                        _mm256_and_si256(lo, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m3),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(hi, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m3),
+                    ),
                 )
             } else {
                 (
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(lo), m4), _mm256_and_si256(qh, m3)),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(lo), m4),
+                        _mm256_and_si256(qh, m3),
+                    ),
                     _mm256_or_si256(
                         _mm256_and_si256(_mm256_srli_epi16::<4>(hi), m4),
                         _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m3),

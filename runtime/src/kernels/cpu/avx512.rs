@@ -14,6 +14,13 @@
 //! used for 16 rows. Offsets (Q4_0's 8, Q8_0's +128 bias, the k-quant mins, Q6_K's 32) are
 //! applied per group through activation sums, as in the scalar specification.
 
+// Kernel loops index several arrays (weights, per-token sums, scales) with one counter over
+// const-generic bounds the compiler unrolls; iterator chains would only obscure that.
+#![allow(clippy::needless_range_loop)]
+// The AVX-512 intrinsics are stable since Rust 1.89 (the workspace MSRV says 1.85; this
+// module needs 1.89+, see docs/readme/kernels.md).
+#![allow(clippy::incompatible_msrv)]
+
 use super::avx2;
 use super::matmul::{QMatrix, SyncPtr};
 use super::ThreadPool;
@@ -37,7 +44,13 @@ pub(super) unsafe fn tile(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out:
         let nb = n / 32;
         macro_rules! go {
             ($T:literal) => {
-                legacy_vnni::<$T>(ty == GgmlType::Q4_0, w.as_ptr(), std::array::from_fn(|t| acts[t].as_ptr()), nb, out)
+                legacy_vnni::<$T>(
+                    ty == GgmlType::Q4_0,
+                    w.as_ptr(),
+                    std::array::from_fn(|t| acts[t].as_ptr()),
+                    nb,
+                    out,
+                )
             };
         }
         match acts.len() {
@@ -159,8 +172,14 @@ unsafe fn unpack_block(ty: GgmlType, row: *const u8, b: usize, q: &mut [u8], p: 
                     let m16 = _mm256_set1_epi8(16);
                     let b0 = _mm256_set1_epi8(1 << (2 * j));
                     let b1 = _mm256_set1_epi8(2 << (2 * j));
-                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), m16));
-                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), m16));
+                    lo = _mm256_or_si256(
+                        lo,
+                        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), m16),
+                    );
+                    hi = _mm256_or_si256(
+                        hi,
+                        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), m16),
+                    );
                 }
                 _mm256_storeu_si256(q.as_mut_ptr().add(64 * j).cast(), lo);
                 _mm256_storeu_si256(q.as_mut_ptr().add(64 * j + 32).cast(), hi);
@@ -182,9 +201,18 @@ unsafe fn unpack_block(ty: GgmlType, row: *const u8, b: usize, q: &mut [u8], p: 
                 let hi = _mm256_loadu_si256(blk.add(64 * h + 32).cast());
                 let qh = _mm256_loadu_si256(blk.add(128 + 32 * h).cast());
                 let c = [
-                    _mm256_or_si256(_mm256_and_si256(lo, m4), _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m3)),
-                    _mm256_or_si256(_mm256_and_si256(hi, m4), _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m3)),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(lo), m4), _mm256_and_si256(qh, m3)),
+                    _mm256_or_si256(
+                        _mm256_and_si256(lo, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m3),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(hi, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m3),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(lo), m4),
+                        _mm256_and_si256(qh, m3),
+                    ),
                     _mm256_or_si256(
                         _mm256_and_si256(_mm256_srli_epi16::<4>(hi), m4),
                         _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m3),
@@ -229,7 +257,8 @@ unsafe fn unpack_panel(w: &QMatrix, r0: usize, nr: usize, p: &mut Panel) {
             // Scatter the block's quads to their row lane of each interleaved vector.
             let dst = p.q.as_mut_ptr().add((b * quads * PR + r) * 4).cast::<u32>();
             for k in 0..quads {
-                dst.add(k * PR).write_unaligned(q.as_ptr().add(4 * k).cast::<u32>().read_unaligned());
+                dst.add(k * PR)
+                    .write_unaligned(q.as_ptr().add(4 * k).cast::<u32>().read_unaligned());
             }
         }
     }
@@ -244,7 +273,13 @@ unsafe fn bcast32(p: *const u8) -> __m512i {
 /// Legacy micro-kernel: 16 rows x `T` tokens over all blocks. `ad[t][b]` is the activation
 /// scale `d_y`, `am[t][b]` is `d_y * sum(y)` of block `b` of token `t`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn micro_legacy<const T: usize>(p: &Panel, nb: usize, y: [*const u8; T], ad: [*const f32; T], am: [*const f32; T]) -> [__m512; T] {
+unsafe fn micro_legacy<const T: usize>(
+    p: &Panel,
+    nb: usize,
+    y: [*const u8; T],
+    ad: [*const f32; T],
+    am: [*const f32; T],
+) -> [__m512; T] {
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..nb {
         let mut s = [_mm512_setzero_si512(); T];
@@ -371,7 +406,14 @@ unsafe fn run_micro(
 /// The CPU must support AVX-512 F/BW/VL/VNNI plus AVX2, FMA and F16C, [`panel_supported`]
 /// must hold for `w.ty`, `acts` must hold `n_tokens` activation rows of `w.cols` elements and
 /// `out` must hold `n_tokens * w.rows` floats.
-pub(super) unsafe fn matmul_panels(pool: &ThreadPool, w: &QMatrix, acts: &[u8], arb: usize, n_tokens: usize, out: &mut [f32]) {
+pub(super) unsafe fn matmul_panels(
+    pool: &ThreadPool,
+    w: &QMatrix,
+    acts: &[u8],
+    arb: usize,
+    n_tokens: usize,
+    out: &mut [f32],
+) {
     let ty = w.ty;
     let (rows, cols) = (w.rows, w.cols);
     let tabs = if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {

@@ -50,7 +50,9 @@ impl<'a> QMatrix<'a> {
         if cols % block != 0 {
             return Err(KernelError::Columns { ty, cols, block });
         }
-        let expected = (cols / block).checked_mul(ty.type_size()).and_then(|rb| rb.checked_mul(rows));
+        let expected = (cols / block)
+            .checked_mul(ty.type_size())
+            .and_then(|rb| rb.checked_mul(rows));
         if expected != Some(data.len()) {
             return Err(KernelError::DataSize {
                 ty,
@@ -190,7 +192,13 @@ pub fn matmul(pool: &ThreadPool, w: &QMatrix, x: &[f32], n_tokens: usize, out: &
 }
 
 /// [`matmul`] returning length errors instead of panicking.
-pub fn try_matmul(pool: &ThreadPool, w: &QMatrix, x: &[f32], n_tokens: usize, out: &mut [f32]) -> Result<(), KernelError> {
+pub fn try_matmul(
+    pool: &ThreadPool,
+    w: &QMatrix,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
     try_matmul_with(backend(), pool, w, x, n_tokens, out)
 }
 

@@ -19,9 +19,7 @@ mod avx512;
 mod neon;
 
 pub use matmul::{act_type, matmul, matmul_with, quantize_activations, try_matmul, try_matmul_with, vec_dot, QMatrix};
-pub use ops::{
-    axpy_f16, dot_f16, f16_to_f32_row, f32_to_f16_row, rms_norm, rope, silu, softmax, swiglu, RopeTable,
-};
+pub use ops::{axpy_f16, dot_f16, f16_to_f32_row, f32_to_f16_row, rms_norm, rope, silu, softmax, swiglu, RopeTable};
 pub use pool::{physical_cores, ThreadPool};
 
 use crate::quant::GgmlType;
@@ -33,7 +31,9 @@ pub const DOT_MAX_T: usize = 8;
 /// Why a kernel call was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelError {
-    #[error("weight type {0} has no CPU matmul kernel (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)")]
+    #[error(
+        "weight type {0} has no CPU matmul kernel (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)"
+    )]
     UnsupportedType(GgmlType),
     #[error("{ty} matrix: {cols} columns is not a multiple of the block size {block}")]
     Columns { ty: GgmlType, cols: usize, block: usize },

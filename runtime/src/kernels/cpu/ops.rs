@@ -131,7 +131,10 @@ impl RopeTable {
     /// # Panics
     /// If `head_dim` is odd or zero.
     pub fn new(head_dim: usize, base: f32, freq_scale: f32, max_pos: usize) -> RopeTable {
-        assert!(head_dim > 0 && head_dim % 2 == 0, "RoPE head_dim must be even, got {head_dim}");
+        assert!(
+            head_dim > 0 && head_dim % 2 == 0,
+            "RoPE head_dim must be even, got {head_dim}"
+        );
         let half = head_dim / 2;
         let inv: Vec<f64> = (0..half)
             .map(|i| (base as f64).powf(-2.0 * i as f64 / head_dim as f64))
@@ -162,8 +165,16 @@ impl RopeTable {
 /// If `x.len()` is not a multiple of the table's `head_dim` or `pos >= max_pos`.
 pub fn rope(table: &RopeTable, x: &mut [f32], pos: usize) {
     let hd = table.head_dim;
-    assert!(x.len() % hd == 0, "rope: {} values is not a whole number of heads of {hd}", x.len());
-    assert!(pos < table.max_pos, "rope: position {pos} beyond the table's {}", table.max_pos);
+    assert!(
+        x.len() % hd == 0,
+        "rope: {} values is not a whole number of heads of {hd}",
+        x.len()
+    );
+    assert!(
+        pos < table.max_pos,
+        "rope: position {pos} beyond the table's {}",
+        table.max_pos
+    );
     let cs = &table.cs[pos * hd / 2..(pos + 1) * hd / 2];
     for head in x.chunks_exact_mut(hd) {
         for (pair, &(c, s)) in head.chunks_exact_mut(2).zip(cs) {
@@ -209,7 +220,10 @@ mod x86 {
         let sv = _mm256_set1_ps(scale);
         for i in (0..n8).step_by(8) {
             let v = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(i)), sv);
-            _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_mul_ps(v, _mm256_loadu_ps(w.as_ptr().add(i))));
+            _mm256_storeu_ps(
+                out.as_mut_ptr().add(i),
+                _mm256_mul_ps(v, _mm256_loadu_ps(w.as_ptr().add(i))),
+            );
         }
         for j in n8..n {
             out[j] = x[j] * scale * w[j];

@@ -39,9 +39,7 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
         GgmlType::Q4_0 => dot_q4_0(w, a),
         GgmlType::Q4_1 => dot_q4_1(w, a),
         GgmlType::Q8_0 => dot_q8_0(w, a),
-        GgmlType::Q4_K => dot_q4_k(w, a),
-        GgmlType::Q5_K => dot_q5_k(w, a),
-        GgmlType::Q6_K => dot_q6_k(w, a),
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => dot_kquant(ty, w, a),
         _ => unreachable!("QMatrix::new rejects {ty}"),
     }
 }
@@ -118,62 +116,85 @@ fn q4k_scales(scales: &[u8; 12]) -> ([i32; 16], [i32; 16]) {
     (sc, mn)
 }
 
-fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0f32;
-    for (x, y) in blocks::<BlockQ4K>(w).zip(blocks::<BlockQ8K>(a)) {
-        let mut q = [0u8; QK_K];
-        for j in 0..4 {
-            for l in 0..32 {
-                q[64 * j + l] = x.qs[32 * j + l] & 0x0f;
-                q[64 * j + 32 + l] = x.qs[32 * j + l] >> 4;
-            }
-        }
-        let (sc, mn) = q4k_scales(&x.scales);
-        let (sumi, summ) = kquant_block(&q, &sc, &mn, &y);
-        sum += f16_to_f32(x.d) * y.d * sumi as f32 - f16_to_f32(x.dmin) * y.d * summ as f32;
-    }
-    sum
+/// A k-quant super-block decoded for the integer dot: unsigned quants, per-16-group scales and
+/// mins, and the two float factors (`w = d * sc[g] * q - dm * mn[g]` per element of group g).
+pub(crate) struct KDecoded {
+    pub q: [u8; QK_K],
+    pub sc: [i32; 16],
+    pub mn: [i32; 16],
+    pub d: f32,
+    pub dm: f32,
 }
 
-fn dot_q5_k(w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0f32;
-    for (x, y) in blocks::<BlockQ5K>(w).zip(blocks::<BlockQ8K>(a)) {
-        let mut q = [0u8; QK_K];
-        for j in 0..4 {
-            for l in 0..32 {
-                let h_lo = (x.qh[l] >> (2 * j)) & 1;
-                let h_hi = (x.qh[l] >> (2 * j + 1)) & 1;
-                q[64 * j + l] = (x.qs[32 * j + l] & 0x0f) | (h_lo << 4);
-                q[64 * j + 32 + l] = (x.qs[32 * j + l] >> 4) | (h_hi << 4);
+/// Decodes super-block bytes `blk` of a Q4_K, Q5_K or Q6_K row.
+pub(crate) fn decode_kquant(ty: GgmlType, blk: &[u8]) -> KDecoded {
+    let mut q = [0u8; QK_K];
+    match ty {
+        GgmlType::Q4_K => {
+            let x: BlockQ4K = bytemuck::pod_read_unaligned(blk);
+            for j in 0..4 {
+                for l in 0..32 {
+                    q[64 * j + l] = x.qs[32 * j + l] & 0x0f;
+                    q[64 * j + 32 + l] = x.qs[32 * j + l] >> 4;
+                }
+            }
+            let (sc, mn) = q4k_scales(&x.scales);
+            KDecoded {
+                q,
+                sc,
+                mn,
+                d: f16_to_f32(x.d),
+                dm: f16_to_f32(x.dmin),
             }
         }
-        let (sc, mn) = q4k_scales(&x.scales);
-        let (sumi, summ) = kquant_block(&q, &sc, &mn, &y);
-        sum += f16_to_f32(x.d) * y.d * sumi as f32 - f16_to_f32(x.dmin) * y.d * summ as f32;
+        GgmlType::Q5_K => {
+            let x: BlockQ5K = bytemuck::pod_read_unaligned(blk);
+            for j in 0..4 {
+                for l in 0..32 {
+                    let h_lo = (x.qh[l] >> (2 * j)) & 1;
+                    let h_hi = (x.qh[l] >> (2 * j + 1)) & 1;
+                    q[64 * j + l] = (x.qs[32 * j + l] & 0x0f) | (h_lo << 4);
+                    q[64 * j + 32 + l] = (x.qs[32 * j + l] >> 4) | (h_hi << 4);
+                }
+            }
+            let (sc, mn) = q4k_scales(&x.scales);
+            KDecoded {
+                q,
+                sc,
+                mn,
+                d: f16_to_f32(x.d),
+                dm: f16_to_f32(x.dmin),
+            }
+        }
+        _ => {
+            let x: BlockQ6K = bytemuck::pod_read_unaligned(blk);
+            // Unsigned 6-bit q in 0..64; the -32 offset becomes a "min" of 32 * scale per group.
+            for h in 0..2 {
+                let (ql, qh) = (&x.ql[64 * h..], &x.qh[32 * h..]);
+                let o = 128 * h;
+                for l in 0..32 {
+                    q[o + l] = (ql[l] & 0x0f) | ((qh[l] & 3) << 4);
+                    q[o + 32 + l] = (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4);
+                    q[o + 64 + l] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                    q[o + 96 + l] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+                }
+            }
+            let sc: [i32; 16] = std::array::from_fn(|g| x.scales[g] as i32);
+            let mn: [i32; 16] = std::array::from_fn(|g| 32 * x.scales[g] as i32);
+            let d = f16_to_f32(x.d);
+            KDecoded { q, sc, mn, d, dm: d }
+        }
     }
-    sum
 }
 
-fn dot_q6_k(w: &[u8], a: &[u8]) -> f32 {
+/// Q4_K, Q5_K, Q6_K against Q8_K.
+fn dot_kquant(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
+    let bs = ty.type_size();
     let mut sum = 0f32;
-    for (x, y) in blocks::<BlockQ6K>(w).zip(blocks::<BlockQ8K>(a)) {
-        // Unsigned 6-bit q in 0..64; the -32 offset becomes a "min" of 32 * scale per group.
-        let mut q = [0u8; QK_K];
-        for h in 0..2 {
-            let (ql, qh) = (&x.ql[64 * h..], &x.qh[32 * h..]);
-            let o = 128 * h;
-            for l in 0..32 {
-                q[o + l] = (ql[l] & 0x0f) | ((qh[l] & 3) << 4);
-                q[o + 32 + l] = (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4);
-                q[o + 64 + l] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
-                q[o + 96 + l] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
-            }
-        }
-        let sc: [i32; 16] = std::array::from_fn(|g| x.scales[g] as i32);
-        let mn: [i32; 16] = std::array::from_fn(|g| 32 * x.scales[g] as i32);
-        let (sumi, summ) = kquant_block(&q, &sc, &mn, &y);
-        let d = f16_to_f32(x.d) * y.d;
-        sum += d * sumi as f32 - d * summ as f32;
+    for (x, y) in w.chunks_exact(bs).zip(blocks::<BlockQ8K>(a)) {
+        let k = decode_kquant(ty, x);
+        let (sumi, summ) = kquant_block(&k.q, &k.sc, &k.mn, &y);
+        sum += k.d * y.d * sumi as f32 - k.dm * y.d * summ as f32;
     }
     sum
 }

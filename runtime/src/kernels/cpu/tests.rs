@@ -9,7 +9,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn simd_backends() -> Vec<Backend> {
-    let v: Vec<Backend> = available_backends().into_iter().filter(|&b| b != Backend::Scalar).collect();
+    let v: Vec<Backend> = available_backends()
+        .into_iter()
+        .filter(|&b| b != Backend::Scalar)
+        .collect();
     for b in Backend::ALL {
         if b != Backend::Scalar && !v.contains(&b) {
             eprintln!("skipping kernel path {b}: not supported by this CPU/target");
@@ -37,12 +40,22 @@ fn scale_offsets(ty: GgmlType) -> &'static [usize] {
 /// quant value, including ones no quantizer emits (e.g. -128 in Q8_0 weights).
 fn raw_row(rng: &mut StdRng, ty: GgmlType, n: usize, scale: f32, act: bool) -> Vec<u8> {
     match ty {
-        GgmlType::F32 => (0..n).flat_map(|_| (rng.random_range(-1.0f32..1.0) * scale).to_le_bytes()).collect(),
+        GgmlType::F32 => (0..n)
+            .flat_map(|_| (rng.random_range(-1.0f32..1.0) * scale).to_le_bytes())
+            .collect(),
         GgmlType::F16 => (0..n)
-            .flat_map(|_| f32_to_f16(rng.random_range(-1.0f32..1.0) * scale).to_bits().to_le_bytes())
+            .flat_map(|_| {
+                f32_to_f16(rng.random_range(-1.0f32..1.0) * scale)
+                    .to_bits()
+                    .to_le_bytes()
+            })
             .collect(),
         GgmlType::BF16 => (0..n)
-            .flat_map(|_| crate::quant::f32_to_bf16(rng.random_range(-1.0f32..1.0) * scale).to_bits().to_le_bytes())
+            .flat_map(|_| {
+                crate::quant::f32_to_bf16(rng.random_range(-1.0f32..1.0) * scale)
+                    .to_bits()
+                    .to_le_bytes()
+            })
             .collect(),
         _ => {
             let bs = ty.type_size();
@@ -104,10 +117,17 @@ fn check_vec_dot(rng: &mut StdRng, ty: GgmlType, n: usize, w: &[u8], a: &[u8], w
     if ty == GgmlType::Q4_1 {
         // The min term uses Q8_1's `s`, d * sum(q) rounded to f16 (as in ggml), not the exact sum.
         let h = |b: &[u8], o: usize| f16::from_bits(u16::from_le_bytes([b[o], b[o + 1]])).to_f32() as f64;
-        t += w.chunks_exact(20).zip(a.chunks_exact(36)).map(|(x, y)| (h(x, 2) * h(y, 2)).abs() * 1e-3).sum::<f64>();
+        t += w
+            .chunks_exact(20)
+            .zip(a.chunks_exact(36))
+            .map(|(x, y)| (h(x, 2) * h(y, 2)).abs() * 1e-3)
+            .sum::<f64>();
     }
     let s = vec_dot(Backend::Scalar, ty, n, w, a).unwrap() as f64;
-    assert!((s - exact).abs() <= t, "{ty} n={n} {what}: scalar {s} vs exact {exact} (tol {t})");
+    assert!(
+        (s - exact).abs() <= t,
+        "{ty} n={n} {what}: scalar {s} vs exact {exact} (tol {t})"
+    );
     for b in simd_backends() {
         let v = vec_dot(b, ty, n, w, a).unwrap() as f64;
         assert!((v - s).abs() <= t, "{ty} n={n} {what}: {b} {v} vs scalar {s} (tol {t})");
@@ -215,7 +235,11 @@ fn matmul_paths_agree_over_token_counts_and_threads() {
                     matmul_with(b, pool, &w, &x, n_tokens, &mut out);
                     for (i, (&o, &e)) in out.iter().zip(&reference).enumerate() {
                         let t = 1e-4 * (1.0 + e.abs());
-                        assert!((o - e).abs() <= t, "{ty} {b} threads={} n_tokens={n_tokens} i={i}: {o} vs {e}", pool.n_threads());
+                        assert!(
+                            (o - e).abs() <= t,
+                            "{ty} {b} threads={} n_tokens={n_tokens} i={i}: {o} vs {e}",
+                            pool.n_threads()
+                        );
                     }
                 }
             }
@@ -227,17 +251,35 @@ fn matmul_paths_agree_over_token_counts_and_threads() {
 fn bad_shapes_are_errors() {
     let pool = ThreadPool::new(1);
     let data = vec![0u8; 2 * 18];
-    assert!(matches!(QMatrix::new(GgmlType::Q4_0, 2, 33, &data), Err(KernelError::Columns { .. })));
-    assert!(matches!(QMatrix::new(GgmlType::Q4_0, 3, 32, &data), Err(KernelError::DataSize { .. })));
-    assert!(matches!(QMatrix::new(GgmlType::Q2_K, 1, 256, &[0; 84]), Err(KernelError::UnsupportedType(_))));
+    assert!(matches!(
+        QMatrix::new(GgmlType::Q4_0, 2, 33, &data),
+        Err(KernelError::Columns { .. })
+    ));
+    assert!(matches!(
+        QMatrix::new(GgmlType::Q4_0, 3, 32, &data),
+        Err(KernelError::DataSize { .. })
+    ));
+    assert!(matches!(
+        QMatrix::new(GgmlType::Q2_K, 1, 256, &[0; 84]),
+        Err(KernelError::UnsupportedType(_))
+    ));
     assert!(QMatrix::new(GgmlType::Q4_0, usize::MAX, 32, &data).is_err());
     let w = QMatrix::new(GgmlType::Q4_0, 2, 32, &data).unwrap();
     let mut out = vec![0f32; 2];
-    assert!(matches!(try_matmul(&pool, &w, &[0.0; 31], 1, &mut out), Err(KernelError::Length { .. })));
-    assert!(matches!(try_matmul(&pool, &w, &[0.0; 32], 1, &mut out[..1]), Err(KernelError::Length { .. })));
+    assert!(matches!(
+        try_matmul(&pool, &w, &[0.0; 31], 1, &mut out),
+        Err(KernelError::Length { .. })
+    ));
+    assert!(matches!(
+        try_matmul(&pool, &w, &[0.0; 32], 1, &mut out[..1]),
+        Err(KernelError::Length { .. })
+    ));
     assert!(try_matmul(&pool, &w, &[1.0; 32], 1, &mut out).is_ok());
     assert!(vec_dot(Backend::Scalar, GgmlType::Q4_0, 32, &data[..18], &[0; 33]).is_err());
-    assert!(matches!(Backend::from_name("sse9"), Err(KernelError::BadBackendName(_))));
+    assert!(matches!(
+        Backend::from_name("sse9"),
+        Err(KernelError::BadBackendName(_))
+    ));
     assert_eq!(Backend::from_name("AVX2").unwrap(), Backend::Avx2);
 }
 
@@ -260,7 +302,10 @@ fn elementwise_simd_matches_scalar() {
                 assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "rms_norm {b} n={n}");
             }
             let d = ops::dot_f16_with(b, &h, &x);
-            assert!((d - d0).abs() <= 1e-4 * (1.0 + n as f32), "dot_f16 {b} n={n}: {d} vs {d0}");
+            assert!(
+                (d - d0).abs() <= 1e-4 * (1.0 + n as f32),
+                "dot_f16 {b} n={n}: {d} vs {d0}"
+            );
             let mut a = x.clone();
             ops::axpy_f16_with(b, 0.3, &h, &mut a);
             for (p, q) in a.iter().zip(&a0) {
@@ -273,7 +318,10 @@ fn elementwise_simd_matches_scalar() {
             let mut h0 = vec![f16::ZERO; n];
             scalar::f32_to_f16_row(&x, &mut h0);
             assert_eq!(h2, h0, "f32_to_f16 {b} n={n}");
-            assert!(back.iter().zip(&h).all(|(&f, &g)| f == g.to_f32()), "f16_to_f32 {b} n={n}");
+            assert!(
+                back.iter().zip(&h).all(|(&f, &g)| f == g.to_f32()),
+                "f16_to_f32 {b} n={n}"
+            );
         }
     }
 }

@@ -1,0 +1,125 @@
+//! CPU kernel benchmarks: our quantized matvec (decode) and batched matmul (prefill) on
+//! Llama-2-7B shapes at 1 and 2 threads, and, with `--features oracle`, ggml's CPU `vec_dot`
+//! for the same decode work in the same run.
+//!
+//! Run: `cargo bench --bench kernels` (ours only) or
+//! `cargo bench --features oracle --bench kernels` (side by side). Filter with criterion's
+//! usual argument, e.g. `-- matvec/Q4_K`. `EDGEACT_KERNELS=avx2` forces a kernel path.
+//!
+//! The ggml side calls `edgeact_oracle::vec_dot` over 16 rows at a time (the weight rows are
+//! contiguous, so 16 rows are one long row; the activation row is repeated 16 times, 74 KiB
+//! at most, cache-resident like the single copy it stands for): this measures ggml's kernel
+//! without paying the oracle's per-call argument checks per row. Rows are split over the
+//! same thread pool ours uses. There is no ggml prefill here: llama.cpp's prefill path
+//! (tiled / llamafile GEMM) is not reachable through `vec_dot`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use edgeact_runtime::kernels::cpu::{matmul, QMatrix, ThreadPool};
+use edgeact_runtime::quant::{quantize_row, GgmlType};
+use std::hint::black_box;
+use std::time::Duration;
+
+const COLS: usize = 4096;
+
+/// Deterministic pseudo-Gaussian values (sum of uniforms from xorshift).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    let mut uniform = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 24) as f32
+    };
+    (0..n).map(|_| (0..4).map(|_| uniform()).sum::<f32>() - 2.0).collect()
+}
+
+fn weights(ty: GgmlType, rows: usize) -> Vec<u8> {
+    let x = values(rows * COLS, 0x5eed ^ rows as u64);
+    let mut w = vec![0u8; rows * ty.row_bytes(COLS as u64).expect("whole blocks") as usize];
+    quantize_row(ty, &x, &mut w).expect("quantize weights");
+    w
+}
+
+fn configure(c: &mut Criterion, name: &str) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    g
+}
+
+fn bench_matvec(c: &mut Criterion) {
+    let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+    let x = values(COLS, 7);
+    let mut g = configure(c, "matvec");
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0] {
+        for rows in [4096usize, 11008] {
+            let wb = weights(ty, rows);
+            let w = QMatrix::new(ty, rows, COLS, &wb).expect("matrix");
+            g.throughput(Throughput::Bytes(wb.len() as u64));
+            for pool in &pools {
+                let id = format!("{}/{rows}x{COLS}/t{}", ty.name(), pool.n_threads());
+                let mut out = vec![0f32; rows];
+                g.bench_function(BenchmarkId::new("edgeact", &id), |b| {
+                    b.iter(|| matmul(pool, &w, black_box(&x), 1, &mut out))
+                });
+                #[cfg(feature = "oracle")]
+                g.bench_function(BenchmarkId::new("ggml", &id), |b| {
+                    let run = ggml::matvec(ty, &wb, rows, &x);
+                    b.iter(|| run(pool))
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+fn bench_prefill(c: &mut Criterion) {
+    const TOKENS: usize = 512;
+    let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+    let x = values(TOKENS * COLS, 11);
+    let mut g = configure(c, "prefill");
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+        let rows = 4096;
+        let wb = weights(ty, rows);
+        let w = QMatrix::new(ty, rows, COLS, &wb).expect("matrix");
+        g.throughput(Throughput::Elements((2 * rows * COLS * TOKENS) as u64));
+        for pool in &pools {
+            let id = format!("{}/{rows}x{COLS}x{TOKENS}/t{}", ty.name(), pool.n_threads());
+            let mut out = vec![0f32; rows * TOKENS];
+            g.bench_function(BenchmarkId::new("edgeact", &id), |b| {
+                b.iter(|| matmul(pool, &w, black_box(&x), TOKENS, &mut out))
+            });
+        }
+    }
+    g.finish();
+}
+
+#[cfg(feature = "oracle")]
+mod ggml {
+    //! ggml's decode work through the oracle: activations quantized by ggml's `from_float`,
+    //! then `vec_dot` over the rows, 16 rows per call.
+    use super::*;
+
+    const CHUNK: usize = 16;
+
+    pub fn matvec<'a>(ty: GgmlType, w: &'a [u8], rows: usize, x: &[f32]) -> impl Fn(&ThreadPool) + 'a {
+        let act_ty = edgeact_oracle::vec_dot_type(ty.id()).expect("vec_dot type");
+        let one = edgeact_oracle::from_float(act_ty, x).expect("from_float");
+        let act: Vec<u8> = one.iter().copied().cycle().take(one.len() * CHUNK).collect();
+        let row_bytes = w.len() / rows;
+        move |pool: &ThreadPool| {
+            let n_chunks = rows / CHUNK;
+            let per = n_chunks.div_ceil(pool.n_threads() * 4);
+            pool.run(n_chunks.div_ceil(per), &|c| {
+                for k in c * per..((c + 1) * per).min(n_chunks) {
+                    let wk = &w[k * CHUNK * row_bytes..(k + 1) * CHUNK * row_bytes];
+                    black_box(edgeact_oracle::vec_dot(ty.id(), CHUNK * COLS, wk, &act).expect("vec_dot"));
+                }
+            });
+        }
+    }
+}
+
+criterion_group!(benches, bench_matvec, bench_prefill);
+criterion_main!(benches);

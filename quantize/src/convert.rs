@@ -1,0 +1,502 @@
+//! The conversion pipeline: an HF model directory (or a GGUF file to requantize) to a GGUF file
+//! of the chosen [`Mix`].
+//!
+//! The plan (metadata, tensor table, one type per tensor) is made first; then each tensor is
+//! streamed through the [`GgufWriter`] in chunks of rows: rows are read from the mapping as f32
+//! (permuted for Q/K, dequantized for GGUF inputs), quantized on `threads` threads, measured
+//! against the source for the RMSE summary, and written. Memory use is a few chunks, not the
+//! model.
+
+use crate::checkpoint::{Checkpoint, TensorMeta};
+use crate::gguf_writer::{GgufWriter, TensorDecl, TensorSink};
+use crate::hf::{map_name, permuted_row, LlamaConfig};
+use crate::mix::{Mix, MixPlanner};
+use crate::vocab::Vocab;
+use anyhow::{anyhow, bail, Context};
+use edgeact_runtime::gguf::{GgufFile, Value};
+use edgeact_runtime::quant::{dequantize_row, quantize_row, GgmlType, QuantError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Elements converted per thread per step: 1 Mi f32 (4 MiB) keeps memory small and threads busy.
+const CHUNK_ELEMS_PER_THREAD: usize = 1 << 20;
+
+/// What to produce.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub mix: Mix,
+    /// Worker threads for quantization (0 = all cores).
+    pub threads: usize,
+    /// `general.name`; defaults to the input directory or file name.
+    pub name: Option<String>,
+    /// Convert an HF checkpoint without any tokenizer metadata.
+    pub no_tokenizer: bool,
+}
+
+impl Options {
+    pub fn new(mix: Mix) -> Options {
+        Options {
+            mix,
+            threads: 0,
+            name: None,
+            no_tokenizer: false,
+        }
+    }
+}
+
+/// Per output type: how much went in and how far the quantized values are from the source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TypeStats {
+    pub ty: GgmlType,
+    pub tensors: usize,
+    pub elements: u64,
+    pub bytes: u64,
+    sq_err: f64,
+    sq_ref: f64,
+}
+
+impl TypeStats {
+    /// Root-mean-square error of the quantized weights against the source values.
+    pub fn rmse(&self) -> f64 {
+        if self.elements == 0 {
+            0.0
+        } else {
+            (self.sq_err / self.elements as f64).sqrt()
+        }
+    }
+
+    /// RMSE relative to the RMS of the source values.
+    pub fn relative_rmse(&self) -> f64 {
+        if self.sq_ref == 0.0 {
+            0.0
+        } else {
+            (self.sq_err / self.sq_ref).sqrt()
+        }
+    }
+}
+
+/// The closing summary of a conversion.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub output: PathBuf,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    pub elements: u64,
+    pub tensor_bytes: u64,
+    pub per_type: Vec<TypeStats>,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// Bits per weight of the tensor data.
+    pub fn bits_per_weight(&self) -> f64 {
+        if self.elements == 0 {
+            0.0
+        } else {
+            self.tensor_bytes as f64 * 8.0 / self.elements as f64
+        }
+    }
+}
+
+/// Progress notifications.
+pub trait Progress {
+    /// Before any data: the total number of elements to convert.
+    fn start(&mut self, _total_elements: u64, _n_tensors: usize) {}
+    /// A tensor begins.
+    fn tensor(&mut self, _index: usize, _name: &str, _ty: GgmlType) {}
+    /// `elements` more have been written.
+    fn advance(&mut self, _elements: u64) {}
+}
+
+/// A no-op [`Progress`].
+pub struct Silent;
+impl Progress for Silent {}
+
+enum Input {
+    Hf(Checkpoint),
+    Gguf(GgufFile),
+}
+
+/// Where the rows of an output tensor come from.
+#[derive(Clone, Debug)]
+enum Src {
+    Hf { name: String, permute_heads: Option<u32> },
+    Gguf { name: String },
+}
+
+struct Item {
+    src: Src,
+    /// The source tensor's type for GGUF inputs (copied verbatim when unchanged).
+    src_ty: Option<GgmlType>,
+}
+
+/// Converts `input` (an HF model directory or a `.gguf` file) into `output`.
+pub fn convert(input: &Path, output: &Path, opts: &Options, progress: &mut dyn Progress) -> anyhow::Result<Report> {
+    let start = Instant::now();
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        opts.threads
+    };
+    let (source, writer, items) = if input.is_dir() {
+        plan_hf(input, opts)?
+    } else {
+        plan_gguf(input, opts)?
+    };
+    let input_paths: Vec<PathBuf> = match &source {
+        Input::Hf(ck) => ck.paths().map(Path::to_path_buf).collect(),
+        Input::Gguf(_) => vec![input.to_path_buf()],
+    };
+    let input_bytes = input_paths
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let total: u64 = writer.tensors().iter().map(TensorDecl::n_elements).sum();
+    progress.start(total, writer.tensors().len());
+
+    let mut stats: Vec<TypeStats> = Vec::new();
+    let inputs: Vec<&Path> = input_paths.iter().map(PathBuf::as_path).collect();
+    let summary = writer
+        .write_file(output, &inputs, |i, decl, sink| -> anyhow::Result<()> {
+            progress.tensor(i, &decl.name, decl.ty);
+            let (e, s) = write_tensor(&source, &items[i], decl, sink, threads, progress)
+                .with_context(|| format!("converting tensor {:?}", decl.name))?;
+            let entry = match stats.iter_mut().position(|t| t.ty == decl.ty) {
+                Some(p) => &mut stats[p],
+                None => {
+                    stats.push(TypeStats {
+                        ty: decl.ty,
+                        tensors: 0,
+                        elements: 0,
+                        bytes: 0,
+                        sq_err: 0.0,
+                        sq_ref: 0.0,
+                    });
+                    stats.last_mut().expect("just pushed")
+                }
+            };
+            entry.tensors += 1;
+            entry.elements += decl.n_elements();
+            entry.bytes += decl.n_bytes();
+            entry.sq_err += e;
+            entry.sq_ref += s;
+            if let (Input::Hf(ck), Src::Hf { name, .. }) = (&source, &items[i].src) {
+                if let Some(t) = ck.get(name) {
+                    ck.release(t);
+                }
+            }
+            Ok(())
+        })
+        .with_context(|| format!("writing {}", output.display()))?;
+    stats.sort_by_key(|s| s.ty.id());
+    Ok(Report {
+        output: summary.path.unwrap_or_else(|| output.to_path_buf()),
+        input_bytes,
+        output_bytes: summary.file_size,
+        elements: total,
+        tensor_bytes: writer.tensors().iter().map(TensorDecl::n_bytes).sum(),
+        per_type: stats,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Plans the conversion of an HF Llama directory.
+fn plan_hf(dir: &Path, opts: &Options) -> anyhow::Result<(Input, GgufWriter, Vec<Item>)> {
+    let cfg = LlamaConfig::from_file(&dir.join("config.json"))?;
+    let ck = Checkpoint::open_dir(dir)?;
+    let mut mapped = Vec::new();
+    for t in ck.tensors() {
+        if let Some(m) = map_name(&t.name, &cfg)? {
+            mapped.push((m, t));
+        }
+    }
+    mapped.sort_by_key(|(m, _)| m.order);
+    let has = |g: &str| mapped.iter().any(|(m, _)| m.gguf_name == g);
+    for required in ["token_embd.weight", "output_norm.weight"] {
+        if !has(required) {
+            bail!(
+                "{}: the checkpoint has no {required} (model.embed_tokens / model.norm)",
+                dir.display()
+            );
+        }
+    }
+    for l in 0..cfg.n_layer {
+        for t in [
+            "attn_norm",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_norm",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ] {
+            if !has(&format!("blk.{l}.{t}.weight")) {
+                bail!("{}: layer {l} has no {t} weight", dir.display());
+            }
+        }
+    }
+    let h = cfg.hidden_size as usize;
+    let hd = cfg.head_dim() as usize;
+    let expect_shape = |g: &str| -> Option<Vec<usize>> {
+        let ff = cfg.intermediate_size as usize;
+        let kv = cfg.n_head_kv as usize * hd;
+        let suffix = g.split('.').rev().nth(1).unwrap_or("");
+        Some(match suffix {
+            "attn_norm" | "ffn_norm" | "output_norm" => vec![h],
+            "attn_q" | "attn_output" => vec![h, h],
+            "attn_k" | "attn_v" => vec![kv, h],
+            "ffn_gate" | "ffn_up" => vec![ff, h],
+            "ffn_down" => vec![h, ff],
+            _ => return None,
+        })
+    };
+    for (m, t) in &mapped {
+        if let Some(shape) = expect_shape(&m.gguf_name) {
+            if t.shape != shape {
+                bail!(
+                    "tensor {:?} has shape {:?}, config.json implies {shape:?}",
+                    t.name,
+                    t.shape
+                );
+            }
+        } else if t.shape.len() != 2 || t.shape[1] != h {
+            bail!("tensor {:?} has shape {:?}, expected [vocab, {h}]", t.name, t.shape);
+        }
+    }
+    let n_vocab = mapped
+        .iter()
+        .find(|(m, _)| m.gguf_name == "token_embd.weight")
+        .map(|(_, t)| t.shape[0])
+        .expect("checked above");
+
+    let mut w = GgufWriter::new();
+    let name = opts
+        .name
+        .clone()
+        .or_else(|| {
+            dir.canonicalize()
+                .ok()?
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "model".into());
+    let mut meta = cfg.metadata();
+    meta.insert(1, ("general.name".into(), Value::String(name)));
+    for (k, v) in meta {
+        w.set(k, v)?;
+    }
+    w.set("general.file_type", Value::U32(opts.mix.file_type()))?;
+    w.set("general.quantization_version", Value::U32(2))?;
+    if !opts.no_tokenizer {
+        let mut vocab = Vocab::from_dir(dir)?;
+        if vocab.tokens.len() > n_vocab {
+            bail!(
+                "the tokenizer has {} tokens but the embedding only {n_vocab} rows",
+                vocab.tokens.len()
+            );
+        }
+        vocab.pad_to(n_vocab);
+        if let (Some(b), None) = (cfg.bos_token_id, vocab.bos) {
+            vocab.bos = Some(b);
+        }
+        if let (Some(e), None) = (cfg.eos_token_id, vocab.eos) {
+            vocab.eos = Some(e);
+        }
+        for (k, v) in vocab.metadata() {
+            w.set(k, v)?;
+        }
+    }
+
+    let names: Vec<&str> = mapped.iter().map(|(m, _)| m.gguf_name.as_str()).collect();
+    let mut planner = MixPlanner::new(opts.mix, cfg.n_layer, names);
+    let mut items = Vec::new();
+    for (m, t) in &mapped {
+        let dims: Vec<u64> = t.shape.iter().rev().map(|&d| d as u64).collect();
+        let ty = planner
+            .choose(&m.gguf_name, &dims, GgmlType::F32)
+            .map_err(|e| anyhow!(e))?;
+        w.add_tensor(m.gguf_name.clone(), &dims, ty)?;
+        items.push(Item {
+            src: Src::Hf {
+                name: t.name.clone(),
+                permute_heads: m.permute_heads,
+            },
+            src_ty: None,
+        });
+    }
+    Ok((Input::Hf(ck), w, items))
+}
+
+/// Plans requantizing a GGUF file: metadata copied, types re-chosen, tensor order kept.
+fn plan_gguf(path: &Path, opts: &Options) -> anyhow::Result<(Input, GgufWriter, Vec<Item>)> {
+    let f = GgufFile::open(path)?;
+    let mut w = GgufWriter::new();
+    for (k, v) in f.metadata() {
+        w.set(k.clone(), v.clone())?;
+    }
+    if let Some(name) = &opts.name {
+        w.set_str("general.name", name.clone())?;
+    }
+    w.set("general.file_type", Value::U32(opts.mix.file_type()))?;
+    w.set("general.quantization_version", Value::U32(2))?;
+    let n_layer = f
+        .get("general.architecture")
+        .and_then(Value::as_str)
+        .and_then(|a| f.get(&format!("{a}.block_count")))
+        .and_then(Value::as_u64)
+        .unwrap_or(0) as u32;
+    let mut planner = MixPlanner::new(opts.mix, n_layer, f.tensors().iter().map(|t| t.name.as_str()));
+    let mut items = Vec::new();
+    for t in f.tensors() {
+        let ty = planner.choose(&t.name, &t.dims, t.ty).map_err(|e| anyhow!(e))?;
+        w.add_tensor(t.name.clone(), &t.dims, ty)?;
+        items.push(Item {
+            src: Src::Gguf { name: t.name.clone() },
+            src_ty: Some(t.ty),
+        });
+    }
+    Ok((Input::Gguf(f), w, items))
+}
+
+/// Streams one tensor; returns (sum of squared errors, sum of squared source values).
+fn write_tensor(
+    source: &Input,
+    item: &Item,
+    decl: &TensorDecl,
+    sink: &mut TensorSink<'_>,
+    threads: usize,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<(f64, f64)> {
+    // A GGUF tensor whose type does not change is copied byte for byte (as llama.cpp does).
+    if let (Input::Gguf(f), Src::Gguf { name }, Some(src_ty)) = (source, &item.src, item.src_ty) {
+        if src_ty == decl.ty {
+            sink.write_all(f.tensor(name)?.data)?;
+            progress.advance(decl.n_elements());
+            return Ok((0.0, 0.0));
+        }
+    }
+    let row_len = decl.dims[0] as usize;
+    let n_rows = (decl.n_elements() / decl.dims[0]) as usize;
+    let row_bytes = decl.ty.row_bytes(decl.dims[0]).expect("validated by add_tensor") as usize;
+    let chunk_rows = (CHUNK_ELEMS_PER_THREAD * threads / row_len).clamp(1, n_rows);
+    let mut src = vec![0f32; chunk_rows * row_len];
+    let mut dst = vec![0u8; chunk_rows * row_bytes];
+    let (mut sq_err, mut sq_ref) = (0f64, 0f64);
+    let mut first = 0;
+    while first < n_rows {
+        let n = chunk_rows.min(n_rows - first);
+        let src = &mut src[..n * row_len];
+        let dst = &mut dst[..n * row_bytes];
+        read_rows(source, &item.src, first, n, n_rows, row_len, src)?;
+        let (e, s) =
+            quantize_parallel(decl.ty, src, dst, row_len, row_bytes, threads).map_err(|(row, err)| match err {
+                QuantError::NonFinite { index } => anyhow!(
+                    "non-finite value (NaN or infinity) at row {}, column {} of the source tensor",
+                    first + row + index / row_len,
+                    index % row_len
+                ),
+                other => anyhow!(other),
+            })?;
+        sq_err += e;
+        sq_ref += s;
+        sink.write_all(dst)?;
+        progress.advance((n * row_len) as u64);
+        first += n;
+    }
+    Ok((sq_err, sq_ref))
+}
+
+/// Fills `out` with rows `first..first + n` of the output tensor, as f32.
+fn read_rows(
+    source: &Input,
+    src: &Src,
+    first: usize,
+    n: usize,
+    n_rows: usize,
+    row_len: usize,
+    out: &mut [f32],
+) -> anyhow::Result<()> {
+    match (source, src) {
+        (Input::Hf(ck), Src::Hf { name, permute_heads }) => {
+            let t: &TensorMeta = ck.require(name)?;
+            match permute_heads {
+                None => ck.read_rows_f32(t, first, out)?,
+                Some(heads) => {
+                    for (r, row) in out.chunks_exact_mut(row_len).enumerate() {
+                        let from = permuted_row(first + r, n_rows, *heads as usize);
+                        ck.read_rows_f32(t, from, row)?;
+                    }
+                }
+            }
+        }
+        (Input::Gguf(f), Src::Gguf { name }) => {
+            let v = f.tensor(name)?;
+            let rb = v.ty().row_bytes(row_len as u64).expect("validated by the reader") as usize;
+            dequantize_row(v.ty(), &v.data[first * rb..(first + n) * rb], out)
+                .map_err(|e| anyhow!("cannot dequantize the {} source: {e}", v.ty()))?;
+        }
+        _ => unreachable!("items are planned from their own input"),
+    }
+    Ok(())
+}
+
+/// Quantizes whole rows on up to `threads` threads and measures the error. On failure returns
+/// the first row of the failing slice (relative to `src`) and the error.
+fn quantize_parallel(
+    ty: GgmlType,
+    src: &[f32],
+    dst: &mut [u8],
+    row_len: usize,
+    row_bytes: usize,
+    threads: usize,
+) -> Result<(f64, f64), (usize, QuantError)> {
+    let n_rows = src.len() / row_len;
+    let per = n_rows.div_ceil(threads.max(1)).max(1);
+    let work = |row0: usize, x: &[f32], y: &mut [u8]| -> Result<(f64, f64), (usize, QuantError)> {
+        quantize_row(ty, x, y).map_err(|e| (row0, e))?;
+        if ty == GgmlType::F32 {
+            return Ok((0.0, x.iter().map(|&v| (v as f64) * (v as f64)).sum()));
+        }
+        let mut back = vec![0f32; x.len()];
+        dequantize_row(ty, y, &mut back).map_err(|e| (row0, e))?;
+        let mut e = 0f64;
+        let mut s = 0f64;
+        for (&a, &b) in x.iter().zip(&back) {
+            let d = (a - b) as f64;
+            e += d * d;
+            s += (a as f64) * (a as f64);
+        }
+        Ok((e, s))
+    };
+    if threads <= 1 || n_rows == 1 {
+        return work(0, src, dst);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = src
+            .chunks(per * row_len)
+            .zip(dst.chunks_mut(per * row_bytes))
+            .enumerate()
+            .map(|(i, (x, y))| scope.spawn(move || work(i * per, x, y)))
+            .collect();
+        let mut total = (0f64, 0f64);
+        let mut first_err = None;
+        for h in handles {
+            match h.join().expect("quantize worker panicked") {
+                Ok((e, s)) => {
+                    total.0 += e;
+                    total.1 += s;
+                }
+                Err(err) => {
+                    first_err.get_or_insert(err);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    })
+}

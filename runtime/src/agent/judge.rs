@@ -1,0 +1,177 @@
+//! The AgentBench judges: OS `match` (exact answer or regex search, optionally stripped) and
+//! `check` scripts (run in the task's machine with the answer and earlier outputs as
+//! arguments), and the dbbench answer comparison (Python-literal list, floats for single
+//! values, sets otherwise) and table-hash comparison for INSERT/DELETE/UPDATE tasks.
+
+use super::py::{self, PyValue};
+use super::tasks::{MatchSpec, OsEvaluation, Script};
+use serde_json::Value;
+
+/// `evaluation.match`. An answer of `None` (no valid action, round limit, `finish`) fails, as
+/// it did in the harness (a `None == str` comparison, or a `TypeError` in `re.search`).
+pub fn judge_os_match(answer: Option<&str>, spec: &MatchSpec) -> anyhow::Result<bool> {
+    let Some(answer) = answer else {
+        return Ok(false);
+    };
+    let answer = if spec.strip { py::strip(answer) } else { answer };
+    if let Some(expected) = &spec.answer {
+        return Ok(answer == expected);
+    }
+    if let Some(pattern) = &spec.regex {
+        // fancy-regex (backtracking, with look-around and backreferences) follows Python's
+        // `re` search semantics closely; a pattern it cannot compile is a clear error.
+        let re = fancy_regex::Regex::new(pattern).map_err(|e| anyhow::anyhow!("match regex {pattern:?}: {e}"))?;
+        return re
+            .is_match(answer)
+            .map_err(|e| anyhow::anyhow!("match regex {pattern:?}: {e}"));
+    }
+    Ok(false)
+}
+
+/// Runs a judge script in the task's machine: returns the exit code and stdout.
+pub trait ScriptRunner {
+    fn run_script(&mut self, script: &Script, args: &[String]) -> anyhow::Result<(i32, String)>;
+}
+
+/// `evaluation.check`: the first script gets `str(answer)` (`None` when there is none); each
+/// later script also gets the outputs of the earlier ones. All must exit 0.
+pub fn judge_os_check(
+    answer: Option<&str>,
+    scripts: &[Option<Script>],
+    example: Option<&Script>,
+    runner: &mut dyn ScriptRunner,
+) -> anyhow::Result<bool> {
+    let mut params = vec![answer.unwrap_or("None").to_string()];
+    for s in scripts {
+        let Some(script) = s.as_ref().or(example) else {
+            // The harness crashed on a missing example script; the task counted as failed.
+            return Ok(false);
+        };
+        let (code, out) = runner.run_script(script, &params)?;
+        if code != 0 {
+            return Ok(false);
+        }
+        params.push(out);
+    }
+    Ok(true)
+}
+
+/// Judges an OS task's answer with its evaluation.
+pub fn judge_os(answer: Option<&str>, eval: &OsEvaluation, runner: &mut dyn ScriptRunner) -> anyhow::Result<bool> {
+    match eval {
+        OsEvaluation::Match(m) => judge_os_match(answer, m),
+        OsEvaluation::Check { scripts, example } => judge_os_check(answer, scripts, example.as_ref(), runner),
+    }
+}
+
+/// A JSON label value as the Python value `json.loads` gives.
+pub fn json_to_py(v: &Value) -> PyValue {
+    match v {
+        Value::Null => PyValue::None,
+        Value::Bool(b) => PyValue::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => PyValue::Int(i as i128),
+            None => PyValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => PyValue::Str(s.clone()),
+        Value::Array(a) => PyValue::List(a.iter().map(json_to_py).collect()),
+        // Dicts never occur in labels; compare them by their JSON text.
+        Value::Object(_) => PyValue::Str(v.to_string()),
+    }
+}
+
+/// dbbench's answer check for non-mutating tasks: `ans = list(eval(answer))` (or `[answer]`
+/// when that fails); one value each → compared as floats when both convert, else with `==`;
+/// otherwise compared as sets (unhashable values → wrong).
+pub fn judge_db_answer(answer: &str, label: &[Value]) -> bool {
+    let cor: Vec<PyValue> = label.iter().map(json_to_py).collect();
+    let ans: Vec<PyValue> = py::eval_literal(answer)
+        .and_then(|v| v.to_list())
+        .unwrap_or_else(|| vec![PyValue::Str(answer.to_string())]);
+    if ans.len() == 1 && cor.len() == 1 {
+        return match (ans[0].to_float(), cor[0].to_float()) {
+            (Some(a), Some(b)) => a == b,
+            _ => ans[0] == cor[0],
+        };
+    }
+    if !ans.iter().chain(&cor).all(PyValue::is_hashable) {
+        return false;
+    }
+    ans.iter().all(|a| cor.contains(a)) && cor.iter().all(|c| ans.contains(c))
+}
+
+/// dbbench's check for INSERT/DELETE/UPDATE: the `str()` of the hash query's result
+/// (`[('…',)]`) must equal `answer_md5`.
+pub fn judge_db_hash(hash_answer: &str, answer_md5: &str) -> bool {
+    hash_answer == answer_md5
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn os_match() {
+        let m = MatchSpec {
+            answer: Some("Awesome-AgentBench".into()),
+            regex: None,
+            strip: true,
+        };
+        assert!(judge_os_match(Some(" Awesome-AgentBench\n"), &m).unwrap());
+        assert!(!judge_os_match(Some("awesome-agentbench"), &m).unwrap());
+        assert!(!judge_os_match(None, &m).unwrap());
+        let r = MatchSpec {
+            answer: None,
+            regex: Some(r"^\d+ files$".into()),
+            strip: false,
+        };
+        assert!(judge_os_match(Some("12 files"), &r).unwrap());
+        assert!(!judge_os_match(Some(" 12 files"), &r).unwrap());
+    }
+
+    struct Fake(Vec<(Script, Vec<String>)>, i32);
+    impl ScriptRunner for Fake {
+        fn run_script(&mut self, s: &Script, args: &[String]) -> anyhow::Result<(i32, String)> {
+            self.0.push((s.clone(), args.to_vec()));
+            Ok((self.1, format!("out{}", self.0.len())))
+        }
+    }
+
+    #[test]
+    fn os_check_passes_answer_and_outputs() {
+        let ex = Script {
+            language: "bash".into(),
+            code: "nproc".into(),
+        };
+        let chk = Script {
+            language: "python".into(),
+            code: "import sys".into(),
+        };
+        let mut f = Fake(Vec::new(), 0);
+        assert!(judge_os_check(Some("4"), &[None, Some(chk.clone())], Some(&ex), &mut f).unwrap());
+        assert_eq!(f.0[0].1, vec!["4"]);
+        assert_eq!(f.0[1].0, chk);
+        assert_eq!(f.0[1].1, vec!["4", "out1"]);
+        let mut f = Fake(Vec::new(), 1);
+        assert!(!judge_os_check(None, &[None], Some(&ex), &mut f).unwrap());
+        assert_eq!(f.0[0].1, vec!["None"]);
+        assert!(!judge_os_check(Some("1"), &[None], None, &mut Fake(Vec::new(), 0)).unwrap());
+    }
+
+    #[test]
+    fn db_answers() {
+        assert!(judge_db_answer(" [\"March 19, 1998\"]", &[json!("March 19, 1998")]));
+        assert!(judge_db_answer(" [1]", &[json!("1.0")]));
+        assert!(judge_db_answer(" 26", &[json!("26")])); // list(26) fails → [" 26"] → float
+        assert!(!judge_db_answer(" \"Giza\"", &[json!("Giza")])); // list("Giza") = chars
+        assert!(judge_db_answer(" ['1–0', '2–0']", &[json!("2–0"), json!("1–0")]));
+        assert!(!judge_db_answer(" ['1–0']", &[json!("2–0"), json!("1–0")]));
+        assert!(!judge_db_answer(" [[1], 2]", &[json!("1"), json!("2")]));
+        // eval(" none") fails, so the raw text (leading space included) is compared.
+        assert!(!judge_db_answer(" none", &[json!("none")]));
+        assert!(judge_db_answer("none", &[json!("none")]));
+        assert!(!judge_db_answer("", &[json!("none")]));
+        assert!(judge_db_hash("[('ab',)]", "[('ab',)]"));
+    }
+}

@@ -1,0 +1,518 @@
+//! The Llama forward pass on a CUDA GPU, with partial offload.
+//!
+//! [`GpuForward`] uploads the weights of the first `gpu_layers` transformer blocks straight
+//! from the GGUF mapping in their quantized form (no dequantized copy; a text progress line
+//! for large uploads), keeps their KV cache on the GPU in f16, and runs those blocks with the
+//! kernels of `kernels::cuda`. Remaining blocks run on the CPU kernels with a CPU KV cache,
+//! and the output projection runs wherever the last block ran. Token embedding rows are
+//! dequantized on the host (one row per token) and uploaded.
+//!
+//! By default as many blocks are offloaded as fit the GPU's free memory, after an estimate
+//! that is printed on stderr; `gpu_layers` overrides it.
+
+use super::attention::{self, Heads};
+use super::kv_cache::{KvCache, KvType};
+use super::ops::{self, RopeTable, ThreadPool};
+use super::weights::{Layer, LlamaModel, Weight};
+use super::{ModelError, RopeScaling};
+use crate::kernels::cuda::{rope_table, Backend, CudaError, GpuBuffer, GpuContext, GpuMatrix, GPU_WEIGHT_TYPES};
+use std::sync::Arc;
+
+/// Memory left free on the GPU after the estimate (driver, kernels' stacks, fragmentation).
+const HEADROOM: usize = 512 << 20;
+
+/// How to set up a [`GpuForward`].
+#[derive(Clone, Debug)]
+pub struct GpuOptions {
+    /// Which GPU (`Backend::Cuda(info).ordinal`).
+    pub ordinal: usize,
+    /// Blocks to run on the GPU; `None` = as many as fit.
+    pub gpu_layers: Option<usize>,
+    /// Context length (positions the KV caches hold), already capped by the caller.
+    pub n_ctx: usize,
+    /// Most tokens per forward call (sizes the activation buffers).
+    pub max_batch: usize,
+    /// CPU threads for blocks left on the CPU.
+    pub threads: usize,
+}
+
+impl GpuOptions {
+    /// Options for the GPU `backend` selected by `kernels::cuda::select_device`; `None` for
+    /// the CPU backend.
+    pub fn for_backend(backend: &Backend, n_ctx: usize, max_batch: usize, threads: usize) -> Option<GpuOptions> {
+        match backend {
+            Backend::Cpu => None,
+            Backend::Cuda(info) => Some(GpuOptions {
+                ordinal: info.ordinal,
+                gpu_layers: None,
+                n_ctx,
+                max_batch,
+                threads,
+            }),
+        }
+    }
+}
+
+fn gpu_err(e: CudaError) -> ModelError {
+    ModelError::Compute(format!("CUDA: {e}"))
+}
+
+struct GpuLayer {
+    attn_norm: GpuBuffer<f32>,
+    wq: GpuMatrix,
+    wk: GpuMatrix,
+    wv: GpuMatrix,
+    wo: GpuMatrix,
+    ffn_norm: GpuBuffer<f32>,
+    w_gate: GpuMatrix,
+    w_up: GpuMatrix,
+    w_down: GpuMatrix,
+    k_cache: GpuBuffer<u16>,
+    v_cache: GpuBuffer<u16>,
+}
+
+/// Device activation buffers for up to `max_batch` tokens.
+struct GpuScratch {
+    x: GpuBuffer<f32>,
+    xb: GpuBuffer<f32>,
+    xb2: GpuBuffer<f32>,
+    q: GpuBuffer<f32>,
+    k: GpuBuffer<f32>,
+    v: GpuBuffer<f32>,
+    att: GpuBuffer<f32>,
+    hb: GpuBuffer<f32>,
+    hb2: GpuBuffer<f32>,
+    hb3: GpuBuffer<f32>,
+    logits: GpuBuffer<f32>,
+}
+
+/// The blocks that stay on the CPU, with their own KV cache.
+struct CpuTail {
+    pool: ThreadPool,
+    rope: RopeTable,
+    cache: KvCache,
+}
+
+/// A GPU (or GPU + CPU) forward pass for one sequence.
+pub struct GpuForward {
+    model: Arc<LlamaModel>,
+    gpu: GpuContext,
+    layers: Vec<GpuLayer>,
+    /// Output norm and projection, present when every block is on the GPU.
+    output: Option<(GpuBuffer<f32>, GpuMatrix)>,
+    rope: GpuBuffer<f32>,
+    n_ctx: usize,
+    max_batch: usize,
+    s: GpuScratch,
+    tail: Option<CpuTail>,
+}
+
+fn weight_bytes(w: &Weight) -> usize {
+    w.range.end - w.range.start
+}
+
+fn layer_weights(l: &Layer) -> [&Weight; 7] {
+    [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+}
+
+/// Why block `l` cannot run on the GPU, if it cannot.
+fn unsupported(l: &Layer) -> Option<String> {
+    layer_weights(l)
+        .into_iter()
+        .find(|w| !GPU_WEIGHT_TYPES.contains(&w.ty))
+        .map(|w| format!("{} is {}, which has no CUDA kernel", w.name, w.ty))
+}
+
+impl GpuForward {
+    /// Opens the GPU, decides the number of offloaded blocks, and uploads their weights.
+    pub fn new(model: Arc<LlamaModel>, opts: &GpuOptions) -> Result<GpuForward, ModelError> {
+        let cfg = model.config().clone();
+        let (dim, kv_dim, ffn) = (cfg.dim, cfg.kv_dim(), cfg.ffn_dim);
+        if opts.n_ctx == 0 || opts.max_batch == 0 {
+            return Err(ModelError::Options("GPU forward needs n_ctx and max_batch > 0".into()));
+        }
+        let gpu = GpuContext::open(opts.ordinal).map_err(gpu_err)?;
+        if opts.n_ctx > gpu.max_attention_positions() {
+            return Err(ModelError::Options(format!(
+                "context of {} positions exceeds the CUDA attention kernel's limit of {} on this GPU; use a \
+                 smaller --ctx",
+                opts.n_ctx,
+                gpu.max_attention_positions()
+            )));
+        }
+        let n_layers = cfg.n_layers;
+        let kv_bytes = 2 * opts.n_ctx * kv_dim * 2;
+        let per_layer: Vec<usize> = model
+            .layers
+            .iter()
+            .map(|l| layer_weights(l).iter().map(|w| weight_bytes(w)).sum::<usize>() + 2 * dim * 4 + kv_bytes)
+            .collect();
+        let out_bytes = weight_bytes(&model.output) + dim * 4;
+        let b = opts.max_batch;
+        let scratch_bytes = 4 * (b * (5 * dim + 2 * kv_dim + 3 * ffn) + cfg.vocab_size * b.min(8)) + opts.n_ctx * dim * 2;
+        let (free, total) = gpu.mem_info().map_err(gpu_err)?;
+        // Blocks that may go to the GPU at all: up to the first one with an unsupported type.
+        let supported = model.layers.iter().position(|l| unsupported(l).is_some()).unwrap_or(n_layers);
+        let fit = {
+            let mut used = scratch_bytes + HEADROOM;
+            let mut n = 0;
+            while n < supported && used + per_layer[n] <= free {
+                used += per_layer[n];
+                n += 1;
+            }
+            n
+        };
+        let n_gpu = match opts.gpu_layers {
+            Some(n) if n > supported => {
+                let why = unsupported(&model.layers[supported]).unwrap_or_default();
+                return Err(ModelError::Options(format!(
+                    "--gpu-layers {n}: only the first {supported} blocks can run on the GPU ({why})"
+                )));
+            }
+            Some(n) => n.min(n_layers),
+            None => fit,
+        };
+        let all_on_gpu = n_gpu == n_layers && GPU_WEIGHT_TYPES.contains(&model.output.ty);
+        let need: usize = per_layer[..n_gpu].iter().sum::<usize>()
+            + scratch_bytes
+            + if all_on_gpu { out_bytes } else { 0 };
+        eprintln!(
+            "edgeact: {}: offloading {n_gpu}/{n_layers} blocks{} — estimated {:.2} GiB of GPU memory ({:.2} GiB free \
+             of {:.2} GiB; KV cache {:.0} MiB per block for {} positions)",
+            gpu.info(),
+            if all_on_gpu { " and the output layer" } else { "" },
+            need as f64 / GIB,
+            free as f64 / GIB,
+            total as f64 / GIB,
+            kv_bytes as f64 / (1u64 << 20) as f64,
+            opts.n_ctx
+        );
+        if opts.gpu_layers.is_some() && need + HEADROOM > free {
+            eprintln!("edgeact: warning: --gpu-layers {n_gpu} may not fit in the GPU's free memory");
+        }
+
+        let bytes = model.file().bytes();
+        let upload = |w: &Weight| {
+            gpu.upload_matrix(w.ty, w.rows, w.cols, &bytes[w.range.clone()])
+                .map_err(|e| ModelError::Compute(format!("uploading {}: {e}", w.name)))
+        };
+        let mut progress = Progress::new(per_layer[..n_gpu].iter().sum::<usize>() + if all_on_gpu { out_bytes } else { 0 });
+        let mut layers = Vec::with_capacity(n_gpu);
+        for (i, l) in model.layers.iter().take(n_gpu).enumerate() {
+            layers.push(GpuLayer {
+                attn_norm: gpu.upload(&l.attn_norm).map_err(gpu_err)?,
+                wq: upload(&l.wq)?,
+                wk: upload(&l.wk)?,
+                wv: upload(&l.wv)?,
+                wo: upload(&l.wo)?,
+                ffn_norm: gpu.upload(&l.ffn_norm).map_err(gpu_err)?,
+                w_gate: upload(&l.w_gate)?,
+                w_up: upload(&l.w_up)?,
+                w_down: upload(&l.w_down)?,
+                k_cache: gpu.zeros(opts.n_ctx * kv_dim).map_err(gpu_err)?,
+                v_cache: gpu.zeros(opts.n_ctx * kv_dim).map_err(gpu_err)?,
+            });
+            progress.advance(per_layer[i], &format!("block {}/{n_gpu}", i + 1));
+        }
+        let output = if all_on_gpu {
+            let o = (gpu.upload(&model.output_norm).map_err(gpu_err)?, upload(&model.output)?);
+            progress.advance(out_bytes, "output");
+            Some(o)
+        } else {
+            None
+        };
+        progress.finish();
+        let freq_scale = match cfg.rope_scaling {
+            RopeScaling::None => 1.0,
+            RopeScaling::Linear { factor } => 1.0 / factor,
+        };
+        let rope = gpu
+            .upload(&rope_table(cfg.head_dim, cfg.rope_freq_base, freq_scale, opts.n_ctx))
+            .map_err(gpu_err)?;
+        let z = |n: usize| gpu.zeros::<f32>(n).map_err(gpu_err);
+        let s = GpuScratch {
+            x: z(b * dim)?,
+            xb: z(b * dim)?,
+            xb2: z(b * dim)?,
+            q: z(b * dim)?,
+            k: z(b * kv_dim)?,
+            v: z(b * kv_dim)?,
+            att: z(b * dim)?,
+            hb: z(b * ffn)?,
+            hb2: z(b * ffn)?,
+            hb3: z(b * ffn)?,
+            logits: z(cfg.vocab_size * b)?,
+        };
+        let tail = (n_gpu < n_layers || output.is_none()).then(|| CpuTail {
+            pool: ThreadPool::new(opts.threads.max(1)),
+            rope: RopeTable::new(cfg.head_dim, cfg.rope_freq_base, freq_scale, opts.n_ctx),
+            cache: KvCache::new(KvType::F16, n_layers - n_gpu, opts.n_ctx, kv_dim),
+        });
+        Ok(GpuForward {
+            model,
+            gpu,
+            layers,
+            output,
+            rope,
+            n_ctx: opts.n_ctx,
+            max_batch: b,
+            s,
+            tail,
+        })
+    }
+
+    /// Blocks running on the GPU.
+    pub fn gpu_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Runs `tokens` (ids already checked) at positions `pos0..`, in chunks of at most
+    /// `max_batch`, and appends to `logits_out` the logits of positions `first_logit..` of
+    /// this call (`None`: no logits).
+    pub fn forward(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        first_logit: Option<usize>,
+        logits_out: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        if pos0 + tokens.len() > self.n_ctx {
+            return Err(ModelError::ContextFull {
+                needed: pos0 + tokens.len(),
+                n_ctx: self.n_ctx,
+            });
+        }
+        let mut done = 0;
+        for chunk in tokens.chunks(self.max_batch) {
+            let first = first_logit.map(|f| f.saturating_sub(done)).filter(|&f| f < chunk.len());
+            self.chunk(chunk, pos0 + done, first, logits_out)?;
+            done += chunk.len();
+        }
+        Ok(())
+    }
+
+    /// Evaluates `tokens` at positions `pos0..` and returns the last token's logits.
+    pub fn eval(&mut self, tokens: &[u32], pos0: usize) -> Result<Vec<f32>, ModelError> {
+        if tokens.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        let n_vocab = self.model.config().vocab_size;
+        if let Some(&token) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(ModelError::InvalidToken { token, n_vocab });
+        }
+        let mut out = Vec::with_capacity(n_vocab);
+        self.forward(tokens, pos0, Some(tokens.len() - 1), &mut out)?;
+        Ok(out)
+    }
+
+    fn chunk(&mut self, tokens: &[u32], pos0: usize, first: Option<usize>, out: &mut Vec<f32>) -> Result<(), ModelError> {
+        let model = Arc::clone(&self.model);
+        let cfg = model.config();
+        let n = tokens.len();
+        let dim = cfg.dim;
+        let mut x = vec![0f32; n * dim];
+        for (t, &tok) in tokens.iter().enumerate() {
+            model.embed(tok, &mut x[t * dim..(t + 1) * dim])?;
+        }
+        self.gpu.upload_into(&x, &mut self.s.x).map_err(gpu_err)?;
+        for l in 0..self.layers.len() {
+            self.gpu_block(l, n, pos0).map_err(gpu_err)?;
+        }
+        let Some(first) = first else {
+            if self.tail.is_some() {
+                x = self.gpu.download(&self.s.x, n * dim).map_err(gpu_err)?;
+                self.cpu_blocks(&model, &mut x, n, pos0)?;
+            } else {
+                self.gpu.synchronize().map_err(gpu_err)?;
+            }
+            return Ok(());
+        };
+        let rows = n - first;
+        if let Some((norm, w)) = &self.output {
+            let g = &self.gpu;
+            let s = &mut self.s;
+            let xs = s.x.slice(first * dim..n * dim);
+            g.rms_norm(&xs, &norm.slice(..), &mut s.xb.slice_mut(..), rows, dim, cfg.rms_eps)
+                .map_err(gpu_err)?;
+            g.matmul(w, &s.xb.slice(..), rows, &mut s.logits.slice_mut(..)).map_err(gpu_err)?;
+            out.extend(g.download(&s.logits, rows * cfg.vocab_size).map_err(gpu_err)?);
+            return Ok(());
+        }
+        x = self.gpu.download(&self.s.x, n * dim).map_err(gpu_err)?;
+        self.cpu_blocks(&model, &mut x, n, pos0)?;
+        let tail = self.tail.as_ref().ok_or_else(|| ModelError::Compute("no CPU path for the output".into()))?;
+        let mut xb = vec![0f32; rows * dim];
+        for (o, xi) in xb.chunks_exact_mut(dim).zip(x[first * dim..].chunks_exact(dim)) {
+            ops::rms_norm(o, xi, &model.output_norm, cfg.rms_eps);
+        }
+        let start = out.len();
+        out.resize(start + rows * cfg.vocab_size, 0.0);
+        cpu_matmul(&tail.pool, &model, &model.output, &xb, rows, &mut out[start..])
+    }
+
+    /// One transformer block on the GPU over the chunk in `s.x`.
+    fn gpu_block(&mut self, l: usize, n: usize, pos0: usize) -> Result<(), CudaError> {
+        let cfg = self.model.config();
+        let (dim, kv_dim, hd, ffn) = (cfg.dim, cfg.kv_dim(), cfg.head_dim, cfg.ffn_dim);
+        let g = &self.gpu;
+        let s = &mut self.s;
+        let layer = &mut self.layers[l];
+        g.rms_norm(&s.x.slice(..), &layer.attn_norm.slice(..), &mut s.xb.slice_mut(..), n, dim, cfg.rms_eps)?;
+        g.matmul(&layer.wq, &s.xb.slice(..), n, &mut s.q.slice_mut(..))?;
+        g.matmul(&layer.wk, &s.xb.slice(..), n, &mut s.k.slice_mut(..))?;
+        g.matmul(&layer.wv, &s.xb.slice(..), n, &mut s.v.slice_mut(..))?;
+        let rope = self.rope.slice(..);
+        g.rope(&mut s.q.slice_mut(..), &rope, self.n_ctx, n, cfg.n_heads, hd, pos0)?;
+        g.rope(&mut s.k.slice_mut(..), &rope, self.n_ctx, n, cfg.n_kv_heads, hd, pos0)?;
+        g.kv_store(
+            &s.k.slice(..),
+            &s.v.slice(..),
+            &mut layer.k_cache.slice_mut(..),
+            &mut layer.v_cache.slice_mut(..),
+            n,
+            kv_dim,
+            pos0,
+        )?;
+        g.attention(
+            &s.q.slice(..),
+            &layer.k_cache.slice(..),
+            &layer.v_cache.slice(..),
+            &mut s.att.slice_mut(..),
+            n,
+            cfg.n_heads,
+            cfg.n_kv_heads,
+            hd,
+            pos0,
+        )?;
+        g.matmul(&layer.wo, &s.att.slice(..), n, &mut s.xb2.slice_mut(..))?;
+        g.add_inplace(&mut s.x.slice_mut(..), &s.xb2.slice(..), n * dim)?;
+        g.rms_norm(&s.x.slice(..), &layer.ffn_norm.slice(..), &mut s.xb.slice_mut(..), n, dim, cfg.rms_eps)?;
+        g.matmul(&layer.w_gate, &s.xb.slice(..), n, &mut s.hb.slice_mut(..))?;
+        g.matmul(&layer.w_up, &s.xb.slice(..), n, &mut s.hb2.slice_mut(..))?;
+        g.swiglu(&s.hb.slice(..), &s.hb2.slice(..), &mut s.hb3.slice_mut(..), n * ffn)?;
+        g.matmul(&layer.w_down, &s.hb3.slice(..), n, &mut s.xb2.slice_mut(..))?;
+        g.add_inplace(&mut s.x.slice_mut(..), &s.xb2.slice(..), n * dim)
+    }
+
+    /// The blocks after the offloaded ones, on the CPU (same arithmetic as `Session`).
+    fn cpu_blocks(&mut self, model: &LlamaModel, x: &mut [f32], n: usize, pos0: usize) -> Result<(), ModelError> {
+        let first = self.layers.len();
+        let Some(tail) = self.tail.as_mut() else {
+            return Ok(());
+        };
+        let cfg = model.config();
+        let (dim, kv_dim, hd, ffn) = (cfg.dim, cfg.kv_dim(), cfg.head_dim, cfg.ffn_dim);
+        let heads = Heads {
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: hd,
+        };
+        let (mut xb, mut q) = (vec![0f32; n * dim], vec![0f32; n * dim]);
+        let (mut k, mut v) = (vec![0f32; n * kv_dim], vec![0f32; n * kv_dim]);
+        let (mut att, mut out) = (vec![0f32; n * dim], vec![0f32; n * dim]);
+        let (mut gate, mut up, mut act) = (vec![0f32; n * ffn], vec![0f32; n * ffn], vec![0f32; n * ffn]);
+        let mut scores = vec![0f32; pos0 + n];
+        for (i, layer) in model.layers.iter().enumerate().skip(first) {
+            let cl = i - first;
+            for (o, xi) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+                ops::rms_norm(o, xi, &layer.attn_norm, cfg.rms_eps);
+            }
+            cpu_matmul(&tail.pool, model, &layer.wq, &xb, n, &mut q)?;
+            cpu_matmul(&tail.pool, model, &layer.wk, &xb, n, &mut k)?;
+            cpu_matmul(&tail.pool, model, &layer.wv, &xb, n, &mut v)?;
+            for t in 0..n {
+                ops::rope(&tail.rope, &mut q[t * dim..(t + 1) * dim], pos0 + t);
+                ops::rope(&tail.rope, &mut k[t * kv_dim..(t + 1) * kv_dim], pos0 + t);
+                tail.cache
+                    .store(cl, pos0 + t, &k[t * kv_dim..(t + 1) * kv_dim], &v[t * kv_dim..(t + 1) * kv_dim]);
+            }
+            let keys = tail.cache.keys(cl, pos0 + n);
+            let values = tail.cache.values(cl, pos0 + n);
+            for t in 0..n {
+                for h in 0..cfg.n_heads {
+                    let o = t * dim + h * hd;
+                    attention::attend_head(
+                        heads,
+                        h,
+                        &q[o..o + hd],
+                        &keys,
+                        &values,
+                        pos0 + t + 1,
+                        &mut scores,
+                        &mut att[o..o + hd],
+                    );
+                }
+            }
+            cpu_matmul(&tail.pool, model, &layer.wo, &att, n, &mut out)?;
+            x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
+            for (o, xi) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+                ops::rms_norm(o, xi, &layer.ffn_norm, cfg.rms_eps);
+            }
+            cpu_matmul(&tail.pool, model, &layer.w_gate, &xb, n, &mut gate)?;
+            cpu_matmul(&tail.pool, model, &layer.w_up, &xb, n, &mut up)?;
+            ops::swiglu(&gate, &up, &mut act);
+            cpu_matmul(&tail.pool, model, &layer.w_down, &act, n, &mut out)?;
+            x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
+        }
+        Ok(())
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn cpu_matmul(
+    pool: &ThreadPool,
+    model: &LlamaModel,
+    w: &Weight,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), ModelError> {
+    ops::matmul(pool, &model.qmatrix(w), x, n, out).map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))
+}
+
+/// A one-line stderr progress bar for weight uploads of 1 GiB or more (small models load
+/// in a blink and print nothing).
+struct Progress {
+    total: usize,
+    done: usize,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress {
+            total,
+            done: 0,
+            shown: false,
+        }
+    }
+
+    fn advance(&mut self, bytes: usize, what: &str) {
+        self.done += bytes;
+        if self.total < (1 << 30) {
+            return;
+        }
+        let frac = self.done as f64 / self.total as f64;
+        let filled = (frac * 30.0).round() as usize;
+        eprint!(
+            "\redgeact: uploading weights [{}{}] {:5.1}% {:.2}/{:.2} GiB ({what})   ",
+            "#".repeat(filled.min(30)),
+            " ".repeat(30 - filled.min(30)),
+            frac * 100.0,
+            self.done as f64 / GIB,
+            self.total as f64 / GIB
+        );
+        self.shown = true;
+    }
+
+    fn finish(&self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}

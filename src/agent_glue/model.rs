@@ -1,0 +1,43 @@
+//! Loading a GGUF model into the agent's [`EngineModel`]s: one shared weight mapping and
+//! tokenizer, one KV-cache session per worker.
+
+use crate::cmd::run::{load_model, ModelArgs};
+use anyhow::Context;
+use edgeact_runtime::agent::{EngineConfig, EngineModel};
+use edgeact_runtime::gguf::GgufFile;
+use edgeact_runtime::model::{LlamaModel, Session, SessionOptions};
+use edgeact_runtime::tokenizer::Tokenizer;
+use std::sync::Arc;
+
+/// A loaded model that can open engine-backed agents.
+pub struct LoadedModel {
+    pub model: Arc<LlamaModel>,
+    pub tokenizer: Arc<Tokenizer>,
+    args: ModelArgs,
+}
+
+impl LoadedModel {
+    pub fn load(args: &ModelArgs) -> anyhow::Result<LoadedModel> {
+        args.device.resolve()?;
+        let (file, model): (Arc<GgufFile>, Arc<LlamaModel>) = load_model(&args.model)?;
+        let tokenizer = Tokenizer::from_gguf(&file).with_context(|| format!("tokenizer of {}", args.model.display()))?;
+        Ok(LoadedModel {
+            model,
+            tokenizer: Arc::new(tokenizer),
+            args: args.clone(),
+        })
+    }
+
+    /// A fresh session and engine; `threads` overrides `--threads` (jobs split the cores).
+    pub fn engine(&self, config: EngineConfig, threads: Option<usize>) -> anyhow::Result<EngineModel> {
+        let max = self.model.config().max_context;
+        let opts = SessionOptions {
+            n_ctx: self.args.ctx.min(max),
+            threads: threads.or(self.args.threads).unwrap_or(0),
+            kv_type: self.args.kv_type,
+            ..Default::default()
+        };
+        let session = Session::new(Arc::clone(&self.model), opts)?;
+        EngineModel::new(session, Arc::clone(&self.tokenizer), config)
+    }
+}
