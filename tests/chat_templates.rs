@@ -12,7 +12,10 @@ const LLAMA_VOCAB: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/models/llama2-tokenizer/ggml-vocab-llama-spm.gguf"
 );
-const SMOLLM2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+const SMOLLM2: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+);
 
 fn fixtures() -> Value {
     serde_json::from_str(&std::fs::read_to_string(FIXTURES).expect("read chat fixtures")).expect("parse chat fixtures")
@@ -57,7 +60,9 @@ fn chat_templates_match_references() {
             .render(&messages(&fx["conversations"][conversation]), gen)
             .unwrap_or_else(|e| panic!("{template}/{conversation}: {e}"));
         if got != want {
-            failures.push(format!("{template}/{conversation}/gen={gen}:\n got  {got:?}\n want {want:?}"));
+            failures.push(format!(
+                "{template}/{conversation}/gen={gen}:\n got  {got:?}\n want {want:?}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -93,7 +98,9 @@ fn chat_template_errors_are_clear() {
     let err = jinja(&fx, "llama2-hf").render(&bad, true).unwrap_err();
     assert!(err.to_string().contains("Conversation roles must alternate"), "{err}");
     // A template that does not parse.
-    let err = ChatTemplate::from_jinja("{% for m in messages %}", "", "").err().expect("syntax error");
+    let err = ChatTemplate::from_jinja("{% for m in messages %}", "", "")
+        .err()
+        .expect("syntax error");
     assert!(matches!(err, ChatError::Syntax(_)), "{err}");
     assert!(matches!(ChatTemplate::named("nope"), Err(ChatError::UnknownName(_))));
 }
@@ -105,7 +112,10 @@ fn chat_template_from_gguf() {
     let chat = ChatTemplate::from_gguf(&file).unwrap();
     assert!(chat.source().is_none());
     let text = chat
-        .render(&[Message::user("hi"), Message::assistant("yo"), Message::user("ls")], true)
+        .render(
+            &[Message::user("hi"), Message::assistant("yo"), Message::user("ls")],
+            true,
+        )
         .unwrap();
     assert_eq!(text, "[INST] hi [/INST] yo </s><s>[INST] ls [/INST]");
     // Rendered prompts go through the tokenizer with special parsing: `</s><s>` → EOS, BOS.

@@ -40,7 +40,11 @@ fn every_kernel_module_compiles_with_nvrtc() {
         assert_eq!(modules.len(), SOURCES.len());
         for m in &modules {
             assert!(!m.from_disk, "{} for sm_{arch} came from a stale cache", m.name);
-            assert!(m.ptx.contains(&format!(".target sm_{arch}")), "{}: wrong target", m.name);
+            assert!(
+                m.ptx.contains(&format!(".target sm_{arch}")),
+                "{}: wrong target",
+                m.name
+            );
             for entry in expected_entries(&m.name) {
                 assert!(
                     m.ptx.contains(&format!(".entry {entry}(")),

@@ -69,7 +69,10 @@ fn matrix_upload_rejects_bad_input() {
     let m = g.upload_matrix(GgmlType::F32, 2, 32, &[0u8; 256]).unwrap();
     let x = g.zeros::<f32>(16).unwrap();
     let mut y = g.zeros::<f32>(2).unwrap();
-    assert!(g.matmul(&m, &x.slice(..), 1, &mut y.slice_mut(..)).is_err(), "short x accepted");
+    assert!(
+        g.matmul(&m, &x.slice(..), 1, &mut y.slice_mut(..)).is_err(),
+        "short x accepted"
+    );
 }
 
 #[test]
@@ -92,14 +95,16 @@ fn elementwise_ops_match_cpu() {
     }
     let (xd, wd) = (g.upload(&x).unwrap(), g.upload(&w).unwrap());
     let mut od = g.zeros::<f32>(rows * n).unwrap();
-    g.rms_norm(&xd.slice(..), &wd.slice(..), &mut od.slice_mut(..), rows, n, 1e-5).unwrap();
+    g.rms_norm(&xd.slice(..), &wd.slice(..), &mut od.slice_mut(..), rows, n, 1e-5)
+        .unwrap();
     assert_close("rms_norm", &g.download(&od, rows * n).unwrap(), &want, 1e-5);
 
     // SwiGLU
     let up = random(&mut rng, rows * n, 2.0);
     let want: Vec<f32> = x.iter().zip(&up).map(|(&a, &b)| a / (1.0 + (-a).exp()) * b).collect();
     let ud = g.upload(&up).unwrap();
-    g.swiglu(&xd.slice(..), &ud.slice(..), &mut od.slice_mut(..), rows * n).unwrap();
+    g.swiglu(&xd.slice(..), &ud.slice(..), &mut od.slice_mut(..), rows * n)
+        .unwrap();
     assert_close("swiglu", &g.download(&od, rows * n).unwrap(), &want, 1e-5);
 
     // Residual add
@@ -149,10 +154,21 @@ fn rope_matches_cpu_table() {
     }
     let td = g.upload(&table).unwrap();
     let mut xd = g.upload(&x).unwrap();
-    g.rope(&mut xd.slice_mut(..), &td.slice(..), positions, n_tok, n_heads, hd, pos0).unwrap();
+    g.rope(
+        &mut xd.slice_mut(..),
+        &td.slice(..),
+        positions,
+        n_tok,
+        n_heads,
+        hd,
+        pos0,
+    )
+    .unwrap();
     assert_close("rope", &g.download(&xd, x.len()).unwrap(), &want, 1e-6);
     // Positions past the table are refused.
-    assert!(g.rope(&mut xd.slice_mut(..), &td.slice(..), positions, n_tok, n_heads, hd, 30).is_err());
+    assert!(g
+        .rope(&mut xd.slice_mut(..), &td.slice(..), positions, n_tok, n_heads, hd, 30)
+        .is_err());
 }
 
 #[test]
@@ -172,8 +188,16 @@ fn kv_store_and_attention_match_cpu() {
     for (p, n) in [(0, pos0), (pos0, n_tok)] {
         let kd = g.upload(&k[p * kv_dim..(p + n) * kv_dim]).unwrap();
         let vd = g.upload(&v[p * kv_dim..(p + n) * kv_dim]).unwrap();
-        g.kv_store(&kd.slice(..), &vd.slice(..), &mut kc.slice_mut(..), &mut vc.slice_mut(..), n, kv_dim, p)
-            .unwrap();
+        g.kv_store(
+            &kd.slice(..),
+            &vd.slice(..),
+            &mut kc.slice_mut(..),
+            &mut vc.slice_mut(..),
+            n,
+            kv_dim,
+            p,
+        )
+        .unwrap();
     }
     let kh: Vec<f32> = k.iter().map(|&x| f16_to_f32(f32_to_f16(x))).collect();
     let vh: Vec<f32> = v.iter().map(|&x| f16_to_f32(f32_to_f16(x))).collect();
@@ -194,10 +218,13 @@ fn kv_store_and_attention_match_cpu() {
                 })
                 .collect();
             let m = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let tot: f32 = s.iter_mut().map(|x| {
-                *x = (*x - m).exp();
-                *x
-            }).sum();
+            let tot: f32 = s
+                .iter_mut()
+                .map(|x| {
+                    *x = (*x - m).exp();
+                    *x
+                })
+                .sum();
             for d in 0..hd {
                 want[t * dim + h * hd + d] = (0..seen).map(|j| s[j] / tot * vh[j * kv_dim + off + d]).sum();
             }
@@ -205,7 +232,17 @@ fn kv_store_and_attention_match_cpu() {
     }
     let qd = g.upload(&q).unwrap();
     let mut od = g.zeros::<f32>(n_tok * dim).unwrap();
-    g.attention(&qd.slice(..), &kc.slice(..), &vc.slice(..), &mut od.slice_mut(..), n_tok, n_heads, n_kv, hd, pos0)
-        .unwrap();
+    g.attention(
+        &qd.slice(..),
+        &kc.slice(..),
+        &vc.slice(..),
+        &mut od.slice_mut(..),
+        n_tok,
+        n_heads,
+        n_kv,
+        hd,
+        pos0,
+    )
+    .unwrap();
     assert_close("attention", &g.download(&od, n_tok * dim).unwrap(), &want, 1e-4);
 }

@@ -39,6 +39,14 @@ fn row(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 /// ggml's activation bytes converted to what our kernel takes for this weight type:
 /// unchanged for the quantized partners, little-endian f32 for float weights (ggml pairs
 /// F16/BF16 weights with F16/BF16 activations; we widen those exact values).
+/// ggml activation bytes as f32 (F32 rows have no `to_float` in ggml: they are f32 already).
+fn ggml_to_f32(ty: u32, bytes: &[u8], n: usize) -> Vec<f32> {
+    if ty == GgmlType::F32.id() {
+        return bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    }
+    edgeact_oracle::dequantize_row(ty, bytes, n).expect("widen activations")
+}
+
 fn our_activations(ty: GgmlType, ggml_act_ty: u32, ggml_act: &[u8], n: usize) -> Vec<u8> {
     if act_type(ty) != GgmlType::F32 {
         assert_eq!(
@@ -48,7 +56,7 @@ fn our_activations(ty: GgmlType, ggml_act_ty: u32, ggml_act: &[u8], n: usize) ->
         );
         return ggml_act.to_vec();
     }
-    let f = edgeact_oracle::dequantize_row(ggml_act_ty, ggml_act, n).expect("widen activations");
+    let f = ggml_to_f32(ggml_act_ty, ggml_act, n);
     f.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
@@ -63,7 +71,8 @@ fn check(ty: GgmlType, n: usize, wx: &[f32], ax: &[f32], what: &str) {
     // Float rounding scale: the sum of |w_i * a_i| over the dequantized operands.
     let mut wd = vec![0f32; n];
     dequantize_row(ty, &w, &mut wd).unwrap();
-    let ad = edgeact_oracle::dequantize_row(ggml_act_ty, &ggml_act, n).unwrap();
+    let mut ad = vec![0f32; n];
+    dequantize_row(act_type(ty), &ours_act, &mut ad).unwrap();
     let l1: f64 = wd.iter().zip(&ad).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
     let tol = 3e-5 * l1 + 1e-5;
     for b in available_backends() {

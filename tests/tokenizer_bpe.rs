@@ -7,7 +7,10 @@ use edgeact_runtime::tokenizer::bpe::byte_to_char_table;
 use edgeact_runtime::tokenizer::{StreamDecoder, TokenType, Tokenizer, TokenizerKind, VocabConfig};
 use serde_json::Value;
 
-const SMOLLM2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+const SMOLLM2: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+);
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tokenizer/corpus.json");
 
 fn smollm2() -> Option<Tokenizer> {
@@ -37,7 +40,10 @@ fn tokenizer_bpe_smollm2_metadata_and_prompt() {
     assert_eq!(tok.kind(), &TokenizerKind::Bpe { pre: "smollm".into() });
     assert_eq!(tok.n_vocab(), 49152);
     assert!(!tok.add_bos_default());
-    assert_eq!(tok.encode("The capital of France is", false, false), [504, 3575, 282, 4649, 314]);
+    assert_eq!(
+        tok.encode("The capital of France is", false, false),
+        [504, 3575, 282, 4649, 314]
+    );
     // <|im_end|> (EOS) and <|endoftext|> end a generation; <|im_start|> does not.
     assert!(tok.is_eog(2) && tok.is_eog(0) && !tok.is_eog(1));
     assert_eq!(tok.token_type(1), Some(TokenType::Control));
@@ -76,7 +82,12 @@ fn tokenizer_bpe_smollm2_hf_corpus() {
         streamed.push_str(&stream.finish());
         assert_eq!(streamed, text);
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -94,7 +94,10 @@ fn tokenizer_errors_missing_or_unknown_model() {
 fn tokenizer_errors_bad_vocab() {
     let e = err(&[("tokenizer.ggml.model", V::Str("llama"))]);
     assert!(e.contains("tokenizer.ggml.tokens is missing"), "{e}");
-    let e = err(&[("tokenizer.ggml.model", V::Str("llama")), ("tokenizer.ggml.tokens", V::Strs(vec![]))]);
+    let e = err(&[
+        ("tokenizer.ggml.model", V::Str("llama")),
+        ("tokenizer.ggml.tokens", V::Strs(vec![])),
+    ]);
     assert!(e.contains("empty"), "{e}");
     let e = err(&[
         ("tokenizer.ggml.model", V::Str("llama")),

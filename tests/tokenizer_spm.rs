@@ -75,7 +75,12 @@ fn tokenizer_spm_llama_cpp_vocab_test() {
         let want: Vec<u32> = line.split_whitespace().map(|s| s.parse().expect("an id")).collect();
         check(&tok, text, &want, &mut failures);
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -88,7 +93,12 @@ fn tokenizer_spm_shared_vectors() {
     for v in vectors {
         check(&tok, v["text"].as_str().expect("text"), &ids(&v["ids"]), &mut failures);
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -111,7 +121,12 @@ fn tokenizer_spm_hf_corpus() {
     for (text, want) in corpus.iter().zip(want) {
         check(&tok, text.as_str().expect("text"), &ids(want), &mut failures);
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

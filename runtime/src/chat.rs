@@ -206,7 +206,9 @@ impl ChatTemplate {
                     .render(Value::from(ctx))
                     .map_err(|e| ChatError::Render(jinja_error(&e)))
             }
-            Kind::Llama2 { default_system } => render_llama2(messages, default_system.as_deref(), add_generation_prompt),
+            Kind::Llama2 { default_system } => {
+                render_llama2(messages, default_system.as_deref(), add_generation_prompt)
+            }
         }
     }
 }
@@ -214,7 +216,11 @@ impl ChatTemplate {
 /// FastChat 0.2.31 `Conversation.get_prompt` for `SeparatorStyle.LLAMA2`, with contents
 /// `.strip()`ped as AgentBench's client does. Roles must alternate user/assistant after an
 /// optional leading system message.
-fn render_llama2(messages: &[Message], default_system: Option<&str>, add_generation_prompt: bool) -> Result<String, ChatError> {
+fn render_llama2(
+    messages: &[Message],
+    default_system: Option<&str>,
+    add_generation_prompt: bool,
+) -> Result<String, ChatError> {
     let (system, turns) = match messages.first() {
         Some(m) if m.role == "system" => (Some(py_strip(&m.content)), &messages[1..]),
         _ => (default_system, messages),

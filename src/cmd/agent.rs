@@ -4,6 +4,7 @@
 
 use super::run::ModelArgs;
 use crate::agent_glue::model::LoadedModel;
+use crate::agent_glue::os::{MachineOptions, SandboxMachine};
 use crate::agent_glue::sql::{default_add_description, SqlEngine, SqlTool};
 use crate::agent_glue::transcript::Transcript;
 use anyhow::{bail, Context};
@@ -76,6 +77,12 @@ impl GenArgs {
 struct OsArgs {
     #[command(flatten)]
     gen: GenArgs,
+    /// Root file system for the sandbox (`edgeact rootfs build`); default: the host's, read-only.
+    #[arg(long)]
+    rootfs: Option<PathBuf>,
+    /// Strip terminal escapes and the prompt from observations.
+    #[arg(long)]
+    clean_output: bool,
     /// The task, e.g. "How many files are in /etc?".
     task: String,
 }
@@ -213,7 +220,11 @@ fn engine_for(gen: &GenArgs) -> anyhow::Result<edgeact_runtime::agent::EngineMod
 }
 
 fn run_os_task(a: OsArgs) -> anyhow::Result<ExitCode> {
-    let mut tool = crate::agent_glue::os::OsTool::start_interactive()?;
+    let opts = MachineOptions {
+        rootfs: a.rootfs.clone(),
+        clean_output: a.clean_output,
+    };
+    let mut tool = SandboxMachine::start(&opts)?;
     let mut engine = engine_for(&a.gen)?;
     let mut view = open_view(
         &a.gen,

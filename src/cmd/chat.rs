@@ -2,11 +2,12 @@
 //! conversation with the chat template and generates the reply; the session's KV cache keeps
 //! the previous turns, so only the new tokens are evaluated.
 //!
-//! Template: the built-in Llama-2 / AgentLM format (FastChat `llama-2`):
-//! `[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] {user} [/INST]`.
+//! Template: the GGUF's `tokenizer.chat_template`, else the built-in Llama-2 / AgentLM format
+//! (FastChat `llama-2`), both from `edgeact_runtime::chat`.
 
 use super::run::{print_timings, stop_tokens, ModelArgs, SamplingArgs};
-use anyhow::{bail, Context};
+use anyhow::Context;
+use edgeact_runtime::chat::{ChatTemplate, Message};
 use edgeact_runtime::generate::{generate, GenerateOptions};
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::tokenizer::{StreamDecoder, Tokenizer};
@@ -27,59 +28,16 @@ pub struct Args {
     n_predict: usize,
 }
 
-/// One message of a conversation.
-#[derive(Clone, Debug)]
-pub struct Turn {
-    pub role: String,
-    pub content: String,
-}
-
-impl Turn {
-    pub fn new(role: &str, content: &str) -> Turn {
-        Turn {
-            role: role.into(),
-            content: content.into(),
-        }
-    }
-}
-
-/// The Llama-2 chat format (FastChat `llama-2`, which AgentLM was trained with). Roles must
-/// alternate user/assistant after an optional leading system message; the text ends with the
-/// last user turn's `[/INST]` so the model writes the assistant reply.
-pub fn render_llama2(turns: &[Turn]) -> anyhow::Result<String> {
-    let (system, rest) = match turns.first() {
-        Some(t) if t.role == "system" => (Some(t.content.as_str()), &turns[1..]),
-        _ => (None, turns),
-    };
-    let mut out = String::new();
-    for (i, t) in rest.iter().enumerate() {
-        let want = if i % 2 == 0 { "user" } else { "assistant" };
-        if t.role != want {
-            bail!("chat turn {i} has role {:?}, expected {want:?}", t.role);
-        }
-        if want == "user" {
-            if i > 0 {
-                out.push_str("<s>");
-            }
-            out.push_str("[INST] ");
-            if let (0, Some(s)) = (i, system) {
-                out.push_str(&format!("<<SYS>>\n{s}\n<</SYS>>\n\n"));
-            }
-            out.push_str(t.content.trim());
-            out.push_str(" [/INST]");
-        } else {
-            out.push(' ');
-            out.push_str(t.content.trim());
-            out.push_str(" </s>");
-        }
-    }
-    Ok(out)
-}
-
-/// Token ids of a conversation ready for the assistant's reply.
-pub fn encode_chat(_file: &GgufFile, tok: &Tokenizer, turns: &[Turn]) -> anyhow::Result<Vec<u32>> {
-    let text = render_llama2(turns)?;
-    Ok(tok.encode(&text, tok.add_bos_default(), true))
+/// Token ids of a conversation ready for the assistant's reply, rendered with the file's chat
+/// template (or the built-in Llama-2 one when it has none).
+pub fn encode_chat(file: &GgufFile, tok: &Tokenizer, messages: &[Message]) -> anyhow::Result<Vec<u32>> {
+    let template = ChatTemplate::from_gguf(file).context("reading the chat template")?;
+    let text = template.render(messages, true).context("rendering the chat template")?;
+    // Templates that write the BOS text themselves (Hugging Face's Llama-2 one) must not get a
+    // second BOS from the tokenizer.
+    let bos_text = tok.bos_id().and_then(|b| tok.token_text(b)).filter(|t| !t.is_empty());
+    let add_bos = tok.add_bos_default() && !bos_text.is_some_and(|b| text.starts_with(b));
+    Ok(tok.encode(&text, add_bos, true))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -93,7 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut turns = Vec::new();
     if let Some(s) = &args.system {
-        turns.push(Turn::new("system", s));
+        turns.push(Message::system(s.as_str()));
     }
     eprintln!("edgeact chat: type a message and press Enter; /reset clears the conversation, /exit or Ctrl-D quits.");
     let stdin = std::io::stdin();
@@ -115,7 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             _ => {}
         }
-        turns.push(Turn::new("user", line));
+        turns.push(Message::user(line));
         let prompt = encode_chat(&file, &tok, &turns)?;
         if prompt.len() + 1 >= session.n_ctx() {
             turns.pop();
@@ -133,28 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })?;
         println!();
         print_timings(&g);
-        turns.push(Turn::new("assistant", &g.text));
+        turns.push(Message::assistant(g.text.trim()));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn llama2_format_matches_fastchat() {
-        let turns = [
-            Turn::new("system", "SYS"),
-            Turn::new("user", "hi"),
-            Turn::new("assistant", "hello"),
-            Turn::new("user", "ls"),
-        ];
-        assert_eq!(
-            render_llama2(&turns).unwrap(),
-            "[INST] <<SYS>>\nSYS\n<</SYS>>\n\nhi [/INST] hello </s><s>[INST] ls [/INST]"
-        );
-        assert_eq!(render_llama2(&[Turn::new("user", "q")]).unwrap(), "[INST] q [/INST]");
-        assert!(render_llama2(&[Turn::new("assistant", "x")]).is_err());
-    }
 }

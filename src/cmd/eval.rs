@@ -8,6 +8,7 @@
 
 use super::run::{DeviceArgs, ModelArgs, DEFAULT_CTX};
 use crate::agent_glue::model::LoadedModel;
+use crate::agent_glue::os::MachineOptions;
 use crate::agent_glue::scripted;
 use crate::agent_glue::sql::{SqlEngine, SqlTool};
 use crate::agent_glue::transcript::Transcript;
@@ -92,6 +93,12 @@ struct EvalArgs {
     kv_type: KvType,
     #[command(flatten)]
     device: DeviceArgs,
+    /// OS: root file system for the sandboxes (`edgeact rootfs build`); default: the host's.
+    #[arg(long)]
+    rootfs: Option<PathBuf>,
+    /// OS: strip terminal escapes and the prompt from observations.
+    #[arg(long)]
+    clean_output: bool,
     /// DB: use a MySQL/MariaDB server (`mysql://user:pass@host:port`) instead of SQLite.
     #[arg(long)]
     mysql: Option<String>,
@@ -245,6 +252,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let passed = AtomicUsize::new(0);
     let worker_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let sql_engine = SqlEngine::from_flag(a.mysql.as_deref());
+    let machine = MachineOptions {
+        rootfs: a.rootfs.clone(),
+        clean_output: a.clean_output,
+    };
     std::thread::scope(|scope| {
         for _ in 0..a.jobs.min(items.len().max(1)) {
             scope.spawn(|| {
@@ -264,7 +275,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     let k = next.fetch_add(1, Ordering::SeqCst);
                     let Some(&(seed, index)) = items.get(k) else { break };
                     let t0 = Instant::now();
-                    let outcome = run_one(&tasks, index, seed, &source, engine.as_mut(), &sql_engine, log.as_ref());
+                    let outcome = run_one(
+                        &tasks,
+                        index,
+                        seed,
+                        &source,
+                        engine.as_mut(),
+                        &sql_engine,
+                        &machine,
+                        log.as_ref(),
+                    );
                     let (run, correct, answer_override, error) = match outcome {
                         Ok((run, correct, ans)) => (Some(run), correct, ans, None),
                         Err(e) => (None, false, None, Some(format!("{e:#}"))),
@@ -352,6 +372,7 @@ fn run_one(
     source: &Source,
     engine: Option<&mut EngineModel>,
     sql_engine: &SqlEngine,
+    machine: &MachineOptions,
     log: Option<&Mutex<Transcript>>,
 ) -> anyhow::Result<(Run, bool, Option<String>)> {
     let mut scripted_model;
@@ -394,7 +415,7 @@ fn run_one(
         }
         Tasks::Os(list) => {
             let task = &list[index];
-            let (run, ok) = crate::agent_glue::os::run_and_judge(task, model, limits, &mut on_event)?;
+            let (run, ok) = crate::agent_glue::os::run_and_judge(task, machine, model, limits, &mut on_event)?;
             (run, ok, None)
         }
     };

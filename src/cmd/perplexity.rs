@@ -24,7 +24,7 @@ pub struct Args {
 }
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
-    // llama.cpp's perplexity default context; `--ctx` overrides it.
+    // llama.cpp's perplexity default context (512) unless --ctx names another.
     if args.model.ctx == super::run::DEFAULT_CTX {
         args.model.ctx = 512;
     }

@@ -1,8 +1,8 @@
 //! `edgeact run`: generate text from a prompt, streaming it to stdout, with speed figures on
 //! stderr. Also holds the model/device flags shared by `run`, `chat`, `bench` and `perplexity`.
 
-use super::chat::Turn;
 use anyhow::{bail, Context};
+use edgeact_runtime::chat::Message;
 use edgeact_runtime::generate::{generate, GenerateOptions, Generation};
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::model::{KvType, LlamaModel, Session, SessionOptions};
@@ -100,11 +100,17 @@ impl ModelArgs {
         self.device.resolve()?;
         let (file, model) = load_model(&self.model)?;
         let max = model.config().max_context;
-        if self.ctx > max {
-            eprintln!("note: --ctx {} is above the model's maximum; using {max}", self.ctx);
-        }
+        let n_ctx = match self.ctx {
+            0 => bail!("--ctx 0 is not a context length"),
+            // The default quietly shrinks to small models; an explicit value says so.
+            n if n > max && n != DEFAULT_CTX => {
+                eprintln!("note: --ctx {n} is above the model's maximum; using {max}");
+                max
+            }
+            n => n.min(max),
+        };
         let opts = SessionOptions {
-            n_ctx: self.ctx,
+            n_ctx,
             threads: self.threads.unwrap_or(0),
             kv_type: self.kv_type,
             ..Default::default()
@@ -223,9 +229,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let prompt = if args.chat {
         let mut messages = Vec::new();
         if let Some(s) = &args.system {
-            messages.push(Turn::new("system", s));
+            messages.push(Message::system(s.as_str()));
         }
-        messages.push(Turn::new("user", &args.prompt));
+        messages.push(Message::user(args.prompt.as_str()));
         super::chat::encode_chat(&file, &tok, &messages)?
     } else {
         if args.system.is_some() {

@@ -55,6 +55,11 @@ impl Lit {
 }
 
 const DB_ACTION: &[u8] = b"Action: ";
+
+/// Extra tokens kept in reserve before forcing the closing path: one byte of free text can
+/// lengthen the path by at most a restarted `Action: ` (8 bytes), so forcing this early
+/// always leaves enough tokens (each forced token advances the path by at least one byte).
+const CLOSING_MARGIN: usize = DB_ACTION.len();
 const CODE_END: &[u8] = b"\n```";
 
 /// A state of the reply automaton.
@@ -193,6 +198,36 @@ impl State {
     pub fn is_done(self) -> bool {
         self == State::Done
     }
+
+    /// The shortest bytes that take this state to an accepting one: closes an open block or
+    /// bracket, ends a thought with `Act: finish`, ends DB free text with an empty final
+    /// answer. Used when the token budget is about to run out.
+    pub fn closing_path(self) -> Vec<u8> {
+        let tail: &[u8] = match self {
+            State::OsStart | State::ActChoice => b"",
+            State::Lit(LitState { lit: l, pos }) => {
+                let mut v = l.bytes()[pos as usize..].to_vec();
+                v.extend(l.then().closing_path());
+                return v;
+            }
+            State::Thought { nonempty: true } => b"\n\nAct: finish",
+            State::Thought { nonempty: false } => b".\n\nAct: finish",
+            State::Code { tail } => return CODE_END[tail as usize..].to_vec(),
+            State::Bracketed { close, closed } => return if closed { Vec::new() } else { vec![close] },
+            State::DbFree { m } => {
+                let mut v = DB_ACTION[m as usize..].to_vec();
+                v.extend_from_slice(b"Answer\nFinal Answer: []");
+                return v;
+            }
+            State::DbChoice => b"Answer\nFinal Answer: []",
+            State::Done => b"",
+        };
+        match self {
+            State::OsStart => b"Act: finish".to_vec(),
+            State::ActChoice => b"finish".to_vec(),
+            _ => tail.to_vec(),
+        }
+    }
 }
 
 /// The decoding constraint of one reply.
@@ -233,17 +268,30 @@ impl Constraint {
 
     /// The ids in `0..n_vocab` whose bytes (by `token_bytes`) keep the reply valid, plus
     /// `end_ids` when the reply may end here. Tokens without bytes (control tokens) are never
-    /// allowed: they would not advance the reply.
+    /// allowed: they would not advance the reply. When no more than `remaining` tokens are
+    /// left (plus a margin) and the reply is still open, only tokens along
+    /// [`State::closing_path`] are allowed (each advances at least one byte), so a complete
+    /// action always fits in the budget.
     pub fn allowed_tokens<'v>(
         &self,
         n_vocab: usize,
         token_bytes: impl Fn(u32) -> &'v [u8],
         end_ids: &[u32],
+        remaining: usize,
     ) -> Vec<u32> {
+        let closing = self.state.closing_path();
+        let forced = !self.can_end() && remaining <= closing.len() + CLOSING_MARGIN;
         let mut out: Vec<u32> = (0..n_vocab as u32)
             .filter(|&id| {
                 let b = token_bytes(id);
-                !b.is_empty() && self.state.feed(b).is_some()
+                if b.is_empty() {
+                    return false;
+                }
+                if forced {
+                    closing.starts_with(b)
+                } else {
+                    self.state.feed(b).is_some()
+                }
             })
             .collect();
         if self.can_end() {
@@ -348,14 +396,40 @@ mod tests {
     }
 
     #[test]
+    fn closing_paths_complete_the_reply() {
+        for (p, prefix) in [
+            (Protocol::Os, ""),
+            (Protocol::Os, "Thi"),
+            (Protocol::Os, "Think: "),
+            (Protocol::Os, "Think: hmm"),
+            (Protocol::Os, "Think: hmm\n\nAct: bash\n\n```bash\nls\n`"),
+            (Protocol::Os, "Act: answer(4"),
+            (Protocol::Db, "Let me see. Acti"),
+            (Protocol::Db, "Action: Operation\n```sql\nSELECT"),
+            (Protocol::Db, "Action: Answer\nFinal Answer: [\"x\""),
+        ] {
+            let s = State::start(p).feed(prefix.as_bytes()).unwrap();
+            let end = s.feed(&s.closing_path()).unwrap();
+            assert!(end.can_end(), "{prefix:?}");
+            let text = format!("{prefix}{}", String::from_utf8_lossy(&s.closing_path()));
+            match p {
+                Protocol::Os => assert!(parse_os(&text).action.is_some(), "{text:?}"),
+                Protocol::Db => assert!(matches!(parse_db(&text), DbAction::Operation(_) | DbAction::Answer(_))),
+            }
+        }
+    }
+
+    #[test]
     fn token_mask() {
         let vocab: Vec<&[u8]> = vec![b"", b" Think", b":", b" ", b"Hello", b"Act", b"\n", b"x"];
         let c = Constraint::new(Protocol::Os);
-        assert_eq!(c.allowed_tokens(vocab.len(), |i| vocab[i as usize], &[0]), vec![1, 3, 5]);
+        assert_eq!(c.allowed_tokens(vocab.len(), |i| vocab[i as usize], &[0], 100), vec![1, 3, 5]);
+        // Budget nearly spent: only the way to `Act: finish` is open.
+        assert_eq!(c.allowed_tokens(vocab.len(), |i| vocab[i as usize], &[0], 19), vec![5]);
         let mut c = Constraint::new(Protocol::Os);
         assert!(c.advance(b"Act: answer(x)"));
         assert!(c.can_end());
-        let allowed = c.allowed_tokens(vocab.len(), |i| vocab[i as usize], &[0]);
+        let allowed = c.allowed_tokens(vocab.len(), |i| vocab[i as usize], &[0], 100);
         assert!(allowed.contains(&0) && allowed.contains(&7) && !allowed.contains(&6));
     }
 }

@@ -165,11 +165,12 @@ impl LanguageModel for EngineModel {
         let mut stop = "max_tokens";
         let tokenizer = Arc::clone(&self.tokenizer);
         let mut stream = crate::tokenizer::StreamDecoder::new(&tokenizer);
-        for _ in 0..self.config.max_new_tokens {
+        for step in 0..self.config.max_new_tokens {
             let tok = match &constraint {
                 Some(c) => {
                     let tk = &tokenizer;
-                    let allowed = c.allowed_tokens(logits.len(), |id| tk.token_bytes(id), tk.eog_ids());
+                    let remaining = self.config.max_new_tokens - step;
+                    let allowed = c.allowed_tokens(logits.len(), |id| tk.token_bytes(id), tk.eog_ids(), remaining);
                     self.sampler.sample_masked(&logits, self.session.tokens(), &allowed)
                 }
                 None => self.sampler.sample(&logits, self.session.tokens()),

@@ -245,7 +245,7 @@ impl<'a> Cursor<'a> {
         if n > self.remaining() {
             return Err(GgufError::Truncated {
                 what: what.to_string(),
-                need: self.pos as u64 + n,
+                need: (self.pos as u64).saturating_add(n),
                 have: self.bytes.len() as u64,
             });
         }

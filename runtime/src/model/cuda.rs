@@ -149,10 +149,15 @@ impl GpuForward {
             .collect();
         let out_bytes = weight_bytes(&model.output) + dim * 4;
         let b = opts.max_batch;
-        let scratch_bytes = 4 * (b * (5 * dim + 2 * kv_dim + 3 * ffn) + cfg.vocab_size * b.min(8)) + opts.n_ctx * dim * 2;
+        let scratch_bytes =
+            4 * (b * (5 * dim + 2 * kv_dim + 3 * ffn) + cfg.vocab_size * b.min(8)) + opts.n_ctx * dim * 2;
         let (free, total) = gpu.mem_info().map_err(gpu_err)?;
         // Blocks that may go to the GPU at all: up to the first one with an unsupported type.
-        let supported = model.layers.iter().position(|l| unsupported(l).is_some()).unwrap_or(n_layers);
+        let supported = model
+            .layers
+            .iter()
+            .position(|l| unsupported(l).is_some())
+            .unwrap_or(n_layers);
         let fit = {
             let mut used = scratch_bytes + HEADROOM;
             let mut n = 0;
@@ -173,9 +178,8 @@ impl GpuForward {
             None => fit,
         };
         let all_on_gpu = n_gpu == n_layers && GPU_WEIGHT_TYPES.contains(&model.output.ty);
-        let need: usize = per_layer[..n_gpu].iter().sum::<usize>()
-            + scratch_bytes
-            + if all_on_gpu { out_bytes } else { 0 };
+        let need: usize =
+            per_layer[..n_gpu].iter().sum::<usize>() + scratch_bytes + if all_on_gpu { out_bytes } else { 0 };
         eprintln!(
             "edgeact: {}: offloading {n_gpu}/{n_layers} blocks{} — estimated {:.2} GiB of GPU memory ({:.2} GiB free \
              of {:.2} GiB; KV cache {:.0} MiB per block for {} positions)",
@@ -196,7 +200,8 @@ impl GpuForward {
             gpu.upload_matrix(w.ty, w.rows, w.cols, &bytes[w.range.clone()])
                 .map_err(|e| ModelError::Compute(format!("uploading {}: {e}", w.name)))
         };
-        let mut progress = Progress::new(per_layer[..n_gpu].iter().sum::<usize>() + if all_on_gpu { out_bytes } else { 0 });
+        let mut progress =
+            Progress::new(per_layer[..n_gpu].iter().sum::<usize>() + if all_on_gpu { out_bytes } else { 0 });
         let mut layers = Vec::with_capacity(n_gpu);
         for (i, l) in model.layers.iter().take(n_gpu).enumerate() {
             layers.push(GpuLayer {
@@ -309,7 +314,13 @@ impl GpuForward {
         Ok(out)
     }
 
-    fn chunk(&mut self, tokens: &[u32], pos0: usize, first: Option<usize>, out: &mut Vec<f32>) -> Result<(), ModelError> {
+    fn chunk(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        first: Option<usize>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let model = Arc::clone(&self.model);
         let cfg = model.config();
         let n = tokens.len();
@@ -338,13 +349,17 @@ impl GpuForward {
             let xs = s.x.slice(first * dim..n * dim);
             g.rms_norm(&xs, &norm.slice(..), &mut s.xb.slice_mut(..), rows, dim, cfg.rms_eps)
                 .map_err(gpu_err)?;
-            g.matmul(w, &s.xb.slice(..), rows, &mut s.logits.slice_mut(..)).map_err(gpu_err)?;
+            g.matmul(w, &s.xb.slice(..), rows, &mut s.logits.slice_mut(..))
+                .map_err(gpu_err)?;
             out.extend(g.download(&s.logits, rows * cfg.vocab_size).map_err(gpu_err)?);
             return Ok(());
         }
         x = self.gpu.download(&self.s.x, n * dim).map_err(gpu_err)?;
         self.cpu_blocks(&model, &mut x, n, pos0)?;
-        let tail = self.tail.as_ref().ok_or_else(|| ModelError::Compute("no CPU path for the output".into()))?;
+        let tail = self
+            .tail
+            .as_ref()
+            .ok_or_else(|| ModelError::Compute("no CPU path for the output".into()))?;
         let mut xb = vec![0f32; rows * dim];
         for (o, xi) in xb.chunks_exact_mut(dim).zip(x[first * dim..].chunks_exact(dim)) {
             ops::rms_norm(o, xi, &model.output_norm, cfg.rms_eps);
@@ -361,7 +376,14 @@ impl GpuForward {
         let g = &self.gpu;
         let s = &mut self.s;
         let layer = &mut self.layers[l];
-        g.rms_norm(&s.x.slice(..), &layer.attn_norm.slice(..), &mut s.xb.slice_mut(..), n, dim, cfg.rms_eps)?;
+        g.rms_norm(
+            &s.x.slice(..),
+            &layer.attn_norm.slice(..),
+            &mut s.xb.slice_mut(..),
+            n,
+            dim,
+            cfg.rms_eps,
+        )?;
         g.matmul(&layer.wq, &s.xb.slice(..), n, &mut s.q.slice_mut(..))?;
         g.matmul(&layer.wk, &s.xb.slice(..), n, &mut s.k.slice_mut(..))?;
         g.matmul(&layer.wv, &s.xb.slice(..), n, &mut s.v.slice_mut(..))?;
@@ -390,7 +412,14 @@ impl GpuForward {
         )?;
         g.matmul(&layer.wo, &s.att.slice(..), n, &mut s.xb2.slice_mut(..))?;
         g.add_inplace(&mut s.x.slice_mut(..), &s.xb2.slice(..), n * dim)?;
-        g.rms_norm(&s.x.slice(..), &layer.ffn_norm.slice(..), &mut s.xb.slice_mut(..), n, dim, cfg.rms_eps)?;
+        g.rms_norm(
+            &s.x.slice(..),
+            &layer.ffn_norm.slice(..),
+            &mut s.xb.slice_mut(..),
+            n,
+            dim,
+            cfg.rms_eps,
+        )?;
         g.matmul(&layer.w_gate, &s.xb.slice(..), n, &mut s.hb.slice_mut(..))?;
         g.matmul(&layer.w_up, &s.xb.slice(..), n, &mut s.hb2.slice_mut(..))?;
         g.swiglu(&s.hb.slice(..), &s.hb2.slice(..), &mut s.hb3.slice_mut(..), n * ffn)?;
@@ -427,8 +456,12 @@ impl GpuForward {
             for t in 0..n {
                 ops::rope(&tail.rope, &mut q[t * dim..(t + 1) * dim], pos0 + t);
                 ops::rope(&tail.rope, &mut k[t * kv_dim..(t + 1) * kv_dim], pos0 + t);
-                tail.cache
-                    .store(cl, pos0 + t, &k[t * kv_dim..(t + 1) * kv_dim], &v[t * kv_dim..(t + 1) * kv_dim]);
+                tail.cache.store(
+                    cl,
+                    pos0 + t,
+                    &k[t * kv_dim..(t + 1) * kv_dim],
+                    &v[t * kv_dim..(t + 1) * kv_dim],
+                );
             }
             let keys = tail.cache.keys(cl, pos0 + n);
             let values = tail.cache.values(cl, pos0 + n);

@@ -12,6 +12,9 @@ use super::weights::{Layer, LlamaModel, Weight};
 use super::{ModelError, RopeScaling};
 use std::sync::{Arc, Mutex};
 
+/// Multiply-adds below which attention runs on the calling thread.
+const PARALLEL_ATTENTION_WORK: usize = 1 << 16;
+
 /// Largest number of tokens pushed through the matmuls at once.
 pub const MAX_BATCH: usize = 512;
 
@@ -77,6 +80,9 @@ pub struct Session {
     cache: KvCache,
     tokens: Vec<u32>,
     scratch: Scratch,
+    /// The GPU forward, when the session runs on CUDA (see [`Session::with_backend`]).
+    #[cfg(feature = "cuda")]
+    gpu: Option<super::cuda::GpuForward>,
 }
 
 impl Session {
@@ -111,8 +117,46 @@ impl Session {
             cache,
             tokens: Vec::new(),
             scratch: Scratch::default(),
+            #[cfg(feature = "cuda")]
+            gpu: None,
             model,
         })
+    }
+
+    /// Like [`Session::new`], but runs the forward pass on `backend` (from
+    /// `kernels::cuda::select_device`). On a GPU the first `gpu_layers` blocks (`None`: as many
+    /// as fit, estimate printed) run there and the rest on the CPU; KV caches live with their
+    /// blocks. The CPU backend is exactly [`Session::new`].
+    pub fn with_backend(
+        model: Arc<LlamaModel>,
+        opts: SessionOptions,
+        backend: &crate::kernels::cuda::Backend,
+        gpu_layers: Option<usize>,
+    ) -> Result<Session, ModelError> {
+        #[allow(unused_mut)]
+        let mut session = Session::new(Arc::clone(&model), opts)?;
+        #[cfg(feature = "cuda")]
+        if let Some(mut g) =
+            super::cuda::GpuOptions::for_backend(backend, session.n_ctx, session.batch_size, session.pool.n_threads())
+        {
+            g.gpu_layers = gpu_layers;
+            session.gpu = Some(super::cuda::GpuForward::new(model, &g)?);
+        }
+        #[cfg(not(feature = "cuda"))]
+        if let crate::kernels::cuda::Backend::Cuda(_) = backend {
+            let _ = (model, gpu_layers);
+            return Err(ModelError::Options("this build has no CUDA support".into()));
+        }
+        Ok(session)
+    }
+
+    /// Transformer blocks running on the GPU (0 on the CPU backend).
+    pub fn gpu_layers(&self) -> usize {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &self.gpu {
+            return g.gpu_layers();
+        }
+        0
     }
 
     pub fn model(&self) -> &Arc<LlamaModel> {
@@ -190,6 +234,15 @@ impl Session {
     /// Runs one chunk (validated: ids in range, fits the context) and appends the requested
     /// logits to `logits_out`.
     fn forward(&mut self, tokens: &[u32], want: Logits, logits_out: &mut Vec<f32>) -> Result<(), ModelError> {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = self.gpu.as_mut() {
+            let first = match want {
+                Logits::None => None,
+                Logits::Last => Some(tokens.len() - 1),
+                Logits::All => Some(0),
+            };
+            return g.forward(tokens, self.tokens.len(), first, logits_out);
+        }
         let model = Arc::clone(&self.model);
         let cfg = model.config();
         let n = tokens.len();
@@ -273,9 +326,15 @@ impl Session {
         // One output slot per (token, head); tasks take slots strided so that the causal
         // prefill's longer rows spread over all threads. Each slot is locked by one task only.
         let slots: Vec<Mutex<&mut [f32]>> = att.chunks_mut(hd).map(Mutex::new).collect();
-        let n_tasks = self.pool.n_threads().min(slots.len());
         let q: &[f32] = q;
-        self.pool.run(n_tasks, &|task| {
+        // Waking the workers costs more than a small attention (short contexts, tiny models).
+        let work = n * cfg.n_heads * n_seen_max * hd;
+        let n_tasks = if work < PARALLEL_ATTENTION_WORK {
+            1
+        } else {
+            self.pool.n_threads().min(slots.len())
+        };
+        let task_fn = |task: usize| {
             let mut scores = vec![0f32; n_seen_max];
             for i in (task..slots.len()).step_by(n_tasks) {
                 let (t, head) = (i / cfg.n_heads, i % cfg.n_heads);
@@ -284,7 +343,12 @@ impl Session {
                 let qh = &q[t * dim + head * hd..t * dim + (head + 1) * hd];
                 attention::attend_head(heads, head, qh, &keys, &values, pos0 + t + 1, &mut scores, &mut out);
             }
-        });
+        };
+        if n_tasks == 1 {
+            task_fn(0);
+        } else {
+            self.pool.run(n_tasks, &task_fn);
+        }
         drop(slots);
         let out = sized(&mut s.xb2, n * dim);
         matmul(&self.pool, model, &layer.wo, att, n, out)?;

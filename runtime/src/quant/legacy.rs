@@ -7,7 +7,7 @@
 use super::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK4_0, QK4_1, QK8_0, QK8_1};
 use super::float::{f16_to_f32, f32_to_f16};
 use super::format::{BlockFormat, Codec};
-use super::rounding::c_trunc_i8;
+use super::rounding::{c_round_i8, c_trunc_i8};
 use super::types::GgmlType;
 
 /// The signed value with the largest magnitude (the first one on ties), as ggml's symmetric
@@ -117,7 +117,7 @@ fn quantize_q8_32(x: &[f32]) -> (f32, [i8; 32]) {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let mut qs = [0i8; 32];
     for (q, &v) in qs.iter_mut().zip(x) {
-        *q = c_trunc_i8((v * id).round());
+        *q = c_round_i8(v * id);
     }
     (d, qs)
 }

@@ -20,10 +20,11 @@ pub(crate) fn nearest_int(v: f32) -> i32 {
 /// instead, which would diverge from ggml on those rows).
 #[inline(always)]
 pub(crate) fn c_trunc_i32(v: f32) -> i32 {
-    if v.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&v) {
-        i32::MIN
-    } else {
+    // `abs() < 2^31` is false for NaN too; -2^31 itself lands on i32::MIN either way.
+    if v.abs() < 2_147_483_648.0 {
         v as i32
+    } else {
+        i32::MIN
     }
 }
 
@@ -31,6 +32,21 @@ pub(crate) fn c_trunc_i32(v: f32) -> i32 {
 #[inline(always)]
 pub(crate) fn c_trunc_i8(v: f32) -> i8 {
     c_trunc_i32(v) as i8
+}
+
+/// C's `(int8_t)roundf(v)`: round half away from zero, then the truncating conversion above.
+/// Computed with integer arithmetic because `f32::round` is a libm call on baseline x86-64,
+/// and this runs on every activation. For |v| < 2^31, `v - trunc(v)` is exact; beyond that
+/// (and for NaN) `roundf` returns `v` unchanged and the conversion yields `i32::MIN`.
+#[inline(always)]
+pub(crate) fn c_round_i8(v: f32) -> i8 {
+    if v.abs() < 2_147_483_648.0 {
+        let i = v as i32;
+        let frac = v - i as f32;
+        (i + (frac >= 0.5) as i32 - (frac <= -0.5) as i32) as i8
+    } else {
+        i32::MIN as i8
+    }
 }
 
 #[cfg(test)]
@@ -61,5 +77,35 @@ mod tests {
         assert_eq!(c_trunc_i8(f32::NAN), 0);
         assert_eq!(c_trunc_i8(f32::INFINITY), 0);
         assert_eq!(c_trunc_i32(3e9), i32::MIN);
+    }
+
+    #[test]
+    fn c_round_matches_roundf_then_cast() {
+        let reference = |v: f32| c_trunc_i8(v.round());
+        let below_half = 0.5 - f32::EPSILON / 4.0;
+        let specials = [
+            0.5f32,
+            -0.5,
+            1.5,
+            2.5,
+            -2.5,
+            below_half,
+            -below_half,
+            126.5,
+            -127.5,
+            127.49,
+            -0.0,
+        ];
+        let large = [8_388_607.5f32, 8_388_609.0, 2.1e9, -2.1e9, 3e9, f32::NAN, f32::INFINITY];
+        for v in specials.into_iter().chain(large) {
+            assert_eq!(c_round_i8(v), reference(v), "{v}");
+        }
+        // Every float in [-300, 300] at a fine step, plus all the half-way points.
+        for k in -600_000..=600_000 {
+            let v = k as f32 * 0.0005;
+            assert_eq!(c_round_i8(v), reference(v), "{v}");
+            let h = (k / 1000) as f32 + 0.5;
+            assert_eq!(c_round_i8(h), reference(h), "{h}");
+        }
     }
 }

@@ -154,7 +154,9 @@ impl BpeModel {
             let (left, right) = (&line[..split], &line[split + 1..]);
             let id = |t: &str| {
                 token_to_id.get(t).copied().ok_or_else(|| {
-                    TokenizerError::InvalidVocab(format!("merge {rank} {line:?} refers to {t:?}, not in the vocabulary"))
+                    TokenizerError::InvalidVocab(format!(
+                        "merge {rank} {line:?} refers to {t:?}, not in the vocabulary"
+                    ))
                 })
             };
             let merged = format!("{left}{right}");
@@ -220,7 +222,9 @@ impl BpeModel {
         let mut symbols: Vec<Symbol> = Vec::with_capacity(word.len());
         for &b in word {
             // Every byte has a token in a real byte-level vocabulary; otherwise UNK or nothing.
-            let Some(id) = self.byte_ids[b as usize].or(self.unk) else { continue };
+            let Some(id) = self.byte_ids[b as usize].or(self.unk) else {
+                continue;
+            };
             let i = symbols.len();
             symbols.push(Symbol {
                 id,
@@ -252,11 +256,7 @@ impl BpeModel {
         }
         while let Some(p) = heap.pop() {
             let (l, r) = (symbols[p.left], symbols[p.right]);
-            let valid = l.alive
-                && r.alive
-                && l.next == Some(p.right)
-                && l.id == p.left_id
-                && r.id == p.right_id;
+            let valid = l.alive && r.alive && l.next == Some(p.right) && l.id == p.left_id && r.id == p.right_id;
             if !valid {
                 continue;
             }

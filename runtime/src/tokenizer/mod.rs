@@ -103,6 +103,8 @@ pub struct Tokenizer {
     token_to_id: HashMap<String, u32>,
     /// Tokens that are split out of the input text as a whole, longest first.
     specials: Vec<(String, u32, TokenType)>,
+    /// Bytes that start some special token: other positions skip the special scan.
+    special_first: [bool; 256],
     bos: Option<u32>,
     eos: Option<u32>,
     eog: Vec<u32>,
@@ -111,9 +113,10 @@ pub struct Tokenizer {
     model: Model,
 }
 
+/// Boxed: both models carry 256-entry byte tables inline.
 enum Model {
-    Spm(spm::SpmModel),
-    Bpe(bpe::BpeModel),
+    Spm(Box<spm::SpmModel>),
+    Bpe(Box<bpe::BpeModel>),
 }
 
 /// A piece of input text after special tokens were split out.
@@ -142,8 +145,9 @@ fn str_array<'a>(file: &'a GgufFile, key: &str) -> Result<Option<Vec<&'a str>>, 
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            v.as_str()
-                .ok_or_else(|| TokenizerError::InvalidVocab(format!("{key}[{i}] is {:?}, not a string", v.value_type())))
+            v.as_str().ok_or_else(|| {
+                TokenizerError::InvalidVocab(format!("{key}[{i}] is {:?}, not a string", v.value_type()))
+            })
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
@@ -161,7 +165,9 @@ fn opt_id(file: &GgufFile, key: &str) -> Result<Option<u32>, TokenizerError> {
 impl Tokenizer {
     /// Reads the tokenizer stored in a GGUF file's `tokenizer.ggml.*` metadata.
     pub fn from_gguf(file: &GgufFile) -> Result<Tokenizer, TokenizerError> {
-        let model = file.get_str("tokenizer.ggml.model")?.ok_or(TokenizerError::NoTokenizer)?;
+        let model = file
+            .get_str("tokenizer.ggml.model")?
+            .ok_or(TokenizerError::NoTokenizer)?;
         let kind = match model {
             "llama" => TokenizerKind::Spm,
             "gpt2" => TokenizerKind::Bpe {
@@ -193,7 +199,9 @@ impl Tokenizer {
                 .enumerate()
                 .map(|(i, v)| {
                     v.as_i64().and_then(TokenType::from_id).ok_or_else(|| {
-                        TokenizerError::InvalidVocab(format!("tokenizer.ggml.token_type[{i}] = {v} is not a token type"))
+                        TokenizerError::InvalidVocab(format!(
+                            "tokenizer.ggml.token_type[{i}] = {v} is not a token type"
+                        ))
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?,
@@ -247,7 +255,9 @@ impl Tokenizer {
             return Err(TokenizerError::InvalidVocab("the vocabulary is empty".into()));
         }
         if u32::try_from(n).is_err() {
-            return Err(TokenizerError::InvalidVocab(format!("{n} tokens do not fit 32-bit ids")));
+            return Err(TokenizerError::InvalidVocab(format!(
+                "{n} tokens do not fit 32-bit ids"
+            )));
         }
         if types.is_empty() {
             types = vec![TokenType::Normal; n];
@@ -287,6 +297,11 @@ impl Tokenizer {
         // Longest first, so "<|im_start|>" wins over a shorter token that is its prefix.
         specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
 
+        let mut special_first = [false; 256];
+        for (text, _, _) in &specials {
+            special_first[text.as_bytes()[0] as usize] = true;
+        }
+
         let mut eog: Vec<u32> = eos_id.into_iter().chain(eot_ids).collect();
         for (text, id, ty) in &specials {
             if *ty == TokenType::Control && EOG_TEXTS.contains(&text.as_str()) {
@@ -305,12 +320,15 @@ impl Tokenizer {
                     )));
                 }
                 let bytes = spm::token_bytes(&tokens, &types);
-                (Model::Spm(spm::SpmModel::new(scores, &tokens, &types, unk_id)), bytes)
+                (
+                    Model::Spm(Box::new(spm::SpmModel::new(scores, &tokens, &types, unk_id))),
+                    bytes,
+                )
             }
             TokenizerKind::Bpe { pre } => {
                 let model = bpe::BpeModel::new(pre, &merges, &token_to_id, unk_id)?;
                 let bytes = bpe::token_bytes(&tokens, &types);
-                (Model::Bpe(model), bytes)
+                (Model::Bpe(Box::new(model)), bytes)
             }
         };
         Ok(Tokenizer {
@@ -320,6 +338,7 @@ impl Tokenizer {
             bytes,
             token_to_id,
             specials,
+            special_first,
             bos: bos_id,
             eos: eos_id,
             eog,
@@ -370,7 +389,7 @@ impl Tokenizer {
         let mut i = 0;
         let bytes = text.as_bytes();
         while i < bytes.len() {
-            let hit = if text.is_char_boundary(i) {
+            let hit = if self.special_first[bytes[i] as usize] && text.is_char_boundary(i) {
                 self.specials.iter().find(|(s, _, ty)| {
                     (parse_special || *ty == TokenType::UserDefined) && bytes[i..].starts_with(s.as_bytes())
                 })

@@ -23,6 +23,11 @@ pub const SUPPORTED: [GgmlType; 9] = [
     GgmlType::Q6_K,
 ];
 
+/// Whether [`matmul`] has a kernel for weights of type `ty` (check at model load).
+pub fn supported(ty: GgmlType) -> bool {
+    SUPPORTED.contains(&ty)
+}
+
 /// Rows per prefill task.
 const ROW_BLOCK: usize = 16;
 /// Tokens per prefill task: their quantized activations (~4.5 KiB per 4096-wide token) stay

@@ -18,7 +18,9 @@ mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
-pub use matmul::{act_type, matmul, matmul_with, quantize_activations, try_matmul, try_matmul_with, vec_dot, QMatrix};
+pub use matmul::{
+    act_type, matmul, matmul_with, quantize_activations, supported, try_matmul, try_matmul_with, vec_dot, QMatrix,
+};
 pub use ops::{axpy_f16, dot_f16, f16_to_f32_row, f32_to_f16_row, rms_norm, rope, silu, softmax, swiglu, RopeTable};
 pub use pool::{physical_cores, ThreadPool};
 
@@ -140,7 +142,7 @@ impl Backend {
     pub(crate) fn tile_tokens(self) -> usize {
         match self {
             Backend::Scalar => 1,
-            _ => std::env::var("TT").ok().and_then(|v| v.parse().ok()).unwrap_or(4),
+            _ => 4,
         }
     }
 }

@@ -190,7 +190,11 @@ fn store(path: &PathBuf, ptx: &str) {
             return Ok(());
         };
         std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), path.file_name().unwrap_or_default().to_string_lossy()));
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            std::process::id(),
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
         std::fs::write(&tmp, ptx)?;
         std::fs::rename(&tmp, path)
     };

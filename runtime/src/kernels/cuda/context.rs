@@ -9,8 +9,10 @@ use super::compile::{compile_module, recompile};
 use super::select::GpuInfo;
 use super::{CudaError, SOURCES};
 use crate::quant::GgmlType;
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, DeviceRepr, LaunchConfig,
-    PushKernelArg, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg,
+    ValidAsZeroBits,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -100,7 +102,9 @@ fn to_i32(what: &str, v: usize) -> Result<i32, CudaError> {
 
 fn need(what: &str, have: usize, want: usize) -> Result<(), CudaError> {
     if have < want {
-        return Err(CudaError::Invalid(format!("{what}: buffer holds {have} elements, {want} needed")));
+        return Err(CudaError::Invalid(format!(
+            "{what}: buffer holds {have} elements, {want} needed"
+        )));
     }
     Ok(())
 }
@@ -167,7 +171,9 @@ impl GpuContext {
 
     /// (free, total) device memory in bytes.
     pub fn mem_info(&self) -> Result<(usize, usize), CudaError> {
-        self.ctx.mem_get_info().map_err(|e| CudaError::driver("cuMemGetInfo", e))
+        self.ctx
+            .mem_get_info()
+            .map_err(|e| CudaError::driver("cuMemGetInfo", e))
     }
 
     /// Largest number of cache positions [`GpuContext::attention`] can attend over.
@@ -183,7 +189,9 @@ impl GpuContext {
 
     /// Waits for all queued work.
     pub fn synchronize(&self) -> Result<(), CudaError> {
-        self.stream.synchronize().map_err(|e| CudaError::driver("synchronize", e))
+        self.stream
+            .synchronize()
+            .map_err(|e| CudaError::driver("synchronize", e))
     }
 
     /// Copies host data into a new device buffer.
@@ -195,7 +203,9 @@ impl GpuContext {
     pub fn upload_into<T: DeviceRepr>(&self, data: &[T], dst: &mut CudaSlice<T>) -> Result<(), CudaError> {
         need("upload_into", dst.len(), data.len())?;
         let mut view = dst.slice_mut(0..data.len());
-        self.stream.memcpy_htod(data, &mut view).map_err(|e| CudaError::driver("upload", e))
+        self.stream
+            .memcpy_htod(data, &mut view)
+            .map_err(|e| CudaError::driver("upload", e))
     }
 
     /// A zeroed device buffer of `n` elements.
@@ -222,7 +232,9 @@ impl GpuContext {
             )));
         }
         if cols % ty.block_size() != 0 || cols % 32 != 0 {
-            return Err(CudaError::Invalid(format!("{ty} matrix with {cols} columns: not a whole number of blocks")));
+            return Err(CudaError::Invalid(format!(
+                "{ty} matrix with {cols} columns: not a whole number of blocks"
+            )));
         }
         let row_bytes = ty
             .row_bytes(cols as u64)
@@ -248,7 +260,13 @@ impl GpuContext {
 
     /// `y[t * rows + r] = W[r] · x[t]` for `n_tok` tokens (`x` is `n_tok x cols`, row-major).
     /// One token uses the matrix-vector kernel, more use the tiled matmul.
-    pub fn matmul(&self, w: &GpuMatrix, x: &CudaView<f32>, n_tok: usize, y: &mut CudaViewMut<f32>) -> Result<(), CudaError> {
+    pub fn matmul(
+        &self,
+        w: &GpuMatrix,
+        x: &CudaView<f32>,
+        n_tok: usize,
+        y: &mut CudaViewMut<f32>,
+    ) -> Result<(), CudaError> {
         need("matmul x", x.len(), n_tok * w.cols)?;
         need("matmul y", y.len(), n_tok * w.rows)?;
         if n_tok == 0 {
@@ -267,8 +285,18 @@ impl GpuContext {
             // SAFETY: the argument list matches `matvec_<type>(const u8*, const float*, float*,
             // int, int, i64)`; x holds cols floats and y rows floats (checked above), and the
             // matrix buffer holds rows * row_bytes bytes (checked at upload).
-            unsafe { self.stream.launch_builder(f).arg(&w.data).arg(x).arg(y).arg(&rows).arg(&cols).arg(&rb).launch(cfg) }
-                .map_err(|e| CudaError::driver("matvec launch", e))?;
+            unsafe {
+                self.stream
+                    .launch_builder(f)
+                    .arg(&w.data)
+                    .arg(x)
+                    .arg(y)
+                    .arg(&rows)
+                    .arg(&cols)
+                    .arg(&rb)
+                    .launch(cfg)
+            }
+            .map_err(|e| CudaError::driver("matvec launch", e))?;
         } else {
             let f = self.func(&format!("matmul_{suffix}"))?;
             let cfg = LaunchConfig {
@@ -319,8 +347,17 @@ impl GpuContext {
         };
         // SAFETY: matches `rms_norm(const float*, const float*, float*, int, float)`, one block
         // per row; sizes checked above.
-        unsafe { self.stream.launch_builder(self.func("rms_norm")?).arg(x).arg(w).arg(out).arg(&ni).arg(&eps).launch(cfg) }
-            .map_err(|e| CudaError::driver("rms_norm launch", e))?;
+        unsafe {
+            self.stream
+                .launch_builder(self.func("rms_norm")?)
+                .arg(x)
+                .arg(w)
+                .arg(out)
+                .arg(&ni)
+                .arg(&eps)
+                .launch(cfg)
+        }
+        .map_err(|e| CudaError::driver("rms_norm launch", e))?;
         Ok(())
     }
 
@@ -402,8 +439,16 @@ impl GpuContext {
             shared_mem_bytes: 0,
         };
         // SAFETY: matches `swiglu(const float*, const float*, float*, i64)`; sizes checked.
-        unsafe { self.stream.launch_builder(self.func("swiglu")?).arg(gate).arg(up).arg(out).arg(&ni).launch(cfg) }
-            .map_err(|e| CudaError::driver("swiglu launch", e))?;
+        unsafe {
+            self.stream
+                .launch_builder(self.func("swiglu")?)
+                .arg(gate)
+                .arg(up)
+                .arg(out)
+                .arg(&ni)
+                .launch(cfg)
+        }
+        .map_err(|e| CudaError::driver("swiglu launch", e))?;
         Ok(())
     }
 
@@ -421,8 +466,15 @@ impl GpuContext {
             shared_mem_bytes: 0,
         };
         // SAFETY: matches `add_inplace(float*, const float*, i64)`; sizes checked.
-        unsafe { self.stream.launch_builder(self.func("add_inplace")?).arg(x).arg(y).arg(&ni).launch(cfg) }
-            .map_err(|e| CudaError::driver("add launch", e))?;
+        unsafe {
+            self.stream
+                .launch_builder(self.func("add_inplace")?)
+                .arg(x)
+                .arg(y)
+                .arg(&ni)
+                .launch(cfg)
+        }
+        .map_err(|e| CudaError::driver("add launch", e))?;
         Ok(())
     }
 
@@ -439,8 +491,14 @@ impl GpuContext {
             shared_mem_bytes: 0,
         };
         // SAFETY: matches `softmax(float*, int)`, one block per row; size checked.
-        unsafe { self.stream.launch_builder(self.func("softmax")?).arg(x).arg(&ni).launch(cfg) }
-            .map_err(|e| CudaError::driver("softmax launch", e))?;
+        unsafe {
+            self.stream
+                .launch_builder(self.func("softmax")?)
+                .arg(x)
+                .arg(&ni)
+                .launch(cfg)
+        }
+        .map_err(|e| CudaError::driver("softmax launch", e))?;
         Ok(())
     }
 
@@ -466,7 +524,11 @@ impl GpuContext {
         if n == 0 {
             return Ok(());
         }
-        let (nt, kd, p0) = (to_i32("tokens", n_tok)?, to_i32("kv_dim", kv_dim)?, to_i32("pos0", pos0)?);
+        let (nt, kd, p0) = (
+            to_i32("tokens", n_tok)?,
+            to_i32("kv_dim", kv_dim)?,
+            to_i32("pos0", pos0)?,
+        );
         let cfg = LaunchConfig {
             grid_dim: (grid_for(n), 1, 1),
             block_dim: (THREADS, 1, 1),

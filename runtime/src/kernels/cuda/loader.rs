@@ -52,7 +52,10 @@ fn preload_nvrtc_dir() -> Result<(), String> {
 }
 
 fn is_nvrtc_file(p: &Path) -> bool {
-    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     name.starts_with("libnvrtc") && name.contains(".so") && !name.contains("alt")
 }
 

@@ -25,6 +25,8 @@ pub use select::{probe, select_device, Backend, CudaAvailability, DeviceChoice, 
 mod compile;
 #[cfg(feature = "cuda")]
 mod context;
+#[cfg(test)]
+mod host_check;
 #[cfg(feature = "cuda")]
 mod loader;
 

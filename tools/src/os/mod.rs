@@ -1,0 +1,987 @@
+//! The OS tool: a persistent root `bash --login` on a pty inside a Linux-namespace sandbox,
+//! reproducing what AgentBench's OS tasks showed the model (raw terminal bytes up to the
+//! prompt or 5 s of silence), with hard limits the harness lacked.
+//!
+//! Isolation: new mount, PID, network (loopback only, down), UTS (hostname = 12 hex digits) and
+//! IPC namespaces; as host root, a user namespace is entered after set-up with an identity id
+//! map, so the session is root inside but holds no host capabilities (it cannot undo mounts,
+//! and `RLIMIT_NPROC` applies); as an unprivileged user, a user namespace mapping root to the
+//! caller comes first. The root file system is an overlay: the host root (or a prepared
+//! root, see `edgeact rootfs`) as read-only lower layer, a tmpfs upper layer thrown away with
+//! the task. Fresh `/proc`, a minimal `/dev`, tmpfs `/tmp`; in host-root mode `/root`, `/home`
+//! and other private places are empty tmpfs and `/etc/shadow`/`/etc/gshadow` have their
+//! password hashes replaced by `*`. The namespace's init (PID 1) only reaps; when the sandbox
+//! is dropped it is killed, and the kernel kills every process of the namespace with it.
+//!
+//! Limits: wall clock per command (the foreground job is interrupted, then killed), CPU
+//! seconds and address space per process (`RLIMIT_CPU`, `RLIMIT_AS` when no memory cgroup),
+//! process count (`RLIMIT_NPROC` in the user namespace and a pids cgroup when writable),
+//! memory (cgroup v2 `memory.max` or v1 `memory.limit_in_bytes` when writable), tmpfs sizes,
+//! and an output cap after which the command is interrupted and the rest discarded.
+
+mod sys;
+pub mod task;
+
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sys::{Exec, NsFds, Op, Plan};
+
+pub use task::{OsTask, Script, ScriptLanguage};
+
+/// Errors of the OS sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum OsError {
+    /// The configuration cannot be honoured.
+    #[error("sandbox configuration: {0}")]
+    Config(String),
+    /// A system call of the parent failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A set-up step inside the new namespaces failed.
+    #[error("sandbox set-up failed at {step}: {errno}")]
+    Setup {
+        /// The step that failed.
+        step: String,
+        /// The OS error text.
+        errno: String,
+    },
+    /// The agent's shell is gone (exited or killed); the sandbox must be restarted.
+    #[error("the sandbox shell has exited")]
+    ShellExited,
+    /// A task description that cannot be used.
+    #[error("task: {0}")]
+    Task(String),
+}
+
+/// Result alias for the OS module.
+pub type Result<T> = std::result::Result<T, OsError>;
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> OsError {
+    let context = context.into();
+    move |source| OsError::Io { context, source }
+}
+
+/// The lower (read-only) layer of the sandbox's root file system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootFs {
+    /// The host's root file system, with private places masked.
+    HostReadOnly,
+    /// A prepared root directory (e.g. built by `edgeact rootfs build`).
+    Dir(PathBuf),
+}
+
+/// Sandbox settings. `Default` gives AgentBench's behaviour plus safe limits.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Read-only lower layer of `/`.
+    pub root: RootFs,
+    /// Longest time one command may keep the terminal busy with output before it is
+    /// interrupted (silence ends a command after `silence_timeout` anyway).
+    pub wall_timeout: Duration,
+    /// Silence that ends the collection of a command's output (AgentBench: 5 s).
+    pub silence_timeout: Duration,
+    /// `RLIMIT_CPU` of every process in the sandbox, seconds.
+    pub cpu_seconds: u64,
+    /// Memory of the whole sandbox (cgroup) or, without a writable cgroup, address space per
+    /// process (`RLIMIT_AS`).
+    pub memory_bytes: u64,
+    /// Process limit (user-namespace `RLIMIT_NPROC`, and pids cgroup when writable).
+    pub max_procs: u64,
+    /// Bytes of output kept per command; past it the command is interrupted.
+    pub output_cap: usize,
+    /// `true` (default): raw terminal bytes as AgentBench showed them; `false`: escapes, `\r`
+    /// and the trailing prompt removed.
+    pub raw_terminal: bool,
+    /// Must stay `false`: the sandbox has no network (loopback only, down).
+    pub network: bool,
+    /// Size of the writable layer and of `/tmp` (each a tmpfs).
+    pub tmpfs_bytes: u64,
+    /// Hostname; `None` = 12 random hex digits like a Docker container id.
+    pub hostname: Option<String>,
+    /// Host-root mode: directories replaced by empty tmpfs (those that exist).
+    pub mask_dirs: Vec<PathBuf>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            root: RootFs::HostReadOnly,
+            wall_timeout: Duration::from_secs(30),
+            silence_timeout: Duration::from_secs(5),
+            cpu_seconds: 600,
+            memory_bytes: 1 << 30,
+            max_procs: 256,
+            output_cap: 1 << 20,
+            raw_terminal: true,
+            network: false,
+            tmpfs_bytes: 512 << 20,
+            hostname: None,
+            mask_dirs: ["/root", "/home", "/work", "/mnt", "/media", "/srv", "/run", "/var/tmp", "/etc/ssh", "/var/lib/mysql"]
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+        }
+    }
+}
+
+/// Why the collection of a command's output stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The shell printed its prompt.
+    Prompt,
+    /// No output for `silence_timeout` (the command may still run, as in AgentBench).
+    Silence,
+    /// The command exceeded `wall_timeout` and was interrupted.
+    WallTimeout,
+    /// The command exceeded `output_cap` and was interrupted.
+    OutputCap,
+    /// The shell exited.
+    ShellExited,
+}
+
+/// The result of one command typed into the shell.
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    /// The observation text: raw terminal bytes (lossy UTF-8) or the cleaned form.
+    pub output: String,
+    /// Raw bytes as read from the terminal, input echo dropped (capped).
+    pub raw: Vec<u8>,
+    /// Why collection stopped.
+    pub end: EndReason,
+}
+
+/// The result of a script run as a separate process in the sandbox.
+#[derive(Debug, Clone)]
+pub struct ScriptOutput {
+    /// Exit code (128 + signal when killed; 124 on timeout).
+    pub code: i32,
+    /// Combined stdout and stderr (capped).
+    pub output: Vec<u8>,
+}
+
+impl ScriptOutput {
+    /// Whether the script exited with 0.
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+/// Cuts an OS observation as AgentBench does: more than 800 characters → the first 780 +
+/// `\n[truncated because the output is too long]`.
+pub fn truncate_os_output(s: &str) -> String {
+    if s.chars().count() > 800 {
+        let end = s.char_indices().nth(780).map_or(s.len(), |(i, _)| i);
+        format!("{}\n[truncated because the output is too long]", &s[..end])
+    } else {
+        s.to_string()
+    }
+}
+
+/// Whether `chunk` contains the prompt as AgentBench detects it: regex `\x1b.+@.+[#|$] `
+/// (`.` excludes newlines).
+pub fn contains_prompt(chunk: &[u8]) -> bool {
+    for (i, _) in chunk.iter().enumerate().filter(|(_, b)| **b == 0x1b) {
+        let line = &chunk[i + 1..];
+        let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+        // At least one byte before '@', at least one between '@' and the prompt char.
+        let Some(at) = line.iter().skip(1).position(|&b| b == b'@').map(|p| p + 1) else { continue };
+        let rest = &line[at + 1..];
+        if rest.windows(2).skip(1).any(|w| matches!(w[0], b'#' | b'|' | b'$') && w[1] == b' ') {
+            return true;
+        }
+    }
+    false
+}
+
+/// The cleaned form of terminal output: ANSI escape sequences (CSI, OSC, two-byte) removed,
+/// `\r\n` → `\n`, other `\r` dropped, and the trailing prompt line removed.
+pub fn clean_terminal_output(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut it = raw.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\x1b' => match it.next() {
+                Some('[') => {
+                    // CSI: parameters and intermediates, then one final byte in @..~.
+                    for d in it.by_ref() {
+                        if ('@'..='~').contains(&d) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    // OSC: up to BEL or ESC \.
+                    while let Some(d) = it.next() {
+                        if d == '\x07' {
+                            break;
+                        }
+                        if d == '\x1b' {
+                            it.next();
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    // The prompt is the last line and ends with "# " or "$ ".
+    if let Some(pos) = out.rfind('\n').map(|p| p + 1).or(Some(0)) {
+        let last = &out[pos..];
+        if last.contains('@') && (last.ends_with("# ") || last.ends_with("$ ")) {
+            out.truncate(pos);
+        }
+    }
+    while out.ends_with('\n') {
+        out.pop();
+    }
+    out
+}
+
+const BASHRC: &str = r#"# ~/.bashrc of edgeact sandbox sessions: the interactive settings of Ubuntu's default
+# root shell (xterm title + user@host:cwd prompt, colour aliases), which AgentBench showed.
+case $- in *i*) ;; *) return ;; esac
+HISTCONTROL=ignoreboth
+shopt -s histappend checkwinsize
+PS1='${debian_chroot:+($debian_chroot)}\u@\h:\w\$ '
+case "$TERM" in
+xterm*|rxvt*) PS1="\[\e]0;${debian_chroot:+($debian_chroot)}\u@\h: \w\a\]$PS1" ;;
+esac
+if [ -x /usr/bin/dircolors ]; then
+    eval "$(dircolors -b)"
+    alias ls='ls --color=auto'
+    alias grep='grep --color=auto'
+    alias fgrep='fgrep --color=auto'
+    alias egrep='egrep --color=auto'
+fi
+alias ll='ls -alF'
+alias la='ls -A'
+alias l='ls -CF'
+"#;
+
+const PROFILE: &str = r#"# ~/.profile of edgeact sandbox sessions.
+if [ "$BASH" ]; then
+    if [ -f ~/.bashrc ]; then
+        . ~/.bashrc
+    fi
+fi
+mesg n 2> /dev/null || true
+"#;
+
+const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `/etc/shadow`-style content with every password field replaced by `*`.
+fn sanitize_shadow(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut f: Vec<&str> = line.split(':').collect();
+        if f.len() > 1 {
+            f[1] = "*";
+        }
+        out.push_str(&f.join(":"));
+        out.push('\n');
+    }
+    out
+}
+
+/// Creates per-sandbox cgroups (v2, else v1 pids + memory) when the hierarchy is writable;
+/// returns the directories made. Failures only mean fewer enforced limits.
+fn make_cgroups(id: &str, cfg: &SandboxConfig) -> Vec<(PathBuf, Vec<(&'static str, String)>)> {
+    let mut made = Vec::new();
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers");
+    let wanted: Vec<(PathBuf, Vec<(&'static str, String)>)> = if v2.exists() {
+        vec![(
+            PathBuf::from(format!("/sys/fs/cgroup/edgeact-{id}")),
+            vec![("pids.max", cfg.max_procs.to_string()), ("memory.max", cfg.memory_bytes.to_string()), ("memory.swap.max", "0".into())],
+        )]
+    } else {
+        vec![
+            (PathBuf::from(format!("/sys/fs/cgroup/pids/edgeact-{id}")), vec![("pids.max", cfg.max_procs.to_string())]),
+            (
+                PathBuf::from(format!("/sys/fs/cgroup/memory/edgeact-{id}")),
+                vec![("memory.limit_in_bytes", cfg.memory_bytes.to_string())],
+            ),
+        ]
+    };
+    for (dir, settings) in wanted {
+        if std::fs::create_dir(&dir).is_err() {
+            continue;
+        }
+        let applied: Vec<_> = settings.into_iter().filter(|(k, v)| std::fs::write(dir.join(k), v).is_ok()).collect();
+        made.push((dir, applied));
+    }
+    made
+}
+
+/// A running sandbox with its persistent shell. Dropping it kills everything inside.
+///
+/// Processes inside die with the thread that called [`OsSandbox::start`] (`PR_SET_PDEATHSIG`
+/// follows the creating thread): keep the sandbox on the thread that made it.
+pub struct OsSandbox {
+    cfg: SandboxConfig,
+    master: OwnedFd,
+    intermediate: libc::pid_t,
+    init: libc::pid_t,
+    ns: NsFds,
+    stage: PathBuf,
+    cgroups: Vec<PathBuf>,
+    rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t)>,
+    hostname: String,
+    shell_pgid: Option<libc::pid_t>,
+    alive: bool,
+    env: Vec<(String, String)>,
+    /// What enforces memory and process limits, for reports.
+    enforcement: Vec<String>,
+}
+
+impl std::fmt::Debug for OsSandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OsSandbox").field("hostname", &self.hostname).field("init", &self.init).finish()
+    }
+}
+
+fn random_hex(n: usize) -> String {
+    (0..n).map(|_| char::from_digit(rand::random_range(0..16u32), 16).unwrap_or('0')).collect()
+}
+
+impl OsSandbox {
+    /// Starts the sandbox and its shell, and reads the shell's first prompt.
+    pub fn start(cfg: SandboxConfig) -> Result<Self> {
+        if cfg.network {
+            return Err(OsError::Config("network access is not supported: the sandbox has loopback only".into()));
+        }
+        if cfg.output_cap == 0 || cfg.max_procs < 4 || cfg.memory_bytes < (32 << 20) {
+            return Err(OsError::Config("output_cap > 0, max_procs >= 4 and memory_bytes >= 32 MiB are required".into()));
+        }
+        let hostname = cfg.hostname.clone().unwrap_or_else(|| random_hex(12));
+        if hostname.is_empty() || hostname.len() > 64 || !hostname.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(OsError::Config(format!("invalid hostname {hostname:?}")));
+        }
+        let lower = match &cfg.root {
+            RootFs::HostReadOnly => PathBuf::from("/"),
+            RootFs::Dir(d) => {
+                if !d.join("bin/bash").exists() && !d.join("usr/bin/bash").exists() {
+                    return Err(OsError::Config(format!("{} is not a root file system (no bin/bash)", d.display())));
+                }
+                d.canonicalize().map_err(io_err(format!("root {}", d.display())))?
+            }
+        };
+        let lower_s = lower.to_str().filter(|s| !s.contains([',', ':'])).ok_or_else(|| {
+            OsError::Config(format!("root path {} must be UTF-8 without ',' or ':'", lower.display()))
+        })?;
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let id = random_hex(16);
+        let stage = std::env::temp_dir().join(format!("edgeact-sandbox-{id}"));
+        std::fs::create_dir(&stage).map_err(io_err(format!("create {}", stage.display())))?;
+
+        let env: Vec<(String, String)> = vec![
+            ("HOME".into(), "/root".into()),
+            ("PATH".into(), PATH_ENV.into()),
+            ("TERM".into(), "xterm".into()),
+            ("HOSTNAME".into(), hostname.clone()),
+        ];
+        let cgroups = make_cgroups(&id, &cfg);
+        let mut enforcement = Vec::new();
+        let has_mem_cg = cgroups.iter().any(|(_, s)| s.iter().any(|(k, _)| k.starts_with("memory")));
+        let mut rlimits = vec![(libc::RLIMIT_CPU, cfg.cpu_seconds), (libc::RLIMIT_CORE, 0)];
+        if has_mem_cg {
+            enforcement.push("memory: cgroup".to_string());
+        } else {
+            rlimits.push((libc::RLIMIT_AS, cfg.memory_bytes));
+            enforcement.push("memory: RLIMIT_AS per process".to_string());
+        }
+        rlimits.push((libc::RLIMIT_NPROC, cfg.max_procs));
+        enforcement.push("processes: RLIMIT_NPROC in the user namespace".to_string());
+        if cgroups.iter().any(|(_, s)| s.iter().any(|(k, _)| *k == "pids.max")) {
+            enforcement.push("processes: pids cgroup".to_string());
+        }
+        let cgroup_dirs: Vec<PathBuf> = cgroups.into_iter().map(|(d, _)| d).collect();
+
+        let mut sb = Self {
+            cfg,
+            master: OwnedFd::from(std::fs::File::open("/dev/null").map_err(io_err("open /dev/null"))?),
+            intermediate: 0,
+            init: 0,
+            ns: NsFds { fds: Vec::new() },
+            stage,
+            cgroups: cgroup_dirs,
+            rlimits,
+            hostname,
+            shell_pgid: None,
+            alive: false,
+            env,
+            enforcement,
+        };
+        sb.launch(lower_s, euid == 0)?;
+        Ok(sb)
+    }
+
+    fn build_ops(&self, lower: &str, overlay: bool) -> Result<Vec<Op>> {
+        let c = |s: &str| sys::cstr(s).map_err(io_err("path"));
+        let st = self.stage.to_str().ok_or_else(|| OsError::Config("temp dir path is not UTF-8".into()))?;
+        let root = format!("{st}/root");
+        let r = |p: &str| format!("{root}{p}");
+        let none = || c("none");
+        let tmpfs = || c("tmpfs");
+        let mut ops = vec![
+            Op::Mount { src: none()?, dst: c("/")?, fstype: none()?, flags: libc::MS_REC | libc::MS_PRIVATE, data: None },
+            Op::Mount {
+                src: tmpfs()?,
+                dst: c(st)?,
+                fstype: tmpfs()?,
+                flags: libc::MS_NOSUID | libc::MS_NODEV,
+                data: Some(c(&format!("size={},mode=755", self.cfg.tmpfs_bytes))?),
+            },
+            Op::Mkdir { path: c(&format!("{st}/upper"))?, mode: 0o755 },
+            Op::Mkdir { path: c(&format!("{st}/work"))?, mode: 0o755 },
+            Op::Mkdir { path: c(&root)?, mode: 0o755 },
+        ];
+        if overlay {
+            ops.push(Op::Mount {
+                src: c("overlay")?,
+                dst: c(&root)?,
+                fstype: c("overlay")?,
+                flags: 0,
+                data: Some(c(&format!("lowerdir={lower},upperdir={st}/upper,workdir={st}/work"))?),
+            });
+        } else {
+            // Fallback without overlayfs: the lower layer bound read-only; only the tmpfs
+            // mounts below (and the masks) are writable.
+            ops.push(Op::Mount { src: c(lower)?, dst: c(&root)?, fstype: none()?, flags: libc::MS_BIND | libc::MS_REC, data: None });
+            ops.push(Op::Mount {
+                src: none()?,
+                dst: c(&root)?,
+                fstype: none()?,
+                flags: libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                data: None,
+            });
+        }
+        ops.push(Op::Mount {
+            src: c("proc")?,
+            dst: c(&r("/proc"))?,
+            fstype: c("proc")?,
+            flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            data: None,
+        });
+        ops.push(Op::Mount {
+            src: tmpfs()?,
+            dst: c(&r("/dev"))?,
+            fstype: tmpfs()?,
+            flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+            data: Some(c("size=1m,mode=755")?),
+        });
+        for d in ["null", "zero", "full", "random", "urandom", "tty"] {
+            ops.push(Op::WriteFile { path: c(&r(&format!("/dev/{d}")))?, content: Vec::new(), mode: 0o666 });
+            ops.push(Op::Mount {
+                src: c(&format!("/dev/{d}"))?,
+                dst: c(&r(&format!("/dev/{d}")))?,
+                fstype: none()?,
+                flags: libc::MS_BIND,
+                data: None,
+            });
+        }
+        ops.push(Op::Mkdir { path: c(&r("/dev/pts"))?, mode: 0o755 });
+        ops.push(Op::Mount {
+            src: c("devpts")?,
+            dst: c(&r("/dev/pts"))?,
+            fstype: c("devpts")?,
+            flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+            data: Some(c("newinstance,ptmxmode=0666,mode=620")?),
+        });
+        ops.push(Op::Symlink { target: c("pts/ptmx")?, link: c(&r("/dev/ptmx"))? });
+        ops.push(Op::Symlink { target: c("/proc/self/fd")?, link: c(&r("/dev/fd"))? });
+        for (i, n) in ["stdin", "stdout", "stderr"].iter().enumerate() {
+            ops.push(Op::Symlink { target: c(&format!("/proc/self/fd/{i}"))?, link: c(&r(&format!("/dev/{n}")))? });
+        }
+        ops.push(Op::Mkdir { path: c(&r("/dev/shm"))?, mode: 0o1777 });
+        ops.push(Op::Mount {
+            src: tmpfs()?,
+            dst: c(&r("/dev/shm"))?,
+            fstype: tmpfs()?,
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
+            data: Some(c("size=64m,mode=1777")?),
+        });
+        ops.push(Op::Mount {
+            src: tmpfs()?,
+            dst: c(&r("/tmp"))?,
+            fstype: tmpfs()?,
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
+            data: Some(c(&format!("size={},mode=1777", self.cfg.tmpfs_bytes))?),
+        });
+        let host = self.cfg.root == RootFs::HostReadOnly;
+        if host || !overlay {
+            for d in &self.cfg.mask_dirs {
+                let d = d.to_str().filter(|d| d.starts_with('/')).ok_or_else(|| {
+                    OsError::Config(format!("mask directory {} must be absolute UTF-8", d.display()))
+                })?;
+                let mode = if d == "/root" { "700" } else { "755" };
+                ops.push(Op::MountIfExists {
+                    probe: c(&r(d))?,
+                    src: tmpfs()?,
+                    dst: c(&r(d))?,
+                    fstype: tmpfs()?,
+                    flags: libc::MS_NOSUID | libc::MS_NODEV,
+                });
+                let _ = mode;
+            }
+        }
+        if host {
+            for f in ["/etc/shadow", "/etc/gshadow"] {
+                if let Ok(text) = std::fs::read_to_string(f) {
+                    if overlay {
+                        ops.push(Op::WriteFile { path: c(&r(f))?, content: sanitize_shadow(&text).into_bytes(), mode: 0o640 });
+                    } else {
+                        ops.push(Op::Mount {
+                            src: c("/dev/null")?,
+                            dst: c(&r(f))?,
+                            fstype: none()?,
+                            flags: libc::MS_BIND,
+                            data: None,
+                        });
+                    }
+                }
+            }
+        }
+        if overlay {
+            ops.push(Op::WriteFile { path: c(&r("/etc/hostname"))?, content: format!("{}\n", self.hostname).into_bytes(), mode: 0o644 });
+            let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", self.hostname);
+            ops.push(Op::WriteFile { path: c(&r("/etc/hosts"))?, content: hosts.into_bytes(), mode: 0o644 });
+        }
+        ops.push(Op::Mkdir { path: c(&r("/root"))?, mode: 0o700 });
+        ops.push(Op::WriteFile { path: c(&r("/root/.bashrc"))?, content: BASHRC.as_bytes().to_vec(), mode: 0o644 });
+        ops.push(Op::WriteFile { path: c(&r("/root/.profile"))?, content: PROFILE.as_bytes().to_vec(), mode: 0o644 });
+        ops.push(Op::Hostname { name: c(&self.hostname)? });
+        ops.push(Op::PivotRoot { path: c(&root)? });
+        Ok(ops)
+    }
+
+    fn launch(&mut self, lower: &str, host_root: bool) -> Result<()> {
+        let overlay_first = self.launch_with(lower, host_root, true);
+        match overlay_first {
+            Err(OsError::Setup { ref step, .. }) if step.contains("overlay") => {
+                self.enforcement.push("root: read-only bind (overlayfs refused)".into());
+                self.launch_with(lower, host_root, false)
+            }
+            other => other,
+        }
+    }
+
+    fn launch_with(&mut self, lower: &str, host_root: bool, overlay: bool) -> Result<()> {
+        let ops = self.build_ops(lower, overlay)?;
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let shell = Exec::new("/bin/bash", &["bash", "--login"], &env).map_err(io_err("shell arguments"))?;
+        let mut cg_fds = Vec::new();
+        for d in &self.cgroups {
+            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(d.join("cgroup.procs")) {
+                cg_fds.push(OwnedFd::from(f));
+            }
+        }
+        let plan = Plan {
+            ns_flags: libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC,
+            userns_early: !host_root,
+            userns_late: host_root,
+            ops,
+            cgroup_procs: cg_fds,
+            shell,
+            rlimits: self.rlimits.clone(),
+        };
+        let (master, slave) = sys::openpty().map_err(io_err("open a pty"))?;
+        let (report_r, report_w) = sys::pipe().map_err(io_err("pipe"))?;
+        let (go_r, go_w) = sys::pipe().map_err(io_err("pipe"))?;
+        let fds = sys::StartFds { report_w: report_w.as_raw_fd(), go_r: go_r.as_raw_fd(), slave: slave.as_raw_fd() };
+        let pid = sys::spawn_sandbox(&plan, &fds).map_err(io_err("fork"))?;
+        drop((report_w, go_r, slave));
+        self.intermediate = pid;
+        self.master = master;
+        let mut report = std::fs::File::from(report_r);
+        let fail = |this: &mut Self, e: OsError| {
+            this.kill_all();
+            Err(e)
+        };
+        let mut read_exact = |buf: &mut [u8]| report.read_exact(buf);
+        loop {
+            let mut tag = [0u8; 1];
+            if read_exact(&mut tag).is_err() {
+                return fail(self, OsError::Setup { step: "start".into(), errno: "sandbox process exited early".into() });
+            }
+            match tag[0] {
+                b'I' | b'M' => {
+                    let mut p = [0u8; 4];
+                    if read_exact(&mut p).is_err() {
+                        return fail(self, OsError::Setup { step: "start".into(), errno: "short message".into() });
+                    }
+                    let p = i32::from_le_bytes(p);
+                    if tag[0] == b'I' {
+                        self.init = p;
+                        continue;
+                    }
+                    // Id maps for a fresh user namespace (p == 0: the init's).
+                    let target = if p == 0 { self.init } else { p };
+                    if let Err(e) = write_id_maps(target, host_root) {
+                        return fail(self, e);
+                    }
+                    if sys::write_all(go_w.as_raw_fd(), b"g", Duration::from_secs(5)).is_err() {
+                        return fail(self, OsError::Setup { step: "user namespace".into(), errno: "child gone".into() });
+                    }
+                }
+                b'E' => {
+                    let mut m = [0u8; 8];
+                    let _ = read_exact(&mut m);
+                    let step = u32::from_le_bytes([m[0], m[1], m[2], m[3]]);
+                    let errno = u32::from_le_bytes([m[4], m[5], m[6], m[7]]) as i32;
+                    let step = describe_step(&plan.ops, step);
+                    return fail(self, OsError::Setup { step, errno: sys::errno_text(errno) });
+                }
+                b'R' => break,
+                other => {
+                    return fail(self, OsError::Setup { step: "start".into(), errno: format!("unexpected message {other}") });
+                }
+            }
+        }
+        self.ns = NsFds::open(self.init, true, !host_root).map_err(io_err("open sandbox namespaces"))?;
+        self.alive = true;
+        // AgentBench discards the shell's greeting and first prompt.
+        let _ = self.collect(None)?;
+        self.shell_pgid = sys::tcgetpgrp(self.master.as_raw_fd());
+        Ok(())
+    }
+
+    /// The sandbox's hostname.
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.cfg
+    }
+
+    /// What enforces each limit on this machine (e.g. "memory: cgroup").
+    pub fn enforcement(&self) -> &[String] {
+        &self.enforcement
+    }
+
+    /// Types `bash_code` + `\n` into the persistent shell (one write, as the harness did) and
+    /// collects the output until the prompt, `silence_timeout` without output, the wall-clock
+    /// limit or the output cap. The echo of the input is dropped.
+    pub fn run(&mut self, bash_code: &str) -> Result<CommandOutput> {
+        if !self.alive {
+            return Err(OsError::ShellExited);
+        }
+        let mut input = bash_code.as_bytes().to_vec();
+        input.push(b'\n');
+        sys::write_all(self.master.as_raw_fd(), &input, self.cfg.wall_timeout).map_err(io_err("write to the shell"))?;
+        let first_line = bash_code.split('\n').next().unwrap_or("").as_bytes().to_vec();
+        self.collect(Some(&first_line))
+    }
+
+    fn read_chunk(&mut self, buf: &mut [u8], wait: Duration) -> Result<Option<usize>> {
+        let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+        let ev = sys::poll(self.master.as_raw_fd(), libc::POLLIN, ms).map_err(io_err("poll the shell"))?;
+        if ev == 0 {
+            return Ok(None);
+        }
+        match sys::read(self.master.as_raw_fd(), buf) {
+            Ok(0) => Ok(Some(0)),
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(None),
+            // EIO: every slave descriptor is closed, i.e. the shell and its children are gone.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(Some(0)),
+            Err(e) => Err(io_err("read from the shell")(e)),
+        }
+    }
+
+    /// Interrupts the foreground job (^C), then kills its process group if the prompt does not
+    /// come back; discards what it prints meanwhile.
+    fn interrupt(&mut self) -> Result<bool> {
+        let _ = sys::write_all(self.master.as_raw_fd(), b"\x03", Duration::from_secs(1));
+        if self.drain_until_prompt(Duration::from_secs(2))? {
+            return Ok(true);
+        }
+        if let (Some(fg), Some(shell)) = (sys::tcgetpgrp(self.master.as_raw_fd()), self.shell_pgid) {
+            if fg != shell {
+                let _ = sys::kill(-fg, libc::SIGKILL);
+            }
+        }
+        self.drain_until_prompt(Duration::from_secs(2))
+    }
+
+    fn drain_until_prompt(&mut self, limit: Duration) -> Result<bool> {
+        let end = Instant::now() + limit;
+        let mut buf = vec![0u8; 65536];
+        let mut tail: Vec<u8> = Vec::new();
+        while Instant::now() < end {
+            match self.read_chunk(&mut buf, end.saturating_duration_since(Instant::now()))? {
+                Some(0) => {
+                    self.alive = false;
+                    return Ok(false);
+                }
+                Some(n) => {
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > 4096 {
+                        tail.drain(..tail.len() - 4096);
+                    }
+                    if contains_prompt(&tail) {
+                        return Ok(true);
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(false)
+    }
+
+    fn collect(&mut self, echo_first_line: Option<&[u8]>) -> Result<CommandOutput> {
+        let start = Instant::now();
+        let mut raw: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let mut first = echo_first_line.is_some();
+        let mut total = 0usize;
+        let end = loop {
+            let left = self.cfg.wall_timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                self.interrupt()?;
+                break EndReason::WallTimeout;
+            }
+            let wait = left.min(self.cfg.silence_timeout);
+            match self.read_chunk(&mut buf, wait)? {
+                None => {
+                    if start.elapsed() >= self.cfg.wall_timeout {
+                        continue;
+                    }
+                    break EndReason::Silence;
+                }
+                Some(0) => {
+                    self.alive = false;
+                    break EndReason::ShellExited;
+                }
+                Some(n) => {
+                    let mut chunk = &buf[..n];
+                    if first {
+                        // The harness dropped the first frame after sending (the echo). Keep
+                        // any output that arrived in the same read after the echoed line.
+                        first = false;
+                        let echo = echo_first_line.unwrap_or_default();
+                        if chunk.starts_with(echo) && chunk[echo.len()..].starts_with(b"\r\n") {
+                            chunk = &chunk[echo.len() + 2..];
+                            if chunk.is_empty() {
+                                continue;
+                            }
+                        } else {
+                            continue;
+                        }
+                    }
+                    total += chunk.len();
+                    let room = self.cfg.output_cap.saturating_sub(raw.len());
+                    raw.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if total > self.cfg.output_cap {
+                        self.interrupt()?;
+                        break EndReason::OutputCap;
+                    }
+                    let tail_from = raw.len().saturating_sub(chunk.len() + 256);
+                    if contains_prompt(&raw[tail_from..]) {
+                        break EndReason::Prompt;
+                    }
+                }
+            }
+        };
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let output = if self.cfg.raw_terminal { text } else { clean_terminal_output(&text) };
+        Ok(CommandOutput { output, raw, end })
+    }
+
+    /// Runs a script as a separate process inside the sandbox (not in the agent's shell):
+    /// task `init` and `check` scripts. `args` follow AgentBench: bash gets `bash -c code --
+    /// args…`, python `python3 -c code args…`, C/C++ are compiled with gcc/g++ inside the
+    /// sandbox and run with `args`. Bounded by `wall_timeout` and `output_cap`.
+    pub fn run_script(&mut self, script: &Script, args: &[&str]) -> Result<ScriptOutput> {
+        let mut argv: Vec<String> = Vec::new();
+        let mut stdin: Vec<u8> = Vec::new();
+        match script.language {
+            ScriptLanguage::Bash => {
+                argv.extend(["bash".into(), "-c".into(), script.code.clone()]);
+                if !args.is_empty() {
+                    argv.push("--".into());
+                }
+            }
+            ScriptLanguage::Python => argv.extend(["python3".into(), "-c".into(), script.code.clone()]),
+            ScriptLanguage::C | ScriptLanguage::Cpp => {
+                let (cc, ext) = if script.language == ScriptLanguage::C { ("gcc", "c") } else { ("g++", "cpp") };
+                let build = format!(
+                    "d=$(mktemp -d) && cat > \"$d/main.{ext}\" && {cc} -o \"$d/main\" \"$d/main.{ext}\" && \"$d/main\" \"$@\""
+                );
+                argv.extend(["bash".into(), "-c".into(), build, "--".into()]);
+                stdin = script.code.clone().into_bytes();
+            }
+        }
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let mut full = vec!["/usr/bin/env".to_string(), "env".to_string()];
+        full.extend(argv);
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let args_ref: Vec<&str> = full[1..].iter().map(|s| s.as_str()).collect();
+        let exec = Exec::new(&full[0], &args_ref, &env).map_err(|e| OsError::Task(format!("script arguments: {e}")))?;
+        let cg_fds: Vec<OwnedFd> = self
+            .cgroups
+            .iter()
+            .filter_map(|d| std::fs::OpenOptions::new().write(true).open(d.join("cgroup.procs")).ok())
+            .map(OwnedFd::from)
+            .collect();
+        let (in_r, in_w) = sys::pipe().map_err(io_err("pipe"))?;
+        let (out_r, out_w) = sys::pipe().map_err(io_err("pipe"))?;
+        let (rep_r, rep_w) = sys::pipe().map_err(io_err("pipe"))?;
+        let fds = sys::ScriptFds { stdin_r: in_r.as_raw_fd(), out_w: out_w.as_raw_fd(), report_w: rep_w.as_raw_fd() };
+        let pid = sys::spawn_in_sandbox(&self.ns, &cg_fds, &self.rlimits, &exec, &fds).map_err(io_err("fork"))?;
+        drop((in_r, out_w, rep_w));
+        // Feed stdin from a thread so a script that does not read it cannot block us.
+        let feeder = std::thread::spawn(move || {
+            let mut f = std::fs::File::from(in_w);
+            let _ = std::io::Write::write_all(&mut f, &stdin);
+        });
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(out_r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        let deadline = Instant::now() + self.cfg.wall_timeout;
+        let mut output = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let mut timed_out = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || output.len() > self.cfg.output_cap {
+                timed_out = left.is_zero();
+                let _ = sys::kill(pid, libc::SIGKILL);
+                break;
+            }
+            let ev = sys::poll(out_r.as_raw_fd(), libc::POLLIN, left.as_millis().min(1000) as i32).map_err(io_err("poll"))?;
+            if ev == 0 {
+                continue;
+            }
+            match sys::read(out_r.as_raw_fd(), &mut buf) {
+                Ok(0) => break,
+                Ok(n) => output.extend_from_slice(&buf[..n]),
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                Err(e) => return Err(io_err("read script output")(e)),
+            }
+        }
+        output.truncate(self.cfg.output_cap);
+        let status = sys::waitpid(pid, false).map_err(io_err("wait for script"))?.unwrap_or(0);
+        let _ = feeder.join();
+        let mut rep = Vec::new();
+        let _ = std::fs::File::from(rep_r).read_to_end(&mut rep);
+        if rep.first() == Some(&b'E') && rep.len() >= 9 {
+            let errno = i32::from_le_bytes([rep[5], rep[6], rep[7], rep[8]]);
+            return Err(OsError::Setup { step: "entering the sandbox for a script".into(), errno: sys::errno_text(errno) });
+        }
+        let code = if timed_out { 124 } else { sys::exit_code(status) };
+        Ok(ScriptOutput { code, output })
+    }
+
+    fn kill_all(&mut self) {
+        if self.init > 0 {
+            let _ = sys::kill(self.init, libc::SIGKILL);
+        }
+        if self.intermediate > 0 {
+            let _ = sys::kill(self.intermediate, libc::SIGKILL);
+            let _ = sys::waitpid(self.intermediate, false);
+            self.intermediate = 0;
+        }
+        self.init = 0;
+        self.alive = false;
+    }
+}
+
+fn write_id_maps(pid: libc::pid_t, host_root: bool) -> Result<()> {
+    let base = PathBuf::from(format!("/proc/{pid}"));
+    let w = |f: &str, s: &str| std::fs::write(base.join(f), s).map_err(io_err(format!("write {f} of the sandbox")));
+    if host_root {
+        // Identity map: root stays root and file owners stay as they are, but every
+        // capability is relative to the new namespace only.
+        w("uid_map", "0 0 4294967295\n")?;
+        w("gid_map", "0 0 4294967295\n")?;
+    } else {
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        w("setgroups", "deny")?;
+        w("uid_map", &format!("0 {uid} 1\n"))?;
+        w("gid_map", &format!("0 {gid} 1\n"))?;
+    }
+    Ok(())
+}
+
+fn describe_step(ops: &[Op], step: u32) -> String {
+    match step {
+        sys::STEP_UNSHARE => "creating namespaces (unshare)".into(),
+        sys::STEP_USERNS => "creating the user namespace".into(),
+        sys::STEP_FORK => "fork".into(),
+        sys::STEP_SHELL => "starting the shell".into(),
+        i => match ops.get(i as usize) {
+            Some(Op::Mount { dst, fstype, .. }) => format!("mount {} on {}", fstype.to_string_lossy(), dst.to_string_lossy()),
+            Some(Op::MountIfExists { dst, .. }) => format!("mask {}", dst.to_string_lossy()),
+            Some(Op::Mkdir { path, .. }) => format!("mkdir {}", path.to_string_lossy()),
+            Some(Op::WriteFile { path, .. }) => format!("write {}", path.to_string_lossy()),
+            Some(Op::Symlink { link, .. }) => format!("symlink {}", link.to_string_lossy()),
+            Some(Op::PivotRoot { .. }) => "pivot_root".into(),
+            Some(Op::Hostname { .. }) => "sethostname".into(),
+            None => format!("step {i}"),
+        },
+    }
+}
+
+impl Drop for OsSandbox {
+    fn drop(&mut self) {
+        self.kill_all();
+        // The cgroups empty once the kernel has reaped the namespace's processes.
+        for d in &self.cgroups {
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.stage);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_truncation_rule() {
+        let s = "a".repeat(800);
+        assert_eq!(truncate_os_output(&s), s);
+        let s = "b".repeat(801);
+        assert_eq!(truncate_os_output(&s), format!("{}\n[truncated because the output is too long]", "b".repeat(780)));
+    }
+
+    #[test]
+    fn prompt_detection_matches_agentbench_regex() {
+        assert!(contains_prompt(b"3\r\n\x1b]0;root@708762f582f8: /\x07root@708762f582f8:/# \x1b[K"));
+        assert!(contains_prompt(b"\x1b]0;user@h: ~\x07user@h:~$ "));
+        assert!(!contains_prompt(b"root@host:/# "), "needs an escape before");
+        assert!(!contains_prompt(b"\x1b[0m@x\n# "), "same line only");
+        assert!(!contains_prompt(b"\x1b]0;root@h: /\x07root@h:/#"), "needs the trailing space");
+    }
+
+    #[test]
+    fn cleaning_removes_escapes_and_prompt() {
+        let raw = "\x1b[0m\x1b[01;34mdir\x1b[0m  file\r\n\x1b]0;root@abc: /\x07root@abc:/# \x1b[K";
+        assert_eq!(clean_terminal_output(raw), "dir  file");
+        assert_eq!(clean_terminal_output("\x1b]0;root@abc: /\x07root@abc:/# "), "");
+    }
+
+    #[test]
+    fn shadow_is_sanitized() {
+        assert_eq!(sanitize_shadow("root:$6$abc:19000:0:::\nbin:*:1::::\n"), "root:*:19000:0:::\nbin:*:1::::\n");
+    }
+}

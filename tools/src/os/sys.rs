@@ -1,0 +1,597 @@
+//! The only `unsafe` of the sandbox: raw Linux calls (fork, unshare, setns, mount, pivot_root,
+//! pty set-up) behind small safe functions.
+//!
+//! Code that runs in a forked child of a possibly multi-threaded process may only make
+//! async-signal-safe calls until it execs or exits: no allocation, no locks. So everything the
+//! child needs (paths, mount options, argv, file contents) is prepared by the parent as a
+//! [`Plan`] of `CString`s and byte buffers, and the child only walks it making syscalls. A
+//! failing step is reported to the parent as `(step index, errno)` over a pipe.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// One set-up step executed by the sandbox's init before it starts anything.
+#[derive(Debug)]
+pub enum Op {
+    /// `mount(2)`.
+    Mount { src: CString, dst: CString, fstype: CString, flags: libc::c_ulong, data: Option<CString> },
+    /// `mkdir(2)`; an existing directory is fine.
+    Mkdir { path: CString, mode: libc::mode_t },
+    /// Create (or truncate) a file with this content and mode.
+    WriteFile { path: CString, content: Vec<u8>, mode: libc::mode_t },
+    /// `symlink(2)`; an existing path is fine.
+    Symlink { target: CString, link: CString },
+    /// Like `Mount`, but skipped silently when `probe` does not exist (optional masks).
+    MountIfExists { probe: CString, src: CString, dst: CString, fstype: CString, flags: libc::c_ulong },
+    /// `chdir(path); pivot_root(".", "."); umount2(".", MNT_DETACH); chdir("/")`.
+    PivotRoot { path: CString },
+    /// `sethostname(2)`.
+    Hostname { name: CString },
+}
+
+/// Everything the forked processes need, prepared before `fork`.
+#[derive(Debug)]
+pub struct Plan {
+    /// Namespaces to create (`CLONE_NEW*`), user namespace excluded.
+    pub ns_flags: libc::c_int,
+    /// Create a user namespace before the others (unprivileged host user).
+    pub userns_early: bool,
+    /// Create a user namespace after set-up (host root: keeps root but drops host
+    /// capabilities, so mounts cannot be undone and `RLIMIT_NPROC` applies).
+    pub userns_late: bool,
+    /// Set-up steps run by the namespace's init (PID 1).
+    pub ops: Vec<Op>,
+    /// `cgroup.procs` files to join (opened by the parent; the child writes "0").
+    pub cgroup_procs: Vec<OwnedFd>,
+    /// The shell to exec, with its pty slave.
+    pub shell: Exec,
+    /// Limits applied to the shell and to scripts.
+    pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t)>,
+}
+
+/// A program to exec: path, argv, envp (NULL-terminated pointer arrays are built by the
+/// parent, pointing into the `CString`s kept here).
+#[derive(Debug)]
+pub struct Exec {
+    _strings: Vec<CString>,
+    path: CString,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the raw pointers point into `_strings`/`path`, owned by the same struct and never
+// mutated; moving the struct moves no heap data.
+unsafe impl Send for Exec {}
+
+impl Exec {
+    /// Builds an exec description; fails on interior NUL bytes.
+    pub fn new(path: &str, args: &[&str], env: &[(&str, &str)]) -> io::Result<Self> {
+        let cs = |s: &str| CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument"));
+        let path = cs(path)?;
+        let mut strings = Vec::new();
+        for a in args {
+            strings.push(cs(a)?);
+        }
+        let nargs = strings.len();
+        for (k, v) in env {
+            strings.push(cs(&format!("{k}={v}"))?);
+        }
+        let mut argv: Vec<*const libc::c_char> = strings[..nargs].iter().map(|s| s.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = strings[nargs..].iter().map(|s| s.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        Ok(Self { _strings: strings, path, argv, envp })
+    }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// A pipe with both ends close-on-exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid 2-int buffer.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Opens a new pty pair: (master, slave), both close-on-exec; the master is non-blocking.
+pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: plain syscalls on descriptors we own; ptsname_r gets a valid buffer.
+    unsafe {
+        let m = cvt(libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK))?;
+        let master = OwnedFd::from_raw_fd(m);
+        cvt(libc::grantpt(m))?;
+        cvt(libc::unlockpt(m))?;
+        let mut buf = [0 as libc::c_char; 128];
+        let r = libc::ptsname_r(m, buf.as_mut_ptr(), buf.len());
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        let s = cvt(libc::open(buf.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC))?;
+        let slave = OwnedFd::from_raw_fd(s);
+        // A wide terminal so that programs do not wrap lines; docker's default exec pty is 80x24
+        // but wrapping only matters for full-screen programs.
+        let ws = libc::winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
+        libc::ioctl(s, libc::TIOCSWINSZ, &ws);
+        Ok((master, slave))
+    }
+}
+
+/// Reads up to `buf.len()` bytes; `Ok(0)` at EOF.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Writes all of `data` (retrying on partial writes and EAGAIN) within `timeout`.
+pub fn write_all(fd: RawFd, mut data: &[u8], timeout: std::time::Duration) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while !data.is_empty() {
+        // SAFETY: `data` is valid for `data.len()` bytes.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => {
+                    if std::time::Instant::now() > deadline {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "terminal input is not being read"));
+                    }
+                    poll(fd, libc::POLLOUT, 50)?;
+                }
+                _ => return Err(e),
+            }
+        } else {
+            data = &data[n as usize..];
+        }
+    }
+    Ok(())
+}
+
+/// Waits up to `ms` milliseconds for `events` on `fd`; returns the revents (0 on timeout).
+pub fn poll(fd: RawFd, events: libc::c_short, ms: i32) -> io::Result<libc::c_short> {
+    let mut p = libc::pollfd { fd, events, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINTR) {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(if r == 0 { 0 } else { p.revents })
+}
+
+/// The foreground process group of the terminal, as a pid of the caller's namespace.
+pub fn tcgetpgrp(fd: RawFd) -> Option<libc::pid_t> {
+    // SAFETY: plain ioctl wrapper on a descriptor we own.
+    let p = unsafe { libc::tcgetpgrp(fd) };
+    (p > 0).then_some(p)
+}
+
+/// Sends `sig` to a process (`pid > 0`) or a process group (`pid < 0`).
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill has no memory effects.
+    cvt(unsafe { libc::kill(pid, sig) }).map(|_| ())
+}
+
+/// Blocking `waitpid`; returns the raw status.
+pub fn waitpid(pid: libc::pid_t, nohang: bool) -> io::Result<Option<i32>> {
+    let mut st = 0;
+    loop {
+        // SAFETY: `st` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut st, if nohang { libc::WNOHANG } else { 0 }) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(if r == 0 { None } else { Some(st) });
+    }
+}
+
+/// Exit code of a raw wait status, shell style (128 + signal for a killed process).
+pub fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        -1
+    }
+}
+
+// ---- code below runs in forked children: syscalls only, no allocation ----
+
+/// Reports `(step, errno)` to the parent and exits.
+fn child_fail(report: RawFd, step: u32) -> ! {
+    let e = errno() as u32;
+    let mut msg = [0u8; 9];
+    msg[0] = b'E';
+    msg[1..5].copy_from_slice(&step.to_le_bytes());
+    msg[5..].copy_from_slice(&e.to_le_bytes());
+    // SAFETY: async-signal-safe write of a stack buffer, then _exit.
+    unsafe {
+        libc::write(report, msg.as_ptr().cast(), msg.len());
+        libc::_exit(111)
+    }
+}
+
+/// Closes every descriptor ≥ 3 except those in `keep` (sorted ascending).
+fn close_fds_except(keep: &[RawFd]) {
+    let mut from: u32 = 3;
+    for &k in keep {
+        let k = k as u32;
+        if k >= from {
+            if k > from {
+                // SAFETY: close_range only closes descriptors.
+                unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0) };
+            }
+            from = k + 1;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0) };
+}
+
+fn apply_rlimits(limits: &[(libc::__rlimit_resource_t, libc::rlim_t)]) -> bool {
+    for &(res, v) in limits {
+        let r = libc::rlimit { rlim_cur: v, rlim_max: v };
+        // SAFETY: valid rlimit struct.
+        if unsafe { libc::setrlimit(res, &r) } != 0 {
+            return false;
+        }
+    }
+    true
+}
+
+fn write_all_raw(fd: RawFd, mut data: &[u8]) -> bool {
+    while !data.is_empty() {
+        // SAFETY: data is a valid slice.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n <= 0 {
+            return false;
+        }
+        data = &data[n as usize..];
+    }
+    true
+}
+
+fn join_cgroups(fds: &[OwnedFd]) {
+    for fd in fds {
+        // Best effort: a cgroup that refuses us leaves only that limit unenforced.
+        write_all_raw(fd.as_raw_fd(), b"0");
+    }
+}
+
+fn run_op(op: &Op) -> bool {
+    // SAFETY: every pointer comes from a live CString or slice of the plan.
+    unsafe {
+        match op {
+            Op::Mount { src, dst, fstype, flags, data } => {
+                libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    fstype.as_ptr(),
+                    *flags,
+                    data.as_ref().map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+                ) == 0
+            }
+            Op::MountIfExists { probe, src, dst, fstype, flags } => {
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::lstat(probe.as_ptr(), &mut st) != 0 {
+                    return true;
+                }
+                libc::mount(src.as_ptr(), dst.as_ptr(), fstype.as_ptr(), *flags, std::ptr::null()) == 0
+            }
+            Op::Mkdir { path, mode } => libc::mkdir(path.as_ptr(), *mode) == 0 || errno() == libc::EEXIST,
+            Op::Symlink { target, link } => libc::symlink(target.as_ptr(), link.as_ptr()) == 0 || errno() == libc::EEXIST,
+            Op::WriteFile { path, content, mode } => {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, *mode);
+                if fd < 0 {
+                    return false;
+                }
+                let ok = write_all_raw(fd, content);
+                libc::close(fd);
+                ok
+            }
+            Op::PivotRoot { path } => {
+                let dot = c".".as_ptr();
+                libc::chdir(path.as_ptr()) == 0
+                    && libc::syscall(libc::SYS_pivot_root, dot, dot) == 0
+                    && libc::umount2(dot, libc::MNT_DETACH) == 0
+                    && libc::chdir(c"/".as_ptr()) == 0
+            }
+            Op::Hostname { name } => libc::sethostname(name.as_ptr(), name.as_bytes().len()) == 0,
+        }
+    }
+}
+
+/// Step numbers reported for failures outside `plan.ops`.
+pub const STEP_UNSHARE: u32 = 1_000_000;
+/// Failure while creating the user namespace or waiting for its id maps.
+pub const STEP_USERNS: u32 = 1_000_001;
+/// Failure while forking.
+pub const STEP_FORK: u32 = 1_000_002;
+/// Failure while preparing the shell (setsid, controlling tty, limits, exec).
+pub const STEP_SHELL: u32 = 1_000_003;
+
+/// Pipes and descriptors shared by the parent and the sandbox's first processes.
+pub struct StartFds {
+    /// Child → parent messages: `I` + host pid (LE u32) of the init; `M` + host pid (0: the
+    /// init) of a process whose new user namespace waits for its id maps; `E` + step + errno
+    /// (LE u32 each) on failure; `R` once the shell is started.
+    pub report_w: RawFd,
+    /// Parent → child: one byte after the id maps are written.
+    pub go_r: RawFd,
+    /// The pty slave for the shell.
+    pub slave: RawFd,
+}
+
+/// Forks the sandbox: the returned pid is the intermediate process whose only child is the
+/// namespace's init; the init's host pid is the first message on the report pipe.
+pub fn spawn_sandbox(plan: &Plan, fds: &StartFds) -> io::Result<libc::pid_t> {
+    // SAFETY: the child branch only makes async-signal-safe calls on pre-built data (see the
+    // module doc) and always ends in `_exit` or `execve`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid > 0 {
+        return Ok(pid);
+    }
+    // Intermediate process (host pid namespace).
+    // SAFETY: see above; all calls are raw syscalls on plan data.
+    unsafe {
+        let mut keep = [fds.report_w, fds.go_r, fds.slave];
+        keep.sort_unstable();
+        // The cgroup fds must survive too.
+        let mut keep_all = [0 as RawFd; 16];
+        let mut n = 0;
+        for k in keep.iter().copied().chain(plan.cgroup_procs.iter().map(|f| f.as_raw_fd())) {
+            if n < keep_all.len() {
+                keep_all[n] = k;
+                n += 1;
+            }
+        }
+        keep_all[..n].sort_unstable();
+        close_fds_except(&keep_all[..n]);
+        // Die with the parent thread: the whole namespace follows (see OsSandbox docs).
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        join_cgroups(&plan.cgroup_procs);
+        if plan.userns_early {
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                child_fail(fds.report_w, STEP_USERNS);
+            }
+            // Our own pid here is the host pid: tell the parent to write the id maps.
+            let me = libc::getpid();
+            if !write_all_raw(fds.report_w, b"M") || !write_all_raw(fds.report_w, &me.to_le_bytes()) {
+                libc::_exit(112);
+            }
+            let mut b = [0u8; 1];
+            if libc::read(fds.go_r, b.as_mut_ptr().cast(), 1) != 1 {
+                child_fail(fds.report_w, STEP_USERNS);
+            }
+        }
+        if libc::unshare(plan.ns_flags) != 0 {
+            child_fail(fds.report_w, STEP_UNSHARE);
+        }
+        let init = libc::fork();
+        if init < 0 {
+            child_fail(fds.report_w, STEP_FORK);
+        }
+        if init > 0 {
+            if !write_all_raw(fds.report_w, b"I") || !write_all_raw(fds.report_w, &init.to_le_bytes()) {
+                libc::kill(init, libc::SIGKILL);
+            }
+            let mut st = 0;
+            while libc::waitpid(init, &mut st, 0) < 0 && errno() == libc::EINTR {}
+            libc::_exit(0);
+        }
+        sandbox_init(plan, fds)
+    }
+}
+
+/// PID 1 of the sandbox: set up the file system, start the shell, then reap forever.
+fn sandbox_init(plan: &Plan, fds: &StartFds) -> ! {
+    // SAFETY: raw syscalls on plan data only (see module doc).
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        for (i, op) in plan.ops.iter().enumerate() {
+            if !run_op(op) {
+                child_fail(fds.report_w, i as u32);
+            }
+        }
+        if plan.userns_late {
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                child_fail(fds.report_w, STEP_USERNS);
+            }
+            if !write_all_raw(fds.report_w, b"M") || !write_all_raw(fds.report_w, &0i32.to_le_bytes()) {
+                libc::_exit(112);
+            }
+            let mut b = [0u8; 1];
+            if libc::read(fds.go_r, b.as_mut_ptr().cast(), 1) != 1 {
+                child_fail(fds.report_w, STEP_USERNS);
+            }
+        }
+        let shell = libc::fork();
+        if shell < 0 {
+            child_fail(fds.report_w, STEP_FORK);
+        }
+        if shell == 0 {
+            exec_in_terminal(plan, fds);
+        }
+        write_all_raw(fds.report_w, b"R");
+        libc::close(fds.report_w);
+        libc::close(fds.go_r);
+        libc::close(fds.slave);
+        // Reap every process of the namespace (orphans are re-parented to us). Signals from
+        // inside the namespace cannot kill PID 1: only the parent's SIGKILL ends it, and with
+        // it every process of the namespace.
+        loop {
+            let mut st = 0;
+            if libc::waitpid(-1, &mut st, 0) < 0 {
+                let ts = libc::timespec { tv_sec: 0, tv_nsec: 100_000_000 };
+                libc::nanosleep(&ts, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+fn exec_in_terminal(plan: &Plan, fds: &StartFds) -> ! {
+    // SAFETY: raw syscalls; argv/envp are NULL-terminated arrays of live CStrings.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::setsid() < 0 || libc::ioctl(fds.slave, libc::TIOCSCTTY, 0) < 0 {
+            child_fail(fds.report_w, STEP_SHELL);
+        }
+        for t in 0..3 {
+            if libc::dup2(fds.slave, t) < 0 {
+                child_fail(fds.report_w, STEP_SHELL);
+            }
+        }
+        if !apply_rlimits(&plan.rlimits) {
+            child_fail(fds.report_w, STEP_SHELL);
+        }
+        let report = fds.report_w;
+        close_fds_except(&[report]);
+        // report_w is close-on-exec: it closes by itself when execve succeeds.
+        libc::execve(plan.shell.path.as_ptr(), plan.shell.argv.as_ptr(), plan.shell.envp.as_ptr());
+        child_fail(report, STEP_SHELL)
+    }
+}
+
+/// Namespaces of a running sandbox, opened by the parent for [`spawn_in_sandbox`].
+#[derive(Debug)]
+pub struct NsFds {
+    /// In join order: ipc, uts, net, pid, mnt, with user (if any) first or last.
+    pub fds: Vec<(OwnedFd, libc::c_int)>,
+}
+
+impl NsFds {
+    /// Opens `/proc/<pid>/ns/*` of the sandbox's init. `user_first`: the other namespaces
+    /// are owned by the user namespace (unprivileged mode), so it must be joined first.
+    pub fn open(init_pid: libc::pid_t, with_user: bool, user_first: bool) -> io::Result<Self> {
+        let mut fds = Vec::new();
+        let mut names = vec![
+            ("ipc", libc::CLONE_NEWIPC),
+            ("uts", libc::CLONE_NEWUTS),
+            ("net", libc::CLONE_NEWNET),
+            ("pid", libc::CLONE_NEWPID),
+            ("mnt", libc::CLONE_NEWNS),
+        ];
+        if with_user {
+            if user_first {
+                names.insert(0, ("user", libc::CLONE_NEWUSER));
+            } else {
+                names.push(("user", libc::CLONE_NEWUSER));
+            }
+        }
+        for (name, flag) in names {
+            let f = std::fs::File::open(format!("/proc/{init_pid}/ns/{name}"))?;
+            fds.push((OwnedFd::from(f), flag));
+        }
+        Ok(Self { fds })
+    }
+}
+
+/// Pipes of a script process: its stdin (read end), combined stdout/stderr (write end), and
+/// a report pipe for set-up failures.
+pub struct ScriptFds {
+    /// Becomes fd 0.
+    pub stdin_r: RawFd,
+    /// Becomes fds 1 and 2.
+    pub out_w: RawFd,
+    /// Set-up failures `(step, errno)`.
+    pub report_w: RawFd,
+}
+
+/// Forks a process that joins the sandbox's namespaces and runs `exec` there as a separate
+/// process (not in the shell). The returned pid exits with the script's exit code (or 128 +
+/// signal).
+pub fn spawn_in_sandbox(
+    ns: &NsFds,
+    cgroup_procs: &[OwnedFd],
+    rlimits: &[(libc::__rlimit_resource_t, libc::rlim_t)],
+    exec: &Exec,
+    fds: &ScriptFds,
+) -> io::Result<libc::pid_t> {
+    // SAFETY: the child only makes async-signal-safe syscalls on pre-built data.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid > 0 {
+        return Ok(pid);
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        join_cgroups(cgroup_procs);
+        for (i, (fd, flag)) in ns.fds.iter().enumerate() {
+            if libc::setns(fd.as_raw_fd(), *flag) != 0 {
+                child_fail(fds.report_w, 2_000_000 + i as u32);
+            }
+        }
+        let child = libc::fork();
+        if child < 0 {
+            child_fail(fds.report_w, STEP_FORK);
+        }
+        if child > 0 {
+            let mut st = 0;
+            while libc::waitpid(child, &mut st, 0) < 0 && errno() == libc::EINTR {}
+            let code = if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else if libc::WIFSIGNALED(st) {
+                128 + libc::WTERMSIG(st)
+            } else {
+                255
+            };
+            libc::_exit(code);
+        }
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::setsid() < 0
+            || libc::dup2(fds.stdin_r, 0) < 0
+            || libc::dup2(fds.out_w, 1) < 0
+            || libc::dup2(fds.out_w, 2) < 0
+            || libc::chdir(c"/".as_ptr()) != 0
+            || !apply_rlimits(rlimits)
+        {
+            child_fail(fds.report_w, STEP_SHELL);
+        }
+        let report = fds.report_w;
+        close_fds_except(&[report]);
+        libc::execve(exec.path.as_ptr(), exec.argv.as_ptr(), exec.envp.as_ptr());
+        child_fail(report, STEP_SHELL)
+    }
+}
+
+/// A `CString` from a path or text; interior NUL bytes are an error.
+pub fn cstr(s: impl AsRef<[u8]>) -> io::Result<CString> {
+    CString::new(s.as_ref().to_vec())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path or text contains a NUL byte"))
+}
+
+/// Human-readable text of an errno.
+pub fn errno_text(e: i32) -> String {
+    io::Error::from_raw_os_error(e).to_string()
+}
