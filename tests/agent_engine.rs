@@ -11,8 +11,8 @@
 use edgeact_runtime::agent::render::{db_initial_history, os_initial_history};
 use edgeact_runtime::agent::tasks::{load_db_tasks, load_os_tasks};
 use edgeact_runtime::agent::{
-    parse_db, parse_os, run_db, DbAction, EngineConfig, EngineModel, LanguageModel, LoopLimits, Message,
-    ModelReply, ModelRequest, Protocol, Tool,
+    parse_db, parse_os, run_db, DbAction, EngineConfig, EngineModel, LanguageModel, LoopLimits, Message, ModelReply,
+    ModelRequest, Protocol, Tool,
 };
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::model::{LlamaModel, Session, SessionOptions};
@@ -25,7 +25,9 @@ fn shared() -> PathBuf {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/agent")
+        .join(name)
 }
 
 fn load() -> (Arc<LlamaModel>, Arc<Tokenizer>) {
@@ -112,9 +114,15 @@ fn prefix_reuse_prefills_only_the_new_turn() {
         assert_eq!(a.1, b.1);
         assert_eq!(b.0, b.1);
     }
-    // With reuse, later turns prefill only the tail (previous reply onwards).
-    for &(pre, prompt) in &with[1..] {
-        assert!(pre < prompt / 2, "prefilled {pre} of {prompt}");
+    // With reuse, each turn reuses at least the whole previous prompt: only the previous
+    // reply (whose sampled tokens need not be the canonical tokenization of its text) and
+    // the new user turn are prefilled.
+    for w in with.windows(2) {
+        let ((_, prev_prompt), (pre, prompt)) = (w[0], w[1]);
+        assert!(
+            pre <= prompt - prev_prompt,
+            "prefilled {pre} of {prompt} (previous prompt {prev_prompt})"
+        );
     }
     let total_with: usize = with.iter().map(|x| x.0).sum();
     let total_without: usize = without.iter().map(|x| x.0).sum();
@@ -142,11 +150,21 @@ fn scripted_db_task_prefill_with_and_without_reuse() {
             prefilled: Vec::new(),
             prompt: Vec::new(),
         };
-        let run = run_db(&mut f, &mut Echo, "How many gold medals did Norway win?", table, LoopLimits::default(), &mut |_| {})
-            .unwrap();
+        let run = run_db(
+            &mut f,
+            &mut Echo,
+            "How many gold medals did Norway win?",
+            table,
+            LoopLimits::default(),
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(run.answer.as_deref(), Some(" [\"16\"]"));
         assert_eq!(f.prefilled.len(), 5);
-        eprintln!("DB 5 turns, reuse={reuse}: prompt {:?}, prefilled {:?}", f.prompt, f.prefilled);
+        eprintln!(
+            "DB 5 turns, reuse={reuse}: prompt {:?}, prefilled {:?}",
+            f.prompt, f.prefilled
+        );
         totals.push((f.prefilled.iter().sum::<usize>(), f.prompt.clone()));
     }
     let truncated = totals[0].1.iter().any(|&p| p >= 480);
@@ -154,14 +172,19 @@ fn scripted_db_task_prefill_with_and_without_reuse() {
         "DB 5 turns: {} tokens prefilled with reuse, {} without{}",
         totals[0].0,
         totals[1].0,
-        if truncated { " (prompt left-truncated: reuse limited)" } else { "" }
+        if truncated {
+            " (prompt left-truncated: reuse limited)"
+        } else {
+            ""
+        }
     );
     if !truncated {
         assert!(totals[0].0 * 2 < totals[1].0);
     }
 }
 
-/// First replies of every dev task, sampled at T = 1, without and with the constraint.
+/// First replies of dev tasks (every third, to keep the suite fast; set
+/// `EDGEACT_AGENT_ALL_TASKS=1` for all 86), sampled at T = 1, without and with the constraint.
 #[test]
 fn constrained_decoding_removes_parse_failures() {
     let m = load();
@@ -173,7 +196,17 @@ fn constrained_decoding_removes_parse_failures() {
     let db = load_db_tasks(&fixture("dbbench_dev.jsonl")).unwrap();
     let mut prompts: Vec<(Protocol, Vec<Message>)> = Vec::new();
     prompts.extend(os.iter().map(|t| (Protocol::Os, os_initial_history(&t.description))));
-    prompts.extend(db.iter().map(|t| (Protocol::Db, db_initial_history(&t.description, &t.add_description))));
+    prompts.extend(
+        db.iter()
+            .map(|t| (Protocol::Db, db_initial_history(&t.description, &t.add_description))),
+    );
+    if std::env::var_os("EDGEACT_AGENT_ALL_TASKS").is_none() {
+        prompts = prompts.into_iter().step_by(3).collect();
+    }
+    let (n_os, n_db) = (
+        prompts.iter().filter(|p| p.0 == Protocol::Os).count(),
+        prompts.iter().filter(|p| p.0 == Protocol::Db).count(),
+    );
     for constrained in [false, true] {
         let mut cfg = EngineConfig::eval(7);
         cfg.sampler.temperature = 1.0;
@@ -181,7 +214,12 @@ fn constrained_decoding_removes_parse_failures() {
         let mut e = engine(&m, cfg);
         let (mut os_fail, mut db_fail) = (0, 0);
         for (p, msgs) in &prompts {
-            let r = e.reply(&ModelRequest { messages: msgs, protocol: *p }).unwrap();
+            let r = e
+                .reply(&ModelRequest {
+                    messages: msgs,
+                    protocol: *p,
+                })
+                .unwrap();
             let ok = match p {
                 Protocol::Os => parse_os(&r.text).action.is_some(),
                 Protocol::Db => matches!(parse_db(&r.text), DbAction::Operation(_) | DbAction::Answer(_)),
@@ -194,11 +232,7 @@ fn constrained_decoding_removes_parse_failures() {
                 }
             }
         }
-        eprintln!(
-            "constrained={constrained}: parse failures OS {os_fail}/{}, DB {db_fail}/{}",
-            os.len(),
-            db.len()
-        );
+        eprintln!("constrained={constrained}: parse failures OS {os_fail}/{n_os}, DB {db_fail}/{n_db}");
         if constrained {
             assert_eq!((os_fail, db_fail), (0, 0));
         } else {

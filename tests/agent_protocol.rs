@@ -23,7 +23,9 @@ fn shared() -> PathBuf {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/agent")
+        .join(name)
 }
 
 #[test]
@@ -41,10 +43,16 @@ fn protocol_texts_are_byte_identical_to_agentbench() {
     assert!(text::OS_INSTRUCTION.starts_with(
         "You are an assistant that will act like a person, I'will play the role of linux(ubuntu) operating system."
     ));
-    assert!(text::OS_INSTRUCTION.ends_with("Once again, you should take only exact one of the three actions in each turn.\n\n"));
-    assert!(text::DB_INSTRUCTION.starts_with("\nI will ask you a question, then you should help me operate a MySQL database"));
-    assert!(text::DB_INSTRUCTION.ends_with("Your input will be raw MySQL response, you have to deal with it by yourself.\n"));
-    assert_eq!(text::OS_NEW_PROBLEM_PREFIX, "Now, I will start a new problem in a new OS. My problem is:\n\n");
+    assert!(text::OS_INSTRUCTION
+        .ends_with("Once again, you should take only exact one of the three actions in each turn.\n\n"));
+    assert!(text::DB_INSTRUCTION
+        .starts_with("\nI will ask you a question, then you should help me operate a MySQL database"));
+    assert!(text::DB_INSTRUCTION
+        .ends_with("Your input will be raw MySQL response, you have to deal with it by yourself.\n"));
+    assert_eq!(
+        text::OS_NEW_PROBLEM_PREFIX,
+        "Now, I will start a new problem in a new OS. My problem is:\n\n"
+    );
 }
 
 #[test]
@@ -66,7 +74,11 @@ fn prompts_match_the_fastchat_emulation() {
             Some(s) if s == text::MODEL_CARD_SYSTEM_PROMPT => ChatTemplate::Agent,
             Some(s) => ChatTemplate::System(s.into()),
         };
-        assert_eq!(render_llama2(&msgs, &template), case["prompt"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            render_llama2(&msgs, &template),
+            case["prompt"].as_str().unwrap(),
+            "{name}"
+        );
     }
     // The OS history builder gives the same first prompt as the emulation.
     let first = &cases["os_first_eval"];
@@ -95,7 +107,8 @@ fn hand_checked_two_turn_prompt() {
 
 #[test]
 fn parsers_match_agentbench_regexes_on_corpus() {
-    let cases: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(fixture("parse_corpus.json")).unwrap()).unwrap();
+    let cases: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixture("parse_corpus.json")).unwrap()).unwrap();
     assert!(cases.len() > 500);
     for c in &cases {
         let t = c["text"].as_str().unwrap();
@@ -107,7 +120,11 @@ fn parsers_match_agentbench_regexes_on_corpus() {
             Some(OsAction::Bash(code)) => ("bash".into(), code.clone().into()),
             Some(OsAction::Commit(a)) => ("commit".into(), a.clone().map_or(Value::Null, Value::from)),
         };
-        assert_eq!((action, content), (e["action"].clone(), e["content"].clone()), "OS action of {t:?}");
+        assert_eq!(
+            (action, content),
+            (e["action"].clone(), e["content"].clone()),
+            "OS action of {t:?}"
+        );
         let db = parse_db(t);
         let e = &c["db"];
         let (kind, content) = match db {
@@ -116,7 +133,11 @@ fn parsers_match_agentbench_regexes_on_corpus() {
             DbAction::Answer(a) => ("answer", Value::from(a)),
             DbAction::NoAnswer => ("no_answer", Value::Null),
         };
-        assert_eq!((kind, content), (e["kind"].as_str().unwrap(), e["content"].clone()), "DB action of {t:?}");
+        assert_eq!(
+            (kind, content),
+            (e["kind"].as_str().unwrap(), e["content"].clone()),
+            "DB action of {t:?}"
+        );
     }
 }
 
@@ -129,7 +150,11 @@ struct FakeTool {
 impl Tool for FakeTool {
     fn execute(&mut self, input: &str) -> anyhow::Result<String> {
         self.inputs.push(input.to_string());
-        Ok(if self.outputs.is_empty() { String::new() } else { self.outputs.remove(0) })
+        Ok(if self.outputs.is_empty() {
+            String::new()
+        } else {
+            self.outputs.remove(0)
+        })
     }
 }
 
@@ -149,7 +174,10 @@ fn os_loop_runs_bash_and_commits_answer() {
     let long = "x".repeat(900);
     let mut tool = fake(&[&long]);
     let mut events = 0;
-    let run = run_os(&mut model, &mut tool, "How many?", LoopLimits::default(), &mut |_| events += 1).unwrap();
+    let run = run_os(&mut model, &mut tool, "How many?", LoopLimits::default(), &mut |_| {
+        events += 1
+    })
+    .unwrap();
     assert_eq!(run.status, Status::Completed);
     assert_eq!(run.answer.as_deref(), Some(" 6 "));
     assert_eq!(tool.inputs, vec!["ls -a /home\n\nwc -l"]);
@@ -169,7 +197,10 @@ fn os_loop_runs_bash_and_commits_answer() {
 fn os_loop_ends_on_invalid_action_and_round_limit() {
     let mut model = ScriptedModel::new(["I don't know."]);
     let run = run_os(&mut model, &mut fake(&[]), "t", LoopLimits::default(), &mut |_| {}).unwrap();
-    assert_eq!((run.status, run.answer.clone(), run.steps.len()), (Status::InvalidAction, None, 1));
+    assert_eq!(
+        (run.status, run.answer.clone(), run.steps.len()),
+        (Status::InvalidAction, None, 1)
+    );
 
     let bash = "Act: bash\n\n```bash\ntrue\n```";
     let mut model = ScriptedModel::new(vec![bash; 9]);
@@ -177,7 +208,10 @@ fn os_loop_ends_on_invalid_action_and_round_limit() {
     let run = run_os(&mut model, &mut tool, "t", LoopLimits::default(), &mut |_| {}).unwrap();
     assert_eq!((run.status, run.answer.clone()), (Status::RoundLimit, None));
     assert_eq!((run.steps.len(), model.remaining()), (8, 1));
-    assert_eq!(run.steps[0].observation.as_deref(), Some("The output of the OS is empty."));
+    assert_eq!(
+        run.steps[0].observation.as_deref(),
+        Some("The output of the OS is empty.")
+    );
 }
 
 #[test]
@@ -185,9 +219,19 @@ fn db_loop_follows_dbbench() {
     let op = "Action: Operation\n```sql\nSELECT *\nFROM t;\n```";
     let mut model = ScriptedModel::new([op, "Action: Answer\nFinal Answer: [\"16\"]"]);
     let mut tool = fake(&[""]);
-    let run = run_db(&mut model, &mut tool, "Q?", "The name of this table is t.", LoopLimits::default(), &mut |_| {})
-        .unwrap();
-    assert_eq!((run.status, run.answer.as_deref()), (Status::Completed, Some(" [\"16\"]")));
+    let run = run_db(
+        &mut model,
+        &mut tool,
+        "Q?",
+        "The name of this table is t.",
+        LoopLimits::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        (run.status, run.answer.as_deref()),
+        (Status::Completed, Some(" [\"16\"]"))
+    );
     assert_eq!(tool.inputs, vec!["SELECT * FROM t;"]);
     // An empty result is injected as an empty user turn.
     assert_eq!(model.requests[1].last().unwrap().content, "");
@@ -196,7 +240,10 @@ fn db_loop_follows_dbbench() {
     // 15 operations, then the 16th reply is searched for a final answer.
     let mut model = ScriptedModel::new(vec![op; 17]);
     let run = run_db(&mut model, &mut fake(&[]), "Q", "", LoopLimits::default(), &mut |_| {}).unwrap();
-    assert_eq!((run.status, run.steps.len(), model.remaining()), (Status::RoundLimit, 16, 1));
+    assert_eq!(
+        (run.status, run.steps.len(), model.remaining()),
+        (Status::RoundLimit, 16, 1)
+    );
     let both = "Action: Operation\n```sql\nSELECT 1;\n```\nFinal Answer: [1]";
     let mut model = ScriptedModel::new(vec![both; 16]);
     let run = run_db(&mut model, &mut fake(&[]), "Q", "", LoopLimits::default(), &mut |_| {}).unwrap();
@@ -219,7 +266,10 @@ fn db_dev_labels_judged_right_and_perturbed_wrong() {
         assert!(judge_db_answer(&answer, &t.label), "{answer}");
         let mut wrong = labels.clone();
         wrong[0].push_str(" (wrong)");
-        assert!(!judge_db_answer(&format!(" {}", serde_json::to_string(&wrong).unwrap()), &t.label));
+        assert!(!judge_db_answer(
+            &format!(" {}", serde_json::to_string(&wrong).unwrap()),
+            &t.label
+        ));
         let mut short = labels.clone();
         short.push("extra".into());
         assert!(!judge_db_answer(&serde_json::to_string(&short).unwrap(), &t.label));

@@ -10,7 +10,7 @@ use edgeact_runtime::kernels::cuda::{self, compile_all, compile_module, SOURCES}
 
 /// Kernel entry points every module must export (the launchers look these names up).
 fn expected_entries(module: &str) -> Vec<String> {
-    let types = ["f32", "f16", "q8_0", "q4_0", "q4_k", "q6_k"];
+    let types = ["f32", "f16", "q8_0", "q4_0", "q4_1", "q4_k", "q6_k"];
     match module {
         "matvec" | "matmul" => types.iter().map(|t| format!("{module}_{t}")).collect(),
         "ops" => ["rms_norm", "rope", "swiglu", "add_inplace", "softmax", "kv_store"]

@@ -42,7 +42,10 @@ fn row(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 /// ggml activation bytes as f32 (F32 rows have no `to_float` in ggml: they are f32 already).
 fn ggml_to_f32(ty: u32, bytes: &[u8], n: usize) -> Vec<f32> {
     if ty == GgmlType::F32.id() {
-        return bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        return bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
     }
     edgeact_oracle::dequantize_row(ty, bytes, n).expect("widen activations")
 }

@@ -121,3 +121,30 @@ fn quantized_models_match_llama_cpp() {
         check(&out, bound);
     }
 }
+
+#[test]
+fn tmp_probe() {
+    use edgeact_runtime::kernels::cpu::{matmul, QMatrix, ThreadPool};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q8.gguf");
+    oracle::quantize_model(&stories(), &out, oracle::Ftype::Q8_0, 1).unwrap();
+    let f = GgufFile::open(&out).unwrap();
+    for name in ["blk.0.attn_q.weight", "blk.0.ffn_down.weight", "output.weight"] {
+        let t = f.tensor(name).unwrap();
+        let (cols, rows) = t.info.as_matrix();
+        let x: Vec<f32> = (0..cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+        let w = QMatrix::new(t.info.ty, rows, cols, t.data).unwrap();
+        let mut o = vec![0f32; rows];
+        matmul(&ThreadPool::new(1), &w, &x, 1, &mut o);
+        let id = t.info.ty.id();
+        let vt = oracle::vec_dot_type(id).unwrap();
+        let a = oracle::from_float(vt, &x).unwrap();
+        let rb = t.data.len() / rows;
+        let mut worst = 0f32;
+        for r in 0..rows {
+            let theirs = oracle::vec_dot(id, cols, &t.data[r * rb..(r + 1) * rb], &a).unwrap();
+            worst = worst.max((theirs - o[r]).abs());
+        }
+        eprintln!("{name} {:?}: worst |ours - ggml vec_dot| = {worst}", t.info.ty);
+    }
+}

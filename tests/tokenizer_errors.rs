@@ -166,3 +166,10 @@ fn tokenizer_minimal_spm_from_gguf() {
     assert_eq!(tok.encode("a b", false, false), [3, 0, 0]);
     assert!(tok.add_bos_default() && tok.is_eog(2));
 }
+
+#[test]
+fn tokenizer_and_template_are_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Tokenizer>();
+    assert_send_sync::<edgeact_runtime::chat::ChatTemplate>();
+}

@@ -108,6 +108,23 @@ pub(crate) struct MappedFile {
     pub(crate) map: Mmap,
 }
 
+impl MappedFile {
+    /// Drops the resident pages of `start..start + len` (best effort), so that a model many
+    /// times larger than memory can stream through with a small resident set.
+    pub(crate) fn release(&self, start: usize, len: usize) {
+        if len == 0 || start.checked_add(len).is_none_or(|end| end > self.map.len()) {
+            return;
+        }
+        // SAFETY: MADV_DONTNEED on a read-only, file-backed shared mapping only discards the
+        // resident copies of the pages; later reads fault them back in from the file with the
+        // same contents, so no reference into the mapping observes a change.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
+        };
+    }
+}
+
 pub(crate) fn map_file(path: &Path) -> Result<MappedFile, CheckpointError> {
     let io = |source| CheckpointError::Io {
         path: path.to_path_buf(),
@@ -300,10 +317,6 @@ impl Checkpoint {
     /// Drops the resident pages of a converted tensor so that the resident set stays small
     /// while a model many times larger than memory streams through (best effort).
     pub fn release(&self, t: &TensorMeta) {
-        let map = &self.files[t.file].map;
-        // SAFETY: MADV_DONTNEED on a read-only, file-backed shared mapping only discards the
-        // resident copies of the pages; later reads fault them back in from the file with the
-        // same contents, so no reference into the mapping observes a change.
-        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, t.start, t.len) };
+        self.files[t.file].release(t.start, t.len);
     }
 }

@@ -7,7 +7,7 @@
 //! against the source for the RMSE summary, and written. Memory use is a few chunks, not the
 //! model.
 
-use crate::checkpoint::{Checkpoint, TensorMeta};
+use crate::checkpoint::{map_file, Checkpoint, MappedFile, TensorMeta};
 use crate::gguf_writer::{GgufWriter, TensorDecl, TensorSink};
 use crate::hf::{map_name, permuted_row, LlamaConfig};
 use crate::mix::{Mix, MixPlanner};
@@ -115,7 +115,20 @@ impl Progress for Silent {}
 
 enum Input {
     Hf(Checkpoint),
-    Gguf(GgufFile),
+    /// The parsed file plus a second mapping of it that tensor data is read through, so the
+    /// pages of finished tensors can be dropped (the reader's own mapping is never advised).
+    Gguf(GgufFile, MappedFile),
+}
+
+impl Input {
+    /// The bytes of a GGUF input tensor (bounds validated by the reader).
+    fn gguf_tensor<'a>(f: &GgufFile, map: &'a MappedFile, name: &str) -> anyhow::Result<&'a [u8]> {
+        let info = f.tensor(name)?.info;
+        let start = (f.header().data_offset + info.offset) as usize;
+        map.map
+            .get(start..start + info.n_bytes() as usize)
+            .ok_or_else(|| anyhow!("tensor {name:?}: the file changed while converting"))
+    }
 }
 
 /// Where the rows of an output tensor come from.
@@ -146,7 +159,7 @@ pub fn convert(input: &Path, output: &Path, opts: &Options, progress: &mut dyn P
     };
     let input_paths: Vec<PathBuf> = match &source {
         Input::Hf(ck) => ck.paths().map(Path::to_path_buf).collect(),
-        Input::Gguf(_) => vec![input.to_path_buf()],
+        Input::Gguf(..) => vec![input.to_path_buf()],
     };
     let input_bytes = input_paths
         .iter()
@@ -181,10 +194,18 @@ pub fn convert(input: &Path, output: &Path, opts: &Options, progress: &mut dyn P
             entry.bytes += decl.n_bytes();
             entry.sq_err += e;
             entry.sq_ref += s;
-            if let (Input::Hf(ck), Src::Hf { name, .. }) = (&source, &items[i].src) {
-                if let Some(t) = ck.get(name) {
-                    ck.release(t);
+            match (&source, &items[i].src) {
+                (Input::Hf(ck), Src::Hf { name, .. }) => {
+                    if let Some(t) = ck.get(name) {
+                        ck.release(t);
+                    }
                 }
+                (Input::Gguf(f, map), Src::Gguf { name }) => {
+                    if let Ok(v) = f.tensor(name) {
+                        map.release((f.header().data_offset + v.info.offset) as usize, v.data.len());
+                    }
+                }
+                _ => {}
             }
             Ok(())
         })
@@ -358,7 +379,8 @@ fn plan_gguf(path: &Path, opts: &Options) -> anyhow::Result<(Input, GgufWriter, 
             src_ty: Some(t.ty),
         });
     }
-    Ok((Input::Gguf(f), w, items))
+    let map = map_file(path)?;
+    Ok((Input::Gguf(f, map), w, items))
 }
 
 /// Streams one tensor; returns (sum of squared errors, sum of squared source values).
@@ -371,9 +393,9 @@ fn write_tensor(
     progress: &mut dyn Progress,
 ) -> anyhow::Result<(f64, f64)> {
     // A GGUF tensor whose type does not change is copied byte for byte (as llama.cpp does).
-    if let (Input::Gguf(f), Src::Gguf { name }, Some(src_ty)) = (source, &item.src, item.src_ty) {
+    if let (Input::Gguf(f, map), Src::Gguf { name }, Some(src_ty)) = (source, &item.src, item.src_ty) {
         if src_ty == decl.ty {
-            sink.write_all(f.tensor(name)?.data)?;
+            sink.write_all(Input::gguf_tensor(f, map, name)?)?;
             progress.advance(decl.n_elements());
             return Ok((0.0, 0.0));
         }
@@ -432,11 +454,12 @@ fn read_rows(
                 }
             }
         }
-        (Input::Gguf(f), Src::Gguf { name }) => {
-            let v = f.tensor(name)?;
-            let rb = v.ty().row_bytes(row_len as u64).expect("validated by the reader") as usize;
-            dequantize_row(v.ty(), &v.data[first * rb..(first + n) * rb], out)
-                .map_err(|e| anyhow!("cannot dequantize the {} source: {e}", v.ty()))?;
+        (Input::Gguf(f, map), Src::Gguf { name }) => {
+            let ty = f.tensor(name)?.ty();
+            let data = Input::gguf_tensor(f, map, name)?;
+            let rb = ty.row_bytes(row_len as u64).expect("validated by the reader") as usize;
+            dequantize_row(ty, &data[first * rb..(first + n) * rb], out)
+                .map_err(|e| anyhow!("cannot dequantize the {ty} source: {e}"))?;
         }
         _ => unreachable!("items are planned from their own input"),
     }

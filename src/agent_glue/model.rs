@@ -20,7 +20,8 @@ impl LoadedModel {
     pub fn load(args: &ModelArgs) -> anyhow::Result<LoadedModel> {
         args.device.resolve()?;
         let (file, model): (Arc<GgufFile>, Arc<LlamaModel>) = load_model(&args.model)?;
-        let tokenizer = Tokenizer::from_gguf(&file).with_context(|| format!("tokenizer of {}", args.model.display()))?;
+        let tokenizer =
+            Tokenizer::from_gguf(&file).with_context(|| format!("tokenizer of {}", args.model.display()))?;
         Ok(LoadedModel {
             model,
             tokenizer: Arc::new(tokenizer),

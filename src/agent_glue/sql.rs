@@ -53,7 +53,10 @@ impl SqlTool {
 
     /// `str()` of the hash query's result, comparable with `answer_md5`.
     pub fn hash_answer(&mut self) -> anyhow::Result<String> {
-        let h = self.backend.table_hash(&self.table).context("computing the table hash")?;
+        let h = self
+            .backend
+            .table_hash(&self.table)
+            .context("computing the table hash")?;
         Ok(format_hash_answer(h.as_deref()))
     }
 }
@@ -77,7 +80,11 @@ pub fn default_add_description(table: &serde_json::Value) -> String {
     let headers: Vec<&str> = table
         .pointer("/table_info/columns")
         .and_then(|c| c.as_array())
-        .map(|cols| cols.iter().filter_map(|c| c.get("name").and_then(|n| n.as_str())).collect())
+        .map(|cols| {
+            cols.iter()
+                .filter_map(|c| c.get("name").and_then(|n| n.as_str()))
+                .collect()
+        })
         .unwrap_or_default();
     format!(
         "The name of this table is {name}, and the headers of this table are {}.",

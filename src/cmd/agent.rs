@@ -245,9 +245,15 @@ fn run_db_task(a: DbArgs) -> anyhow::Result<ExitCode> {
         None => json,
     };
     if table.get("table_name").is_none() {
-        bail!("{}: no `table_name` (expected a table or a dbbench task)", a.table.display());
+        bail!(
+            "{}: no `table_name` (expected a table or a dbbench task)",
+            a.table.display()
+        );
     }
-    let add = a.add_description.clone().unwrap_or_else(|| default_add_description(&table));
+    let add = a
+        .add_description
+        .clone()
+        .unwrap_or_else(|| default_add_description(&table));
     let mut tool = SqlTool::new(&SqlEngine::from_flag(a.mysql.as_deref()), &table)?;
     let mut engine = engine_for(&a.gen)?;
     let mut view = open_view(

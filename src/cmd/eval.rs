@@ -403,7 +403,14 @@ fn run_one(
         Tasks::Db(list) => {
             let task = &list[index];
             let mut tool = SqlTool::new(sql_engine, &task.table)?;
-            let run = run_db(model, &mut tool, &task.description, &task.add_description, limits, &mut on_event)?;
+            let run = run_db(
+                model,
+                &mut tool,
+                &task.description,
+                &task.add_description,
+                limits,
+                &mut on_event,
+            )?;
             if task.is_mutation() {
                 let hash = tool.hash_answer()?;
                 let ok = judge_db_hash(&hash, task.answer_md5.as_deref().unwrap_or_default());
@@ -445,7 +452,11 @@ fn summarize(protocol: &str, seed: u64, results: &[TaskResult]) -> SeedSummary {
         }
     }
     for v in by_type.values_mut() {
-        v.acc = if v.total > 0 { v.pass as f64 / v.total as f64 } else { 0.0 };
+        v.acc = if v.total > 0 {
+            v.pass as f64 / v.total as f64
+        } else {
+            0.0
+        };
     }
     let acc = |k: &str| by_type.get(k).map_or(0.0, |a| a.acc);
     let score = if protocol == "os" {
@@ -462,7 +473,11 @@ fn print_summary(protocol: &str, summaries: &[SeedSummary], mean: f64, std: f64)
         for (k, v) in &s.by_type {
             println!("  {k:<18} {:>3}/{:<3} {:6.1}%", v.pass, v.total, 100.0 * v.acc);
         }
-        let what = if protocol == "os" { "success rate" } else { "score (mean of SELECT, INSERT, UPDATE)" };
+        let what = if protocol == "os" {
+            "success rate"
+        } else {
+            "score (mean of SELECT, INSERT, UPDATE)"
+        };
         println!("  {what}: {:.1}%", 100.0 * s.score);
     }
     if summaries.len() > 1 {

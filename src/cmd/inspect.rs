@@ -4,6 +4,7 @@
 use anyhow::Context;
 use edgeact_runtime::gguf::{GgufFile, Value};
 use serde_json::{json, Value as Json};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,12 +22,20 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let f = GgufFile::open(&args.path).with_context(|| format!("cannot inspect {}", args.path.display()))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&f))?);
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &to_json(&f))
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
     } else {
-        print_text(&f);
+        print_text(&mut out, &f)
+    };
+    match written {
+        // A closed pipe (`edgeact inspect m.gguf | head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+        Ok(()) => Ok(ExitCode::SUCCESS),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn value_json(v: &Value) -> Json {
@@ -88,9 +97,10 @@ fn to_json(f: &GgufFile) -> Json {
     })
 }
 
-fn print_text(f: &GgufFile) {
+fn print_text(out: &mut impl Write, f: &GgufFile) -> std::io::Result<()> {
     let h = f.header();
-    println!(
+    writeln!(
+        out,
         "GGUF v{} | {} metadata keys | {} tensors | alignment {} | data at {} | {} bytes",
         h.version,
         f.metadata().len(),
@@ -98,39 +108,43 @@ fn print_text(f: &GgufFile) {
         h.alignment,
         h.data_offset,
         f.file_size()
-    );
-    println!();
+    )?;
+    writeln!(out)?;
     let width = f.metadata().iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in f.metadata() {
-        println!("{k:<width$}  {v}");
+        writeln!(out, "{k:<width$}  {v}")?;
     }
-    println!();
+    writeln!(out)?;
     let nw = f.tensors().iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
-    println!(
+    writeln!(
+        out,
         "{:<nw$}  {:<5}  {:<24}  {:>12}  {:>12}",
         "name", "type", "shape", "bytes", "offset"
-    );
+    )?;
     let mut total = 0u64;
     let mut elements = 0u64;
     for t in f.tensors() {
         let shape = t.dims.iter().map(u64::to_string).collect::<Vec<_>>().join(" x ");
-        println!(
+        writeln!(
+            out,
             "{:<nw$}  {:<5}  {:<24}  {:>12}  {:>12}",
             t.name,
             t.ty.name(),
             shape,
             t.n_bytes(),
             h.data_offset + t.offset
-        );
+        )?;
         total += t.n_bytes();
         elements += t.n_elements();
     }
     if elements > 0 {
-        println!(
+        writeln!(
+            out,
             "\n{} weights, {} bytes of tensor data, {:.3} bits/weight",
             elements,
             total,
             total as f64 * 8.0 / elements as f64
-        );
+        )?;
     }
+    Ok(())
 }

@@ -6,6 +6,7 @@ use anyhow::Context;
 use edgeact_quantize::{convert, Mix, Options, Progress, Report};
 use edgeact_runtime::quant::GgmlType;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -76,7 +77,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot convert {}", args.input.display()))?;
     bar.finish_and_clear();
     if !args.quiet {
-        print_summary(&report, args.ty);
+        // The file is written; a closed stdout (`| head`) must not turn success into an error.
+        let _ = print_summary(&mut std::io::stdout().lock(), &report, args.ty);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -92,22 +94,25 @@ fn size(bytes: u64) -> String {
     }
 }
 
-fn print_summary(r: &Report, mix: Mix) {
-    println!("wrote {} ({mix})", r.output.display());
-    println!(
+fn print_summary(out: &mut impl Write, r: &Report, mix: Mix) -> std::io::Result<()> {
+    writeln!(out, "wrote {} ({mix})", r.output.display())?;
+    writeln!(
+        out,
         "input {} → output {} | {:.3} bits/weight over {} weights | {:.1} s",
         size(r.input_bytes),
         size(r.output_bytes),
         r.bits_per_weight(),
         r.elements,
         r.elapsed.as_secs_f64()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<6} {:>7} {:>14} {:>12} {:>12} {:>10}",
         "type", "tensors", "weights", "size", "rmse", "rel.rmse"
-    );
+    )?;
     for t in &r.per_type {
-        println!(
+        writeln!(
+            out,
             "{:<6} {:>7} {:>14} {:>12} {:>12.3e} {:>9.3}%",
             t.ty.name(),
             t.tensors,
@@ -115,6 +120,7 @@ fn print_summary(r: &Report, mix: Mix) {
             size(t.bytes),
             t.rmse(),
             t.relative_rmse() * 100.0
-        );
+        )?;
     }
+    Ok(())
 }

@@ -48,8 +48,14 @@ impl Lit {
             Lit::ActPrefix | Lit::ActSep => State::ActChoice,
             Lit::BashKw | Lit::DbOpKw => State::Code { tail: 0 },
             Lit::FinishKw => State::Done,
-            Lit::AnswerKw => State::Bracketed { close: b')', closed: false },
-            Lit::DbAnsKw => State::Bracketed { close: b']', closed: false },
+            Lit::AnswerKw => State::Bracketed {
+                close: b')',
+                closed: false,
+            },
+            Lit::DbAnsKw => State::Bracketed {
+                close: b']',
+                closed: false,
+            },
         }
     }
 }
@@ -312,7 +318,10 @@ mod tests {
 
     #[test]
     fn os_shapes() {
-        assert!(accepts(Protocol::Os, " Think: list\n\nAct: bash\n\n```bash\nls /etc\n```"));
+        assert!(accepts(
+            Protocol::Os,
+            " Think: list\n\nAct: bash\n\n```bash\nls /etc\n```"
+        ));
         assert!(accepts(Protocol::Os, "Think: done\n\nAct: finish"));
         assert!(accepts(Protocol::Os, "Think: got it\n\nAct: answer(220)"));
         assert!(accepts(Protocol::Os, "Act: answer(f(x))"));
@@ -325,7 +334,10 @@ mod tests {
 
     #[test]
     fn db_shapes() {
-        assert!(accepts(Protocol::Db, "Let me query.\nAction: Operation\n```sql\nSELECT 1;\n```"));
+        assert!(accepts(
+            Protocol::Db,
+            "Let me query.\nAction: Operation\n```sql\nSELECT 1;\n```"
+        ));
         assert!(accepts(Protocol::Db, "AAction: Answer\nFinal Answer: [\"a\"]"));
         assert!(!accepts(Protocol::Db, "Action: Answer\nFinal Answer: [\"a\""));
         assert!(State::start(Protocol::Db).feed(b"Action: Run").is_none());
@@ -423,7 +435,10 @@ mod tests {
     fn token_mask() {
         let vocab: Vec<&[u8]> = vec![b"", b" Think", b":", b" ", b"Hello", b"Act", b"\n", b"x"];
         let c = Constraint::new(Protocol::Os);
-        assert_eq!(c.allowed_tokens(vocab.len(), |i| vocab[i as usize], &[0], 100), vec![1, 3, 5]);
+        assert_eq!(
+            c.allowed_tokens(vocab.len(), |i| vocab[i as usize], &[0], 100),
+            vec![1, 3, 5]
+        );
         // Budget nearly spent: only the way to `Act: finish` is open.
         assert_eq!(c.allowed_tokens(vocab.len(), |i| vocab[i as usize], &[0], 19), vec![5]);
         let mut c = Constraint::new(Protocol::Os);

@@ -75,8 +75,11 @@ pub struct EngineModel {
     sampler: Sampler,
     config: EngineConfig,
     /// Called with each piece of text as it is generated (live display).
-    on_text: Option<Box<dyn FnMut(&str) + Send>>,
+    on_text: Option<TextSink>,
 }
+
+/// Receives generated text pieces as they are decoded.
+type TextSink = Box<dyn FnMut(&str) + Send>;
 
 /// Length of the longest common prefix.
 pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {

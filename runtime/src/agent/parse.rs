@@ -44,7 +44,11 @@ fn findall_label_line(text: &str, label: &str) -> Vec<String> {
         let ws_end = rest.find(|c: char| !py::is_space(c)).map(|i| p + i);
         let start = match ws_end {
             Some(e) => Some(e),
-            None => text[p..].char_indices().rev().find(|&(_, c)| c != '\n').map(|(i, _)| p + i),
+            None => text[p..]
+                .char_indices()
+                .rev()
+                .find(|&(_, c)| c != '\n')
+                .map(|(i, _)| p + i),
         };
         match start {
             Some(s) => {

@@ -128,7 +128,10 @@ pub fn parse_float(s: &str) -> Option<f64> {
     }
     // Rust also accepts forms Python rejects? Both take digits, '.', exponent; Rust rejects
     // hex and Python does too, so a digit check keeps us to the shared grammar.
-    if !body.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | '+' | '-')) {
+    if !body
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | '+' | '-'))
+    {
         return None;
     }
     cleaned.parse::<f64>().ok()
@@ -420,7 +423,10 @@ mod tests {
         assert_eq!(eval_literal("-2.5"), Some(PyValue::Float(-2.5)));
         assert_eq!(eval_literal("(1,)"), Some(PyValue::Tuple(vec![PyValue::Int(1)])));
         assert_eq!(eval_literal("(1)"), Some(PyValue::Int(1)));
-        assert_eq!(eval_literal("1, 2"), Some(PyValue::Tuple(vec![PyValue::Int(1), PyValue::Int(2)])));
+        assert_eq!(
+            eval_literal("1, 2"),
+            Some(PyValue::Tuple(vec![PyValue::Int(1), PyValue::Int(2)]))
+        );
         assert_eq!(eval_literal("'a' 'b'"), Some(PyValue::Str("ab".into())));
         assert_eq!(eval_literal("none"), None);
         assert_eq!(eval_literal("March 19, 1998"), None);

@@ -74,7 +74,11 @@ pub fn os_observation(output: &str) -> String {
         return text::OS_OUTPUT_EMPTY.to_string();
     }
     let body = if py::len(output) > text::OS_TRUNCATE_OVER {
-        format!("{}{}", py::prefix(output, text::OS_TRUNCATE_KEEP), text::OS_TRUNCATED_NOTE)
+        format!(
+            "{}{}",
+            py::prefix(output, text::OS_TRUNCATE_KEEP),
+            text::OS_TRUNCATED_NOTE
+        )
     } else {
         output.to_string()
     };
@@ -86,7 +90,11 @@ pub fn os_observation(output: &str) -> String {
 /// injects an empty user turn.
 pub fn db_observation(result: &str) -> String {
     if py::len(result) > text::DB_TRUNCATE_AT {
-        format!("{}{}", py::prefix(result, text::DB_TRUNCATE_AT), text::DB_TRUNCATED_NOTE)
+        format!(
+            "{}{}",
+            py::prefix(result, text::DB_TRUNCATE_AT),
+            text::DB_TRUNCATED_NOTE
+        )
     } else {
         result.to_string()
     }
@@ -194,7 +202,11 @@ pub fn render_llama2(messages: &[Message], template: &ChatTemplate) -> String {
     };
     for (i, m) in messages.iter().enumerate() {
         let msg = py::strip(&m.content);
-        let (tag, sep) = if i % 2 == 0 { ("[INST]", " ") } else { ("[/INST]", " </s><s>") };
+        let (tag, sep) = if i % 2 == 0 {
+            ("[INST]", " ")
+        } else {
+            ("[/INST]", " </s><s>")
+        };
         if msg.is_empty() {
             out.push_str(tag);
         } else if i == 0 {
@@ -263,7 +275,10 @@ mod tests {
                 "é".repeat(780)
             )
         );
-        assert_eq!(os_observation(&"a".repeat(800)), format!("The output of the OS:\n\n{}", "a".repeat(800)));
+        assert_eq!(
+            os_observation(&"a".repeat(800)),
+            format!("The output of the OS:\n\n{}", "a".repeat(800))
+        );
         let d = db_observation(&"x".repeat(900));
         assert_eq!(d, format!("{}[TRUNCATED]", "x".repeat(800)));
         assert_eq!(db_observation(&d), d);
@@ -292,9 +307,17 @@ mod tests {
     fn histories() {
         let h = os_initial_history("count files");
         assert_eq!(h.len(), 7);
-        assert!(h[0].content.ends_with("turn.\n\nNow, my problem is:\n\ntell me how many files are in the directory \"/etc\"?"));
-        assert_eq!(h[5].content, "Think: Now I get the answer, it is 220.\n\nAct: answer(220)");
-        assert_eq!(h[6].content, "Now, I will start a new problem in a new OS. My problem is:\n\ncount files");
+        assert!(h[0]
+            .content
+            .ends_with("turn.\n\nNow, my problem is:\n\ntell me how many files are in the directory \"/etc\"?"));
+        assert_eq!(
+            h[5].content,
+            "Think: Now I get the answer, it is 220.\n\nAct: answer(220)"
+        );
+        assert_eq!(
+            h[6].content,
+            "Now, I will start a new problem in a new OS. My problem is:\n\ncount files"
+        );
         let d = db_initial_history("Q?", "The name of this table is t.");
         assert_eq!(d[1].content, "Ok.");
         assert_eq!(d[2].content, "Q?\nThe name of this table is t.");

@@ -48,15 +48,9 @@ pub struct OsTask {
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{path}: invalid JSON: {source}")]
-    Json {
-        path: String,
-        source: serde_json::Error,
-    },
+    Json { path: String, source: serde_json::Error },
     #[error("task {index}: {msg}")]
     Invalid { index: usize, msg: String },
 }
@@ -85,11 +79,15 @@ fn load_script(v: &Value, script_dir: &Path, index: usize) -> Result<Option<Scri
                 Some(other) => return Err(invalid(format!("script language is not a string: {other}"))),
             };
             if let Some(f) = o.get("file") {
-                let f = f.as_str().ok_or_else(|| invalid("script `file` is not a string".into()))?;
+                let f = f
+                    .as_str()
+                    .ok_or_else(|| invalid("script `file` is not a string".into()))?;
                 let code = read(&script_dir.join(f))?;
                 Ok(Some(Script { language, code }))
             } else if let Some(c) = o.get("code") {
-                let code = c.as_str().ok_or_else(|| invalid("script `code` is not a string".into()))?;
+                let code = c
+                    .as_str()
+                    .ok_or_else(|| invalid("script `code` is not a string".into()))?;
                 Ok(Some(Script {
                     language,
                     code: code.to_string(),
@@ -115,7 +113,11 @@ pub fn parse_os_task(item: &Value, index: usize, script_dir: &Path) -> Result<Os
         .to_string();
     // `"init" in item["create"]`: only an object can hold it (a list never does).
     let mut init = Vec::new();
-    if let Some(i) = item.get("create").and_then(|c| c.as_object()).and_then(|c| c.get("init")) {
+    if let Some(i) = item
+        .get("create")
+        .and_then(|c| c.as_object())
+        .and_then(|c| c.get("init"))
+    {
         match i {
             Value::Array(list) => {
                 for s in list {
@@ -204,7 +206,11 @@ pub fn load_os_tasks(path: &Path, script_dir: &Path) -> Result<Vec<OsTask>, Task
             }
         }
     };
-    items.iter().enumerate().map(|(i, v)| parse_os_task(v, i, script_dir)).collect()
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse_os_task(v, i, script_dir))
+        .collect()
 }
 
 /// One dbbench task (a line of `dev.jsonl`).

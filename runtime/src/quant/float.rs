@@ -45,14 +45,17 @@ pub fn bf16_to_f32(x: bf16) -> f32 {
     f32::from_bits((x.to_bits() as u32) << 16)
 }
 
-/// Converts a row of f32 to f16 (`ggml_fp32_to_fp16_row`). Lengths must match.
+/// Converts a row of f32 to f16 (`ggml_fp32_to_fp16_row`). Converts
+/// `min(src.len(), dst.len())` values: the kernels call this on tails whose lengths they have
+/// already checked, so it stays infallible.
 pub fn f32_to_f16_row(src: &[f32], dst: &mut [f16]) {
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = f32_to_f16(s);
     }
 }
 
-/// Converts a row of f32 to bf16 (`ggml_fp32_to_bf16_row_ref`). Lengths must match.
+/// Converts a row of f32 to bf16 (`ggml_fp32_to_bf16_row_ref`), `min(src.len(), dst.len())`
+/// values as [`f32_to_f16_row`].
 pub fn f32_to_bf16_row(src: &[f32], dst: &mut [bf16]) {
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = f32_to_bf16(s);
@@ -93,6 +96,17 @@ mod tests {
         // The largest finite f32 rounds up to infinity, as in ggml.
         assert_eq!(f32_to_bf16(f32::MAX).to_bits(), 0x7F80);
         assert_eq!(f32_to_bf16(f32::INFINITY).to_bits(), 0x7F80);
+        let mut row = [bf16::ZERO; 2];
+        f32_to_bf16_row(&[1.0, -2.0], &mut row).unwrap();
+        assert_eq!(row.map(|v| v.to_bits()), [0x3F80, 0xC000]);
+        assert!(matches!(
+            f32_to_bf16_row(&[1.0], &mut row),
+            Err(QuantError::Length { .. })
+        ));
+        let mut row16 = [f16::ZERO; 2];
+        f32_to_f16_row(&[1.0, -2.0], &mut row16).unwrap();
+        assert_eq!(row16.map(|v| v.to_bits()), [0x3C00, 0xC000]);
+        assert!(f32_to_f16_row(&[1.0, 2.0, 3.0], &mut row16).is_err());
         for bits in [0x0000u16, 0x8000, 0x3F80, 0xC2F7, 0x0001, 0x7F7F] {
             assert_eq!(f32_to_bf16(bf16_to_f32(bf16::from_bits(bits))).to_bits(), bits);
         }

@@ -278,6 +278,10 @@ fi
 mesg n 2> /dev/null || true
 "#;
 
+/// Bash 5.1+ wraps every prompt in bracketed-paste escapes (`\x1b[?2004h`); the shells of
+/// AgentBench's traces did not, so it is switched off.
+const INPUTRC: &str = "set enable-bracketed-paste off\n";
+
 const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// `/etc/shadow`-style content with every password field replaced by `*`.
@@ -561,6 +565,7 @@ impl OsSandbox {
         ops.push(Op::Mkdir { path: c(&r("/root"))?, mode: 0o700 });
         ops.push(Op::WriteFile { path: c(&r("/root/.bashrc"))?, content: BASHRC.as_bytes().to_vec(), mode: 0o644 });
         ops.push(Op::WriteFile { path: c(&r("/root/.profile"))?, content: PROFILE.as_bytes().to_vec(), mode: 0o644 });
+        ops.push(Op::WriteFile { path: c(&r("/root/.inputrc"))?, content: INPUTRC.as_bytes().to_vec(), mode: 0o644 });
         ops.push(Op::Hostname { name: c(&self.hostname)? });
         ops.push(Op::PivotRoot { path: c(&root)? });
         Ok(ops)
@@ -652,7 +657,7 @@ impl OsSandbox {
         self.ns = NsFds::open(self.init, true, !host_root).map_err(io_err("open sandbox namespaces"))?;
         self.alive = true;
         // AgentBench discards the shell's greeting and first prompt.
-        let _ = self.collect(None)?;
+        let _ = self.collect(false)?;
         self.shell_pgid = sys::tcgetpgrp(self.master.as_raw_fd());
         Ok(())
     }
@@ -679,11 +684,28 @@ impl OsSandbox {
         if !self.alive {
             return Err(OsError::ShellExited);
         }
+        // Output that arrived after the previous observation ended (a command that outlived
+        // the silence rule) is shown first, but must not be taken for this command's echo
+        // or prompt.
+        let mut leftover = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while leftover.len() < self.cfg.output_cap {
+            match self.read_chunk(&mut buf, Duration::ZERO)? {
+                Some(n) if n > 0 => leftover.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
         let mut input = bash_code.as_bytes().to_vec();
         input.push(b'\n');
         sys::write_all(self.master.as_raw_fd(), &input, self.cfg.wall_timeout).map_err(io_err("write to the shell"))?;
-        let first_line = bash_code.split('\n').next().unwrap_or("").as_bytes().to_vec();
-        self.collect(Some(&first_line))
+        let mut out = self.collect(true)?;
+        if !leftover.is_empty() {
+            leftover.extend_from_slice(&out.raw);
+            out.raw = leftover;
+            let text = String::from_utf8_lossy(&out.raw).into_owned();
+            out.output = if self.cfg.raw_terminal { text } else { clean_terminal_output(&text) };
+        }
+        Ok(out)
     }
 
     fn read_chunk(&mut self, buf: &mut [u8], wait: Duration) -> Result<Option<usize>> {
@@ -742,44 +764,51 @@ impl OsSandbox {
         Ok(false)
     }
 
-    fn collect(&mut self, echo_first_line: Option<&[u8]>) -> Result<CommandOutput> {
+    fn collect(&mut self, drop_echo: bool) -> Result<CommandOutput> {
         let start = Instant::now();
         let mut raw: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; 65536];
-        let mut first = echo_first_line.is_some();
+        let mut first = drop_echo;
+        let mut echo: Vec<u8> = Vec::new();
+        let mut held: Vec<u8>;
         let mut total = 0usize;
+        let mut last_data = Instant::now();
         let end = loop {
             let left = self.cfg.wall_timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
                 self.interrupt()?;
                 break EndReason::WallTimeout;
             }
-            let wait = left.min(self.cfg.silence_timeout);
-            match self.read_chunk(&mut buf, wait)? {
-                None => {
-                    if start.elapsed() >= self.cfg.wall_timeout {
-                        continue;
-                    }
-                    break EndReason::Silence;
+            let quiet_left = self.cfg.silence_timeout.saturating_sub(last_data.elapsed());
+            if quiet_left.is_zero() {
+                // Background jobs may keep the terminal open after the shell died.
+                if self.shell_pgid.is_some_and(|p| sys::kill(p, 0).is_err()) {
+                    self.alive = false;
+                    break EndReason::ShellExited;
                 }
+                break EndReason::Silence;
+            }
+            match self.read_chunk(&mut buf, left.min(quiet_left))? {
+                None => continue,
                 Some(0) => {
                     self.alive = false;
                     break EndReason::ShellExited;
                 }
                 Some(n) => {
+                    last_data = Instant::now();
                     let mut chunk = &buf[..n];
                     if first {
-                        // The harness dropped the first frame after sending (the echo). Keep
-                        // any output that arrived in the same read after the echoed line.
-                        first = false;
-                        let echo = echo_first_line.unwrap_or_default();
-                        if chunk.starts_with(echo) && chunk[echo.len()..].starts_with(b"\r\n") {
-                            chunk = &chunk[echo.len() + 2..];
-                            if chunk.is_empty() {
-                                continue;
+                        // The harness dropped the first frame it read after sending, which held
+                        // the echo of the typed line. Frames split differently here, so drop
+                        // exactly the echo: everything up to the first "\r\n".
+                        echo.extend_from_slice(chunk);
+                        match echo.windows(2).position(|w| w == b"\r\n") {
+                            Some(p) => {
+                                first = false;
+                                held = echo.split_off(p + 2);
+                                chunk = &held;
                             }
-                        } else {
-                            continue;
+                            None => continue,
                         }
                     }
                     total += chunk.len();
@@ -854,6 +883,7 @@ impl OsSandbox {
         let mut output = Vec::new();
         let mut buf = vec![0u8; 65536];
         let mut timed_out = false;
+        let mut status = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || output.len() > self.cfg.output_cap {
@@ -861,8 +891,20 @@ impl OsSandbox {
                 let _ = sys::kill(pid, libc::SIGKILL);
                 break;
             }
-            let ev = sys::poll(out_r.as_raw_fd(), libc::POLLIN, left.as_millis().min(1000) as i32).map_err(io_err("poll"))?;
+            let ev = sys::poll(out_r.as_raw_fd(), libc::POLLIN, left.as_millis().min(100) as i32).map_err(io_err("poll"))?;
             if ev == 0 {
+                // A background process of the script may hold the pipe open: stop once the
+                // script itself has exited.
+                if let Some(st) = sys::waitpid(pid, true).map_err(io_err("wait for script"))? {
+                    status = Some(st);
+                    while let Ok(n) = sys::read(out_r.as_raw_fd(), &mut buf) {
+                        if n == 0 || output.len() > self.cfg.output_cap {
+                            break;
+                        }
+                        output.extend_from_slice(&buf[..n]);
+                    }
+                    break;
+                }
                 continue;
             }
             match sys::read(out_r.as_raw_fd(), &mut buf) {
@@ -873,7 +915,10 @@ impl OsSandbox {
             }
         }
         output.truncate(self.cfg.output_cap);
-        let status = sys::waitpid(pid, false).map_err(io_err("wait for script"))?.unwrap_or(0);
+        let status = match status {
+            Some(s) => s,
+            None => sys::waitpid(pid, false).map_err(io_err("wait for script"))?.unwrap_or(0),
+        };
         let _ = feeder.join();
         let mut rep = Vec::new();
         let _ = std::fs::File::from(rep_r).read_to_end(&mut rep);

@@ -255,7 +255,10 @@ fn close_fds_except(keep: &[RawFd]) {
 
 fn apply_rlimits(limits: &[(libc::__rlimit_resource_t, libc::rlim_t)]) -> bool {
     for &(res, v) in limits {
-        let r = libc::rlimit { rlim_cur: v, rlim_max: v };
+        // CPU: a hard limit one second above the soft one, so the process first gets SIGXCPU
+        // (exit status 152) rather than an unexplained SIGKILL.
+        let hard = if res == libc::RLIMIT_CPU { v.saturating_add(1) } else { v };
+        let r = libc::rlimit { rlim_cur: v, rlim_max: hard };
         // SAFETY: valid rlimit struct.
         if unsafe { libc::setrlimit(res, &r) } != 0 {
             return false;
@@ -403,6 +406,10 @@ pub fn spawn_sandbox(plan: &Plan, fds: &StartFds) -> io::Result<libc::pid_t> {
             if !write_all_raw(fds.report_w, b"I") || !write_all_raw(fds.report_w, &init.to_le_bytes()) {
                 libc::kill(init, libc::SIGKILL);
             }
+            // Keep no end of the pty or the pipes: the parent detects the shell's end by EOF.
+            libc::close(fds.slave);
+            libc::close(fds.report_w);
+            libc::close(fds.go_r);
             let mut st = 0;
             while libc::waitpid(init, &mut st, 0) < 0 && errno() == libc::EINTR {}
             libc::_exit(0);

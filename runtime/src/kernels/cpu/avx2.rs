@@ -180,6 +180,7 @@ unsafe fn tile_q4_0<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, 
     let m4 = _mm256_set1_epi8(0x0f);
     let m8 = _mm256_set1_epi8(8);
     let mut acc = [_mm256_setzero_ps(); T];
+    let mut acc2 = [_mm256_setzero_ps(); T];
     let mut b0 = 0;
     while b0 < nb {
         let cnt = (nb - b0).min(8);
@@ -189,27 +190,40 @@ unsafe fn tile_q4_0<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, 
             let da = scales8(a[t].add(b0 * Q8_0), Q8_0, cnt);
             _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
         }
-        for i in 0..cnt {
-            let b = b0 + i;
-            let qs = _mm_loadu_si128(w.add(b * Q4_0 + 2).cast());
-            let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), m4);
-            let q = _mm256_sub_epi8(q, m8);
-            let aq = _mm256_sign_epi8(q, q);
-            for t in 0..T {
-                let p = dot_signed(aq, q, load256(a[t].add(b * Q8_0 + 2)));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][i]), acc[t]);
-            }
+        // Two accumulators (even / odd blocks) halve the FMA dependency chain.
+        macro_rules! block {
+            ($i:expr, $acc:ident) => {{
+                let b = b0 + $i;
+                let qs = _mm_loadu_si128(w.add(b * Q4_0 + 2).cast());
+                let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), m4);
+                let q = _mm256_sub_epi8(q, m8);
+                let aq = _mm256_sign_epi8(q, q);
+                for t in 0..T {
+                    let p = dot_signed(aq, q, load256(a[t].add(b * Q8_0 + 2)));
+                    $acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][$i]), $acc[t]);
+                }
+            }};
+        }
+        let mut i = 0;
+        while i + 1 < cnt {
+            block!(i, acc);
+            block!(i + 1, acc2);
+            i += 2;
+        }
+        if i < cnt {
+            block!(i, acc);
         }
         b0 += cnt;
     }
     for t in 0..T {
-        out[t] = hsum(acc[t]);
+        out[t] = hsum(_mm256_add_ps(acc[t], acc2[t]));
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_q8_0<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
     let mut acc = [_mm256_setzero_ps(); T];
+    let mut acc2 = [_mm256_setzero_ps(); T];
     let mut b0 = 0;
     while b0 < nb {
         let cnt = (nb - b0).min(8);
@@ -219,19 +233,31 @@ unsafe fn tile_q8_0<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, 
             let da = scales8(a[t].add(b0 * Q8_0), Q8_0, cnt);
             _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
         }
-        for i in 0..cnt {
-            let b = b0 + i;
-            let q = load256(w.add(b * Q8_0 + 2));
-            let aq = _mm256_sign_epi8(q, q);
-            for t in 0..T {
-                let p = dot_signed(aq, q, load256(a[t].add(b * Q8_0 + 2)));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][i]), acc[t]);
-            }
+        // Two accumulators (even / odd blocks) halve the FMA dependency chain.
+        macro_rules! block {
+            ($i:expr, $acc:ident) => {{
+                let b = b0 + $i;
+                let q = load256(w.add(b * Q8_0 + 2));
+                let aq = _mm256_sign_epi8(q, q);
+                for t in 0..T {
+                    let p = dot_signed(aq, q, load256(a[t].add(b * Q8_0 + 2)));
+                    $acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][$i]), $acc[t]);
+                }
+            }};
+        }
+        let mut i = 0;
+        while i + 1 < cnt {
+            block!(i, acc);
+            block!(i + 1, acc2);
+            i += 2;
+        }
+        if i < cnt {
+            block!(i, acc);
         }
         b0 += cnt;
     }
     for t in 0..T {
-        out[t] = hsum(acc[t]);
+        out[t] = hsum(_mm256_add_ps(acc[t], acc2[t]));
     }
 }
 

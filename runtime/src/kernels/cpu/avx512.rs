@@ -72,6 +72,7 @@ unsafe fn legacy_vnni<const T: usize>(q4: bool, w: *const u8, a: [*const u8; T],
     let m4 = _mm256_set1_epi8(0x0f);
     let m8 = _mm256_set1_epi8(8);
     let mut acc = [_mm256_setzero_ps(); T];
+    let mut acc2 = [_mm256_setzero_ps(); T];
     let mut b0 = 0;
     while b0 < nb {
         let cnt = (nb - b0).min(8);
@@ -81,25 +82,41 @@ unsafe fn legacy_vnni<const T: usize>(q4: bool, w: *const u8, a: [*const u8; T],
             let da = avx2::scales8(a[t].add(b0 * astride), astride, cnt);
             _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
         }
-        for i in 0..cnt {
-            let b = b0 + i;
-            let q = if q4 {
-                let qs = _mm_loadu_si128(w.add(b * 18 + 2).cast());
-                _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), m4), m8)
-            } else {
-                _mm256_loadu_si256(w.add(b * 34 + 2).cast())
-            };
-            let aq = _mm256_sign_epi8(q, q);
-            for t in 0..T {
-                let y = _mm256_loadu_si256(a[t].add(b * 34 + 2).cast());
-                let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, _mm256_sign_epi8(y, q));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][i]), acc[t]);
-            }
+        // Two accumulators (even / odd blocks) halve the FMA dependency chain, which bounds
+        // decode (T = 1) otherwise.
+        macro_rules! block {
+            ($i:expr, $acc:ident) => {{
+                let b = b0 + $i;
+                let q = if q4 {
+                    let qs = _mm_loadu_si128(w.add(b * 18 + 2).cast());
+                    _mm256_sub_epi8(
+                        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), m4),
+                        m8,
+                    )
+                } else {
+                    _mm256_loadu_si256(w.add(b * 34 + 2).cast())
+                };
+                let aq = _mm256_sign_epi8(q, q);
+                for t in 0..T {
+                    let y = _mm256_loadu_si256(a[t].add(b * 34 + 2).cast());
+                    let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, _mm256_sign_epi8(y, q));
+                    $acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][$i]), $acc[t]);
+                }
+            }};
+        }
+        let mut i = 0;
+        while i + 1 < cnt {
+            block!(i, acc);
+            block!(i + 1, acc2);
+            i += 2;
+        }
+        if i < cnt {
+            block!(i, acc);
         }
         b0 += cnt;
     }
     for t in 0..T {
-        out[t] = avx2::hsum(acc[t]);
+        out[t] = avx2::hsum(_mm256_add_ps(acc[t], acc2[t]));
     }
 }
 

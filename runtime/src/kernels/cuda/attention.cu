@@ -11,7 +11,7 @@
 extern "C" __global__ void __launch_bounds__(128)
     attention(const float* __restrict__ q, const u16* __restrict__ kc, const u16* __restrict__ vc, float* __restrict__ out,
               int n_heads, int n_kv_heads, int head_dim, int pos0, float scale) {
-    extern __shared__ float scores[];
+    EDGEACT_DYNAMIC_SHARED(float, scores);
     __shared__ float qs[ATT_MAX_HEAD_DIM];
     __shared__ float red[32];
     __shared__ double redd[32];

@@ -20,11 +20,12 @@ use std::sync::Arc;
 pub type GpuBuffer<T> = CudaSlice<T>;
 
 /// Weight types the GPU matrix kernels read directly (no dequantized copy is made).
-pub const GPU_WEIGHT_TYPES: [GgmlType; 6] = [
+pub const GPU_WEIGHT_TYPES: [GgmlType; 7] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Q8_0,
     GgmlType::Q4_0,
+    GgmlType::Q4_1,
     GgmlType::Q4_K,
     GgmlType::Q6_K,
 ];
@@ -36,6 +37,7 @@ fn type_suffix(ty: GgmlType) -> Option<&'static str> {
         GgmlType::F16 => "f16",
         GgmlType::Q8_0 => "q8_0",
         GgmlType::Q4_0 => "q4_0",
+        GgmlType::Q4_1 => "q4_1",
         GgmlType::Q4_K => "q4_k",
         GgmlType::Q6_K => "q6_k",
         _ => return None,
@@ -85,7 +87,7 @@ pub struct GpuContext {
     stream: Arc<CudaStream>,
     info: GpuInfo,
     funcs: HashMap<String, CudaFunction>,
-    /// Dynamic shared memory a block may use (bytes), which bounds attention's context.
+    /// Dynamic shared memory the attention kernel may use (bytes), which bounds the context.
     max_shared: usize,
 }
 
@@ -131,10 +133,6 @@ impl GpuContext {
         };
         let ctx = CudaContext::new(ordinal).map_err(|e| CudaError::driver(format!("opening cuda:{ordinal}"), e))?;
         let stream = ctx.default_stream();
-        let max_shared = ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK)
-            .map_err(|e| CudaError::driver("querying shared memory", e))?
-            .max(0) as usize;
         let mut funcs = HashMap::new();
         for (module, _) in SOURCES {
             let names = kernel_names(module);
@@ -156,6 +154,7 @@ impl GpuContext {
                 funcs.insert(name, f);
             }
         }
+        let max_shared = attention_shared_limit(&ctx, &funcs)?;
         Ok(GpuContext {
             ctx,
             stream,
@@ -622,6 +621,33 @@ impl GpuContext {
         .map_err(|e| CudaError::driver("attention launch", e))?;
         Ok(())
     }
+}
+
+/// Static shared memory the attention kernel declares besides its dynamic scores (query row,
+/// reduction slots), rounded up.
+const ATTENTION_STATIC_SHARED: usize = 2048;
+
+/// Raises the attention kernel's dynamic shared-memory limit to what the GPU allows with
+/// opt-in (up to 227 KiB on recent GPUs, 56K positions) and returns it; falls back to the
+/// default 48 KiB per block.
+fn attention_shared_limit(ctx: &Arc<CudaContext>, funcs: &HashMap<String, CudaFunction>) -> Result<usize, CudaError> {
+    use cudarc::driver::sys::{CUdevice_attribute as A, CUfunction_attribute as F};
+    let attr = |a| ctx.attribute(a).map(|v| v.max(0) as usize);
+    let default = attr(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK)
+        .map_err(|e| CudaError::driver("querying shared memory", e))?;
+    let optin = attr(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).unwrap_or(default);
+    let default_dyn = default.saturating_sub(ATTENTION_STATIC_SHARED);
+    let optin_dyn = optin.saturating_sub(ATTENTION_STATIC_SHARED);
+    if optin_dyn > default_dyn {
+        if let Some(f) = funcs.get("attention") {
+            if f.set_attribute(F::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, optin_dyn as i32)
+                .is_ok()
+            {
+                return Ok(optin_dyn);
+            }
+        }
+    }
+    Ok(default_dyn)
 }
 
 /// The RoPE table the [`GpuContext::rope`] kernel reads: `(cos, sin)` of

@@ -11,6 +11,9 @@ typedef unsigned short u16;
 typedef unsigned int u32;
 typedef long long i64;
 
+// The host-emulation test (host_emu.rs) compiles these sources as C++ on the CPU and brings
+// its own half conversions and dynamic shared memory; the GPU build never defines this.
+#ifndef EDGEACT_HOST_EMULATION
 // IEEE half -> float. PTX cvt is exact for every half value (subnormals, inf, NaN included).
 static __device__ __forceinline__ float h2f(u16 h) {
     float f;
@@ -24,6 +27,10 @@ static __device__ __forceinline__ u16 f2h(float f) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+
+// Dynamic shared memory of a block (sized at launch).
+#define EDGEACT_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
 
 // Little-endian half at an address that is only guaranteed to be 1-byte aligned.
 static __device__ __forceinline__ float ld_half(const u8* p) {

@@ -5,7 +5,7 @@
 //   get(row, k):      weight k of `row`, dequantized
 //
 // Every supported type splits a row into 32-element "items" (a Q4_0/Q8_0 block, half of a
-// Q4_K 64-element scale pair, two Q6_K 16-element sub-blocks, or 32 plain values), so the
+// Q4_1 block, half of a Q4_K 64-element scale pair, two Q6_K 16-element sub-blocks, or 32 plain values), so the
 // kernels need no per-type loop structure.
 
 struct WF32 {
@@ -66,6 +66,29 @@ struct WQ4_0 {
         int v = b[2 + (l & 15)];
         int q = l < 16 ? (v & 15) : (v >> 4);
         return ld_half(b) * (float)(q - 8);
+    }
+};
+
+// block_q4_1 { half d; half m; u8 qs[16]; } = 20 bytes; nibbles as Q4_0; value = d * q + m.
+struct WQ4_1 {
+    static __device__ __forceinline__ float dot32(const u8* row, int i, const float* x) {
+        const u8* b = row + i * 20;
+        const u8* q = b + 4;
+        float sq = 0.0f, sx = 0.0f;
+#pragma unroll
+        for (int l = 0; l < 16; l++) {
+            int v = q[l];
+            sq += (float)(v & 15) * x[l] + (float)(v >> 4) * x[l + 16];
+            sx += x[l] + x[l + 16];
+        }
+        return ld_half(b) * sq + ld_half(b + 2) * sx;
+    }
+    static __device__ __forceinline__ float get(const u8* row, int k) {
+        const u8* b = row + (k >> 5) * 20;
+        int l = k & 31;
+        int v = b[4 + (l & 15)];
+        int q = l < 16 ? (v & 15) : (v >> 4);
+        return ld_half(b) * (float)q + ld_half(b + 2);
     }
 };
 
@@ -146,4 +169,4 @@ struct WQ6_K {
 };
 
 // Instantiates a kernel template once per weight type as extern "C" NAME_<type>.
-#define EDGEACT_FOR_EACH_WEIGHT(X) X(f32, WF32) X(f16, WF16) X(q8_0, WQ8_0) X(q4_0, WQ4_0) X(q4_k, WQ4_K) X(q6_k, WQ6_K)
+#define EDGEACT_FOR_EACH_WEIGHT(X) X(f32, WF32) X(f16, WF16) X(q8_0, WQ8_0) X(q4_0, WQ4_0) X(q4_1, WQ4_1) X(q4_k, WQ4_K) X(q6_k, WQ6_K)
