@@ -15,7 +15,10 @@ const LLAMA_VOCAB: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/models/llama2-tokenizer/ggml-vocab-llama-spm.gguf"
 );
-const SMOLLM2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+const SMOLLM2: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+);
 
 /// A multi-turn OS-task conversation rendered with the Llama-2 chat format.
 fn prompt() -> String {
@@ -52,7 +55,9 @@ fn bench_one(c: &mut Criterion, name: &str, path: &str) {
 
     let mut g = c.benchmark_group(format!("tokenizer/{name}"));
     g.throughput(Throughput::Bytes(text.len() as u64));
-    g.bench_function("encode", |b| b.iter(|| black_box(tok.encode(black_box(&text), true, true))));
+    g.bench_function("encode", |b| {
+        b.iter(|| black_box(tok.encode(black_box(&text), true, true)))
+    });
     g.bench_function("decode", |b| b.iter(|| black_box(tok.decode(black_box(&ids)))));
     g.bench_function("stream", |b| {
         b.iter(|| {
@@ -66,7 +71,9 @@ fn bench_one(c: &mut Criterion, name: &str, path: &str) {
     });
     g.throughput(Throughput::Elements(tok.n_vocab() as u64));
     g.sample_size(10);
-    g.bench_function("load", |b| b.iter(|| black_box(Tokenizer::from_gguf(&file).expect("tokenizer"))));
+    g.bench_function("load", |b| {
+        b.iter(|| black_box(Tokenizer::from_gguf(&file).expect("tokenizer")))
+    });
     g.finish();
 }
 

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from tokenizers import Tokenizer, AddedToken, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer, AddedToken, Regex, decoders, models, pre_tokenizers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared", "models", "llama2-tokenizer")
@@ -62,6 +62,11 @@ CORPUS = [
     "a",
 ]
 
+# Llama-3's pre-tokenizer regex (HF tokenizer.json of Meta-Llama-3).
+LLAMA3_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
 # Texts with literal special tokens, encoded with special-token parsing on.
 LLAMA2_SPECIAL = [
     "[INST] hi [/INST] Hello! </s><s>[INST] ls [/INST]",
@@ -84,7 +89,11 @@ def llama2():
     }
 
 
-def smollm2_tokenizer():
+def smollm2_tokenizer(pre="smollm"):
+    """SmolLM2's vocabulary with the pre-tokenizer of `pre` (a tokenizer.ggml.pre name):
+    `smollm` is SmolLM2's own; `gpt2` and `llama-bpe` exercise the other presets on a real
+    vocabulary (Llama-3's HF tokenizer: Split(regex, isolated) + ByteLevel without regex,
+    ignore_merges)."""
     from gguf import GGUFReader
 
     r = GGUFReader(SMOLLM2)
@@ -93,14 +102,28 @@ def smollm2_tokenizer():
     merges = r.fields["tokenizer.ggml.merges"].contents()
     assert r.fields["tokenizer.ggml.pre"].contents() == "smollm"
     vocab = {t: i for i, t in enumerate(tokens)}
-    bpe = models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], ignore_merges=False)
-    tok = Tokenizer(bpe)
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
+    bpe = models.BPE(
+        vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], ignore_merges=(pre == "llama-bpe")
     )
+    tok = Tokenizer(bpe)
+    if pre == "smollm":
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
+    elif pre == "gpt2":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    elif pre == "llama-bpe":
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    else:
+        raise ValueError(pre)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(tokens[i], special=True) for i in range(len(tokens)) if types[i] == 3])
     return tok, r.fields["tokenizer.chat_template"].contents()
@@ -110,9 +133,14 @@ def smollm2():
     tok, _ = smollm2_tokenizer()
     ids = tok.encode("The capital of France is", add_special_tokens=False).ids
     assert ids == [504, 3575, 282, 4649, 314], ids
+    other = {}
+    for pre in ("gpt2", "llama-bpe"):
+        t, _ = smollm2_tokenizer(pre)
+        other[pre] = [t.encode(x, add_special_tokens=False).ids for x in CORPUS]
     return {
         "corpus": [tok.encode(t, add_special_tokens=False).ids for t in CORPUS],
         "special": [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids} for t in SMOLLM2_SPECIAL],
+        "other_pre": other,
     }
 
 

@@ -307,3 +307,24 @@ fn os_dev_tasks_load_and_match_task_judges_expected_answer() {
     let stock = &tasks[25];
     assert!(stock.init[0].code.contains("stock"), "{:?}", stock.init);
 }
+
+#[test]
+fn llama2_tokenizer_reads_turn_separators_as_special_tokens() {
+    let path = shared().join("models/llama2-tokenizer/ggml-vocab-llama-spm.gguf");
+    let file = edgeact_runtime::gguf::GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let tok = edgeact_runtime::tokenizer::Tokenizer::from_gguf(&file).unwrap();
+    let msgs = os_initial_history("How many files are in /etc?");
+    let prompt = render_llama2(&msgs, &ChatTemplate::Eval);
+    let ids = tok.encode(&prompt, true, true);
+    assert_eq!(ids[0], 1, "BOS first");
+    // Three agent turns of the one-shot example end with `</s><s>` = EOS, BOS.
+    let pairs = ids.windows(2).filter(|w| w == &[2, 1]).count();
+    assert_eq!(pairs, 3);
+    assert!(tok.decode(&ids[ids.len() - 4..]).ends_with("[/INST]"));
+    eprintln!("OS first prompt: {} Llama-2 tokens", ids.len());
+    let db = edgeact_runtime::agent::render::db_initial_history("Q?", "The name of this table is t.");
+    eprintln!(
+        "DB first prompt: {} Llama-2 tokens",
+        tok.encode(&render_llama2(&db, &ChatTemplate::Eval), true, true).len()
+    );
+}

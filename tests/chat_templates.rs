@@ -2,7 +2,7 @@
 //! by `scripts/make-chat-fixtures.py` with transformers' `apply_chat_template` and FastChat
 //! 0.2.31), compared byte for byte.
 
-use edgeact_runtime::chat::{ChatError, ChatTemplate, Message, AGENTLM_SYSTEM_PROMPT};
+use edgeact_runtime::chat::{encode_prompt, ChatError, ChatTemplate, Message, AGENTLM_SYSTEM_PROMPT};
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::tokenizer::Tokenizer;
 use serde_json::Value;
@@ -123,6 +123,17 @@ fn chat_template_from_gguf() {
     let ids = tok.encode(&text, true, true);
     assert_eq!(ids.iter().filter(|&&i| i == 2).count(), 1);
     assert_eq!(ids.iter().filter(|&&i| i == 1).count(), 2);
+    assert_eq!(encode_prompt(&tok, &text), ids);
+    // Meta's HF template writes `<s>` itself: the same ids, with no doubled BOS.
+    let fx = fixtures();
+    let hf = jinja(&fx, "llama2-hf")
+        .render(
+            &[Message::user("hi"), Message::assistant("yo"), Message::user("ls")],
+            true,
+        )
+        .unwrap();
+    assert!(hf.starts_with("<s>[INST]"));
+    assert_eq!(encode_prompt(&tok, &hf), ids);
 
     if !std::path::Path::new(SMOLLM2).exists() {
         eprintln!("skipping the SmolLM2 part: {SMOLLM2} is absent (run scripts/fetch-smollm2.sh)");
@@ -130,7 +141,6 @@ fn chat_template_from_gguf() {
     }
     let file = GgufFile::open(SMOLLM2).expect("open SmolLM2");
     let chat = ChatTemplate::from_gguf(&file).unwrap();
-    let fx = fixtures();
     assert_eq!(chat.source(), fx["templates"]["smollm2"]["source"].as_str());
     let want = fx["cases"]
         .as_array()
@@ -140,4 +150,28 @@ fn chat_template_from_gguf() {
         .unwrap();
     let got = chat.render(&messages(&fx["conversations"]["single"]), true).unwrap();
     assert_eq!(got, want["text"].as_str().unwrap());
+}
+
+/// Jinja features HF templates rely on, against the output of Python's Jinja2 configured as
+/// transformers does (sandboxed, trim_blocks, lstrip_blocks, loopcontrols).
+#[test]
+fn chat_jinja_features_match_jinja2() {
+    let src = "{% set ns = namespace(n=0) %}\n{% for m in messages %}\n  {% if m['role'] == 'system' %}\
+               {% continue %}{% endif %}\n  {% if loop.index > 3 %}{% break %}{% endif %}\n  \
+               {% set ns.n = ns.n + 1 %}\n[{{ loop.index0 }}:{{ m['role'] | upper }}:{{ m['content'].strip() }}]\n\
+               {% endfor %}\n{{ ns.n }}|{{ messages | length }}|{{ messages[-1]['content'] | trim }}|\
+               {{ 'a,b'.split(',') | join('+') }}|{{ bos_token ~ eos_token }}\n\
+               {% if add_generation_prompt %}GEN{% endif %}\n";
+    let chat = ChatTemplate::from_jinja(src, "<s>", "</s>").unwrap();
+    let msgs = [
+        Message::system("S"),
+        Message::user(" u1 "),
+        Message::assistant("a1\n"),
+        Message::user("u2"),
+        Message::assistant("a2"),
+    ];
+    assert_eq!(
+        chat.render(&msgs, true).unwrap(),
+        "[1:USER:u1]\n[2:ASSISTANT:a1]\n2|5|a2|a+b|<s></s>\nGEN"
+    );
 }

@@ -23,7 +23,8 @@ fn fixture() -> Fixture {
     let file = Arc::new(GgufFile::open(shared("models/stories260K/stories260K-f32-v3.gguf")).unwrap());
     let tok = Tokenizer::from_gguf(&file).unwrap();
     let model = Arc::new(LlamaModel::load(file).unwrap());
-    let golden = serde_json::from_str(&std::fs::read_to_string(shared("models/stories260K/golden.json")).unwrap()).unwrap();
+    let golden =
+        serde_json::from_str(&std::fs::read_to_string(shared("models/stories260K/golden.json")).unwrap()).unwrap();
     Fixture { tok, model, golden }
 }
 
@@ -44,7 +45,10 @@ fn greedy_200_steps_reproduces_llama2c_text() {
     let prompt = f.tok.encode("", true, false);
     assert_eq!(prompt, [1]);
     let mut streamed = String::new();
-    let g = generate(&mut session, &mut sampler, &mut decoder, &prompt, &opts, &mut |s| streamed.push_str(s)).unwrap();
+    let g = generate(&mut session, &mut sampler, &mut decoder, &prompt, &opts, &mut |s| {
+        streamed.push_str(s)
+    })
+    .unwrap();
     assert_eq!(g.stop, StopReason::MaxTokens);
     assert_eq!(g.n_generated, 200);
     let first20: Vec<u32> = f.golden["first_20_generated_ids"]
@@ -75,7 +79,10 @@ fn stop_string_and_prefix_reuse() {
     };
     let mut streamed = String::new();
     let mut decoder = StreamDecoder::new(&f.tok);
-    let g = generate(&mut session, &mut sampler, &mut decoder, &[1], &opts, &mut |s| streamed.push_str(s)).unwrap();
+    let g = generate(&mut session, &mut sampler, &mut decoder, &[1], &opts, &mut |s| {
+        streamed.push_str(s)
+    })
+    .unwrap();
     let cut = expected.find("red ball").unwrap();
     assert_eq!(g.stop, StopReason::StopString("red ball".into()));
     assert_eq!(g.text, &expected[..cut]);

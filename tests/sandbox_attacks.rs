@@ -61,8 +61,16 @@ fn sandbox_attack_write_outside() {
     let Some(mut sb) = start(cfg()) else { return };
     let m = marker();
     let passwd_before = std::fs::read("/etc/passwd").unwrap();
-    let out = sb.run(&format!("touch /usr/{m} /{m} && echo '{m}:x:0:0::/:/bin/sh' >> /etc/passwd && ls /usr/{m} && tail -1 /etc/passwd")).unwrap();
-    assert!(out.output.contains(&format!("{m}:x:0:0")), "writes succeed inside: {:?}", out.output);
+    let out = sb
+        .run(&format!(
+            "touch /usr/{m} /{m} && echo '{m}:x:0:0::/:/bin/sh' >> /etc/passwd && ls /usr/{m} && tail -1 /etc/passwd"
+        ))
+        .unwrap();
+    assert!(
+        out.output.contains(&format!("{m}:x:0:0")),
+        "writes succeed inside: {:?}",
+        out.output
+    );
     assert!(!Path::new(&format!("/usr/{m}")).exists());
     assert!(!Path::new(&format!("/{m}")).exists());
     assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd_before);
@@ -76,11 +84,21 @@ fn sandbox_attack_write_outside() {
 fn sandbox_attack_network() {
     let Some(mut sb) = start(cfg()) else { return };
     // Only a loopback device, and it is down.
-    let out = sb.run("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '").unwrap();
+    let out = sb
+        .run("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '")
+        .unwrap();
     assert!(out.output.starts_with("lo\r\n"), "{:?}", out.output);
     for target in ["127.0.0.1/3306", "1.1.1.1/53", "10.0.0.1/80"] {
-        let out = sb.run(&format!("(echo > /dev/tcp/{target}) 2>&1 && echo CONNECTED || echo REFUSED")).unwrap();
-        assert!(out.output.contains("REFUSED") && !out.output.contains("CONNECTED\r"), "{target}: {:?}", out.output);
+        let out = sb
+            .run(&format!(
+                "(echo > /dev/tcp/{target}) 2>&1 && echo CONNECTED || echo REFUSED"
+            ))
+            .unwrap();
+        assert!(
+            out.output.contains("REFUSED") && !out.output.contains("CONNECTED\r"),
+            "{target}: {:?}",
+            out.output
+        );
     }
 }
 
@@ -89,19 +107,28 @@ fn sandbox_attack_fork_bomb() {
     let Some(mut sb) = start(cfg()) else { return };
     let m = marker();
     let t = Instant::now();
-    sb.run(&format!("bash -c 'f() {{ f | f & }}; f' {m} 2>/dev/null")).unwrap();
+    sb.run(&format!("bash -c 'f() {{ f | f & }}; f' {m} 2>/dev/null"))
+        .unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let n = host_procs_with(&m);
     assert!(n <= 64, "{n} bomb processes despite max_procs = 64");
     let init_alive = host_procs_with(&m);
     drop(sb);
-    assert!(wait_until(Duration::from_secs(5), || host_procs_with(&m) == 0), "bomb survived the sandbox ({init_alive} before drop)");
+    assert!(
+        wait_until(Duration::from_secs(5), || host_procs_with(&m) == 0),
+        "bomb survived the sandbox ({init_alive} before drop)"
+    );
     assert!(t.elapsed() < Duration::from_secs(20));
 }
 
 #[test]
 fn sandbox_attack_cpu_burn() {
-    let Some(mut sb) = start(SandboxConfig { cpu_seconds: 1, ..cfg() }) else { return };
+    let Some(mut sb) = start(SandboxConfig {
+        cpu_seconds: 1,
+        ..cfg()
+    }) else {
+        return;
+    };
     let t = Instant::now();
     let r = sb.run_script(&Script::bash("while :; do :; done"), &[]).unwrap();
     // SIGXCPU (24) at the soft limit.
@@ -118,7 +145,11 @@ fn sandbox_attack_cpu_burn() {
 
 #[test]
 fn sandbox_attack_huge_output() {
-    let Some(mut sb) = start(SandboxConfig { output_cap: 1 << 20, wall_timeout: Duration::from_secs(20), ..cfg() }) else {
+    let Some(mut sb) = start(SandboxConfig {
+        output_cap: 1 << 20,
+        wall_timeout: Duration::from_secs(20),
+        ..cfg()
+    }) else {
         return;
     };
     let t = Instant::now();
@@ -128,7 +159,9 @@ fn sandbox_attack_huge_output() {
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
     let out = sb.run("echo still-here").unwrap();
     assert!(out.output.contains("still-here\r\n"), "{:?}", out.output);
-    let r = sb.run_script(&Script::bash("head -c 1000000000 /dev/zero"), &[]).unwrap();
+    let r = sb
+        .run_script(&Script::bash("head -c 1000000000 /dev/zero"), &[])
+        .unwrap();
     assert!(r.output.len() <= 1 << 20 && r.code != 0);
 }
 
@@ -152,12 +185,20 @@ fn sandbox_attack_kill_parent_and_everything() {
 #[test]
 fn sandbox_attack_read_host_secrets() {
     let Some(mut sb) = start(cfg()) else { return };
-    let out = sb.run("ls -A /root; ls -A /home | wc -l; ls -A /work 2>/dev/null | wc -l").unwrap();
-    assert!(out.output.starts_with(".bashrc  .inputrc  .profile\r\n0\r\n0\r\n"), "{:?}", out.output);
+    let out = sb
+        .run("ls -A /root; ls -A /home | wc -l; ls -A /work 2>/dev/null | wc -l")
+        .unwrap();
+    assert!(
+        out.output.starts_with(".bashrc  .inputrc  .profile\r\n0\r\n0\r\n"),
+        "{:?}",
+        out.output
+    );
     let out = sb.run("cut -d: -f2 /etc/shadow | sort -u | tr '\\n' ' '").unwrap();
     assert!(!out.output.contains('$'), "password hashes visible: {:?}", out.output);
     // The masks cannot be undone from inside.
-    let out = sb.run("umount /root 2>&1; umount -l /etc/shadow 2>&1; mount -t tmpfs x /mnt 2>&1; ls -A /root | wc -l").unwrap();
+    let out = sb
+        .run("umount /root 2>&1; umount -l /etc/shadow 2>&1; mount -t tmpfs x /mnt 2>&1; ls -A /root | wc -l")
+        .unwrap();
     assert!(out.output.contains("3\r\n"), "{:?}", out.output);
     assert!(!out.output.contains("\r\n0\r\n"), "{:?}", out.output);
 }
@@ -166,9 +207,39 @@ fn sandbox_attack_read_host_secrets() {
 fn sandbox_attack_process_left_behind() {
     let Some(mut sb) = start(cfg()) else { return };
     let m = marker();
-    sb.run(&format!("nohup bash -c 'sleep 1000; true' {m}-a >/dev/null 2>&1 & disown; setsid bash -c 'sleep 1000; true' {m}-b &")).unwrap();
-    sb.run_script(&Script::bash(format!("setsid bash -c 'sleep 1000; true' {m}-c >/dev/null 2>&1 < /dev/null &")), &[]).unwrap();
-    assert!(wait_until(Duration::from_secs(3), || host_procs_with(&m) >= 3), "{}", host_procs_with(&m));
+    sb.run(&format!(
+        "nohup bash -c 'sleep 1000; true' {m}-a >/dev/null 2>&1 & disown; setsid bash -c 'sleep 1000; true' {m}-b &"
+    ))
+    .unwrap();
+    sb.run_script(
+        &Script::bash(format!(
+            "setsid bash -c 'sleep 1000; true' {m}-c >/dev/null 2>&1 < /dev/null &"
+        )),
+        &[],
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(3), || host_procs_with(&m) >= 3),
+        "{}",
+        host_procs_with(&m)
+    );
     drop(sb);
-    assert!(wait_until(Duration::from_secs(5), || host_procs_with(&m) == 0), "left behind: {}", host_procs_with(&m));
+    assert!(
+        wait_until(Duration::from_secs(5), || host_procs_with(&m) == 0),
+        "left behind: {}",
+        host_procs_with(&m)
+    );
+}
+
+#[test]
+fn sandbox_attack_memory_hog() {
+    let Some(mut sb) = start(SandboxConfig { memory_bytes: 256 << 20, ..cfg() }) else { return };
+    eprintln!("limits enforced by: {:?}", sb.enforcement());
+    let t = Instant::now();
+    // 2 GiB touched page by page: the memory cgroup kills it, or RLIMIT_AS refuses it.
+    let r = sb.run_script(&Script::bash("python3 -c 'a = bytearray(2 << 30); print(len(a))'"), &[]).unwrap();
+    assert_ne!(r.code, 0, "{:?}", String::from_utf8_lossy(&r.output));
+    assert!(t.elapsed() < Duration::from_secs(6));
+    let out = sb.run("echo fine").unwrap();
+    assert!(out.output.contains("fine\r\n"), "{:?}", out.output);
 }

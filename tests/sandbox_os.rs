@@ -19,12 +19,18 @@ fn start(cfg: SandboxConfig) -> Option<OsSandbox> {
 }
 
 fn quick() -> SandboxConfig {
-    SandboxConfig { silence_timeout: Duration::from_secs(2), wall_timeout: Duration::from_secs(8), ..Default::default() }
+    SandboxConfig {
+        silence_timeout: Duration::from_secs(2),
+        wall_timeout: Duration::from_secs(8),
+        ..Default::default()
+    }
 }
 
 #[test]
 fn sandbox_terminal_matches_agentbench() {
-    let Some(mut sb) = start(SandboxConfig::default()) else { return };
+    let Some(mut sb) = start(SandboxConfig::default()) else {
+        return;
+    };
     let host = sb.hostname().to_string();
     assert_eq!(host.len(), 12);
     assert!(host.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -39,7 +45,11 @@ fn sandbox_terminal_matches_agentbench() {
     // The shell persists between commands.
     sb.run("export EDGEACT_X=42; cd /tmp").unwrap();
     let out = sb.run("echo $EDGEACT_X; pwd; hostname; whoami").unwrap();
-    assert!(out.output.starts_with(&format!("42\r\n/tmp\r\n{host}\r\nroot\r\n")), "{:?}", out.output);
+    assert!(
+        out.output.starts_with(&format!("42\r\n/tmp\r\n{host}\r\nroot\r\n")),
+        "{:?}",
+        out.output
+    );
     assert!(out.output.contains(&format!("root@{host}:/tmp# ")), "{:?}", out.output);
 }
 
@@ -62,7 +72,12 @@ fn sandbox_silence_rule_and_wall_timeout() {
 
 #[test]
 fn sandbox_cleaned_mode() {
-    let Some(mut sb) = start(SandboxConfig { raw_terminal: false, ..quick() }) else { return };
+    let Some(mut sb) = start(SandboxConfig {
+        raw_terminal: false,
+        ..quick()
+    }) else {
+        return;
+    };
     let out = sb.run("printf 'a\\nb\\n'; ls --color=always -d /tmp").unwrap();
     assert_eq!(out.output, "a\nb\n/tmp");
 }
@@ -70,14 +85,23 @@ fn sandbox_cleaned_mode() {
 #[test]
 fn sandbox_task_setup_and_check_scripts() {
     let Some(mut sb) = start(quick()) else { return };
-    let r = sb.run_script(&Script::bash("echo \"args:$1,$2\"; exit 3"), &["x", "y z"]).unwrap();
+    let r = sb
+        .run_script(&Script::bash("echo \"args:$1,$2\"; exit 3"), &["x", "y z"])
+        .unwrap();
     assert_eq!(r.code, 3);
     assert_eq!(String::from_utf8_lossy(&r.output), "args:x,y z\n");
-    let py = Script { language: edgeact_tools::os::ScriptLanguage::Python, code: "import sys; print(int(sys.argv[1]) + 1)".into() };
+    let py = Script {
+        language: edgeact_tools::os::ScriptLanguage::Python,
+        code: "import sys; print(int(sys.argv[1]) + 1)".into(),
+    };
     let r = sb.run_script(&py, &["41"]).unwrap();
-    assert_eq!((r.code, String::from_utf8_lossy(&r.output).trim().to_string()), (0, "42".to_string()));
+    assert_eq!(
+        (r.code, String::from_utf8_lossy(&r.output).trim().to_string()),
+        (0, "42".to_string())
+    );
     // Scripts and the shell share one file system and one process namespace.
-    sb.run_script(&Script::bash("mkdir -p /home && echo 123 > /home/.tmp"), &[]).unwrap();
+    sb.run_script(&Script::bash("mkdir -p /home && echo 123 > /home/.tmp"), &[])
+        .unwrap();
     let out = sb.run("cat /home/.tmp").unwrap();
     assert!(out.output.starts_with("123\r\n"), "{:?}", out.output);
     sb.run("sleep 1000 &").unwrap();

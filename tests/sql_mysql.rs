@@ -33,7 +33,13 @@ fn demo_table() -> TaskTable {
 }
 
 fn backend(url: &str) -> MysqlBackend {
-    let mut b = MysqlBackend::connect(url, SqlLimits { statement_timeout: Duration::from_secs(2) }).unwrap();
+    let mut b = MysqlBackend::connect(
+        url,
+        SqlLimits {
+            statement_timeout: Duration::from_secs(2),
+        },
+    )
+    .unwrap();
     b.setup_table(&demo_table()).unwrap();
     b
 }
@@ -48,23 +54,40 @@ fn sql_mysql_renders_like_mysql_connector() {
         "[('March 19, 1998',)]"
     );
     assert_eq!(q("SELECT COUNT(*) FROM `US Ambassadors`"), "[(3,)]");
-    assert_eq!(q("SELECT Representative FROM `US Ambassadors` WHERE Floors = '26'"), "[(\"Checco D'Angelo\",)]");
+    assert_eq!(
+        q("SELECT Representative FROM `US Ambassadors` WHERE Floors = '26'"),
+        "[(\"Checco D'Angelo\",)]"
+    );
     // SUM/AVG over TEXT are DOUBLE in MySQL; over integers they are DECIMAL.
-    assert_eq!(q("SELECT SUM(Floors), AVG(Floors) FROM `US Ambassadors`"), "[(45.0, 15.0)]");
-    assert_eq!(q("SELECT SUM(1), 59.555, NULL"), "[(Decimal('1'), Decimal('59.555'), None)]");
-    assert_eq!(q("SELECT DATE('2020-01-02'), CAST('2020-01-02 03:04:05' AS DATETIME)"),
-        "[(datetime.date(2020, 1, 2), datetime.datetime(2020, 1, 2, 3, 4, 5))]");
+    assert_eq!(
+        q("SELECT SUM(Floors), AVG(Floors) FROM `US Ambassadors`"),
+        "[(45.0, 15.0)]"
+    );
+    assert_eq!(
+        q("SELECT SUM(1), 59.555, NULL"),
+        "[(Decimal('1'), Decimal('59.555'), None)]"
+    );
+    assert_eq!(
+        q("SELECT DATE('2020-01-02'), CAST('2020-01-02 03:04:05' AS DATETIME)"),
+        "[(datetime.date(2020, 1, 2), datetime.datetime(2020, 1, 2, 3, 4, 5))]"
+    );
     assert_eq!(q("SELECT * FROM `US Ambassadors` WHERE 0"), "[]");
     assert_eq!(q("UPDATE `US Ambassadors` SET Floors = '8' WHERE Floors = '7'"), "[]");
     assert_eq!(q("INSERT INTO `US Ambassadors` (Representative) VALUES ('New')"), "[]");
     assert_eq!(q("SELECT COUNT(*) FROM `US Ambassadors`;"), "[(4,)]");
     let err = q("SELEC nothing");
-    assert!(err.starts_with("1064 (42000): You have an error in your SQL syntax"), "{err}");
+    assert!(
+        err.starts_with("1064 (42000): You have an error in your SQL syntax"),
+        "{err}"
+    );
     // MySQL says `in 'where clause'`, MariaDB 10.11 `in 'SELECT'`: the backend passes the server's text through.
     let err = q("SELECT x FROM `US Ambassadors` WHERE x = 1");
     assert!(err.starts_with("1054 (42S22): Unknown column 'x' in '"), "{err}");
     let long = q("SELECT seq FROM seq_1_to_5000");
-    assert!(long.ends_with("[TRUNCATED]") && long.starts_with("[(1,), (2,)"), "{long}");
+    assert!(
+        long.ends_with("[TRUNCATED]") && long.starts_with("[(1,), (2,)"),
+        "{long}"
+    );
 }
 
 #[test]
@@ -99,7 +122,9 @@ fn sql_mysql_statement_timeout() {
     // MariaDB's max_statement_time makes SLEEP return 1 early; heavier queries get error 1969.
     assert!(r == "[(1,)]" || r.contains("max_statement_time"), "{r}");
     assert!(t.elapsed() < Duration::from_secs(8), "took {:?}", t.elapsed());
-    let r = b.execute("SELECT COUNT(*) FROM seq_1_to_100000 a, seq_1_to_100000 b WHERE a.seq + b.seq = 3").unwrap();
+    let r = b
+        .execute("SELECT COUNT(*) FROM seq_1_to_100000 a, seq_1_to_100000 b WHERE a.seq + b.seq = 3")
+        .unwrap();
     assert!(r.contains("max_statement_time") || r.contains("interrupted"), "{r}");
     assert!(t.elapsed() < Duration::from_secs(15), "took {:?}", t.elapsed());
     assert_eq!(b.execute("SELECT 1").unwrap(), "[(1,)]");
@@ -118,7 +143,11 @@ fn sql_mysql_table_hash_matches_dev_gold_and_sqlite() {
     }
     let mut my = MysqlBackend::connect(&url, SqlLimits::default()).unwrap();
     let mut checked = 0;
-    for line in std::fs::read_to_string(path).unwrap().lines().filter(|l| !l.trim().is_empty()) {
+    for line in std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
         let task: serde_json::Value = serde_json::from_str(line).unwrap();
         if !matches!(task["type"][0].as_str(), Some("INSERT" | "UPDATE" | "DELETE")) {
             continue;
@@ -127,13 +156,23 @@ fn sql_mysql_table_hash_matches_dev_gold_and_sqlite() {
         let mut lite = SqliteBackend::default();
         my.setup_table(&t).unwrap();
         lite.setup_table(&t).unwrap();
-        assert_eq!(my.table_hash(&t).unwrap(), lite.table_hash(&t).unwrap(), "{}: initial hash", t.table_name);
+        assert_eq!(
+            my.table_hash(&t).unwrap(),
+            lite.table_hash(&t).unwrap(),
+            "{}: initial hash",
+            t.table_name
+        );
         for sql in task["label"].as_array().unwrap() {
             assert_eq!(my.execute(sql.as_str().unwrap()).unwrap(), "[]");
             lite.execute(sql.as_str().unwrap()).unwrap();
         }
         let h = my.table_hash(&t).unwrap();
-        assert_eq!(format_hash_answer(h.as_deref()), task["answer_md5"].as_str().unwrap(), "{}", t.table_name);
+        assert_eq!(
+            format_hash_answer(h.as_deref()),
+            task["answer_md5"].as_str().unwrap(),
+            "{}",
+            t.table_name
+        );
         assert_eq!(h, lite.table_hash(&t).unwrap(), "{}: final hash", t.table_name);
         checked += 1;
     }

@@ -25,7 +25,9 @@ fn demo_table() -> TaskTable {
 }
 
 fn backend() -> SqliteBackend {
-    let mut b = SqliteBackend::new(SqlLimits { statement_timeout: Duration::from_secs(2) });
+    let mut b = SqliteBackend::new(SqlLimits {
+        statement_timeout: Duration::from_secs(2),
+    });
     b.setup_table(&demo_table()).unwrap();
     b
 }
@@ -39,22 +41,49 @@ fn sql_sqlite_renders_like_agentbench() {
         "[('March 19, 1998',)]"
     );
     assert_eq!(q(&mut b, "SELECT COUNT(*) FROM `US Ambassadors`"), "[(3,)]");
-    assert_eq!(q(&mut b, "SELECT Representative FROM `US Ambassadors` WHERE Floors = '26'"), "[(\"Checco D'Angelo\",)]");
+    assert_eq!(
+        q(
+            &mut b,
+            "SELECT Representative FROM `US Ambassadors` WHERE Floors = '26'"
+        ),
+        "[(\"Checco D'Angelo\",)]"
+    );
     assert_eq!(q(&mut b, "SELECT AVG(Floors) FROM `US Ambassadors`"), "[(15.0,)]");
-    assert_eq!(q(&mut b, "SELECT 59.555, NULL, x'00ff', 1e16"), "[(59.555, None, b'\\x00\\xff', 1e+16)]");
-    assert_eq!(q(&mut b, "SELECT `Presentation of Credentials` FROM `US Ambassadors` WHERE Floors = '7'"), "[(None,)]");
+    assert_eq!(
+        q(&mut b, "SELECT 59.555, NULL, x'00ff', 1e16"),
+        "[(59.555, None, b'\\x00\\xff', 1e+16)]"
+    );
+    assert_eq!(
+        q(
+            &mut b,
+            "SELECT `Presentation of Credentials` FROM `US Ambassadors` WHERE Floors = '7'"
+        ),
+        "[(None,)]"
+    );
     // Numbers inserted from JSON are stored as text (TEXT affinity).
-    assert_eq!(q(&mut b, "SELECT typeof(Floors) FROM `US Ambassadors` WHERE Floors = '7'"), "[('text',)]");
+    assert_eq!(
+        q(&mut b, "SELECT typeof(Floors) FROM `US Ambassadors` WHERE Floors = '7'"),
+        "[('text',)]"
+    );
     assert_eq!(q(&mut b, "SELECT * FROM `US Ambassadors` WHERE 0"), "[]");
-    assert_eq!(q(&mut b, "UPDATE `US Ambassadors` SET Floors = '8' WHERE Floors = '7'"), "[]");
-    assert_eq!(q(&mut b, "INSERT INTO `US Ambassadors` (Representative) VALUES ('New')"), "[]");
+    assert_eq!(
+        q(&mut b, "UPDATE `US Ambassadors` SET Floors = '8' WHERE Floors = '7'"),
+        "[]"
+    );
+    assert_eq!(
+        q(&mut b, "INSERT INTO `US Ambassadors` (Representative) VALUES ('New')"),
+        "[]"
+    );
     assert_eq!(q(&mut b, "SELECT COUNT(*) FROM `US Ambassadors`;"), "[(4,)]");
     let err = q(&mut b, "SELEC nothing");
     assert!(err.contains("syntax error"), "{err}");
     let err = q(&mut b, "SELECT x FROM `US Ambassadors`");
     assert!(err.contains("no such column: x"), "{err}");
     // 800-character cut with the harness's marker.
-    let long = q(&mut b, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 5000) SELECT x FROM c");
+    let long = q(
+        &mut b,
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 5000) SELECT x FROM c",
+    );
     assert!(long.ends_with("[TRUNCATED]"), "{long}");
     assert_eq!(long.chars().count(), 800 + "[TRUNCATED]".len());
     assert!(long.starts_with("[(1,), (2,), (3,)"));
@@ -107,7 +136,10 @@ fn sql_sqlite_cannot_touch_files_or_other_databases() {
     ] {
         let r = b.execute(&sql).unwrap();
         assert!(
-            r.contains("not authorized") || r.contains("authorization denied") || r.contains("too many attached") || r.contains("no such function"),
+            r.contains("not authorized")
+                || r.contains("authorization denied")
+                || r.contains("too many attached")
+                || r.contains("no such function"),
             "{sql} → {r}"
         );
         assert!(!f.exists(), "{sql} created a file");
@@ -151,7 +183,11 @@ fn sql_sqlite_table_hash_matches_dev_gold() {
         b.setup_table(&t).unwrap();
         let before = b.table_hash(&t).unwrap();
         assert_eq!(before, b.table_hash(&t).unwrap(), "hash is deterministic");
-        assert_ne!(format_hash_answer(before.as_deref()), gold, "untouched table already matches");
+        assert_ne!(
+            format_hash_answer(before.as_deref()),
+            gold,
+            "untouched table already matches"
+        );
         for sql in task["label"].as_array().unwrap() {
             let r = b.execute(sql.as_str().unwrap()).unwrap();
             assert_eq!(r, "[]", "gold SQL failed: {r}");

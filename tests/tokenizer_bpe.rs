@@ -194,3 +194,63 @@ fn tokenizer_bpe_control_tokens_and_errors() {
     let err = Tokenizer::from_vocab(TokenizerKind::Bpe { pre: "klingon".into() }, config).unwrap_err();
     assert!(err.to_string().contains("unsupported pre-tokenizer"), "{err}");
 }
+
+/// SmolLM2's vocabulary and merges with another `tokenizer.ggml.pre` preset.
+fn smollm2_with_pre(pre: &str) -> Option<Tokenizer> {
+    if !std::path::Path::new(SMOLLM2).exists() {
+        eprintln!("skipping: {SMOLLM2} is absent (run scripts/fetch-smollm2.sh)");
+        return None;
+    }
+    let file = GgufFile::open(SMOLLM2).expect("open SmolLM2");
+    let strings = |key: &str| -> Vec<String> {
+        let values = file.get_array(key).expect(key).expect(key);
+        values
+            .iter()
+            .map(|v| v.as_str().expect("a string").to_string())
+            .collect()
+    };
+    let types = file.get_array("tokenizer.ggml.token_type").unwrap().unwrap();
+    let config = VocabConfig {
+        tokens: strings("tokenizer.ggml.tokens"),
+        scores: Vec::new(),
+        types: types
+            .iter()
+            .map(|v| TokenType::from_id(v.as_i64().unwrap()).unwrap())
+            .collect(),
+        merges: strings("tokenizer.ggml.merges"),
+        bos_id: None,
+        eos_id: Some(2),
+        unk_id: None,
+        eot_ids: Vec::new(),
+        add_bos: false,
+        add_space_prefix: false,
+    };
+    Some(Tokenizer::from_vocab(TokenizerKind::Bpe { pre: pre.into() }, config).expect("tokenizer"))
+}
+
+/// The `gpt2` and `llama-bpe` presets on a real vocabulary, against HF `tokenizers` with the
+/// same pre-tokenizer (for `llama-bpe`: Llama-3's split regex and `ignore_merges`).
+#[test]
+fn tokenizer_bpe_other_presets_hf_corpus() {
+    let json = corpus();
+    let texts = json["corpus"].as_array().expect("corpus");
+    for pre in ["gpt2", "llama-bpe"] {
+        let Some(tok) = smollm2_with_pre(pre) else { return };
+        let want = json["smollm2"]["other_pre"][pre].as_array().expect("ids");
+        let mut failures = Vec::new();
+        for (text, want) in texts.iter().zip(want) {
+            let text = text.as_str().expect("text");
+            let got = tok.encode(text, false, false);
+            if got != ids(want) {
+                failures.push(format!("{pre} {text:?}: got {got:?}, want {:?}", ids(want)));
+            }
+            assert_eq!(tok.decode(&got), text);
+        }
+        assert!(
+            failures.is_empty(),
+            "{} mismatches:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+}

@@ -7,6 +7,7 @@ use edgeact_runtime::tokenizer::{Tokenizer, TokenizerError};
 enum V {
     Str(&'static str),
     U32(u32),
+    I32(i32),
     Bool(bool),
     Strs(Vec<&'static str>),
     F32s(Vec<f32>),
@@ -33,6 +34,10 @@ fn gguf(kvs: &[(&str, V)]) -> GgufFile {
             }
             V::U32(x) => {
                 out.extend_from_slice(&4u32.to_le_bytes());
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            V::I32(x) => {
+                out.extend_from_slice(&5u32.to_le_bytes());
                 out.extend_from_slice(&x.to_le_bytes());
             }
             V::Bool(b) => {
@@ -159,12 +164,15 @@ fn tokenizer_minimal_spm_from_gguf() {
         ("tokenizer.ggml.eos_token_id", V::U32(2)),
         ("tokenizer.ggml.unknown_token_id", V::U32(0)),
         ("tokenizer.ggml.add_bos_token", V::Bool(true)),
+        // Some converters write -1 for "none": treated as absent, not as an error.
+        ("tokenizer.ggml.eot_token_id", V::I32(-1)),
     ]);
     let tok = Tokenizer::from_gguf(&file).unwrap();
     // "▁a" is a piece; "▁b" is not and there are no byte tokens: one UNK per unknown piece.
     assert_eq!(tok.encode("a", true, false), [1, 3]);
     assert_eq!(tok.encode("a b", false, false), [3, 0, 0]);
     assert!(tok.add_bos_default() && tok.is_eog(2));
+    assert_eq!(tok.eog_ids(), [2]);
 }
 
 #[test]

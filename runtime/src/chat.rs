@@ -261,3 +261,17 @@ fn render_llama2(
     }
     Ok(out)
 }
+
+/// Tokenizes a rendered chat prompt: special-token texts become their ids, and BOS is added
+/// when the model wants it (`add_bos_default`) unless the template already wrote it (HF
+/// templates such as Llama-2-chat's start with `{{ bos_token }}`; a second BOS would shift the
+/// model off its training format).
+pub fn encode_prompt(tokenizer: &crate::tokenizer::Tokenizer, prompt: &str) -> Vec<u32> {
+    let mut ids = tokenizer.encode(prompt, tokenizer.add_bos_default(), true);
+    if let Some(bos) = tokenizer.bos_id() {
+        if ids.len() >= 2 && ids[0] == bos && ids[1] == bos && tokenizer.add_bos_default() {
+            ids.remove(0);
+        }
+    }
+    ids
+}

@@ -256,6 +256,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         rootfs: a.rootfs.clone(),
         clean_output: a.clean_output,
     };
+    let env = Env {
+        tasks: &tasks,
+        source: &source,
+        sql_engine: &sql_engine,
+        machine: &machine,
+        log: log.as_ref(),
+    };
     std::thread::scope(|scope| {
         for _ in 0..a.jobs.min(items.len().max(1)) {
             scope.spawn(|| {
@@ -275,16 +282,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     let k = next.fetch_add(1, Ordering::SeqCst);
                     let Some(&(seed, index)) = items.get(k) else { break };
                     let t0 = Instant::now();
-                    let outcome = run_one(
-                        &tasks,
-                        index,
-                        seed,
-                        &source,
-                        engine.as_mut(),
-                        &sql_engine,
-                        &machine,
-                        log.as_ref(),
-                    );
+                    let outcome = run_one(&env, index, seed, engine.as_mut());
                     let (run, correct, answer_override, error) = match outcome {
                         Ok((run, correct, ans)) => (Some(run), correct, ans, None),
                         Err(e) => (None, false, None, Some(format!("{e:#}"))),
@@ -363,18 +361,30 @@ fn default_script_dir(tasks: &Path) -> PathBuf {
     dir.join("..").join("scripts").join(stem)
 }
 
+/// What every task run shares.
+struct Env<'a> {
+    tasks: &'a Tasks,
+    source: &'a Source,
+    sql_engine: &'a SqlEngine,
+    machine: &'a MachineOptions,
+    log: Option<&'a Mutex<Transcript>>,
+}
+
 /// Runs and judges one task; returns the run, whether it passed, and the recorded answer
 /// when it is not the agent's (the table hash for mutating DB tasks).
 fn run_one(
-    tasks: &Tasks,
+    env: &Env<'_>,
     index: usize,
     seed: u64,
-    source: &Source,
     engine: Option<&mut EngineModel>,
-    sql_engine: &SqlEngine,
-    machine: &MachineOptions,
-    log: Option<&Mutex<Transcript>>,
 ) -> anyhow::Result<(Run, bool, Option<String>)> {
+    let Env {
+        tasks,
+        source,
+        sql_engine,
+        machine,
+        log,
+    } = *env;
     let mut scripted_model;
     let model: &mut dyn LanguageModel = match (source, engine) {
         (Source::Scripted(map), _) => {

@@ -149,8 +149,9 @@ impl GpuForward {
             .collect();
         let out_bytes = weight_bytes(&model.output) + dim * 4;
         let b = opts.max_batch;
-        let scratch_bytes =
-            4 * (b * (5 * dim + 2 * kv_dim + 3 * ffn) + cfg.vocab_size * b.min(8)) + opts.n_ctx * dim * 2;
+        // Activations (x, xb, xb2, q, att; k, v; three FFN buffers), the logits of a whole chunk,
+        // and the RoPE table.
+        let scratch_bytes = 4 * (b * (5 * dim + 2 * kv_dim + 3 * ffn + cfg.vocab_size) + opts.n_ctx * cfg.head_dim);
         let (free, total) = gpu.mem_info().map_err(gpu_err)?;
         // Blocks that may go to the GPU at all: up to the first one with an unsupported type.
         let supported = model

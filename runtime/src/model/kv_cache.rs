@@ -24,8 +24,11 @@ impl std::str::FromStr for KvType {
     }
 }
 
+/// F16 data is held as `u16` so the zeroed allocation comes straight from the allocator's
+/// zeroed pages (`vec![0u16; n]`): a 2 GiB cache costs nothing until positions are written.
+/// It is viewed as `f16` through `bytemuck` (same size and alignment, every bit pattern valid).
 enum Store {
-    F16 { k: Vec<f16>, v: Vec<f16> },
+    F16 { k: Vec<u16>, v: Vec<u16> },
     F32 { k: Vec<f32>, v: Vec<f32> },
 }
 
@@ -46,10 +49,9 @@ impl KvCache {
     pub fn new(ty: KvType, n_layers: usize, n_ctx: usize, kv_dim: usize) -> KvCache {
         let n = n_layers * n_ctx * kv_dim;
         let store = match ty {
-            // Zeroed allocations stay untouched (lazily mapped) until positions are written.
             KvType::F16 => Store::F16 {
-                k: vec![f16::ZERO; n],
-                v: vec![f16::ZERO; n],
+                k: vec![0u16; n],
+                v: vec![0u16; n],
             },
             KvType::F32 => Store::F32 {
                 k: vec![0.0; n],
@@ -76,8 +78,8 @@ impl KvCache {
         let r = o..o + self.kv_dim;
         match &mut self.store {
             Store::F16 { k, v } => {
-                ops::f32_to_f16_row(key, &mut k[r.clone()]);
-                ops::f32_to_f16_row(value, &mut v[r]);
+                ops::f32_to_f16_row(key, bytemuck::cast_slice_mut(&mut k[r.clone()]));
+                ops::f32_to_f16_row(value, bytemuck::cast_slice_mut(&mut v[r]));
             }
             Store::F32 { k, v } => {
                 k[r.clone()].copy_from_slice(key);
@@ -90,7 +92,7 @@ impl KvCache {
     pub fn keys(&self, layer: usize, n: usize) -> Row<'_> {
         let r = self.offset(layer, 0)..self.offset(layer, n);
         match &self.store {
-            Store::F16 { k, .. } => Row::F16(&k[r]),
+            Store::F16 { k, .. } => Row::F16(bytemuck::cast_slice(&k[r])),
             Store::F32 { k, .. } => Row::F32(&k[r]),
         }
     }
@@ -99,7 +101,7 @@ impl KvCache {
     pub fn values(&self, layer: usize, n: usize) -> Row<'_> {
         let r = self.offset(layer, 0)..self.offset(layer, n);
         match &self.store {
-            Store::F16 { v, .. } => Row::F16(&v[r]),
+            Store::F16 { v, .. } => Row::F16(bytemuck::cast_slice(&v[r])),
             Store::F32 { v, .. } => Row::F32(&v[r]),
         }
     }

@@ -7,10 +7,10 @@
 //! - [`Session`]: one sequence's KV cache and position; batched prefill and decode.
 
 mod attention;
+mod config;
 /// GPU forward pass with partial offload (CUDA backend).
 #[cfg(feature = "cuda")]
 pub mod cuda;
-mod config;
 mod kv_cache;
 mod ops;
 mod session;

@@ -97,16 +97,11 @@ mod tests {
         assert_eq!(f32_to_bf16(f32::MAX).to_bits(), 0x7F80);
         assert_eq!(f32_to_bf16(f32::INFINITY).to_bits(), 0x7F80);
         let mut row = [bf16::ZERO; 2];
-        f32_to_bf16_row(&[1.0, -2.0], &mut row).unwrap();
+        f32_to_bf16_row(&[1.0, -2.0], &mut row);
         assert_eq!(row.map(|v| v.to_bits()), [0x3F80, 0xC000]);
-        assert!(matches!(
-            f32_to_bf16_row(&[1.0], &mut row),
-            Err(QuantError::Length { .. })
-        ));
         let mut row16 = [f16::ZERO; 2];
-        f32_to_f16_row(&[1.0, -2.0], &mut row16).unwrap();
+        f32_to_f16_row(&[1.0, -2.0, 3.0], &mut row16);
         assert_eq!(row16.map(|v| v.to_bits()), [0x3C00, 0xC000]);
-        assert!(f32_to_f16_row(&[1.0, 2.0, 3.0], &mut row16).is_err());
         for bits in [0x0000u16, 0x8000, 0x3F80, 0xC2F7, 0x0001, 0x7F7F] {
             assert_eq!(f32_to_bf16(bf16_to_f32(bf16::from_bits(bits))).to_bits(), bits);
         }

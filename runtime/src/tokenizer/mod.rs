@@ -154,6 +154,10 @@ fn str_array<'a>(file: &'a GgufFile, key: &str) -> Result<Option<Vec<&'a str>>, 
 }
 
 fn opt_id(file: &GgufFile, key: &str) -> Result<Option<u32>, TokenizerError> {
+    // Some converters write -1 for "no such token".
+    if file.get(key).and_then(|v| v.as_i64()).is_some_and(|v| v < 0) {
+        return Ok(None);
+    }
     match file.get_u64(key)? {
         None => Ok(None),
         Some(v) => u32::try_from(v)

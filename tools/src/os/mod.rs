@@ -19,6 +19,7 @@
 //! memory (cgroup v2 `memory.max` or v1 `memory.limit_in_bytes` when writable), tmpfs sizes,
 //! and an output cap after which the command is interrupted and the rest discarded.
 
+pub mod rootfs;
 mod sys;
 pub mod task;
 
@@ -124,10 +125,21 @@ impl Default for SandboxConfig {
             network: false,
             tmpfs_bytes: 512 << 20,
             hostname: None,
-            mask_dirs: ["/root", "/home", "/work", "/mnt", "/media", "/srv", "/run", "/var/tmp", "/etc/ssh", "/var/lib/mysql"]
-                .iter()
-                .map(PathBuf::from)
-                .collect(),
+            mask_dirs: [
+                "/root",
+                "/home",
+                "/work",
+                "/mnt",
+                "/media",
+                "/srv",
+                "/run",
+                "/var/tmp",
+                "/etc/ssh",
+                "/var/lib/mysql",
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
         }
     }
 }
@@ -192,9 +204,15 @@ pub fn contains_prompt(chunk: &[u8]) -> bool {
         let line = &chunk[i + 1..];
         let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
         // At least one byte before '@', at least one between '@' and the prompt char.
-        let Some(at) = line.iter().skip(1).position(|&b| b == b'@').map(|p| p + 1) else { continue };
+        let Some(at) = line.iter().skip(1).position(|&b| b == b'@').map(|p| p + 1) else {
+            continue;
+        };
         let rest = &line[at + 1..];
-        if rest.windows(2).skip(1).any(|w| matches!(w[0], b'#' | b'|' | b'$') && w[1] == b' ') {
+        if rest
+            .windows(2)
+            .skip(1)
+            .any(|w| matches!(w[0], b'#' | b'|' | b'$') && w[1] == b' ')
+        {
             return true;
         }
     }
@@ -306,11 +324,18 @@ fn make_cgroups(id: &str, cfg: &SandboxConfig) -> Vec<(PathBuf, Vec<(&'static st
     let wanted: Vec<(PathBuf, Vec<(&'static str, String)>)> = if v2.exists() {
         vec![(
             PathBuf::from(format!("/sys/fs/cgroup/edgeact-{id}")),
-            vec![("pids.max", cfg.max_procs.to_string()), ("memory.max", cfg.memory_bytes.to_string()), ("memory.swap.max", "0".into())],
+            vec![
+                ("pids.max", cfg.max_procs.to_string()),
+                ("memory.max", cfg.memory_bytes.to_string()),
+                ("memory.swap.max", "0".into()),
+            ],
         )]
     } else {
         vec![
-            (PathBuf::from(format!("/sys/fs/cgroup/pids/edgeact-{id}")), vec![("pids.max", cfg.max_procs.to_string())]),
+            (
+                PathBuf::from(format!("/sys/fs/cgroup/pids/edgeact-{id}")),
+                vec![("pids.max", cfg.max_procs.to_string())],
+            ),
             (
                 PathBuf::from(format!("/sys/fs/cgroup/memory/edgeact-{id}")),
                 vec![("memory.limit_in_bytes", cfg.memory_bytes.to_string())],
@@ -321,7 +346,10 @@ fn make_cgroups(id: &str, cfg: &SandboxConfig) -> Vec<(PathBuf, Vec<(&'static st
         if std::fs::create_dir(&dir).is_err() {
             continue;
         }
-        let applied: Vec<_> = settings.into_iter().filter(|(k, v)| std::fs::write(dir.join(k), v).is_ok()).collect();
+        let applied: Vec<_> = settings
+            .into_iter()
+            .filter(|(k, v)| std::fs::write(dir.join(k), v).is_ok())
+            .collect();
         made.push((dir, applied));
     }
     made
@@ -350,38 +378,56 @@ pub struct OsSandbox {
 
 impl std::fmt::Debug for OsSandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OsSandbox").field("hostname", &self.hostname).field("init", &self.init).finish()
+        f.debug_struct("OsSandbox")
+            .field("hostname", &self.hostname)
+            .field("init", &self.init)
+            .finish()
     }
 }
 
 fn random_hex(n: usize) -> String {
-    (0..n).map(|_| char::from_digit(rand::random_range(0..16u32), 16).unwrap_or('0')).collect()
+    (0..n)
+        .map(|_| char::from_digit(rand::random_range(0..16u32), 16).unwrap_or('0'))
+        .collect()
 }
 
 impl OsSandbox {
     /// Starts the sandbox and its shell, and reads the shell's first prompt.
     pub fn start(cfg: SandboxConfig) -> Result<Self> {
         if cfg.network {
-            return Err(OsError::Config("network access is not supported: the sandbox has loopback only".into()));
+            return Err(OsError::Config(
+                "network access is not supported: the sandbox has loopback only".into(),
+            ));
         }
         if cfg.output_cap == 0 || cfg.max_procs < 4 || cfg.memory_bytes < (32 << 20) {
-            return Err(OsError::Config("output_cap > 0, max_procs >= 4 and memory_bytes >= 32 MiB are required".into()));
+            return Err(OsError::Config(
+                "output_cap > 0, max_procs >= 4 and memory_bytes >= 32 MiB are required".into(),
+            ));
         }
         let hostname = cfg.hostname.clone().unwrap_or_else(|| random_hex(12));
-        if hostname.is_empty() || hostname.len() > 64 || !hostname.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if hostname.is_empty()
+            || hostname.len() > 64
+            || !hostname.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(OsError::Config(format!("invalid hostname {hostname:?}")));
         }
         let lower = match &cfg.root {
             RootFs::HostReadOnly => PathBuf::from("/"),
             RootFs::Dir(d) => {
                 if !d.join("bin/bash").exists() && !d.join("usr/bin/bash").exists() {
-                    return Err(OsError::Config(format!("{} is not a root file system (no bin/bash)", d.display())));
+                    return Err(OsError::Config(format!(
+                        "{} is not a root file system (no bin/bash)",
+                        d.display()
+                    )));
                 }
                 d.canonicalize().map_err(io_err(format!("root {}", d.display())))?
             }
         };
         let lower_s = lower.to_str().filter(|s| !s.contains([',', ':'])).ok_or_else(|| {
-            OsError::Config(format!("root path {} must be UTF-8 without ',' or ':'", lower.display()))
+            OsError::Config(format!(
+                "root path {} must be UTF-8 without ',' or ':'",
+                lower.display()
+            ))
         })?;
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
@@ -397,7 +443,9 @@ impl OsSandbox {
         ];
         let cgroups = make_cgroups(&id, &cfg);
         let mut enforcement = Vec::new();
-        let has_mem_cg = cgroups.iter().any(|(_, s)| s.iter().any(|(k, _)| k.starts_with("memory")));
+        let has_mem_cg = cgroups
+            .iter()
+            .any(|(_, s)| s.iter().any(|(k, _)| k.starts_with("memory")));
         let mut rlimits = vec![(libc::RLIMIT_CPU, cfg.cpu_seconds), (libc::RLIMIT_CORE, 0)];
         if has_mem_cg {
             enforcement.push("memory: cgroup".to_string());
@@ -433,13 +481,22 @@ impl OsSandbox {
 
     fn build_ops(&self, lower: &str, overlay: bool) -> Result<Vec<Op>> {
         let c = |s: &str| sys::cstr(s).map_err(io_err("path"));
-        let st = self.stage.to_str().ok_or_else(|| OsError::Config("temp dir path is not UTF-8".into()))?;
+        let st = self
+            .stage
+            .to_str()
+            .ok_or_else(|| OsError::Config("temp dir path is not UTF-8".into()))?;
         let root = format!("{st}/root");
         let r = |p: &str| format!("{root}{p}");
         let none = || c("none");
         let tmpfs = || c("tmpfs");
         let mut ops = vec![
-            Op::Mount { src: none()?, dst: c("/")?, fstype: none()?, flags: libc::MS_REC | libc::MS_PRIVATE, data: None },
+            Op::Mount {
+                src: none()?,
+                dst: c("/")?,
+                fstype: none()?,
+                flags: libc::MS_REC | libc::MS_PRIVATE,
+                data: None,
+            },
             Op::Mount {
                 src: tmpfs()?,
                 dst: c(st)?,
@@ -447,9 +504,18 @@ impl OsSandbox {
                 flags: libc::MS_NOSUID | libc::MS_NODEV,
                 data: Some(c(&format!("size={},mode=755", self.cfg.tmpfs_bytes))?),
             },
-            Op::Mkdir { path: c(&format!("{st}/upper"))?, mode: 0o755 },
-            Op::Mkdir { path: c(&format!("{st}/work"))?, mode: 0o755 },
-            Op::Mkdir { path: c(&root)?, mode: 0o755 },
+            Op::Mkdir {
+                path: c(&format!("{st}/upper"))?,
+                mode: 0o755,
+            },
+            Op::Mkdir {
+                path: c(&format!("{st}/work"))?,
+                mode: 0o755,
+            },
+            Op::Mkdir {
+                path: c(&root)?,
+                mode: 0o755,
+            },
         ];
         if overlay {
             ops.push(Op::Mount {
@@ -462,7 +528,13 @@ impl OsSandbox {
         } else {
             // Fallback without overlayfs: the lower layer bound read-only; only the tmpfs
             // mounts below (and the masks) are writable.
-            ops.push(Op::Mount { src: c(lower)?, dst: c(&root)?, fstype: none()?, flags: libc::MS_BIND | libc::MS_REC, data: None });
+            ops.push(Op::Mount {
+                src: c(lower)?,
+                dst: c(&root)?,
+                fstype: none()?,
+                flags: libc::MS_BIND | libc::MS_REC,
+                data: None,
+            });
             ops.push(Op::Mount {
                 src: none()?,
                 dst: c(&root)?,
@@ -486,7 +558,11 @@ impl OsSandbox {
             data: Some(c("size=1m,mode=755")?),
         });
         for d in ["null", "zero", "full", "random", "urandom", "tty"] {
-            ops.push(Op::WriteFile { path: c(&r(&format!("/dev/{d}")))?, content: Vec::new(), mode: 0o666 });
+            ops.push(Op::WriteFile {
+                path: c(&r(&format!("/dev/{d}")))?,
+                content: Vec::new(),
+                mode: 0o666,
+            });
             ops.push(Op::Mount {
                 src: c(&format!("/dev/{d}"))?,
                 dst: c(&r(&format!("/dev/{d}")))?,
@@ -495,7 +571,10 @@ impl OsSandbox {
                 data: None,
             });
         }
-        ops.push(Op::Mkdir { path: c(&r("/dev/pts"))?, mode: 0o755 });
+        ops.push(Op::Mkdir {
+            path: c(&r("/dev/pts"))?,
+            mode: 0o755,
+        });
         ops.push(Op::Mount {
             src: c("devpts")?,
             dst: c(&r("/dev/pts"))?,
@@ -503,12 +582,24 @@ impl OsSandbox {
             flags: libc::MS_NOSUID | libc::MS_NOEXEC,
             data: Some(c("newinstance,ptmxmode=0666,mode=620")?),
         });
-        ops.push(Op::Symlink { target: c("pts/ptmx")?, link: c(&r("/dev/ptmx"))? });
-        ops.push(Op::Symlink { target: c("/proc/self/fd")?, link: c(&r("/dev/fd"))? });
+        ops.push(Op::Symlink {
+            target: c("pts/ptmx")?,
+            link: c(&r("/dev/ptmx"))?,
+        });
+        ops.push(Op::Symlink {
+            target: c("/proc/self/fd")?,
+            link: c(&r("/dev/fd"))?,
+        });
         for (i, n) in ["stdin", "stdout", "stderr"].iter().enumerate() {
-            ops.push(Op::Symlink { target: c(&format!("/proc/self/fd/{i}"))?, link: c(&r(&format!("/dev/{n}")))? });
+            ops.push(Op::Symlink {
+                target: c(&format!("/proc/self/fd/{i}"))?,
+                link: c(&r(&format!("/dev/{n}")))?,
+            });
         }
-        ops.push(Op::Mkdir { path: c(&r("/dev/shm"))?, mode: 0o1777 });
+        ops.push(Op::Mkdir {
+            path: c(&r("/dev/shm"))?,
+            mode: 0o1777,
+        });
         ops.push(Op::Mount {
             src: tmpfs()?,
             dst: c(&r("/dev/shm"))?,
@@ -526,9 +617,10 @@ impl OsSandbox {
         let host = self.cfg.root == RootFs::HostReadOnly;
         if host || !overlay {
             for d in &self.cfg.mask_dirs {
-                let d = d.to_str().filter(|d| d.starts_with('/')).ok_or_else(|| {
-                    OsError::Config(format!("mask directory {} must be absolute UTF-8", d.display()))
-                })?;
+                let d = d
+                    .to_str()
+                    .filter(|d| d.starts_with('/'))
+                    .ok_or_else(|| OsError::Config(format!("mask directory {} must be absolute UTF-8", d.display())))?;
                 let mode = if d == "/root" { "700" } else { "755" };
                 ops.push(Op::MountIfExists {
                     probe: c(&r(d))?,
@@ -544,7 +636,11 @@ impl OsSandbox {
             for f in ["/etc/shadow", "/etc/gshadow"] {
                 if let Ok(text) = std::fs::read_to_string(f) {
                     if overlay {
-                        ops.push(Op::WriteFile { path: c(&r(f))?, content: sanitize_shadow(&text).into_bytes(), mode: 0o640 });
+                        ops.push(Op::WriteFile {
+                            path: c(&r(f))?,
+                            content: sanitize_shadow(&text).into_bytes(),
+                            mode: 0o640,
+                        });
                     } else {
                         ops.push(Op::Mount {
                             src: c("/dev/null")?,
@@ -558,15 +654,43 @@ impl OsSandbox {
             }
         }
         if overlay {
-            ops.push(Op::WriteFile { path: c(&r("/etc/hostname"))?, content: format!("{}\n", self.hostname).into_bytes(), mode: 0o644 });
-            let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", self.hostname);
-            ops.push(Op::WriteFile { path: c(&r("/etc/hosts"))?, content: hosts.into_bytes(), mode: 0o644 });
+            ops.push(Op::WriteFile {
+                path: c(&r("/etc/hostname"))?,
+                content: format!("{}\n", self.hostname).into_bytes(),
+                mode: 0o644,
+            });
+            let hosts = format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+                self.hostname
+            );
+            ops.push(Op::WriteFile {
+                path: c(&r("/etc/hosts"))?,
+                content: hosts.into_bytes(),
+                mode: 0o644,
+            });
         }
-        ops.push(Op::Mkdir { path: c(&r("/root"))?, mode: 0o700 });
-        ops.push(Op::WriteFile { path: c(&r("/root/.bashrc"))?, content: BASHRC.as_bytes().to_vec(), mode: 0o644 });
-        ops.push(Op::WriteFile { path: c(&r("/root/.profile"))?, content: PROFILE.as_bytes().to_vec(), mode: 0o644 });
-        ops.push(Op::WriteFile { path: c(&r("/root/.inputrc"))?, content: INPUTRC.as_bytes().to_vec(), mode: 0o644 });
-        ops.push(Op::Hostname { name: c(&self.hostname)? });
+        ops.push(Op::Mkdir {
+            path: c(&r("/root"))?,
+            mode: 0o700,
+        });
+        ops.push(Op::WriteFile {
+            path: c(&r("/root/.bashrc"))?,
+            content: BASHRC.as_bytes().to_vec(),
+            mode: 0o644,
+        });
+        ops.push(Op::WriteFile {
+            path: c(&r("/root/.profile"))?,
+            content: PROFILE.as_bytes().to_vec(),
+            mode: 0o644,
+        });
+        ops.push(Op::WriteFile {
+            path: c(&r("/root/.inputrc"))?,
+            content: INPUTRC.as_bytes().to_vec(),
+            mode: 0o644,
+        });
+        ops.push(Op::Hostname {
+            name: c(&self.hostname)?,
+        });
         ops.push(Op::PivotRoot { path: c(&root)? });
         Ok(ops)
     }
@@ -593,7 +717,11 @@ impl OsSandbox {
             }
         }
         let plan = Plan {
-            ns_flags: libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC,
+            ns_flags: libc::CLONE_NEWNS
+                | libc::CLONE_NEWPID
+                | libc::CLONE_NEWNET
+                | libc::CLONE_NEWUTS
+                | libc::CLONE_NEWIPC,
             userns_early: !host_root,
             userns_late: host_root,
             ops,
@@ -604,7 +732,11 @@ impl OsSandbox {
         let (master, slave) = sys::openpty().map_err(io_err("open a pty"))?;
         let (report_r, report_w) = sys::pipe().map_err(io_err("pipe"))?;
         let (go_r, go_w) = sys::pipe().map_err(io_err("pipe"))?;
-        let fds = sys::StartFds { report_w: report_w.as_raw_fd(), go_r: go_r.as_raw_fd(), slave: slave.as_raw_fd() };
+        let fds = sys::StartFds {
+            report_w: report_w.as_raw_fd(),
+            go_r: go_r.as_raw_fd(),
+            slave: slave.as_raw_fd(),
+        };
         let pid = sys::spawn_sandbox(&plan, &fds).map_err(io_err("fork"))?;
         drop((report_w, go_r, slave));
         self.intermediate = pid;
@@ -618,13 +750,25 @@ impl OsSandbox {
         loop {
             let mut tag = [0u8; 1];
             if read_exact(&mut tag).is_err() {
-                return fail(self, OsError::Setup { step: "start".into(), errno: "sandbox process exited early".into() });
+                return fail(
+                    self,
+                    OsError::Setup {
+                        step: "start".into(),
+                        errno: "sandbox process exited early".into(),
+                    },
+                );
             }
             match tag[0] {
                 b'I' | b'M' => {
                     let mut p = [0u8; 4];
                     if read_exact(&mut p).is_err() {
-                        return fail(self, OsError::Setup { step: "start".into(), errno: "short message".into() });
+                        return fail(
+                            self,
+                            OsError::Setup {
+                                step: "start".into(),
+                                errno: "short message".into(),
+                            },
+                        );
                     }
                     let p = i32::from_le_bytes(p);
                     if tag[0] == b'I' {
@@ -637,7 +781,13 @@ impl OsSandbox {
                         return fail(self, e);
                     }
                     if sys::write_all(go_w.as_raw_fd(), b"g", Duration::from_secs(5)).is_err() {
-                        return fail(self, OsError::Setup { step: "user namespace".into(), errno: "child gone".into() });
+                        return fail(
+                            self,
+                            OsError::Setup {
+                                step: "user namespace".into(),
+                                errno: "child gone".into(),
+                            },
+                        );
                     }
                 }
                 b'E' => {
@@ -646,11 +796,23 @@ impl OsSandbox {
                     let step = u32::from_le_bytes([m[0], m[1], m[2], m[3]]);
                     let errno = u32::from_le_bytes([m[4], m[5], m[6], m[7]]) as i32;
                     let step = describe_step(&plan.ops, step);
-                    return fail(self, OsError::Setup { step, errno: sys::errno_text(errno) });
+                    return fail(
+                        self,
+                        OsError::Setup {
+                            step,
+                            errno: sys::errno_text(errno),
+                        },
+                    );
                 }
                 b'R' => break,
                 other => {
-                    return fail(self, OsError::Setup { step: "start".into(), errno: format!("unexpected message {other}") });
+                    return fail(
+                        self,
+                        OsError::Setup {
+                            step: "start".into(),
+                            errno: format!("unexpected message {other}"),
+                        },
+                    );
                 }
             }
         }
@@ -703,7 +865,11 @@ impl OsSandbox {
             leftover.extend_from_slice(&out.raw);
             out.raw = leftover;
             let text = String::from_utf8_lossy(&out.raw).into_owned();
-            out.output = if self.cfg.raw_terminal { text } else { clean_terminal_output(&text) };
+            out.output = if self.cfg.raw_terminal {
+                text
+            } else {
+                clean_terminal_output(&text)
+            };
         }
         Ok(out)
     }
@@ -826,7 +992,11 @@ impl OsSandbox {
             }
         };
         let text = String::from_utf8_lossy(&raw).into_owned();
-        let output = if self.cfg.raw_terminal { text } else { clean_terminal_output(&text) };
+        let output = if self.cfg.raw_terminal {
+            text
+        } else {
+            clean_terminal_output(&text)
+        };
         Ok(CommandOutput { output, raw, end })
     }
 
@@ -846,7 +1016,11 @@ impl OsSandbox {
             }
             ScriptLanguage::Python => argv.extend(["python3".into(), "-c".into(), script.code.clone()]),
             ScriptLanguage::C | ScriptLanguage::Cpp => {
-                let (cc, ext) = if script.language == ScriptLanguage::C { ("gcc", "c") } else { ("g++", "cpp") };
+                let (cc, ext) = if script.language == ScriptLanguage::C {
+                    ("gcc", "c")
+                } else {
+                    ("g++", "cpp")
+                };
                 let build = format!(
                     "d=$(mktemp -d) && cat > \"$d/main.{ext}\" && {cc} -o \"$d/main\" \"$d/main.{ext}\" && \"$d/main\" \"$@\""
                 );
@@ -863,13 +1037,22 @@ impl OsSandbox {
         let cg_fds: Vec<OwnedFd> = self
             .cgroups
             .iter()
-            .filter_map(|d| std::fs::OpenOptions::new().write(true).open(d.join("cgroup.procs")).ok())
+            .filter_map(|d| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(d.join("cgroup.procs"))
+                    .ok()
+            })
             .map(OwnedFd::from)
             .collect();
         let (in_r, in_w) = sys::pipe().map_err(io_err("pipe"))?;
         let (out_r, out_w) = sys::pipe().map_err(io_err("pipe"))?;
         let (rep_r, rep_w) = sys::pipe().map_err(io_err("pipe"))?;
-        let fds = sys::ScriptFds { stdin_r: in_r.as_raw_fd(), out_w: out_w.as_raw_fd(), report_w: rep_w.as_raw_fd() };
+        let fds = sys::ScriptFds {
+            stdin_r: in_r.as_raw_fd(),
+            out_w: out_w.as_raw_fd(),
+            report_w: rep_w.as_raw_fd(),
+        };
         let pid = sys::spawn_in_sandbox(&self.ns, &cg_fds, &self.rlimits, &exec, &fds).map_err(io_err("fork"))?;
         drop((in_r, out_w, rep_w));
         // Feed stdin from a thread so a script that does not read it cannot block us.
@@ -891,7 +1074,8 @@ impl OsSandbox {
                 let _ = sys::kill(pid, libc::SIGKILL);
                 break;
             }
-            let ev = sys::poll(out_r.as_raw_fd(), libc::POLLIN, left.as_millis().min(100) as i32).map_err(io_err("poll"))?;
+            let ev =
+                sys::poll(out_r.as_raw_fd(), libc::POLLIN, left.as_millis().min(100) as i32).map_err(io_err("poll"))?;
             if ev == 0 {
                 // A background process of the script may hold the pipe open: stop once the
                 // script itself has exited.
@@ -917,14 +1101,19 @@ impl OsSandbox {
         output.truncate(self.cfg.output_cap);
         let status = match status {
             Some(s) => s,
-            None => sys::waitpid(pid, false).map_err(io_err("wait for script"))?.unwrap_or(0),
+            None => sys::waitpid(pid, false)
+                .map_err(io_err("wait for script"))?
+                .unwrap_or(0),
         };
         let _ = feeder.join();
         let mut rep = Vec::new();
         let _ = std::fs::File::from(rep_r).read_to_end(&mut rep);
         if rep.first() == Some(&b'E') && rep.len() >= 9 {
             let errno = i32::from_le_bytes([rep[5], rep[6], rep[7], rep[8]]);
-            return Err(OsError::Setup { step: "entering the sandbox for a script".into(), errno: sys::errno_text(errno) });
+            return Err(OsError::Setup {
+                step: "entering the sandbox for a script".into(),
+                errno: sys::errno_text(errno),
+            });
         }
         let code = if timed_out { 124 } else { sys::exit_code(status) };
         Ok(ScriptOutput { code, output })
@@ -969,7 +1158,9 @@ fn describe_step(ops: &[Op], step: u32) -> String {
         sys::STEP_FORK => "fork".into(),
         sys::STEP_SHELL => "starting the shell".into(),
         i => match ops.get(i as usize) {
-            Some(Op::Mount { dst, fstype, .. }) => format!("mount {} on {}", fstype.to_string_lossy(), dst.to_string_lossy()),
+            Some(Op::Mount { dst, fstype, .. }) => {
+                format!("mount {} on {}", fstype.to_string_lossy(), dst.to_string_lossy())
+            }
             Some(Op::MountIfExists { dst, .. }) => format!("mask {}", dst.to_string_lossy()),
             Some(Op::Mkdir { path, .. }) => format!("mkdir {}", path.to_string_lossy()),
             Some(Op::WriteFile { path, .. }) => format!("write {}", path.to_string_lossy()),
@@ -1006,16 +1197,24 @@ mod tests {
         let s = "a".repeat(800);
         assert_eq!(truncate_os_output(&s), s);
         let s = "b".repeat(801);
-        assert_eq!(truncate_os_output(&s), format!("{}\n[truncated because the output is too long]", "b".repeat(780)));
+        assert_eq!(
+            truncate_os_output(&s),
+            format!("{}\n[truncated because the output is too long]", "b".repeat(780))
+        );
     }
 
     #[test]
     fn prompt_detection_matches_agentbench_regex() {
-        assert!(contains_prompt(b"3\r\n\x1b]0;root@708762f582f8: /\x07root@708762f582f8:/# \x1b[K"));
+        assert!(contains_prompt(
+            b"3\r\n\x1b]0;root@708762f582f8: /\x07root@708762f582f8:/# \x1b[K"
+        ));
         assert!(contains_prompt(b"\x1b]0;user@h: ~\x07user@h:~$ "));
         assert!(!contains_prompt(b"root@host:/# "), "needs an escape before");
         assert!(!contains_prompt(b"\x1b[0m@x\n# "), "same line only");
-        assert!(!contains_prompt(b"\x1b]0;root@h: /\x07root@h:/#"), "needs the trailing space");
+        assert!(
+            !contains_prompt(b"\x1b]0;root@h: /\x07root@h:/#"),
+            "needs the trailing space"
+        );
     }
 
     #[test]
@@ -1027,6 +1226,9 @@ mod tests {
 
     #[test]
     fn shadow_is_sanitized() {
-        assert_eq!(sanitize_shadow("root:$6$abc:19000:0:::\nbin:*:1::::\n"), "root:*:19000:0:::\nbin:*:1::::\n");
+        assert_eq!(
+            sanitize_shadow("root:$6$abc:19000:0:::\nbin:*:1::::\n"),
+            "root:*:19000:0:::\nbin:*:1::::\n"
+        );
     }
 }

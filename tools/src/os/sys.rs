@@ -15,15 +15,31 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 #[derive(Debug)]
 pub enum Op {
     /// `mount(2)`.
-    Mount { src: CString, dst: CString, fstype: CString, flags: libc::c_ulong, data: Option<CString> },
+    Mount {
+        src: CString,
+        dst: CString,
+        fstype: CString,
+        flags: libc::c_ulong,
+        data: Option<CString>,
+    },
     /// `mkdir(2)`; an existing directory is fine.
     Mkdir { path: CString, mode: libc::mode_t },
     /// Create (or truncate) a file with this content and mode.
-    WriteFile { path: CString, content: Vec<u8>, mode: libc::mode_t },
+    WriteFile {
+        path: CString,
+        content: Vec<u8>,
+        mode: libc::mode_t,
+    },
     /// `symlink(2)`; an existing path is fine.
     Symlink { target: CString, link: CString },
     /// Like `Mount`, but skipped silently when `probe` does not exist (optional masks).
-    MountIfExists { probe: CString, src: CString, dst: CString, fstype: CString, flags: libc::c_ulong },
+    MountIfExists {
+        probe: CString,
+        src: CString,
+        dst: CString,
+        fstype: CString,
+        flags: libc::c_ulong,
+    },
     /// `chdir(path); pivot_root(".", "."); umount2(".", MNT_DETACH); chdir("/")`.
     PivotRoot { path: CString },
     /// `sethostname(2)`.
@@ -67,7 +83,8 @@ unsafe impl Send for Exec {}
 impl Exec {
     /// Builds an exec description; fails on interior NUL bytes.
     pub fn new(path: &str, args: &[&str], env: &[(&str, &str)]) -> io::Result<Self> {
-        let cs = |s: &str| CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument"));
+        let cs =
+            |s: &str| CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument"));
         let path = cs(path)?;
         let mut strings = Vec::new();
         for a in args {
@@ -81,7 +98,12 @@ impl Exec {
         argv.push(std::ptr::null());
         let mut envp: Vec<*const libc::c_char> = strings[nargs..].iter().map(|s| s.as_ptr()).collect();
         envp.push(std::ptr::null());
-        Ok(Self { _strings: strings, path, argv, envp })
+        Ok(Self {
+            _strings: strings,
+            path,
+            argv,
+            envp,
+        })
     }
 }
 
@@ -110,7 +132,9 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: plain syscalls on descriptors we own; ptsname_r gets a valid buffer.
     unsafe {
-        let m = cvt(libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK))?;
+        let m = cvt(libc::posix_openpt(
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        ))?;
         let master = OwnedFd::from_raw_fd(m);
         cvt(libc::grantpt(m))?;
         cvt(libc::unlockpt(m))?;
@@ -119,11 +143,19 @@ pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
         if r != 0 {
             return Err(io::Error::from_raw_os_error(r));
         }
-        let s = cvt(libc::open(buf.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC))?;
+        let s = cvt(libc::open(
+            buf.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        ))?;
         let slave = OwnedFd::from_raw_fd(s);
         // A wide terminal so that programs do not wrap lines; docker's default exec pty is 80x24
         // but wrapping only matters for full-screen programs.
-        let ws = libc::winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
+        let ws = libc::winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         libc::ioctl(s, libc::TIOCSWINSZ, &ws);
         Ok((master, slave))
     }
@@ -151,7 +183,10 @@ pub fn write_all(fd: RawFd, mut data: &[u8], timeout: std::time::Duration) -> io
             match e.raw_os_error() {
                 Some(libc::EAGAIN) | Some(libc::EINTR) => {
                     if std::time::Instant::now() > deadline {
-                        return Err(io::Error::new(io::ErrorKind::TimedOut, "terminal input is not being read"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "terminal input is not being read",
+                        ));
                     }
                     poll(fd, libc::POLLOUT, 50)?;
                 }
@@ -257,8 +292,15 @@ fn apply_rlimits(limits: &[(libc::__rlimit_resource_t, libc::rlim_t)]) -> bool {
     for &(res, v) in limits {
         // CPU: a hard limit one second above the soft one, so the process first gets SIGXCPU
         // (exit status 152) rather than an unexplained SIGKILL.
-        let hard = if res == libc::RLIMIT_CPU { v.saturating_add(1) } else { v };
-        let r = libc::rlimit { rlim_cur: v, rlim_max: hard };
+        let hard = if res == libc::RLIMIT_CPU {
+            v.saturating_add(1)
+        } else {
+            v
+        };
+        let r = libc::rlimit {
+            rlim_cur: v,
+            rlim_max: hard,
+        };
         // SAFETY: valid rlimit struct.
         if unsafe { libc::setrlimit(res, &r) } != 0 {
             return false;
@@ -290,7 +332,13 @@ fn run_op(op: &Op) -> bool {
     // SAFETY: every pointer comes from a live CString or slice of the plan.
     unsafe {
         match op {
-            Op::Mount { src, dst, fstype, flags, data } => {
+            Op::Mount {
+                src,
+                dst,
+                fstype,
+                flags,
+                data,
+            } => {
                 libc::mount(
                     src.as_ptr(),
                     dst.as_ptr(),
@@ -299,7 +347,13 @@ fn run_op(op: &Op) -> bool {
                     data.as_ref().map_or(std::ptr::null(), |d| d.as_ptr().cast()),
                 ) == 0
             }
-            Op::MountIfExists { probe, src, dst, fstype, flags } => {
+            Op::MountIfExists {
+                probe,
+                src,
+                dst,
+                fstype,
+                flags,
+            } => {
                 let mut st: libc::stat = std::mem::zeroed();
                 if libc::lstat(probe.as_ptr(), &mut st) != 0 {
                     return true;
@@ -307,9 +361,15 @@ fn run_op(op: &Op) -> bool {
                 libc::mount(src.as_ptr(), dst.as_ptr(), fstype.as_ptr(), *flags, std::ptr::null()) == 0
             }
             Op::Mkdir { path, mode } => libc::mkdir(path.as_ptr(), *mode) == 0 || errno() == libc::EEXIST,
-            Op::Symlink { target, link } => libc::symlink(target.as_ptr(), link.as_ptr()) == 0 || errno() == libc::EEXIST,
+            Op::Symlink { target, link } => {
+                libc::symlink(target.as_ptr(), link.as_ptr()) == 0 || errno() == libc::EEXIST
+            }
             Op::WriteFile { path, content, mode } => {
-                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, *mode);
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                    *mode,
+                );
                 if fd < 0 {
                     return false;
                 }
@@ -370,7 +430,11 @@ pub fn spawn_sandbox(plan: &Plan, fds: &StartFds) -> io::Result<libc::pid_t> {
         // The cgroup fds must survive too.
         let mut keep_all = [0 as RawFd; 16];
         let mut n = 0;
-        for k in keep.iter().copied().chain(plan.cgroup_procs.iter().map(|f| f.as_raw_fd())) {
+        for k in keep
+            .iter()
+            .copied()
+            .chain(plan.cgroup_procs.iter().map(|f| f.as_raw_fd()))
+        {
             if n < keep_all.len() {
                 keep_all[n] = k;
                 n += 1;
@@ -457,7 +521,10 @@ fn sandbox_init(plan: &Plan, fds: &StartFds) -> ! {
         loop {
             let mut st = 0;
             if libc::waitpid(-1, &mut st, 0) < 0 {
-                let ts = libc::timespec { tv_sec: 0, tv_nsec: 100_000_000 };
+                let ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 100_000_000,
+                };
                 libc::nanosleep(&ts, std::ptr::null_mut());
             }
         }
@@ -482,7 +549,11 @@ fn exec_in_terminal(plan: &Plan, fds: &StartFds) -> ! {
         let report = fds.report_w;
         close_fds_except(&[report]);
         // report_w is close-on-exec: it closes by itself when execve succeeds.
-        libc::execve(plan.shell.path.as_ptr(), plan.shell.argv.as_ptr(), plan.shell.envp.as_ptr());
+        libc::execve(
+            plan.shell.path.as_ptr(),
+            plan.shell.argv.as_ptr(),
+            plan.shell.envp.as_ptr(),
+        );
         child_fail(report, STEP_SHELL)
     }
 }

@@ -36,7 +36,10 @@ pub struct Script {
 impl Script {
     /// A bash script.
     pub fn bash(code: impl Into<String>) -> Self {
-        Self { language: ScriptLanguage::Bash, code: code.into() }
+        Self {
+            language: ScriptLanguage::Bash,
+            code: code.into(),
+        }
     }
 
     /// Parses one script entry; `file` entries are read from `scripts_dir`.
@@ -122,7 +125,9 @@ impl OsTask {
             // A start given as a script object: only its code is typed.
             Some(other) => Some(Script::from_json(other, scripts_dir)?.code),
         };
-        let ev = v.get("evaluation").ok_or_else(|| OsError::Task("task has no evaluation".into()))?;
+        let ev = v
+            .get("evaluation")
+            .ok_or_else(|| OsError::Task("task has no evaluation".into()))?;
         let evaluation = if let Some(m) = ev.get("match") {
             Evaluation::Match(m.clone())
         } else if let Some(c) = ev.get("check") {
@@ -136,13 +141,22 @@ impl OsTask {
             };
             let mut scripts = Vec::new();
             for s in &list {
-                scripts.push(if s.is_null() { None } else { Some(Script::from_json(s, scripts_dir)?) });
+                scripts.push(if s.is_null() {
+                    None
+                } else {
+                    Some(Script::from_json(s, scripts_dir)?)
+                });
             }
             Evaluation::Check { scripts, example }
         } else {
             return Err(OsError::Task("evaluation has neither match nor check".into()));
         };
-        Ok(Self { description, init, start, evaluation })
+        Ok(Self {
+            description,
+            init,
+            start,
+            evaluation,
+        })
     }
 
     /// Reads a task file (one object, or a list and an index).
@@ -150,7 +164,9 @@ impl OsTask {
         let text = std::fs::read_to_string(path).map_err(|e| OsError::Task(format!("read {}: {e}", path.display())))?;
         let v: Value = serde_json::from_str(&text).map_err(|e| OsError::Task(format!("{}: {e}", path.display())))?;
         let obj = match &v {
-            Value::Array(a) => a.get(index).ok_or_else(|| OsError::Task(format!("no task {index} in {}", path.display())))?,
+            Value::Array(a) => a
+                .get(index)
+                .ok_or_else(|| OsError::Task(format!("no task {index} in {}", path.display())))?,
             other => other,
         };
         Self::from_json(obj, Some(&default_scripts_dir(path)))
@@ -171,12 +187,16 @@ impl OsTask {
     /// Runs the check scripts with the answer (`"None"` when there is none) and each previous
     /// script's output as arguments; `Ok(None)` for match-type tasks.
     pub fn check(&self, sb: &mut OsSandbox, answer: Option<&str>) -> Result<Option<bool>> {
-        let Evaluation::Check { scripts, example } = &self.evaluation else { return Ok(None) };
+        let Evaluation::Check { scripts, example } = &self.evaluation else {
+            return Ok(None);
+        };
         let mut params: Vec<String> = vec![answer.unwrap_or("None").to_string()];
         for s in scripts {
             let script = match s {
                 Some(s) => s,
-                None => example.as_ref().ok_or_else(|| OsError::Task("check uses a missing example script".into()))?,
+                None => example
+                    .as_ref()
+                    .ok_or_else(|| OsError::Task("check uses a missing example script".into()))?,
             };
             let refs: Vec<&str> = params.iter().map(|s| s.as_str()).collect();
             let out = sb.run_script(script, &refs)?;

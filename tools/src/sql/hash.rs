@@ -80,11 +80,17 @@ mod tests {
 
     #[test]
     fn group_concat_cut_and_order() {
-        let hs: Vec<String> = (0..300).map(|i| md5_hex(format!("{i}").as_bytes())[..5].to_string()).collect();
+        let hs: Vec<String> = (0..300)
+            .map(|i| md5_hex(format!("{i}").as_bytes())[..5].to_string())
+            .collect();
         let mut rev = hs.clone();
         rev.reverse();
         let a = table_hash_from_rowhashes(hs.clone(), GROUP_CONCAT_MAX_LEN);
-        assert_eq!(a, table_hash_from_rowhashes(rev, GROUP_CONCAT_MAX_LEN), "order independent");
+        assert_eq!(
+            a,
+            table_hash_from_rowhashes(rev, GROUP_CONCAT_MAX_LEN),
+            "order independent"
+        );
         // 300 rows × 6 bytes exceed 1024: rows sorting after the cut do not change the hash.
         let mut sorted = hs.clone();
         sorted.sort();

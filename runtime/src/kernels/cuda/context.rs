@@ -20,13 +20,14 @@ use std::sync::Arc;
 pub type GpuBuffer<T> = CudaSlice<T>;
 
 /// Weight types the GPU matrix kernels read directly (no dequantized copy is made).
-pub const GPU_WEIGHT_TYPES: [GgmlType; 7] = [
+pub const GPU_WEIGHT_TYPES: [GgmlType; 8] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Q8_0,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q4_K,
+    GgmlType::Q5_K,
     GgmlType::Q6_K,
 ];
 
@@ -39,6 +40,7 @@ fn type_suffix(ty: GgmlType) -> Option<&'static str> {
         GgmlType::Q4_0 => "q4_0",
         GgmlType::Q4_1 => "q4_1",
         GgmlType::Q4_K => "q4_k",
+        GgmlType::Q5_K => "q5_k",
         GgmlType::Q6_K => "q6_k",
         _ => return None,
     })
@@ -132,6 +134,9 @@ impl GpuContext {
             }
         };
         let ctx = CudaContext::new(ordinal).map_err(|e| CudaError::driver(format!("opening cuda:{ordinal}"), e))?;
+        // SAFETY: every buffer of this context is used on its one stream only, in order, so
+        // cudarc's per-buffer events (for cross-stream synchronization) are pure overhead.
+        unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
         let mut funcs = HashMap::new();
         for (module, _) in SOURCES {

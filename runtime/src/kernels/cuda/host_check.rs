@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
         case 4: run<WQ4_K>(w.data(), x.data(), rows, cols, rb, out); break;
         case 5: run<WQ6_K>(w.data(), x.data(), rows, cols, rb, out); break;
         case 6: run<WQ4_1>(w.data(), x.data(), rows, cols, rb, out); break;
+        case 7: run<WQ5_K>(w.data(), x.data(), rows, cols, rb, out); break;
         default: return 4;
     }
     fclose(out); return 0;
@@ -88,6 +89,7 @@ fn weight_accessors_match_reference_on_host() {
         GgmlType::Q4_K,
         GgmlType::Q6_K,
         GgmlType::Q4_1,
+        GgmlType::Q5_K,
     ];
     let (rows, cols) = (3usize, 512usize);
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;

@@ -84,7 +84,7 @@ static void check(const char* what, const float* got, const double* want, const 
 
 // Random row bytes for a type with sane f16 scales at the offsets the format keeps them.
 static std::vector<u8> random_rows(int ty, int rows, int cols, long* rb) {
-    const int bs[] = {4 * 32, 2 * 32, 34, 18, 20, 144, 210}, be[] = {32, 32, 32, 32, 32, 256, 256};
+    const int bs[] = {4 * 32, 2 * 32, 34, 18, 20, 144, 210, 176}, be[] = {32, 32, 32, 32, 32, 256, 256, 256};
     *rb = (long)cols / be[ty] * bs[ty];
     std::vector<u8> w(rows * *rb);
     for (auto& b : w) b = (u8)(rng() & 255);
@@ -96,7 +96,7 @@ static std::vector<u8> random_rows(int ty, int rows, int cols, long* rb) {
                 case 0: for (int l = 0; l < 32; l++) { float v = urand(1); std::memcpy(&w[o + 4 * l], &v, 4); } break;
                 case 1: for (int l = 0; l < 32; l++) put(o + 2 * l, urand(1)); break;
                 case 2: case 3: put(o, urand(0.05f)); break;
-                case 4: case 5: put(o, urand(0.05f)); put(o + 2, urand(0.05f)); break;
+                case 4: case 5: case 7: put(o, urand(0.05f)); put(o + 2, urand(0.05f)); break;
                 case 6: put(o + 208, urand(0.01f)); break;
             }
         }
@@ -125,7 +125,7 @@ template <class W, class MV, class MM> static void test_matrix(const char* name,
 
 int main() {
 #define T(name, W, id) test_matrix<W>(#name, id, matvec_##name, matmul_##name);
-    T(f32, WF32, 0) T(f16, WF16, 1) T(q8_0, WQ8_0, 2) T(q4_0, WQ4_0, 3) T(q4_1, WQ4_1, 4) T(q4_k, WQ4_K, 5) T(q6_k, WQ6_K, 6)
+    T(f32, WF32, 0) T(f16, WF16, 1) T(q8_0, WQ8_0, 2) T(q4_0, WQ4_0, 3) T(q4_1, WQ4_1, 4) T(q4_k, WQ4_K, 5) T(q6_k, WQ6_K, 6) T(q5_k, WQ5_K, 7)
 
     int rows = 3, n = 1000;
     std::vector<float> x(rows * n), w(n), up(rows * n), out(rows * n);

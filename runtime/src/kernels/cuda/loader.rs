@@ -51,6 +51,8 @@ fn preload_nvrtc_dir() -> Result<(), String> {
     r.as_ref().map(|_| ()).map_err(Clone::clone)
 }
 
+/// `libnvrtc.so*` and `libnvrtc-builtins.so*`, but not the toolkit's `*.alt.so*` variants
+/// (a second copy of the same SONAME that would shadow the one cudarc expects).
 fn is_nvrtc_file(p: &Path) -> bool {
     let name = p
         .file_name()

@@ -11,7 +11,7 @@
 //! - [`SOURCES`] and (with the feature) `compile`: the kernel sources and the NVRTC compiler
 //!   with its in-process and on-disk PTX caches (keyed by source hash and GPU arch).
 //! - `GpuContext` (feature `cuda`): a device, its stream and the loaded kernels, with one
-//!   checked launcher per kernel (matvec/matmul over Q4_0, Q4_1, Q4_K, Q6_K, Q8_0, F16, F32
+//!   checked launcher per kernel (matvec/matmul over Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0, F16, F32
 //!   weights, RMSNorm, RoPE, SwiGLU, softmax, residual add, KV store, attention).
 //!
 //! Library search: the system loader's path, plus `EDGEACT_NVRTC_PATH` (a directory holding

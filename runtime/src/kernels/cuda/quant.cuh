@@ -5,7 +5,7 @@
 //   get(row, k):      weight k of `row`, dequantized
 //
 // Every supported type splits a row into 32-element "items" (a Q4_0/Q8_0 block, half of a
-// Q4_1 block, half of a Q4_K 64-element scale pair, two Q6_K 16-element sub-blocks, or 32 plain values), so the
+// Q4_1 block, half of a Q4_K/Q5_K 64-element scale pair, two Q6_K 16-element sub-blocks, or 32 plain values), so the
 // kernels need no per-type loop structure.
 
 struct WF32 {
@@ -132,6 +132,36 @@ struct WQ4_K {
     }
 };
 
+// block_q5_K { half d; half dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]; } = 176 bytes: Q4_K
+// plus a fifth bit per weight, bit j of qh[l] for element l of sub-block j.
+struct WQ5_K {
+    static __device__ __forceinline__ float dot32(const u8* row, int i, const float* x) {
+        const u8* b = row + (i >> 3) * 176;
+        int j = i & 7;
+        int sc, m;
+        scale_min_k4(j, b + 4, &sc, &m);
+        const u8* qh = b + 16;
+        const u8* q = b + 48 + 32 * (j >> 1);
+        int shift = (j & 1) * 4;
+        float sq = 0.0f, sx = 0.0f;
+#pragma unroll
+        for (int l = 0; l < 32; l++) {
+            int v = ((q[l] >> shift) & 15) | (((qh[l] >> j) & 1) << 4);
+            sq += (float)v * x[l];
+            sx += x[l];
+        }
+        return ld_half(b) * (float)sc * sq - ld_half(b + 2) * (float)m * sx;
+    }
+    static __device__ __forceinline__ float get(const u8* row, int k) {
+        const u8* b = row + (k >> 8) * 176;
+        int e = k & 255, j = e >> 5, l = e & 31;
+        int sc, m;
+        scale_min_k4(j, b + 4, &sc, &m);
+        int q = ((b[48 + 32 * (j >> 1) + l] >> ((j & 1) * 4)) & 15) | (((b[16 + l] >> j) & 1) << 4);
+        return ld_half(b) * (float)sc * (float)q - ld_half(b + 2) * (float)m;
+    }
+};
+
 // block_q6_K { u8 ql[128]; u8 qh[64]; i8 scales[16]; half d; } = 210 bytes, 256 weights.
 // Element e: half h = e/128, quarter k = (e%128)/32, l = e%32; low 4 bits from
 // ql[64h + 32(k&1) + l] (high nibble when k >= 2), high 2 bits from qh[32h + l] >> 2k;
@@ -169,4 +199,4 @@ struct WQ6_K {
 };
 
 // Instantiates a kernel template once per weight type as extern "C" NAME_<type>.
-#define EDGEACT_FOR_EACH_WEIGHT(X) X(f32, WF32) X(f16, WF16) X(q8_0, WQ8_0) X(q4_0, WQ4_0) X(q4_1, WQ4_1) X(q4_k, WQ4_K) X(q6_k, WQ6_K)
+#define EDGEACT_FOR_EACH_WEIGHT(X) X(f32, WF32) X(f16, WF16) X(q8_0, WQ8_0) X(q4_0, WQ4_0) X(q4_1, WQ4_1) X(q4_k, WQ4_K) X(q5_k, WQ5_K) X(q6_k, WQ6_K)

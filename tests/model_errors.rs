@@ -1,0 +1,217 @@
+//! Loading checks: malformed or unsupported model files give errors naming the key, tensor or
+//! type, and tied embeddings behave like an explicit copy of `token_embd` as `output`.
+
+use edgeact_runtime::gguf::GgufFile;
+use edgeact_runtime::model::{LlamaModel, Session, SessionOptions};
+use std::sync::Arc;
+
+const DIM: u64 = 32;
+const FFN: u64 = 64;
+const VOCAB: u64 = 16;
+
+enum V {
+    U32(u32),
+    F32(f32),
+    Str(&'static str),
+}
+
+/// A tensor: name, dims (ggml order), ggml type id, bytes.
+type T = (String, Vec<u64>, u32, Vec<u8>);
+
+fn gguf(kvs: &[(&str, V)], tensors: &[T]) -> Vec<u8> {
+    let s = |b: &mut Vec<u8>, x: &str| {
+        b.extend((x.len() as u64).to_le_bytes());
+        b.extend(x.as_bytes());
+    };
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend((tensors.len() as u64).to_le_bytes());
+    b.extend((kvs.len() as u64).to_le_bytes());
+    for (k, v) in kvs {
+        s(&mut b, k);
+        match v {
+            V::U32(x) => {
+                b.extend(4u32.to_le_bytes());
+                b.extend(x.to_le_bytes());
+            }
+            V::F32(x) => {
+                b.extend(6u32.to_le_bytes());
+                b.extend(x.to_le_bytes());
+            }
+            V::Str(x) => {
+                b.extend(8u32.to_le_bytes());
+                s(&mut b, x);
+            }
+        }
+    }
+    let mut offset = 0u64;
+    for (name, dims, ty, data) in tensors {
+        s(&mut b, name);
+        b.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(ty.to_le_bytes());
+        b.extend(offset.to_le_bytes());
+        offset += (data.len() as u64).div_ceil(32) * 32;
+    }
+    while b.len() % 32 != 0 {
+        b.push(0);
+    }
+    for (_, _, _, data) in tensors {
+        b.extend(data);
+        while b.len() % 32 != 0 {
+            b.push(0);
+        }
+    }
+    b
+}
+
+fn f32_tensor(name: &str, dims: &[u64], seed: u32) -> T {
+    let n: u64 = dims.iter().product();
+    let data = (0..n as u32)
+        .flat_map(|i| {
+            let x = ((i.wrapping_mul(2654435761).wrapping_add(seed.wrapping_mul(40503))) % 1000) as f32 / 1000.0 - 0.5;
+            (x * 0.2).to_le_bytes()
+        })
+        .collect();
+    (name.into(), dims.to_vec(), 0, data)
+}
+
+fn kvs() -> Vec<(&'static str, V)> {
+    vec![
+        ("general.architecture", V::Str("llama")),
+        ("llama.context_length", V::U32(64)),
+        ("llama.embedding_length", V::U32(DIM as u32)),
+        ("llama.block_count", V::U32(1)),
+        ("llama.feed_forward_length", V::U32(FFN as u32)),
+        ("llama.attention.head_count", V::U32(4)),
+        ("llama.attention.head_count_kv", V::U32(2)),
+        ("llama.attention.layer_norm_rms_epsilon", V::F32(1e-5)),
+        ("llama.vocab_size", V::U32(VOCAB as u32)),
+    ]
+}
+
+fn tensors(with_output: bool) -> Vec<T> {
+    let kv = DIM / 2;
+    let mut t = vec![
+        f32_tensor("token_embd.weight", &[DIM, VOCAB], 1),
+        f32_tensor("output_norm.weight", &[DIM], 2),
+        f32_tensor("blk.0.attn_norm.weight", &[DIM], 3),
+        f32_tensor("blk.0.attn_q.weight", &[DIM, DIM], 4),
+        f32_tensor("blk.0.attn_k.weight", &[DIM, kv], 5),
+        f32_tensor("blk.0.attn_v.weight", &[DIM, kv], 6),
+        f32_tensor("blk.0.attn_output.weight", &[DIM, DIM], 7),
+        f32_tensor("blk.0.ffn_norm.weight", &[DIM], 8),
+        f32_tensor("blk.0.ffn_gate.weight", &[DIM, FFN], 9),
+        f32_tensor("blk.0.ffn_up.weight", &[DIM, FFN], 10),
+        f32_tensor("blk.0.ffn_down.weight", &[FFN, DIM], 11),
+    ];
+    if with_output {
+        let mut out = t[0].clone();
+        out.0 = "output.weight".into();
+        t.push(out);
+    }
+    t
+}
+
+fn load(kvs: &[(&str, V)], tensors: &[T]) -> Result<LlamaModel, String> {
+    let file = GgufFile::from_bytes(gguf(kvs, tensors)).map_err(|e| e.to_string())?;
+    LlamaModel::load(Arc::new(file)).map_err(|e| e.to_string())
+}
+
+#[test]
+fn tied_embeddings_equal_an_explicit_output_copy() {
+    let tied = Arc::new(load(&kvs(), &tensors(false)).unwrap());
+    let explicit = Arc::new(load(&kvs(), &tensors(true)).unwrap());
+    assert!(tied.tied_embeddings());
+    assert!(!explicit.tied_embeddings());
+    let a = Session::new(tied, SessionOptions::default())
+        .unwrap()
+        .eval(&[1, 5, 9])
+        .unwrap();
+    let b = Session::new(explicit, SessionOptions::default())
+        .unwrap()
+        .eval(&[1, 5, 9])
+        .unwrap();
+    assert_eq!(a.len(), VOCAB as usize);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn missing_key_is_named() {
+    let k: Vec<_> = kvs().into_iter().filter(|(k, _)| *k != "llama.block_count").collect();
+    let err = load(&k, &tensors(false)).err().unwrap();
+    assert!(err.contains("llama.block_count"), "{err}");
+}
+
+#[test]
+fn unsupported_architecture_is_named() {
+    let mut k = kvs();
+    k[0].1 = V::Str("gpt2");
+    let err = load(&k, &tensors(false)).err().unwrap();
+    assert!(err.contains("gpt2") && err.contains("llama"), "{err}");
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let t: Vec<_> = tensors(false)
+        .into_iter()
+        .filter(|t| t.0 != "blk.0.ffn_up.weight")
+        .collect();
+    let err = load(&kvs(), &t).err().unwrap();
+    assert!(err.contains("blk.0.ffn_up.weight"), "{err}");
+}
+
+#[test]
+fn wrong_shape_is_named() {
+    let mut t = tensors(false);
+    t[4] = f32_tensor("blk.0.attn_k.weight", &[DIM, DIM], 5);
+    let err = load(&kvs(), &t).err().unwrap();
+    assert!(err.contains("blk.0.attn_k.weight") && err.contains("shape"), "{err}");
+}
+
+#[test]
+fn unsupported_type_is_named() {
+    // Q5_0 (id 6, 22 bytes per 32 weights): a valid GGUF type without a CPU matmul kernel.
+    let mut t = tensors(false);
+    t[3] = (
+        "blk.0.attn_q.weight".into(),
+        vec![DIM, DIM],
+        6,
+        vec![0u8; (DIM * DIM / 32 * 22) as usize],
+    );
+    let err = load(&kvs(), &t).err().unwrap();
+    assert!(err.contains("blk.0.attn_q.weight") && err.contains("Q5_0"), "{err}");
+}
+
+#[test]
+fn unsupported_rope_scaling_is_an_error() {
+    let mut k = kvs();
+    k.push(("llama.rope.scaling.type", V::Str("yarn")));
+    let err = load(&k, &tensors(false)).err().unwrap();
+    assert!(err.contains("yarn"), "{err}");
+    // Linear scaling is accepted and changes the logits beyond position 0.
+    let mut k = kvs();
+    k.push(("llama.rope.scaling.type", V::Str("linear")));
+    k.push(("llama.rope.scaling.factor", V::F32(4.0)));
+    let scaled = Arc::new(load(&k, &tensors(false)).unwrap());
+    let plain = Arc::new(load(&kvs(), &tensors(false)).unwrap());
+    let a = Session::new(scaled, SessionOptions::default())
+        .unwrap()
+        .eval(&[1, 5, 9])
+        .unwrap();
+    let b = Session::new(plain, SessionOptions::default())
+        .unwrap()
+        .eval(&[1, 5, 9])
+        .unwrap();
+    assert_ne!(a, b);
+}
+
+#[test]
+fn bad_head_counts_are_errors() {
+    let mut k = kvs();
+    k[6].1 = V::U32(3); // 4 heads are not a multiple of 3 KV heads
+    let err = load(&k, &tensors(false)).err().unwrap();
+    assert!(err.contains("head_count"), "{err}");
+}
