@@ -6,7 +6,7 @@
 //! respect to the protocol: that is what the constrained decoder must repair. Figures are
 //! printed (run with `--nocapture`) for the README.
 //!
-//! Set `EDGEACT_SHARED` to relocate the shared data directory (default `/work/shared`).
+//! Set `EDGEACT_SHARED` to relocate the shared data directory (default: `../shared` beside the checkout).
 
 use edgeact_runtime::agent::render::{db_initial_history, os_initial_history};
 use edgeact_runtime::agent::tasks::{load_db_tasks, load_os_tasks};
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 fn shared() -> PathBuf {
-    PathBuf::from(std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| "/work/shared".into()))
+    PathBuf::from(std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into()))
 }
 
 fn fixture(name: &str) -> PathBuf {

@@ -4,7 +4,7 @@
 //! on a corpus (`scripts/make-agent-parse-corpus.py`), the ReAct loops' control flow with
 //! scripted models and fake tools, and the judges on the dev sets.
 //!
-//! Set `EDGEACT_SHARED` to relocate the shared data directory (default `/work/shared`).
+//! Set `EDGEACT_SHARED` to relocate the shared data directory (default: `../shared` beside the checkout).
 
 use edgeact_runtime::agent::judge::{judge_db_answer, judge_os_match};
 use edgeact_runtime::agent::protocol_text as text;
@@ -19,7 +19,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn shared() -> PathBuf {
-    PathBuf::from(std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| "/work/shared".into()))
+    PathBuf::from(std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into()))
 }
 
 fn fixture(name: &str) -> PathBuf {

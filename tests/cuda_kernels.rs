@@ -65,7 +65,10 @@ fn matvec_and_matmul_match_dequantized_reference() {
 fn matrix_upload_rejects_bad_input() {
     let Some(g) = gpu() else { return };
     assert!(g.upload_matrix(GgmlType::Q4_0, 2, 64, &[0u8; 10]).is_err());
-    assert!(g.upload_matrix(GgmlType::BF16, 1, 32, &[0u8; 64]).is_err(), "BF16 has no kernel");
+    assert!(
+        g.upload_matrix(GgmlType::BF16, 1, 32, &[0u8; 64]).is_err(),
+        "BF16 has no kernel"
+    );
     let m = g.upload_matrix(GgmlType::F32, 2, 32, &[0u8; 256]).unwrap();
     let x = g.zeros::<f32>(16).unwrap();
     let mut y = g.zeros::<f32>(2).unwrap();

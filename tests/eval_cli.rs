@@ -2,7 +2,7 @@
 //! trajectories on the DB and OS dev sets are judged right (wrong ones wrong), and the real
 //! engine (stories260K) completes the DB loop.
 //!
-//! Set `EDGEACT_SHARED` to relocate the shared data directory (default `/work/shared`).
+//! Set `EDGEACT_SHARED` to relocate the shared data directory (default: `../shared` beside the checkout).
 
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn tiny_model() -> PathBuf {
-    PathBuf::from(std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| "/work/shared".into()))
+    PathBuf::from(std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into()))
         .join("models/stories260K/stories260K-f32-v3.gguf")
 }
 
