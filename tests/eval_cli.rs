@@ -15,8 +15,10 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn tiny_model() -> PathBuf {
-    PathBuf::from(std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into()))
-        .join("models/stories260K/stories260K-f32-v3.gguf")
+    PathBuf::from(
+        std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into()),
+    )
+    .join("models/stories260K/stories260K-f32-v3.gguf")
 }
 
 fn edgeact(args: &[&str]) -> std::process::Output {

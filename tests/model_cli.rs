@@ -75,26 +75,89 @@ fn run_stop_string_and_seeded_sampling() {
     assert!(!text(&a.stdout).starts_with("Once upon a time"));
 }
 
+/// True when this machine has a usable CUDA GPU (then `--device cuda` succeeds instead).
+fn gpu_usable() -> bool {
+    edgeact_runtime::kernels::cuda::probe().usable()
+}
+
 #[test]
-fn device_flags_accept_only_cpu() {
+fn device_flags_select_the_backend_or_fail_clearly() {
     let m = model_path();
     let m = m.to_str().unwrap();
     let ok = edgeact(&["run", "-m", m, "-n", "2", "--device", "cpu"]);
     assert!(ok.status.success(), "{}", text(&ok.stderr));
-    for bad in [
-        vec!["--device", "cuda"],
-        vec!["--device", "cuda:1"],
-        vec!["--gpu-layers", "10"],
-    ] {
-        let mut args = vec!["run", "-m", m, "-n", "2"];
-        args.extend(&bad);
-        let out = edgeact(&args);
-        assert!(!out.status.success());
-        assert!(text(&out.stderr).contains("CUDA"), "{}", text(&out.stderr));
+    assert!(
+        text(&ok.stderr).contains("edgeact: device cpu (requested)"),
+        "{}",
+        text(&ok.stderr)
+    );
+    // An explicit CPU with GPU layers is a contradiction, whatever the machine.
+    let out = edgeact(&["run", "-m", m, "-n", "2", "--device", "cpu", "--gpu-layers", "10"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--gpu-layers 10 needs a GPU"),
+        "{}",
+        text(&out.stderr)
+    );
+    if gpu_usable() {
+        eprintln!("skipped the no-GPU error checks: a CUDA GPU is usable here");
+    } else {
+        for dev in ["cuda", "cuda:1"] {
+            for cmd in ["run", "bench"] {
+                let out = edgeact(&[cmd, "-m", m, "-n", "2", "--device", dev]);
+                assert!(!out.status.success(), "{cmd} --device {dev} succeeded");
+                let err = text(&out.stderr);
+                // One clean error line naming the flag and the missing piece, no panic.
+                assert!(err.starts_with("error: --device cuda:"), "{err}");
+                assert!(err.contains("CUDA") || err.contains("NVRTC"), "{err}");
+                assert!(!err.contains("panicked"), "{err}");
+            }
+        }
     }
     let out = edgeact(&["bench", "-m", m, "--device", "tpu"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("unknown device"));
+    assert!(
+        text(&out.stderr).contains("invalid device \"tpu\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn device_auto_says_why_it_uses_the_cpu_and_keeps_the_golden_text() {
+    let m = model_path();
+    let args = [
+        "run",
+        "-m",
+        m.to_str().unwrap(),
+        "-n",
+        "200",
+        "--temp",
+        "0",
+        "-t",
+        "1",
+        "--device",
+        "auto",
+    ];
+    let out = edgeact(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), expected_text() + "\n");
+    let err = text(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("edgeact: device")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    if gpu_usable() {
+        assert!(lines[0].starts_with("edgeact: device cuda:"), "{err}");
+    } else {
+        // The reason follows `auto:`, e.g. the missing driver library.
+        assert!(lines[0].starts_with("edgeact: device cpu (auto: "), "{err}");
+        assert!(lines[0].len() > "edgeact: device cpu (auto: )".len() + 10, "{err}");
+        // Same for the default (no --device) and --gpu-layers, which is ignored with a note.
+        let out = edgeact(&["run", "-m", m.to_str().unwrap(), "-n", "2", "--gpu-layers", "4"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(err.contains("edgeact: device cpu (auto: "), "{err}");
+        assert!(err.contains("--gpu-layers ignored"), "{err}");
+    }
 }
 
 #[test]
@@ -125,6 +188,8 @@ fn bench_json_reports_each_test() {
         "-r",
         "2",
         "--json",
+        "--device",
+        "cpu",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -146,10 +211,16 @@ fn bench_json_reports_each_test() {
         assert_eq!(r["samples_ts"].as_array().unwrap().len(), 2);
         assert!(r["avg_ts"].as_f64().unwrap() > 0.0);
         assert_eq!(r["backend"], "CPU");
+        assert_eq!(r["n_gpu_layers"], 0);
     }
     let table = edgeact(&["bench", "-m", m.to_str().unwrap(), "-p", "8", "-n", "0", "-r", "1"]);
     assert!(table.status.success());
-    assert!(text(&table.stdout).contains("| pp8 |"), "{}", text(&table.stdout));
+    let stdout = text(&table.stdout);
+    assert!(stdout.contains("| backend | ngl |"), "{stdout}");
+    assert!(stdout.contains("| pp8 |"), "{stdout}");
+    // The default device is auto: the backend column names what it chose.
+    let want = if gpu_usable() { "| CUDA " } else { "| CPU | 0 |" };
+    assert!(stdout.contains(want), "{stdout}");
 }
 
 /// The printed PPL equals llama.cpp's method recomputed here through the library: chunks of

@@ -20,7 +20,9 @@ fn sandbox_runs_agentbench_os_dev_tasks() {
         eprintln!("skipping: {} not found (set EDGEACT_AGENTBENCH_DATA)", path.display());
         return;
     }
-    let root = std::env::var("EDGEACT_TEST_ROOTFS").map(|d| RootFs::Dir(d.into())).unwrap_or(RootFs::HostReadOnly);
+    let root = std::env::var("EDGEACT_TEST_ROOTFS")
+        .map(|d| RootFs::Dir(d.into()))
+        .unwrap_or(RootFs::HostReadOnly);
     let tasks: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let scripts = default_scripts_dir(&path);
     let (mut checked, mut set_up) = (0, 0);
@@ -33,6 +35,7 @@ fn sandbox_runs_agentbench_os_dev_tasks() {
             wall_timeout: Duration::from_secs(20),
             ..Default::default()
         };
+        let ts = std::time::Instant::now();
         let mut sb = match OsSandbox::start(cfg) {
             Ok(s) => s,
             Err(e) => {
@@ -40,13 +43,27 @@ fn sandbox_runs_agentbench_os_dev_tasks() {
                 return;
             }
         };
+        eprintln!("start {i}: {:?}", ts.elapsed());
+        let t0 = std::time::Instant::now();
         task.setup(&mut sb).unwrap_or_else(|e| panic!("task {i} set-up: {e}"));
         set_up += 1;
-        let Evaluation::Check { example: Some(example), .. } = &task.evaluation else { continue };
+        eprintln!("setup {i}: {:?}", t0.elapsed());
+        let Evaluation::Check {
+            example: Some(example), ..
+        } = &task.evaluation
+        else {
+            let td = std::time::Instant::now();
+            drop(sb);
+            eprintln!("drop {i}: {:?}", td.elapsed());
+            continue;
+        };
         let reference = sb.run_script(example, &[]).unwrap();
         let answer = String::from_utf8_lossy(&reference.output).trim().to_string();
         if reference.code != 0 {
-            failures.push(format!("task {i}: example script failed ({}): {answer:?}", reference.code));
+            failures.push(format!(
+                "task {i}: example script failed ({}): {answer:?}",
+                reference.code
+            ));
             continue;
         }
         // AgentBench's size-match.py does `int("4.0")` on du's "4.0K" and so rejects its own
@@ -62,6 +79,7 @@ fn sandbox_runs_agentbench_os_dev_tasks() {
             failures.push(format!("task {i}: a wrong answer passed"));
         }
         checked += 1;
+        eprintln!("task {i}: {:?}", t0.elapsed());
     }
     eprintln!("{set_up} dev tasks set up, {checked} check-type tasks judged");
     assert_eq!(set_up, tasks.len());

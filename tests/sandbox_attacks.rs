@@ -233,11 +233,18 @@ fn sandbox_attack_process_left_behind() {
 
 #[test]
 fn sandbox_attack_memory_hog() {
-    let Some(mut sb) = start(SandboxConfig { memory_bytes: 256 << 20, ..cfg() }) else { return };
+    let Some(mut sb) = start(SandboxConfig {
+        memory_bytes: 256 << 20,
+        ..cfg()
+    }) else {
+        return;
+    };
     eprintln!("limits enforced by: {:?}", sb.enforcement());
     let t = Instant::now();
     // 2 GiB touched page by page: the memory cgroup kills it, or RLIMIT_AS refuses it.
-    let r = sb.run_script(&Script::bash("python3 -c 'a = bytearray(2 << 30); print(len(a))'"), &[]).unwrap();
+    let r = sb
+        .run_script(&Script::bash("python3 -c 'a = bytearray(2 << 30); print(len(a))'"), &[])
+        .unwrap();
     assert_ne!(r.code, 0, "{:?}", String::from_utf8_lossy(&r.output));
     assert!(t.elapsed() < Duration::from_secs(6));
     let out = sb.run("echo fine").unwrap();

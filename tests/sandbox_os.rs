@@ -65,6 +65,12 @@ fn sandbox_silence_rule_and_wall_timeout() {
     let t = Instant::now();
     let out = sb.run("while true; do echo y; sleep 0.1; done").unwrap();
     assert_eq!(out.end, EndReason::WallTimeout);
+    // What the earlier command printed after its observation ended comes first.
+    assert!(
+        out.output.starts_with("late\r\n"),
+        "{:?}",
+        &out.output[..out.output.len().min(80)]
+    );
     assert!(t.elapsed() < Duration::from_secs(14), "{:?}", t.elapsed());
     let out = sb.run("echo alive").unwrap();
     assert!(out.output.contains("alive\r\n"), "{:?}", out.output);

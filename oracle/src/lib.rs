@@ -95,7 +95,9 @@ pub fn type_name(ty: u32) -> Result<String> {
 fn row_bytes(ty: u32, n: usize) -> Result<usize> {
     let bs = block_size(ty)?;
     if n % bs != 0 {
-        return err(format!("row length {n} is not a multiple of block size {bs} of type {ty}"));
+        return err(format!(
+            "row length {n} is not a multiple of block size {bs} of type {ty}"
+        ));
     }
     Ok(n / bs * type_size(ty)?)
 }
@@ -106,7 +108,10 @@ pub fn quantize_chunk(ty: u32, src: &[f32], n_rows: usize, n_per_row: usize) -> 
     let t = check_type(ty)?;
     let rb = row_bytes(ty, n_per_row)?;
     if src.len() != n_rows * n_per_row {
-        return err(format!("source has {} floats, expected {n_rows} x {n_per_row}", src.len()));
+        return err(format!(
+            "source has {} floats, expected {n_rows} x {n_per_row}",
+            src.len()
+        ));
     }
     // SAFETY: valid type; returns whether quantization needs an importance matrix.
     if unsafe { sys::ggml_quantize_requires_imatrix(t) } {
@@ -137,7 +142,11 @@ pub fn dequantize_row(ty: u32, src: &[u8], n: usize) -> Result<Vec<f32>> {
     init();
     let t = check_type(ty)?;
     if src.len() != row_bytes(ty, n)? {
-        return err(format!("row of {n} elements of type {ty} needs {} bytes, got {}", row_bytes(ty, n)?, src.len()));
+        return err(format!(
+            "row of {n} elements of type {ty} needs {} bytes, got {}",
+            row_bytes(ty, n)?,
+            src.len()
+        ));
     }
     // SAFETY: valid type; static traits table.
     let traits = unsafe { &*sys::ggml_get_type_traits(t) };
@@ -197,7 +206,18 @@ pub fn vec_dot(ty: u32, n: usize, weights: &[u8], activations: &[u8]) -> Result<
     let mut s = 0f32;
     // SAFETY: both rows hold n elements of their types (checked above); nrc = 1 computes one
     // dot product, so the stride arguments are unused.
-    unsafe { dot(n as i32, &mut s, 0, weights.as_ptr().cast(), 0, activations.as_ptr().cast(), 0, 1) };
+    unsafe {
+        dot(
+            n as i32,
+            &mut s,
+            0,
+            weights.as_ptr().cast(),
+            0,
+            activations.as_ptr().cast(),
+            0,
+            1,
+        )
+    };
     Ok(s)
 }
 
@@ -241,11 +261,19 @@ pub fn write_gguf(path: &Path, kvs: &[(&str, KvValue)], tensors: &[GgufTensor<'_
         let n: u64 = t.dims.iter().product();
         let rows = (n / t.dims[0]) as usize;
         if t.data.len() != rows * row_bytes(t.ty, t.dims[0] as usize)? {
-            return err(format!("tensor {}: {} bytes of data do not match its shape", t.name, t.data.len()));
+            return err(format!(
+                "tensor {}: {} bytes of data do not match its shape",
+                t.name,
+                t.data.len()
+            ));
         }
         total += t.data.len() + 1024;
     }
-    let params = sys::ggml_init_params { mem_size: total + 1024 * 1024, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+    let params = sys::ggml_init_params {
+        mem_size: total + 1024 * 1024,
+        mem_buffer: std::ptr::null_mut(),
+        no_alloc: false,
+    };
     // SAFETY: plain constructor; the context owns its memory until ggml_free below.
     let ctx = unsafe { sys::ggml_init(params) };
     if ctx.is_null() {
@@ -483,7 +511,13 @@ impl<'m> Context<'m> {
         if raw.is_null() {
             return err("llama_init_from_model failed");
         }
-        Ok(Context { model, raw, n_past: 0, n_ctx, n_batch })
+        Ok(Context {
+            model,
+            raw,
+            n_past: 0,
+            n_ctx,
+            n_batch,
+        })
     }
 
     pub fn n_past(&self) -> usize {
@@ -512,7 +546,12 @@ impl<'m> Context<'m> {
             return err("eval of no tokens");
         }
         if self.n_past + tokens.len() > self.n_ctx {
-            return err(format!("context full: {} + {} > {}", self.n_past, tokens.len(), self.n_ctx));
+            return err(format!(
+                "context full: {} + {} > {}",
+                self.n_past,
+                tokens.len(),
+                self.n_ctx
+            ));
         }
         let n_vocab = self.model.n_vocab();
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
@@ -547,7 +586,8 @@ impl<'m> Context<'m> {
                 let wanted = unsafe { *batch.logits.add(i) } != 0;
                 if wanted {
                     // SAFETY: row i was requested, so llama.cpp holds n_vocab logits for it.
-                    let row = unsafe { std::slice::from_raw_parts(sys::llama_get_logits_ith(self.raw, i as i32), n_vocab) };
+                    let row =
+                        unsafe { std::slice::from_raw_parts(sys::llama_get_logits_ith(self.raw, i as i32), n_vocab) };
                     logits.extend_from_slice(row);
                 }
             }
@@ -579,7 +619,9 @@ impl<'m> Context<'m> {
     pub fn bench(&mut self, n_prompt: usize, n_gen: usize) -> Result<(f64, f64)> {
         let bos = self.model.bos();
         let n_vocab = self.model.n_vocab() as u32;
-        let prompt: Vec<u32> = (0..n_prompt).map(|i| if i == 0 { bos } else { (i as u32 * 7919) % n_vocab }).collect();
+        let prompt: Vec<u32> = (0..n_prompt)
+            .map(|i| if i == 0 { bos } else { (i as u32 * 7919) % n_vocab })
+            .collect();
         self.clear();
         let pp = if n_prompt > 0 {
             let t = Instant::now();
@@ -661,18 +703,24 @@ mod tests {
             let wq = quantize_chunk(ty, &w, 1, 256).unwrap();
             let aq = from_float(vec_dot_type(ty).unwrap(), &a).unwrap();
             let d = vec_dot(ty, 256, &wq, &aq).unwrap();
-            assert!((d - exact).abs() < 0.05 * exact.abs().max(1.0) + 1.0, "type {ty}: {d} vs {exact}");
+            assert!(
+                (d - exact).abs() < 0.05 * exact.abs().max(1.0) + 1.0,
+                "type {ty}: {d} vs {exact}"
+            );
         }
     }
 
     #[test]
     fn llama_cpp_reproduces_stories260k_golden_ids() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K/stories260K-f32-v3.gguf");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K/stories260K-f32-v3.gguf");
         let model = Model::load(&path).unwrap();
         assert_eq!(model.n_vocab(), 512);
         let mut ctx = Context::new(&model, 256, 2).unwrap();
         let ids = ctx.greedy(&[model.bos()], 20).unwrap();
-        let golden = [403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337];
+        let golden = [
+            403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337,
+        ];
         assert_eq!(ids, golden);
         ctx.clear();
         let all = ctx.eval_all(&[1, 403, 407]).unwrap();
@@ -688,8 +736,16 @@ mod tests {
         let data: Vec<u8> = (0..64u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
         write_gguf(
             &path,
-            &[("general.architecture", KvValue::Str("llama".into())), ("x.list", KvValue::ArrStr(vec!["a".into(), "b".into()]))],
-            &[GgufTensor { name: "t", ty: 0, dims: &[16, 4], data: &data }],
+            &[
+                ("general.architecture", KvValue::Str("llama".into())),
+                ("x.list", KvValue::ArrStr(vec!["a".into(), "b".into()])),
+            ],
+            &[GgufTensor {
+                name: "t",
+                ty: 0,
+                dims: &[16, 4],
+                data: &data,
+            }],
         )
         .unwrap();
         let bytes = std::fs::read(&path).unwrap();

@@ -7,12 +7,12 @@
 //! - `tokenizer`, `sampler`, `chat`: text in, tokens out.
 //! - `agent`: the AgentBench ReAct loop.
 
+pub mod agent;
+pub mod chat;
+pub mod generate;
 pub mod gguf;
-pub mod quant;
 pub mod kernels;
 pub mod model;
+pub mod quant;
 pub mod sampler;
-pub mod generate;
-pub mod agent;
 pub mod tokenizer;
-pub mod chat;

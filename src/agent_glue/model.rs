@@ -5,7 +5,8 @@ use crate::cmd::run::{load_model, ModelArgs};
 use anyhow::Context;
 use edgeact_runtime::agent::{EngineConfig, EngineModel};
 use edgeact_runtime::gguf::GgufFile;
-use edgeact_runtime::model::{LlamaModel, Session, SessionOptions};
+use edgeact_runtime::kernels::cuda::Backend;
+use edgeact_runtime::model::{LlamaModel, SessionOptions};
 use edgeact_runtime::tokenizer::Tokenizer;
 use std::sync::Arc;
 
@@ -14,11 +15,13 @@ pub struct LoadedModel {
     pub model: Arc<LlamaModel>,
     pub tokenizer: Arc<Tokenizer>,
     args: ModelArgs,
+    /// Chosen once at load time so every worker's session runs on the same device.
+    backend: Backend,
 }
 
 impl LoadedModel {
     pub fn load(args: &ModelArgs) -> anyhow::Result<LoadedModel> {
-        args.device.resolve()?;
+        let backend = args.device.resolve()?;
         let (file, model): (Arc<GgufFile>, Arc<LlamaModel>) = load_model(&args.model)?;
         let tokenizer =
             Tokenizer::from_gguf(&file).with_context(|| format!("tokenizer of {}", args.model.display()))?;
@@ -26,6 +29,7 @@ impl LoadedModel {
             model,
             tokenizer: Arc::new(tokenizer),
             args: args.clone(),
+            backend,
         })
     }
 
@@ -38,7 +42,8 @@ impl LoadedModel {
             kv_type: self.args.kv_type,
             ..Default::default()
         };
-        let session = Session::new(Arc::clone(&self.model), opts)?;
+        // On a GPU each session uploads its own copy of the offloaded weights.
+        let session = self.args.device.session(&self.backend, Arc::clone(&self.model), opts)?;
         EngineModel::new(session, Arc::clone(&self.tokenizer), config)
     }
 }

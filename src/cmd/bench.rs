@@ -4,7 +4,8 @@
 
 use super::run::{load_model, DeviceArgs};
 use anyhow::bail;
-use edgeact_runtime::model::{LlamaModel, Session, SessionOptions};
+use edgeact_runtime::kernels::cuda::Backend;
+use edgeact_runtime::model::{LlamaModel, SessionOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -43,7 +44,10 @@ struct Row {
     model: String,
     size_bytes: u64,
     params: u64,
-    backend: &'static str,
+    /// "CPU", or "CUDA" and the GPU's name.
+    backend: String,
+    /// Transformer blocks that ran on the GPU (0 on the CPU).
+    n_gpu_layers: usize,
     threads: usize,
     test: String,
     n_prompt: usize,
@@ -54,10 +58,14 @@ struct Row {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    args.device.resolve()?;
     if args.repetitions == 0 {
         bail!("-r must be at least 1");
     }
+    let backend = args.device.resolve()?;
+    let backend_name = match &backend {
+        Backend::Cpu => "CPU".to_string(),
+        Backend::Cuda(g) => format!("CUDA {}", g.name),
+    };
     let (_file, model) = load_model(&args.model)?;
     let threads = if args.threads.is_empty() {
         vec![std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)]
@@ -80,19 +88,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("test {t} needs {} positions; the model's context is {max_ctx}", p + n);
     }
     if !args.json {
-        println!("| model | size | params | backend | threads | test | t/s |");
-        println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+        println!("| model | size | params | backend | ngl | threads | test | t/s |");
+        println!("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
     }
     let mut rows = Vec::new();
     for &t in &threads {
         for (test, p, n) in &tests {
-            let samples = measure(&model, t, *p, *n, args.repetitions, !args.no_warmup)?;
+            let bench = Bench {
+                model: &model,
+                device: &args.device,
+                backend: &backend,
+                threads: t,
+            };
+            let (samples, n_gpu_layers) = bench.measure(*p, *n, args.repetitions, !args.no_warmup)?;
             let (avg, sd) = mean_std(&samples);
             let row = Row {
                 model: name.clone(),
                 size_bytes: model.weight_bytes(),
                 params: model.n_params(),
-                backend: "CPU",
+                backend: backend_name.clone(),
+                n_gpu_layers,
                 threads: t,
                 test: test.clone(),
                 n_prompt: *p,
@@ -103,11 +118,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             if !args.json {
                 println!(
-                    "| {} | {:.2} GiB | {} | {} | {} | {} | {:.2} ± {:.2} |",
+                    "| {} | {:.2} GiB | {} | {} | {} | {} | {} | {:.2} ± {:.2} |",
                     row.model,
                     row.size_bytes as f64 / (1u64 << 30) as f64,
                     params_label(row.params),
                     row.backend,
+                    row.n_gpu_layers,
                     row.threads,
                     row.test,
                     row.avg_ts,
@@ -123,42 +139,45 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Tokens/s of each repetition: `p` prompt tokens in one batched eval, or `n` tokens generated
-/// one at a time from an empty context (as llama-bench does). Token ids are arbitrary; speed
-/// does not depend on them.
-fn measure(
-    model: &Arc<LlamaModel>,
+/// One model on one backend with one thread count.
+struct Bench<'a> {
+    model: &'a Arc<LlamaModel>,
+    device: &'a DeviceArgs,
+    backend: &'a Backend,
     threads: usize,
-    p: usize,
-    n: usize,
-    reps: usize,
-    warmup: bool,
-) -> anyhow::Result<Vec<f64>> {
-    let opts = SessionOptions {
-        n_ctx: (p + n).max(1),
-        threads,
-        ..Default::default()
-    };
-    let mut session = Session::new(Arc::clone(model), opts)?;
-    let vocab = model.config().vocab_size as u32;
-    let tokens: Vec<u32> = (0..p.max(n) as u32).map(|i| (i * 7919 + 1) % vocab).collect();
-    let mut samples = Vec::new();
-    for rep in 0..reps + usize::from(warmup) {
-        session.truncate(0);
-        let start = Instant::now();
-        if p > 0 {
-            session.eval(&tokens[..p])?;
-        } else {
-            for &t in &tokens[..n] {
-                session.eval(&[t])?;
+}
+
+impl Bench<'_> {
+    /// Tokens/s of each repetition: `p` prompt tokens in one batched eval, or `n` tokens
+    /// generated one at a time from an empty context (as llama-bench does), and the number of
+    /// blocks the session ran on the GPU. Token ids are arbitrary; speed does not depend on them.
+    fn measure(&self, p: usize, n: usize, reps: usize, warmup: bool) -> anyhow::Result<(Vec<f64>, usize)> {
+        let opts = SessionOptions {
+            n_ctx: (p + n).max(1),
+            threads: self.threads,
+            ..Default::default()
+        };
+        let mut session = self.device.session(self.backend, Arc::clone(self.model), opts)?;
+        let vocab = self.model.config().vocab_size as u32;
+        let tokens: Vec<u32> = (0..p.max(n) as u32).map(|i| (i * 7919 + 1) % vocab).collect();
+        let mut samples = Vec::new();
+        for rep in 0..reps + usize::from(warmup) {
+            session.truncate(0);
+            let start = Instant::now();
+            if p > 0 {
+                session.eval(&tokens[..p])?;
+            } else {
+                for &t in &tokens[..n] {
+                    session.eval(&[t])?;
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            if !(warmup && rep == 0) {
+                samples.push((p + n) as f64 / secs);
             }
         }
-        let secs = start.elapsed().as_secs_f64();
-        if !(warmup && rep == 0) {
-            samples.push((p + n) as f64 / secs);
-        }
+        Ok((samples, session.gpu_layers()))
     }
-    Ok(samples)
 }
 
 fn mean_std(x: &[f64]) -> (f64, f64) {

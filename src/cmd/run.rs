@@ -1,10 +1,12 @@
 //! `edgeact run`: generate text from a prompt, streaming it to stdout, with speed figures on
-//! stderr. Also holds the model/device flags shared by `run`, `chat`, `bench` and `perplexity`.
+//! stderr. Also holds the model/device flags shared by `run`, `chat`, `bench`, `perplexity`,
+//! `agent` and `eval`: every session they open goes through [`DeviceArgs::session`].
 
 use anyhow::{bail, Context};
 use edgeact_runtime::chat::Message;
 use edgeact_runtime::generate::{generate, GenerateOptions, Generation};
 use edgeact_runtime::gguf::GgufFile;
+use edgeact_runtime::kernels::cuda::{select_device, Backend, DeviceChoice};
 use edgeact_runtime::model::{KvType, LlamaModel, Session, SessionOptions};
 use edgeact_runtime::sampler::{Sampler, SamplerConfig};
 use edgeact_runtime::tokenizer::{StreamDecoder, Tokenizer};
@@ -16,55 +18,39 @@ use std::sync::Arc;
 /// `--ctx` default of `run` and `chat` (Llama-2's training context).
 pub const DEFAULT_CTX: usize = 4096;
 
-/// Where the model runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Device {
-    Auto,
-    Cpu,
-    Cuda(usize),
-}
-
-impl std::str::FromStr for Device {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Device, String> {
-        match s {
-            "auto" => Ok(Device::Auto),
-            "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda(0)),
-            _ => match s.strip_prefix("cuda:").map(str::parse) {
-                Some(Ok(n)) => Ok(Device::Cuda(n)),
-                _ => Err(format!("unknown device {s:?} (auto, cpu, cuda or cuda:N)")),
-            },
-        }
-    }
-}
-
 /// `--device` and `--gpu-layers`, shared by every command that runs the model.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DeviceArgs {
-    /// Compute device: auto, cpu, cuda or cuda:N.
+    /// Compute device: auto (the first usable CUDA GPU, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: Device,
-    /// Layers to offload to the GPU (0: none).
-    #[arg(long, default_value_t = 0)]
-    pub gpu_layers: usize,
+    pub device: DeviceChoice,
+    /// Transformer blocks to run on the GPU, the rest on the CPU (default: as many as fit).
+    #[arg(long, value_name = "N")]
+    pub gpu_layers: Option<usize>,
 }
 
 impl DeviceArgs {
-    /// The device to use; only the CPU exists in this build, so CUDA requests are errors.
-    pub fn resolve(&self) -> anyhow::Result<Device> {
-        match self.device {
-            Device::Cuda(n) => {
-                bail!("--device cuda:{n}: the CUDA backend is not available in this build; use --device cpu")
-            }
-            Device::Auto | Device::Cpu if self.gpu_layers > 0 => {
-                bail!(
-                    "--gpu-layers {} needs the CUDA backend, which is not available in this build",
-                    self.gpu_layers
-                )
-            }
-            _ => Ok(Device::Cpu),
+    /// Picks the backend (`select_device` logs the choice, and for `auto` on the CPU the reason,
+    /// on one stderr line). Fails when an explicitly requested GPU cannot be used.
+    pub fn resolve(&self) -> anyhow::Result<Backend> {
+        if self.device == DeviceChoice::Cpu && self.gpu_layers.is_some_and(|n| n > 0) {
+            bail!(
+                "--gpu-layers {} needs a GPU, but --device cpu was given (use --device auto or cuda[:N])",
+                self.gpu_layers.unwrap_or(0)
+            );
         }
+        let backend = select_device(self.device).with_context(|| format!("--device {}", self.device))?;
+        if backend == Backend::Cpu && self.device == DeviceChoice::Auto && self.gpu_layers.is_some_and(|n| n > 0) {
+            // `auto` means "a GPU if there is one": a script written for a GPU machine still runs.
+            eprintln!("edgeact: --gpu-layers ignored: running on the CPU");
+        }
+        Ok(backend)
+    }
+
+    /// Opens a session on `backend` (from [`DeviceArgs::resolve`]) with `--gpu-layers`.
+    pub fn session(&self, backend: &Backend, model: Arc<LlamaModel>, opts: SessionOptions) -> anyhow::Result<Session> {
+        Session::with_backend(model, opts, backend, self.gpu_layers)
+            .with_context(|| format!("opening a session on {backend}"))
     }
 }
 
@@ -97,7 +83,8 @@ pub fn load_model(path: &Path) -> anyhow::Result<(Arc<GgufFile>, Arc<LlamaModel>
 impl ModelArgs {
     /// Loads the model and opens a session with these flags, warning when the context is capped.
     pub fn open(&self) -> anyhow::Result<(Arc<GgufFile>, Arc<LlamaModel>, Session)> {
-        self.device.resolve()?;
+        // The device first: a GPU that cannot be used fails before the model is mapped.
+        let backend = self.device.resolve()?;
         let (file, model) = load_model(&self.model)?;
         let max = model.config().max_context;
         let n_ctx = match self.ctx {
@@ -115,7 +102,7 @@ impl ModelArgs {
             kv_type: self.kv_type,
             ..Default::default()
         };
-        let session = Session::new(Arc::clone(&model), opts)?;
+        let session = self.device.session(&backend, Arc::clone(&model), opts)?;
         Ok((file, model, session))
     }
 }

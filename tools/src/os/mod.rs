@@ -621,7 +621,6 @@ impl OsSandbox {
                     .to_str()
                     .filter(|d| d.starts_with('/'))
                     .ok_or_else(|| OsError::Config(format!("mask directory {} must be absolute UTF-8", d.display())))?;
-                let mode = if d == "/root" { "700" } else { "755" };
                 ops.push(Op::MountIfExists {
                     probe: c(&r(d))?,
                     src: tmpfs()?,
@@ -629,7 +628,6 @@ impl OsSandbox {
                     fstype: tmpfs()?,
                     flags: libc::MS_NOSUID | libc::MS_NODEV,
                 });
-                let _ = mode;
             }
         }
         if host {
@@ -1121,10 +1119,13 @@ impl OsSandbox {
 
     fn kill_all(&mut self) {
         if self.init > 0 {
+            // The intermediate process reaps the init, which exits only once the kernel has
+            // killed every process of its namespace: when it is gone, the sandbox is empty.
             let _ = sys::kill(self.init, libc::SIGKILL);
+        } else if self.intermediate > 0 {
+            let _ = sys::kill(self.intermediate, libc::SIGKILL);
         }
         if self.intermediate > 0 {
-            let _ = sys::kill(self.intermediate, libc::SIGKILL);
             let _ = sys::waitpid(self.intermediate, false);
             self.intermediate = 0;
         }

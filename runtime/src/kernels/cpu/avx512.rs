@@ -19,7 +19,6 @@
 #![allow(clippy::needless_range_loop)]
 // The AVX-512 intrinsics are stable since Rust 1.89 (the workspace MSRV says 1.85; this
 // module needs 1.89+, see docs/readme/kernels.md).
-#![allow(clippy::incompatible_msrv)]
 
 use super::avx2;
 use super::matmul::{QMatrix, SyncPtr};

