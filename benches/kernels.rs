@@ -6,12 +6,9 @@
 //! `cargo bench --features oracle --bench kernels` (side by side). Filter with criterion's
 //! usual argument, e.g. `-- matvec/Q4_K`. `EDGEACT_KERNELS=avx2` forces a kernel path.
 //!
-//! The ggml side calls `edgeact_oracle::vec_dot` over 4 rows at a time (the weight rows are
-//! contiguous, so 4 rows are one long row; the activation row is repeated 4 times, under
-//! 19 KiB, so it stays in L1 like the single copy it stands for): this measures ggml's kernel
-//! without paying the oracle's per-call argument checks per row. Rows are split over the
-//! same thread pool ours uses. There is no ggml prefill here: llama.cpp's prefill path
-//! (tiled / llamafile GEMM) is not reachable through `vec_dot`.
+//! The ggml side is `edgeact_oracle::MulMat`: ggml's own CPU `mul_mat` on a graph built once
+//! and computed on a persistent ggml thread pool with the same thread count, activations in
+//! f32 (ggml quantizes them inside the op, as ours does), so both sides do the same work.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use edgeact_runtime::kernels::cpu::{matmul, QMatrix, ThreadPool};
@@ -65,8 +62,8 @@ fn bench_matvec(c: &mut Criterion) {
                 });
                 #[cfg(feature = "oracle")]
                 g.bench_function(BenchmarkId::new("ggml", &id), |b| {
-                    let run = ggml::matvec(ty, &wb, rows, &x);
-                    b.iter(|| run(pool))
+                    let mut mm = ggml_mul_mat(ty, &wb, rows, 1, pool.n_threads());
+                    b.iter(|| black_box(mm.compute(black_box(&x)).expect("ggml mul_mat").len()))
                 });
             }
         }
@@ -90,35 +87,19 @@ fn bench_prefill(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new("edgeact", &id), |b| {
                 b.iter(|| matmul(pool, &w, black_box(&x), TOKENS, &mut out))
             });
+            #[cfg(feature = "oracle")]
+            g.bench_function(BenchmarkId::new("ggml", &id), |b| {
+                let mut mm = ggml_mul_mat(ty, &wb, rows, TOKENS, pool.n_threads());
+                b.iter(|| black_box(mm.compute(black_box(&x)).expect("ggml mul_mat").len()))
+            });
         }
     }
     g.finish();
 }
 
 #[cfg(feature = "oracle")]
-mod ggml {
-    //! ggml's decode work through the oracle: activations quantized by ggml's `from_float`,
-    //! then `vec_dot` over the rows, 4 rows per call.
-    use super::*;
-
-    const CHUNK: usize = 4;
-
-    pub fn matvec<'a>(ty: GgmlType, w: &'a [u8], rows: usize, x: &[f32]) -> impl Fn(&ThreadPool) + 'a {
-        let act_ty = edgeact_oracle::vec_dot_type(ty.id()).expect("vec_dot type");
-        let one = edgeact_oracle::from_float(act_ty, x).expect("from_float");
-        let act: Vec<u8> = one.iter().copied().cycle().take(one.len() * CHUNK).collect();
-        let row_bytes = w.len() / rows;
-        move |pool: &ThreadPool| {
-            let n_chunks = rows / CHUNK;
-            let per = n_chunks.div_ceil(pool.n_threads() * 4);
-            pool.run(n_chunks.div_ceil(per), &|c| {
-                for k in c * per..((c + 1) * per).min(n_chunks) {
-                    let wk = &w[k * CHUNK * row_bytes..(k + 1) * CHUNK * row_bytes];
-                    black_box(edgeact_oracle::vec_dot(ty.id(), CHUNK * COLS, wk, &act).expect("vec_dot"));
-                }
-            });
-        }
-    }
+fn ggml_mul_mat(ty: GgmlType, w: &[u8], rows: usize, n_tokens: usize, threads: usize) -> edgeact_oracle::MulMat {
+    edgeact_oracle::MulMat::new(ty.id(), w, rows, COLS, n_tokens, threads).expect("ggml mul_mat graph")
 }
 
 criterion_group!(benches, bench_matvec, bench_prefill);

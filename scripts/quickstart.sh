@@ -14,6 +14,11 @@ want="${EDGEACT_MODEL:-smollm2}"
 threads=()
 if [ -n "${EDGEACT_THREADS:-}" ]; then threads=(--threads "$EDGEACT_THREADS"); fi
 
+case "$want" in
+  smollm2 | agentlm-7b) ;;
+  *) echo "error: EDGEACT_MODEL must be smollm2 or agentlm-7b, not '$want'" >&2; exit 2 ;;
+esac
+
 echo "== building edgeact (release)"
 cargo build --release --quiet --bin edgeact
 bin=target/release/edgeact
@@ -32,9 +37,6 @@ if [ "$want" = "agentlm-7b" ]; then
       echo "== pull finished but no agentlm-7b GGUF was found under .cache/models; falling back to SmolLM2"
     fi
   fi
-elif [ "$want" != "smollm2" ]; then
-  echo "error: EDGEACT_MODEL must be smollm2 or agentlm-7b, not '$want'" >&2
-  exit 2
 fi
 
 if [ -z "$model" ]; then

@@ -181,6 +181,13 @@ fn smollm2_q4_1_greedy_capital_of_france() {
         );
     }
     // " Paris.\n\nThe" has wide margins; the 6th token is a near-tie (see SMOL_AGREED).
-    assert_eq!(ids[..SMOL_AGREED], SMOL_GREEDY[..SMOL_AGREED], "greedy prefix differs from the reference");
-    assert_eq!(ids, SMOL_GREEDY_LLAMA_CPP_ORACLE, "greedy differs from the oracle's llama.cpp continuation");
+    assert_eq!(
+        ids[..SMOL_AGREED],
+        SMOL_GREEDY[..SMOL_AGREED],
+        "greedy prefix differs from the reference"
+    );
+    assert_eq!(
+        ids, SMOL_GREEDY_LLAMA_CPP_ORACLE,
+        "greedy differs from the oracle's llama.cpp continuation"
+    );
 }

@@ -35,7 +35,6 @@ fn sandbox_runs_agentbench_os_dev_tasks() {
             wall_timeout: Duration::from_secs(20),
             ..Default::default()
         };
-        let ts = std::time::Instant::now();
         let mut sb = match OsSandbox::start(cfg) {
             Ok(s) => s,
             Err(e) => {
@@ -43,18 +42,12 @@ fn sandbox_runs_agentbench_os_dev_tasks() {
                 return;
             }
         };
-        eprintln!("start {i}: {:?}", ts.elapsed());
-        let t0 = std::time::Instant::now();
         task.setup(&mut sb).unwrap_or_else(|e| panic!("task {i} set-up: {e}"));
         set_up += 1;
-        eprintln!("setup {i}: {:?}", t0.elapsed());
         let Evaluation::Check {
             example: Some(example), ..
         } = &task.evaluation
         else {
-            let td = std::time::Instant::now();
-            drop(sb);
-            eprintln!("drop {i}: {:?}", td.elapsed());
             continue;
         };
         let reference = sb.run_script(example, &[]).unwrap();
@@ -79,7 +72,6 @@ fn sandbox_runs_agentbench_os_dev_tasks() {
             failures.push(format!("task {i}: a wrong answer passed"));
         }
         checked += 1;
-        eprintln!("task {i}: {:?}", t0.elapsed());
     }
     eprintln!("{set_up} dev tasks set up, {checked} check-type tasks judged");
     assert_eq!(set_up, tasks.len());

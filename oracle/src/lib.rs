@@ -4,6 +4,7 @@
 //! What it offers, each a thin wrapper over one ggml/llama.cpp entry point:
 //! - block formats: [`quantize_chunk`], [`dequantize_row`], [`type_size`], [`block_size`],
 //!   and the CPU backend's dot products: [`vec_dot_type`], [`from_float`], [`vec_dot`];
+//! - ggml's CPU matrix multiplication on a persistent thread pool: [`MulMat`];
 //! - GGUF: [`write_gguf`] through ggml's own `gguf_*` writer;
 //! - whole models: [`Model`] / [`Context`] (logits for every position, greedy decoding,
 //!   timing), [`Model::tokenize`], and [`quantize_model`] (`llama_model_quantize`).
@@ -219,6 +220,86 @@ pub fn vec_dot(ty: u32, n: usize, weights: &[u8], activations: &[u8]) -> Result<
         )
     };
     Ok(s)
+}
+
+/// ggml's CPU matrix multiplication `out = W · x` on a graph built once, computed on a
+/// persistent ggml thread pool, for benchmarking our kernels beside ggml's in one run.
+/// `W` is `rows x cols` of type `ty` (row-major, as in GGUF); `x` is `n_tokens x cols` f32.
+pub struct MulMat {
+    ctx: *mut sys::ggml_context,
+    graph: *mut sys::ggml_cgraph,
+    x: *mut sys::ggml_tensor,
+    out: *mut sys::ggml_tensor,
+    threadpool: *mut sys::ggml_threadpool,
+    work: Vec<u8>,
+    plan: sys::ggml_cplan,
+    len_x: usize,
+    len_out: usize,
+}
+
+impl MulMat {
+    pub fn new(ty: u32, weights: &[u8], rows: usize, cols: usize, n_tokens: usize, threads: usize) -> Result<MulMat> {
+        init();
+        let t = check_type(ty)?;
+        if rows == 0 || n_tokens == 0 || threads == 0 || weights.len() != rows * row_bytes(ty, cols)? {
+            return err(format!("mul_mat: {} weight bytes do not match {rows} x {cols} of type {ty}", weights.len()));
+        }
+        let mem = weights.len() + 4 * cols * n_tokens + 4 * rows * n_tokens + 16 * 1024 * 1024;
+        let params = sys::ggml_init_params { mem_size: mem, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+        // SAFETY: plain constructor; freed in Drop.
+        let ctx = unsafe { sys::ggml_init(params) };
+        if ctx.is_null() {
+            return err("ggml_init failed");
+        }
+        // SAFETY: ctx has room for all three tensors and the graph (sized above); the weight
+        // tensor's buffer holds exactly weights.len() bytes (checked above).
+        unsafe {
+            let w = sys::ggml_new_tensor_2d(ctx, t, cols as i64, rows as i64);
+            std::ptr::copy_nonoverlapping(weights.as_ptr(), (*w).data.cast::<u8>(), weights.len());
+            let x = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, cols as i64, n_tokens as i64);
+            let out = sys::ggml_mul_mat(ctx, w, x);
+            let graph = sys::ggml_new_graph(ctx);
+            sys::ggml_build_forward_expand(graph, out);
+            let mut tp_params = sys::ggml_threadpool_params_default(threads as i32);
+            let threadpool = sys::ggml_threadpool_new(&mut tp_params);
+            if threadpool.is_null() {
+                sys::ggml_free(ctx);
+                return err("ggml_threadpool_new failed");
+            }
+            let mut plan = sys::ggml_graph_plan(graph, threads as i32, threadpool);
+            let mut work = vec![0u8; plan.work_size];
+            plan.work_data = work.as_mut_ptr();
+            Ok(MulMat { ctx, graph, x, out, threadpool, work, plan, len_x: cols * n_tokens, len_out: rows * n_tokens })
+        }
+    }
+
+    /// Computes `W · x` and returns `n_tokens x rows` floats (token-major, like our `matmul`).
+    pub fn compute(&mut self, x: &[f32]) -> Result<&[f32]> {
+        if x.len() != self.len_x {
+            return err(format!("mul_mat: {} activations, expected {}", x.len(), self.len_x));
+        }
+        // SAFETY: the x tensor holds len_x floats; the plan's work buffer (self.work) is alive
+        // and sized by ggml_graph_plan; out holds len_out floats after a successful compute.
+        unsafe {
+            std::ptr::copy_nonoverlapping(x.as_ptr(), (*self.x).data.cast::<f32>(), x.len());
+            self.plan.work_data = self.work.as_mut_ptr();
+            let status = sys::ggml_graph_compute(self.graph, &mut self.plan);
+            if status != sys::GGML_STATUS_SUCCESS {
+                return err(format!("ggml_graph_compute returned {status}"));
+            }
+            Ok(std::slice::from_raw_parts((*self.out).data.cast::<f32>(), self.len_out))
+        }
+    }
+}
+
+impl Drop for MulMat {
+    fn drop(&mut self) {
+        // SAFETY: both were created in new() and are freed exactly once.
+        unsafe {
+            sys::ggml_threadpool_free(self.threadpool);
+            sys::ggml_free(self.ctx);
+        }
+    }
 }
 
 /// A metadata value for [`write_gguf`].
@@ -751,5 +832,25 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..4], b"GGUF");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn mul_mat_matches_vec_dot() {
+        let (rows, cols, n) = (8usize, 256usize, 3usize);
+        let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
+        let x: Vec<f32> = (0..n * cols).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
+        let wq = quantize_chunk(8, &w, rows, cols).unwrap();
+        let mut mm = MulMat::new(8, &wq, rows, cols, n, 2).unwrap();
+        let out = mm.compute(&x).unwrap().to_vec();
+        assert_eq!(out.len(), rows * n);
+        let rb = 34 * cols / 32;
+        for t in 0..n {
+            let act = from_float(vec_dot_type(8).unwrap(), &x[t * cols..(t + 1) * cols]).unwrap();
+            for r in 0..rows {
+                let d = vec_dot(8, cols, &wq[r * rb..(r + 1) * rb], &act).unwrap();
+                assert!((out[t * rows + r] - d).abs() < 1e-3, "token {t} row {r}: {} vs {d}", out[t * rows + r]);
+            }
+        }
+        assert!(MulMat::new(8, &wq[1..], rows, cols, n, 2).is_err());
     }
 }

@@ -243,7 +243,7 @@ impl Checkpoint {
     pub fn read_rows_f32(&self, t: &TensorMeta, first_row: usize, out: &mut [f32]) -> Result<(), CheckpointError> {
         let row = t.row_len();
         let n_rows = out.len() / row.max(1);
-        if out.len() % row.max(1) != 0 || first_row + n_rows > t.n_rows() {
+        if !out.len().is_multiple_of(row.max(1)) || first_row + n_rows > t.n_rows() {
             return Err(CheckpointError::invalid(
                 &self.files[t.file].path,
                 format!("tensor {:?}: row range {first_row}+{n_rows} out of bounds", t.name),

@@ -131,7 +131,7 @@ impl MixPlanner {
         let nx = dims[0];
         let mut ty = base;
         if name == "output.weight" || (self.tied_embeddings && name == "token_embd.weight") {
-            if nx % ty.block_size() as u64 != 0 {
+            if !nx.is_multiple_of(ty.block_size() as u64) {
                 ty = GgmlType::Q8_0;
             } else if ty != GgmlType::Q8_0 {
                 ty = GgmlType::Q6_K;
@@ -152,14 +152,14 @@ impl MixPlanner {
             self.i_ffn_down += 1;
         }
         // Row lengths that are not whole blocks fall back as llama.cpp's tensor_type_fallback.
-        if nx % ty.block_size() as u64 != 0 {
+        if !nx.is_multiple_of(ty.block_size() as u64) {
             let fb = match ty {
                 GgmlType::Q4_K => GgmlType::Q5_0,
                 GgmlType::Q5_K => GgmlType::Q5_1,
                 GgmlType::Q6_K => GgmlType::Q8_0,
                 other => other,
             };
-            ty = if nx % fb.block_size() as u64 != 0 {
+            ty = if !nx.is_multiple_of(fb.block_size() as u64) {
                 GgmlType::F16
             } else {
                 fb

@@ -400,7 +400,7 @@ impl<'a> Vm<'a> {
 }
 
 fn pairs(items: Vec<PVal>) -> Result<Vec<(PVal, PVal)>, String> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("odd number of items for a dict".into());
     }
     let mut it = items.into_iter();

@@ -129,7 +129,7 @@ pub fn to_bytes(tensors: &[(&str, DType, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
     }
     let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).expect("JSON");
     // Pad the header with spaces so the data starts 8-byte aligned, as the official writer does.
-    while (8 + h.len()) % 8 != 0 {
+    while !(8 + h.len()).is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + h.len() + offset);

@@ -635,6 +635,9 @@ pub fn spawn_in_sandbox(
             child_fail(fds.report_w, STEP_FORK);
         }
         if child > 0 {
+            // Hold no copy of the script's pipes (the write end of its stdin above all, or it
+            // would never see EOF).
+            close_fds_except(&[]);
             let mut st = 0;
             while libc::waitpid(child, &mut st, 0) < 0 && errno() == libc::EINTR {}
             let code = if libc::WIFEXITED(st) {

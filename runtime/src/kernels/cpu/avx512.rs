@@ -17,8 +17,7 @@
 // Kernel loops index several arrays (weights, per-token sums, scales) with one counter over
 // const-generic bounds the compiler unrolls; iterator chains would only obscure that.
 #![allow(clippy::needless_range_loop)]
-// The AVX-512 intrinsics are stable since Rust 1.89 (the workspace MSRV says 1.85; this
-// module needs 1.89+, see docs/readme/kernels.md).
+// The AVX-512 intrinsics are stable since Rust 1.89, the workspace's minimum Rust version.
 
 use super::avx2;
 use super::matmul::{QMatrix, SyncPtr};
