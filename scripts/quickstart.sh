@@ -56,9 +56,10 @@ echo "== chat: one greedy turn, 48 tokens"
 
 echo
 echo "== agent db: one episode on tests/fixtures/agent/sample_table.json (embedded SQLite)"
-start=$(date +%s.%N)
+start=$(date +%s%N)
 "$bin" agent db -m "$model" "${threads[@]}" --ctx 2048 --max-new-tokens 96 \
   --table tests/fixtures/agent/sample_table.json \
   "How many gold medals did Germany win?"
-end=$(date +%s.%N)
-echo "== agent episode wall time: $(echo "$end - $start" | bc) s"
+end=$(date +%s%N)
+ms=$(((end - start) / 1000000))
+printf "== agent episode wall time: %d.%03d s\n" $((ms / 1000)) $((ms % 1000))

@@ -3,6 +3,7 @@
 
 mod agent_glue;
 mod cmd;
+mod hub;
 
 use clap::{Parser, Subcommand};
 

@@ -95,7 +95,7 @@ pub fn type_name(ty: u32) -> Result<String> {
 
 fn row_bytes(ty: u32, n: usize) -> Result<usize> {
     let bs = block_size(ty)?;
-    if n % bs != 0 {
+    if !n.is_multiple_of(bs) {
         return err(format!(
             "row length {n} is not a multiple of block size {bs} of type {ty}"
         ));
@@ -242,10 +242,17 @@ impl MulMat {
         init();
         let t = check_type(ty)?;
         if rows == 0 || n_tokens == 0 || threads == 0 || weights.len() != rows * row_bytes(ty, cols)? {
-            return err(format!("mul_mat: {} weight bytes do not match {rows} x {cols} of type {ty}", weights.len()));
+            return err(format!(
+                "mul_mat: {} weight bytes do not match {rows} x {cols} of type {ty}",
+                weights.len()
+            ));
         }
         let mem = weights.len() + 4 * cols * n_tokens + 4 * rows * n_tokens + 16 * 1024 * 1024;
-        let params = sys::ggml_init_params { mem_size: mem, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+        let params = sys::ggml_init_params {
+            mem_size: mem,
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: false,
+        };
         // SAFETY: plain constructor; freed in Drop.
         let ctx = unsafe { sys::ggml_init(params) };
         if ctx.is_null() {
@@ -269,7 +276,17 @@ impl MulMat {
             let mut plan = sys::ggml_graph_plan(graph, threads as i32, threadpool);
             let mut work = vec![0u8; plan.work_size];
             plan.work_data = work.as_mut_ptr();
-            Ok(MulMat { ctx, graph, x, out, threadpool, work, plan, len_x: cols * n_tokens, len_out: rows * n_tokens })
+            Ok(MulMat {
+                ctx,
+                graph,
+                x,
+                out,
+                threadpool,
+                work,
+                plan,
+                len_x: cols * n_tokens,
+                len_out: rows * n_tokens,
+            })
         }
     }
 
@@ -848,7 +865,11 @@ mod tests {
             let act = from_float(vec_dot_type(8).unwrap(), &x[t * cols..(t + 1) * cols]).unwrap();
             for r in 0..rows {
                 let d = vec_dot(8, cols, &wq[r * rb..(r + 1) * rb], &act).unwrap();
-                assert!((out[t * rows + r] - d).abs() < 1e-3, "token {t} row {r}: {} vs {d}", out[t * rows + r]);
+                assert!(
+                    (out[t * rows + r] - d).abs() < 1e-3,
+                    "token {t} row {r}: {} vs {d}",
+                    out[t * rows + r]
+                );
             }
         }
         assert!(MulMat::new(8, &wq[1..], rows, cols, n, 2).is_err());

@@ -220,7 +220,11 @@ pub fn render_llama2(messages: &[Message], template: &ChatTemplate) -> String {
         }
     }
     // The slot for the reply: FastChat appends the next role with no message.
-    out.push_str(if messages.len() % 2 == 0 { "[INST]" } else { "[/INST]" });
+    out.push_str(if messages.len().is_multiple_of(2) {
+        "[INST]"
+    } else {
+        "[/INST]"
+    });
     out
 }
 

@@ -51,7 +51,7 @@ pub(crate) mod sealed {
 pub(crate) use sealed::Codec;
 
 fn check_lengths<B: BlockFormat>(n_floats: usize, n_blocks: usize) -> Result<(), QuantError> {
-    if n_floats % B::BLOCK != 0 {
+    if !n_floats.is_multiple_of(B::BLOCK) {
         return Err(QuantError::RowLength {
             ty: B::TYPE,
             len: n_floats,

@@ -180,7 +180,7 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Q
 /// Bytes of `n` elements of `ty`, or the row-length error.
 fn expected_bytes(ty: GgmlType, n: usize) -> Result<usize, QuantError> {
     let block = ty.block_size();
-    if n % block != 0 {
+    if !n.is_multiple_of(block) {
         return Err(QuantError::RowLength { ty, len: n, block });
     }
     Ok(n / block * ty.type_size())

@@ -52,7 +52,7 @@ impl<'a> QMatrix<'a> {
             return Err(KernelError::UnsupportedType(ty));
         }
         let block = ty.block_size();
-        if cols % block != 0 {
+        if !cols.is_multiple_of(block) {
             return Err(KernelError::Columns { ty, cols, block });
         }
         let expected = (cols / block)

@@ -132,7 +132,7 @@ impl RopeTable {
     /// If `head_dim` is odd or zero.
     pub fn new(head_dim: usize, base: f32, freq_scale: f32, max_pos: usize) -> RopeTable {
         assert!(
-            head_dim > 0 && head_dim % 2 == 0,
+            head_dim > 0 && head_dim.is_multiple_of(2),
             "RoPE head_dim must be even, got {head_dim}"
         );
         let half = head_dim / 2;
@@ -166,7 +166,7 @@ impl RopeTable {
 pub fn rope(table: &RopeTable, x: &mut [f32], pos: usize) {
     let hd = table.head_dim;
     assert!(
-        x.len() % hd == 0,
+        x.len().is_multiple_of(hd),
         "rope: {} values is not a whole number of heads of {hd}",
         x.len()
     );

@@ -235,7 +235,7 @@ impl GpuContext {
                 GPU_WEIGHT_TYPES.map(|t| t.name()).join(", ")
             )));
         }
-        if cols % ty.block_size() != 0 || cols % 32 != 0 {
+        if !cols.is_multiple_of(ty.block_size()) || !cols.is_multiple_of(32) {
             return Err(CudaError::Invalid(format!(
                 "{ty} matrix with {cols} columns: not a whole number of blocks"
             )));
@@ -379,7 +379,7 @@ impl GpuContext {
         head_dim: usize,
         pos0: usize,
     ) -> Result<(), CudaError> {
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(CudaError::Invalid(format!("rope: head_dim {head_dim} must be even")));
         }
         need("rope x", x.len(), n_tok * n_heads * head_dim)?;
@@ -572,7 +572,7 @@ impl GpuContext {
         head_dim: usize,
         pos0: usize,
     ) -> Result<(), CudaError> {
-        if n_kv_heads == 0 || n_heads % n_kv_heads != 0 || head_dim == 0 || head_dim > 256 {
+        if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || head_dim == 0 || head_dim > 256 {
             return Err(CudaError::Invalid(format!(
                 "attention: {n_heads} heads over {n_kv_heads} KV heads of {head_dim} (head_dim must be 1..=256 and \
                  the heads a multiple of the KV heads)"
