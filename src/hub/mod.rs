@@ -241,6 +241,9 @@ impl Hub {
         let config = ureq::Agent::config_builder()
             // Statuses are handled here, with messages that say what to do.
             .http_status_as_error(false)
+            // The Hub redirects within huggingface.co (renamed repos, resolve-cache) where the
+            // token is still needed, and to signed CDN URLs on other hosts where it must not go.
+            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(120)))
             .build();
@@ -324,6 +327,11 @@ impl Hub {
             if dest.is_file() && &sha256_file(&dest)? == want {
                 return Ok(dest);
             }
+        }
+        if file.sha256.is_none() && part.exists() {
+            // Without a digest a leftover part (perhaps of an older revision of a moving branch)
+            // cannot be checked; such files are small, so start over.
+            fs::remove_file(&part).with_context(|| format!("cannot remove {}", part.display()))?;
         }
         let url = format!("{}/{repo}/resolve/{rev}/{}", self.endpoint, file.name);
         let bar = self.bar(&file.name, file.size);
@@ -427,6 +435,9 @@ impl Hub {
         }
         .with_context(|| format!("cannot write {}", part.display()))
         .map_err(|e| anyhow::Error::new(Fatal(format!("{e:#}"))))?;
+        if let (None, Some(end)) = (file.size, expected_end) {
+            bar.set_length(end);
+        }
         bar.set_position(have);
         let mut reader = resp.into_body().into_reader();
         let mut buf = vec![0u8; 1 << 16];
