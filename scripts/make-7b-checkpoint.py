@@ -18,7 +18,7 @@ import numpy as np
 p = argparse.ArgumentParser()
 p.add_argument("out")
 p.add_argument("--layers", type=int, default=32)
-p.add_argument("--tokenizer", default="/work/shared/models/llama2-tokenizer/tokenizer.model")
+p.add_argument("--tokenizer", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../shared/models/llama2-tokenizer/tokenizer.model"))
 args = p.parse_args()
 
 H, FF, V, L = 4096, 11008, 32000, args.layers

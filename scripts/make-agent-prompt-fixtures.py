@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-shared = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("EDGEACT_SHARED", "/work/shared")
+shared = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("EDGEACT_SHARED", os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../shared"))
 proto = os.path.join(shared, "agentbench", "protocol")
 OS_INSTR = open(os.path.join(proto, "os_instruction.txt"), encoding="utf-8").read()
 DB_INSTR = open(os.path.join(proto, "db_instruction.txt"), encoding="utf-8").read()

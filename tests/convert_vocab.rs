@@ -1,14 +1,16 @@
 //! Our SentencePiece decoder against llama.cpp's own conversion of the same Llama-2
-//! `tokenizer.model` (`/work/shared/models/llama2-tokenizer/ggml-vocab-llama-spm.gguf`).
-//! Set `EDGEACT_SHARED` to relocate the shared data directory (default `/work/shared`).
+//! `tokenizer.model` (`../shared/models/llama2-tokenizer/ggml-vocab-llama-spm.gguf`).
+//! Set `EDGEACT_SHARED` to relocate the shared data directory (default: `../shared` beside the checkout).
 
 use edgeact_quantize::vocab::Vocab;
 use edgeact_runtime::gguf::{GgufFile, Value};
 use std::path::PathBuf;
 
 fn shared() -> PathBuf {
-    PathBuf::from(std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| "/work/shared".into()))
-        .join("models/llama2-tokenizer")
+    PathBuf::from(
+        std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into()),
+    )
+    .join("models/llama2-tokenizer")
 }
 
 #[test]

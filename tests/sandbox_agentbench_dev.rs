@@ -2,7 +2,7 @@
 //! for check-type tasks the reference answer (the task's example script run in the same
 //! sandbox) passes the check scripts while a wrong answer fails them.
 //!
-//! Dev data: `$EDGEACT_AGENTBENCH_DATA` (default `/work/shared/agentbench/data`); skipped with a
+//! Dev data: `$EDGEACT_AGENTBENCH_DATA` (default: `../shared/agentbench/data` beside the checkout); skipped with a
 //! printed reason when absent or when the sandbox cannot start here. Uses the host root
 //! read-only, or the built root file system when `EDGEACT_TEST_ROOTFS` names one.
 
@@ -14,7 +14,8 @@ use edgeact_tools::os::{OsSandbox, OsTask, RootFs, SandboxConfig};
 
 #[test]
 fn sandbox_runs_agentbench_os_dev_tasks() {
-    let base = std::env::var("EDGEACT_AGENTBENCH_DATA").unwrap_or_else(|_| "/work/shared/agentbench/data".into());
+    let base = std::env::var("EDGEACT_AGENTBENCH_DATA")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/agentbench/data").into());
     let path = PathBuf::from(base).join("os_interaction/data/dev.json");
     if !path.exists() {
         eprintln!("skipping: {} not found (set EDGEACT_AGENTBENCH_DATA)", path.display());

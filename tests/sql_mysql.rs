@@ -135,7 +135,8 @@ fn sql_mysql_statement_timeout() {
 #[test]
 fn sql_mysql_table_hash_matches_dev_gold_and_sqlite() {
     let Some(url) = url() else { return };
-    let base = std::env::var("EDGEACT_AGENTBENCH_DATA").unwrap_or_else(|_| "/work/shared/agentbench/data".into());
+    let base = std::env::var("EDGEACT_AGENTBENCH_DATA")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/agentbench/data").into());
     let path = PathBuf::from(base).join("dbbench/dev.jsonl");
     if !path.exists() {
         eprintln!("skipping: {} not found (set EDGEACT_AGENTBENCH_DATA)", path.display());

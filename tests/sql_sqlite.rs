@@ -1,7 +1,7 @@
 //! The embedded SQLite executor: AgentBench rendering, the table hash against the dev set's gold
 //! `answer_md5`, statement timeout, and containment (no file, no attach, no extension).
 //!
-//! Dev data: `$EDGEACT_AGENTBENCH_DATA` (default `/work/shared/agentbench/data`); tests that
+//! Dev data: `$EDGEACT_AGENTBENCH_DATA` (default: `../shared/agentbench/data` beside the checkout); tests that
 //! need it print why they skip when it is absent.
 
 use std::path::PathBuf;
@@ -153,7 +153,8 @@ fn sql_sqlite_cannot_touch_files_or_other_databases() {
 }
 
 fn dev_jsonl() -> Option<PathBuf> {
-    let base = std::env::var("EDGEACT_AGENTBENCH_DATA").unwrap_or_else(|_| "/work/shared/agentbench/data".into());
+    let base = std::env::var("EDGEACT_AGENTBENCH_DATA")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/agentbench/data").into());
     let p = PathBuf::from(base).join("dbbench/dev.jsonl");
     if p.exists() {
         Some(p)

@@ -15,8 +15,10 @@ pub const VOCAB: usize = 32000;
 pub const HEAD_DIM: usize = HIDDEN / HEADS;
 
 pub fn shared_tokenizer() -> PathBuf {
-    PathBuf::from(std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| "/work/shared".into()))
-        .join("models/llama2-tokenizer/tokenizer.model")
+    PathBuf::from(
+        std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into()),
+    )
+    .join("models/llama2-tokenizer/tokenizer.model")
 }
 
 /// Deterministic pseudo-random weights, roughly uniform in ±0.05.
