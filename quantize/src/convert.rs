@@ -9,7 +9,7 @@
 
 use crate::checkpoint::{map_file, Checkpoint, MappedFile, TensorMeta};
 use crate::gguf_writer::{GgufWriter, TensorDecl, TensorSink};
-use crate::hf::{map_name, permuted_row, LlamaConfig};
+use crate::hf::{map_name, permuted_row, LlamaConfig, BLOCK_TENSORS};
 use crate::mix::{Mix, MixPlanner};
 use crate::vocab::Vocab;
 use anyhow::{anyhow, bail, Context};
@@ -243,17 +243,7 @@ fn plan_hf(dir: &Path, opts: &Options) -> anyhow::Result<(Input, GgufWriter, Vec
         }
     }
     for l in 0..cfg.n_layer {
-        for t in [
-            "attn_norm",
-            "attn_q",
-            "attn_k",
-            "attn_v",
-            "attn_output",
-            "ffn_norm",
-            "ffn_gate",
-            "ffn_up",
-            "ffn_down",
-        ] {
+        for t in BLOCK_TENSORS {
             if !has(&format!("blk.{l}.{t}.weight")) {
                 bail!("{}: layer {l} has no {t} weight", dir.display());
             }

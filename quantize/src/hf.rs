@@ -153,6 +153,19 @@ pub struct Mapped {
     pub order: (u32, u32, u32),
 }
 
+/// The GGUF names (`blk.N.<name>.weight`) of every tensor a Llama transformer block has.
+pub const BLOCK_TENSORS: [&str; 9] = [
+    "attn_norm",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_norm",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+];
+
 /// Maps an HF Llama tensor name; `Ok(None)` for tensors that carry no weights in GGUF
 /// (`rotary_emb.inv_freq`), an error for names this converter does not know.
 pub fn map_name(name: &str, cfg: &LlamaConfig) -> anyhow::Result<Option<Mapped>> {

@@ -182,17 +182,7 @@ mod tests {
     fn plan(mix: Mix, n_layer: u32, tied: bool, nx: u64) -> Vec<(String, GgmlType)> {
         let mut names = vec!["token_embd.weight".to_string()];
         for i in 0..n_layer {
-            for t in [
-                "attn_norm",
-                "attn_q",
-                "attn_k",
-                "attn_v",
-                "attn_output",
-                "ffn_norm",
-                "ffn_gate",
-                "ffn_up",
-                "ffn_down",
-            ] {
+            for t in crate::hf::BLOCK_TENSORS {
                 names.push(format!("blk.{i}.{t}.weight"));
             }
         }
