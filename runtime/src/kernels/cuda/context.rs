@@ -100,6 +100,15 @@ fn grid_for(n: usize) -> u32 {
     n.div_ceil(THREADS as usize).clamp(1, 65_535) as u32
 }
 
+/// One thread per value over `n` values, in blocks of `THREADS`.
+fn elementwise_config(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (grid_for(n), 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 fn to_i32(what: &str, v: usize) -> Result<i32, CudaError> {
     i32::try_from(v).map_err(|_| CudaError::Invalid(format!("{what} = {v} does not fit the kernels' 32-bit index")))
 }
@@ -437,11 +446,7 @@ impl GpuContext {
             return Ok(());
         }
         let ni = n as i64;
-        let cfg = LaunchConfig {
-            grid_dim: (grid_for(n), 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = elementwise_config(n);
         // SAFETY: matches `swiglu(const float*, const float*, float*, i64)`; sizes checked.
         unsafe {
             self.stream
@@ -464,11 +469,7 @@ impl GpuContext {
             return Ok(());
         }
         let ni = n as i64;
-        let cfg = LaunchConfig {
-            grid_dim: (grid_for(n), 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = elementwise_config(n);
         // SAFETY: matches `add_inplace(float*, const float*, i64)`; sizes checked.
         unsafe {
             self.stream
@@ -533,11 +534,7 @@ impl GpuContext {
             to_i32("kv_dim", kv_dim)?,
             to_i32("pos0", pos0)?,
         );
-        let cfg = LaunchConfig {
-            grid_dim: (grid_for(n), 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = elementwise_config(n);
         // SAFETY: matches `kv_store(const float*, const float*, u16*, u16*, int, int, int)`;
         // the caches hold (pos0 + n_tok) * kv_dim halves (checked above).
         unsafe {
