@@ -8,10 +8,13 @@
 //!
 //! The ggml side is `edgeact_oracle::MulMat`: ggml's own CPU `mul_mat` on a graph built once
 //! and computed on a persistent ggml thread pool with the same thread count, activations in
-//! f32 (ggml quantizes them inside the op, as ours does), so both sides do the same work.
+//! f32 (ggml quantizes them inside the op, as ours does), so both sides do the same work. Its
+//! weights are in a plain CPU buffer, so ggml does not repack them (llama.cpp's model loader
+//! would); `edgeact-repacked` is ours on weights repacked as `--repack` does (Q4_0 and Q4_K,
+//! AVX-512 VNNI CPUs only).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use edgeact_runtime::kernels::cpu::{matmul, QMatrix, ThreadPool};
+use edgeact_runtime::kernels::cpu::{matmul, repack_supported, repackable, PackedMatrix, QMatrix, ThreadPool};
 use edgeact_runtime::quant::{quantize_row, GgmlType};
 use std::hint::black_box;
 use std::time::Duration;
@@ -49,10 +52,17 @@ fn bench_matvec(c: &mut Criterion) {
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
     let x = values(COLS, 7);
     let mut g = configure(c, "matvec");
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0] {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::Q8_0,
+        GgmlType::Q5_0,
+    ] {
         for rows in [4096usize, 11008] {
             let wb = weights(ty, rows);
             let w = QMatrix::new(ty, rows, COLS, &wb).expect("matrix");
+            let packed = repacked(&pools[1], &w);
             g.throughput(Throughput::Bytes(wb.len() as u64));
             for pool in &pools {
                 let id = format!("{}/{rows}x{COLS}/t{}", ty.name(), pool.n_threads());
@@ -60,6 +70,12 @@ fn bench_matvec(c: &mut Criterion) {
                 g.bench_function(BenchmarkId::new("edgeact", &id), |b| {
                     b.iter(|| matmul(pool, &w, black_box(&x), 1, &mut out))
                 });
+                if let Some(packed) = &packed {
+                    let wp = w.with_packed(packed).expect("packed form of w");
+                    g.bench_function(BenchmarkId::new("edgeact-repacked", &id), |b| {
+                        b.iter(|| matmul(pool, &wp, black_box(&x), 1, &mut out))
+                    });
+                }
                 #[cfg(feature = "oracle")]
                 g.bench_function(BenchmarkId::new("ggml", &id), |b| {
                     let mut mm = ggml_mul_mat(ty, &wb, rows, 1, pool.n_threads());
@@ -76,10 +92,11 @@ fn bench_prefill(c: &mut Criterion) {
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
     let x = values(TOKENS * COLS, 11);
     let mut g = configure(c, "prefill");
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_0] {
         let rows = 4096;
         let wb = weights(ty, rows);
         let w = QMatrix::new(ty, rows, COLS, &wb).expect("matrix");
+        let packed = repacked(&pools[1], &w);
         g.throughput(Throughput::Elements((2 * rows * COLS * TOKENS) as u64));
         for pool in &pools {
             let id = format!("{}/{rows}x{COLS}x{TOKENS}/t{}", ty.name(), pool.n_threads());
@@ -87,6 +104,12 @@ fn bench_prefill(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new("edgeact", &id), |b| {
                 b.iter(|| matmul(pool, &w, black_box(&x), TOKENS, &mut out))
             });
+            if let Some(packed) = &packed {
+                let wp = w.with_packed(packed).expect("packed form of w");
+                g.bench_function(BenchmarkId::new("edgeact-repacked", &id), |b| {
+                    b.iter(|| matmul(pool, &wp, black_box(&x), TOKENS, &mut out))
+                });
+            }
             #[cfg(feature = "oracle")]
             g.bench_function(BenchmarkId::new("ggml", &id), |b| {
                 let mut mm = ggml_mul_mat(ty, &wb, rows, TOKENS, pool.n_threads());
@@ -95,6 +118,11 @@ fn bench_prefill(c: &mut Criterion) {
         }
     }
     g.finish();
+}
+
+/// `w` repacked for the AVX-512 VNNI kernels, where this CPU and type have them.
+fn repacked(pool: &ThreadPool, w: &QMatrix) -> Option<PackedMatrix> {
+    (repack_supported() && repackable(w.ty)).then(|| PackedMatrix::new(pool, w).expect("repack"))
 }
 
 #[cfg(feature = "oracle")]

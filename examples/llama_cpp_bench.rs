@@ -21,6 +21,10 @@ struct Args {
     threads: usize,
     #[arg(short, long, default_value_t = 3)]
     repetitions: usize,
+    /// Keep the weights in the file mapping (llama-bench's `--no-repack`); by default
+    /// llama.cpp repacks Q4_0/Q4_K weights for its CPU kernels at load time.
+    #[arg(long)]
+    no_repack: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -39,7 +43,11 @@ fn mean_std(xs: &[f64]) -> (f64, f64) {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let model = edgeact_oracle::Model::load(&args.model)?;
+    let model = if args.no_repack {
+        edgeact_oracle::Model::load_no_repack(&args.model)?
+    } else {
+        edgeact_oracle::Model::load(&args.model)?
+    };
     let mut ctx = edgeact_oracle::Context::new(&model, args.n_prompt + args.n_gen + 1, args.threads)?;
     // One warm-up run, as llama-bench does, so page faults of the mmap are not measured.
     ctx.bench(args.n_prompt.min(32), args.n_gen.min(4))?;
@@ -51,16 +59,21 @@ fn main() -> anyhow::Result<()> {
     }
     let (ppm, pps) = mean_std(&pp);
     let (tgm, tgs) = mean_std(&tg);
-    let name = args
+    let file = args
         .model
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let name = if args.no_repack {
+        format!("{file} (no repack)")
+    } else {
+        file
+    };
     if args.json {
         println!(
             "{}",
             serde_json::json!({"engine": "llama.cpp", "model": name, "threads": args.threads,
-                "pp": {"n": args.n_prompt, "tps_mean": ppm, "tps_std": pps},
+                "repack": !args.no_repack, "pp": {"n": args.n_prompt, "tps_mean": ppm, "tps_std": pps},
                 "tg": {"n": args.n_gen, "tps_mean": tgm, "tps_std": tgs}})
         );
     } else {

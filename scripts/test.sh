@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, the aarch64 (NEON) build check when that target is
 # installed, and the whole test suite including the llama.cpp oracle tests and the MariaDB
-# backend tests (a throw-away server on 127.0.0.1, stopped afterwards).
+# backend tests (a throw-away server on 127.0.0.1, stopped afterwards) and, when
+# scripts/setup.sh could set up Podman, the container backend tests.
 # Run scripts/setup.sh once first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,12 @@ trap '[ "$mariadb_started" = 1 ] && scripts/ci-mariadb.sh stop >/dev/null 2>&1 |
 
 if nvrtc_dir="$(scripts/fetch-nvrtc.sh 2>/dev/null)"; then
   export EDGEACT_NVRTC_PATH="$nvrtc_dir"
+fi
+
+if command -v podman >/dev/null && podman image inspect edgeact/os-default >/dev/null 2>&1; then
+  export EDGEACT_TEST_CONTAINER=podman
+else
+  echo "== the container backend tests will skip: no podman image edgeact/os-default (scripts/setup-podman.sh)"
 fi
 
 echo "== cargo test --workspace --features oracle"

@@ -1,6 +1,8 @@
 //! The engine-backed agent model on a real (tiny) Llama model, stories260K (vocab 512,
 //! context 512): KV-cache prefix reuse across turns, and the parse-failure rate of
-//! unconstrained vs protocol-constrained decoding on the AgentBench dev tasks' first turns.
+//! unconstrained vs protocol-constrained decoding on the AgentBench dev tasks' first turns, and
+//! the prompt formats (`--chat-template auto|llama2|gguf`) with the prefill counter per turn
+//! under a ChatML template (stories260K, and SmolLM2 when fetched).
 //!
 //! The model writes children's stories, not agent replies, so its outputs are "random" with
 //! respect to the protocol: that is what the constrained decoder must repair. Figures are
@@ -8,15 +10,17 @@
 //!
 //! Set `EDGEACT_SHARED` to relocate the shared data directory (default: `../shared` beside the checkout).
 
-use edgeact_runtime::agent::render::{db_initial_history, os_initial_history};
-use edgeact_runtime::agent::tasks::{load_db_tasks, load_os_tasks};
+use edgeact_runtime::agent::prompt::PromptFormatError;
+use edgeact_runtime::agent::render::{db_initial_history, os_initial_history, render_llama2};
+use edgeact_runtime::agent::tasks::load_db_tasks;
 use edgeact_runtime::agent::{
-    parse_db, parse_os, run_db, DbAction, EngineConfig, EngineModel, LanguageModel, LoopLimits, Message, ModelReply,
-    ModelRequest, Protocol, Tool,
+    parse_db, parse_os, run_db, ChatTemplate, DbAction, EngineConfig, EngineModel, FormatChoice, LanguageModel,
+    LoopLimits, Message, ModelReply, ModelRequest, PromptFormat, Protocol, Tool,
 };
-use edgeact_runtime::gguf::GgufFile;
+use edgeact_runtime::gguf::{GgufFile, Value as GgufValue};
 use edgeact_runtime::model::{LlamaModel, Session, SessionOptions};
 use edgeact_runtime::tokenizer::Tokenizer;
+use edgeact_tools::os::OsTask;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -190,7 +194,7 @@ fn scripted_db_task_prefill_with_and_without_reuse() {
 #[test]
 fn constrained_decoding_removes_parse_failures() {
     let m = load();
-    let os = load_os_tasks(
+    let os = OsTask::load_all(
         &fixture("os_interaction/data/dev.json"),
         &fixture("os_interaction/scripts/dev"),
     )
@@ -242,4 +246,196 @@ fn constrained_decoding_removes_parse_failures() {
             assert!(os_fail + db_fail > prompts.len() / 2);
         }
     }
+}
+
+/// A Jinja chat template from the chat fixture (`smollm2` = ChatML, `llama2-hf` = Meta's
+/// Llama-2-chat template).
+fn fixture_template(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat/chat_fixtures.json");
+    let fx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    fx["templates"][name]["source"].as_str().unwrap().to_string()
+}
+
+/// A metadata-only GGUF image holding `template` as `tokenizer.chat_template`.
+fn gguf_with_template(template: Option<&str>) -> GgufFile {
+    let mut w = edgeact_quantize::GgufWriter::new();
+    w.set("general.architecture", GgufValue::String("llama".into()))
+        .unwrap();
+    if let Some(t) = template {
+        w.set("tokenizer.chat_template", GgufValue::String(t.into())).unwrap();
+    }
+    let bytes = w.write_to_vec(|_, _, _| Ok::<(), std::io::Error>(())).unwrap();
+    GgufFile::from_bytes(bytes).unwrap()
+}
+
+#[test]
+fn auto_prompt_format_keeps_llama2_for_agentlm_files_and_uses_other_templates() {
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        // AgentLM GGUFs converted by llama.cpp's old scripts carry no template.
+        ("no template", None, "llama2"),
+        // What `edgeact quantize` writes when the checkpoint has none (AgentLM's case).
+        (
+            "edgeact's Llama-2 template",
+            Some(edgeact_quantize::vocab::LLAMA2_CHAT_TEMPLATE.to_string()),
+            "llama2",
+        ),
+        (
+            "Meta's Llama-2-chat template",
+            Some(fixture_template("llama2-hf")),
+            "llama2",
+        ),
+        ("SmolLM2's ChatML", Some(fixture_template("smollm2")), "gguf"),
+    ];
+    for (what, template, auto) in cases {
+        let file = gguf_with_template(template.as_deref());
+        let resolved = |c| PromptFormat::resolve(c, &file).map(|f| f.name());
+        assert_eq!(resolved(FormatChoice::Auto).unwrap(), auto, "{what}");
+        assert_eq!(resolved(FormatChoice::Llama2).unwrap(), "llama2", "{what}");
+        match template {
+            Some(_) => assert_eq!(resolved(FormatChoice::Gguf).unwrap(), "gguf", "{what}"),
+            None => assert!(matches!(
+                PromptFormat::resolve(FormatChoice::Gguf, &file),
+                Err(PromptFormatError::NoTemplate)
+            )),
+        }
+    }
+    // A template that does not compile is an error, not a silent fallback.
+    let broken = gguf_with_template(Some("{% for m in messages %}"));
+    assert!(PromptFormat::resolve(FormatChoice::Auto, &broken).is_err());
+    // The AgentBench rendering is untouched under `auto` for Llama-2-style files.
+    let msgs = os_initial_history("count files");
+    let f = PromptFormat::resolve(
+        FormatChoice::Auto,
+        &gguf_with_template(Some(&fixture_template("llama2-hf"))),
+    )
+    .unwrap();
+    assert_eq!(
+        f.render(&msgs, &ChatTemplate::Eval).unwrap(),
+        render_llama2(&msgs, &ChatTemplate::Eval)
+    );
+}
+
+/// Per turn: (prompt tokens, prefilled tokens, generated tokens).
+type TurnCounts = Vec<(usize, usize, usize)>;
+
+/// Four turns with fixed replies through the engine in `format`, starting from `first`:
+/// returns per turn (prompt tokens, prefilled tokens, generated tokens) and the prompts'
+/// token ids (rendered and encoded independently of the engine).
+fn forced_turns(
+    m: &(Arc<LlamaModel>, Arc<Tokenizer>),
+    format: &PromptFormat,
+    reuse: bool,
+    n_ctx: usize,
+    first: Vec<Message>,
+) -> (TurnCounts, Vec<Vec<u32>>) {
+    let mut cfg = greedy(reuse, 8);
+    cfg.format = format.clone();
+    let opts = SessionOptions {
+        n_ctx,
+        threads: 1,
+        ..Default::default()
+    };
+    let mut e = EngineModel::new(Session::new(Arc::clone(&m.0), opts).unwrap(), Arc::clone(&m.1), cfg).unwrap();
+    let mut msgs = first;
+    let (mut turns, mut prompts) = (Vec::new(), Vec::new());
+    for i in 0..4 {
+        let prompt = format.render(&msgs, &ChatTemplate::Eval).unwrap();
+        prompts.push(format.encode(&m.1, &prompt));
+        let req = ModelRequest {
+            messages: &msgs,
+            protocol: Protocol::Db,
+        };
+        let s = e.reply(&req).unwrap().stats;
+        assert_eq!(s.truncated_tokens, 0, "the test conversation must fit the context");
+        turns.push((s.prompt_tokens, s.prefilled_tokens, s.generated_tokens));
+        msgs.push(Message::agent(format!(
+            "Action: Operation\n```sql\nSELECT Gold FROM `Olympic Medals` LIMIT {i};\n```"
+        )));
+        msgs.push(Message::user(format!("[('{i}',)]")));
+    }
+    (turns, prompts)
+}
+
+/// Checks the prefill counter of every turn of a forced episode with and without reuse.
+fn check_prefill_per_turn(
+    m: &(Arc<LlamaModel>, Arc<Tokenizer>),
+    format: &PromptFormat,
+    n_ctx: usize,
+    first: Vec<Message>,
+    compare_without_reuse: bool,
+) {
+    let (with, prompts) = forced_turns(m, format, true, n_ctx, first.clone());
+    eprintln!(
+        "{}: (prompt, prefilled, generated) per turn with reuse {with:?}",
+        format.name()
+    );
+    assert_eq!(with.len(), 4);
+    assert_eq!(with[0].1, with[0].0, "nothing cached before the first turn");
+    for k in 1..with.len() {
+        // The template renders earlier turns the same way when turns are added ...
+        assert_eq!(prompts[k][..prompts[k - 1].len()], prompts[k - 1][..], "turn {k}");
+        // ... so the whole previous prompt comes from the cache; the cache also holds the
+        // tokens the model generated, of which only a leading run can match the forced reply.
+        let (prompt, prefilled, _) = with[k];
+        let (prev_prompt, _, prev_generated) = with[k - 1];
+        let new = prompt - prev_prompt;
+        assert!(
+            prefilled <= new && prefilled + prev_generated >= new,
+            "turn {k}: prefilled {prefilled}, new tokens {new}, previous reply generated {prev_generated}"
+        );
+    }
+    let total_with: usize = with.iter().map(|t| t.1).sum();
+    let total_prompt: usize = with.iter().map(|t| t.0).sum();
+    eprintln!(
+        "{}: 4 turns prefill {total_with} tokens with reuse, {total_prompt} without",
+        format.name()
+    );
+    if compare_without_reuse {
+        let (without, _) = forced_turns(m, format, false, n_ctx, first);
+        for (a, b) in with.iter().zip(&without) {
+            assert_eq!(a.0, b.0, "same prompt either way");
+            assert_eq!(b.1, b.0, "without reuse everything is prefilled");
+        }
+    }
+}
+
+#[test]
+fn chatml_template_reuses_the_cache_across_turns() {
+    let m = load();
+    let chatml = edgeact_runtime::chat::ChatTemplate::from_jinja(&fixture_template("smollm2"), "<s>", "</s>").unwrap();
+    let first = vec![Message::user("Tell me a story about a cat.")];
+    check_prefill_per_turn(&m, &PromptFormat::Jinja(Arc::new(chatml)), 512, first, true);
+}
+
+/// SmolLM2-135M-Instruct (ChatML, its own special tokens): `auto` picks its template and the
+/// cache is reused turn by turn. Skips when `scripts/fetch-smollm2.sh` has not been run.
+#[test]
+fn smollm2_auto_format_is_chatml_with_prefix_reuse() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.exists() {
+        eprintln!("skipping: {} is absent (run scripts/fetch-smollm2.sh)", path.display());
+        return;
+    }
+    let file = Arc::new(GgufFile::open(&path).unwrap());
+    let format = PromptFormat::resolve(FormatChoice::Auto, &file).unwrap();
+    assert_eq!(format.name(), "gguf");
+    let tok = Arc::new(Tokenizer::from_gguf(&file).unwrap());
+    let prompt = format
+        .render(
+            &db_initial_history("Q?", "The name of this table is t."),
+            &ChatTemplate::Eval,
+        )
+        .unwrap();
+    assert!(prompt.ends_with("<|im_end|>\n<|im_start|>assistant\n"), "{prompt:?}");
+    let ids = format.encode(&tok, &prompt);
+    let im_start = tok.encode("<|im_start|>", false, true);
+    assert_eq!(im_start.len(), 1, "<|im_start|> is one special token");
+    assert_eq!(ids[0], im_start[0]);
+    let model = Arc::new(LlamaModel::load(file).unwrap());
+    let first = db_initial_history(
+        "How many gold medals did Norway win?",
+        "The name of this table is Olympic Medals, and the headers of this table are Nation,Gold,Silver.",
+    );
+    // The run without reuse is checked on stories260K; here it would only cost time.
+    check_prefill_per_turn(&(model, tok), &format, 1024, first, false);
 }

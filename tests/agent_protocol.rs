@@ -10,11 +10,12 @@ use edgeact_runtime::agent::judge::{judge_db_answer, judge_os_match};
 use edgeact_runtime::agent::protocol_text as text;
 use edgeact_runtime::agent::react::ParsedAction;
 use edgeact_runtime::agent::render::{os_initial_history, render_llama2};
-use edgeact_runtime::agent::tasks::{load_db_tasks, load_os_tasks, OsEvaluation};
+use edgeact_runtime::agent::tasks::{load_db_tasks, MatchSpec};
 use edgeact_runtime::agent::{
     parse_db, parse_os, run_db, run_os, ChatTemplate, DbAction, LoopLimits, Message, OsAction, Role, ScriptedModel,
     Status, Tool,
 };
+use edgeact_tools::os::task::{Evaluation, OsTask};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -283,23 +284,30 @@ fn db_dev_labels_judged_right_and_perturbed_wrong() {
 #[test]
 fn os_dev_tasks_load_and_match_task_judges_expected_answer() {
     let dir = fixture("os_interaction");
-    let tasks = load_os_tasks(&dir.join("data/dev.json"), &dir.join("scripts/dev")).unwrap();
+    let tasks = OsTask::load_all(&dir.join("data/dev.json"), &dir.join("scripts/dev")).unwrap();
     assert_eq!(tasks.len(), 26);
     let mut matches = 0;
-    for t in &tasks {
+    for (i, t) in tasks.iter().enumerate() {
         match &t.evaluation {
-            OsEvaluation::Match(m) => {
+            Evaluation::Match(m) => {
+                // The dev set's match tasks are plain strings: exact answer, stripped.
+                let m = MatchSpec {
+                    answer: m.answer.clone(),
+                    regex: m.regex.clone(),
+                    strip: m.strip,
+                };
+                assert!(m.strip && m.regex.is_none(), "task {i}");
                 let expected = m.answer.clone().unwrap();
-                assert!(judge_os_match(Some(&format!(" {expected}\n")), m).unwrap());
-                assert!(!judge_os_match(Some("something else"), m).unwrap());
-                assert!(!judge_os_match(None, m).unwrap());
+                assert!(judge_os_match(Some(&format!(" {expected}\n")), &m).unwrap());
+                assert!(!judge_os_match(Some("something else"), &m).unwrap());
+                assert!(!judge_os_match(None, &m).unwrap());
                 matches += 1;
             }
-            OsEvaluation::Check { scripts, example } => {
+            Evaluation::Check { scripts, example } => {
                 assert!(!scripts.is_empty());
                 // Every `null` check entry has an example script to stand for it.
                 if scripts.iter().any(Option::is_none) {
-                    assert!(example.is_some(), "task {}", t.index);
+                    assert!(example.is_some(), "task {i}");
                 }
             }
         }

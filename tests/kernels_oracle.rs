@@ -9,13 +9,15 @@
 use edgeact_runtime::kernels::cpu::{act_type, available_backends, vec_dot, Backend};
 use edgeact_runtime::quant::{dequantize_row, quantize_row, GgmlType};
 
-const TYPES: [GgmlType; 9] = [
+const TYPES: [GgmlType; 11] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
     GgmlType::Q8_0,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,

@@ -173,16 +173,20 @@ fn wrong_shape_is_named() {
 
 #[test]
 fn unsupported_type_is_named() {
-    // Q5_0 (id 6, 22 bytes per 32 weights): a valid GGUF type without a CPU matmul kernel.
+    // Q8_1 (id 9, 36 bytes per 32 weights): a valid GGUF type (ggml's activation format) with
+    // no CPU matmul kernel for weights. (The k-quants without a kernel need 256-wide rows.)
     let mut t = tensors(false);
     t[3] = (
         "blk.0.attn_q.weight".into(),
         vec![DIM, DIM],
-        6,
-        vec![0u8; (DIM * DIM / 32 * 22) as usize],
+        9,
+        vec![0u8; (DIM * DIM / 32 * 36) as usize],
     );
     let err = load(&kvs(), &t).err().unwrap();
-    assert!(err.contains("blk.0.attn_q.weight") && err.contains("Q5_0"), "{err}");
+    assert!(
+        err.contains("blk.0.attn_q.weight") && err.contains("Q8_1") && err.contains("matmul"),
+        "{err}"
+    );
 }
 
 #[test]

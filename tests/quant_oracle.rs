@@ -13,12 +13,14 @@
 use edgeact_runtime::quant::{dequantize_row, quantize_row, GgmlType};
 
 /// The weight formats `ggml_quantize_chunk` and our `quantize_row` both support.
-const TYPES: [GgmlType; 9] = [
+const TYPES: [GgmlType; 11] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
     GgmlType::Q8_0,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
@@ -138,6 +140,8 @@ fn float_and_legacy_quantize_match_ggml() {
         GgmlType::BF16,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
         GgmlType::Q8_0,
     ];
     let failures = quantize_mismatches(&types);

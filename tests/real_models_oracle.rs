@@ -7,8 +7,11 @@
 #![cfg(feature = "oracle")]
 
 use edgeact_oracle as oracle;
+use edgeact_quantize::GgufWriter;
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::model::{LlamaModel, Session, SessionOptions};
+use edgeact_runtime::quant::{quantize_row, GgmlType};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -78,7 +81,6 @@ fn edgeact_quantize(ty: &str, out: &Path) -> Result<(), String> {
 fn cell(r: &Result<Vec<u32>, String>, golden: &[u32]) -> String {
     match r {
         Ok(ids) => format!("{}/20", ids.iter().zip(golden).filter(|(a, b)| a == b).count()),
-        Err(e) if e.contains("Q5_0") => "n/a (Q5_0 fallback unsupported)".to_string(),
         Err(e) => format!("n/a ({})", e.chars().take(60).collect::<String>()),
     }
 }
@@ -162,6 +164,129 @@ fn stories260k_quantized_greedy_table() {
             golden,
             "{who}-quantized Q8_0, llama.cpp engine"
         );
+    }
+}
+
+/// Issue #6: stories260K (64-wide rows, so Q4_K_M falls back to Q5_0/Q8_0/F16 per tensor)
+/// quantized to Q4_K_M by `edgeact quantize` and by `llama_model_quantize`. The tensors must be
+/// byte-identical, so our engine gives the same ids on both files; prints how many of the first
+/// 20 greedy ids match golden.json for each quantizer (and for the llama.cpp engine).
+#[test]
+fn stories260k_q4_k_m_same_bytes_and_ids_as_llama_cpp() {
+    let golden = golden_ids();
+    let dir = tempfile::tempdir().unwrap();
+    let ours_path = dir.path().join("edgeact-q4_k_m.gguf");
+    let theirs_path = dir.path().join("llamacpp-q4_k_m.gguf");
+    edgeact_quantize("q4_k_m", &ours_path).expect("edgeact quantize q4_k_m");
+    oracle::quantize_model(Path::new(STORIES), &theirs_path, oracle::Ftype::Q4KM, THREADS)
+        .expect("llama_model_quantize Q4_K_M");
+    let (fa, fb) = (
+        GgufFile::open(&ours_path).unwrap(),
+        GgufFile::open(&theirs_path).unwrap(),
+    );
+    let mut q5 = 0;
+    for info in fb.tensors() {
+        let (x, y) = (fa.tensor(&info.name).unwrap(), fb.tensor(&info.name).unwrap());
+        assert_eq!(
+            (x.info.ty, &x.info.dims),
+            (y.info.ty, &y.info.dims),
+            "{}: type/shape",
+            info.name
+        );
+        assert!(x.data == y.data, "{} ({}): bytes differ", info.name, x.info.ty);
+        q5 += (y.info.ty.name() == "Q5_0") as usize;
+    }
+    assert_eq!(fa.tensors().len(), fb.tensors().len());
+    assert!(
+        q5 > 0,
+        "llama.cpp's Q4_K_M has no Q5_0 tensor: the fallback was not exercised"
+    );
+    let ours = ours_greedy(&ours_path, &[1], 20).expect("edgeact engine, edgeact file");
+    let theirs = ours_greedy(&theirs_path, &[1], 20).expect("edgeact engine, llama.cpp file");
+    let llama = llama_greedy(&theirs_path, &[1], 20).expect("llama.cpp engine, llama.cpp file");
+    let count = |ids: &[u32]| ids.iter().zip(&golden).filter(|(a, b)| a == b).count();
+    println!(
+        "stories260K Q4_K_M ({q5} Q5_0 tensors), first 20 greedy ids equal to golden: edgeact-quantized {}/20, \
+         llama.cpp-quantized {}/20 (edgeact engine); llama.cpp engine on llama.cpp's file {}/20",
+        count(&ours),
+        count(&theirs),
+        count(&llama)
+    );
+    assert_eq!(ours, theirs, "same bytes must give the same ids");
+}
+
+/// stories260K with every 2-D weight whose rows are whole 32-blocks in `ty` (ffn_down's
+/// 172-wide rows stay F32), written by our GGUF writer from our quantizer's bytes.
+fn stories_all(ty: GgmlType, out: &Path) {
+    let src = GgufFile::open(Path::new(STORIES)).expect("open stories260K");
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        // The writer sets the alignment itself.
+        if k != "general.alignment" {
+            w.set(k.clone(), v.clone()).expect("copy metadata");
+        }
+    }
+    let pick = |info: &edgeact_runtime::gguf::TensorInfo| {
+        if info.dims.len() == 2 && info.dims[0].is_multiple_of(32) {
+            ty
+        } else {
+            info.ty
+        }
+    };
+    for info in src.tensors() {
+        w.add_tensor(info.name.clone(), &info.dims, pick(info))
+            .expect("declare tensor");
+    }
+    w.write_file(out, &[Path::new(STORIES)], |i, decl, sink| {
+        let info = &src.tensors()[i];
+        let data = src.tensor(&info.name).expect("tensor").data;
+        if decl.ty == info.ty {
+            return sink.write_all(data);
+        }
+        let x: Vec<f32> = data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let mut q = vec![0u8; decl.n_bytes() as usize];
+        quantize_row(decl.ty, &x, &mut q).map_err(std::io::Error::other)?;
+        sink.write_all(&q)
+    })
+    .expect("write GGUF");
+}
+
+/// Q5_0 and Q5_1 weights in the forward pass: our engine and llama.cpp's decode the same 20
+/// greedy ids from stories260K with all 2-D weights in that type, and their logits at position
+/// 0 agree to f32 summation order (no F16 tensor, and no attention mixing yet: see
+/// model_oracle's widened test; later positions drift by ~0.1 once llama.cpp's F16 attention
+/// rounding flips an activation quant, as for every quantized type).
+#[test]
+fn stories260k_q5_weights_decode_as_llama_cpp() {
+    let golden = golden_ids();
+    let dir = tempfile::tempdir().unwrap();
+    for ty in [GgmlType::Q5_0, GgmlType::Q5_1] {
+        let path = dir.path().join(format!("stories-{ty}.gguf"));
+        stories_all(ty, &path);
+        let ours = ours_greedy(&path, &[1], 20).expect("edgeact engine");
+        let llama = llama_greedy(&path, &[1], 20).expect("llama.cpp engine");
+        let file = GgufFile::open(&path).unwrap();
+        assert_eq!(file.tensor("blk.0.attn_q.weight").unwrap().info.ty, ty);
+        // Position-0 logits of both engines.
+        let model = Arc::new(LlamaModel::load(Arc::new(file)).unwrap());
+        let mut s = Session::new(model, SessionOptions::default()).unwrap();
+        let a = s.eval(&[1]).unwrap();
+        let m = oracle::Model::load(&path).unwrap();
+        let mut ctx = oracle::Context::new(&m, 64, THREADS).unwrap();
+        let b = ctx.eval(&[1]).unwrap();
+        let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let count = |ids: &[u32]| ids.iter().zip(&golden).filter(|(a, b)| a == b).count();
+        println!(
+            "stories260K all-{ty}: first 20 greedy ids equal to golden: edgeact {}/20, llama.cpp {}/20; \
+             max |logit difference| at position 0 {diff:.2e}",
+            count(&ours),
+            count(&llama)
+        );
+        assert_eq!(ours, llama, "{ty}: greedy ids differ between the engines");
+        assert!(diff < 1e-4, "{ty}: position-0 logits differ by {diff}");
     }
 }
 

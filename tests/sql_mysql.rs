@@ -20,6 +20,20 @@ fn url() -> Option<String> {
     }
 }
 
+/// The dbbench dev tasks (`$EDGEACT_AGENTBENCH_DATA`, default `../shared/agentbench/data`), or
+/// `None` with the reason printed.
+fn dev_tasks() -> Option<Vec<serde_json::Value>> {
+    let base = std::env::var("EDGEACT_AGENTBENCH_DATA")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/agentbench/data").into());
+    let path = PathBuf::from(base).join("dbbench/dev.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!("skipping: {} not found (set EDGEACT_AGENTBENCH_DATA)", path.display());
+        return None;
+    };
+    let lines = text.lines().filter(|l| !l.trim().is_empty());
+    Some(lines.map(|l| serde_json::from_str(l).unwrap()).collect())
+}
+
 fn demo_table() -> TaskTable {
     serde_json::from_str(
         r#"{"table_name": "US Ambassadors", "table_info": {"columns": [
@@ -135,21 +149,10 @@ fn sql_mysql_statement_timeout() {
 #[test]
 fn sql_mysql_table_hash_matches_dev_gold_and_sqlite() {
     let Some(url) = url() else { return };
-    let base = std::env::var("EDGEACT_AGENTBENCH_DATA")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/agentbench/data").into());
-    let path = PathBuf::from(base).join("dbbench/dev.jsonl");
-    if !path.exists() {
-        eprintln!("skipping: {} not found (set EDGEACT_AGENTBENCH_DATA)", path.display());
-        return;
-    }
+    let Some(tasks) = dev_tasks() else { return };
     let mut my = MysqlBackend::connect(&url, SqlLimits::default()).unwrap();
     let mut checked = 0;
-    for line in std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-    {
-        let task: serde_json::Value = serde_json::from_str(line).unwrap();
+    for task in &tasks {
         if !matches!(task["type"][0].as_str(), Some("INSERT" | "UPDATE" | "DELETE")) {
             continue;
         }
@@ -179,4 +182,47 @@ fn sql_mysql_table_hash_matches_dev_gold_and_sqlite() {
     }
     eprintln!("mysql table hash: {checked} dev mutation tasks match answer_md5 and the SQLite hash");
     assert!(checked >= 40);
+}
+
+/// Dev task 5 (an empty column name) and task 3 (a header with a literal backslash) on a real
+/// server, set up as AgentBench did: the refused `CREATE TABLE` leaves the task without its
+/// table, and the escaped header keeps its doubled backslash.
+#[test]
+fn sql_mysql_dev_tables_set_up_as_agentbench_did() {
+    let Some(url) = url() else { return };
+    let Some(tasks) = dev_tasks() else { return };
+    let mut b = MysqlBackend::connect(&url, SqlLimits::default()).unwrap();
+    let t5: TaskTable = serde_json::from_value(tasks[5]["table"].clone()).unwrap();
+    b.setup_table(&t5).unwrap();
+    let db = b.database().unwrap().to_string();
+    assert_eq!(
+        b.execute("SELECT COUNT(*) FROM historic_sites").unwrap(),
+        format!("1146 (42S02): Table '{db}.historic_sites' doesn't exist")
+    );
+    let t3: TaskTable = serde_json::from_value(tasks[3]["table"].clone()).unwrap();
+    b.setup_table(&t3).unwrap();
+    let n = t3.table_info.rows.len();
+    assert_eq!(
+        b.execute(r"SELECT COUNT(`Height\\nft / m`) FROM skyscrapers_in_Columbus")
+            .unwrap(),
+        format!("[({n},)]")
+    );
+    let r = b
+        .execute(r"SELECT COUNT(`Height\nft / m`) FROM skyscrapers_in_Columbus")
+        .unwrap();
+    assert!(r.starts_with("1054 (42S22): Unknown column"), "{r}");
+    // A ragged row: the table exists and is empty; a JSON null is stored as the text 'None'.
+    let t: TaskTable = serde_json::from_str(
+        r#"{"table_name": "t", "table_info": {"columns": [{"name": "a"}, {"name": "b"}],
+            "rows": [["1", null], ["3"]]}}"#,
+    )
+    .unwrap();
+    b.setup_table(&t).unwrap();
+    assert_eq!(b.execute("SELECT COUNT(*) FROM t").unwrap(), "[(0,)]");
+    let t: TaskTable = serde_json::from_str(
+        r#"{"table_name": "t", "table_info": {"columns": [{"name": "a"}, {"name": "b"}], "rows": [["1", null]]}}"#,
+    )
+    .unwrap();
+    b.setup_table(&t).unwrap();
+    assert_eq!(b.execute("SELECT b FROM t").unwrap(), "[('None',)]");
 }

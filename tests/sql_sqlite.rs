@@ -58,7 +58,8 @@ fn sql_sqlite_renders_like_agentbench() {
             &mut b,
             "SELECT `Presentation of Credentials` FROM `US Ambassadors` WHERE Floors = '7'"
         ),
-        "[(None,)]"
+        // AgentBench stored `str()` of every cell: a JSON null is the text 'None'.
+        "[('None',)]"
     );
     // Numbers inserted from JSON are stored as text (TEXT affinity).
     assert_eq!(
@@ -98,10 +99,13 @@ fn sql_sqlite_each_task_is_isolated() {
     assert!(r.contains("no such table"), "{r}");
     b.teardown().unwrap();
     assert!(b.execute("SELECT 1").is_err(), "no table after teardown");
+    // Tables MySQL refuses are not created, as in AgentBench; the task still runs.
     let bad = table(r#"{"table_name": "t", "table_info": {"columns": [], "rows": []}}"#);
-    assert!(b.setup_table(&bad).is_err());
+    b.setup_table(&bad).unwrap();
+    assert!(b.execute("SELECT * FROM t").unwrap().starts_with("no such table: t"));
     let bad = table(r#"{"table_name": "t", "table_info": {"columns": [{"name": "a"}], "rows": [["1", "2"]]}}"#);
-    assert!(b.setup_table(&bad).is_err());
+    b.setup_table(&bad).unwrap();
+    assert_eq!(b.execute("SELECT COUNT(*) FROM t").unwrap(), "[(0,)]");
 }
 
 #[test]
@@ -204,4 +208,54 @@ fn sql_sqlite_table_hash_matches_dev_gold() {
     eprintln!("table hash: {matched}/{checked} dev mutation tasks match answer_md5");
     assert!(checked >= 40, "expected the 40 INSERT/UPDATE dev tasks, saw {checked}");
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Dev tasks whose tables AgentBench's MySQL set up unusually: task 5's empty column name made
+/// `CREATE TABLE` fail (the harness ignored it and ran the task with no table), and task 3's
+/// `Height\nft / m` header (a literal backslash) went through `escape_string` into a
+/// backtick-quoted name, so the database column has two backslashes.
+#[test]
+fn sql_sqlite_dev_tables_set_up_as_agentbench_did() {
+    let Some(path) = dev_jsonl() else { return };
+    let text = std::fs::read_to_string(path).unwrap();
+    let tasks: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let t5: TaskTable = serde_json::from_value(tasks[5]["table"].clone()).unwrap();
+    assert_eq!(
+        t5.create_error().as_deref(),
+        Some("1166 (42000): Incorrect column name ''")
+    );
+    let mut b = SqliteBackend::default();
+    b.setup_table(&t5).unwrap();
+    assert_eq!(
+        b.execute("SELECT COUNT(*) FROM historic_sites").unwrap(),
+        "no such table: historic_sites"
+    );
+    // The table hash of a missing table is an error, as the harness's hash query was.
+    assert!(b.table_hash(&t5).is_err());
+
+    let t3: TaskTable = serde_json::from_value(tasks[3]["table"].clone()).unwrap();
+    assert_eq!(t3.create_error(), None);
+    b.setup_table(&t3).unwrap();
+    let n = t3.table_info.rows.len();
+    let q = |b: &mut SqliteBackend, col: &str| {
+        b.execute(&format!("SELECT COUNT(`{col}`) FROM skyscrapers_in_Columbus"))
+            .unwrap()
+    };
+    assert_eq!(q(&mut b, r"Height\\nft / m"), format!("[({n},)]"));
+    let r = q(&mut b, r"Height\nft / m");
+    assert!(r.starts_with(r"no such column: Height\nft / m"), "{r}");
+}
+
+/// Rows that do not match the column count: AgentBench's single INSERT failed, so the task's
+/// table exists but is empty.
+#[test]
+fn sql_sqlite_ragged_rows_leave_the_table_empty() {
+    let t = table(
+        r#"{"table_name": "t", "table_info": {"columns": [{"name": "a"}, {"name": "b"}],
+            "rows": [["1", "2"], ["3"], ["4", "5", "6"]]}}"#,
+    );
+    let mut b = SqliteBackend::default();
+    b.setup_table(&t).unwrap();
+    assert_eq!(b.execute("SELECT COUNT(*) FROM t").unwrap(), "[(0,)]");
+    assert_eq!(b.table_hash(&t).unwrap(), None);
 }

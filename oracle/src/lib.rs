@@ -501,15 +501,22 @@ unsafe impl Sync for Model {}
 
 impl Model {
     pub fn load(path: &Path) -> Result<Model> {
-        Self::load_with(path, false)
+        Self::load_with(path, false, true)
+    }
+
+    /// Loads a model without llama.cpp's weight repacking (`llama-bench --no-repack`): the
+    /// CPU backend then reads the weights in place from the file mapping, as edgeact does by
+    /// default.
+    pub fn load_no_repack(path: &Path) -> Result<Model> {
+        Self::load_with(path, false, false)
     }
 
     /// Loads only the vocabulary (tokenizer comparisons on vocab-only GGUFs).
     pub fn load_vocab_only(path: &Path) -> Result<Model> {
-        Self::load_with(path, true)
+        Self::load_with(path, true, true)
     }
 
-    fn load_with(path: &Path, vocab_only: bool) -> Result<Model> {
+    fn load_with(path: &Path, vocab_only: bool, repack: bool) -> Result<Model> {
         init();
         if !path.is_file() {
             return err(format!("{} is not a file", path.display()));
@@ -519,6 +526,8 @@ impl Model {
         let mut params = unsafe { sys::llama_model_default_params() };
         params.n_gpu_layers = 0;
         params.vocab_only = vocab_only;
+        // "Extra buffer types" are where llama.cpp repacks weights for its CPU kernels.
+        params.use_extra_bufts = repack;
         // SAFETY: NUL-terminated path, valid params.
         let raw = unsafe { sys::llama_model_load_from_file(p.as_ptr(), params) };
         if raw.is_null() {

@@ -14,7 +14,7 @@
 //! `use_more_bits(i, n) = i < n/8 || i >= 7n/8 || (i - n/8) % 3 == 2`. For 80-layer Llamas
 //! (70B) attn_v goes Q4_K → Q5_K. When a row length is not a multiple of the block size:
 //! output/tied embedding → Q8_0; otherwise Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, and F16 when
-//! even the fallback does not fit (Q5_0/Q5_1 cannot be written by edgeact yet: an error).
+//! even the fallback does not fit (so stories260K's 64-wide rows get Q5_0 in q4_k_m).
 
 use edgeact_runtime::quant::{GgmlType, QUANTIZE_TYPES};
 use std::fmt;
@@ -165,10 +165,11 @@ impl MixPlanner {
                 fb
             };
         }
+        // Every type the rules above can pick has a quantizer; this guards future rules.
         if !QUANTIZE_TYPES.contains(&ty) {
             return Err(format!(
-                "tensor {name:?}: row length {nx} is not a multiple of 256, and llama.cpp's fallback type {ty} \
-                 cannot be written by edgeact; use --type q4_0 or q8_0"
+                "tensor {name:?} (row length {nx}): llama.cpp's choice {ty} cannot be written by edgeact; \
+                 use --type q4_0 or q8_0"
             ));
         }
         Ok(ty)
@@ -238,12 +239,24 @@ mod tests {
         // Rows of 64 (a multiple of 32, not 256): output falls back to Q8_0, q4_0 is fine.
         let p = plan(Mix::Q4_0, 2, false, 64);
         assert_eq!(p.last().unwrap().1, GgmlType::Q8_0);
-        // ... and q4_k_m would need Q5_0, which is refused with a clear message.
-        let mut planner = MixPlanner::new(Mix::Q4KM, 1, ["blk.0.attn_q.weight"]);
-        let err = planner
-            .choose("blk.0.attn_q.weight", &[64, 64], GgmlType::F32)
-            .unwrap_err();
-        assert!(err.contains("Q5_0"), "{err}");
+        // ... and q4_k_m falls back as llama.cpp's tensor_type_fallback: Q4_K → Q5_0 (other
+        // weights), Q6_K → Q8_0 (attn_v/ffn_down picked by use_more_bits, 1 layer: all),
+        // output → Q8_0; rows of 64 are whole Q5_0/Q8_0 blocks.
+        let p = plan(Mix::Q4KM, 1, false, 64);
+        let ty = |n: &str| p.iter().find(|(x, _)| x == n).unwrap().1;
+        assert_eq!(ty("token_embd.weight"), GgmlType::Q5_0);
+        assert_eq!(ty("blk.0.attn_q.weight"), GgmlType::Q5_0);
+        assert_eq!(ty("blk.0.ffn_up.weight"), GgmlType::Q5_0);
+        assert_eq!(ty("blk.0.attn_v.weight"), GgmlType::Q8_0);
+        assert_eq!(ty("blk.0.ffn_down.weight"), GgmlType::Q8_0);
+        assert_eq!(ty("output.weight"), GgmlType::Q8_0);
+        // 80 layers: attn_v goes Q4_K → Q5_K, whose fallback for short rows is Q5_1.
+        let mut planner = MixPlanner::new(Mix::Q4KM, 80, (0..80).map(|_| "blk.1.attn_v.weight"));
+        let mut v = Vec::new();
+        for _ in 0..80 {
+            v.push(planner.choose("blk.1.attn_v.weight", &[64, 64], GgmlType::F32).unwrap());
+        }
+        assert!(v.contains(&GgmlType::Q5_1) && v.contains(&GgmlType::Q8_0), "{v:?}");
         // Rows of 48 fit no quantized block: F16.
         let mut planner = MixPlanner::new(Mix::Q8_0, 1, ["x.weight"]);
         assert_eq!(

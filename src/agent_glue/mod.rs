@@ -6,4 +6,5 @@ pub mod model;
 pub mod os;
 pub mod scripted;
 pub mod sql;
+pub mod tasks;
 pub mod transcript;

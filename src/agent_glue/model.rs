@@ -1,9 +1,9 @@
-//! Loading a GGUF model into the agent's [`EngineModel`]s: one shared weight mapping and
-//! tokenizer, one KV-cache session per worker.
+//! Loading a GGUF model into the agent's [`EngineModel`]s: one shared weight mapping,
+//! tokenizer and prompt format, one KV-cache session per worker.
 
-use crate::cmd::run::{load_model, ModelArgs};
+use crate::cmd::run::ModelArgs;
 use anyhow::Context;
-use edgeact_runtime::agent::{EngineConfig, EngineModel};
+use edgeact_runtime::agent::{EngineConfig, EngineModel, FormatChoice, PromptFormat};
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::kernels::cuda::Backend;
 use edgeact_runtime::model::{LlamaModel, SessionOptions};
@@ -14,6 +14,8 @@ use std::sync::Arc;
 pub struct LoadedModel {
     pub model: Arc<LlamaModel>,
     pub tokenizer: Arc<Tokenizer>,
+    /// The mapped file (its chat template is read on demand).
+    pub file: Arc<GgufFile>,
     args: ModelArgs,
     /// Chosen once at load time so every worker's session runs on the same device.
     backend: Backend,
@@ -22,15 +24,22 @@ pub struct LoadedModel {
 impl LoadedModel {
     pub fn load(args: &ModelArgs) -> anyhow::Result<LoadedModel> {
         let backend = args.device.resolve()?;
-        let (file, model): (Arc<GgufFile>, Arc<LlamaModel>) = load_model(&args.model)?;
+        let (file, model): (Arc<GgufFile>, Arc<LlamaModel>) = args.load_model()?;
         let tokenizer =
             Tokenizer::from_gguf(&file).with_context(|| format!("tokenizer of {}", args.model.display()))?;
         Ok(LoadedModel {
             model,
             tokenizer: Arc::new(tokenizer),
+            file,
             args: args.clone(),
             backend,
         })
+    }
+
+    /// The prompt format `choice` stands for with this model.
+    pub fn prompt_format(&self, choice: FormatChoice) -> anyhow::Result<PromptFormat> {
+        PromptFormat::resolve(choice, &self.file)
+            .with_context(|| format!("--chat-template {} with {}", choice.name(), self.args.model.display()))
     }
 
     /// A fresh session and engine; `threads` overrides `--threads` (jobs split the cores).

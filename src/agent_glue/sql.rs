@@ -43,12 +43,17 @@ impl SqlTool {
     pub fn new(engine: &SqlEngine, table: &serde_json::Value) -> anyhow::Result<SqlTool> {
         let table: TaskTable =
             serde_json::from_value(table.clone()).context("the task's `table` is not a valid table description")?;
-        table.validate()?;
         let mut backend = engine.backend()?;
         backend
             .setup_table(&table)
             .with_context(|| format!("creating table `{}`", table.table_name))?;
         Ok(SqlTool { backend, table })
+    }
+
+    /// Why AgentBench's MySQL would not have created the task's table (or its rows); the task
+    /// then runs without them, as it did there.
+    pub fn table_problem(&self) -> Option<String> {
+        self.table.create_error().or_else(|| self.table.insert_error())
     }
 
     /// `str()` of the hash query's result, comparable with `answer_md5`.

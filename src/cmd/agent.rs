@@ -4,13 +4,13 @@
 
 use super::run::ModelArgs;
 use crate::agent_glue::model::LoadedModel;
-use crate::agent_glue::os::{MachineOptions, SandboxMachine};
+use crate::agent_glue::os::{Backend, MachineOptions, SandboxMachine};
 use crate::agent_glue::sql::{default_add_description, SqlEngine, SqlTool};
 use crate::agent_glue::transcript::Transcript;
 use anyhow::{bail, Context};
 use edgeact_runtime::agent::react::ParsedAction;
 use edgeact_runtime::agent::{
-    run_db, ChatTemplate, DbAction, EngineConfig, Event, LoopLimits, OsAction, Run, Status, Tool,
+    run_db, ChatTemplate, DbAction, EngineConfig, Event, FormatChoice, LoopLimits, OsAction, Run, Status, Tool,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -35,10 +35,15 @@ enum Task {
 pub struct GenArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Chat template: `agent` (model-card system prompt) or `eval` (no system prompt, as the
+    /// System prompt: `agent` (AgentLM's model-card system prompt) or `eval` (none, as the
     /// AgentBench harness).
     #[arg(long, default_value = "agent")]
     pub template: String,
+    /// Prompt format: `llama2` (FastChat's llama-2, as AgentBench rendered AgentLM), `gguf`
+    /// (the model's `tokenizer.chat_template`) or `auto` (llama2 when the model has no template
+    /// or a Llama-2-style one, else gguf).
+    #[arg(long, default_value = "auto", value_parser = FormatChoice::NAMES)]
+    pub chat_template: String,
     /// Turn off protocol-constrained decoding.
     #[arg(long)]
     pub no_constrain: bool,
@@ -59,6 +64,11 @@ pub struct GenArgs {
 }
 
 impl GenArgs {
+    /// The `--chat-template` choice (validated by clap).
+    pub fn format_choice(&self) -> FormatChoice {
+        FormatChoice::from_name(&self.chat_template).unwrap_or_default()
+    }
+
     pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
         let template = ChatTemplate::from_name(&self.template)
             .with_context(|| format!("unknown template {:?} (agent or eval)", self.template))?;
@@ -83,6 +93,12 @@ struct OsArgs {
     /// Strip terminal escapes and the prompt from observations.
     #[arg(long)]
     clean_output: bool,
+    /// Isolation of the agent's machine: namespace sandbox (default), docker or podman.
+    #[arg(long, value_enum, default_value_t = Backend::Namespace)]
+    backend: Backend,
+    /// Container image for --backend docker|podman (default edgeact/os-default).
+    #[arg(long)]
+    image: Option<String>,
     /// The task, e.g. "How many files are in /etc?".
     task: String,
 }
@@ -211,7 +227,14 @@ fn open_view(gen: &GenArgs, start: &serde_json::Value) -> anyhow::Result<LiveVie
 
 fn engine_for(gen: &GenArgs) -> anyhow::Result<edgeact_runtime::agent::EngineModel> {
     let loaded = LoadedModel::load(&gen.model)?;
-    let mut engine = loaded.engine(gen.engine_config()?, None)?;
+    let mut config = gen.engine_config()?;
+    config.format = loaded.prompt_format(gen.format_choice())?;
+    eprintln!(
+        "edgeact: prompt format {} (--chat-template {})",
+        config.format.name(),
+        gen.chat_template
+    );
+    let mut engine = loaded.engine(config, None)?;
     engine.set_on_text(|piece| {
         print!("{piece}");
         let _ = std::io::stdout().flush();
@@ -223,12 +246,15 @@ fn run_os_task(a: OsArgs) -> anyhow::Result<ExitCode> {
     let opts = MachineOptions {
         rootfs: a.rootfs.clone(),
         clean_output: a.clean_output,
+        backend: a.backend,
+        image: a.image.clone(),
     };
     let mut tool = SandboxMachine::start(&opts)?;
     let mut engine = engine_for(&a.gen)?;
     let mut view = open_view(
         &a.gen,
-        &serde_json::json!({"event": "start", "protocol": "os", "task": a.task, "model": a.gen.model.model}),
+        &serde_json::json!({"event": "start", "protocol": "os", "task": a.task, "model": a.gen.model.model,
+            "chat_template": engine.config().format.name()}),
     )?;
     let run = edgeact_runtime::agent::run_os(&mut engine, &mut tool, &a.task, LoopLimits::default(), &mut |ev| {
         view.on_event(ev)
@@ -255,11 +281,15 @@ fn run_db_task(a: DbArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| default_add_description(&table));
     let mut tool = SqlTool::new(&SqlEngine::from_flag(a.mysql.as_deref()), &table)?;
+    if let Some(problem) = tool.table_problem() {
+        eprintln!("warning: MySQL refuses this table ({problem}); as in AgentBench, the task runs without it");
+    }
     let mut engine = engine_for(&a.gen)?;
     let mut view = open_view(
         &a.gen,
         &serde_json::json!({"event": "start", "protocol": "db", "question": a.question,
-            "add_description": add, "model": a.gen.model.model}),
+            "add_description": add, "model": a.gen.model.model,
+            "chat_template": engine.config().format.name()}),
     )?;
     let run = run_db(
         &mut engine,

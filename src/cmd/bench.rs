@@ -2,7 +2,7 @@
 //! llama-bench: each test is repeated `-r` times after one warm-up, and the table shows the
 //! mean ± standard deviation of tokens/s.
 
-use super::run::{load_model, DeviceArgs};
+use super::run::{load_model_with, DeviceArgs, RepackArg};
 use anyhow::bail;
 use edgeact_runtime::kernels::cuda::Backend;
 use edgeact_runtime::model::{LlamaModel, SessionOptions};
@@ -36,6 +36,8 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    repack: RepackArg,
 }
 
 /// One line of results.
@@ -66,7 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Backend::Cpu => "CPU".to_string(),
         Backend::Cuda(g) => format!("CUDA {}", g.name),
     };
-    let (_file, model) = load_model(&args.model)?;
+    let (_file, model) = load_model_with(&args.model, args.repack, args.threads.iter().copied().max())?;
     let threads = if args.threads.is_empty() {
         vec![std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)]
     } else {

@@ -6,17 +6,19 @@
 //! a deterministic run; `--seeds N` runs every task N times and reports mean and spread.
 //! `--scripted FILE` replays fixed replies instead of a model (tests).
 
-use super::run::{DeviceArgs, ModelArgs, DEFAULT_CTX};
+use super::run::{DeviceArgs, ModelArgs, RepackArg, DEFAULT_CTX};
 use crate::agent_glue::model::LoadedModel;
-use crate::agent_glue::os::MachineOptions;
+use crate::agent_glue::os::{Backend, MachineOptions};
 use crate::agent_glue::scripted;
 use crate::agent_glue::sql::{SqlEngine, SqlTool};
+use crate::agent_glue::tasks::load_os_tasks;
 use crate::agent_glue::transcript::Transcript;
 use anyhow::{bail, Context};
 use edgeact_runtime::agent::judge::{judge_db_answer, judge_db_hash};
-use edgeact_runtime::agent::tasks::{load_db_tasks, load_os_tasks, DbTask, OsTask};
+use edgeact_runtime::agent::tasks::{load_db_tasks, DbTask, OsTask};
 use edgeact_runtime::agent::{
-    run_db, ChatTemplate, EngineConfig, EngineModel, Event, LanguageModel, LoopLimits, Run, ScriptedModel, Status,
+    run_db, ChatTemplate, EngineConfig, EngineModel, Event, FormatChoice, LanguageModel, LoopLimits, Run,
+    ScriptedModel, Status,
 };
 use edgeact_runtime::model::KvType;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -75,9 +77,13 @@ struct EvalArgs {
     /// Replay fixed replies (JSONL `{"index": N, "replies": [...]}`) instead of a model.
     #[arg(long, conflicts_with = "model")]
     scripted: Option<PathBuf>,
-    /// Chat template: `eval` (no system prompt, as published) or `agent`.
+    /// System prompt: `eval` (none, as published) or `agent` (AgentLM's model card).
     #[arg(long, default_value = "eval")]
     template: String,
+    /// Prompt format: `llama2` (as AgentBench rendered AgentLM), `gguf` (the model's
+    /// `tokenizer.chat_template`) or `auto` (llama2 unless the model has a non-Llama-2 template).
+    #[arg(long, default_value = "auto", value_parser = FormatChoice::NAMES)]
+    chat_template: String,
     /// Protocol-constrained decoding (off by default to reproduce the published setup).
     #[arg(long)]
     constrain: bool,
@@ -93,12 +99,20 @@ struct EvalArgs {
     kv_type: KvType,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    repack: RepackArg,
     /// OS: root file system for the sandboxes (`edgeact rootfs build`); default: the host's.
     #[arg(long)]
     rootfs: Option<PathBuf>,
     /// OS: strip terminal escapes and the prompt from observations.
     #[arg(long)]
     clean_output: bool,
+    /// OS: isolation of the task machines: namespace sandbox (default), docker or podman.
+    #[arg(long, value_enum, default_value_t = Backend::Namespace)]
+    backend: Backend,
+    /// OS: container image for --backend docker|podman (default edgeact/os-default).
+    #[arg(long)]
+    image: Option<String>,
     /// DB: use a MySQL/MariaDB server (`mysql://user:pass@host:port`) instead of SQLite.
     #[arg(long)]
     mysql: Option<String>,
@@ -145,6 +159,8 @@ struct Report {
     scripted: Option<String>,
     greedy: bool,
     template: String,
+    /// The prompt format used (`llama2`/`gguf`; the `--chat-template` choice when scripted).
+    chat_template: String,
     constrained: bool,
     seeds: Vec<SeedSummary>,
     score_mean: f64,
@@ -215,6 +231,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             threads: a.threads,
             kv_type: a.kv_type,
             device: a.device.clone(),
+            repack: a.repack,
         })?),
         (None, None) => bail!("give a model with -m (or --scripted FILE)"),
     };
@@ -225,6 +242,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut config = EngineConfig::eval(0);
     config.template = template;
+    let choice = FormatChoice::from_name(&a.chat_template).unwrap_or_default();
+    let format_name = match &source {
+        Source::Engine(m) => {
+            config.format = m.prompt_format(choice)?;
+            eprintln!(
+                "edgeact: prompt format {} (--chat-template {})",
+                config.format.name(),
+                choice.name()
+            );
+            config.format.name()
+        }
+        Source::Scripted(_) => choice.name(),
+    };
     config.constrained = a.constrain;
     config.max_new_tokens = a.max_new_tokens;
     if a.greedy {
@@ -255,6 +285,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let machine = MachineOptions {
         rootfs: a.rootfs.clone(),
         clean_output: a.clean_output,
+        backend: a.backend,
+        image: a.image.clone(),
     };
     let env = Env {
         tasks: &tasks,
@@ -342,6 +374,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             scripted: a.scripted.as_ref().map(|p| p.display().to_string()),
             greedy: a.greedy,
             template: a.template.clone(),
+            chat_template: format_name.to_string(),
             constrained: a.constrain,
             seeds: summaries,
             score_mean: mean,

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::agent_glue::os::{start_session, Backend};
 use anyhow::Context;
-use edgeact_tools::os::{rootfs, truncate_os_output, EndReason, OsSandbox, OsTask, RootFs, SandboxConfig};
+use edgeact_tools::os::{rootfs, truncate_os_output, EndReason, OsTask, RootFs, SandboxConfig};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,6 +28,13 @@ pub struct Args {
     /// the one `edgeact rootfs build` made).
     #[arg(long)]
     rootfs: Option<String>,
+    /// Isolation: the namespace sandbox (default), or a Docker/Podman container.
+    #[arg(long, value_enum, default_value_t = Backend::Namespace)]
+    backend: Backend,
+    /// Container image for --backend docker|podman (default edgeact/os-default, imported
+    /// from the `edgeact rootfs build` root when missing).
+    #[arg(long)]
+    image: Option<String>,
     /// After the command, run the task's check scripts with this answer and report the verdict.
     #[arg(long)]
     answer: Option<String>,
@@ -37,6 +45,8 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let root = match a.rootfs.as_deref() {
+        // Containers run an image: their default import source is the rootfs cache.
+        _ if a.backend != Backend::Namespace => RootFs::HostReadOnly,
         None => RootFs::HostReadOnly,
         Some("cache") => {
             let d = rootfs::default_dir();
@@ -60,9 +70,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         Some(p) => Some(OsTask::load(p, a.index).with_context(|| format!("load task {}", p.display()))?),
         None => None,
     };
-    let mut sb = OsSandbox::start(cfg).context("start the sandbox")?;
+    let import_from = match a.rootfs.as_deref() {
+        Some("cache") | None => None,
+        Some(d) => Some(PathBuf::from(d)),
+    };
+    let mut sb = start_session(a.backend, cfg, a.image.as_deref(), import_from.as_deref())?;
     if let Some(t) = &task {
-        t.setup(&mut sb).context("task set-up")?;
+        t.setup(sb.as_mut()).context("task set-up")?;
     }
     let code = a.cmd.join(" ");
     let out = sb.run(&code).context("run the command")?;
@@ -82,7 +96,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         EndReason::Silence => {
             eprintln!(
                 "(the command was still running after {} s of silence)",
-                sb.config().silence_timeout.as_secs()
+                sb.limits().silence_timeout.as_secs()
             );
             124
         }
@@ -91,7 +105,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             124
         }
         EndReason::OutputCap => {
-            eprintln!("(interrupted: output over {} bytes)", sb.config().output_cap);
+            eprintln!("(interrupted: output over {} bytes)", sb.limits().output_cap);
             1
         }
         EndReason::ShellExited => {
@@ -100,7 +114,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     };
     if let (Some(t), Some(ans)) = (&task, &a.answer) {
-        match t.check(&mut sb, Some(ans)).context("run the check scripts")? {
+        match t.check(sb.as_mut(), Some(ans)).context("run the check scripts")? {
             Some(ok) => eprintln!("check: {}", if ok { "pass" } else { "fail" }),
             None => eprintln!("check: this task is judged by match, not scripts"),
         }

@@ -1,15 +1,18 @@
 //! [`EngineModel`]: the [`LanguageModel`] over our own forward pass ([`Session`]) and
 //! [`Tokenizer`], with KV-cache prefix reuse across turns and optional constrained decoding.
 //!
-//! Each call renders the trimmed history with the llama-2 template, tokenizes it (BOS first,
-//! `</s><s>` as special tokens, like the TGI server did), left-truncates it to the prompt
-//! limit, keeps the longest common token prefix with what the session already holds and
-//! prefills only the rest. Generation ends at end-of-generation, the token limit, or (when
-//! constrained) as soon as the action is complete.
+//! Each call renders the whole trimmed history in the configured [`PromptFormat`] (the
+//! llama-2 template, tokenized with BOS first and `</s><s>` as special tokens like the TGI
+//! server did, or the model's Jinja template), left-truncates it to the prompt limit, keeps
+//! the longest common token prefix with what the session already holds and prefills only the
+//! rest. Any template whose rendering of earlier turns does not change when turns are added
+//! (llama-2, ChatML, Llama-3, …) therefore reuses the cache across turns. Generation ends at
+//! end-of-generation, the token limit, or (when constrained) as soon as the action is complete.
 
 use super::constrain::Constraint;
+use super::prompt::PromptFormat;
 use super::react::{LanguageModel, ModelReply, ModelRequest, TurnStats};
-use super::render::{render_llama2, ChatTemplate};
+use super::render::ChatTemplate;
 use crate::model::Session;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
@@ -19,7 +22,10 @@ use std::time::Instant;
 /// How the engine renders prompts and generates replies.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
+    /// The system prompt choice (`eval`: none, `agent`: the model card's).
     pub template: ChatTemplate,
+    /// How the conversation is rendered: AgentBench's llama-2 (default) or a Jinja template.
+    pub format: PromptFormat,
     /// AgentBench: 128.
     pub max_new_tokens: usize,
     /// AgentBench: 4096 - 128 = 3968 (also capped by the session's context minus
@@ -38,6 +44,7 @@ impl EngineConfig {
     pub fn eval(seed: u64) -> EngineConfig {
         EngineConfig {
             template: ChatTemplate::Eval,
+            format: PromptFormat::Llama2,
             max_new_tokens: 128,
             max_prompt_tokens: 3968,
             reuse_prefix: true,
@@ -126,6 +133,10 @@ impl EngineModel {
         &self.config
     }
 
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
     pub fn session(&self) -> &Session {
         &self.session
     }
@@ -141,8 +152,8 @@ impl EngineModel {
 
 impl LanguageModel for EngineModel {
     fn reply(&mut self, request: &ModelRequest<'_>) -> anyhow::Result<ModelReply> {
-        let prompt = render_llama2(request.messages, &self.config.template);
-        let mut tokens = self.tokenizer.encode(&prompt, true, true);
+        let prompt = self.config.format.render(request.messages, &self.config.template)?;
+        let mut tokens = self.config.format.encode(&self.tokenizer, &prompt);
         let limit = self.prompt_limit();
         let truncated = tokens.len().saturating_sub(limit);
         // TGI keeps the last tokens (`truncate` = left truncation).

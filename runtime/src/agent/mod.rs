@@ -1,6 +1,7 @@
 //! The AgentBench OS/DB agent: protocol texts, history rendering and trimming, action parsers,
 //! the ReAct loop over a [`react::LanguageModel`] and a [`react::Tool`], the engine-backed model
-//! with KV-cache prefix reuse ([`engine`]), protocol-constrained decoding ([`constrain`]),
+//! with KV-cache prefix reuse ([`engine`]) in AgentBench's llama-2 format or the model's own
+//! chat template ([`prompt`]), protocol-constrained decoding ([`constrain`]),
 //! task files ([`tasks`]) and the judges ([`judge`]).
 //!
 //! Everything here follows `shared/docs/agent-protocol.md` (AgentBench `v0.1`/`AgentBench.old`
@@ -10,6 +11,7 @@ pub mod constrain;
 pub mod engine;
 pub mod judge;
 pub mod parse;
+pub mod prompt;
 pub mod protocol_text;
 pub mod py;
 pub mod react;
@@ -18,6 +20,7 @@ pub mod tasks;
 
 pub use engine::{EngineConfig, EngineModel};
 pub use parse::{parse_db, parse_os, DbAction, OsAction, OsParse};
+pub use prompt::{FormatChoice, PromptFormat};
 pub use react::{
     run_db, run_os, Event, LanguageModel, LoopLimits, ModelReply, ModelRequest, Protocol, Run, ScriptedModel, Status,
     Tool, TurnStats,

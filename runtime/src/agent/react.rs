@@ -205,6 +205,29 @@ fn call(model: &mut dyn LanguageModel, history: &[Message], protocol: Protocol) 
     })
 }
 
+/// Runs `input` with the tool and records the user turn made of its output (by `render`) in
+/// the history, the step and the event stream.
+fn observe(
+    tool: &mut dyn Tool,
+    input: &str,
+    render: fn(&str) -> String,
+    round: usize,
+    step: &mut Step,
+    history: &mut Vec<Message>,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> anyhow::Result<()> {
+    let raw = tool.execute(input)?;
+    let obs = render(&raw);
+    on_event(Event::Observation {
+        round,
+        raw: &raw,
+        message: &obs,
+    });
+    history.push(Message::user(obs.clone()));
+    step.observation = Some(obs);
+    Ok(())
+}
+
 /// Runs one OS task: `description` is the task text, `tool` a fresh shell in the task's machine.
 pub fn run_os(
     model: &mut dyn LanguageModel,
@@ -245,15 +268,7 @@ pub fn run_os(
                 break;
             }
             Some(OsAction::Bash(code)) => {
-                let raw = tool.execute(&code)?;
-                let obs = os_observation(&raw);
-                on_event(Event::Observation {
-                    round,
-                    raw: &raw,
-                    message: &obs,
-                });
-                history.push(Message::user(obs.clone()));
-                step.observation = Some(obs);
+                observe(tool, &code, os_observation, round, &mut step, &mut history, on_event)?;
                 steps.push(step);
             }
         }
@@ -302,15 +317,7 @@ pub fn run_db(
                 steps.push(step);
                 break (Status::InvalidAction, String::new());
             };
-            let raw = tool.execute(&sql)?;
-            let obs = db_observation(&raw);
-            on_event(Event::Observation {
-                round,
-                raw: &raw,
-                message: &obs,
-            });
-            history.push(Message::user(obs.clone()));
-            step.observation = Some(obs);
+            observe(tool, &sql, db_observation, round, &mut step, &mut history, on_event)?;
             steps.push(step);
             operations += 1;
             round += 1;

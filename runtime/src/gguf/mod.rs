@@ -114,6 +114,28 @@ impl GgufFile {
         }
     }
 
+    /// Tells the kernel this process no longer needs `range` of the mapping (a tensor that was
+    /// copied elsewhere, e.g. repacked), so its pages stop counting towards our resident
+    /// memory. Reading the range again still works: the pages fault back in from the file.
+    /// Only whole pages inside the range are released; a no-op for in-memory images.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        if let Storage::Mapped(m) = &self.storage {
+            const PAGE: usize = 4096;
+            let start = range.start.next_multiple_of(PAGE);
+            let end = range.end.min(m.len()) / PAGE * PAGE;
+            if start < end {
+                // SAFETY: the mapping is read-only and shared, so MADV_DONTNEED only drops this
+                // process's page-table entries; a later read faults the same file bytes back
+                // in, so no slice borrowed from the mapping ever sees different contents.
+                // Failure only means the pages stay resident.
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+
     pub fn file_size(&self) -> u64 {
         self.bytes().len() as u64
     }

@@ -7,7 +7,9 @@ use crate::kernels::cpu as k;
 use crate::quant::{GgmlType, QuantError};
 use half::f16;
 
-pub use crate::kernels::cpu::{KernelError, QMatrix, RopeTable, ThreadPool};
+pub use crate::kernels::cpu::{
+    repack_supported, repackable, KernelError, PackedMatrix, QMatrix, RopeTable, ThreadPool,
+};
 
 /// Checks that a weight can go through the matmul (type has a kernel, bytes match the shape).
 pub fn check_matrix(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Result<(), KernelError> {

@@ -20,6 +20,8 @@ pub struct Weight {
     pub cols: usize,
     /// Absolute byte range in the file image.
     pub range: Range<usize>,
+    /// The repacked form (see [`LlamaModel::repack`]), used instead of the mapping's bytes.
+    pub packed: Option<Arc<ops::PackedMatrix>>,
 }
 
 /// One transformer block's weights.
@@ -133,13 +135,52 @@ impl LlamaModel {
     }
 
     /// A weight as a matrix view into the mapping.
-    pub(crate) fn qmatrix(&self, w: &Weight) -> QMatrix<'_> {
+    pub(crate) fn qmatrix<'a>(&'a self, w: &'a Weight) -> QMatrix<'a> {
         QMatrix {
             ty: w.ty,
             rows: w.rows,
             cols: w.cols,
             data: &self.file.bytes()[w.range.clone()],
+            packed: w.packed.as_deref(),
         }
+    }
+
+    /// Repacks every Q4_0 and Q4_K matrix of the transformer blocks for the AVX-512 VNNI kernels (see
+    /// `kernels::cpu::repack`), using `threads` threads. This copies those weights out of the
+    /// mapping into anonymous memory; returns the bytes copied (0 where the CPU has no kernel
+    /// for repacked weights, which then keeps using the mapping). The mapping's pages of the
+    /// repacked tensors are released, so resident memory holds one copy of those weights.
+    pub fn repack(&mut self, threads: usize) -> Result<usize, ModelError> {
+        if !ops::repack_supported() {
+            return Ok(0);
+        }
+        let pool = ops::ThreadPool::new(threads.max(1));
+        let bytes = self.file.bytes();
+        let mut total = 0;
+        for layer in &mut self.layers {
+            for w in [
+                &mut layer.wq,
+                &mut layer.wk,
+                &mut layer.wv,
+                &mut layer.wo,
+                &mut layer.w_gate,
+                &mut layer.w_up,
+                &mut layer.w_down,
+            ] {
+                if !ops::repackable(w.ty) || w.packed.is_some() {
+                    continue;
+                }
+                let m = QMatrix::new(w.ty, w.rows, w.cols, &bytes[w.range.clone()])
+                    .map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))?;
+                let packed =
+                    ops::PackedMatrix::new(&pool, &m).map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))?;
+                total += packed.bytes();
+                w.packed = Some(Arc::new(packed));
+                // The mapped copy is no longer read; keep resident memory at one copy.
+                self.file.release(w.range.clone());
+            }
+        }
+        Ok(total)
     }
 
     /// Writes the embedding of `token` (checked `< vocab_size` by the caller) into `out`.
@@ -197,6 +238,7 @@ fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize, usage: Use) -> 
         rows,
         cols,
         range: start..start + t.data.len(),
+        packed: None,
     })
 }
 

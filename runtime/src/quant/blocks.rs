@@ -13,6 +13,8 @@ pub const QK4_0: usize = 32;
 pub const QK4_1: usize = 32;
 pub const QK8_0: usize = 32;
 pub const QK8_1: usize = 32;
+pub const QK5_0: usize = 32;
+pub const QK5_1: usize = 32;
 /// Bytes of packed 6-bit scales/mins in a Q4_K/Q5_K super-block.
 pub const K_SCALE_SIZE: usize = 12;
 
@@ -31,6 +33,27 @@ pub struct BlockQ4_1 {
     pub d: f16,
     pub m: f16,
     pub qs: [u8; QK4_1 / 2],
+}
+
+/// 32 weights: `w = d * (q - 16)`, q in 0..32: the low 4 bits as in Q4_0 (low nibbles hold
+/// elements 0..16, high nibbles 16..32), the fifth bit of element j in bit j of the
+/// little-endian u32 `qh` (bytes, not a `u32`, so the block stays 22 bytes with no padding).
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ5_0 {
+    pub d: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK5_0 / 2],
+}
+
+/// 32 weights: `w = d * q + m`, q in 0..32, bits laid out as [`BlockQ5_0`].
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ5_1 {
+    pub d: f16,
+    pub m: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK5_1 / 2],
 }
 
 /// 32 weights: `w = d * q`, q in -127..=127.
@@ -103,6 +126,8 @@ mod tests {
     fn sizes_match_ggml() {
         assert_eq!(size_of::<BlockQ4_0>(), GgmlType::Q4_0.type_size());
         assert_eq!(size_of::<BlockQ4_1>(), GgmlType::Q4_1.type_size());
+        assert_eq!(size_of::<BlockQ5_0>(), GgmlType::Q5_0.type_size());
+        assert_eq!(size_of::<BlockQ5_1>(), GgmlType::Q5_1.type_size());
         assert_eq!(size_of::<BlockQ8_0>(), GgmlType::Q8_0.type_size());
         assert_eq!(size_of::<BlockQ8_1>(), GgmlType::Q8_1.type_size());
         assert_eq!(size_of::<BlockQ4K>(), GgmlType::Q4_K.type_size());

@@ -4,7 +4,7 @@
 //! - [`quantize_row`] / [`dequantize_row`]: type-dispatched, length- and NaN-checked entry
 //!   points over raw tensor bytes (the converter and loader use these).
 //! - [`quantize_row_q8_0`], [`quantize_row_q8_1`], [`quantize_row_q8_k`]: the activation
-//!   quantizers the matmul kernels pair with Q4_0/Q8_0, Q4_1 and the k-quants.
+//!   quantizers the matmul kernels pair with Q4_0/Q5_0/Q8_0, Q4_1/Q5_1 and the k-quants.
 //! - [`BlockFormat`]: one implementation per block struct (`from_float` / `to_float`).
 //! - [`float`]: f16/bf16 conversions with ggml's rounding; [`get_scale_min_k4`] and
 //!   [`unpack_q4k_scales`] for kernels reading Q4_K/Q5_K scales.
@@ -14,10 +14,13 @@ pub mod float;
 pub mod format;
 pub mod kquants;
 pub mod legacy;
+pub mod q5;
 mod rounding;
 pub mod types;
 
-pub use blocks::{BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1};
+pub use blocks::{
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+};
 pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 pub use format::BlockFormat;
 pub use kquants::{get_scale_min_k4, pack_q4k_scales, unpack_q4k_scales};
@@ -49,16 +52,19 @@ pub enum QuantError {
     Unsupported { ty: GgmlType, op: &'static str },
 }
 
-/// Quantizes activations to Q8_0 (the partner of Q4_0 and Q8_0 weights), as ggml's
-/// `quantize_row_q8_0_ref`. `x.len()` must be `32 * out.len()`. NaN/Inf are not rejected.
+/// Quantizes activations to Q8_0 (the partner of Q4_0 and Q8_0 weights) as ggml's x86 CPU
+/// backend does for its matmuls (`127 / amax`, round half to even; see
+/// [`legacy::quantize_act_q8_0`]), which differs from the reference `quantize_row_q8_0_ref`
+/// (what [`quantize_row`] writes for Q8_0 weights) on rare ties. `x.len()` must be
+/// `32 * out.len()`. NaN/Inf are not rejected.
 pub fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) -> Result<(), QuantError> {
-    BlockQ8_0::from_float(x, out)
+    legacy::quantize_act_q8_0(x, out)
 }
 
-/// Quantizes activations to Q8_1 (Q8_0 plus `s = d * sum(q)`, the partner of Q4_1), as
-/// ggml's `quantize_row_q8_1_ref`. `x.len()` must be `32 * out.len()`.
+/// Quantizes activations to Q8_1 (Q8_0 plus `s = d * sum(q)`, the partner of Q4_1) as ggml's
+/// x86 CPU backend does ([`legacy::quantize_act_q8_1`]). `x.len()` must be `32 * out.len()`.
 pub fn quantize_row_q8_1(x: &[f32], out: &mut [BlockQ8_1]) -> Result<(), QuantError> {
-    BlockQ8_1::from_float(x, out)
+    legacy::quantize_act_q8_1(x, out)
 }
 
 /// Quantizes activations to Q8_K (the partner of the k-quants; f32 scale, 16-element
@@ -68,12 +74,14 @@ pub fn quantize_row_q8_k(x: &[f32], out: &mut [BlockQ8K]) -> Result<(), QuantErr
 }
 
 /// The types [`quantize_row`] accepts.
-pub const QUANTIZE_TYPES: [GgmlType; 11] = [
+pub const QUANTIZE_TYPES: [GgmlType; 13] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
     GgmlType::Q8_0,
     GgmlType::Q8_1,
     GgmlType::Q4_K,
@@ -122,6 +130,8 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qua
         }
         GgmlType::Q4_0 => quantize_blocks::<BlockQ4_0>(src, dst)?,
         GgmlType::Q4_1 => quantize_blocks::<BlockQ4_1>(src, dst)?,
+        GgmlType::Q5_0 => quantize_blocks::<BlockQ5_0>(src, dst)?,
+        GgmlType::Q5_1 => quantize_blocks::<BlockQ5_1>(src, dst)?,
         GgmlType::Q8_0 => quantize_blocks::<BlockQ8_0>(src, dst)?,
         GgmlType::Q8_1 => quantize_blocks::<BlockQ8_1>(src, dst)?,
         GgmlType::Q4_K => quantize_blocks::<BlockQ4K>(src, dst)?,
@@ -166,6 +176,8 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Q
         }
         GgmlType::Q4_0 => dequantize_blocks::<BlockQ4_0>(src, dst)?,
         GgmlType::Q4_1 => dequantize_blocks::<BlockQ4_1>(src, dst)?,
+        GgmlType::Q5_0 => dequantize_blocks::<BlockQ5_0>(src, dst)?,
+        GgmlType::Q5_1 => dequantize_blocks::<BlockQ5_1>(src, dst)?,
         GgmlType::Q8_0 => dequantize_blocks::<BlockQ8_0>(src, dst)?,
         GgmlType::Q8_1 => dequantize_blocks::<BlockQ8_1>(src, dst)?,
         GgmlType::Q4_K => dequantize_blocks::<BlockQ4K>(src, dst)?,

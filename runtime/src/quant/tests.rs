@@ -27,9 +27,11 @@ impl Rng {
     }
 }
 
-const QUANTIZED: [GgmlType; 8] = [
+const QUANTIZED: [GgmlType; 10] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
     GgmlType::Q8_0,
     GgmlType::Q8_1,
     GgmlType::Q4_K,
@@ -57,6 +59,8 @@ fn rel_rmse_bound(ty: GgmlType) -> f32 {
         GgmlType::Q4_0 => 0.13,
         GgmlType::Q4_1 | GgmlType::Q4_K => 0.11,
         GgmlType::Q5_K => 0.055,
+        GgmlType::Q5_0 => 0.07,
+        GgmlType::Q5_1 => 0.06,
         GgmlType::Q6_K => 0.03,
         GgmlType::Q8_0 | GgmlType::Q8_1 | GgmlType::F16 => 0.006,
         GgmlType::Q8_K => 0.009,
@@ -112,8 +116,43 @@ fn q4_0_known_block() {
 }
 
 #[test]
+fn q5_0_known_block() {
+    // Extreme value -16 gives d = 1 exactly; every integer in -16..=15 is then represented
+    // exactly, so every 5-bit pattern (and both values of each `qh` bit) occurs.
+    let x: Vec<f32> = (0..32).map(|j| ((j * 7) % 32) as f32 - 16.0).collect();
+    let mut out = [BlockQ5_0::zeroed()];
+    BlockQ5_0::from_float(&x, &mut out).unwrap();
+    assert_eq!(out[0].d.to_f32(), 1.0);
+    let q: Vec<u32> = (0..32).map(|j| ((j * 7) % 32) as u32).collect();
+    let qh: u32 = (0..32).map(|j| ((q[j] >> 4) & 1) << j).sum();
+    assert_eq!(u32::from_le_bytes(out[0].qh), qh);
+    for j in 0..16 {
+        assert_eq!(out[0].qs[j] as u32, (q[j] & 15) | ((q[j + 16] & 15) << 4), "byte {j}");
+    }
+    let mut y = [0f32; 32];
+    BlockQ5_0::to_float(&out, &mut y).unwrap();
+    assert_eq!(y.as_slice(), x.as_slice());
+}
+
+#[test]
+fn q5_1_known_block() {
+    // min 3, max 34: d = 1 exactly and q = x - 3 covers 0..=31.
+    let x: Vec<f32> = (0..32).map(|j| ((j * 11) % 32) as f32 + 3.0).collect();
+    let mut out = [BlockQ5_1::zeroed()];
+    BlockQ5_1::from_float(&x, &mut out).unwrap();
+    assert_eq!((out[0].d.to_f32(), out[0].m.to_f32()), (1.0, 3.0));
+    let q: Vec<u32> = (0..32).map(|j| ((j * 11) % 32) as u32).collect();
+    let qh: u32 = (0..32).map(|j| ((q[j] >> 4) & 1) << j).sum();
+    assert_eq!(u32::from_le_bytes(out[0].qh), qh);
+    let mut y = [0f32; 32];
+    BlockQ5_1::to_float(&out, &mut y).unwrap();
+    assert_eq!(y.as_slice(), x.as_slice());
+}
+
+#[test]
 fn q8_0_known_block() {
-    // amax 127 gives d = 1 and exact integers; 2.5 rounds away from zero (roundf) to 3.
+    // amax 127 gives d = 1 and exact integers; the activation quantizer rounds 2.5 half to
+    // even (to 2) as ggml's x86 CPU backend does.
     let mut x = [0f32; 32];
     x[0] = 127.0;
     x[1] = -2.5;
@@ -122,7 +161,7 @@ fn q8_0_known_block() {
     let mut out = [BlockQ8_0::zeroed()];
     quantize_row_q8_0(&x, &mut out).unwrap();
     assert_eq!(out[0].d.to_f32(), 1.0);
-    assert_eq!(&out[0].qs[..5], &[127, -3, 3, -127, 0]);
+    assert_eq!(&out[0].qs[..5], &[127, -2, 2, -127, 0]);
 }
 
 #[test]
@@ -256,8 +295,9 @@ fn rejects_bad_lengths_and_non_finite() {
             Err(QuantError::NonFinite { index: 200 })
         );
     }
+    // Q2_K has no quantizer here.
     assert!(matches!(
-        quantize_row(GgmlType::Q5_0, &x[..32], &mut dst[..22]),
+        quantize_row(GgmlType::Q2_K, &x[..256], &mut dst[..84]),
         Err(QuantError::Unsupported { .. })
     ));
     let mut out = vec![0f32; 256];

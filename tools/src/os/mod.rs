@@ -19,6 +19,8 @@
 //! memory (cgroup v2 `memory.max` or v1 `memory.limit_in_bytes` when writable), tmpfs sizes,
 //! and an output cap after which the command is interrupted and the rest discarded.
 
+pub mod container;
+mod pty;
 pub mod rootfs;
 mod sys;
 pub mod task;
@@ -30,6 +32,9 @@ use std::time::{Duration, Instant};
 
 use sys::{Exec, NsFds, Op, Plan};
 
+pub use container::{ContainerConfig, ContainerRuntime, ContainerSandbox};
+pub use pty::ShellLimits;
+use pty::{PtyShell, Stuck};
 pub use task::{OsTask, Script, ScriptLanguage};
 
 /// Errors of the OS sandbox.
@@ -60,6 +65,9 @@ pub enum OsError {
     /// A task description that cannot be used.
     #[error("task: {0}")]
     Task(String),
+    /// The container engine (Docker/Podman) is missing, unreachable or failed.
+    #[error("container: {0}")]
+    Container(String),
 }
 
 /// Result alias for the OS module.
@@ -109,6 +117,18 @@ pub struct SandboxConfig {
     pub hostname: Option<String>,
     /// Host-root mode: directories replaced by empty tmpfs (those that exist).
     pub mask_dirs: Vec<PathBuf>,
+}
+
+impl SandboxConfig {
+    /// The limits of the agent's shell session.
+    pub fn limits(&self) -> ShellLimits {
+        ShellLimits {
+            wall_timeout: self.wall_timeout,
+            silence_timeout: self.silence_timeout,
+            output_cap: self.output_cap,
+            raw_terminal: self.raw_terminal,
+        }
+    }
 }
 
 impl Default for SandboxConfig {
@@ -183,6 +203,34 @@ impl ScriptOutput {
     /// Whether the script exited with 0.
     pub fn success(&self) -> bool {
         self.code == 0
+    }
+}
+
+/// A task's machine as the OS tool uses it, whichever backend runs it (the namespace
+/// [`OsSandbox`] or a Docker/Podman [`ContainerSandbox`]).
+pub trait ShellSession {
+    /// Types `bash_code` into the agent's persistent shell and collects the observation.
+    fn run(&mut self, bash_code: &str) -> Result<CommandOutput>;
+    /// Runs a task script as a separate process on the machine (not in the agent's shell).
+    fn run_script(&mut self, script: &Script, args: &[&str]) -> Result<ScriptOutput>;
+    /// The machine's hostname (shown in the prompt).
+    fn hostname(&self) -> &str;
+    /// The limits of the shell session.
+    fn limits(&self) -> ShellLimits;
+}
+
+impl ShellSession for OsSandbox {
+    fn run(&mut self, bash_code: &str) -> Result<CommandOutput> {
+        OsSandbox::run(self, bash_code)
+    }
+    fn run_script(&mut self, script: &Script, args: &[&str]) -> Result<ScriptOutput> {
+        OsSandbox::run_script(self, script, args)
+    }
+    fn hostname(&self) -> &str {
+        OsSandbox::hostname(self)
+    }
+    fn limits(&self) -> ShellLimits {
+        self.cfg.limits()
     }
 }
 
@@ -266,7 +314,7 @@ pub fn clean_terminal_output(raw: &str) -> String {
     out
 }
 
-const BASHRC: &str = r#"# ~/.bashrc of edgeact sandbox sessions: the interactive settings of Ubuntu's default
+pub(crate) const BASHRC: &str = r#"# ~/.bashrc of edgeact sandbox sessions: the interactive settings of Ubuntu's default
 # root shell (xterm title + user@host:cwd prompt, colour aliases), which AgentBench showed.
 case $- in *i*) ;; *) return ;; esac
 HISTCONTROL=ignoreboth
@@ -287,7 +335,7 @@ alias la='ls -A'
 alias l='ls -CF'
 "#;
 
-const PROFILE: &str = r#"# ~/.profile of edgeact sandbox sessions.
+pub(crate) const PROFILE: &str = r#"# ~/.profile of edgeact sandbox sessions.
 if [ "$BASH" ]; then
     if [ -f ~/.bashrc ]; then
         . ~/.bashrc
@@ -298,7 +346,7 @@ mesg n 2> /dev/null || true
 
 /// Bash 5.1+ wraps every prompt in bracketed-paste escapes (`\x1b[?2004h`); the shells of
 /// AgentBench's traces did not, so it is switched off.
-const INPUTRC: &str = "set enable-bracketed-paste off\n";
+pub(crate) const INPUTRC: &str = "set enable-bracketed-paste off\n";
 
 const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -361,7 +409,7 @@ fn make_cgroups(id: &str, cfg: &SandboxConfig) -> Vec<(PathBuf, Vec<(&'static st
 /// follows the creating thread): keep the sandbox on the thread that made it.
 pub struct OsSandbox {
     cfg: SandboxConfig,
-    master: OwnedFd,
+    shell: PtyShell,
     intermediate: libc::pid_t,
     init: libc::pid_t,
     ns: NsFds,
@@ -369,8 +417,6 @@ pub struct OsSandbox {
     cgroups: Vec<PathBuf>,
     rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t)>,
     hostname: String,
-    shell_pgid: Option<libc::pid_t>,
-    alive: bool,
     env: Vec<(String, String)>,
     /// What enforces memory and process limits, for reports.
     enforcement: Vec<String>,
@@ -460,9 +506,11 @@ impl OsSandbox {
         }
         let cgroup_dirs: Vec<PathBuf> = cgroups.into_iter().map(|(d, _)| d).collect();
 
+        let placeholder = OwnedFd::from(std::fs::File::open("/dev/null").map_err(io_err("open /dev/null"))?);
+        let shell = PtyShell::new(placeholder, cfg.limits(), Stuck::KillForegroundGroup);
         let mut sb = Self {
             cfg,
-            master: OwnedFd::from(std::fs::File::open("/dev/null").map_err(io_err("open /dev/null"))?),
+            shell,
             intermediate: 0,
             init: 0,
             ns: NsFds { fds: Vec::new() },
@@ -470,8 +518,6 @@ impl OsSandbox {
             cgroups: cgroup_dirs,
             rlimits,
             hostname,
-            shell_pgid: None,
-            alive: false,
             env,
             enforcement,
         };
@@ -738,7 +784,7 @@ impl OsSandbox {
         let pid = sys::spawn_sandbox(&plan, &fds).map_err(io_err("fork"))?;
         drop((report_w, go_r, slave));
         self.intermediate = pid;
-        self.master = master;
+        self.shell.master = master;
         let mut report = std::fs::File::from(report_r);
         let fail = |this: &mut Self, e: OsError| {
             this.kill_all();
@@ -815,11 +861,7 @@ impl OsSandbox {
             }
         }
         self.ns = NsFds::open(self.init, true, !host_root).map_err(io_err("open sandbox namespaces"))?;
-        self.alive = true;
-        // AgentBench discards the shell's greeting and first prompt.
-        let _ = self.collect(false)?;
-        self.shell_pgid = sys::tcgetpgrp(self.master.as_raw_fd());
-        Ok(())
+        self.shell.started()
     }
 
     /// The sandbox's hostname.
@@ -841,161 +883,7 @@ impl OsSandbox {
     /// collects the output until the prompt, `silence_timeout` without output, the wall-clock
     /// limit or the output cap. The echo of the input is dropped.
     pub fn run(&mut self, bash_code: &str) -> Result<CommandOutput> {
-        if !self.alive {
-            return Err(OsError::ShellExited);
-        }
-        // Output that arrived after the previous observation ended (a command that outlived
-        // the silence rule) is shown first, but must not be taken for this command's echo
-        // or prompt.
-        let mut leftover = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        while leftover.len() < self.cfg.output_cap {
-            match self.read_chunk(&mut buf, Duration::ZERO)? {
-                Some(n) if n > 0 => leftover.extend_from_slice(&buf[..n]),
-                _ => break,
-            }
-        }
-        let mut input = bash_code.as_bytes().to_vec();
-        input.push(b'\n');
-        sys::write_all(self.master.as_raw_fd(), &input, self.cfg.wall_timeout).map_err(io_err("write to the shell"))?;
-        let mut out = self.collect(true)?;
-        if !leftover.is_empty() {
-            leftover.extend_from_slice(&out.raw);
-            out.raw = leftover;
-            let text = String::from_utf8_lossy(&out.raw).into_owned();
-            out.output = if self.cfg.raw_terminal {
-                text
-            } else {
-                clean_terminal_output(&text)
-            };
-        }
-        Ok(out)
-    }
-
-    fn read_chunk(&mut self, buf: &mut [u8], wait: Duration) -> Result<Option<usize>> {
-        let ms = wait.as_millis().min(i32::MAX as u128) as i32;
-        let ev = sys::poll(self.master.as_raw_fd(), libc::POLLIN, ms).map_err(io_err("poll the shell"))?;
-        if ev == 0 {
-            return Ok(None);
-        }
-        match sys::read(self.master.as_raw_fd(), buf) {
-            Ok(0) => Ok(Some(0)),
-            Ok(n) => Ok(Some(n)),
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(None),
-            // EIO: every slave descriptor is closed, i.e. the shell and its children are gone.
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(Some(0)),
-            Err(e) => Err(io_err("read from the shell")(e)),
-        }
-    }
-
-    /// Interrupts the foreground job (^C), then kills its process group if the prompt does not
-    /// come back; discards what it prints meanwhile.
-    fn interrupt(&mut self) -> Result<bool> {
-        let _ = sys::write_all(self.master.as_raw_fd(), b"\x03", Duration::from_secs(1));
-        if self.drain_until_prompt(Duration::from_secs(2))? {
-            return Ok(true);
-        }
-        if let (Some(fg), Some(shell)) = (sys::tcgetpgrp(self.master.as_raw_fd()), self.shell_pgid) {
-            if fg != shell {
-                let _ = sys::kill(-fg, libc::SIGKILL);
-            }
-        }
-        self.drain_until_prompt(Duration::from_secs(2))
-    }
-
-    fn drain_until_prompt(&mut self, limit: Duration) -> Result<bool> {
-        let end = Instant::now() + limit;
-        let mut buf = vec![0u8; 65536];
-        let mut tail: Vec<u8> = Vec::new();
-        while Instant::now() < end {
-            match self.read_chunk(&mut buf, end.saturating_duration_since(Instant::now()))? {
-                Some(0) => {
-                    self.alive = false;
-                    return Ok(false);
-                }
-                Some(n) => {
-                    tail.extend_from_slice(&buf[..n]);
-                    if tail.len() > 4096 {
-                        tail.drain(..tail.len() - 4096);
-                    }
-                    if contains_prompt(&tail) {
-                        return Ok(true);
-                    }
-                }
-                None => {}
-            }
-        }
-        Ok(false)
-    }
-
-    fn collect(&mut self, drop_echo: bool) -> Result<CommandOutput> {
-        let start = Instant::now();
-        let mut raw: Vec<u8> = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        let mut first = drop_echo;
-        let mut echo: Vec<u8> = Vec::new();
-        let mut held: Vec<u8>;
-        let mut total = 0usize;
-        let mut last_data = Instant::now();
-        let end = loop {
-            let left = self.cfg.wall_timeout.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                self.interrupt()?;
-                break EndReason::WallTimeout;
-            }
-            let quiet_left = self.cfg.silence_timeout.saturating_sub(last_data.elapsed());
-            if quiet_left.is_zero() {
-                // Background jobs may keep the terminal open after the shell died.
-                if self.shell_pgid.is_some_and(|p| sys::kill(p, 0).is_err()) {
-                    self.alive = false;
-                    break EndReason::ShellExited;
-                }
-                break EndReason::Silence;
-            }
-            match self.read_chunk(&mut buf, left.min(quiet_left))? {
-                None => continue,
-                Some(0) => {
-                    self.alive = false;
-                    break EndReason::ShellExited;
-                }
-                Some(n) => {
-                    last_data = Instant::now();
-                    let mut chunk = &buf[..n];
-                    if first {
-                        // The harness dropped the first frame it read after sending, which held
-                        // the echo of the typed line. Frames split differently here, so drop
-                        // exactly the echo: everything up to the first "\r\n".
-                        echo.extend_from_slice(chunk);
-                        match echo.windows(2).position(|w| w == b"\r\n") {
-                            Some(p) => {
-                                first = false;
-                                held = echo.split_off(p + 2);
-                                chunk = &held;
-                            }
-                            None => continue,
-                        }
-                    }
-                    total += chunk.len();
-                    let room = self.cfg.output_cap.saturating_sub(raw.len());
-                    raw.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if total > self.cfg.output_cap {
-                        self.interrupt()?;
-                        break EndReason::OutputCap;
-                    }
-                    let tail_from = raw.len().saturating_sub(chunk.len() + 256);
-                    if contains_prompt(&raw[tail_from..]) {
-                        break EndReason::Prompt;
-                    }
-                }
-            }
-        };
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let output = if self.cfg.raw_terminal {
-            text
-        } else {
-            clean_terminal_output(&text)
-        };
-        Ok(CommandOutput { output, raw, end })
+        self.shell.run(bash_code)
     }
 
     /// Runs a script as a separate process inside the sandbox (not in the agent's shell):
@@ -1003,30 +891,7 @@ impl OsSandbox {
     /// args…`, python `python3 -c code args…`, C/C++ are compiled with gcc/g++ inside the
     /// sandbox and run with `args`. Bounded by `wall_timeout` and `output_cap`.
     pub fn run_script(&mut self, script: &Script, args: &[&str]) -> Result<ScriptOutput> {
-        let mut argv: Vec<String> = Vec::new();
-        let mut stdin: Vec<u8> = Vec::new();
-        match script.language {
-            ScriptLanguage::Bash => {
-                argv.extend(["bash".into(), "-c".into(), script.code.clone()]);
-                if !args.is_empty() {
-                    argv.push("--".into());
-                }
-            }
-            ScriptLanguage::Python => argv.extend(["python3".into(), "-c".into(), script.code.clone()]),
-            ScriptLanguage::C | ScriptLanguage::Cpp => {
-                let (cc, ext) = if script.language == ScriptLanguage::C {
-                    ("gcc", "c")
-                } else {
-                    ("g++", "cpp")
-                };
-                let build = format!(
-                    "d=$(mktemp -d) && cat > \"$d/main.{ext}\" && {cc} -o \"$d/main\" \"$d/main.{ext}\" && \"$d/main\" \"$@\""
-                );
-                argv.extend(["bash".into(), "-c".into(), build, "--".into()]);
-                stdin = script.code.clone().into_bytes();
-            }
-        }
-        argv.extend(args.iter().map(|s| s.to_string()));
+        let (argv, stdin) = pty::script_command(script, args);
         let mut full = vec!["/usr/bin/env".to_string(), "env".to_string()];
         full.extend(argv);
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -1058,45 +923,15 @@ impl OsSandbox {
             let mut f = std::fs::File::from(in_w);
             let _ = std::io::Write::write_all(&mut f, &stdin);
         });
-        // SAFETY: fcntl on a descriptor we own.
-        unsafe { libc::fcntl(out_r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
         let deadline = Instant::now() + self.cfg.wall_timeout;
-        let mut output = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        let mut timed_out = false;
-        let mut status = None;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || output.len() > self.cfg.output_cap {
-                timed_out = left.is_zero();
-                let _ = sys::kill(pid, libc::SIGKILL);
-                break;
-            }
-            let ev =
-                sys::poll(out_r.as_raw_fd(), libc::POLLIN, left.as_millis().min(100) as i32).map_err(io_err("poll"))?;
-            if ev == 0 {
-                // A background process of the script may hold the pipe open: stop once the
-                // script itself has exited.
-                if let Some(st) = sys::waitpid(pid, true).map_err(io_err("wait for script"))? {
-                    status = Some(st);
-                    while let Ok(n) = sys::read(out_r.as_raw_fd(), &mut buf) {
-                        if n == 0 || output.len() > self.cfg.output_cap {
-                            break;
-                        }
-                        output.extend_from_slice(&buf[..n]);
-                    }
-                    break;
-                }
-                continue;
-            }
-            match sys::read(out_r.as_raw_fd(), &mut buf) {
-                Ok(0) => break,
-                Ok(n) => output.extend_from_slice(&buf[..n]),
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
-                Err(e) => return Err(io_err("read script output")(e)),
-            }
+        let got = pty::collect_script_output(&out_r, deadline, self.cfg.output_cap, &mut || {
+            sys::waitpid(pid, true).map_err(io_err("wait for script"))
+        })?;
+        if got.stopped {
+            let _ = sys::kill(pid, libc::SIGKILL);
         }
-        output.truncate(self.cfg.output_cap);
+        let (output, timed_out) = (got.output, got.timed_out);
+        let status = got.status;
         let status = match status {
             Some(s) => s,
             None => sys::waitpid(pid, false)
@@ -1130,7 +965,7 @@ impl OsSandbox {
             self.intermediate = 0;
         }
         self.init = 0;
-        self.alive = false;
+        self.shell.alive = false;
     }
 }
 

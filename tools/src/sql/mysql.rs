@@ -225,35 +225,31 @@ fn parse_time(s: &str) -> Option<PyValue> {
 
 impl SqlBackend for MysqlBackend {
     fn setup_table(&mut self, table: &TaskTable) -> Result<()> {
-        table.validate()?;
         self.teardown()?;
         let db = format!("edgeact_{:016x}", rand::random::<u64>());
         self.conn
             .query_drop(format!("CREATE DATABASE {} CHARACTER SET utf8mb4", quote_ident(&db)))?;
         self.database = Some(db.clone());
         self.conn.query_drop(format!("USE {}", quote_ident(&db)))?;
-        let cols: Vec<String> = table
-            .table_info
-            .columns
-            .iter()
-            .map(|c| format!("{} TEXT", quote_ident(&c.name)))
-            .collect();
+        let names: Vec<String> = table.column_names().iter().map(|c| quote_ident(c)).collect();
+        let cols: Vec<String> = names.iter().map(|c| format!("{c} TEXT")).collect();
         let tname = quote_ident(&table.table_name);
-        self.conn
-            .query_drop(format!("CREATE TABLE {tname} ({})", cols.join(", ")))?;
+        match self
+            .conn
+            .query_drop(format!("CREATE TABLE {tname} ({})", cols.join(", ")))
+        {
+            Ok(()) => {}
+            // AgentBench ignored a refused CREATE TABLE: the task runs without its table.
+            Err(mysql::Error::MySqlError(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        // AgentBench inserted every row in one statement: a ragged row left the table empty.
+        let marks = vec!["?"; names.len()].join(", ");
+        let sql = format!("INSERT INTO {tname} ({}) VALUES ({marks})", names.join(", "));
         let mut tx = self.conn.start_transaction(mysql::TxOpts::default())?;
-        for row in &table.table_info.rows {
-            let names: Vec<String> = table.table_info.columns[..row.len()]
-                .iter()
-                .map(|c| quote_ident(&c.name))
-                .collect();
-            let marks = vec!["?"; row.len()].join(", ");
-            let sql = format!("INSERT INTO {tname} ({}) VALUES ({marks})", names.join(", "));
-            let values: Vec<Value> = row
-                .iter()
-                .map(|v| cell_text(v).map_or(Value::NULL, |s| Value::Bytes(s.into_bytes())))
-                .collect();
-            tx.exec_drop(sql, values)?;
+        for row in table.inserted_rows() {
+            let values: Vec<Value> = row.iter().map(|v| Value::Bytes(cell_text(v).into_bytes())).collect();
+            tx.exec_drop(&sql, values)?;
         }
         tx.commit()?;
         Ok(())
@@ -281,7 +277,7 @@ impl SqlBackend for MysqlBackend {
         if self.database.is_none() {
             return Err(SqlError::NoTable);
         }
-        let cols: Vec<String> = table.table_info.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let cols: Vec<String> = table.column_names().iter().map(|c| quote_ident(c)).collect();
         // The harness's query, verbatim in structure; group_concat_max_len keeps its default.
         let sql = format!(
             "SELECT md5(group_concat(rowhash ORDER BY rowhash)) AS hash FROM \

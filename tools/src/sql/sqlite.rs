@@ -113,24 +113,18 @@ impl SqliteBackend {
         conn.execute_batch(&format!(
             "PRAGMA max_page_count = {MAX_PAGE_COUNT}; PRAGMA temp_store = MEMORY;"
         ))?;
-        let cols: Vec<String> = table
-            .table_info
-            .columns
-            .iter()
-            .map(|c| format!("{} TEXT", quote_ident(&c.name)))
-            .collect();
-        let tname = quote_ident(&table.table_name);
-        conn.execute_batch(&format!("CREATE TABLE {tname} ({})", cols.join(", ")))?;
-        {
+        // As in AgentBench on MySQL: a table MySQL refuses is not created (statements on it
+        // then fail), and rows go in all together or not at all.
+        if table.create_error().is_none() {
+            let names: Vec<String> = table.column_names().iter().map(|c| quote_ident(c)).collect();
+            let tname = quote_ident(&table.table_name);
+            let cols: Vec<String> = names.iter().map(|c| format!("{c} TEXT")).collect();
+            conn.execute_batch(&format!("CREATE TABLE {tname} ({})", cols.join(", ")))?;
             let tx = conn.unchecked_transaction()?;
-            for row in &table.table_info.rows {
-                let names: Vec<String> = table.table_info.columns[..row.len()]
-                    .iter()
-                    .map(|c| quote_ident(&c.name))
-                    .collect();
-                let marks = vec!["?"; row.len()].join(", ");
-                let sql = format!("INSERT INTO {tname} ({}) VALUES ({marks})", names.join(", "));
-                let values: Vec<Option<String>> = row.iter().map(cell_text).collect();
+            let marks = vec!["?"; names.len()].join(", ");
+            let sql = format!("INSERT INTO {tname} ({}) VALUES ({marks})", names.join(", "));
+            for row in table.inserted_rows() {
+                let values: Vec<String> = row.iter().map(cell_text).collect();
                 tx.prepare_cached(&sql)?
                     .execute(rusqlite::params_from_iter(values.iter()))?;
             }
@@ -200,7 +194,6 @@ impl SqliteBackend {
 
 impl SqlBackend for SqliteBackend {
     fn setup_table(&mut self, table: &TaskTable) -> Result<()> {
-        table.validate()?;
         self.conn = None;
         self.conn = Some(self.open(table)?);
         Ok(())
@@ -222,10 +215,9 @@ impl SqlBackend for SqliteBackend {
         // CAST gives SQLite's own text of numbers the model may have stored; TEXT affinity
         // makes that rare.
         let cols: Vec<String> = table
-            .table_info
-            .columns
+            .column_names()
             .iter()
-            .map(|c| format!("CAST({} AS TEXT)", quote_ident(&c.name)))
+            .map(|c| format!("CAST({} AS TEXT)", quote_ident(c)))
             .collect();
         let sql = format!("SELECT {} FROM {}", cols.join(", "), quote_ident(&table.table_name));
         self.set_deadline(Some(self.limits.statement_timeout));

@@ -85,6 +85,8 @@ pub(super) unsafe fn tile(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out:
         GgmlType::Q4_0 => go!(tile_q4_0, n / 32),
         GgmlType::Q4_1 => go!(tile_q4_1, n / 32),
         GgmlType::Q8_0 => go!(tile_q8_0, n / 32),
+        GgmlType::Q5_0 => go!(tile_q5_0, n / 32),
+        GgmlType::Q5_1 => go!(tile_q5_1, n / 32),
         GgmlType::Q4_K => go!(tile_q4_k, n / QK_K),
         GgmlType::Q5_K => go!(tile_q5_k, n / QK_K),
         GgmlType::Q6_K => go!(tile_q6_k, n / QK_K),
@@ -286,6 +288,120 @@ unsafe fn tile_q4_1<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, 
             let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), m4);
             for t in 0..T {
                 let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, load256(a[t].add(b * Q8_1 + 4))), ones);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][i]), acc[t]);
+            }
+        }
+        b0 += cnt;
+    }
+    for t in 0..T {
+        out[t] = hsum(_mm256_add_ps(acc[t], mins[t]));
+    }
+}
+
+// --- 5-bit legacy blocks -------------------------------------------------------------------
+
+/// Q5_0 / Q5_1 block strides in bytes.
+const Q5_0: usize = 22;
+const Q5_1: usize = 24;
+
+/// 0xFF in byte i where bit i of the little-endian u32 at `p` is set, 0 elsewhere: the fifth
+/// bits of a Q5 block spread to its 32 element lanes (byte i of a vector is element i, as the
+/// nibble unpacking below orders them).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn q5_high_bits(p: *const u8) -> __m256i {
+    let bits = _mm256_set1_epi32(p.cast::<i32>().read_unaligned());
+    // Byte i takes byte i / 8 of the word, then tests bit i % 8 of it.
+    let pick = _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303);
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let v = _mm256_and_si256(_mm256_shuffle_epi8(bits, pick), bit);
+    _mm256_cmpeq_epi8(v, bit)
+}
+
+/// The 32 low nibbles of a 16-byte `qs` at `p`: elements 0..16 from the low nibbles, 16..32
+/// from the high ones.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn nibbles32(p: *const u8) -> __m256i {
+    let qs = _mm_loadu_si128(p.cast());
+    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), _mm256_set1_epi8(0x0f))
+}
+
+/// Q5_0 against Q8_0. `q - 16` as i8 is the nibble when the fifth bit is set and the nibble
+/// with 0xF0 or-ed in (nibble - 16) when it is not, so one `andnot` + `or` yields the signed
+/// weights, which then go through the sign trick as Q4_0's do.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q5_0<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
+    let hi4 = _mm256_set1_epi8(0xf0u8 as i8);
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut acc2 = [_mm256_setzero_ps(); T];
+    let mut b0 = 0;
+    while b0 < nb {
+        let cnt = (nb - b0).min(8);
+        let dw = scales8(w.add(b0 * Q5_0), Q5_0, cnt);
+        let mut prod = [[0f32; 8]; T];
+        for t in 0..T {
+            let da = scales8(a[t].add(b0 * Q8_0), Q8_0, cnt);
+            _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
+        }
+        // Two accumulators (even / odd blocks) halve the FMA dependency chain.
+        macro_rules! block {
+            ($i:expr, $acc:ident) => {{
+                let wb = w.add((b0 + $i) * Q5_0);
+                let q = _mm256_or_si256(
+                    nibbles32(wb.add(6)),
+                    _mm256_andnot_si256(q5_high_bits(wb.add(2)), hi4),
+                );
+                let aq = _mm256_sign_epi8(q, q);
+                for t in 0..T {
+                    let p = dot_signed(aq, q, load256(a[t].add((b0 + $i) * Q8_0 + 2)));
+                    $acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][$i]), $acc[t]);
+                }
+            }};
+        }
+        let mut i = 0;
+        while i + 1 < cnt {
+            block!(i, acc);
+            block!(i + 1, acc2);
+            i += 2;
+        }
+        if i < cnt {
+            block!(i, acc);
+        }
+        b0 += cnt;
+    }
+    for t in 0..T {
+        out[t] = hsum(_mm256_add_ps(acc[t], acc2[t]));
+    }
+}
+
+/// Q5_1 against Q8_1: unsigned quants (nibble | 0x10 where the fifth bit is set) through
+/// `maddubs`, the min folded in as `m_w * s_a` per block, as Q4_1.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q5_1<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
+    let b4 = _mm256_set1_epi8(0x10);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    // sum over blocks of m_w * s_a, 8 blocks per vector.
+    let mut mins = [_mm256_setzero_ps(); T];
+    let mut b0 = 0;
+    while b0 < nb {
+        let cnt = (nb - b0).min(8);
+        let dw = scales8(w.add(b0 * Q5_1), Q5_1, cnt);
+        let mw = scales8(w.add(b0 * Q5_1 + 2), Q5_1, cnt);
+        let mut prod = [[0f32; 8]; T];
+        for t in 0..T {
+            let da = scales8(a[t].add(b0 * Q8_1), Q8_1, cnt);
+            let sa = scales8(a[t].add(b0 * Q8_1 + 2), Q8_1, cnt);
+            _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
+            mins[t] = _mm256_fmadd_ps(mw, sa, mins[t]);
+        }
+        for i in 0..cnt {
+            let wb = w.add((b0 + i) * Q5_1);
+            let q = _mm256_or_si256(nibbles32(wb.add(8)), _mm256_and_si256(q5_high_bits(wb.add(4)), b4));
+            for t in 0..T {
+                let y = load256(a[t].add((b0 + i) * Q8_1 + 4));
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), ones);
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][i]), acc[t]);
             }
         }

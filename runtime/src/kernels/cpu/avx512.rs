@@ -2,7 +2,8 @@
 //!
 //! Decode is bound by memory bandwidth, where 512-bit vectors gain nothing, so single tokens
 //! and small batches use the AVX2 tile kernels (every AVX-512 CPU has AVX2/FMA/F16C;
-//! `Backend::Avx512` requires them).
+//! `Backend::Avx512` requires them). With VNNI, Q4_0/Q8_0 (`legacy_vnni`) and Q5_0/Q5_1
+//! (`q5_vnni`, all batch sizes: they have no panel path) tiles use 256-bit `vpdpbusd`.
 //!
 //! Prefill with VNNI (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K): a task unpacks a panel of 16 weight rows
 //! once into unsigned 8-bit quants laid out "row-interleaved" (for each 4 consecutive
@@ -21,6 +22,7 @@
 
 use super::avx2;
 use super::matmul::{QMatrix, SyncPtr};
+use super::repack::{Line, PackedMatrix};
 use super::ThreadPool;
 use crate::quant::{GgmlType, QK_K};
 use std::arch::x86_64::*;
@@ -60,7 +62,79 @@ pub(super) unsafe fn tile(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out:
         }
         return;
     }
+    if matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1) && acts.len() <= 4 && is_x86_feature_detected!("avx512vnni") {
+        let nb = n / 32;
+        let q5_1 = ty == GgmlType::Q5_1;
+        let a = |t: usize| acts[t].as_ptr();
+        match acts.len() {
+            1 => q5_vnni::<1>(q5_1, w.as_ptr(), std::array::from_fn(a), nb, out),
+            2 => q5_vnni::<2>(q5_1, w.as_ptr(), std::array::from_fn(a), nb, out),
+            3 => q5_vnni::<3>(q5_1, w.as_ptr(), std::array::from_fn(a), nb, out),
+            _ => q5_vnni::<4>(q5_1, w.as_ptr(), std::array::from_fn(a), nb, out),
+        }
+        return;
+    }
     avx2::tile(ty, n, w, acts, out)
+}
+
+/// Q5_0 against Q8_0, or Q5_1 against Q8_1, with 256-bit `vpdpbusd`. AVX-512BW reads the
+/// block's `qh` word directly as a 32-lane byte mask, so the fifth bit is one masked add of 16
+/// to the nibbles (AVX2 needs a shuffle, an and and a compare to spread the bits). Q5_0's -16
+/// offset is a second `vpdpbusd` of 16 with -y (activations are within +-127, so -y fits);
+/// Q5_1's min enters as `m_w * s_a` per block.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q5_vnni<const T: usize>(q5_1: bool, w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
+    // Block strides and the offsets of `qh` (weights) and of the quants (activations).
+    let (wstride, astride, qh_off, aq_off) = if q5_1 { (24, 36, 4, 4) } else { (22, 34, 2, 2) };
+    let m16 = _mm256_set1_epi8(16);
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut acc2 = [_mm256_setzero_ps(); T];
+    let mut mins = [_mm256_setzero_ps(); T];
+    let mut b0 = 0;
+    while b0 < nb {
+        let cnt = (nb - b0).min(8);
+        let dw = avx2::scales8(w.add(b0 * wstride), wstride, cnt);
+        let mut prod = [[0f32; 8]; T];
+        for t in 0..T {
+            let da = avx2::scales8(a[t].add(b0 * astride), astride, cnt);
+            _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
+            if q5_1 {
+                let mw = avx2::scales8(w.add(b0 * wstride + 2), wstride, cnt);
+                let sa = avx2::scales8(a[t].add(b0 * astride + 2), astride, cnt);
+                mins[t] = _mm256_fmadd_ps(mw, sa, mins[t]);
+            }
+        }
+        // Two accumulators (even / odd blocks) halve the FMA dependency chain.
+        macro_rules! block {
+            ($i:expr, $acc:ident) => {{
+                let wb = w.add((b0 + $i) * wstride);
+                let qh: __mmask32 = wb.add(qh_off).cast::<u32>().read_unaligned();
+                let nib = avx2::nibbles32(wb.add(qh_off + 4));
+                let q = _mm256_mask_add_epi8(nib, qh, nib, m16);
+                for t in 0..T {
+                    let y = _mm256_loadu_si256(a[t].add((b0 + $i) * astride + aq_off).cast());
+                    let mut p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y);
+                    if !q5_1 {
+                        p = _mm256_dpbusd_epi32(p, m16, _mm256_sub_epi8(_mm256_setzero_si256(), y));
+                    }
+                    $acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][$i]), $acc[t]);
+                }
+            }};
+        }
+        let mut i = 0;
+        while i + 1 < cnt {
+            block!(i, acc);
+            block!(i + 1, acc2);
+            i += 2;
+        }
+        if i < cnt {
+            block!(i, acc);
+        }
+        b0 += cnt;
+    }
+    for t in 0..T {
+        out[t] = avx2::hsum(_mm256_add_ps(_mm256_add_ps(acc[t], acc2[t]), mins[t]));
+    }
 }
 
 /// Q4_0 / Q8_0 weights against Q8_0 activations with 256-bit `vpdpbusd` (one instruction
@@ -285,6 +359,50 @@ unsafe fn unpack_panel(w: &QMatrix, r0: usize, nr: usize, p: &mut Panel) {
     }
 }
 
+/// Unpacks panel `pi` of repacked (Q4_0 or Q4_K) weights into `p`: the quant lines are
+/// already row-interleaved, so each splits into its low and high nibbles (two quads).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
+    let low = _mm512_set1_epi8(0x0f);
+    let f16 = |bits: u16| half::f16::from_bits(bits).to_f32();
+    let split = |lines: &[Line], dst: *mut u8| {
+        for (v, line) in lines.iter().enumerate() {
+            let q = _mm512_load_si512(line.0.as_ptr().cast());
+            _mm512_storeu_si512(dst.add(2 * v * 64).cast(), _mm512_and_si512(q, low));
+            _mm512_storeu_si512(
+                dst.add((2 * v + 1) * 64).cast(),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(q), low),
+            );
+        }
+    };
+    if w.ty() == GgmlType::Q4_0 {
+        for b in 0..w.cols() / 32 {
+            let (sc, lines) = w.q4_0_block(pi, b);
+            split(lines, p.q.as_mut_ptr().add(b * 8 * 64));
+            for (r, &h) in sc.iter().enumerate() {
+                p.scf[b * PR + r] = f16(h);
+                p.mn[b * PR + r] = (8.0 * f16(h)).to_bits();
+            }
+        }
+        return;
+    }
+    for b in 0..w.cols() / QK_K {
+        let lines = w.q4_k_block(pi, b);
+        split(&lines[5..], p.q.as_mut_ptr().add(b * 64 * 64));
+        for r in 0..PR {
+            let half_at = |at: usize| u16::from_le_bytes([lines[0].0[at], lines[0].0[at + 1]]);
+            let (d, dmin) = (f16(half_at(2 * r)), f16(half_at(32 + 2 * r)));
+            for j in 0..8 {
+                let sc = lines[1 + j / 4].0[(j % 4) * 16 + r];
+                let m = lines[3 + j / 4].0[(j % 4) * 16 + r] as u32;
+                p.scf[(b * 8 + j) * PR + r] = d * sc as f32;
+                p.mn[(b * 8 + j) * PR + r] = m | (m << 16);
+            }
+            p.dm[b * PR + r] = dmin;
+        }
+    }
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn bcast32(p: *const u8) -> __m512i {
@@ -465,7 +583,12 @@ pub(super) unsafe fn matmul_panels(
             dm: vec![0f32; n_dm * PR],
         };
         // SAFETY: the caller guarantees the CPU features; rows r0..r0+nr exist.
-        unsafe { unpack_panel(w, r0, nr, &mut p) };
+        unsafe {
+            match w.packed {
+                Some(packed) => unpack_packed_panel(packed, pi, &mut p),
+                None => unpack_panel(w, r0, nr, &mut p),
+            }
+        };
         let t_end = ((ci + 1) * TOK_CHUNK).min(n_tokens);
         let mut t0 = ci * TOK_CHUNK;
         while t0 < t_end {

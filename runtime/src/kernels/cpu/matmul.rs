@@ -1,23 +1,26 @@
 //! The quantized matrix multiply the model uses: `out[t*rows + r] = w[r] . x[t]`.
 //!
 //! Activations are quantized once per call to the weight type's partner format, as ggml
-//! does (Q8_0 for Q4_0/Q8_0, Q8_1 for Q4_1, Q8_K for the k-quants; float weights keep f32
+//! does (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the k-quants; float weights keep f32
 //! activations), then every dot product is an integer kernel. Decode (`n_tokens == 1`) splits
 //! rows over the pool. Prefill tiles rows x tokens: a task owns a block of rows and a block of
 //! tokens, and every weight row is multiplied with several tokens per kernel call (each weight
 //! block is unpacked once per tile), while the token block's activations stay in L2.
 
+use super::repack::PackedMatrix;
 use super::{backend, tile, Backend, KernelError, ThreadPool, DOT_MAX_T};
 use crate::quant::{quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k, GgmlType};
 
 /// Weight types with a matmul kernel.
-pub const SUPPORTED: [GgmlType; 9] = [
+pub const SUPPORTED: [GgmlType; 11] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
     GgmlType::Q8_0,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
@@ -35,13 +38,15 @@ const ROW_BLOCK: usize = 16;
 const TOKEN_BLOCK: usize = 32;
 
 /// A row-major weight matrix borrowed from a model file: each of `rows` rows is `cols`
-/// elements of `ty`.
+/// elements of `ty`; optionally also the same matrix repacked (see [`PackedMatrix`]), which the
+/// AVX-512 VNNI path then reads instead of `data`.
 #[derive(Debug, Clone, Copy)]
 pub struct QMatrix<'a> {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
+    pub packed: Option<&'a PackedMatrix>,
 }
 
 impl<'a> QMatrix<'a> {
@@ -67,7 +72,28 @@ impl<'a> QMatrix<'a> {
                 got: data.len(),
             });
         }
-        Ok(QMatrix { ty, rows, cols, data })
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            data,
+            packed: None,
+        })
+    }
+
+    /// Attaches the repacked form of this same matrix.
+    pub fn with_packed(self, packed: &'a PackedMatrix) -> Result<Self, KernelError> {
+        if self.ty != packed.ty() || packed.rows() != self.rows || packed.cols() != self.cols {
+            return Err(KernelError::Packed {
+                ty: self.ty,
+                rows: self.rows,
+                cols: self.cols,
+            });
+        }
+        Ok(QMatrix {
+            packed: Some(packed),
+            ..self
+        })
     }
 
     /// Bytes per row.
@@ -85,8 +111,8 @@ impl<'a> QMatrix<'a> {
 /// The activation format paired with weights of type `ty`.
 pub fn act_type(ty: GgmlType) -> GgmlType {
     match ty {
-        GgmlType::Q4_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
-        GgmlType::Q4_1 => GgmlType::Q8_1,
+        GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q5_0 => GgmlType::Q8_0,
+        GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q8_1,
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => GgmlType::Q8_K,
         _ => GgmlType::F32,
     }
@@ -111,6 +137,16 @@ impl<T> SyncPtr<T> {
     pub(super) fn get(&self) -> *mut T {
         self.0
     }
+}
+
+/// Weight bytes below which a decode task is not worth waking a worker for (~10 µs of work).
+const MIN_TASK_BYTES: usize = 128 << 10;
+
+/// How many tasks a decode matvec over `bytes` of weights in `units` rows (or panels) is split
+/// into: a few per thread, so the dynamic scheduler evens out stragglers, but none smaller
+/// than [`MIN_TASK_BYTES`] (tiny models run faster on one thread than with wake-ups).
+fn decode_tasks(pool: &ThreadPool, bytes: usize, units: usize) -> usize {
+    (pool.n_threads() * 4).min(units).min(bytes / MIN_TASK_BYTES).max(1)
 }
 
 /// Quantized activations: 4-byte-aligned storage (Q8_K holds an f32), `row_bytes` per token.
@@ -230,7 +266,10 @@ pub fn try_matmul_with(
         return Err(KernelError::Unavailable(backend));
     }
     // Re-validate: the fields are public, so `w` need not come from `QMatrix::new`.
-    let w = QMatrix::new(w.ty, w.rows, w.cols, w.data)?;
+    let w = match w.packed {
+        Some(p) => QMatrix::new(w.ty, w.rows, w.cols, w.data)?.with_packed(p)?,
+        None => QMatrix::new(w.ty, w.rows, w.cols, w.data)?,
+    };
     let check = |what, expected: Option<usize>, got| match expected {
         Some(e) if e == got => Ok(()),
         _ => Err(KernelError::Length {
@@ -253,6 +292,51 @@ pub fn try_matmul_with(
         Some(q) => (q.bytes(), q.row_bytes),
         None => (bytemuck::cast_slice(x), w.cols * 4),
     };
+    // Repacked weights: AVX-512 VNNI kernels where the CPU has VNNI and the path is avx512,
+    // the AVX2 ones for avx2 (and avx512 without VNNI); scalar and NEON read `w.data`.
+    #[cfg(target_arch = "x86_64")]
+    if let Some(packed) = w
+        .packed
+        .filter(|_| matches!(backend, Backend::Avx2 | Backend::Avx512) && super::repack::repack_supported())
+    {
+        use super::repack::{PackedActivations, PANEL_ROWS};
+        let vnni = backend == Backend::Avx512 && is_x86_feature_detected!("avx512vnni");
+        if n_tokens == 1 {
+            let x = PackedActivations::new(w.ty, acts);
+            let n_panels = packed.n_panels();
+            // A few chunks per thread so the dynamic scheduler can even out stragglers.
+            let per = n_panels.div_ceil(decode_tasks(pool, w.data.len(), n_panels));
+            let out_ptr = SyncPtr(out.as_mut_ptr());
+            pool.run(n_panels.div_ceil(per), &|c| {
+                let first = c * per * PANEL_ROWS;
+                let end = ((c + 1) * per * PANEL_ROWS).min(w.rows);
+                // SAFETY: chunk c owns rows first..end of `out` (one token), which no other task
+                // writes, and `out` outlives the pool's `run`; `backend.is_available()` (and for
+                // the VNNI kernel the feature check above) checked the CPU, and `x` was made
+                // from an activation row of this matrix's width.
+                unsafe {
+                    let o = std::slice::from_raw_parts_mut(out_ptr.get().add(first), end - first);
+                    if vnni {
+                        super::avx512_gemv::matvec_packed(packed, &x, c * per, o);
+                    } else {
+                        super::avx2_packed::matvec_packed(packed, &x, c * per, o);
+                    }
+                }
+            });
+        } else if vnni {
+            // SAFETY: as below; the panel path reads the repacked form.
+            unsafe { super::avx512::matmul_panels(pool, &w, acts, arb, n_tokens, out) };
+        } else {
+            let xs: Vec<PackedActivations> = (0..n_tokens)
+                .map(|t| PackedActivations::new(w.ty, &acts[t * arb..(t + 1) * arb]))
+                .collect();
+            // SAFETY: `backend.is_available()` checked AVX2/FMA/F16C (both paths require them);
+            // each of `xs` comes from an activation row of `w.cols` elements, and `out` holds
+            // n_tokens * rows floats (checked above).
+            unsafe { super::avx2_packed::matmul_packed(pool, packed, &xs, out) };
+        }
+        return Ok(());
+    }
     #[cfg(target_arch = "x86_64")]
     if backend == Backend::Avx512 && n_tokens >= super::avx512::MIN_TOKENS && super::avx512::panel_supported(w.ty) {
         // SAFETY: `backend.is_available()` was checked above and `panel_supported` checked
@@ -272,7 +356,7 @@ pub fn try_matmul_with(
 
     if n_tokens == 1 {
         // Decode: a few chunks per thread so the dynamic scheduler can even out stragglers.
-        let n_chunks = (pool.n_threads() * 4).min(rows);
+        let n_chunks = decode_tasks(pool, w.data.len(), rows);
         let per = rows.div_ceil(n_chunks);
         let a0 = act(0);
         pool.run(rows.div_ceil(per), &|c| {

@@ -9,12 +9,17 @@
 pub mod matmul;
 pub mod ops;
 pub mod pool;
+pub mod repack;
 pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx2_packed;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_gemv;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
@@ -23,6 +28,7 @@ pub use matmul::{
 };
 pub use ops::{axpy_f16, dot_f16, f16_to_f32_row, f32_to_f16_row, rms_norm, rope, silu, softmax, swiglu, RopeTable};
 pub use pool::{physical_cores, ThreadPool};
+pub use repack::{repack_supported, repackable, PackedMatrix};
 
 use crate::quant::GgmlType;
 use std::sync::OnceLock;
@@ -34,7 +40,7 @@ pub const DOT_MAX_T: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelError {
     #[error(
-        "weight type {0} has no CPU matmul kernel (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)"
+        "weight type {0} has no CPU matmul kernel (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)"
     )]
     UnsupportedType(GgmlType),
     #[error("{ty} matrix: {cols} columns is not a multiple of the block size {block}")]
@@ -53,6 +59,8 @@ pub enum KernelError {
         expected: usize,
         got: usize,
     },
+    #[error("a repacked matrix must be the matrix it was made from (got {ty} {rows}x{cols})")]
+    Packed { ty: GgmlType, rows: usize, cols: usize },
     #[error("kernel path {0} is not supported by this CPU or build")]
     Unavailable(Backend),
     #[error("EDGEACT_KERNELS={0:?} is not one of scalar, avx2, avx512, neon")]

@@ -1,6 +1,6 @@
 //! aarch64 NEON kernels (with the `dotprod` extension's `sdot` where the CPU has it).
 //!
-//! Q8_0, Q4_0 and F32 weights have vector kernels; the k-quants decode each super-block once
+//! Q8_0, Q4_0, Q5_0, Q5_1 and F32 weights have vector kernels; the k-quants decode each super-block once
 //! per tile with the scalar decoder and then run vector integer dots against every token;
 //! F16, BF16 and Q4_1 use the scalar kernels.
 
@@ -46,6 +46,10 @@ pub(super) unsafe fn tile(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out:
         GgmlType::Q4_0 if dot => go!(tile_q8_dot, true),
         GgmlType::Q8_0 => go!(tile_q8, false),
         GgmlType::Q4_0 => go!(tile_q8, true),
+        GgmlType::Q5_0 if dot => go!(tile_q5_dot, false),
+        GgmlType::Q5_1 if dot => go!(tile_q5_dot, true),
+        GgmlType::Q5_0 => go!(tile_q5, false),
+        GgmlType::Q5_1 => go!(tile_q5, true),
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => go!(tile_k, ty),
         _ => scalar::tile(ty, n, w, acts, out),
     }
@@ -137,6 +141,68 @@ unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 
 legacy_tile!(tile_q8, "neon", dot16);
 legacy_tile!(tile_q8_dot, "neon,dotprod", sdot);
+
+/// Byte i of a 16-byte vector selects byte i / 8 of a `qh` word (the table lookup below) and
+/// tests bit i % 8 of it: the fifth bits of Q5 elements 0..16 (bytes 0, 1) and 16..32 (2, 3).
+const Q5_PICK_LO: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1];
+const Q5_PICK_HI: [u8; 16] = [2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3];
+const Q5_BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+
+/// The 32 unsigned five-bit quants (0..32) of a Q5_0/Q5_1 block whose `qh` word is at `p`
+/// (its 16 nibble bytes follow), as elements 0..16 and 16..32.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn load_q5(p: *const u8) -> (uint8x16_t, uint8x16_t) {
+    let qs = vld1q_u8(p.add(4));
+    let qh = vreinterpretq_u8_u32(vdupq_n_u32(p.cast::<u32>().read_unaligned()));
+    let bit = vld1q_u8(Q5_BIT.as_ptr());
+    let b4 = vdupq_n_u8(0x10);
+    // `vtst` gives 0xFF where the element's bit is set; keep 0x10 of it.
+    let h0 = vandq_u8(vtstq_u8(vqtbl1q_u8(qh, vld1q_u8(Q5_PICK_LO.as_ptr())), bit), b4);
+    let h1 = vandq_u8(vtstq_u8(vqtbl1q_u8(qh, vld1q_u8(Q5_PICK_HI.as_ptr())), bit), b4);
+    (
+        vorrq_u8(vandq_u8(qs, vdupq_n_u8(0x0f)), h0),
+        vorrq_u8(vshrq_n_u8::<4>(qs), h1),
+    )
+}
+
+/// Q5_0 against Q8_0 (`q5_1` false: weights `q - 16`) or Q5_1 against Q8_1 (weights `q`,
+/// the min added as `m_w * s_a` per block).
+macro_rules! q5_tile {
+    ($name:ident, $feat:literal, $dot:path) => {
+        #[target_feature(enable = $feat)]
+        unsafe fn $name<const T: usize>(q5_1: bool, w: *const u8, a: [*const u8; T], n: usize, out: &mut [f32]) {
+            // Block strides and the offsets of `qh` (weights) and of the quants (activations).
+            let (wstride, astride, qh_off, aq_off) = if q5_1 { (24, 36, 4, 4) } else { (22, 34, 2, 2) };
+            let off = vdupq_n_s8(if q5_1 { 0 } else { 16 });
+            let mut acc = [vdupq_n_f32(0.0); T];
+            let mut mins = [0f32; T];
+            for b in 0..n / 32 {
+                let wb = w.add(b * wstride);
+                let (q0, q1) = load_q5(wb.add(qh_off));
+                // Quants are at most 31, so they are valid as i8.
+                let q0 = vsubq_s8(vreinterpretq_s8_u8(q0), off);
+                let q1 = vsubq_s8(vreinterpretq_s8_u8(q1), off);
+                let dw = f16_at(wb);
+                for t in 0..T {
+                    let ab = a[t].add(b * astride);
+                    let s = $dot(vdupq_n_s32(0), q0, vld1q_s8(ab.add(aq_off).cast()));
+                    let s = $dot(s, q1, vld1q_s8(ab.add(aq_off + 16).cast()));
+                    acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(s), dw * f16_at(ab));
+                    if q5_1 {
+                        mins[t] += f16_at(wb.add(2)) * f16_at(ab.add(2));
+                    }
+                }
+            }
+            for t in 0..T {
+                out[t] = vaddvq_f32(acc[t]) + mins[t];
+            }
+        }
+    };
+}
+
+q5_tile!(tile_q5, "neon", dot16);
+q5_tile!(tile_q5_dot, "neon,dotprod", sdot);
 
 /// k-quants: each super-block decoded once (scalar decoder), then per token and 16-element
 /// group a widening integer dot times the group scale; mins through the Q8_K `bsums`.

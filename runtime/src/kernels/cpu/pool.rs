@@ -10,9 +10,15 @@ use std::sync::{Arc, Mutex, TryLockError};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-/// How long an idle worker spins before parking. Decode issues matmuls back to back with only
-/// small element-wise ops between them, so a short spin catches nearly every call.
+/// How long an idle worker waits for the next job before parking. Decode issues matmuls back
+/// to back with only small element-wise ops between them, so a short wait catches nearly every
+/// call.
 const SPIN: Duration = Duration::from_micros(200);
+/// The part of [`SPIN`] spent busy-spinning; the rest yields between checks, so that on a
+/// loaded machine a waiting worker gives its core to a thread with work (often the caller).
+const BUSY_SPIN: Duration = Duration::from_micros(20);
+/// Spin iterations (each ~10-50 ns) the caller waits for workers before it starts yielding.
+const CALLER_SPINS: u32 = 1 << 10;
 
 /// The job being run: a lifetime-erased pointer to the caller's closure.
 type Job = *const (dyn Fn(usize) + Sync + 'static);
@@ -130,11 +136,13 @@ impl ThreadPool {
             }
         }
         let caller = catch_unwind(AssertUnwindSafe(|| claim_tasks(s, f)));
-        // Wait for the workers; they only need to finish tasks already claimed.
+        // Wait for the workers; they only need to finish tasks already claimed. Spin only
+        // briefly: a worker still busy after that has usually been preempted (other processes
+        // want the cores), and yielding lets the scheduler run it, perhaps on this core.
         let mut spins = 0u32;
         while s.active.load(Ordering::Acquire) != 0 {
             spins += 1;
-            if spins < 1 << 16 {
+            if spins < CALLER_SPINS {
                 std::hint::spin_loop();
             } else {
                 thread::yield_now();
@@ -200,8 +208,16 @@ fn worker_loop(s: &Shared, me: usize) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if !spins.is_multiple_of(64) || start.elapsed() < SPIN {
+            if !spins.is_multiple_of(64) {
                 std::hint::spin_loop();
+                continue;
+            }
+            let waited = start.elapsed();
+            if waited < BUSY_SPIN {
+                continue;
+            }
+            if waited < SPIN {
+                thread::yield_now();
                 continue;
             }
             // Announce we are going to sleep, then re-check: `run` bumps the generation before

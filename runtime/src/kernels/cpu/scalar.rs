@@ -6,7 +6,10 @@
 //! k-quants), accumulated in f32 block by block. All inputs are raw bytes of any alignment.
 
 use super::DOT_MAX_T;
-use crate::quant::blocks::{BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1};
+use crate::quant::blocks::{
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+};
+use crate::quant::q5::unpack5;
 use crate::quant::{bf16_to_f32, f16_to_f32, get_scale_min_k4, GgmlType, QK_K};
 use bytemuck::Pod;
 use half::f16;
@@ -39,6 +42,8 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
         GgmlType::Q4_0 => dot_q4_0(w, a),
         GgmlType::Q4_1 => dot_q4_1(w, a),
         GgmlType::Q8_0 => dot_q8_0(w, a),
+        GgmlType::Q5_0 => dot_q5_0(w, a),
+        GgmlType::Q5_1 => dot_q5_1(w, a),
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => dot_kquant(ty, w, a),
         _ => unreachable!("QMatrix::new rejects {ty}"),
     }
@@ -85,6 +90,28 @@ fn dot_q8_0(w: &[u8], a: &[u8]) -> f32 {
     for (x, y) in blocks::<BlockQ8_0>(w).zip(blocks::<BlockQ8_0>(a)) {
         let sumi: i32 = x.qs.iter().zip(&y.qs).map(|(&p, &q)| p as i32 * q as i32).sum();
         sum += sumi as f32 * (f16_to_f32(x.d) * f16_to_f32(y.d));
+    }
+    sum
+}
+
+/// Q5_0 against Q8_0: `w = d * (q - 16)` with the fifth bit of element j in bit j of `qh`.
+pub(crate) fn dot_q5_0(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in blocks::<BlockQ5_0>(w).zip(blocks::<BlockQ8_0>(a)) {
+        let q = unpack5(&x.qs, x.qh);
+        let sumi: i32 = q.iter().zip(&y.qs).map(|(&p, &v)| (p as i32 - 16) * v as i32).sum();
+        sum += sumi as f32 * (f16_to_f32(x.d) * f16_to_f32(y.d));
+    }
+    sum
+}
+
+/// Q5_1 against Q8_1: `w = d * q + m`, the min folded in through `y.s = d_y * sum(y.qs)`.
+pub(crate) fn dot_q5_1(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in blocks::<BlockQ5_1>(w).zip(blocks::<BlockQ8_1>(a)) {
+        let q = unpack5(&x.qs, x.qh);
+        let sumi: i32 = q.iter().zip(&y.qs).map(|(&p, &v)| p as i32 * v as i32).sum();
+        sum += sumi as f32 * (f16_to_f32(x.d) * f16_to_f32(y.d)) + f16_to_f32(x.m) * f16_to_f32(y.s);
     }
     sum
 }

@@ -29,8 +29,8 @@ fn put_f16(bytes: &mut [u8], at: usize, v: f32) {
 /// bytes; scales must be finite for a meaningful comparison).
 fn scale_offsets(ty: GgmlType) -> &'static [usize] {
     match ty {
-        GgmlType::Q4_0 | GgmlType::Q8_0 => &[0],
-        GgmlType::Q4_1 | GgmlType::Q8_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q8_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
         GgmlType::Q6_K => &[208],
         _ => &[],
     }
@@ -114,11 +114,11 @@ fn check_vec_dot(rng: &mut StdRng, ty: GgmlType, n: usize, w: &[u8], a: &[u8], w
     let ad = dequant(aty, a, n);
     let exact: f64 = wd.iter().zip(&ad).map(|(x, y)| x * y).sum();
     let mut t = tol(&wd, &ad);
-    if ty == GgmlType::Q4_1 {
+    if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
         // The min term uses Q8_1's `s`, d * sum(q) rounded to f16 (as in ggml), not the exact sum.
         let h = |b: &[u8], o: usize| f16::from_bits(u16::from_le_bytes([b[o], b[o + 1]])).to_f32() as f64;
         t += w
-            .chunks_exact(20)
+            .chunks_exact(ty.type_size())
             .zip(a.chunks_exact(36))
             .map(|(x, y)| (h(x, 2) * h(y, 2)).abs() * 1e-3)
             .sum::<f64>();

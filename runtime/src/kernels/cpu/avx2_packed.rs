@@ -1,0 +1,279 @@
+//! AVX2 + FMA kernels (no AVX-512, no VNNI) over repacked Q4_0 and Q4_K weights
+//! ([`PackedMatrix`]), for every token count: decode (one token) and batches (micro-tiles of up
+//! to [`TILE`] tokens, each loaded quant line used for all of them).
+//!
+//! A 64-byte quant line (8 elements of 16 rows) is two 256-bit halves of 8 row lanes each.
+//! Per half, its low and high nibbles are two vectors of unsigned quants; `vpmaddubsw`
+//! against the broadcast 4-byte activation quad gives, per row lane, two i16 sums of two
+//! products, so each instruction advances 8 rows by 4 elements. The 8 `vpmaddubsw` results of
+//! a 32-element group (a Q4_0 block, a Q4_K sub-block: 4 lines, low and high nibbles) are
+//! summed as i16: each is at most `2 * 15 * 127 = 3810` (at least `-3840`) in magnitude, so
+//! 8 of them stay within i16 and neither `vpmaddubsw` saturation nor wrapping can occur.
+//! One `vpmaddwd` then folds the pairs into one i32 per row lane: with ones for Q4_0, with the
+//! row's 6-bit sub-block scale in both halves of the lane for Q4_K (which multiplies the
+//! group sum by its scale in the same instruction).
+//!
+//! Q4_0's offset of 8 enters as the integer start `-8 * sum(y)` of each block's row sums, and
+//! the Q4_K mins as `vpmaddwd` of (min, min) pairs of two sub-blocks with the Q8_K sub-block
+//! sums, so for both types every integer sum equals the scalar specification's; only the
+//! order of the float additions differs.
+//!
+//! Registers (16 ymm): decode keeps both halves live (2 group sums, 2 float accumulators);
+//! batches of 3 or more tokens run one half at a time (a group sum and a float accumulator
+//! per token, plus the Q4_K super-block sums), so a tile of 4 tokens fits without spills.
+
+// Kernel loops index per-token and per-half arrays with counters over const-generic bounds
+// the compiler unrolls; iterator chains would only obscure that.
+#![allow(clippy::needless_range_loop)]
+
+use super::matmul::SyncPtr;
+use super::repack::{Line, PackedActivations, PackedMatrix, PANEL_ROWS};
+use super::ThreadPool;
+use crate::quant::{GgmlType, QK_K};
+use std::arch::x86_64::*;
+
+/// Row lanes per 256-bit half of a quant line.
+const HALF: usize = 8;
+/// Tokens per micro-tile of the batch kernel.
+pub(super) const TILE: usize = 4;
+/// Tokens per batch task: one task reuses its panel (about 36 KiB at 4096 columns, in L2) for
+/// every tile of its tokens.
+const TOKEN_CHUNK: usize = 64;
+
+/// The i16 group sums of 8 row lanes (halves `h0..h0 + H` of each line) of the 4 quant
+/// `lines` of a 32-element group against the activation quads of `T` tokens (8 quads each).
+///
+/// # Safety
+/// AVX2 must be present; `lines` must point to 4 lines and every `quads[t]` to 8 u32.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn group_sums<const T: usize, const H: usize>(
+    lines: *const Line,
+    quads: [*const u32; T],
+    h0: usize,
+) -> [[__m256i; H]; T] {
+    let low = _mm256_set1_epi8(0x0f);
+    let mut acc = [[_mm256_setzero_si256(); H]; T];
+    for v in 0..4 {
+        for h in 0..H {
+            let q = _mm256_load_si256(lines.add(v).cast::<u8>().add(32 * (h0 + h)).cast());
+            let lo = _mm256_and_si256(q, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+            for t in 0..T {
+                let ylo = _mm256_set1_epi32(quads[t].add(2 * v).read() as i32);
+                let yhi = _mm256_set1_epi32(quads[t].add(2 * v + 1).read() as i32);
+                // No saturation: see the module docs (|sum| <= 8 * 3840 < 32768).
+                acc[t][h] = _mm256_add_epi16(acc[t][h], _mm256_maddubs_epi16(lo, ylo));
+                acc[t][h] = _mm256_add_epi16(acc[t][h], _mm256_maddubs_epi16(hi, yhi));
+            }
+        }
+    }
+    acc
+}
+
+/// 8 bytes at `a` and 8 at `b` as i32 lanes holding the i16 pair `(a[r], b[r])`, for
+/// `vpmaddwd`.
+///
+/// # Safety
+/// AVX2 must be present; 8 bytes must be readable at `a` and at `b`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn byte_pairs(a: *const u8, b: *const u8) -> __m256i {
+    let a = _mm_loadl_epi64(a.cast());
+    let b = _mm_loadl_epi64(b.cast());
+    _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(a, b))
+}
+
+/// Halves `h0..h0 + H` of panel `p` of Q4_0 rows against `T` whole activation rows.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present; every `xs[t]` must come from a Q8_0 row of
+/// `w.cols()` elements; `p < w.n_panels()`; `h0 + H <= 2`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn panel_q4_0<const T: usize, const H: usize>(
+    w: &PackedMatrix,
+    xs: [&PackedActivations; T],
+    p: usize,
+    h0: usize,
+) -> [[__m256; H]; T] {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); H]; T];
+    for b in 0..w.cols() / 32 {
+        let (sc, lines) = w.q4_0_block(p, b);
+        let quads = std::array::from_fn(|t| xs[t].quads.as_ptr().add(8 * b));
+        let s16 = group_sums::<T, H>(lines.as_ptr(), quads, h0);
+        for h in 0..H {
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(sc.as_ptr().add(HALF * (h0 + h)).cast()));
+            for t in 0..T {
+                let start = _mm256_set1_epi32(*xs[t].sums.get_unchecked(b));
+                let s = _mm256_add_epi32(_mm256_madd_epi16(s16[t][h], ones), start);
+                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*xs[t].scales.get_unchecked(b)));
+                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[t][h]);
+            }
+        }
+    }
+    acc
+}
+
+/// Halves `h0..h0 + H` of panel `p` of Q4_K rows against `T` whole activation rows.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present; every `xs[t]` must come from a Q8_K row of
+/// `w.cols()` elements; `p < w.n_panels()`; `h0 + H <= 2`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn panel_q4_k<const T: usize, const H: usize>(
+    w: &PackedMatrix,
+    xs: [&PackedActivations; T],
+    p: usize,
+    h0: usize,
+) -> [[__m256; H]; T] {
+    let mut acc = [[_mm256_setzero_ps(); H]; T];
+    for b in 0..w.cols() / QK_K {
+        let lines = w.q4_k_block(p, b);
+        let lp = lines.as_ptr();
+        // Byte `r` of sub-block `j`'s row bytes in a scale (line 1) or min (line 3) line pair.
+        let sub = |first: usize, j: usize, h: usize| lp.add(first + j / 4).cast::<u8>().add((j % 4) * 16 + HALF * h);
+        let mut scaled = [[_mm256_setzero_si256(); H]; T];
+        for j in 0..8 {
+            let quads = std::array::from_fn(|t| xs[t].quads.as_ptr().add(64 * b + 8 * j));
+            let s16 = group_sums::<T, H>(lp.add(5 + 4 * j), quads, h0);
+            for h in 0..H {
+                let s = sub(1, j, h0 + h);
+                let sc = byte_pairs(s, s);
+                for t in 0..T {
+                    // (scale, scale) x the two i16 halves: scale * group sum, exact in i32.
+                    scaled[t][h] = _mm256_add_epi32(scaled[t][h], _mm256_madd_epi16(s16[t][h], sc));
+                }
+            }
+        }
+        // Per token, the Q8_K sub-block sums of this super-block as i16 pairs (|sum| <= 4096).
+        let y_pairs: [[i32; 4]; T] = std::array::from_fn(|t| {
+            let s = xs[t].sums.as_ptr().add(8 * b);
+            std::array::from_fn(|i| {
+                (s.add(2 * i).read() as u16 as u32 | ((s.add(2 * i + 1).read() as u32) << 16)) as i32
+            })
+        });
+        for h in 0..H {
+            let hh = h0 + h;
+            let d = _mm256_cvtph_ps(_mm_load_si128(lp.cast::<u8>().add(16 * hh).cast()));
+            let dmin = _mm256_cvtph_ps(_mm_load_si128(lp.cast::<u8>().add(32 + 16 * hh).cast()));
+            let mut mins = [_mm256_setzero_si256(); T];
+            for i in 0..4 {
+                let m = byte_pairs(sub(3, 2 * i, hh), sub(3, 2 * i + 1, hh));
+                for t in 0..T {
+                    mins[t] = _mm256_add_epi32(mins[t], _mm256_madd_epi16(m, _mm256_set1_epi32(y_pairs[t][i])));
+                }
+            }
+            for t in 0..T {
+                let dy = _mm256_set1_ps(*xs[t].scales.get_unchecked(b));
+                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(scaled[t][h]), _mm256_mul_ps(d, dy), acc[t][h]);
+                acc[t][h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins[t]), _mm256_mul_ps(dmin, dy), acc[t][h]);
+            }
+        }
+    }
+    acc
+}
+
+/// Halves `h0..h0 + H` of panel `p` against `T` tokens, stored for the rows below `rows`:
+/// row `r` of token `t` to `out[t * stride + r - row0]`.
+///
+/// # Safety
+/// As [`panel_q4_0`] / [`panel_q4_k`] for `w.ty()`; `row0 <= 16 * p`, `rows <= w.rows()`, and
+/// `out` must have room for every row `row0..rows` of every token at that stride.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_tile<const T: usize, const H: usize>(
+    w: &PackedMatrix,
+    xs: [&PackedActivations; T],
+    p: usize,
+    h0: usize,
+    out: *mut f32,
+    stride: usize,
+    row0: usize,
+    rows: usize,
+) {
+    let res = if w.ty() == GgmlType::Q4_0 {
+        panel_q4_0::<T, H>(w, xs, p, h0)
+    } else {
+        panel_q4_k::<T, H>(w, xs, p, h0)
+    };
+    for h in 0..H {
+        let r0 = PANEL_ROWS * p + HALF * (h0 + h);
+        if r0 >= rows {
+            break;
+        }
+        let n = HALF.min(rows - r0);
+        for t in 0..T {
+            let dst = out.add(t * stride + r0 - row0);
+            if n == HALF {
+                _mm256_storeu_ps(dst, res[t][h]);
+            } else {
+                let mut tmp = [0f32; HALF];
+                _mm256_storeu_ps(tmp.as_mut_ptr(), res[t][h]);
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, n);
+            }
+        }
+    }
+}
+
+/// One token: `out[i] = row (16 * first_panel + i) of w . x` for the rows `out` covers.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C, `x` must come from an activation row of
+/// `w.cols()` elements for `w.ty()`, and the rows must exist:
+/// `16 * first_panel + out.len() <= w.rows()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn matvec_packed(w: &PackedMatrix, x: &PackedActivations, first_panel: usize, out: &mut [f32]) {
+    debug_assert!(PANEL_ROWS * first_panel + out.len() <= w.rows());
+    let row0 = PANEL_ROWS * first_panel;
+    let rows = row0 + out.len();
+    for p in first_panel..rows.div_ceil(PANEL_ROWS) {
+        // Both halves at once: each line is read from memory once (decode streams weights).
+        run_tile::<1, 2>(w, [x], p, 0, out.as_mut_ptr(), 0, row0, rows);
+    }
+}
+
+/// `out[t * rows + r] = w[r] . x[t]` for `xs.len()` tokens, as tasks of one panel and up to
+/// [`TOKEN_CHUNK`] tokens on `pool`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C, every `xs[t]` must come from an activation row of
+/// `w.cols()` elements for `w.ty()`, and `out.len() == xs.len() * w.rows()`.
+pub(super) unsafe fn matmul_packed(pool: &ThreadPool, w: &PackedMatrix, xs: &[PackedActivations], out: &mut [f32]) {
+    debug_assert_eq!(out.len(), xs.len() * w.rows());
+    let rows = w.rows();
+    let n_panels = w.n_panels();
+    let n_chunks = xs.len().div_ceil(TOKEN_CHUNK);
+    let outp = SyncPtr(out.as_mut_ptr());
+    pool.run(n_panels * n_chunks, &|task| {
+        // Chunk-major: threads working at the same time share the chunk's activations.
+        let (c, p) = (task / n_panels, task % n_panels);
+        let end = ((c + 1) * TOKEN_CHUNK).min(xs.len());
+        let mut t0 = c * TOKEN_CHUNK;
+        while t0 < end {
+            let nt = TILE.min(end - t0);
+            // SAFETY: the caller guarantees the CPU features and activation rows; tokens
+            // t0..t0+nt and panel p's rows are inside `out`, and this task is their only writer.
+            unsafe {
+                let o = outp.get().add(t0 * rows);
+                match nt {
+                    1 => run_tile::<1, 2>(w, [&xs[t0]], p, 0, o, rows, 0, rows),
+                    2 => run_tile::<2, 2>(w, [&xs[t0], &xs[t0 + 1]], p, 0, o, rows, 0, rows),
+                    3 => {
+                        for h in 0..2 {
+                            run_tile::<3, 1>(w, std::array::from_fn(|i| &xs[t0 + i]), p, h, o, rows, 0, rows);
+                        }
+                    }
+                    _ => {
+                        for h in 0..2 {
+                            run_tile::<TILE, 1>(w, std::array::from_fn(|i| &xs[t0 + i]), p, h, o, rows, 0, rows);
+                        }
+                    }
+                }
+            }
+            t0 += nt;
+        }
+    });
+}
