@@ -11,7 +11,7 @@
 //! f32 (ggml quantizes them inside the op, as ours does), so both sides do the same work. Its
 //! weights are in a plain CPU buffer, so ggml does not repack them (llama.cpp's model loader
 //! would); `edgeact-repacked` is ours on weights repacked as `--repack` does (Q4_0 and Q4_K,
-//! AVX-512 VNNI CPUs only).
+//! x86 CPUs with AVX2 or AVX-512).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use edgeact_runtime::kernels::cpu::{matmul, repack_supported, repackable, PackedMatrix, QMatrix, ThreadPool};
@@ -120,7 +120,7 @@ fn bench_prefill(c: &mut Criterion) {
     g.finish();
 }
 
-/// `w` repacked for the AVX-512 VNNI kernels, where this CPU and type have them.
+/// `w` repacked for the x86 SIMD kernels, where this CPU and type have them.
 fn repacked(pool: &ThreadPool, w: &QMatrix) -> Option<PackedMatrix> {
     (repack_supported() && repackable(w.ty)).then(|| PackedMatrix::new(pool, w).expect("repack"))
 }

@@ -145,7 +145,7 @@ impl LlamaModel {
         }
     }
 
-    /// Repacks every Q4_0 and Q4_K matrix of the transformer blocks for the AVX-512 VNNI kernels (see
+    /// Repacks every Q4_0 and Q4_K matrix of the transformer blocks for the x86 SIMD kernels (see
     /// `kernels::cpu::repack`), using `threads` threads. This copies those weights out of the
     /// mapping into anonymous memory; returns the bytes copied (0 where the CPU has no kernel
     /// for repacked weights, which then keeps using the mapping). The mapping's pages of the

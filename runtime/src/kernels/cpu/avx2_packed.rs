@@ -35,7 +35,7 @@ use std::arch::x86_64::*;
 /// Row lanes per 256-bit half of a quant line.
 const HALF: usize = 8;
 /// Tokens per micro-tile of the batch kernel.
-pub(super) const TILE: usize = 4;
+const TILE: usize = 4;
 /// Tokens per batch task: one task reuses its panel (about 36 KiB at 4096 columns, in L2) for
 /// every tile of its tokens.
 const TOKEN_CHUNK: usize = 64;

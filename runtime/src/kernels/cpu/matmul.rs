@@ -39,7 +39,7 @@ const TOKEN_BLOCK: usize = 32;
 
 /// A row-major weight matrix borrowed from a model file: each of `rows` rows is `cols`
 /// elements of `ty`; optionally also the same matrix repacked (see [`PackedMatrix`]), which the
-/// AVX-512 VNNI path then reads instead of `data`.
+/// x86 SIMD paths (AVX2, AVX-512) then read instead of `data`.
 #[derive(Debug, Clone, Copy)]
 pub struct QMatrix<'a> {
     pub ty: GgmlType,
