@@ -27,6 +27,20 @@ fn load(path: &Path, repack: bool) -> (Arc<LlamaModel>, usize) {
     (Arc::new(model), bytes)
 }
 
+/// The model at `path` from the mapping and repacked, or `None` (with the reason printed)
+/// where this CPU has no kernel for repacked weights, after checking nothing was repacked.
+fn mapped_and_repacked(path: &Path) -> Option<(Arc<LlamaModel>, Arc<LlamaModel>)> {
+    let (plain, _) = load(path, false);
+    let (packed, bytes) = load(path, true);
+    if !repack_supported() {
+        assert_eq!(bytes, 0, "nothing may be repacked without a kernel for it");
+        eprintln!("skipped the comparison: this CPU has no kernel for repacked weights (x86-64 AVX2)");
+        return None;
+    }
+    assert!(bytes > 0, "no weights were repacked");
+    Some((plain, packed))
+}
+
 fn argmax(x: &[f32]) -> u32 {
     (0..x.len()).max_by(|&a, &b| x[a].total_cmp(&x[b])).unwrap() as u32
 }
@@ -43,17 +57,10 @@ fn repacked_q4_0_model_matches_the_mapped_one() {
         .unwrap();
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
 
-    let (plain, _) = load(&q4, false);
-    let (packed, bytes) = load(&q4, true);
-    if !repack_supported() {
-        assert_eq!(bytes, 0, "nothing may be repacked without a kernel for it");
-        eprintln!("skipped the comparison: this CPU has no kernel for repacked weights (x86-64 AVX2)");
-        return;
-    }
     // 5 layers x 7 Q4_0 matrices of 64-wide rows; the embeddings stay in the mapping.
-    assert!(bytes > 0, "no weights were repacked");
-
-    compare(&plain, &packed, prefill_bound());
+    if let Some((plain, packed)) = mapped_and_repacked(&q4) {
+        compare(&plain, &packed, prefill_bound());
+    }
 }
 
 /// The logit bound for stories260K's prompt: 1e-3 where both models' prefill runs the same
@@ -85,16 +92,10 @@ fn repacked_q4_k_m_model_matches_the_mapped_one() {
     let mut opts = Options::new(Mix::Q4KM);
     opts.threads = 2;
     convert(&ck, &path, &opts, &mut edgeact_quantize::convert::Silent).unwrap();
-    let (plain, _) = load(&path, false);
-    let (packed, bytes) = load(&path, true);
-    if !repack_supported() {
-        assert_eq!(bytes, 0, "nothing may be repacked without a kernel for it");
-        eprintln!("skipped the comparison: this CPU has no kernel for repacked weights (x86-64 AVX2)");
-        return;
-    }
-    assert!(bytes > 0, "no weights were repacked");
     // This model's logits are small (about +-0.07), so the bound is absolute and tight.
-    compare(&plain, &packed, 1e-5);
+    if let Some((plain, packed)) = mapped_and_repacked(&path) {
+        compare(&plain, &packed, 1e-5);
+    }
 }
 
 /// Logits of prompts of 40 tokens (prefill panels) and 5 tokens (small batch) and then 64
