@@ -177,126 +177,110 @@ pub(super) unsafe fn scales8(p: *const u8, stride: usize, count: usize) -> __m25
     _mm256_cvtph_ps(h)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q4_0<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
-    let m4 = _mm256_set1_epi8(0x0f);
-    let m8 = _mm256_set1_epi8(8);
-    let mut acc = [_mm256_setzero_ps(); T];
-    let mut acc2 = [_mm256_setzero_ps(); T];
-    let mut b0 = 0;
-    while b0 < nb {
-        let cnt = (nb - b0).min(8);
-        let dw = scales8(w.add(b0 * Q4_0), Q4_0, cnt);
-        let mut prod = [[0f32; 8]; T];
-        for t in 0..T {
-            let da = scales8(a[t].add(b0 * Q8_0), Q8_0, cnt);
-            _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
-        }
-        // Two accumulators (even / odd blocks) halve the FMA dependency chain.
-        macro_rules! block {
-            ($i:expr, $acc:ident) => {{
-                let b = b0 + $i;
-                let qs = _mm_loadu_si128(w.add(b * Q4_0 + 2).cast());
-                let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), m4);
-                let q = _mm256_sub_epi8(q, m8);
-                let aq = _mm256_sign_epi8(q, q);
+/// A legacy kernel whose weights become 32 signed i8 quants per block (Q4_0, Q5_0, Q8_0; Q8_0
+/// activations): `$quants` is an expression of `$wb`, the block's first byte (its f16 scale),
+/// evaluated inside the kernel with `$setup`'s constants in scope. Products go through the
+/// sign trick ([`dot_signed`]).
+macro_rules! signed_legacy_tile {
+    ($(#[$doc:meta])* $name:ident, $stride:expr, { $($setup:stmt;)* }, |$wb:ident| $quants:expr) => {
+        $(#[$doc])*
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
+            $($setup)*
+            let mut acc = [_mm256_setzero_ps(); T];
+            let mut acc2 = [_mm256_setzero_ps(); T];
+            let mut b0 = 0;
+            while b0 < nb {
+                let cnt = (nb - b0).min(8);
+                let dw = scales8(w.add(b0 * $stride), $stride, cnt);
+                let mut prod = [[0f32; 8]; T];
                 for t in 0..T {
-                    let p = dot_signed(aq, q, load256(a[t].add(b * Q8_0 + 2)));
-                    $acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][$i]), $acc[t]);
+                    let da = scales8(a[t].add(b0 * Q8_0), Q8_0, cnt);
+                    _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
                 }
-            }};
-        }
-        let mut i = 0;
-        while i + 1 < cnt {
-            block!(i, acc);
-            block!(i + 1, acc2);
-            i += 2;
-        }
-        if i < cnt {
-            block!(i, acc);
-        }
-        b0 += cnt;
-    }
-    for t in 0..T {
-        out[t] = hsum(_mm256_add_ps(acc[t], acc2[t]));
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q8_0<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
-    let mut acc = [_mm256_setzero_ps(); T];
-    let mut acc2 = [_mm256_setzero_ps(); T];
-    let mut b0 = 0;
-    while b0 < nb {
-        let cnt = (nb - b0).min(8);
-        let dw = scales8(w.add(b0 * Q8_0), Q8_0, cnt);
-        let mut prod = [[0f32; 8]; T];
-        for t in 0..T {
-            let da = scales8(a[t].add(b0 * Q8_0), Q8_0, cnt);
-            _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
-        }
-        // Two accumulators (even / odd blocks) halve the FMA dependency chain.
-        macro_rules! block {
-            ($i:expr, $acc:ident) => {{
-                let b = b0 + $i;
-                let q = load256(w.add(b * Q8_0 + 2));
-                let aq = _mm256_sign_epi8(q, q);
-                for t in 0..T {
-                    let p = dot_signed(aq, q, load256(a[t].add(b * Q8_0 + 2)));
-                    $acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][$i]), $acc[t]);
+                let block = |i: usize, acc: &mut [__m256; T]| {
+                    let $wb = w.add((b0 + i) * $stride);
+                    let q = $quants;
+                    let aq = _mm256_sign_epi8(q, q);
+                    for t in 0..T {
+                        let p = dot_signed(aq, q, load256(a[t].add((b0 + i) * Q8_0 + 2)));
+                        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][i]), acc[t]);
+                    }
+                };
+                // Two accumulators (even / odd blocks) halve the FMA dependency chain.
+                let mut i = 0;
+                while i + 1 < cnt {
+                    block(i, &mut acc);
+                    block(i + 1, &mut acc2);
+                    i += 2;
                 }
-            }};
-        }
-        let mut i = 0;
-        while i + 1 < cnt {
-            block!(i, acc);
-            block!(i + 1, acc2);
-            i += 2;
-        }
-        if i < cnt {
-            block!(i, acc);
-        }
-        b0 += cnt;
-    }
-    for t in 0..T {
-        out[t] = hsum(_mm256_add_ps(acc[t], acc2[t]));
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q4_1<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
-    let m4 = _mm256_set1_epi8(0x0f);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); T];
-    // sum over blocks of m_w * s_a, 8 blocks per vector.
-    let mut mins = [_mm256_setzero_ps(); T];
-    let mut b0 = 0;
-    while b0 < nb {
-        let cnt = (nb - b0).min(8);
-        let dw = scales8(w.add(b0 * Q4_1), Q4_1, cnt);
-        let mw = scales8(w.add(b0 * Q4_1 + 2), Q4_1, cnt);
-        let mut prod = [[0f32; 8]; T];
-        for t in 0..T {
-            let da = scales8(a[t].add(b0 * Q8_1), Q8_1, cnt);
-            let sa = scales8(a[t].add(b0 * Q8_1 + 2), Q8_1, cnt);
-            _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
-            mins[t] = _mm256_fmadd_ps(mw, sa, mins[t]);
-        }
-        for i in 0..cnt {
-            let b = b0 + i;
-            let qs = _mm_loadu_si128(w.add(b * Q4_1 + 4).cast());
-            let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), m4);
+                if i < cnt {
+                    block(i, &mut acc);
+                }
+                b0 += cnt;
+            }
             for t in 0..T {
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, load256(a[t].add(b * Q8_1 + 4))), ones);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][i]), acc[t]);
+                out[t] = hsum(_mm256_add_ps(acc[t], acc2[t]));
             }
         }
-        b0 += cnt;
-    }
-    for t in 0..T {
-        out[t] = hsum(_mm256_add_ps(acc[t], mins[t]));
-    }
+    };
 }
+
+/// A legacy kernel with a per-block min (Q4_1, Q5_1; Q8_1 activations): `$quants` gives the
+/// block's 32 unsigned quants from `$wb` (f16 `d` at byte 0, f16 `m` at byte 2); they go
+/// through `maddubs`, and the min enters as `m_w * s_a` per block.
+macro_rules! min_legacy_tile {
+    ($(#[$doc:meta])* $name:ident, $stride:expr, { $($setup:stmt;)* }, |$wb:ident| $quants:expr) => {
+        $(#[$doc])*
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
+            $($setup)*
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [_mm256_setzero_ps(); T];
+            // sum over blocks of m_w * s_a, 8 blocks per vector.
+            let mut mins = [_mm256_setzero_ps(); T];
+            let mut b0 = 0;
+            while b0 < nb {
+                let cnt = (nb - b0).min(8);
+                let dw = scales8(w.add(b0 * $stride), $stride, cnt);
+                let mw = scales8(w.add(b0 * $stride + 2), $stride, cnt);
+                let mut prod = [[0f32; 8]; T];
+                for t in 0..T {
+                    let da = scales8(a[t].add(b0 * Q8_1), Q8_1, cnt);
+                    let sa = scales8(a[t].add(b0 * Q8_1 + 2), Q8_1, cnt);
+                    _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
+                    mins[t] = _mm256_fmadd_ps(mw, sa, mins[t]);
+                }
+                for i in 0..cnt {
+                    let $wb = w.add((b0 + i) * $stride);
+                    let q = $quants;
+                    for t in 0..T {
+                        let y = load256(a[t].add((b0 + i) * Q8_1 + 4));
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), ones);
+                        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][i]), acc[t]);
+                    }
+                }
+                b0 += cnt;
+            }
+            for t in 0..T {
+                out[t] = hsum(_mm256_add_ps(acc[t], mins[t]));
+            }
+        }
+    };
+}
+
+signed_legacy_tile!(
+    /// Q4_0: nibbles minus 8.
+    tile_q4_0, Q4_0, { let m8 = _mm256_set1_epi8(8); }, |wb| _mm256_sub_epi8(nibbles32(wb.add(2)), m8)
+);
+signed_legacy_tile!(
+    /// Q8_0: the quants as stored.
+    tile_q8_0, Q8_0, {}, |wb| load256(wb.add(2))
+);
+min_legacy_tile!(
+    /// Q4_1: the nibbles.
+    tile_q4_1, Q4_1, {}, |wb| nibbles32(wb.add(4))
+);
 
 // --- 5-bit legacy blocks -------------------------------------------------------------------
 
@@ -327,90 +311,18 @@ pub(super) unsafe fn nibbles32(p: *const u8) -> __m256i {
     _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), _mm256_set1_epi8(0x0f))
 }
 
-/// Q5_0 against Q8_0. `q - 16` as i8 is the nibble when the fifth bit is set and the nibble
-/// with 0xF0 or-ed in (nibble - 16) when it is not, so one `andnot` + `or` yields the signed
-/// weights, which then go through the sign trick as Q4_0's do.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q5_0<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
-    let hi4 = _mm256_set1_epi8(0xf0u8 as i8);
-    let mut acc = [_mm256_setzero_ps(); T];
-    let mut acc2 = [_mm256_setzero_ps(); T];
-    let mut b0 = 0;
-    while b0 < nb {
-        let cnt = (nb - b0).min(8);
-        let dw = scales8(w.add(b0 * Q5_0), Q5_0, cnt);
-        let mut prod = [[0f32; 8]; T];
-        for t in 0..T {
-            let da = scales8(a[t].add(b0 * Q8_0), Q8_0, cnt);
-            _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
-        }
-        // Two accumulators (even / odd blocks) halve the FMA dependency chain.
-        macro_rules! block {
-            ($i:expr, $acc:ident) => {{
-                let wb = w.add((b0 + $i) * Q5_0);
-                let q = _mm256_or_si256(
-                    nibbles32(wb.add(6)),
-                    _mm256_andnot_si256(q5_high_bits(wb.add(2)), hi4),
-                );
-                let aq = _mm256_sign_epi8(q, q);
-                for t in 0..T {
-                    let p = dot_signed(aq, q, load256(a[t].add((b0 + $i) * Q8_0 + 2)));
-                    $acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][$i]), $acc[t]);
-                }
-            }};
-        }
-        let mut i = 0;
-        while i + 1 < cnt {
-            block!(i, acc);
-            block!(i + 1, acc2);
-            i += 2;
-        }
-        if i < cnt {
-            block!(i, acc);
-        }
-        b0 += cnt;
-    }
-    for t in 0..T {
-        out[t] = hsum(_mm256_add_ps(acc[t], acc2[t]));
-    }
-}
-
-/// Q5_1 against Q8_1: unsigned quants (nibble | 0x10 where the fifth bit is set) through
-/// `maddubs`, the min folded in as `m_w * s_a` per block, as Q4_1.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q5_1<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
-    let b4 = _mm256_set1_epi8(0x10);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); T];
-    // sum over blocks of m_w * s_a, 8 blocks per vector.
-    let mut mins = [_mm256_setzero_ps(); T];
-    let mut b0 = 0;
-    while b0 < nb {
-        let cnt = (nb - b0).min(8);
-        let dw = scales8(w.add(b0 * Q5_1), Q5_1, cnt);
-        let mw = scales8(w.add(b0 * Q5_1 + 2), Q5_1, cnt);
-        let mut prod = [[0f32; 8]; T];
-        for t in 0..T {
-            let da = scales8(a[t].add(b0 * Q8_1), Q8_1, cnt);
-            let sa = scales8(a[t].add(b0 * Q8_1 + 2), Q8_1, cnt);
-            _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
-            mins[t] = _mm256_fmadd_ps(mw, sa, mins[t]);
-        }
-        for i in 0..cnt {
-            let wb = w.add((b0 + i) * Q5_1);
-            let q = _mm256_or_si256(nibbles32(wb.add(8)), _mm256_and_si256(q5_high_bits(wb.add(4)), b4));
-            for t in 0..T {
-                let y = load256(a[t].add((b0 + i) * Q8_1 + 4));
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), ones);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][i]), acc[t]);
-            }
-        }
-        b0 += cnt;
-    }
-    for t in 0..T {
-        out[t] = hsum(_mm256_add_ps(acc[t], mins[t]));
-    }
-}
+signed_legacy_tile!(
+    /// Q5_0 against Q8_0. `q - 16` as i8 is the nibble when the fifth bit is set and the
+    /// nibble with 0xF0 or-ed in (nibble - 16) when it is not, so one `andnot` + `or` yields
+    /// the signed weights.
+    tile_q5_0, Q5_0, { let hi4 = _mm256_set1_epi8(0xf0u8 as i8); },
+    |wb| _mm256_or_si256(nibbles32(wb.add(6)), _mm256_andnot_si256(q5_high_bits(wb.add(2)), hi4))
+);
+min_legacy_tile!(
+    /// Q5_1: unsigned quants, the nibble | 0x10 where the fifth bit is set.
+    tile_q5_1, Q5_1, { let b4 = _mm256_set1_epi8(0x10); },
+    |wb| _mm256_or_si256(nibbles32(wb.add(8)), _mm256_and_si256(q5_high_bits(wb.add(4)), b4))
+);
 
 // --- k-quants ------------------------------------------------------------------------------
 //
