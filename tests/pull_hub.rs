@@ -428,3 +428,55 @@ fn missing_repo_and_file_are_clear_errors() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("network error"), "{}", stderr(&o));
 }
+
+/// The quickstart's `EDGEACT_MODEL=agentlm-7b` path with a reachable Hub: it pulls
+/// THUDM/agentlm-7b (here the tiny checkpoint under that name), converts it to Q4_K_M, says
+/// which model runs, and runs the chat turn and the `agent db` episode on it.
+#[test]
+fn quickstart_pulls_agentlm_when_the_hub_answers() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("skipped: curl is not installed (the quickstart's Hub check needs it)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let mut b = Behaviour::default();
+    add_repo(&mut b, "THUDM/agentlm-7b", tiny_files(&src));
+    let hub = serve(b);
+    let models = tmp.path().join("models");
+    let quickstart = |hub_url: &str| {
+        Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/quickstart.sh"))
+            .env("EDGEACT_MODEL", "agentlm-7b")
+            .env("EDGEACT_BIN", env!("CARGO_BIN_EXE_edgeact"))
+            .env("EDGEACT_MODELS_DIR", &models)
+            .env("EDGEACT_THREADS", "2")
+            .env("HF_ENDPOINT", hub_url)
+            .env("HF_HOME", tmp.path().join("hf"))
+            .env_remove("HF_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let o = quickstart(&hub.url);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    let gguf = models.join("agentlm-7b.q4_k_m.gguf");
+    assert!(
+        out.contains(&format!("== model: {} (AgentLM-7B, Q4_K_M)", gguf.display())),
+        "{out}"
+    );
+    assert!(!out.contains("SmolLM2"), "fell back: {out}");
+    assert!(out.contains("== agent episode wall time"), "{out}");
+    assert!(stderr(&o).contains("tok/s"), "no speed line: {}", stderr(&o));
+    let g = GgufFile::open(&gguf).unwrap();
+    assert_eq!(g.tensor("blk.0.attn_q.weight").unwrap().info.ty, GgmlType::Q4_K);
+    assert_eq!(hub.requests("/model.safetensors").len(), 1);
+
+    // A second run uses the pulled file, even with the Hub gone.
+    drop(hub);
+    let o = quickstart("http://127.0.0.1:9");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("== using the AgentLM-7B pulled earlier"), "{out}");
+}

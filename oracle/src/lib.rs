@@ -7,7 +7,9 @@
 //! - ggml's CPU matrix multiplication on a persistent thread pool: [`MulMat`];
 //! - GGUF: [`write_gguf`] through ggml's own `gguf_*` writer;
 //! - whole models: [`Model`] / [`Context`] (logits for every position, greedy decoding,
-//!   timing), [`Model::tokenize`], and [`quantize_model`] (`llama_model_quantize`).
+//!   timing; [`ContextOptions`]: flash attention on/off, F32 KV cache, and capture of every
+//!   named intermediate tensor for per-layer comparisons), [`Model::tokenize`], and
+//!   [`quantize_model`] (`llama_model_quantize`).
 //!
 //! ggml aborts the process on a failed assert, so every wrapper validates sizes on the Rust
 //! side first. Set `GGML_NO_BACKTRACE=1` (the workspace's `.cargo/config.toml` does) so an
@@ -592,6 +594,68 @@ impl Drop for Model {
     }
 }
 
+/// How llama.cpp computes attention in a [`Context`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlashAttention {
+    /// llama.cpp's default: flash attention where the backend supports it (the CPU does).
+    #[default]
+    Auto,
+    /// The separate `K·Q`, softmax, `V·softmax` graph (llama.cpp's default before mid-2025).
+    Off,
+}
+
+/// Options of a [`Context`] beyond its size.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ContextOptions {
+    pub flash_attention: FlashAttention,
+    /// Keep the KV cache in F32 instead of llama.cpp's default F16.
+    pub kv_f32: bool,
+    /// Record the F32 intermediate tensors of every graph (see [`Context::captured`]).
+    pub capture: bool,
+}
+
+/// One intermediate tensor as llama.cpp computed it: its graph name (`"attn_norm-3"`,
+/// `"kqv_out-3"`, `"result_output"`, ...), its sizes `ne` (ggml order, innermost first), and
+/// its values in ggml's row-major order.
+#[derive(Clone, Debug)]
+pub struct CapturedTensor {
+    pub name: String,
+    pub ne: [usize; 4],
+    pub data: Vec<f32>,
+}
+
+/// The tensors captured so far, shared with the eval callback.
+type Captures = std::sync::Mutex<Vec<CapturedTensor>>;
+
+/// `cb_eval`: asked first whether a node is wanted (every contiguous F32 node is), then called
+/// again with the node computed.
+unsafe extern "C" fn capture_tensor(t: *mut sys::ggml_tensor, ask: bool, user: *mut c_void) -> bool {
+    // SAFETY: ggml passes a live tensor; `user` is the `Captures` boxed by the context, which
+    // outlives it.
+    let (tensor, captures) = unsafe { (&*t, &*(user as *const Captures)) };
+    // SAFETY: live tensor.
+    let wanted = tensor.type_ == sys::GGML_TYPE_F32 && unsafe { sys::ggml_is_contiguous(t) };
+    if ask || !wanted {
+        // Returning false would abort the graph; true means "go on".
+        return wanted || !ask;
+    }
+    // SAFETY: the name is a NUL-terminated array inside the tensor.
+    let name = unsafe { std::ffi::CStr::from_ptr(sys::ggml_get_name(t)) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: live tensor.
+    let bytes = unsafe { sys::ggml_nbytes(t) };
+    let mut data = vec![0f32; bytes / 4];
+    // SAFETY: `data` holds `bytes` bytes; the node has been computed (ask == false).
+    unsafe { sys::ggml_backend_tensor_get(t, data.as_mut_ptr().cast(), 0, bytes) };
+    let ne = tensor.ne.map(|n| n as usize);
+    captures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(CapturedTensor { name, ne, data });
+    true
+}
+
 /// A llama.cpp inference context over one sequence.
 pub struct Context<'m> {
     model: &'m Model,
@@ -599,11 +663,17 @@ pub struct Context<'m> {
     n_past: usize,
     n_ctx: usize,
     n_batch: usize,
+    captures: Option<Box<Captures>>,
 }
 
 impl<'m> Context<'m> {
     /// A context of `n_ctx` positions computing with `threads` threads (decode and batch).
     pub fn new(model: &'m Model, n_ctx: usize, threads: usize) -> Result<Context<'m>> {
+        Self::with_options(model, n_ctx, threads, ContextOptions::default())
+    }
+
+    /// Like [`Context::new`] with attention, KV cache type and capture chosen by `opts`.
+    pub fn with_options(model: &'m Model, n_ctx: usize, threads: usize, opts: ContextOptions) -> Result<Context<'m>> {
         // SAFETY: returns a plain struct of defaults.
         let mut params = unsafe { sys::llama_context_default_params() };
         let n_batch = n_ctx.clamp(1, 512);
@@ -613,7 +683,21 @@ impl<'m> Context<'m> {
         params.n_threads = threads as i32;
         params.n_threads_batch = threads as i32;
         params.no_perf = true;
-        // SAFETY: live model, valid params.
+        params.flash_attn_type = match opts.flash_attention {
+            FlashAttention::Auto => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
+            FlashAttention::Off => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        };
+        if opts.kv_f32 {
+            params.type_k = sys::GGML_TYPE_F32;
+            params.type_v = sys::GGML_TYPE_F32;
+        }
+        let captures = opts.capture.then(|| Box::new(Captures::default()));
+        if let Some(c) = &captures {
+            params.cb_eval = Some(capture_tensor);
+            params.cb_eval_user_data = (&**c as *const Captures).cast_mut().cast();
+        }
+        // SAFETY: live model, valid params; the capture box outlives the context (dropped
+        // after it, see Drop).
         let raw = unsafe { sys::llama_init_from_model(model.raw, params) };
         if raw.is_null() {
             return err("llama_init_from_model failed");
@@ -624,7 +708,17 @@ impl<'m> Context<'m> {
             n_past: 0,
             n_ctx,
             n_batch,
+            captures,
         })
+    }
+
+    /// Takes the tensors captured since the last call, in the order llama.cpp computed them
+    /// (empty unless the context was made with `capture`).
+    pub fn captured(&mut self) -> Vec<CapturedTensor> {
+        match &self.captures {
+            Some(c) => std::mem::take(&mut *c.lock().unwrap_or_else(|p| p.into_inner())),
+            None => Vec::new(),
+        }
     }
 
     pub fn n_past(&self) -> usize {
@@ -833,6 +927,40 @@ mod tests {
         let all = ctx.eval_all(&[1, 403, 407]).unwrap();
         assert_eq!(all.len(), 3 * 512);
         assert!((all[403] - 17.02352).abs() < 1e-3, "position-0 logit {}", all[403]);
+    }
+
+    #[test]
+    fn context_options_and_capture() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K/stories260K-f32-v3.gguf");
+        let model = Model::load(&path).unwrap();
+        for flash_attention in [FlashAttention::Auto, FlashAttention::Off] {
+            for kv_f32 in [false, true] {
+                let opts = ContextOptions {
+                    flash_attention,
+                    kv_f32,
+                    capture: true,
+                };
+                let mut ctx = Context::with_options(&model, 64, 2, opts).unwrap();
+                let logits = ctx.eval(&[1, 403, 407]).unwrap();
+                let captured = ctx.captured();
+                let names: Vec<&str> = captured.iter().map(|t| t.name.as_str()).collect();
+                for want in ["attn_norm-0", "kqv_out-0", "ffn_out-4", "l_out-4", "result_norm"] {
+                    assert!(names.contains(&want), "{want} not among {names:?}");
+                }
+                // The graph's last node is the logits we were handed.
+                let out = captured.iter().rev().find(|t| t.name == "result_output").unwrap();
+                assert_eq!(out.ne[0], 512);
+                assert_eq!(&out.data[out.data.len() - 512..], &logits[..]);
+                // Flash attention off builds the separate softmax node.
+                let softmax = names.iter().any(|n| n.starts_with("kq_soft_max"));
+                assert_eq!(softmax, flash_attention == FlashAttention::Off, "{flash_attention:?}");
+                assert!(ctx.captured().is_empty(), "taken once");
+                ctx.clear();
+                let ids = ctx.greedy(&[model.bos()], 5).unwrap();
+                assert_eq!(ids, [403, 407, 261, 378, 432], "{flash_attention:?} kv_f32={kv_f32}");
+            }
+        }
     }
 
     #[test]

@@ -49,6 +49,7 @@ impl LoadedModel {
             n_ctx: self.args.ctx.min(max),
             threads: threads.or(self.args.threads).unwrap_or(0),
             kv_type: self.args.kv_type,
+            activations: self.args.activations.activations,
             ..Default::default()
         };
         // On a GPU each session uploads its own copy of the offloaded weights.

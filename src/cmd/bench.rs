@@ -2,10 +2,10 @@
 //! llama-bench: each test is repeated `-r` times after one warm-up, and the table shows the
 //! mean ± standard deviation of tokens/s.
 
-use super::run::{load_model_with, DeviceArgs, RepackArg};
+use super::run::{load_model_with, ActivationsArg, DeviceArgs, RepackArg};
 use anyhow::bail;
 use edgeact_runtime::kernels::cuda::Backend;
-use edgeact_runtime::model::{LlamaModel, SessionOptions};
+use edgeact_runtime::model::{Activations, LlamaModel, SessionOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,6 +38,8 @@ pub struct Args {
     device: DeviceArgs,
     #[command(flatten)]
     repack: RepackArg,
+    #[command(flatten)]
+    activations: ActivationsArg,
 }
 
 /// One line of results.
@@ -64,7 +66,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("-r must be at least 1");
     }
     let backend = args.device.resolve()?;
+    let activations = args.activations.activations;
     let backend_name = match &backend {
+        Backend::Cpu if activations == Activations::F32 => "CPU (f32 activations)".to_string(),
         Backend::Cpu => "CPU".to_string(),
         Backend::Cuda(g) => format!("CUDA {}", g.name),
     };
@@ -101,6 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 device: &args.device,
                 backend: &backend,
                 threads: t,
+                activations,
             };
             let (samples, n_gpu_layers) = bench.measure(*p, *n, args.repetitions, !args.no_warmup)?;
             let (avg, sd) = mean_std(&samples);
@@ -147,6 +152,7 @@ struct Bench<'a> {
     device: &'a DeviceArgs,
     backend: &'a Backend,
     threads: usize,
+    activations: Activations,
 }
 
 impl Bench<'_> {
@@ -157,6 +163,7 @@ impl Bench<'_> {
         let opts = SessionOptions {
             n_ctx: (p + n).max(1),
             threads: self.threads,
+            activations: self.activations,
             ..Default::default()
         };
         let mut session = self.device.session(self.backend, Arc::clone(self.model), opts)?;

@@ -6,7 +6,7 @@
 //! a deterministic run; `--seeds N` runs every task N times and reports mean and spread.
 //! `--scripted FILE` replays fixed replies instead of a model (tests).
 
-use super::run::{DeviceArgs, ModelArgs, RepackArg, DEFAULT_CTX};
+use super::run::{ActivationsArg, DeviceArgs, ModelArgs, RepackArg, DEFAULT_CTX};
 use crate::agent_glue::model::LoadedModel;
 use crate::agent_glue::os::{Backend, MachineOptions};
 use crate::agent_glue::scripted;
@@ -97,6 +97,8 @@ struct EvalArgs {
     threads: Option<usize>,
     #[arg(long, default_value = "f16")]
     kv_type: KvType,
+    #[command(flatten)]
+    activations: ActivationsArg,
     #[command(flatten)]
     device: DeviceArgs,
     #[command(flatten)]
@@ -230,6 +232,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ctx: a.ctx,
             threads: a.threads,
             kv_type: a.kv_type,
+            activations: a.activations,
             device: a.device.clone(),
             repack: a.repack,
         })?),

@@ -7,7 +7,7 @@ use edgeact_runtime::chat::Message;
 use edgeact_runtime::generate::{generate, GenerateOptions, Generation};
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::kernels::cuda::{select_device, Backend, DeviceChoice};
-use edgeact_runtime::model::{KvType, LlamaModel, Session, SessionOptions};
+use edgeact_runtime::model::{Activations, KvType, LlamaModel, Session, SessionOptions};
 use edgeact_runtime::sampler::{Sampler, SamplerConfig};
 use edgeact_runtime::tokenizer::{StreamDecoder, Tokenizer};
 use std::io::Write;
@@ -70,9 +70,21 @@ pub struct ModelArgs {
     #[arg(long, default_value = "f16")]
     pub kv_type: KvType,
     #[command(flatten)]
+    pub activations: ActivationsArg,
+    #[command(flatten)]
     pub device: DeviceArgs,
     #[command(flatten)]
     pub repack: RepackArg,
+}
+
+/// `--activations`, shared by every command that runs the model.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct ActivationsArg {
+    /// CPU matmul arithmetic: `quantized` rounds each matmul's input to 8 bits and uses integer
+    /// dot products (ggml's arithmetic, fast); `f32` multiplies f32 inputs with dequantized
+    /// weights (full precision, as the GPU kernels do; slower).
+    #[arg(long = "activations", default_value = "quantized")]
+    pub activations: Activations,
 }
 
 /// `--repack`, shared by every command that runs the model.
@@ -138,6 +150,7 @@ impl ModelArgs {
             n_ctx,
             threads: self.threads.unwrap_or(0),
             kv_type: self.kv_type,
+            activations: self.activations.activations,
             ..Default::default()
         };
         let session = self.device.session(&backend, Arc::clone(&model), opts)?;

@@ -12,7 +12,7 @@
 
 use super::attention::{self, Heads};
 use super::kv_cache::{KvCache, KvType};
-use super::ops::{self, RopeTable, ThreadPool};
+use super::ops::{self, Activations, RopeTable, ThreadPool};
 use super::weights::{Layer, LlamaModel, Weight};
 use super::{ModelError, RopeScaling};
 use crate::kernels::cuda::{rope_table, Backend, CudaError, GpuBuffer, GpuContext, GpuMatrix, GPU_WEIGHT_TYPES};
@@ -34,6 +34,9 @@ pub struct GpuOptions {
     pub max_batch: usize,
     /// CPU threads for blocks left on the CPU.
     pub threads: usize,
+    /// Activation arithmetic of the blocks left on the CPU (the GPU kernels always multiply
+    /// f32 activations with dequantized weights).
+    pub cpu_activations: Activations,
 }
 
 impl GpuOptions {
@@ -48,6 +51,7 @@ impl GpuOptions {
                 n_ctx,
                 max_batch,
                 threads,
+                cpu_activations: Activations::default(),
             }),
         }
     }
@@ -89,6 +93,7 @@ struct GpuScratch {
 /// The blocks that stay on the CPU, with their own KV cache.
 struct CpuTail {
     pool: ThreadPool,
+    activations: Activations,
     rope: RopeTable,
     cache: KvCache,
 }
@@ -251,6 +256,7 @@ impl GpuForward {
         };
         let tail = (n_gpu < n_layers || output.is_none()).then(|| CpuTail {
             pool: ThreadPool::new(opts.threads.max(1)),
+            activations: opts.cpu_activations,
             rope: RopeTable::new(cfg.head_dim, cfg.rope_freq_base, freq_scale, opts.n_ctx),
             cache: KvCache::new(KvType::F16, n_layers - n_gpu, opts.n_ctx, kv_dim),
         });
@@ -367,7 +373,7 @@ impl GpuForward {
         }
         let start = out.len();
         out.resize(start + rows * cfg.vocab_size, 0.0);
-        cpu_matmul(&tail.pool, &model, &model.output, &xb, rows, &mut out[start..])
+        cpu_matmul(tail, &model, &model.output, &xb, rows, &mut out[start..])
     }
 
     /// One transformer block on the GPU over the chunk in `s.x`.
@@ -451,9 +457,9 @@ impl GpuForward {
             for (o, xi) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
                 ops::rms_norm(o, xi, &layer.attn_norm, cfg.rms_eps);
             }
-            cpu_matmul(&tail.pool, model, &layer.wq, &xb, n, &mut q)?;
-            cpu_matmul(&tail.pool, model, &layer.wk, &xb, n, &mut k)?;
-            cpu_matmul(&tail.pool, model, &layer.wv, &xb, n, &mut v)?;
+            cpu_matmul(tail, model, &layer.wq, &xb, n, &mut q)?;
+            cpu_matmul(tail, model, &layer.wk, &xb, n, &mut k)?;
+            cpu_matmul(tail, model, &layer.wv, &xb, n, &mut v)?;
             for t in 0..n {
                 ops::rope(&tail.rope, &mut q[t * dim..(t + 1) * dim], pos0 + t);
                 ops::rope(&tail.rope, &mut k[t * kv_dim..(t + 1) * kv_dim], pos0 + t);
@@ -481,15 +487,15 @@ impl GpuForward {
                     );
                 }
             }
-            cpu_matmul(&tail.pool, model, &layer.wo, &att, n, &mut out)?;
+            cpu_matmul(tail, model, &layer.wo, &att, n, &mut out)?;
             x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
             for (o, xi) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
                 ops::rms_norm(o, xi, &layer.ffn_norm, cfg.rms_eps);
             }
-            cpu_matmul(&tail.pool, model, &layer.w_gate, &xb, n, &mut gate)?;
-            cpu_matmul(&tail.pool, model, &layer.w_up, &xb, n, &mut up)?;
+            cpu_matmul(tail, model, &layer.w_gate, &xb, n, &mut gate)?;
+            cpu_matmul(tail, model, &layer.w_up, &xb, n, &mut up)?;
             ops::swiglu(&gate, &up, &mut act);
-            cpu_matmul(&tail.pool, model, &layer.w_down, &act, n, &mut out)?;
+            cpu_matmul(tail, model, &layer.w_down, &act, n, &mut out)?;
             x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
         }
         Ok(())
@@ -499,14 +505,15 @@ impl GpuForward {
 const GIB: f64 = (1u64 << 30) as f64;
 
 fn cpu_matmul(
-    pool: &ThreadPool,
+    tail: &CpuTail,
     model: &LlamaModel,
     w: &Weight,
     x: &[f32],
     n: usize,
     out: &mut [f32],
 ) -> Result<(), ModelError> {
-    ops::matmul(pool, &model.qmatrix(w), x, n, out).map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))
+    ops::matmul(&tail.pool, tail.activations, &model.qmatrix(w), x, n, out)
+        .map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))
 }
 
 /// A one-line stderr progress bar for weight uploads of 1 GiB or more (small models load

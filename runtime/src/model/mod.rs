@@ -18,6 +18,7 @@ mod weights;
 
 pub use config::{LlamaConfig, RopeScaling, SUPPORTED_ARCHITECTURES};
 pub use kv_cache::KvType;
+pub use ops::Activations;
 pub use session::{Session, SessionOptions, MAX_BATCH};
 pub use weights::{LlamaModel, Weight};
 

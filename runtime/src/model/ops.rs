@@ -8,7 +8,7 @@ use crate::quant::{GgmlType, QuantError};
 use half::f16;
 
 pub use crate::kernels::cpu::{
-    repack_supported, repackable, KernelError, PackedMatrix, QMatrix, RopeTable, ThreadPool,
+    repack_supported, repackable, Activations, KernelError, PackedMatrix, QMatrix, RopeTable, ThreadPool,
 };
 
 /// Checks that a weight can go through the matmul (type has a kernel, bytes match the shape).
@@ -27,8 +27,15 @@ pub fn dequantize_row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(),
 }
 
 /// `out[t * rows + r] = w[r] · x[t]` for every token `t` of the batch.
-pub fn matmul(pool: &ThreadPool, w: &QMatrix, x: &[f32], n_tokens: usize, out: &mut [f32]) -> Result<(), KernelError> {
-    k::try_matmul(pool, w, x, n_tokens, out)
+pub fn matmul(
+    pool: &ThreadPool,
+    activations: Activations,
+    w: &QMatrix,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    k::try_matmul_as(k::backend(), activations, pool, w, x, n_tokens, out)
 }
 
 /// `out = x / rms(x) * w`.

@@ -7,7 +7,7 @@
 
 use super::attention::{self, Heads};
 use super::kv_cache::{KvCache, KvType};
-use super::ops::{self, RopeTable, ThreadPool};
+use super::ops::{self, Activations, RopeTable, ThreadPool};
 use super::weights::{Layer, LlamaModel, Weight};
 use super::{ModelError, RopeScaling};
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,9 @@ pub struct SessionOptions {
     pub kv_type: KvType,
     /// Tokens per prefill chunk, 1..=[`MAX_BATCH`].
     pub batch_size: usize,
+    /// How the CPU matmuls treat activations: quantized like ggml (default, fast) or f32
+    /// against dequantized weights (the GPU kernels' arithmetic).
+    pub activations: Activations,
 }
 
 impl Default for SessionOptions {
@@ -38,6 +41,7 @@ impl Default for SessionOptions {
             threads: 0,
             kv_type: KvType::F16,
             batch_size: MAX_BATCH,
+            activations: Activations::Quantized,
         }
     }
 }
@@ -75,6 +79,7 @@ pub struct Session {
     model: Arc<LlamaModel>,
     n_ctx: usize,
     batch_size: usize,
+    activations: Activations,
     pool: ThreadPool,
     rope: RopeTable,
     cache: KvCache,
@@ -114,6 +119,7 @@ impl Session {
             pool: ThreadPool::new(threads),
             n_ctx,
             batch_size: opts.batch_size,
+            activations: opts.activations,
             cache,
             tokens: Vec::new(),
             scratch: Scratch::default(),
@@ -134,12 +140,13 @@ impl Session {
         gpu_layers: Option<usize>,
     ) -> Result<Session, ModelError> {
         #[allow(unused_mut)]
-        let mut session = Session::new(Arc::clone(&model), opts)?;
+        let mut session = Session::new(Arc::clone(&model), opts.clone())?;
         #[cfg(feature = "cuda")]
         if let Some(mut g) =
             super::cuda::GpuOptions::for_backend(backend, session.n_ctx, session.batch_size, session.pool.n_threads())
         {
             g.gpu_layers = gpu_layers;
+            g.cpu_activations = opts.activations;
             session.gpu = Some(super::cuda::GpuForward::new(model, &g)?);
         }
         #[cfg(not(feature = "cuda"))]
@@ -259,7 +266,15 @@ impl Session {
             rms_norm_rows(xb, x, &model.output_norm, cfg.rms_eps, dim);
             let start = logits_out.len();
             logits_out.resize(start + rows * cfg.vocab_size, 0.0);
-            let r = matmul(&self.pool, &model, &model.output, xb, rows, &mut logits_out[start..]);
+            let r = matmul(
+                &self.pool,
+                self.activations,
+                &model,
+                &model.output,
+                xb,
+                rows,
+                &mut logits_out[start..],
+            );
             self.scratch = s;
             return r;
         }
@@ -301,9 +316,9 @@ impl Session {
         let q = sized(&mut s.q, n * dim);
         let k = sized(&mut s.k, n * kv_dim);
         let v = sized(&mut s.v, n * kv_dim);
-        matmul(&self.pool, model, &layer.wq, xb, n, q)?;
-        matmul(&self.pool, model, &layer.wk, xb, n, k)?;
-        matmul(&self.pool, model, &layer.wv, xb, n, v)?;
+        matmul(&self.pool, self.activations, model, &layer.wq, xb, n, q)?;
+        matmul(&self.pool, self.activations, model, &layer.wk, xb, n, k)?;
+        matmul(&self.pool, self.activations, model, &layer.wv, xb, n, v)?;
         for t in 0..n {
             ops::rope(&self.rope, &mut q[t * dim..(t + 1) * dim], pos0 + t);
             ops::rope(&self.rope, &mut k[t * kv_dim..(t + 1) * kv_dim], pos0 + t);
@@ -351,7 +366,7 @@ impl Session {
         }
         drop(slots);
         let out = sized(&mut s.xb2, n * dim);
-        matmul(&self.pool, model, &layer.wo, att, n, out)?;
+        matmul(&self.pool, self.activations, model, &layer.wo, att, n, out)?;
         add_in_place(&mut s.x, out);
         Ok(())
     }
@@ -364,12 +379,12 @@ impl Session {
         rms_norm_rows(xb, &s.x, &layer.ffn_norm, cfg.rms_eps, dim);
         let gate = sized(&mut s.hb, n * ffn);
         let up = sized(&mut s.hb2, n * ffn);
-        matmul(&self.pool, model, &layer.w_gate, xb, n, gate)?;
-        matmul(&self.pool, model, &layer.w_up, xb, n, up)?;
+        matmul(&self.pool, self.activations, model, &layer.w_gate, xb, n, gate)?;
+        matmul(&self.pool, self.activations, model, &layer.w_up, xb, n, up)?;
         let act = sized(&mut s.hb3, n * ffn);
         ops::swiglu(gate, up, act);
         let out = sized(&mut s.xb2, n * dim);
-        matmul(&self.pool, model, &layer.w_down, act, n, out)?;
+        matmul(&self.pool, self.activations, model, &layer.w_down, act, n, out)?;
         add_in_place(&mut s.x, out);
         Ok(())
     }
@@ -392,11 +407,13 @@ fn add_in_place(x: &mut [f32], y: &[f32]) {
 /// One weight matrix times the chunk's activations, naming the tensor on failure.
 fn matmul(
     pool: &ThreadPool,
+    activations: Activations,
     model: &LlamaModel,
     w: &Weight,
     x: &[f32],
     n: usize,
     out: &mut [f32],
 ) -> Result<(), ModelError> {
-    ops::matmul(pool, &model.qmatrix(w), x, n, out).map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))
+    ops::matmul(pool, activations, &model.qmatrix(w), x, n, out)
+        .map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))
 }

@@ -9,7 +9,46 @@
 
 use super::repack::PackedMatrix;
 use super::{backend, tile, Backend, KernelError, ThreadPool, DOT_MAX_T};
-use crate::quant::{quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k, GgmlType};
+use crate::quant::{dequantize_row, quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k, GgmlType};
+
+/// How a matmul with quantized weights treats the activations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Activations {
+    /// Quantized per token to the weight type's partner format ([`act_type`]), then integer
+    /// dot products: ggml's CPU arithmetic, and the fast one.
+    #[default]
+    Quantized,
+    /// Kept in f32 against weight rows dequantized to f32.
+    F32,
+}
+
+impl Activations {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activations::Quantized => "quantized",
+            Activations::F32 => "f32",
+        }
+    }
+}
+
+impl std::str::FromStr for Activations {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "quantized" | "q8" => Ok(Activations::Quantized),
+            "f32" => Ok(Activations::F32),
+            _ => Err(format!(
+                "unknown activation arithmetic `{s}` (expected quantized or f32)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Activations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Weight types with a matmul kernel.
 pub const SUPPORTED: [GgmlType; 11] = [
@@ -150,13 +189,13 @@ fn decode_tasks(pool: &ThreadPool, bytes: usize, units: usize) -> usize {
 }
 
 /// Quantized activations: 4-byte-aligned storage (Q8_K holds an f32), `row_bytes` per token.
-pub struct Activations {
+pub struct QuantizedActivations {
     buf: Vec<u32>,
     len: usize,
     row_bytes: usize,
 }
 
-impl Activations {
+impl QuantizedActivations {
     pub fn bytes(&self) -> &[u8] {
         &bytemuck::cast_slice(&self.buf)[..self.len]
     }
@@ -167,7 +206,7 @@ impl Activations {
 
 /// Quantizes `n_tokens` rows of `cols` floats to the partner format of `ty` (tokens spread
 /// over the pool). Returns `None` for float weights, which use `x` as is.
-pub fn quantize_activations(pool: &ThreadPool, ty: GgmlType, x: &[f32], cols: usize) -> Option<Activations> {
+pub fn quantize_activations(pool: &ThreadPool, ty: GgmlType, x: &[f32], cols: usize) -> Option<QuantizedActivations> {
     let aty = act_type(ty);
     if aty == GgmlType::F32 || cols == 0 {
         return None;
@@ -197,7 +236,7 @@ pub fn quantize_activations(pool: &ThreadPool, ty: GgmlType, x: &[f32], cols: us
     } else {
         (0..n_tokens).for_each(quantize);
     }
-    Some(Activations { buf, len, row_bytes })
+    Some(QuantizedActivations { buf, len, row_bytes })
 }
 
 /// Dot product of one weight row of type `ty` (`n` elements) with one activation row already
@@ -253,15 +292,14 @@ pub fn matmul_with(backend: Backend, pool: &ThreadPool, w: &QMatrix, x: &[f32], 
     }
 }
 
-/// The checked form of [`matmul_with`].
-pub fn try_matmul_with(
+/// Validates a matmul call; `None` when there is nothing to compute (`out` is then final).
+fn checked_call<'a>(
     backend: Backend,
-    pool: &ThreadPool,
-    w: &QMatrix,
+    w: &QMatrix<'a>,
     x: &[f32],
     n_tokens: usize,
     out: &mut [f32],
-) -> Result<(), KernelError> {
+) -> Result<Option<QMatrix<'a>>, KernelError> {
     if !backend.is_available() {
         return Err(KernelError::Unavailable(backend));
     }
@@ -281,12 +319,82 @@ pub fn try_matmul_with(
     check("x", n_tokens.checked_mul(w.cols), x.len())?;
     check("out", n_tokens.checked_mul(w.rows), out.len())?;
     if n_tokens == 0 || w.rows == 0 {
-        return Ok(());
+        return Ok(None);
     }
     if w.cols == 0 {
         out.fill(0.0);
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(w))
+}
+
+/// [`try_matmul_with`] with the activation arithmetic chosen by `activations`.
+pub fn try_matmul_as(
+    backend: Backend,
+    activations: Activations,
+    pool: &ThreadPool,
+    w: &QMatrix,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    // Float weights never quantize their activations: both arithmetics are the same.
+    if activations == Activations::Quantized || act_type(w.ty) == GgmlType::F32 {
+        return try_matmul_with(backend, pool, w, x, n_tokens, out);
+    }
+    let Some(w) = checked_call(backend, w, x, n_tokens, out)? else {
+        return Ok(());
+    };
+    let (rows, cols) = (w.rows, w.cols);
+    let x_bytes: &[u8] = bytemuck::cast_slice(x);
+    let act = |t: usize| &x_bytes[t * cols * 4..(t + 1) * cols * 4];
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    // Each task dequantizes its rows once and multiplies every token with them.
+    let per = if n_tokens == 1 {
+        rows.div_ceil(decode_tasks(pool, w.data.len(), rows))
+    } else {
+        ROW_BLOCK
+    };
+    let tt = backend.tile_tokens().min(DOT_MAX_T);
+    pool.run(rows.div_ceil(per), &|c| {
+        let mut row = vec![0f32; cols];
+        let mut o = [0f32; DOT_MAX_T];
+        let mut a: [&[u8]; DOT_MAX_T] = [&[]; DOT_MAX_T];
+        for r in c * per..((c + 1) * per).min(rows) {
+            // `QMatrix::new` checked the type has a kernel (all dequantize) and the row size.
+            dequantize_row(w.ty, w.row(r), &mut row).expect("validated row");
+            let wr: &[u8] = bytemuck::cast_slice(&row);
+            let mut t0 = 0;
+            while t0 < n_tokens {
+                let nt = tt.min(n_tokens - t0);
+                for (i, s) in a[..nt].iter_mut().enumerate() {
+                    *s = act(t0 + i);
+                }
+                tile(backend, GgmlType::F32, cols, wr, &a[..nt], &mut o[..nt]);
+                for (i, &v) in o[..nt].iter().enumerate() {
+                    // SAFETY: row r belongs to this task only and t0 + i < n_tokens, so the
+                    // index is inside `out` and written once; `out` outlives the pool's `run`.
+                    unsafe { *out_ptr.get().add((t0 + i) * rows + r) = v };
+                }
+                t0 += nt;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The checked form of [`matmul_with`].
+pub fn try_matmul_with(
+    backend: Backend,
+    pool: &ThreadPool,
+    w: &QMatrix,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let Some(w) = checked_call(backend, w, x, n_tokens, out)? else {
+        return Ok(());
+    };
     let quantized = quantize_activations(pool, w.ty, x, w.cols);
     let (acts, arb): (&[u8], usize) = match &quantized {
         Some(q) => (q.bytes(), q.row_bytes),

@@ -248,6 +248,74 @@ fn matmul_paths_agree_over_token_counts_and_threads() {
 }
 
 #[test]
+fn f32_activations_multiply_dequantized_rows() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let pools = [ThreadPool::new(1), ThreadPool::new(3)];
+    for ty in SUPPORTED {
+        let cols = 2 * ty.block_size().max(32) + 32 * (ty.block_size() == 32) as usize;
+        let rows = 37; // not a multiple of the row block
+        let xs = random_floats(&mut rng, rows * cols, 0.5);
+        let mut wb = vec![0u8; rows * ty.row_bytes(cols as u64).unwrap() as usize];
+        quantize_row(ty, &xs, &mut wb).unwrap();
+        let plain = QMatrix::new(ty, rows, cols, &wb).unwrap();
+        let packed = repackable(ty).then(|| PackedMatrix::new(&pools[0], &plain).unwrap());
+        let w = match &packed {
+            Some(p) => plain.with_packed(p).unwrap(),
+            None => plain,
+        };
+        let wd: Vec<Vec<f64>> = (0..rows).map(|r| dequant(ty, plain.row(r), cols)).collect();
+        for n_tokens in [1, 2, 5, 9, 45] {
+            // Activations far from any 8-bit grid: quantizing them would miss the bound below.
+            let x = random_floats(&mut rng, n_tokens * cols, 1.0);
+            for b in available_backends() {
+                for pool in &pools {
+                    let mut out = vec![f32::NAN; n_tokens * rows];
+                    try_matmul_as(b, Activations::F32, pool, &w, &x, n_tokens, &mut out).unwrap();
+                    for t in 0..n_tokens {
+                        let xt: Vec<f64> = x[t * cols..(t + 1) * cols].iter().map(|&v| v as f64).collect();
+                        for (r, wr) in wd.iter().enumerate() {
+                            let exact: f64 = wr.iter().zip(&xt).map(|(a, b)| a * b).sum();
+                            let got = out[t * rows + r] as f64;
+                            assert!(
+                                (got - exact).abs() <= tol(wr, &xt),
+                                "{ty} {b} threads={} n_tokens={n_tokens} t={t} r={r}: {got} vs {exact}",
+                                pool.n_threads()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // Float weights have nothing to dequantize: both arithmetics are the same call.
+        if act_type(ty) == GgmlType::F32 {
+            let x = random_floats(&mut rng, 3 * cols, 1.0);
+            let (mut a, mut q) = (vec![0f32; 3 * rows], vec![0f32; 3 * rows]);
+            try_matmul_as(Backend::Scalar, Activations::F32, &pools[0], &w, &x, 3, &mut a).unwrap();
+            try_matmul_as(Backend::Scalar, Activations::Quantized, &pools[0], &w, &x, 3, &mut q).unwrap();
+            assert_eq!(a, q, "{ty}");
+        }
+    }
+    // Shapes are checked as for the quantized arithmetic.
+    let w = QMatrix::new(GgmlType::Q4_0, 2, 32, &[0; 36]).unwrap();
+    let pool = &pools[0];
+    let mut out = [0f32; 2];
+    assert!(try_matmul_as(Backend::Scalar, Activations::F32, pool, &w, &[0.0; 31], 1, &mut out).is_err());
+    assert!(try_matmul_as(
+        Backend::Scalar,
+        Activations::F32,
+        pool,
+        &w,
+        &[0.0; 32],
+        1,
+        &mut out[..1]
+    )
+    .is_err());
+    assert_eq!("f32".parse::<Activations>(), Ok(Activations::F32));
+    assert_eq!("quantized".parse::<Activations>(), Ok(Activations::Quantized));
+    assert!("q4".parse::<Activations>().is_err());
+}
+
+#[test]
 fn bad_shapes_are_errors() {
     let pool = ThreadPool::new(1);
     let data = vec![0u8; 2 * 18];
