@@ -265,3 +265,32 @@ fn smollm2_cli_activations_flag() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("expected quantized or f32"), "{err}");
 }
+
+/// The README's first command, as a new user runs it offline: SmolLM2 from the PyPI cache, one
+/// chat turn and one `agent db` episode on SQLite, with tokens/s printed.
+#[test]
+fn quickstart_default_runs_smollm2_offline() {
+    if smollm2().is_none() {
+        return;
+    }
+    let o = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/quickstart.sh"))
+        .env("EDGEACT_BIN", env!("CARGO_BIN_EXE_edgeact"))
+        .env("EDGEACT_THREADS", "2")
+        .env_remove("EDGEACT_MODEL")
+        .output()
+        .expect("spawn quickstart.sh");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("== model: SmolLM2-135M-Instruct Q4_1"), "{out}");
+    assert!(out.contains("it is NOT AgentLM"), "{out}");
+    assert!(out.contains("== chat: one greedy turn"), "{out}");
+    // The episode's result on stdout, its trace on stderr.
+    assert!(out.contains("\nanswer: "), "{out}");
+    assert!(err.contains("final answer:"), "{err}");
+    assert!(out.contains("== agent episode wall time"), "{out}");
+    // The chat turn's speed line and the agent round's.
+    assert!(err.contains("| generation: ") && err.contains(" t/s |"), "{err}");
+    assert!(err.contains("[round 1] prompt ") && err.contains("tok/s"), "{err}");
+}
