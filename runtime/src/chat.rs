@@ -80,12 +80,6 @@ pub struct ChatTemplate {
 
 const TEMPLATE_NAME: &str = "chat_template";
 
-/// Python's `str.strip()`: Rust's whitespace plus the ASCII separators U+001C..U+001F, which
-/// Python also counts as whitespace.
-fn py_strip(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
-}
-
 fn jinja_error(e: &JinjaError) -> String {
     // minijinja's Display holds the kind and detail; the alternate form adds the source line.
     let mut msg = e.to_string();
@@ -213,24 +207,17 @@ impl ChatTemplate {
     }
 }
 
-/// FastChat 0.2.31 `Conversation.get_prompt` for `SeparatorStyle.LLAMA2`, with contents
-/// `.strip()`ped as AgentBench's client does. Roles must alternate user/assistant after an
-/// optional leading system message.
+/// Checks that roles alternate user/assistant after an optional leading system message, then
+/// renders with [`fastchat_llama2`].
 fn render_llama2(
     messages: &[Message],
     default_system: Option<&str>,
     add_generation_prompt: bool,
 ) -> Result<String, ChatError> {
     let (system, turns) = match messages.first() {
-        Some(m) if m.role == "system" => (Some(py_strip(&m.content)), &messages[1..]),
+        Some(m) if m.role == "system" => (Some(crate::agent::py::strip(&m.content)), &messages[1..]),
         _ => (default_system, messages),
     };
-    let mut out = match system {
-        Some(s) if !s.is_empty() => format!("[INST] <<SYS>>\n{s}\n<</SYS>>\n\n"),
-        _ => "[INST] ".to_string(),
-    };
-    const ROLES: [&str; 2] = ["[INST]", "[/INST]"];
-    const SEPS: [&str; 2] = [" ", " </s><s>"];
     for (i, m) in turns.iter().enumerate() {
         let is_user = m.role == "user";
         let is_assistant = m.role == "assistant" || m.role == "agent";
@@ -241,7 +228,33 @@ fn render_llama2(
                 m.role
             )));
         }
-        let content = py_strip(&m.content);
+    }
+    Ok(fastchat_llama2(
+        system,
+        turns.iter().map(|m| m.content.as_str()),
+        add_generation_prompt,
+    ))
+}
+
+/// FastChat 0.2.31 `Conversation.get_prompt` for `SeparatorStyle.LLAMA2` (roles `[INST]` /
+/// `[/INST]` by position, separators `" "` and `" </s><s>"`), with every turn `.strip()`ped as
+/// AgentBench's client does (the system prompt is used as given). The one Llama-2 renderer: chat templates and
+/// the agent's prompts (`agent::render`) both come here. The string starts without BOS: the
+/// tokenizer adds it, and turns `</s><s>` into the EOS/BOS special tokens.
+pub(crate) fn fastchat_llama2<'a>(
+    system: Option<&str>,
+    turns: impl IntoIterator<Item = &'a str>,
+    add_generation_prompt: bool,
+) -> String {
+    const ROLES: [&str; 2] = ["[INST]", "[/INST]"];
+    const SEPS: [&str; 2] = [" ", " </s><s>"];
+    let mut out = match system {
+        Some(s) if !s.is_empty() => format!("[INST] <<SYS>>\n{s}\n<</SYS>>\n\n"),
+        _ => "[INST] ".to_string(),
+    };
+    let mut n = 0;
+    for (i, content) in turns.into_iter().enumerate() {
+        let content = crate::agent::py::strip(content);
         // FastChat treats an empty message like a missing one: only the role tag is written.
         if content.is_empty() {
             out.push_str(ROLES[i % 2]);
@@ -254,12 +267,13 @@ fn render_llama2(
             out.push_str(content);
             out.push_str(SEPS[i % 2]);
         }
+        n = i + 1;
     }
     if add_generation_prompt {
         // FastChat appends an empty message for the reply, which writes the next role's tag.
-        out.push_str(ROLES[turns.len() % 2]);
+        out.push_str(ROLES[n % 2]);
     }
-    Ok(out)
+    out
 }
 
 /// Tokenizes a rendered chat prompt: special-token texts become their ids, and BOS is added

@@ -191,41 +191,10 @@ impl ChatTemplate {
     }
 }
 
-/// FastChat's `llama-2` template (SeparatorStyle.LLAMA2, roles `[INST]`/`[/INST]`, separators
-/// `" "` and `" </s><s>"`) over the stripped messages, ending with `[/INST]` for the reply.
-/// As in FastChat, an empty message renders as its role tag alone. The string starts without
-/// BOS: the tokenizer adds it, and turns `</s><s>` into the EOS/BOS special tokens.
+/// FastChat's `llama-2` prompt of the history with `template`'s system prompt, ending with
+/// `[/INST]` for the reply (see [`crate::chat`]'s renderer, shared with the chat templates).
 pub fn render_llama2(messages: &[Message], template: &ChatTemplate) -> String {
-    let mut out = match template.system() {
-        Some(sys) if !sys.is_empty() => format!("[INST] <<SYS>>\n{sys}\n<</SYS>>\n\n"),
-        _ => "[INST] ".to_string(),
-    };
-    for (i, m) in messages.iter().enumerate() {
-        let msg = py::strip(&m.content);
-        let (tag, sep) = if i % 2 == 0 {
-            ("[INST]", " ")
-        } else {
-            ("[/INST]", " </s><s>")
-        };
-        if msg.is_empty() {
-            out.push_str(tag);
-        } else if i == 0 {
-            out.push_str(msg);
-            out.push(' ');
-        } else {
-            out.push_str(tag);
-            out.push(' ');
-            out.push_str(msg);
-            out.push_str(sep);
-        }
-    }
-    // The slot for the reply: FastChat appends the next role with no message.
-    out.push_str(if messages.len().is_multiple_of(2) {
-        "[INST]"
-    } else {
-        "[/INST]"
-    });
-    out
+    crate::chat::fastchat_llama2(template.system(), messages.iter().map(|m| m.content.as_str()), true)
 }
 
 #[cfg(test)]
