@@ -58,6 +58,7 @@ fn bench_matvec(c: &mut Criterion) {
         GgmlType::Q6_K,
         GgmlType::Q8_0,
         GgmlType::Q5_0,
+        GgmlType::Q4_1,
     ] {
         for rows in [4096usize, 11008] {
             let wb = weights(ty, rows);

@@ -2,18 +2,19 @@
 //!
 //! Decode is bound by memory bandwidth, where 512-bit vectors gain nothing, so single tokens
 //! and small batches use the AVX2 tile kernels (every AVX-512 CPU has AVX2/FMA/F16C;
-//! `Backend::Avx512` requires them). With VNNI, Q4_0/Q8_0 (`legacy_vnni`) and Q5_0/Q5_1
-//! (`q5_vnni`, all batch sizes: they have no panel path) tiles use 256-bit `vpdpbusd`.
+//! `Backend::Avx512` requires them). With VNNI, the legacy formats' tiles (Q4_0, Q4_1, Q5_0,
+//! Q5_1, Q8_0: `vnni_legacy_tile!`) use 256-bit `vpdpbusd`.
 //!
-//! Prefill with VNNI (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K): a task unpacks a panel of 16 weight rows
-//! once into unsigned 8-bit quants laid out "row-interleaved" (for each 4 consecutive
-//! elements, the 4 bytes of row 0, then of row 1, ... row 15: one 64-byte vector), plus f32
+//! Prefill with VNNI (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K): a task unpacks a panel
+//! of 16 weight rows once into unsigned 8-bit quants laid out "row-interleaved" (for each 4
+//! consecutive elements, the 4 bytes of row 0, then of row 1, ... row 15: one 64-byte vector), plus f32
 //! scales per group and the group offsets. One `vpdpbusd` then multiplies 4 elements of 16
 //! rows with the same 4 activation bytes of one token (a broadcast), accumulating 16 row sums
 //! at once; a micro-tile keeps the sums of 16 rows x `T` tokens in registers, so each
 //! unpacked weight vector is loaded once per `T` tokens and each activation broadcast is
-//! used for 16 rows. Offsets (Q4_0's 8, Q8_0's +128 bias, the k-quant mins, Q6_K's 32) are
-//! applied per group through activation sums, as in the scalar specification.
+//! used for 16 rows. Offsets (Q4_0's 8, Q5_0's 16, Q8_0's +128 bias, the Q4_1/Q5_1 and k-quant
+//! mins, Q6_K's 32) are applied per group through activation sums, as in the scalar
+//! specification.
 
 // Kernel loops index several arrays (weights, per-token sums, scales) with one counter over
 // const-generic bounds the compiler unrolls; iterator chains would only obscure that.
@@ -41,169 +42,161 @@ pub(super) const MIN_TOKENS: usize = 16;
 /// The CPU must support AVX-512 F/BW/VL plus AVX2, FMA and F16C; `w` and every `acts[t]` must
 /// hold whole rows of `n` elements in the weight and activation formats of `ty`.
 pub(super) unsafe fn tile(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
-    if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) && acts.len() <= 4 && is_x86_feature_detected!("avx512vnni") {
-        let nb = n / 32;
-        macro_rules! go {
-            ($T:literal) => {
-                legacy_vnni::<$T>(
-                    ty == GgmlType::Q4_0,
-                    w.as_ptr(),
-                    std::array::from_fn(|t| acts[t].as_ptr()),
-                    nb,
-                    out,
-                )
-            };
-        }
-        match acts.len() {
-            1 => go!(1),
-            2 => go!(2),
-            3 => go!(3),
-            _ => go!(4),
-        }
-        return;
+    type Kernel<const T: usize> = unsafe fn(*const u8, [*const u8; T], usize, &mut [f32]);
+    /// The 1..=4-token instances of one kernel family.
+    struct Family(Kernel<1>, Kernel<2>, Kernel<3>, Kernel<4>);
+    let family = match ty {
+        GgmlType::Q4_0 => Family(vnni_q4_0::<1>, vnni_q4_0::<2>, vnni_q4_0::<3>, vnni_q4_0::<4>),
+        GgmlType::Q5_0 => Family(vnni_q5_0::<1>, vnni_q5_0::<2>, vnni_q5_0::<3>, vnni_q5_0::<4>),
+        GgmlType::Q8_0 => Family(vnni_q8_0::<1>, vnni_q8_0::<2>, vnni_q8_0::<3>, vnni_q8_0::<4>),
+        GgmlType::Q4_1 => Family(vnni_q4_1::<1>, vnni_q4_1::<2>, vnni_q4_1::<3>, vnni_q4_1::<4>),
+        GgmlType::Q5_1 => Family(vnni_q5_1::<1>, vnni_q5_1::<2>, vnni_q5_1::<3>, vnni_q5_1::<4>),
+        _ => return avx2::tile(ty, n, w, acts, out),
+    };
+    if acts.len() > 4 || !is_x86_feature_detected!("avx512vnni") {
+        return avx2::tile(ty, n, w, acts, out);
     }
-    if matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1) && acts.len() <= 4 && is_x86_feature_detected!("avx512vnni") {
-        let nb = n / 32;
-        let q5_1 = ty == GgmlType::Q5_1;
-        let a = |t: usize| acts[t].as_ptr();
-        match acts.len() {
-            1 => q5_vnni::<1>(q5_1, w.as_ptr(), std::array::from_fn(a), nb, out),
-            2 => q5_vnni::<2>(q5_1, w.as_ptr(), std::array::from_fn(a), nb, out),
-            3 => q5_vnni::<3>(q5_1, w.as_ptr(), std::array::from_fn(a), nb, out),
-            _ => q5_vnni::<4>(q5_1, w.as_ptr(), std::array::from_fn(a), nb, out),
-        }
-        return;
+    let (w, nb) = (w.as_ptr(), n / 32);
+    let a = |t: usize| acts[t].as_ptr();
+    match acts.len() {
+        1 => (family.0)(w, std::array::from_fn(a), nb, out),
+        2 => (family.1)(w, std::array::from_fn(a), nb, out),
+        3 => (family.2)(w, std::array::from_fn(a), nb, out),
+        _ => (family.3)(w, std::array::from_fn(a), nb, out),
     }
-    avx2::tile(ty, n, w, acts, out)
 }
 
-/// Q5_0 against Q8_0, or Q5_1 against Q8_1, with 256-bit `vpdpbusd`. AVX-512BW reads the
-/// block's `qh` word directly as a 32-lane byte mask, so the fifth bit is one masked add of 16
-/// to the nibbles (AVX2 needs a shuffle, an and and a compare to spread the bits). Q5_0's -16
-/// offset is a second `vpdpbusd` of 16 with -y (activations are within +-127, so -y fits);
-/// Q5_1's min enters as `m_w * s_a` per block.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q5_vnni<const T: usize>(q5_1: bool, w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
-    // Block strides and the offsets of `qh` (weights) and of the quants (activations).
-    let (wstride, astride, qh_off, aq_off) = if q5_1 { (24, 36, 4, 4) } else { (22, 34, 2, 2) };
-    let m16 = _mm256_set1_epi8(16);
-    let mut acc = [_mm256_setzero_ps(); T];
-    let mut acc2 = [_mm256_setzero_ps(); T];
-    let mut mins = [_mm256_setzero_ps(); T];
-    let mut b0 = 0;
-    while b0 < nb {
-        let cnt = (nb - b0).min(8);
-        let dw = avx2::scales8(w.add(b0 * wstride), wstride, cnt);
-        let mut prod = [[0f32; 8]; T];
-        for t in 0..T {
-            let da = avx2::scales8(a[t].add(b0 * astride), astride, cnt);
-            _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
-            if q5_1 {
-                let mw = avx2::scales8(w.add(b0 * wstride + 2), wstride, cnt);
-                let sa = avx2::scales8(a[t].add(b0 * astride + 2), astride, cnt);
-                mins[t] = _mm256_fmadd_ps(mw, sa, mins[t]);
+/// Block sizes in bytes of the legacy formats.
+const Q4_0: usize = 18;
+const Q4_1: usize = 20;
+const Q5_0: usize = 22;
+const Q5_1: usize = 24;
+const Q8_0: usize = 34;
+const Q8_1: usize = 36;
+
+/// A legacy-format tile kernel with 256-bit `vpdpbusd` (one instruction instead of AVX2's
+/// `maddubs` + `madd`): `$quants` decodes the 32 quants of the weight block at `$wb` and
+/// `$dot` multiplies them with one token's 32 activation bytes `$y` into 8 i32 sums (the
+/// offset formats subtract theirs as a second `vpdpbusd` of the offset with -y: activations
+/// are within +-127, so -y fits). With `$min` the weights carry an f16 min at byte 2 and the
+/// activations are Q8_1, whose `s = d * sum(y)` the min multiplies per block; otherwise
+/// activations are Q8_0.
+macro_rules! vnni_legacy_tile {
+    ($(#[$doc:meta])* $name:ident, $stride:expr, min: $min:literal,
+     { $($setup:stmt;)* }, |$wb:ident| $quants:expr, |$q:ident, $y:ident| $dot:expr) => {
+        $(#[$doc])*
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn $name<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
+            $($setup)*
+            let (astride, aq) = if $min { (Q8_1, 4) } else { (Q8_0, 2) };
+            let mut acc = [_mm256_setzero_ps(); T];
+            let mut acc2 = [_mm256_setzero_ps(); T];
+            let mut mins = [_mm256_setzero_ps(); T];
+            let mut b0 = 0;
+            while b0 < nb {
+                let cnt = (nb - b0).min(8);
+                let dw = avx2::scales8(w.add(b0 * $stride), $stride, cnt);
+                let mut prod = [[0f32; 8]; T];
+                for t in 0..T {
+                    let da = avx2::scales8(a[t].add(b0 * astride), astride, cnt);
+                    _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
+                    if $min {
+                        let mw = avx2::scales8(w.add(b0 * $stride + 2), $stride, cnt);
+                        let sa = avx2::scales8(a[t].add(b0 * astride + 2), astride, cnt);
+                        mins[t] = _mm256_fmadd_ps(mw, sa, mins[t]);
+                    }
+                }
+                let block = |i: usize, acc: &mut [__m256; T]| {
+                    let $wb = w.add((b0 + i) * $stride);
+                    let $q = $quants;
+                    for t in 0..T {
+                        let $y = _mm256_loadu_si256(a[t].add((b0 + i) * astride + aq).cast());
+                        let p: __m256i = $dot;
+                        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][i]), acc[t]);
+                    }
+                };
+                // Two accumulators (even / odd blocks) halve the FMA dependency chain, which
+                // bounds decode (T = 1) otherwise.
+                let mut i = 0;
+                while i + 1 < cnt {
+                    block(i, &mut acc);
+                    block(i + 1, &mut acc2);
+                    i += 2;
+                }
+                if i < cnt {
+                    block(i, &mut acc);
+                }
+                b0 += cnt;
+            }
+            for t in 0..T {
+                out[t] = avx2::hsum(_mm256_add_ps(_mm256_add_ps(acc[t], acc2[t]), mins[t]));
             }
         }
-        // Two accumulators (even / odd blocks) halve the FMA dependency chain.
-        macro_rules! block {
-            ($i:expr, $acc:ident) => {{
-                let wb = w.add((b0 + $i) * wstride);
-                let qh: __mmask32 = wb.add(qh_off).cast::<u32>().read_unaligned();
-                let nib = avx2::nibbles32(wb.add(qh_off + 4));
-                let q = _mm256_mask_add_epi8(nib, qh, nib, m16);
-                for t in 0..T {
-                    let y = _mm256_loadu_si256(a[t].add((b0 + $i) * astride + aq_off).cast());
-                    let mut p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y);
-                    if !q5_1 {
-                        p = _mm256_dpbusd_epi32(p, m16, _mm256_sub_epi8(_mm256_setzero_si256(), y));
-                    }
-                    $acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][$i]), $acc[t]);
-                }
-            }};
-        }
-        let mut i = 0;
-        while i + 1 < cnt {
-            block!(i, acc);
-            block!(i + 1, acc2);
-            i += 2;
-        }
-        if i < cnt {
-            block!(i, acc);
-        }
-        b0 += cnt;
-    }
-    for t in 0..T {
-        out[t] = avx2::hsum(_mm256_add_ps(_mm256_add_ps(acc[t], acc2[t]), mins[t]));
-    }
+    };
 }
 
-/// Q4_0 / Q8_0 weights against Q8_0 activations with 256-bit `vpdpbusd` (one instruction
-/// instead of AVX2's `maddubs` + `madd`); otherwise as the AVX2 kernels.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn legacy_vnni<const T: usize>(q4: bool, w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
-    let (wstride, astride) = (if q4 { 18 } else { 34 }, 34);
-    let m4 = _mm256_set1_epi8(0x0f);
-    let m8 = _mm256_set1_epi8(8);
-    let mut acc = [_mm256_setzero_ps(); T];
-    let mut acc2 = [_mm256_setzero_ps(); T];
-    let mut b0 = 0;
-    while b0 < nb {
-        let cnt = (nb - b0).min(8);
-        let dw = avx2::scales8(w.add(b0 * wstride), wstride, cnt);
-        let mut prod = [[0f32; 8]; T];
-        for t in 0..T {
-            let da = avx2::scales8(a[t].add(b0 * astride), astride, cnt);
-            _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
-        }
-        // Two accumulators (even / odd blocks) halve the FMA dependency chain, which bounds
-        // decode (T = 1) otherwise.
-        macro_rules! block {
-            ($i:expr, $acc:ident) => {{
-                let b = b0 + $i;
-                if q4 {
-                    // Unsigned nibbles straight into vpdpbusd; the -8 offset as a second
-                    // vpdpbusd of 8 with -y (activations are within +-127, so -y fits).
-                    let qs = _mm_loadu_si128(w.add(b * 18 + 2).cast());
-                    let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), m4);
-                    for t in 0..T {
-                        let y = _mm256_loadu_si256(a[t].add(b * 34 + 2).cast());
-                        let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y);
-                        let p = _mm256_dpbusd_epi32(p, m8, _mm256_sub_epi8(_mm256_setzero_si256(), y));
-                        $acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][$i]), $acc[t]);
-                    }
-                } else {
-                    let q = _mm256_loadu_si256(w.add(b * 34 + 2).cast());
-                    let aq = _mm256_sign_epi8(q, q);
-                    for t in 0..T {
-                        let y = _mm256_loadu_si256(a[t].add(b * 34 + 2).cast());
-                        let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, _mm256_sign_epi8(y, q));
-                        $acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&prod[t][$i]), $acc[t]);
-                    }
-                }
-            }};
-        }
-        let mut i = 0;
-        while i + 1 < cnt {
-            block!(i, acc);
-            block!(i + 1, acc2);
-            i += 2;
-        }
-        if i < cnt {
-            block!(i, acc);
-        }
-        b0 += cnt;
-    }
-    for t in 0..T {
-        out[t] = avx2::hsum(_mm256_add_ps(acc[t], acc2[t]));
-    }
+/// `vpdpbusd` of unsigned quants `q` with `y`, minus `offset * sum(y)`.
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn dot_offset(q: __m256i, y: __m256i, offset: __m256i) -> __m256i {
+    let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y);
+    _mm256_dpbusd_epi32(p, offset, _mm256_sub_epi8(_mm256_setzero_si256(), y))
 }
+
+/// The 32 quants of a Q5 block: the nibbles at `qs`, plus 16 where the bit of the `qh` word at
+/// `qh` is set (AVX-512BW reads the word directly as a 32-lane byte mask).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn q5_quants(qh: *const u8, qs: *const u8) -> __m256i {
+    let mask: __mmask32 = qh.cast::<u32>().read_unaligned();
+    let nib = avx2::nibbles32(qs);
+    _mm256_mask_add_epi8(nib, mask, nib, _mm256_set1_epi8(16))
+}
+
+vnni_legacy_tile!(
+    /// Q4_0: nibbles, offset 8.
+    vnni_q4_0, Q4_0, min: false, { let m8 = _mm256_set1_epi8(8); },
+    |wb| avx2::nibbles32(wb.add(2)), |q, y| dot_offset(q, y, m8)
+);
+vnni_legacy_tile!(
+    /// Q5_0: five-bit quants, offset 16.
+    vnni_q5_0, Q5_0, min: false, { let m16 = _mm256_set1_epi8(16); },
+    |wb| q5_quants(wb.add(2), wb.add(6)), |q, y| dot_offset(q, y, m16)
+);
+vnni_legacy_tile!(
+    /// Q8_0: signed quants; |q| times y with q's sign moved onto y.
+    vnni_q8_0, Q8_0, min: false, {},
+    |wb| _mm256_loadu_si256(wb.add(2).cast()),
+    |q, y| _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q))
+);
+vnni_legacy_tile!(
+    /// Q4_1: nibbles and a min.
+    vnni_q4_1, Q4_1, min: true, {},
+    |wb| avx2::nibbles32(wb.add(4)), |q, y| _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y)
+);
+vnni_legacy_tile!(
+    /// Q5_1: five-bit quants and a min.
+    vnni_q5_1, Q5_1, min: true, {},
+    |wb| q5_quants(wb.add(4), wb.add(8)), |q, y| _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y)
+);
 
 /// Whether the panel path handles `ty` on this CPU.
 pub(super) fn panel_supported(ty: GgmlType) -> bool {
+    (is_legacy(ty) || matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K))
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+/// The 32-element formats, whose panels go through [`micro_legacy`].
+fn is_legacy(ty: GgmlType) -> bool {
     matches!(
         ty,
-        GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
-    ) && is_x86_feature_detected!("avx512vnni")
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0
+    )
+}
+
+/// Whether `ty`'s activations are Q8_1 (else Q8_0) among the 32-element formats.
+fn has_min(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1)
 }
 
 /// Elements per scale group of the unpacked panel.
@@ -220,7 +213,8 @@ struct Panel {
     q: Vec<u8>,
     /// Per group, 16 f32 (one per row): `d * scale` (k-quants) or `d` (legacy).
     scf: Vec<f32>,
-    /// Legacy: per block, 16 f32 offsets (`8 d` for Q4_0, `128 d` for Q8_0).
+    /// Legacy: per block, 16 f32 offsets, subtracted per unit of `d_y * sum(y)` (`8 d` for
+    /// Q4_0, `16 d` for Q5_0, `128 d` for Q8_0, `-m` for Q4_1/Q5_1).
     /// k-quants: per super-block, 8 pairs of i16 mins per row (as i32 lanes), for `vpdpwssd`
     /// with pairs of Q8_K `bsums`.
     mn: Vec<u32>,
@@ -243,6 +237,26 @@ unsafe fn unpack_block(ty: GgmlType, row: *const u8, b: usize, q: &mut [u8], p: 
             _mm256_storeu_si256(q.as_mut_ptr().cast(), v);
             p.scf[b * PR + r] = d;
             p.mn[b * PR + r] = (8.0 * d).to_bits();
+        }
+        GgmlType::Q4_1 | GgmlType::Q5_1 => {
+            let blk = row.add(b * if ty == GgmlType::Q4_1 { Q4_1 } else { Q5_1 });
+            let (d, m) = (f16(blk), f16(blk.add(2)));
+            let v = if ty == GgmlType::Q4_1 {
+                avx2::nibbles32(blk.add(4))
+            } else {
+                q5_quants(blk.add(4), blk.add(8))
+            };
+            _mm256_storeu_si256(q.as_mut_ptr().cast(), v);
+            p.scf[b * PR + r] = d;
+            // The min adds m * s_y: an offset of -m.
+            p.mn[b * PR + r] = (-m).to_bits();
+        }
+        GgmlType::Q5_0 => {
+            let blk = row.add(b * Q5_0);
+            let d = f16(blk);
+            _mm256_storeu_si256(q.as_mut_ptr().cast(), q5_quants(blk.add(2), blk.add(6)));
+            p.scf[b * PR + r] = d;
+            p.mn[b * PR + r] = (16.0 * d).to_bits();
         }
         GgmlType::Q8_0 => {
             let blk = row.add(b * 34);
@@ -409,12 +423,14 @@ unsafe fn bcast32(p: *const u8) -> __m512i {
     _mm512_set1_epi32(p.cast::<i32>().read_unaligned())
 }
 
-/// Legacy micro-kernel: 16 rows x `T` tokens over all blocks. `ad[t][b]` is the activation
-/// scale `d_y`, `am[t][b]` is `d_y * sum(y)` of block `b` of token `t`.
+/// Legacy micro-kernel: 16 rows x `T` tokens over all blocks. `y[t]` are activation rows of
+/// `astride`-byte blocks (Q8_0 or Q8_1, quants at `aq`); `ad[t][b]` is the activation scale
+/// `d_y`, `am[t][b]` is `d_y * sum(y)` of block `b` of token `t`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn micro_legacy<const T: usize>(
     p: &Panel,
     nb: usize,
+    (astride, aq): (usize, usize),
     y: [*const u8; T],
     ad: [*const f32; T],
     am: [*const f32; T],
@@ -425,7 +441,7 @@ unsafe fn micro_legacy<const T: usize>(
         for k in 0..8 {
             let wv = _mm512_loadu_si512(p.q.as_ptr().add((b * 8 + k) * 64).cast());
             for t in 0..T {
-                s[t] = _mm512_dpbusd_epi32(s[t], wv, bcast32(y[t].add(b * 34 + 2 + 4 * k)));
+                s[t] = _mm512_dpbusd_epi32(s[t], wv, bcast32(y[t].add(b * astride + aq + 4 * k)));
             }
         }
         let scv = _mm512_loadu_ps(p.scf.as_ptr().add(b * PR));
@@ -478,15 +494,19 @@ unsafe fn micro_k<const T: usize, const G: usize>(p: &Panel, nsb: usize, y: [*co
 }
 
 /// Per-block activation tables of the legacy path: `d_y` and `d_y * sum(q_y)` of every Q8_0
-/// block, token-major.
-fn legacy_act_tables(acts: &[u8], n_tokens: usize, nb: usize) -> (Vec<f32>, Vec<f32>) {
+/// block, token-major; for Q8_1 (`min`) the block's own f16 `s`, as ggml's dot products use.
+fn legacy_act_tables(acts: &[u8], n_tokens: usize, nb: usize, min: bool) -> (Vec<f32>, Vec<f32>) {
+    let f16 = |b: &[u8]| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
     let mut ad = vec![0f32; n_tokens * nb];
     let mut am = vec![0f32; n_tokens * nb];
-    for (i, blk) in acts.chunks_exact(34).take(n_tokens * nb).enumerate() {
-        let d = half::f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
-        let sum: i32 = blk[2..].iter().map(|&v| v as i8 as i32).sum();
-        ad[i] = d;
-        am[i] = d * sum as f32;
+    let stride = if min { Q8_1 } else { Q8_0 };
+    for (i, blk) in acts.chunks_exact(stride).take(n_tokens * nb).enumerate() {
+        ad[i] = f16(blk);
+        am[i] = if min {
+            f16(&blk[2..])
+        } else {
+            ad[i] * blk[2..].iter().map(|&v| v as i8 as i32).sum::<i32>() as f32
+        };
     }
     (ad, am)
 }
@@ -513,11 +533,12 @@ unsafe fn run_micro(
         ($T:literal) => {{
             let y: [*const u8; $T] = std::array::from_fn(|i| acts.as_ptr().add((t0 + i) * arb));
             let res = match ty {
-                GgmlType::Q4_0 | GgmlType::Q8_0 => {
+                _ if is_legacy(ty) => {
                     let nb = cols / 32;
                     let ad = std::array::from_fn(|i| tabs.0.as_ptr().add((t0 + i) * nb));
                     let am = std::array::from_fn(|i| tabs.1.as_ptr().add((t0 + i) * nb));
-                    micro_legacy::<$T>(p, nb, y, ad, am)
+                    let act = if has_min(ty) { (Q8_1, 4) } else { (Q8_0, 2) };
+                    micro_legacy::<$T>(p, nb, act, y, ad, am)
                 }
                 GgmlType::Q6_K => micro_k::<$T, 16>(p, cols / QK_K, y),
                 _ => micro_k::<$T, 32>(p, cols / QK_K, y),
@@ -557,15 +578,16 @@ pub(super) unsafe fn matmul_panels(
 ) {
     let ty = w.ty;
     let (rows, cols) = (w.rows, w.cols);
-    let tabs = if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
-        legacy_act_tables(acts, n_tokens, cols / 32)
+    let tabs = if is_legacy(ty) {
+        legacy_act_tables(acts, n_tokens, cols / 32, has_min(ty))
     } else {
         (Vec::new(), Vec::new())
     };
     let n_groups = cols / group(ty);
-    let (n_mn, n_dm) = match ty {
-        GgmlType::Q4_0 | GgmlType::Q8_0 => (cols / 32, 0),
-        _ => (cols / QK_K * 8, cols / QK_K),
+    let (n_mn, n_dm) = if is_legacy(ty) {
+        (cols / 32, 0)
+    } else {
+        (cols / QK_K * 8, cols / QK_K)
     };
     let n_panels = rows.div_ceil(PR);
     let n_chunks = n_tokens.div_ceil(TOK_CHUNK);
