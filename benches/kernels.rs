@@ -93,7 +93,13 @@ fn bench_prefill(c: &mut Criterion) {
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
     let x = values(TOKENS * COLS, 11);
     let mut g = configure(c, "prefill");
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_0] {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::Q5_0,
+        GgmlType::Q4_1,
+    ] {
         let rows = 4096;
         let wb = weights(ty, rows);
         let w = QMatrix::new(ty, rows, COLS, &wb).expect("matrix");

@@ -42,27 +42,27 @@ pub(super) const MIN_TOKENS: usize = 16;
 /// The CPU must support AVX-512 F/BW/VL plus AVX2, FMA and F16C; `w` and every `acts[t]` must
 /// hold whole rows of `n` elements in the weight and activation formats of `ty`.
 pub(super) unsafe fn tile(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
-    type Kernel<const T: usize> = unsafe fn(*const u8, [*const u8; T], usize, &mut [f32]);
-    /// The 1..=4-token instances of one kernel family.
-    struct Family(Kernel<1>, Kernel<2>, Kernel<3>, Kernel<4>);
-    let family = match ty {
-        GgmlType::Q4_0 => Family(vnni_q4_0::<1>, vnni_q4_0::<2>, vnni_q4_0::<3>, vnni_q4_0::<4>),
-        GgmlType::Q5_0 => Family(vnni_q5_0::<1>, vnni_q5_0::<2>, vnni_q5_0::<3>, vnni_q5_0::<4>),
-        GgmlType::Q8_0 => Family(vnni_q8_0::<1>, vnni_q8_0::<2>, vnni_q8_0::<3>, vnni_q8_0::<4>),
-        GgmlType::Q4_1 => Family(vnni_q4_1::<1>, vnni_q4_1::<2>, vnni_q4_1::<3>, vnni_q4_1::<4>),
-        GgmlType::Q5_1 => Family(vnni_q5_1::<1>, vnni_q5_1::<2>, vnni_q5_1::<3>, vnni_q5_1::<4>),
-        _ => return avx2::tile(ty, n, w, acts, out),
-    };
-    if acts.len() > 4 || !is_x86_feature_detected!("avx512vnni") {
-        return avx2::tile(ty, n, w, acts, out);
-    }
-    let (w, nb) = (w.as_ptr(), n / 32);
+    let vnni = acts.len() <= 4 && is_x86_feature_detected!("avx512vnni");
+    let (wp, nb) = (w.as_ptr(), n / 32);
     let a = |t: usize| acts[t].as_ptr();
-    match acts.len() {
-        1 => (family.0)(w, std::array::from_fn(a), nb, out),
-        2 => (family.1)(w, std::array::from_fn(a), nb, out),
-        3 => (family.2)(w, std::array::from_fn(a), nb, out),
-        _ => (family.3)(w, std::array::from_fn(a), nb, out),
+    // One direct call per token count (the tokens' pointers are a const-size array).
+    macro_rules! by_tokens {
+        ($kernel:ident) => {
+            match acts.len() {
+                1 => $kernel::<1>(wp, std::array::from_fn(a), nb, out),
+                2 => $kernel::<2>(wp, std::array::from_fn(a), nb, out),
+                3 => $kernel::<3>(wp, std::array::from_fn(a), nb, out),
+                _ => $kernel::<4>(wp, std::array::from_fn(a), nb, out),
+            }
+        };
+    }
+    match ty {
+        GgmlType::Q4_0 if vnni => by_tokens!(vnni_q4_0),
+        GgmlType::Q5_0 if vnni => by_tokens!(vnni_q5_0),
+        GgmlType::Q8_0 if vnni => by_tokens!(vnni_q8_0),
+        GgmlType::Q4_1 if vnni => by_tokens!(vnni_q4_1),
+        GgmlType::Q5_1 if vnni => by_tokens!(vnni_q5_1),
+        _ => avx2::tile(ty, n, w, acts, out),
     }
 }
 
