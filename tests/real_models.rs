@@ -226,11 +226,14 @@ fn smollm2_q4_1_quantized_activations_follow_ggml() {
     let (ids, first) = greedy(load(&path), &SMOL_PROMPT, SMOL_GREEDY.len());
     eprintln!("SmolLM2 quantized activations: greedy {ids:?}");
     check_smol_top5(&first, SMOL_QUANTIZED_TOL, "quantized activations");
-    // " Paris.\n\nThe" has wide margins in every arithmetic.
+    // " Paris.\n\nThe" has wide margins in every arithmetic. The 6th token is a near-tie under
+    // quantized activations that the summation order decides: the AVX2 and AVX-512 paths pick
+    // 1797, as llama.cpp does (real_models_oracle holds them to its ids), the scalar path
+    // 2988. Either way the rest must be exactly one of the two continuations.
     assert_eq!(ids[..5], SMOL_GREEDY[..5], "greedy prefix differs from the reference");
-    assert_eq!(
-        ids, SMOL_GREEDY_QUANTIZED,
-        "greedy differs from the continuation of quantized activations (llama.cpp's)"
+    assert!(
+        ids == SMOL_GREEDY_QUANTIZED || ids == SMOL_GREEDY,
+        "greedy {ids:?} is neither llama.cpp's continuation {SMOL_GREEDY_QUANTIZED:?} nor the reference"
     );
 }
 
