@@ -81,6 +81,18 @@ pub enum Backend {
     Neon,
 }
 
+// `Backend::is_available` indexes its table by discriminant.
+const _: () = {
+    let mut i = 0;
+    while i < Backend::ALL.len() {
+        assert!(
+            Backend::ALL[i] as usize == i,
+            "Backend::ALL must list the variants in order"
+        );
+        i += 1;
+    }
+};
+
 impl Backend {
     pub const ALL: [Backend; 4] = [Backend::Scalar, Backend::Avx2, Backend::Avx512, Backend::Neon];
 
@@ -101,8 +113,15 @@ impl Backend {
             .ok_or_else(|| KernelError::BadBackendName(s.to_string()))
     }
 
-    /// Whether this CPU (and this build's target) can run the path.
+    /// Whether this CPU (and this build's target) can run the path. Detected once: the
+    /// element-wise kernels ask on every call (attention asks per cached position).
     pub fn is_available(self) -> bool {
+        static AVAILABLE: OnceLock<[bool; Backend::ALL.len()]> = OnceLock::new();
+        // `ALL` lists the variants in declaration order, so the discriminant is the index.
+        AVAILABLE.get_or_init(|| Backend::ALL.map(Backend::detect_available))[self as usize]
+    }
+
+    fn detect_available(self) -> bool {
         match self {
             Backend::Scalar => true,
             #[cfg(target_arch = "x86_64")]
@@ -111,7 +130,7 @@ impl Backend {
             }
             #[cfg(target_arch = "x86_64")]
             Backend::Avx512 => {
-                Backend::Avx2.is_available()
+                Backend::Avx2.detect_available()
                     && is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vl")

@@ -293,7 +293,11 @@ pub fn softmax(x: &mut [f32]) {
     }
     let mut sum = 0f64;
     for v in x.iter_mut() {
-        *v = (*v - max).exp();
+        let d = *v - max;
+        // Below -88 the result is subnormal or zero, negligible beside the max's 1; skipping
+        // `exp` there avoids libm's slow underflow path (weights far below the max are common
+        // in attention).
+        *v = if d < -88.0 { 0.0 } else { d.exp() };
         sum += *v as f64;
     }
     let inv = (1.0 / sum) as f32;

@@ -212,8 +212,8 @@ fn matmul_paths_agree_over_token_counts_and_threads() {
         quantize_row(ty, &xs, &mut wb).unwrap();
         let w = QMatrix::new(ty, rows, cols, &wb).unwrap();
         // 1..=9 tokens, a non-multiple of the 4-token tile, past one 32-token block, and past one
-        // 128-token task of the AVX-512 panel path (which starts at 16 tokens).
-        for n_tokens in (1..=9).chain([13, 45, 150]) {
+        // 512-token task of the AVX-512 panel path (which starts at 16 tokens).
+        for n_tokens in (1..=9).chain([13, 45, 150, 530]) {
             let x = random_floats(&mut rng, n_tokens * cols, 1.0);
             let mut reference = vec![0f32; n_tokens * rows];
             matmul_with(Backend::Scalar, &pools[0], &w, &x, n_tokens, &mut reference);
