@@ -32,21 +32,24 @@ pub(crate) fn attend_head(
     let kv_off = (head / group) * hd;
     let scale = 1.0 / (hd as f32).sqrt();
     let scores = &mut scores[..n_seen];
-    for (j, s) in scores.iter_mut().enumerate() {
-        let o = j * kv_dim + kv_off;
-        *s = scale
-            * match keys {
-                Row::F16(k) => ops::dot_f16(&k[o..o + hd], q),
-                Row::F32(k) => k[o..o + hd].iter().zip(q).map(|(a, b)| a * b).sum(),
-            };
+    // Position j's head lies at `j * kv_dim + kv_off` of the cache rows.
+    match keys {
+        Row::F16(k) => ops::dot_f16_rows(&k[kv_off..], kv_dim, q, scores),
+        Row::F32(k) => {
+            for (j, s) in scores.iter_mut().enumerate() {
+                let o = j * kv_dim + kv_off;
+                *s = k[o..o + hd].iter().zip(q).map(|(a, b)| a * b).sum();
+            }
+        }
     }
+    scores.iter_mut().for_each(|s| *s *= scale);
     ops::softmax(scores);
-    out.fill(0.0);
-    for (j, &a) in scores.iter().enumerate() {
-        let o = j * kv_dim + kv_off;
-        match values {
-            Row::F16(v) => ops::axpy_f16(a, &v[o..o + hd], out),
-            Row::F32(v) => {
+    match values {
+        Row::F16(v) => ops::weighted_sum_f16_rows(&v[kv_off..], kv_dim, scores, out),
+        Row::F32(v) => {
+            out.fill(0.0);
+            for (j, &a) in scores.iter().enumerate() {
+                let o = j * kv_dim + kv_off;
                 for (y, x) in out.iter_mut().zip(&v[o..o + hd]) {
                     *y += a * x;
                 }

@@ -62,12 +62,12 @@ pub fn f32_to_f16_row(src: &[f32], dst: &mut [f16]) {
     k::f32_to_f16_row(src, dst)
 }
 
-/// `a · b` with `a` in half precision.
-pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
-    k::dot_f16(a, b)
+/// `scores[j] = rows[j * stride..][..q.len()] · q` with the rows in half precision.
+pub fn dot_f16_rows(rows: &[f16], stride: usize, q: &[f32], scores: &mut [f32]) {
+    k::dot_f16_rows(rows, stride, q, scores)
 }
 
-/// `y += alpha * x` with `x` in half precision.
-pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
-    k::axpy_f16(alpha, x, y)
+/// `out = sum_j weights[j] * rows[j * stride..][..out.len()]` with the rows in half precision.
+pub fn weighted_sum_f16_rows(rows: &[f16], stride: usize, weights: &[f32], out: &mut [f32]) {
+    k::weighted_sum_f16_rows(rows, stride, weights, out)
 }

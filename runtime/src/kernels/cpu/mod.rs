@@ -27,7 +27,10 @@ pub use matmul::{
     act_type, matmul, matmul_with, quantize_activations, supported, try_matmul, try_matmul_as, try_matmul_with,
     vec_dot, Activations, QMatrix,
 };
-pub use ops::{axpy_f16, dot_f16, f16_to_f32_row, f32_to_f16_row, rms_norm, rope, silu, softmax, swiglu, RopeTable};
+pub use ops::{
+    axpy_f16, dot_f16, dot_f16_rows, f16_to_f32_row, f32_to_f16_row, rms_norm, rope, silu, softmax, swiglu,
+    weighted_sum_f16_rows, RopeTable,
+};
 pub use pool::{physical_cores, ThreadPool};
 pub use repack::{repack_supported, repackable, PackedMatrix};
 

@@ -64,6 +64,54 @@ pub fn axpy_f16_with(bk: Backend, alpha: f32, x: &[f16], y: &mut [f32]) {
     }
 }
 
+/// Checks that `n` rows of `width` elements, `stride` apart, fit in `len` elements.
+fn rows_fit(what: &str, len: usize, n: usize, stride: usize, width: usize) {
+    let need = match n {
+        0 => Some(0),
+        n => (n - 1).checked_mul(stride).and_then(|x| x.checked_add(width)),
+    };
+    assert!(
+        need.is_some_and(|need| need <= len),
+        "{what}: {n} rows of {width} every {stride} do not fit in {len} elements"
+    );
+}
+
+/// `scores[j] = rows[j] · q` for `j < scores.len()`, where row `j` is the `q.len()` f16
+/// elements at `rows[j * stride..]`: one query against the cached keys of one head.
+pub fn dot_f16_rows(rows: &[f16], stride: usize, q: &[f32], scores: &mut [f32]) {
+    dot_f16_rows_with(backend(), rows, stride, q, scores)
+}
+
+/// [`dot_f16_rows`] through an explicit path.
+pub fn dot_f16_rows_with(bk: Backend, rows: &[f16], stride: usize, q: &[f32], scores: &mut [f32]) {
+    rows_fit("dot_f16_rows", rows.len(), scores.len(), stride, q.len());
+    match bk {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: availability checked in the guard, row bounds above.
+        Backend::Avx2 | Backend::Avx512 if bk.is_available() => unsafe { x86::dot_f16_rows(rows, stride, q, scores) },
+        _ => scalar::dot_f16_rows(rows, stride, q, scores),
+    }
+}
+
+/// `out = sum_j weights[j] * rows[j]` (overwriting `out`), where row `j` is the `out.len()`
+/// f16 elements at `rows[j * stride..]`: attention weights applied to one head's cached values.
+pub fn weighted_sum_f16_rows(rows: &[f16], stride: usize, weights: &[f32], out: &mut [f32]) {
+    weighted_sum_f16_rows_with(backend(), rows, stride, weights, out)
+}
+
+/// [`weighted_sum_f16_rows`] through an explicit path.
+pub fn weighted_sum_f16_rows_with(bk: Backend, rows: &[f16], stride: usize, weights: &[f32], out: &mut [f32]) {
+    rows_fit("weighted_sum_f16_rows", rows.len(), weights.len(), stride, out.len());
+    match bk {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: availability checked in the guard, row bounds above.
+        Backend::Avx2 | Backend::Avx512 if bk.is_available() => unsafe {
+            x86::weighted_sum_f16_rows(rows, stride, weights, out)
+        },
+        _ => scalar::weighted_sum_f16_rows(rows, stride, weights, out),
+    }
+}
+
 /// Widens a row of f16 to f32.
 pub fn f16_to_f32_row(src: &[f16], dst: &mut [f32]) {
     f16_to_f32_row_with(backend(), src, dst)
@@ -264,6 +312,84 @@ mod x86 {
         }
         for j in n8..n {
             y[j] += alpha * x[j].to_f32();
+        }
+    }
+
+    /// # Safety
+    /// AVX2+FMA+F16C available; `scores.len()` rows of `q.len()` every `stride` fit in `rows`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16_rows(rows: &[f16], stride: usize, q: &[f32], scores: &mut [f32]) {
+        let (hd, n) = (q.len(), scores.len());
+        let row = |j: usize| &rows[j * stride..j * stride + hd];
+        if !hd.is_multiple_of(8) {
+            for (j, s) in scores.iter_mut().enumerate() {
+                *s = dot_f16(row(j), q);
+            }
+            return;
+        }
+        // Four rows at a time: each 8 elements of the query are loaded once for four keys,
+        // and the four sums are reduced together.
+        let mut j = 0;
+        while j + 4 <= n {
+            let p: [*const f16; 4] = std::array::from_fn(|r| row(j + r).as_ptr());
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for i in (0..hd).step_by(8) {
+                let qv = _mm256_loadu_ps(q.as_ptr().add(i));
+                for r in 0..4 {
+                    let k = _mm256_cvtph_ps(_mm_loadu_si128(p[r].add(i).cast()));
+                    acc[r] = _mm256_fmadd_ps(k, qv, acc[r]);
+                }
+            }
+            // [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, ...] twice over gives the four sums per
+            // 128-bit half; the halves are then added.
+            let h = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+            let sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+            _mm_storeu_ps(scores.as_mut_ptr().add(j), sums);
+            j += 4;
+        }
+        for (k, s) in scores.iter_mut().enumerate().skip(j) {
+            *s = dot_f16(row(k), q);
+        }
+    }
+
+    /// # Safety
+    /// AVX2+FMA+F16C available; `weights.len()` rows of `out.len()` every `stride` fit in `rows`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn weighted_sum_f16_rows(rows: &[f16], stride: usize, weights: &[f32], out: &mut [f32]) {
+        let hd = out.len();
+        let base = rows.as_ptr();
+        // Columns in runs of 64 whose sums stay in 8 registers across all rows (instead of a
+        // load and store of `out` per row), then runs of 8, then the odd tail.
+        let mut c = 0;
+        while c + 64 <= hd {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (j, &w) in weights.iter().enumerate() {
+                let a = _mm256_set1_ps(w);
+                let p = base.add(j * stride + c);
+                for (i, s) in acc.iter_mut().enumerate() {
+                    *s = _mm256_fmadd_ps(a, _mm256_cvtph_ps(_mm_loadu_si128(p.add(8 * i).cast())), *s);
+                }
+            }
+            for (i, s) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * i), *s);
+            }
+            c += 64;
+        }
+        while c + 8 <= hd {
+            let mut acc = _mm256_setzero_ps();
+            for (j, &w) in weights.iter().enumerate() {
+                let v = _mm256_cvtph_ps(_mm_loadu_si128(base.add(j * stride + c).cast()));
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(w), v, acc);
+            }
+            _mm256_storeu_ps(out.as_mut_ptr().add(c), acc);
+            c += 8;
+        }
+        for (col, o) in out.iter_mut().enumerate().skip(c) {
+            *o = weights
+                .iter()
+                .enumerate()
+                .map(|(j, &w)| w * rows[j * stride + col].to_f32())
+                .sum();
         }
     }
 

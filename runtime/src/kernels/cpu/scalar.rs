@@ -243,6 +243,21 @@ pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(&x, &y)| f16_to_f32(x) * y).sum()
 }
 
+/// `scores[j] = rows[j * stride..][..q.len()] · q`.
+pub fn dot_f16_rows(rows: &[f16], stride: usize, q: &[f32], scores: &mut [f32]) {
+    for (j, s) in scores.iter_mut().enumerate() {
+        *s = dot_f16(&rows[j * stride..j * stride + q.len()], q);
+    }
+}
+
+/// `out = sum_j weights[j] * rows[j * stride..][..out.len()]`.
+pub fn weighted_sum_f16_rows(rows: &[f16], stride: usize, weights: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
+    for (j, &w) in weights.iter().enumerate() {
+        axpy_f16(w, &rows[j * stride..j * stride + out.len()], out);
+    }
+}
+
 /// `y[i] += alpha * x[i]`.
 pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
     for (o, &v) in y.iter_mut().zip(x) {

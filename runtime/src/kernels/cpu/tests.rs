@@ -395,6 +395,55 @@ fn elementwise_simd_matches_scalar() {
 }
 
 #[test]
+fn attention_row_ops_match_scalar() {
+    let mut rng = StdRng::seed_from_u64(6);
+    // Head sizes: odd, one 8-run, runs of 8 past 64, 64 and 128 (the real ones); row counts
+    // around the 4-row groups; strides wider than the head, as in a GQA cache.
+    for hd in [7usize, 8, 24, 64, 72, 128] {
+        for n in [0usize, 1, 3, 4, 5, 9, 33] {
+            let stride = hd * 3 + 8;
+            let len = if n == 0 { 0 } else { (n - 1) * stride + hd };
+            let rows: Vec<f16> = (0..len).map(|_| f32_to_f16(rng.random_range(-3.0f32..3.0))).collect();
+            let q: Vec<f32> = (0..hd).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+            let w: Vec<f32> = (0..n).map(|_| rng.random_range(0.0f32..1.0)).collect();
+            let mut s0 = vec![f32::NAN; n];
+            scalar::dot_f16_rows(&rows, stride, &q, &mut s0);
+            let mut o0 = vec![f32::NAN; hd];
+            scalar::weighted_sum_f16_rows(&rows, stride, &w, &mut o0);
+            // The scalar form is the per-row dot / axpy it is defined by.
+            for j in 0..n {
+                assert_eq!(s0[j], scalar::dot_f16(&rows[j * stride..j * stride + hd], &q));
+            }
+            for b in simd_backends() {
+                let mut s = vec![f32::NAN; n];
+                ops::dot_f16_rows_with(b, &rows, stride, &q, &mut s);
+                for (j, (x, y)) in s.iter().zip(&s0).enumerate() {
+                    assert!(
+                        (x - y).abs() <= 1e-4 * (1.0 + hd as f32),
+                        "dot_f16_rows {b} hd={hd} n={n} j={j}: {x} vs {y}"
+                    );
+                }
+                let mut o = vec![f32::NAN; hd];
+                ops::weighted_sum_f16_rows_with(b, &rows, stride, &w, &mut o);
+                for (c, (x, y)) in o.iter().zip(&o0).enumerate() {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * (1.0 + n as f32),
+                        "weighted_sum {b} hd={hd} n={n} col={c}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+    // Rows that do not fit are a caller bug, caught before any access.
+    let short = vec![f16::ZERO; 20];
+    let caught = std::panic::catch_unwind(|| {
+        let mut s = [0f32; 2];
+        ops::dot_f16_rows(&short, 16, &[0.0; 8], &mut s)
+    });
+    assert!(caught.is_err());
+}
+
+#[test]
 fn rope_softmax_swiglu_semantics() {
     let hd = 8;
     let table = RopeTable::new(hd, 10000.0, 0.5, 16);
