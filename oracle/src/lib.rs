@@ -635,9 +635,12 @@ unsafe extern "C" fn capture_tensor(t: *mut sys::ggml_tensor, ask: bool, user: *
     let (tensor, captures) = unsafe { (&*t, &*(user as *const Captures)) };
     // SAFETY: live tensor.
     let wanted = tensor.type_ == sys::GGML_TYPE_F32 && unsafe { sys::ggml_is_contiguous(t) };
-    if ask || !wanted {
-        // Returning false would abort the graph; true means "go on".
-        return wanted || !ask;
+    if ask {
+        return wanted;
+    }
+    if !wanted {
+        // Returning false here would abort the graph.
+        return true;
     }
     // SAFETY: the name is a NUL-terminated array inside the tensor.
     let name = unsafe { std::ffi::CStr::from_ptr(sys::ggml_get_name(t)) }

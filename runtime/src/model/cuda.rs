@@ -504,6 +504,7 @@ impl GpuForward {
 
 const GIB: f64 = (1u64 << 30) as f64;
 
+/// The CPU blocks' matmul, on the tail's pool and activation arithmetic.
 fn cpu_matmul(
     tail: &CpuTail,
     model: &LlamaModel,
@@ -512,8 +513,7 @@ fn cpu_matmul(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), ModelError> {
-    ops::matmul(&tail.pool, tail.activations, &model.qmatrix(w), x, n, out)
-        .map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))
+    super::session::matmul(&tail.pool, tail.activations, model, w, x, n, out)
 }
 
 /// A one-line stderr progress bar for weight uploads of 1 GiB or more (small models load

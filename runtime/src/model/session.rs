@@ -140,13 +140,13 @@ impl Session {
         gpu_layers: Option<usize>,
     ) -> Result<Session, ModelError> {
         #[allow(unused_mut)]
-        let mut session = Session::new(Arc::clone(&model), opts.clone())?;
+        let mut session = Session::new(Arc::clone(&model), opts)?;
         #[cfg(feature = "cuda")]
         if let Some(mut g) =
             super::cuda::GpuOptions::for_backend(backend, session.n_ctx, session.batch_size, session.pool.n_threads())
         {
             g.gpu_layers = gpu_layers;
-            g.cpu_activations = opts.activations;
+            g.cpu_activations = session.activations;
             session.gpu = Some(super::cuda::GpuForward::new(model, &g)?);
         }
         #[cfg(not(feature = "cuda"))]
@@ -404,8 +404,9 @@ fn add_in_place(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// One weight matrix times the chunk's activations, naming the tensor on failure.
-fn matmul(
+/// One weight matrix times the chunk's activations, naming the tensor on failure (also the
+/// CUDA forward's blocks left on the CPU).
+pub(super) fn matmul(
     pool: &ThreadPool,
     activations: Activations,
     model: &LlamaModel,

@@ -49,11 +49,13 @@ unsafe fn load256(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p.cast())
 }
 
-/// Block strides in bytes.
-const Q4_0: usize = 18;
-const Q4_1: usize = 20;
-const Q8_0: usize = 34;
-const Q8_1: usize = 36;
+/// Block strides in bytes (also the AVX-512 kernels').
+pub(super) const Q4_0: usize = 18;
+pub(super) const Q4_1: usize = 20;
+pub(super) const Q5_0: usize = 22;
+pub(super) const Q5_1: usize = 24;
+pub(super) const Q8_0: usize = 34;
+pub(super) const Q8_1: usize = 36;
 const Q8_K: usize = 292;
 
 /// One weight row (`w`, `nb` blocks) against `T` activation rows: `out[t] = w . a[t]`.
@@ -293,10 +295,6 @@ min_legacy_tile!(
 );
 
 // --- 5-bit legacy blocks -------------------------------------------------------------------
-
-/// Q5_0 / Q5_1 block strides in bytes.
-const Q5_0: usize = 22;
-const Q5_1: usize = 24;
 
 /// 0xFF in byte i where bit i of the little-endian u32 at `p` is set, 0 elsewhere: the fifth
 /// bits of a Q5 block spread to its 32 element lanes (byte i of a vector is element i, as the

@@ -21,7 +21,7 @@
 #![allow(clippy::needless_range_loop)]
 // The AVX-512 intrinsics are stable since Rust 1.89, the workspace's minimum Rust version.
 
-use super::avx2;
+use super::avx2::{self, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1};
 use super::matmul::{QMatrix, SyncPtr};
 use super::repack::{Line, PackedMatrix};
 use super::ThreadPool;
@@ -69,14 +69,6 @@ pub(super) unsafe fn tile(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out:
         _ => avx2::tile(ty, n, w, acts, out),
     }
 }
-
-/// Block sizes in bytes of the legacy formats.
-const Q4_0: usize = 18;
-const Q4_1: usize = 20;
-const Q5_0: usize = 22;
-const Q5_1: usize = 24;
-const Q8_0: usize = 34;
-const Q8_1: usize = 36;
 
 /// A legacy-format tile kernel with 256-bit `vpdpbusd` (one instruction instead of AVX2's
 /// `maddubs` + `madd`): `$quants` decodes the 32 quants of the weight block at `$wb` and
@@ -234,7 +226,7 @@ unsafe fn unpack_block(ty: GgmlType, row: *const u8, b: usize, q: &mut [u8], p: 
     let m4 = _mm256_set1_epi8(0x0f);
     match ty {
         GgmlType::Q4_0 => {
-            let blk = row.add(b * 18);
+            let blk = row.add(b * Q4_0);
             let d = f16(blk);
             let qs = _mm_loadu_si128(blk.add(2).cast());
             let v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), m4);
@@ -263,7 +255,7 @@ unsafe fn unpack_block(ty: GgmlType, row: *const u8, b: usize, q: &mut [u8], p: 
             p.mn[b * PR + r] = (16.0 * d).to_bits();
         }
         GgmlType::Q8_0 => {
-            let blk = row.add(b * 34);
+            let blk = row.add(b * Q8_0);
             let d = f16(blk);
             // Bias to unsigned: q + 128, undone by an offset of 128 d per block.
             let v = _mm256_xor_si256(_mm256_loadu_si256(blk.add(2).cast()), _mm256_set1_epi8(-128));

@@ -355,32 +355,48 @@ pub fn try_matmul_as(
     } else {
         ROW_BLOCK
     };
-    let tt = backend.tile_tokens().min(DOT_MAX_T);
     pool.run(rows.div_ceil(per), &|c| {
         let mut row = vec![0f32; cols];
-        let mut o = [0f32; DOT_MAX_T];
-        let mut a: [&[u8]; DOT_MAX_T] = [&[]; DOT_MAX_T];
         for r in c * per..((c + 1) * per).min(rows) {
             // `QMatrix::new` checked the type has a kernel (all dequantize) and the row size.
             dequantize_row(w.ty, w.row(r), &mut row).expect("validated row");
             let wr: &[u8] = bytemuck::cast_slice(&row);
-            let mut t0 = 0;
-            while t0 < n_tokens {
-                let nt = tt.min(n_tokens - t0);
-                for (i, s) in a[..nt].iter_mut().enumerate() {
-                    *s = act(t0 + i);
-                }
-                tile(backend, GgmlType::F32, cols, wr, &a[..nt], &mut o[..nt]);
-                for (i, &v) in o[..nt].iter().enumerate() {
-                    // SAFETY: row r belongs to this task only and t0 + i < n_tokens, so the
-                    // index is inside `out` and written once; `out` outlives the pool's `run`.
-                    unsafe { *out_ptr.get().add((t0 + i) * rows + r) = v };
-                }
-                t0 += nt;
-            }
+            row_times_tokens(backend, GgmlType::F32, cols, wr, 0..n_tokens, act, |t, v| {
+                // SAFETY: row r belongs to this task only and t < n_tokens, so the index is
+                // inside `out` and written once; `out` outlives the pool's `run`.
+                unsafe { *out_ptr.get().add(t * rows + r) = v };
+            });
         }
     });
     Ok(())
+}
+
+/// One weight row `wr` (`n` elements of `ty`) times the activation rows `act(t)` of `tokens`,
+/// in tiles of up to the path's tile width; `write(t, product)` receives each result.
+fn row_times_tokens<'a>(
+    backend: Backend,
+    ty: GgmlType,
+    n: usize,
+    wr: &[u8],
+    tokens: std::ops::Range<usize>,
+    act: impl Fn(usize) -> &'a [u8],
+    mut write: impl FnMut(usize, f32),
+) {
+    let tt = backend.tile_tokens().min(DOT_MAX_T);
+    let mut o = [0f32; DOT_MAX_T];
+    let mut a: [&[u8]; DOT_MAX_T] = [&[]; DOT_MAX_T];
+    let mut t0 = tokens.start;
+    while t0 < tokens.end {
+        let nt = tt.min(tokens.end - t0);
+        for (i, s) in a[..nt].iter_mut().enumerate() {
+            *s = act(t0 + i);
+        }
+        tile(backend, ty, n, wr, &a[..nt], &mut o[..nt]);
+        for (i, &v) in o[..nt].iter().enumerate() {
+            write(t0 + i, v);
+        }
+        t0 += nt;
+    }
 }
 
 /// The checked form of [`matmul_with`].
@@ -477,29 +493,14 @@ pub fn try_matmul_with(
         return Ok(());
     }
 
-    let tt = backend.tile_tokens().min(DOT_MAX_T);
     let n_rb = rows.div_ceil(ROW_BLOCK);
     let n_tb = n_tokens.div_ceil(TOKEN_BLOCK);
     pool.run(n_rb * n_tb, &|task| {
         // Token block outermost, so threads working at the same time share activations.
         let (tb, rb) = (task / n_rb, task % n_rb);
-        let t_end = ((tb + 1) * TOKEN_BLOCK).min(n_tokens);
-        let mut o = [0f32; DOT_MAX_T];
-        let mut a: [&[u8]; DOT_MAX_T] = [&[]; DOT_MAX_T];
+        let tokens = tb * TOKEN_BLOCK..((tb + 1) * TOKEN_BLOCK).min(n_tokens);
         for r in rb * ROW_BLOCK..((rb + 1) * ROW_BLOCK).min(rows) {
-            let wr = w.row(r);
-            let mut t0 = tb * TOKEN_BLOCK;
-            while t0 < t_end {
-                let nt = tt.min(t_end - t0);
-                for (i, s) in a[..nt].iter_mut().enumerate() {
-                    *s = act(t0 + i);
-                }
-                tile(backend, w.ty, n, wr, &a[..nt], &mut o[..nt]);
-                for (i, &v) in o[..nt].iter().enumerate() {
-                    write(t0 + i, r, v);
-                }
-                t0 += nt;
-            }
+            row_times_tokens(backend, w.ty, n, w.row(r), tokens.clone(), act, |t, v| write(t, r, v));
         }
     });
     Ok(())
