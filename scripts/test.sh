@@ -2,8 +2,7 @@
 # The test command: formatting, lints, the aarch64 (NEON) build check when that target is
 # installed, and the whole test suite including the llama.cpp oracle tests and the MariaDB
 # backend tests (a throw-away server on 127.0.0.1, stopped afterwards) and, when
-# scripts/setup.sh could set up Podman, the container backend tests.
-# Run scripts/setup.sh once first.
+# scripts/setup.sh could set up Podman, the container backend tests; then the fuzz targets for 20 s each (nightly toolchain). Run scripts/setup.sh once first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GGML_NO_BACKTRACE=1
@@ -42,3 +41,12 @@ fi
 
 echo "== cargo test --workspace --features oracle"
 cargo test --workspace --features oracle --no-fail-fast
+
+# The libFuzzer targets of the untrusted formats (GGUF, pickle, safetensors header, chat
+# template), a bounded time each; a crash fails the run.
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  echo "== fuzz targets (scripts/fuzz.sh, 20 s each)"
+  bash scripts/fuzz.sh 20
+else
+  echo "== skipping the fuzz targets: no nightly toolchain (rustup toolchain install nightly)"
+fi

@@ -11,6 +11,7 @@
 //! Set `EDGEACT_SHARED` to relocate the shared data directory (default: `../shared` beside the checkout).
 
 use edgeact_runtime::agent::prompt::PromptFormatError;
+use edgeact_runtime::agent::py::{self, PyValue};
 use edgeact_runtime::agent::render::{db_initial_history, os_initial_history, render_llama2};
 use edgeact_runtime::agent::tasks::load_db_tasks;
 use edgeact_runtime::agent::{
@@ -218,7 +219,7 @@ fn constrained_decoding_removes_parse_failures() {
         cfg.sampler.temperature = 1.0;
         cfg.constrained = constrained;
         let mut e = engine(&m, cfg);
-        let (mut os_fail, mut db_fail) = (0, 0);
+        let (mut os_fail, mut db_fail, mut db_answers) = (0, 0, 0);
         for (p, msgs) in &prompts {
             let r = e
                 .reply(&ModelRequest {
@@ -228,7 +229,16 @@ fn constrained_decoding_removes_parse_failures() {
                 .unwrap();
             let ok = match p {
                 Protocol::Os => parse_os(&r.text).action.is_some(),
-                Protocol::Db => matches!(parse_db(&r.text), DbAction::Operation(_) | DbAction::Answer(_)),
+                Protocol::Db => match parse_db(&r.text) {
+                    DbAction::Operation(_) => true,
+                    // A constrained answer must also be one the judge can evaluate: a list
+                    // literal (issue #12: `[::::]A]` parsed but could never be judged).
+                    DbAction::Answer(a) => {
+                        db_answers += 1;
+                        !constrained || matches!(py::eval(&a), Ok(PyValue::List(_)))
+                    }
+                    _ => false,
+                },
             };
             if !ok {
                 if *p == Protocol::Os {
@@ -238,7 +248,10 @@ fn constrained_decoding_removes_parse_failures() {
                 }
             }
         }
-        eprintln!("constrained={constrained}: parse failures OS {os_fail}/{n_os}, DB {db_fail}/{n_db}");
+        eprintln!(
+            "constrained={constrained}: parse failures OS {os_fail}/{n_os}, DB {db_fail}/{n_db} \
+             ({db_answers} DB final answers)"
+        );
         if constrained {
             assert_eq!((os_fail, db_fail), (0, 0));
         } else {

@@ -28,6 +28,19 @@ fn edgeact(args: &[&str]) -> std::process::Output {
         .expect("run edgeact")
 }
 
+/// `--rootfs` for OS runs: the default built Debian root when `edgeact rootfs build` has made
+/// it, else the host's files (so the test neither fails nor starts a download without it).
+fn os_rootfs() -> &'static str {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    match cache {
+        Some(c) if c.join("edgeact/rootfs/.edgeact-rootfs").exists() => "built",
+        _ => "host",
+    }
+}
+
 fn db_tasks() -> Vec<Value> {
     std::fs::read_to_string(fixture("dbbench_dev.jsonl"))
         .unwrap()
@@ -299,6 +312,8 @@ fn eval_os_scripted_answers_judged_in_sandbox() {
     let out = edgeact(&[
         "eval",
         "os",
+        "--rootfs",
+        os_rootfs(),
         "--log",
         log.to_str().unwrap(),
         "--tasks",

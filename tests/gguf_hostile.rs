@@ -146,3 +146,101 @@ fn fuzz_seed_corpus() {
     }
     assert!(n >= 2, "seed corpus missing");
 }
+
+/// A tensor-less GGUF v3 image from raw metadata entries: (key, value type id, encoded value).
+fn raw_metadata_file(entries: &[(String, u32, Vec<u8>)]) -> Vec<u8> {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    b.extend((entries.len() as u64).to_le_bytes());
+    for (key, ty, payload) in entries {
+        b.extend((key.len() as u64).to_le_bytes());
+        b.extend(key.as_bytes());
+        b.extend(ty.to_le_bytes());
+        b.extend(payload);
+    }
+    b
+}
+
+/// An encoded array value: element type id, count, then the elements' bytes.
+fn array_payload(elem: u32, count: u64, elements: &[u8]) -> Vec<u8> {
+    let mut p = elem.to_le_bytes().to_vec();
+    p.extend(count.to_le_bytes());
+    p.extend(elements);
+    p
+}
+
+#[test]
+fn big_arrays_cost_about_their_file_size() {
+    // 8 MiB of u8, 1 Mi empty strings and 1 Mi i32: each element used to become a 32-byte
+    // `Value` (u8: 32x the file) plus a heap string each.
+    let n = 1u64 << 20;
+    let entries = vec![
+        (
+            "bytes".to_string(),
+            9,
+            array_payload(0, 8 * n, &vec![7u8; 8 * n as usize]),
+        ),
+        (
+            "strings".to_string(),
+            9,
+            array_payload(8, n, &vec![0u8; 8 * n as usize]),
+        ),
+        ("ints".to_string(), 9, array_payload(5, n, &vec![1u8; 4 * n as usize])),
+    ];
+    let bytes = raw_metadata_file(&entries);
+    let file_len = bytes.len();
+    let f = parse(&bytes).expect("a valid file");
+    let heap = f.header().heap_bytes();
+    assert!(
+        heap <= 2 * file_len,
+        "{heap} bytes of header for a {file_len}-byte file"
+    );
+    let bytes_array = f.get_array("bytes").unwrap().unwrap();
+    assert_eq!(bytes_array.len(), 8 * n as usize);
+    assert_eq!(bytes_array.get(5).and_then(|v| v.as_u64()), Some(7));
+    let strings = f.get_array("strings").unwrap().unwrap();
+    assert_eq!(strings.len(), n as usize);
+    assert_eq!(strings.get(0).and_then(|v| v.as_str()), Some(""));
+    assert_eq!(
+        f.get_array("ints").unwrap().unwrap().get(3).and_then(|v| v.as_i64()),
+        Some(0x01010101)
+    );
+}
+
+#[test]
+fn array_count_beyond_the_file_is_an_error() {
+    for (elem, size) in [(0u32, 1u64), (6, 4), (8, 8), (9, 12)] {
+        // Claims 2^40 elements with 64 bytes behind it.
+        let bytes = raw_metadata_file(&[("a".into(), 9, array_payload(elem, 1 << 40, &[0u8; 64]))]);
+        let err = parse(&bytes)
+            .err()
+            .unwrap_or_else(|| panic!("element type {elem} (size {size}) accepted"));
+        assert!(err.to_string().contains("cannot fit"), "{err}");
+    }
+}
+
+#[test]
+fn nested_array_bomb_is_refused_by_the_memory_budget() {
+    // 2 Mi empty inner arrays: 12 bytes each in the file, a whole `Array` each in memory.
+    let n = 2u64 << 20;
+    let mut inner = Vec::with_capacity(12 * n as usize);
+    for _ in 0..n {
+        inner.extend(5u32.to_le_bytes());
+        inner.extend(0u64.to_le_bytes());
+    }
+    let bytes = raw_metadata_file(&[("nest".into(), 9, array_payload(9, n, &inner))]);
+    match parse(&bytes) {
+        Err(e) => assert!(e.to_string().contains("memory"), "{e}"),
+        Ok(f) => assert!(f.header().heap_bytes() <= 2 * bytes.len() + (1 << 20)),
+    }
+}
+
+#[test]
+fn millions_of_tiny_keys_are_refused_by_the_memory_budget() {
+    // Each ~20-byte entry (short key, u8 value) costs an entry and an index slot in memory.
+    let entries: Vec<(String, u32, Vec<u8>)> = (0..1_000_000u32).map(|i| (format!("k{i}"), 0, vec![1])).collect();
+    let bytes = raw_metadata_file(&entries);
+    let err = parse(&bytes).err().expect("refused");
+    assert!(err.to_string().contains("memory"), "{err}");
+}

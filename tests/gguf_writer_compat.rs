@@ -4,7 +4,7 @@
 //! `general.alignment = 64`.
 
 use edgeact_quantize::GgufWriter;
-use edgeact_runtime::gguf::{GgufFile, Value, ValueType};
+use edgeact_runtime::gguf::{Array, GgufFile, Item, Value};
 use edgeact_runtime::quant::{dequantize_row, quantize_row, GgmlType};
 use std::io::Write;
 use std::path::PathBuf;
@@ -39,13 +39,7 @@ fn reads_every_value_type_written_by_gguf_py() {
     assert_eq!(f.get("t.bool"), Some(&Value::Bool(true)));
     assert_eq!(f.get("t.str"), Some(&Value::String("héllo ✓".into())));
     // gguf-py stores Python ints in arrays as I32 and floats as F32.
-    assert_eq!(
-        f.get("t.arr_i32"),
-        Some(&Value::Array(
-            ValueType::I32,
-            vec![Value::I32(1), Value::I32(-2), Value::I32(3)]
-        ))
-    );
+    assert_eq!(f.get("t.arr_i32"), Some(&Value::Array(Array::I32(vec![1, -2, 3]))));
     let strs: Vec<&str> = f
         .get_array("t.arr_str")
         .unwrap()
@@ -54,26 +48,17 @@ fn reads_every_value_type_written_by_gguf_py() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(strs, ["a", "bb", ""]);
-    assert_eq!(
-        f.get("t.arr_f32"),
-        Some(&Value::Array(ValueType::F32, vec![Value::F32(0.5), Value::F32(-0.25)]))
-    );
+    assert_eq!(f.get("t.arr_f32"), Some(&Value::Array(Array::F32(vec![0.5, -0.25]))));
     assert_eq!(
         f.get("t.nested"),
-        Some(&Value::Array(
-            ValueType::Array,
-            vec![
-                Value::Array(ValueType::I32, vec![Value::I32(1), Value::I32(2)]),
-                Value::Array(ValueType::I32, vec![Value::I32(3)]),
-            ]
-        ))
+        Some(&Value::Array(Array::Array(vec![
+            Array::I32(vec![1, 2]),
+            Array::I32(vec![3])
+        ])))
     );
     let nested = f.get_array("t.nested_str").unwrap().unwrap();
     assert_eq!(nested.len(), 2);
-    assert_eq!(
-        nested[1],
-        Value::Array(ValueType::String, vec![Value::String("z".into())])
-    );
+    assert_eq!(nested.get(1), Some(Item::Array(&Array::strings(["z"]))));
 
     // Tensors: ggml-order dims, 64-byte aligned offsets, and the values the script stored.
     let names: Vec<&str> = f.tensors().iter().map(|t| t.name.as_str()).collect();

@@ -13,6 +13,7 @@ enum V {
     U32(u32),
     F32(f32),
     Str(&'static str),
+    Strs(Vec<String>),
 }
 
 /// A tensor: name, dims (ggml order), ggml type id, bytes.
@@ -41,6 +42,14 @@ fn gguf(kvs: &[(&str, V)], tensors: &[T]) -> Vec<u8> {
             V::Str(x) => {
                 b.extend(8u32.to_le_bytes());
                 s(&mut b, x);
+            }
+            V::Strs(items) => {
+                b.extend(9u32.to_le_bytes());
+                b.extend(8u32.to_le_bytes());
+                b.extend((items.len() as u64).to_le_bytes());
+                for x in items {
+                    s(&mut b, x);
+                }
             }
         }
     }
@@ -218,4 +227,80 @@ fn bad_head_counts_are_errors() {
     k[6].1 = V::U32(3); // 4 heads are not a multiple of 3 KV heads
     let err = load(&k, &tensors(false)).err().unwrap();
     assert!(err.contains("head_count"), "{err}");
+}
+
+#[test]
+fn absurd_block_count_is_an_error_not_an_allocation() {
+    // 10^8 blocks used to size the layer vector before any tensor was looked up (55 GB, abort).
+    let mut k = kvs();
+    k[3].1 = V::U32(100_000_000);
+    let err = load(&k, &tensors(false)).err().unwrap();
+    assert!(err.contains("block_count") && err.contains("100000000"), "{err}");
+}
+
+#[test]
+fn token_list_must_match_the_vocabulary_size() {
+    // A vocab_size key that disagrees with the token list (llama.cpp sizes the vocabulary by
+    // the list) is refused instead of indexing past the list later.
+    let tokens = |n: u64| V::Strs((0..n).map(|i| format!("t{i}")).collect());
+    let mut k = kvs();
+    k.push(("tokenizer.ggml.tokens", tokens(VOCAB - 1)));
+    let err = load(&k, &tensors(false)).err().unwrap();
+    assert!(
+        err.contains("tokenizer.ggml.tokens") && err.contains(&(VOCAB - 1).to_string()),
+        "{err}"
+    );
+    let mut k = kvs();
+    k.push(("tokenizer.ggml.tokens", tokens(VOCAB)));
+    assert!(load(&k, &tensors(false)).is_ok());
+}
+
+#[test]
+fn absurd_context_is_an_error_not_an_abort() {
+    // A file claiming a 4e9-token training context, opened at its maximum: the KV cache size
+    // is checked before allocating (it used to abort on the failed allocation).
+    let mut k = kvs();
+    k[1].1 = V::U32(4_000_000_000);
+    let model = Arc::new(load(&k, &tensors(false)).unwrap());
+    let err = Session::new(model, SessionOptions::default()).err().expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("context"), "{msg}");
+}
+
+#[test]
+fn context_larger_than_memory_is_refused_with_its_size() {
+    // Under the hard limit but far beyond memory: 2^24 positions of a 2^20-wide KV.
+    let cfg_kvs = |k: &mut Vec<(&'static str, V)>| {
+        k[1].1 = V::U32(1 << 24);
+    };
+    let mut k = kvs();
+    cfg_kvs(&mut k);
+    let model = Arc::new(load(&k, &tensors(false)).unwrap());
+    let cfg = model.config().clone();
+    let need = edgeact_runtime::model::context_memory_bytes(&cfg, 1 << 24, edgeact_runtime::model::KvType::F32)
+        .expect("no overflow");
+    // 1 layer x 2^24 x 16 x 4 bytes x 2 + RoPE: about 2.5 GiB; refused only where memory is short.
+    assert!(need > 2 << 30);
+    let wide = edgeact_runtime::model::LlamaConfig {
+        n_layers: usize::MAX / 2,
+        ..cfg
+    };
+    assert!(
+        edgeact_runtime::model::context_memory_bytes(&wide, 1 << 24, edgeact_runtime::model::KvType::F16).is_none()
+    );
+}
+
+#[test]
+fn huge_thread_count_is_clamped_not_a_panic() {
+    let model = Arc::new(load(&kvs(), &tensors(false)).unwrap());
+    let session = Session::new(
+        model,
+        SessionOptions {
+            threads: 100_000,
+            ..Default::default()
+        },
+    )
+    .expect("session");
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    assert!(session.n_threads() <= cpus);
 }

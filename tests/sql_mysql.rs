@@ -194,10 +194,10 @@ fn sql_mysql_dev_tables_set_up_as_agentbench_did() {
     let mut b = MysqlBackend::connect(&url, SqlLimits::default()).unwrap();
     let t5: TaskTable = serde_json::from_value(tasks[5]["table"].clone()).unwrap();
     b.setup_table(&t5).unwrap();
-    let db = b.database().unwrap().to_string();
+    // The database shows under the table's name, as AgentBench named it.
     assert_eq!(
         b.execute("SELECT COUNT(*) FROM historic_sites").unwrap(),
-        format!("1146 (42S02): Table '{db}.historic_sites' doesn't exist")
+        format!("1146 (42S02): Table '{}.historic_sites' doesn't exist", t5.table_name)
     );
     let t3: TaskTable = serde_json::from_value(tasks[3]["table"].clone()).unwrap();
     b.setup_table(&t3).unwrap();
@@ -225,4 +225,79 @@ fn sql_mysql_dev_tables_set_up_as_agentbench_did() {
     .unwrap();
     b.setup_table(&t).unwrap();
     assert_eq!(b.execute("SELECT b FROM t").unwrap(), "[('None',)]");
+}
+
+/// AgentBench's MySQL 8 ran without strict mode: an UPDATE comparing a TEXT column with a number
+/// applies (with warnings) where MariaDB's default strict mode refused it with error 1292, and
+/// the gold hashes are of the updated tables.
+#[test]
+fn sql_mysql_non_strict_update_applies_as_on_agentbench() {
+    let Some(url) = url() else { return };
+    let mut b = backend(&url);
+    let r = b
+        .execute("UPDATE `US Ambassadors` SET `Termination of Mission` = 'gone' WHERE Floors = 26")
+        .unwrap();
+    assert_eq!(r, "[]");
+    assert_eq!(
+        b.execute("SELECT Representative FROM `US Ambassadors` WHERE `Termination of Mission` = 'gone'")
+            .unwrap(),
+        "[(\"Checco D'Angelo\",)]"
+    );
+    // A non-numeric text compared with a number: a warning, not an error, without strict mode.
+    b.execute("INSERT INTO `US Ambassadors` (Representative, Floors) VALUES ('Odd', 'n/a')")
+        .unwrap();
+    let r = b
+        .execute("UPDATE `US Ambassadors` SET Floors = '16' WHERE Floors = 12")
+        .unwrap();
+    assert_eq!(r, "[]");
+    assert_eq!(
+        b.execute("SELECT COUNT(*) FROM `US Ambassadors` WHERE Floors = '16'")
+            .unwrap(),
+        "[(1,)]"
+    );
+    let r = b.execute("SELECT @@SESSION.sql_mode").unwrap();
+    assert!(!r.contains("STRICT"), "{r}");
+    assert!(r.contains("ONLY_FULL_GROUP_BY"), "{r}");
+}
+
+/// MySQL's default `group_concat_max_len` (1024) cut AgentBench's results and hashes; MariaDB's
+/// default is 1 MiB.
+#[test]
+fn sql_mysql_group_concat_is_cut_at_1024() {
+    let Some(url) = url() else { return };
+    let mut b = backend(&url);
+    assert_eq!(
+        b.execute("SELECT LENGTH(GROUP_CONCAT(seq)) FROM seq_1_to_1000")
+            .unwrap(),
+        "[(1024,)]"
+    );
+}
+
+/// AgentBench named the database after the table, and the model saw that name in errors and in
+/// `SELECT DATABASE()`; the internal `edgeact_<hex>` name never shows.
+#[test]
+fn sql_mysql_observations_name_the_database_as_agentbench_did() {
+    let Some(url) = url() else { return };
+    let mut b = backend(&url);
+    let internal = b.database().unwrap().to_string();
+    let r = b.execute("SELECT * FROM nosuch").unwrap();
+    assert_eq!(r, "1146 (42S02): Table 'US Ambassadors.nosuch' doesn't exist");
+    assert_eq!(b.execute("SELECT DATABASE()").unwrap(), "[('US Ambassadors',)]");
+    let r = b
+        .execute("SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
+        .unwrap();
+    assert_eq!(r, "[('US Ambassadors', 'US Ambassadors')]");
+    for sql in [
+        "SELECT * FROM nosuch",
+        "SELECT DATABASE()",
+        "SHOW TABLES",
+        "DROP TABLE nosuch",
+    ] {
+        let r = b.execute(sql).unwrap();
+        assert!(!r.contains(&internal), "{sql} → {r}");
+    }
+    // Two tasks with the same table at once still get separate databases.
+    let mut other = backend(&url);
+    assert_ne!(other.database(), b.database());
+    assert_eq!(other.execute("SELECT DATABASE()").unwrap(), "[('US Ambassadors',)]");
 }

@@ -136,7 +136,12 @@ fn sql_sqlite_cannot_touch_files_or_other_databases() {
         "PRAGMA temp_store_directory = '/tmp'".to_string(),
         "PRAGMA writable_schema = ON".to_string(),
         "PRAGMA max_page_count = 100000000".to_string(),
+        "PRAGMA temp.max_page_count = 100000000".to_string(),
+        "PRAGMA temp_store = FILE".to_string(),
         "DETACH main".to_string(),
+        format!("ATTACH 'file:{fs}?mode=rwc' AS other"),
+        "ATTACH ':memory:' AS other".to_string(),
+        format!("VACUUM INTO 'file:{fs}?mode=rwc'"),
     ] {
         let r = b.execute(&sql).unwrap();
         assert!(
@@ -148,6 +153,9 @@ fn sql_sqlite_cannot_touch_files_or_other_databases() {
         );
         assert!(!f.exists(), "{sql} created a file");
     }
+    // VACUUM of the TEMP schema is a no-op in SQLite, so it "succeeds" but writes nothing.
+    let r = b.execute(&format!("VACUUM temp INTO '{fs}'")).unwrap();
+    assert!(!f.exists(), "VACUUM temp INTO created a file ({r})");
     // Read-only schema pragmas stay available to the model.
     let r = b.execute("PRAGMA table_info(`US Ambassadors`)").unwrap();
     assert!(r.contains("'Representative'"), "{r}");
@@ -258,4 +266,169 @@ fn sql_sqlite_ragged_rows_leave_the_table_empty() {
     b.setup_table(&t).unwrap();
     assert_eq!(b.execute("SELECT COUNT(*) FROM t").unwrap(), "[(0,)]");
     assert_eq!(b.table_hash(&t).unwrap(), None);
+}
+
+fn backend_with_timeout(secs: u64) -> SqliteBackend {
+    let mut b = SqliteBackend::new(SqlLimits {
+        statement_timeout: Duration::from_secs(secs),
+    });
+    b.setup_table(&demo_table()).unwrap();
+    b
+}
+
+/// One `LIKE` is one SQLite VM step: the old progress-handler timeout never fired inside it, and
+/// a hostile `LIKE` over a 16 MB value ran for tens of seconds past a 2 s limit (several per row:
+/// minutes). The watchdog stops it at the deadline with an "interrupted" error, and the session
+/// goes on.
+#[test]
+fn sql_sqlite_long_like_is_interrupted_at_the_deadline() {
+    let mut b = backend_with_timeout(2);
+    for op in ["LIKE", "GLOB"] {
+        let (any, tail) = if op == "LIKE" { ('%', "b") } else { ('*', "b") };
+        let sql = format!(
+            "WITH s(x) AS (SELECT printf('%.*c', 16000000, 'a')) \
+             SELECT x {op} '{any}' || printf('%.*c', 900, 'a') || '{tail}', \
+                    x {op} '{any}' || printf('%.*c', 900, 'a') || '{tail}' FROM s"
+        );
+        let t = Instant::now();
+        let r = b.execute(&sql).unwrap();
+        let took = t.elapsed();
+        assert!(r.starts_with("interrupted"), "{op}: {r}");
+        assert!(
+            took < Duration::from_secs(6),
+            "{op}: took {took:?} against a 2 s deadline"
+        );
+    }
+    assert_eq!(
+        b.execute("SELECT 'abc' LIKE 'A%', 'abc' GLOB 'a*'").unwrap(),
+        "[(1, 1)]"
+    );
+    // A statement right after an interrupted one runs normally.
+    assert_eq!(b.execute("SELECT 1").unwrap(), "[(1,)]");
+}
+
+/// LIKE/GLOB patterns longer than 1000 bytes are refused with SQLite's own message (the old
+/// limit was SQLite's default of 50 000 bytes).
+#[test]
+fn sql_sqlite_like_pattern_length_is_limited() {
+    let mut b = backend();
+    for op in ["LIKE", "GLOB"] {
+        let r = b
+            .execute(&format!("SELECT 'a' {op} printf('%.*c', 1001, 'a')"))
+            .unwrap();
+        assert_eq!(r, "LIKE or GLOB pattern too complex", "{op}");
+        let r = b
+            .execute(&format!("SELECT 'a' {op} printf('%.*c', 1000, 'a')"))
+            .unwrap();
+        assert_eq!(r, "[(0,)]", "{op}");
+    }
+    // The usual operator semantics are SQLite's: ASCII case folding, ESCAPE, NULL.
+    let r = b
+        .execute(
+            "SELECT 'ABC' LIKE 'a_c', '10%' LIKE '10!%' ESCAPE '!', '100' LIKE '10!%' ESCAPE '!', \
+             NULL LIKE 'a', 'a' LIKE 'a' ESCAPE 'xy', 1.0 LIKE '1.0', 12 LIKE '1_'",
+        )
+        .unwrap();
+    assert_eq!(r, "ESCAPE expression must be a single character");
+    let r = b
+        .execute(
+            "SELECT 'ABC' LIKE 'a_c', '10%' LIKE '10!%' ESCAPE '!', '100' LIKE '10!%' ESCAPE '!', \
+             NULL LIKE 'a', 1.0 LIKE '1.0', 12 LIKE '1_', 'abc' NOT LIKE '%b%'",
+        )
+        .unwrap();
+    assert_eq!(r, "[(1, 1, 0, None, 1, 1, 0)]");
+    let r = b
+        .execute("SELECT COUNT(*) FROM `US Ambassadors` WHERE Representative LIKE '%maury%'")
+        .unwrap();
+    assert_eq!(r, "[(1,)]");
+}
+
+/// Peak resident memory of this process, from /proc (Linux); `None` elsewhere.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// TEMP tables lived outside the 256 MiB cap (a review stored 1.14 GiB, 3.1 GB RSS): now the
+/// TEMP database has the same page cap as the main one, so a 2 GB `CREATE TEMP TABLE … WITH
+/// RECURSIVE` fails with SQLite's "full" error and memory stays near the cap.
+#[test]
+fn sql_sqlite_temp_tables_are_capped_like_the_database() {
+    let mut b = backend_with_timeout(120);
+    let r = b
+        .execute(
+            "CREATE TEMP TABLE big AS WITH RECURSIVE c(x) AS \
+             (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 2000000) \
+             SELECT x, randomblob(1000) AS pad FROM c",
+        )
+        .unwrap();
+    assert!(r.contains("database or disk is full"), "{r}");
+    let r = b.execute("SELECT COUNT(*) FROM temp.big").unwrap();
+    assert!(r.starts_with("no such table"), "{r}");
+    // The same through an explicit CREATE TEMP TABLE and INSERT … SELECT.
+    b.execute("CREATE TEMP TABLE t2 (pad)").unwrap();
+    let r = b
+        .execute(
+            "INSERT INTO t2 WITH RECURSIVE c(x) AS \
+             (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 2000000) SELECT randomblob(1000) FROM c",
+        )
+        .unwrap();
+    assert!(r.contains("database or disk is full"), "{r}");
+    match peak_rss_bytes() {
+        Some(peak) => assert!(peak < 1_200_000_000, "peak RSS {peak} bytes"),
+        None => eprintln!("skipping the RSS check: /proc/self/status is not readable"),
+    }
+    assert_eq!(b.execute("SELECT COUNT(*) FROM t2").unwrap(), "[(0,)]");
+}
+
+/// `instr`, `replace` and `trim(x, set)` were quadratic single VM steps in SQLite (a review-style
+/// `instr` of an 8 MB needle in a 16 MB haystack runs for hours, past any deadline). They are
+/// linear now and stop at the deadline; results are SQLite's.
+#[test]
+fn sql_sqlite_quadratic_text_functions_are_contained() {
+    let mut b = backend_with_timeout(2);
+    let cases = [
+        "SELECT instr(printf('%.*c', 16000000, 'a'), printf('%.*c', 8000000, 'a') || 'b')",
+        "SELECT length(replace(printf('%.*c', 16000000, 'a'), printf('%.*c', 8000000, 'a') || 'b', 'x'))",
+        "SELECT length(trim(printf('%.*c', 16000000, 'a'), printf('%.*c', 8000000, 'b') || 'c'))",
+    ];
+    for sql in cases {
+        let t = Instant::now();
+        let r = b.execute(sql).unwrap();
+        let took = t.elapsed();
+        assert!(
+            r == "[(0,)]" || r == "[(16000000,)]" || r.starts_with("interrupted"),
+            "{sql} → {r}"
+        );
+        assert!(
+            took < Duration::from_secs(6),
+            "{sql}: took {took:?} against a 2 s deadline"
+        );
+    }
+    let r = b
+        .execute("SELECT length(replace(printf('%.*c', 1000000, 'a'), 'a', printf('%.*c', 100, 'b')))")
+        .unwrap();
+    assert_eq!(r, "string or blob too big");
+    // SQLite's results for ordinary inputs, as gold UPDATEs use them.
+    let r = b
+        .execute(
+            "SELECT instr('héllo', 'l'), instr(x'00ff01', x'01'), instr('abc', ''), instr(NULL, 'a'), \
+             instr(12345, 34), replace('aaaa', 'aa', 'b'), replace('abc', '', 'x'), replace('a', 'a', NULL), \
+             trim('xxhixx', 'x'), ltrim('xyhi', 'yx'), rtrim('hi!!', '!'), trim('  a  '), trim('éaé', 'é')",
+        )
+        .unwrap();
+    assert_eq!(r, "[(3, 3, 1, None, 3, 'bb', 'abc', None, 'hi', 'hi', 'hi', 'a', 'a')]");
+    let r = b
+        .execute(
+            "UPDATE `US Ambassadors` SET Representative = replace(Representative, 'Maury', 'M.') WHERE Floors = '12'",
+        )
+        .unwrap();
+    assert_eq!(r, "[]");
+    assert_eq!(
+        b.execute("SELECT Representative FROM `US Ambassadors` WHERE Floors = '12'")
+            .unwrap(),
+        "[('Dabney H. M.',)]"
+    );
 }

@@ -10,7 +10,6 @@ use crate::{pytorch, safetensors};
 use edgeact_runtime::quant::{bf16_to_f32, f16_to_f32};
 use memmap2::Mmap;
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// Why a checkpoint could not be read.
@@ -88,6 +87,11 @@ pub struct TensorMeta {
 }
 
 impl TensorMeta {
+    /// Where the tensor's bytes lie in its checkpoint file.
+    pub fn byte_range(&self) -> std::ops::Range<usize> {
+        self.start..self.start + self.len
+    }
+
     pub fn n_elements(&self) -> usize {
         self.shape.iter().product()
     }
@@ -130,7 +134,8 @@ pub(crate) fn map_file(path: &Path) -> Result<MappedFile, CheckpointError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
+    // A FIFO would block the open and a device cannot be mapped sensibly: regular files only.
+    let file = crate::partial::open_regular(path).map_err(io)?;
     // SAFETY: the mapping is read-only and only read through bounds-checked slices; as with any
     // mmap loader we rely on the checkpoint not being truncated while we convert it.
     let map = unsafe { Mmap::map(&file) }.map_err(io)?;

@@ -26,7 +26,7 @@ const CHUNK_ELEMS_PER_THREAD: usize = 1 << 20;
 #[derive(Clone, Debug)]
 pub struct Options {
     pub mix: Mix,
-    /// Worker threads for quantization (0 = all cores).
+    /// Worker threads for quantization (0 = all cores; more than the cores are not used).
     pub threads: usize,
     /// `general.name`; defaults to the input directory or file name.
     pub name: Option<String>,
@@ -147,15 +147,24 @@ struct Item {
 /// Converts `input` (an HF model directory or a `.gguf` file) into `output`.
 pub fn convert(input: &Path, output: &Path, opts: &Options, progress: &mut dyn Progress) -> anyhow::Result<Report> {
     let start = Instant::now();
+    // Each thread gets its own chunk buffers, so an absurd count would be an absurd allocation.
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads = if opts.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        cpus
     } else {
-        opts.threads
+        opts.threads.min(cpus)
     };
-    let (source, writer, items) = if input.is_dir() {
+    let input_meta = std::fs::metadata(input).with_context(|| format!("cannot read {}", input.display()))?;
+    let (source, writer, items) = if input_meta.is_dir() {
         plan_hf(input, opts)?
-    } else {
+    } else if input_meta.is_file() {
         plan_gguf(input, opts)?
+    } else {
+        bail!(
+            "{} is {}: the input must be a model directory or a .gguf file",
+            input.display(),
+            crate::partial::file_kind(&input_meta)
+        );
     };
     let input_paths: Vec<PathBuf> = match &source {
         Input::Hf(ck) => ck.paths().map(Path::to_path_buf).collect(),
@@ -169,7 +178,21 @@ pub fn convert(input: &Path, output: &Path, opts: &Options, progress: &mut dyn P
     progress.start(total, writer.tensors().len());
 
     let mut stats: Vec<TypeStats> = Vec::new();
-    let inputs: Vec<&Path> = input_paths.iter().map(PathBuf::as_path).collect();
+    // Every file the conversion reads is protected from `-o`, not only the weights.
+    let mut protected = input_paths.clone();
+    if let Input::Hf(_) = &source {
+        for name in [
+            "config.json",
+            "tokenizer.model",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "model.safetensors.index.json",
+            "pytorch_model.bin.index.json",
+        ] {
+            protected.push(input.join(name));
+        }
+    }
+    let inputs: Vec<&Path> = protected.iter().map(PathBuf::as_path).collect();
     let summary = writer
         .write_file(output, &inputs, |i, decl, sink| -> anyhow::Result<()> {
             progress.tensor(i, &decl.name, decl.ty);
@@ -282,6 +305,13 @@ fn plan_hf(dir: &Path, opts: &Options) -> anyhow::Result<(Input, GgufWriter, Vec
         .find(|(m, _)| m.gguf_name == "token_embd.weight")
         .map(|(_, t)| t.shape[0])
         .expect("checked above");
+    // The runtime takes llama.vocab_size as the embedding's row count and refuses a mismatch.
+    if n_vocab != cfg.vocab_size as usize {
+        bail!(
+            "config.json says vocab_size {}, but the embedding has {n_vocab} rows",
+            cfg.vocab_size
+        );
+    }
 
     let mut w = GgufWriter::new();
     let name = opts
@@ -315,6 +345,12 @@ fn plan_hf(dir: &Path, opts: &Options) -> anyhow::Result<(Input, GgufWriter, Vec
         }
         if let (Some(e), None) = (cfg.eos_token_id, vocab.eos) {
             vocab.eos = Some(e);
+        }
+        // The runtime's tokenizer refuses special ids outside the vocabulary.
+        for (which, id) in [("BOS", vocab.bos), ("EOS", vocab.eos)] {
+            if let Some(id) = id.filter(|&id| id as usize >= n_vocab) {
+                bail!("the {which} token id {id} is outside the vocabulary of {n_vocab} tokens");
+            }
         }
         for (k, v) in vocab.metadata() {
             w.set(k, v)?;

@@ -10,11 +10,13 @@
 //! renames it into place only on success (readers never see a half-written file), and refuses
 //! to overwrite any of the given input paths (compared after canonicalisation).
 
-use edgeact_runtime::gguf::{Value, ValueType, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS};
+use edgeact_runtime::gguf::{Array, Value, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS};
 use edgeact_runtime::quant::GgmlType;
 use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+
+use crate::partial::{self, PartialFile};
 
 /// Why a GGUF file could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,9 @@ pub enum WriteError {
     Invalid(String),
     #[error("refusing to overwrite the input file {0}")]
     WouldOverwriteInput(PathBuf),
+    /// The output path names something that is not a regular file (or a link to one).
+    #[error("{0}")]
+    BadOutput(String),
     #[error("tensor {tensor:?}: {source}")]
     Tensor {
         tensor: String,
@@ -220,22 +225,22 @@ impl GgufWriter {
         E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     {
         let dest = absolute_target(path)?;
+        let dest_meta = std::fs::metadata(&dest).ok();
         for input in inputs {
-            if let Ok(canon) = input.canonicalize() {
-                if canon == dest {
-                    return Err(WriteError::WouldOverwriteInput(input.to_path_buf()));
-                }
+            let same_path = input.canonicalize().is_ok_and(|canon| canon == dest);
+            // A hard link to an input is the same file under another name.
+            let same_inode = match (&dest_meta, std::fs::metadata(input)) {
+                (Some(d), Ok(i)) => partial::same_file(d, &i),
+                _ => false,
+            };
+            if same_path || same_inode {
+                return Err(WriteError::WouldOverwriteInput(input.to_path_buf()));
             }
         }
-        let dir = dest
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let tmp = tempfile::Builder::new()
-            .prefix(".edgeact-gguf-")
-            .suffix(".partial")
-            .tempfile_in(&dir)
-            .map_err(io_err(format!("cannot create a temporary file in {}", dir.display())))?;
+        let tmp = PartialFile::create(&dest).map_err(io_err(format!(
+            "cannot create a temporary file beside {}",
+            dest.display()
+        )))?;
         let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
         let mut summary = self.write_to(&mut out, produce)?;
         out.flush()
@@ -244,10 +249,10 @@ impl GgufWriter {
         tmp.as_file()
             .sync_all()
             .map_err(io_err(format!("cannot sync {}", dest.display())))?;
-        tmp.persist(&dest).map_err(|e| WriteError::Io {
-            context: format!("cannot rename the temporary file to {}", dest.display()),
-            source: e.error,
-        })?;
+        tmp.persist(&dest).map_err(io_err(format!(
+            "cannot rename the temporary file to {}",
+            dest.display()
+        )))?;
         summary.path = Some(dest);
         Ok(summary)
     }
@@ -344,15 +349,28 @@ fn align_up(x: u64, a: u64) -> u64 {
 
 /// The canonical path `path` will have: the canonical parent directory plus the file name
 /// (or the canonical file itself if it exists, so a symlink to an input is caught).
+///
+/// The output must be a regular file or not exist: a directory, FIFO, device or socket is
+/// refused (renaming over `/dev/null` as root would replace the device). A symbolic link to a
+/// regular file is followed: the file it points to is replaced, and the link kept.
 fn absolute_target(path: &Path) -> Result<PathBuf, WriteError> {
-    if let Ok(c) = path.canonicalize() {
-        if c.is_dir() {
-            return Err(WriteError::Invalid(format!(
-                "output path {} is a directory",
-                path.display()
+    if let Ok(link) = std::fs::symlink_metadata(path) {
+        let canon = path.canonicalize().map_err(|e| {
+            WriteError::BadOutput(format!(
+                "output path {} is {} that cannot be resolved: {e}",
+                path.display(),
+                partial::file_kind(&link)
+            ))
+        })?;
+        let meta = std::fs::metadata(&canon).map_err(io_err(format!("output path {}", path.display())))?;
+        if !meta.file_type().is_file() {
+            return Err(WriteError::BadOutput(format!(
+                "output path {} is {}; the output must be a regular file or not exist",
+                path.display(),
+                partial::file_kind(&meta)
             )));
         }
-        return Ok(c);
+        return Ok(canon);
     }
     let name = path
         .file_name()
@@ -368,20 +386,22 @@ fn absolute_target(path: &Path) -> Result<PathBuf, WriteError> {
 }
 
 fn validate_value(key: &str, v: &Value, depth: usize) -> Result<(), WriteError> {
-    if let Value::Array(elem, items) = v {
-        if depth >= 8 {
-            return Err(WriteError::Invalid(format!(
-                "metadata {key:?}: arrays nested too deeply"
-            )));
-        }
-        for item in items {
-            if item.value_type() != *elem {
-                return Err(WriteError::Invalid(format!(
-                    "metadata {key:?}: array of {elem:?} holds a {:?}",
-                    item.value_type()
-                )));
-            }
-            validate_value(key, item, depth + 1)?;
+    // Arrays are typed (`Array`), so their elements always match; only the nesting is checked.
+    if let Value::Array(items) = v {
+        validate_array(key, items, depth)?;
+    }
+    Ok(())
+}
+
+fn validate_array(key: &str, items: &Array, depth: usize) -> Result<(), WriteError> {
+    if depth >= 8 {
+        return Err(WriteError::Invalid(format!(
+            "metadata {key:?}: arrays nested too deeply"
+        )));
+    }
+    if let Array::Array(inner) = items {
+        for item in inner {
+            validate_array(key, item, depth + 1)?;
         }
     }
     Ok(())
@@ -406,11 +426,11 @@ fn put_value(h: &mut Vec<u8>, v: &Value) {
         Value::F64(x) => h.extend_from_slice(&x.to_le_bytes()),
         Value::Bool(x) => h.push(*x as u8),
         Value::String(s) => put_str(h, s),
-        Value::Array(elem, items) => {
-            h.extend_from_slice(&(*elem as u32).to_le_bytes());
+        Value::Array(items) => {
+            h.extend_from_slice(&(items.elem_type() as u32).to_le_bytes());
             h.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            for item in items {
-                put_value(h, item);
+            for item in items.iter() {
+                put_value(h, &item.to_value());
             }
         }
     }
@@ -422,16 +442,13 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    Value::Array(
-        ValueType::String,
-        items.into_iter().map(|s| Value::String(s.into())).collect(),
-    )
+    Value::Array(Array::strings(items.into_iter().map(Into::<String>::into)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgeact_runtime::gguf::GgufFile;
+    use edgeact_runtime::gguf::{GgufFile, ValueType};
 
     fn sample() -> GgufWriter {
         let mut w = GgufWriter::new();
@@ -448,16 +465,10 @@ mod tests {
         w.set("x.i64", Value::I64(i64::MIN)).unwrap();
         w.set("x.f64", Value::F64(-1.25)).unwrap();
         w.set("x.strs", string_array(["a", "", "ü"])).unwrap();
-        w.set("x.empty", Value::Array(ValueType::F32, vec![])).unwrap();
+        w.set("x.empty", Value::Array(Array::empty(ValueType::F32))).unwrap();
         w.set(
             "x.nested",
-            Value::Array(
-                ValueType::Array,
-                vec![
-                    Value::Array(ValueType::I32, vec![Value::I32(1), Value::I32(2)]),
-                    Value::Array(ValueType::String, vec![Value::String("z".into())]),
-                ],
-            ),
+            Value::Array(Array::Array(vec![Array::I32(vec![1, 2]), Array::strings(["z"])])),
         )
         .unwrap();
         w.add_tensor("a", &[3], GgmlType::F32).unwrap();
@@ -516,9 +527,13 @@ mod tests {
         w.add_tensor("t", &[4], GgmlType::F32).unwrap();
         assert!(w.add_tensor("t", &[4], GgmlType::F32).is_err());
         assert!(w.set_alignment(48).is_err());
-        assert!(w
-            .set("m", Value::Array(ValueType::U8, vec![Value::String("x".into())]))
-            .is_err());
+        // A mistyped array cannot even be built.
+        assert!(Array::from_values(ValueType::U8, [Value::String("x".into())]).is_err());
+        let mut deep = Array::I32(vec![1]);
+        for _ in 0..9 {
+            deep = Array::Array(vec![deep]);
+        }
+        assert!(w.set("m", Value::Array(deep)).is_err());
     }
 
     #[test]

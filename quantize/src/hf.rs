@@ -10,6 +10,9 @@ use edgeact_runtime::gguf::Value;
 use serde_json::Value as Json;
 use std::path::Path;
 
+/// `config.json` files larger than this are refused (real ones are a few KiB).
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
 /// The hyper-parameters of a Llama-family model, from `config.json`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlamaConfig {
@@ -32,7 +35,9 @@ pub struct LlamaConfig {
 
 impl LlamaConfig {
     pub fn from_file(path: &Path) -> anyhow::Result<LlamaConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let bytes = crate::partial::read_regular(path, MAX_CONFIG_BYTES)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8", path.display()))?;
         LlamaConfig::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
@@ -64,7 +69,15 @@ impl LlamaConfig {
                 None => anyhow::bail!("{k} is missing"),
             }
         };
-        let float = |k: &str| j.get(k).and_then(Json::as_f64).map(|v| v as f32);
+        let float = |k: &str| -> anyhow::Result<Option<f32>> {
+            match j.get(k) {
+                None | Some(Json::Null) => Ok(None),
+                Some(v) => v
+                    .as_f64()
+                    .map(|v| Some(v as f32))
+                    .ok_or_else(|| anyhow::anyhow!("{k} = {v} is not a number")),
+            }
+        };
         let hidden_size = req("hidden_size")?;
         let n_head = req("num_attention_heads")?;
         let n_head_kv = int("num_key_value_heads")?.unwrap_or(n_head);
@@ -94,22 +107,49 @@ impl LlamaConfig {
             Some(Json::Array(a)) => a.first().and_then(Json::as_u64).and_then(|v| u32::try_from(v).ok()),
             _ => int("eos_token_id")?,
         };
-        Ok(LlamaConfig {
+        let cfg = LlamaConfig {
             hidden_size,
             intermediate_size: req("intermediate_size")?,
             n_layer: req("num_hidden_layers")?,
             n_head,
             n_head_kv,
             context_length: int("max_position_embeddings")?.unwrap_or(4096),
-            rms_norm_eps: float("rms_norm_eps").unwrap_or(1e-6),
-            rope_theta: float("rope_theta").unwrap_or(10000.0),
+            rms_norm_eps: float("rms_norm_eps")?.unwrap_or(1e-6),
+            rope_theta: float("rope_theta")?.unwrap_or(10000.0),
             rope_linear_factor,
             vocab_size: req("vocab_size")?,
             tie_word_embeddings: j.get("tie_word_embeddings").and_then(Json::as_bool).unwrap_or(false),
             bos_token_id: int("bos_token_id")?,
             eos_token_id: eos,
             pad_token_id: int("pad_token_id")?,
-        })
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The checks the runtime makes when it loads the converted file
+    /// (`edgeact_runtime::model::LlamaConfig::from_gguf`), made here so a config the runtime
+    /// would refuse is refused before hours of conversion rather than after.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.context_length == 0 {
+            anyhow::bail!("max_position_embeddings is 0");
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            anyhow::bail!("rope_theta {} is not a positive number", self.rope_theta);
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
+            anyhow::bail!("rms_norm_eps {} is not a non-negative number", self.rms_norm_eps);
+        }
+        if let Some(f) = self.rope_linear_factor {
+            if !(f.is_finite() && f > 0.0) {
+                anyhow::bail!("rope_scaling factor {f} is not a positive number");
+            }
+        }
+        // Token ids are 32-bit signed in GGUF consumers (llama.cpp's llama_token).
+        if self.vocab_size > i32::MAX as u32 {
+            anyhow::bail!("vocab_size {} is larger than {}", self.vocab_size, i32::MAX);
+        }
+        Ok(())
     }
 
     pub fn head_dim(&self) -> u32 {
@@ -268,6 +308,38 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("linear"), "{err}");
+    }
+
+    /// Values the runtime refuses when it loads the converted file (issue #12): the converter
+    /// used to accept them and write a file that could not be loaded.
+    #[test]
+    fn configs_the_runtime_refuses_are_refused() {
+        let with = |extra: &str| {
+            LlamaConfig::from_json(&format!(
+                r#"{{"hidden_size":64,"intermediate_size":172,"num_hidden_layers":2,"num_attention_heads":8,
+                "vocab_size":32000{extra}}}"#
+            ))
+        };
+        with("").unwrap();
+        for (extra, expect) in [
+            (r#","vocab_size":4294967295"#, "vocab_size 4294967295"),
+            (
+                r#","rope_scaling":{"type":"linear","factor":0}"#,
+                "rope_scaling factor 0",
+            ),
+            (
+                r#","rope_scaling":{"type":"linear","factor":-2.0}"#,
+                "rope_scaling factor -2",
+            ),
+            (r#","rms_norm_eps":-1e-6"#, "rms_norm_eps -0.000001"),
+            (r#","rms_norm_eps":"small""#, "rms_norm_eps = \"small\" is not a number"),
+            (r#","rope_theta":0"#, "rope_theta 0"),
+            (r#","rope_theta":1e300"#, "rope_theta inf"),
+            (r#","max_position_embeddings":0"#, "max_position_embeddings is 0"),
+        ] {
+            let err = with(extra).unwrap_err().to_string();
+            assert!(err.contains(expect), "{extra}: {err}");
+        }
     }
 
     #[test]

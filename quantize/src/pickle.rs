@@ -48,31 +48,111 @@ pub struct PickleError {
     pub pos: usize,
 }
 
-/// Limits a hostile pickle cannot exceed.
+/// Limits a hostile pickle cannot exceed. A real state dict is a few levels deep, holds a few
+/// thousand tensors and memoizes each object once, so these are far above any checkpoint.
 const MAX_STACK: usize = 1 << 20;
-const MAX_MEMO: usize = 1 << 22;
+/// Memo entries, and the largest memo index (`torch.save` numbers them 0, 1, 2, ...).
+pub const MAX_MEMO: usize = 1 << 22;
+/// Containers nested deeper than this are refused (`torch.save` nests about 5 deep); it also
+/// keeps the recursive `Drop`, `Clone` and `Debug` of a value far from the thread's stack limit.
+pub const MAX_DEPTH: usize = 256;
+/// Approximate bytes of objects one program may materialize, copies included: `DUP`, memo
+/// gets and memo puts copy a value, so a few hundred opcodes could otherwise build an
+/// exponentially large object (a "pickle bomb").
+pub const MAX_MATERIALIZED: u64 = 256 << 20;
+/// The largest pickle program [`load`] is given by the PyTorch reader.
+pub const MAX_PROGRAM: u64 = 256 << 20;
+
+/// A stack or memo value with what it cost: nesting depth and approximate bytes.
+#[derive(Clone)]
+struct Sized_ {
+    val: PVal,
+    depth: usize,
+    bytes: u64,
+}
 
 enum Item {
     Mark,
-    Val(PVal),
+    Val(Sized_),
 }
 
 struct Vm<'a> {
     data: &'a [u8],
     pos: usize,
     stack: Vec<Item>,
-    memo: HashMap<u64, PVal>,
+    memo: HashMap<u64, Sized_>,
+    /// Approximate bytes materialized so far (never decreases, so copies count too).
+    materialized: u64,
+    max_materialized: u64,
 }
 
-/// Runs the pickle program in `data` and returns the value `STOP` leaves.
+/// Runs the pickle program in `data` and returns the value `STOP` leaves. The program runs
+/// under the budgets above: a clear error, never an abort, when one is exceeded.
 pub fn load(data: &[u8]) -> Result<PVal, PickleError> {
+    load_with_budget(data, MAX_MATERIALIZED)
+}
+
+/// [`load`] with another materialization budget in approximate bytes (the fuzz target uses a
+/// small one so each run is quick).
+pub fn load_with_budget(data: &[u8], max_materialized: u64) -> Result<PVal, PickleError> {
     let mut vm = Vm {
         data,
         pos: 0,
         stack: Vec::new(),
         memo: HashMap::new(),
+        materialized: 0,
+        max_materialized,
     };
     vm.run()
+}
+
+/// The in-memory footprint of one value node, not counting what it owns.
+const NODE_BYTES: u64 = std::mem::size_of::<PVal>() as u64;
+
+/// Approximate bytes a value's own payload (strings, byte strings) adds to a node.
+fn payload_bytes(v: &PVal) -> u64 {
+    match v {
+        PVal::Str(s) | PVal::Opaque(s) => s.len() as u64,
+        PVal::Bytes(b) => b.len() as u64,
+        PVal::Global(m, n) => (m.len() + n.len()) as u64,
+        PVal::Storage { key, dtype } => (key.len() + dtype.len()) as u64,
+        PVal::Tensor {
+            storage_key,
+            dtype,
+            shape,
+            stride,
+            ..
+        } => (storage_key.len() + dtype.len() + 8 * (shape.len() + stride.len())) as u64,
+        _ => 0,
+    }
+}
+
+/// A short description of a value for error messages: never the whole (possibly huge) value.
+fn brief(v: &impl std::fmt::Debug) -> String {
+    /// Collects up to `room` bytes, then fails so `Debug` stops walking the value.
+    struct Bounded {
+        text: String,
+        room: usize,
+    }
+    impl std::fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            for c in s.chars() {
+                if self.text.len() + c.len_utf8() > self.room {
+                    return Err(std::fmt::Error);
+                }
+                self.text.push(c);
+            }
+            Ok(())
+        }
+    }
+    let mut out = Bounded {
+        text: String::new(),
+        room: 200,
+    };
+    if std::fmt::Write::write_fmt(&mut out, format_args!("{v:?}")).is_err() {
+        out.text.push_str("...");
+    }
+    out.text
 }
 
 impl<'a> Vm<'a> {
@@ -126,15 +206,51 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn push(&mut self, v: PVal) -> Result<(), PickleError> {
-        if self.stack.len() >= MAX_STACK {
-            return self.err("stack too deep");
+    /// Adds `bytes` to the materialized total, failing past [`MAX_MATERIALIZED`].
+    fn charge(&mut self, bytes: u64) -> Result<(), PickleError> {
+        self.materialized = self.materialized.saturating_add(bytes);
+        if self.materialized > self.max_materialized {
+            return self.err(format!(
+                "the program builds more than {} MiB of objects (a pickle bomb?)",
+                self.max_materialized >> 20
+            ));
         }
-        self.stack.push(Item::Val(v));
         Ok(())
     }
 
-    fn pop(&mut self) -> Result<PVal, PickleError> {
+    fn push_item(&mut self, item: Item) -> Result<(), PickleError> {
+        if self.stack.len() >= MAX_STACK {
+            return self.err(format!("stack deeper than {MAX_STACK} entries"));
+        }
+        self.stack.push(item);
+        Ok(())
+    }
+
+    /// Pushes a new leaf value (or one whose parts were not on the stack), charging its size.
+    fn push(&mut self, v: PVal) -> Result<(), PickleError> {
+        let bytes = NODE_BYTES + payload_bytes(&v);
+        self.charge(bytes)?;
+        self.push_item(Item::Val(Sized_ {
+            val: v,
+            depth: 0,
+            bytes,
+        }))
+    }
+
+    /// Pushes a container built from `parts` (already charged when they were made): one more
+    /// level of nesting and one more node.
+    fn push_container(&mut self, make: impl FnOnce(Vec<PVal>) -> PVal, parts: Vec<Sized_>) -> Result<(), PickleError> {
+        let depth = parts.iter().map(|p| p.depth + 1).max().unwrap_or(0);
+        if depth > MAX_DEPTH {
+            return self.err(format!("objects nested more than {MAX_DEPTH} deep"));
+        }
+        let bytes = parts.iter().fold(NODE_BYTES, |a, p| a.saturating_add(p.bytes));
+        self.charge(NODE_BYTES)?;
+        let val = make(parts.into_iter().map(|p| p.val).collect());
+        self.push_item(Item::Val(Sized_ { val, depth, bytes }))
+    }
+
+    fn pop_sized(&mut self) -> Result<Sized_, PickleError> {
         match self.stack.pop() {
             Some(Item::Val(v)) => Ok(v),
             Some(Item::Mark) => self.err("unexpected mark"),
@@ -142,7 +258,11 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn top(&mut self) -> Result<&mut PVal, PickleError> {
+    fn pop(&mut self) -> Result<PVal, PickleError> {
+        Ok(self.pop_sized()?.val)
+    }
+
+    fn top(&mut self) -> Result<&mut Sized_, PickleError> {
         let pos = self.pos;
         match self.stack.last_mut() {
             Some(Item::Val(v)) => Ok(v),
@@ -154,7 +274,7 @@ impl<'a> Vm<'a> {
     }
 
     /// Pops everything down to the last MARK.
-    fn pop_mark(&mut self) -> Result<Vec<PVal>, PickleError> {
+    fn pop_mark(&mut self) -> Result<Vec<Sized_>, PickleError> {
         let mut items = Vec::new();
         loop {
             match self.stack.pop() {
@@ -167,23 +287,58 @@ impl<'a> Vm<'a> {
         Ok(items)
     }
 
-    fn memo_put(&mut self, key: u64) -> Result<(), PickleError> {
-        if self.memo.len() >= MAX_MEMO {
-            return self.err("memo too large");
+    /// Adds `parts` to the container on top of the stack with `add`, keeping its depth and
+    /// size current (`parts` were charged when they were made).
+    fn extend_top(
+        &mut self,
+        parts: Vec<Sized_>,
+        what: &str,
+        add: impl FnOnce(&mut PVal, Vec<PVal>) -> bool,
+    ) -> Result<(), PickleError> {
+        let depth = parts.iter().map(|p| p.depth + 1).max().unwrap_or(0);
+        let bytes = parts.iter().fold(0u64, |a, p| a.saturating_add(p.bytes));
+        let top = self.top()?;
+        let new_depth = top.depth.max(depth);
+        if !add(&mut top.val, parts.into_iter().map(|p| p.val).collect()) {
+            let target = kind(&self.top()?.val);
+            return self.err(format!("{what} on a {target}"));
         }
+        let top = self.top()?;
+        top.depth = new_depth;
+        top.bytes = top.bytes.saturating_add(bytes);
+        if new_depth > MAX_DEPTH {
+            return self.err(format!("objects nested more than {MAX_DEPTH} deep"));
+        }
+        Ok(())
+    }
+
+    fn memo_index(&self, key: u64) -> Result<u64, PickleError> {
+        if key >= MAX_MEMO as u64 {
+            return self.err(format!("memo index {key} beyond the limit of {MAX_MEMO}"));
+        }
+        Ok(key)
+    }
+
+    fn memo_put(&mut self, key: u64) -> Result<(), PickleError> {
+        let key = self.memo_index(key)?;
+        if self.memo.len() >= MAX_MEMO && !self.memo.contains_key(&key) {
+            return self.err(format!("more than {MAX_MEMO} memo entries"));
+        }
+        let bytes = self.top()?.bytes;
+        self.charge(bytes)?;
         let v = self.top()?.clone();
         self.memo.insert(key, v);
         Ok(())
     }
 
     fn memo_get(&mut self, key: u64) -> Result<(), PickleError> {
-        match self.memo.get(&key) {
-            Some(v) => {
-                let v = v.clone();
-                self.push(v)
-            }
-            None => self.err(format!("memo key {key} not set")),
-        }
+        let key = self.memo_index(key)?;
+        let Some(bytes) = self.memo.get(&key).map(|v| v.bytes) else {
+            return self.err(format!("memo key {key} not set"));
+        };
+        self.charge(bytes)?;
+        let v = self.memo[&key].clone();
+        self.push_item(Item::Val(v))
     }
 
     fn run(&mut self) -> Result<PVal, PickleError> {
@@ -202,7 +357,7 @@ impl<'a> Vm<'a> {
                     self.u64()?;
                 }
                 b'.' => return self.pop(),
-                b'(' => self.stack.push(Item::Mark),
+                b'(' => self.push_item(Item::Mark)?,
                 b'}' => self.push(PVal::Dict(Vec::new()))?,
                 b']' => self.push(PVal::List(Vec::new()))?,
                 b')' => self.push(PVal::Tuple(Vec::new()))?,
@@ -310,55 +465,47 @@ impl<'a> Vm<'a> {
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.push(PVal::Tuple(items))?
+                    self.push_container(PVal::Tuple, items)?
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
                     let mut items = Vec::with_capacity(n);
                     for _ in 0..n {
-                        items.push(self.pop()?);
+                        items.push(self.pop_sized()?);
                     }
                     items.reverse();
-                    self.push(PVal::Tuple(items))?
+                    self.push_container(PVal::Tuple, items)?
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.push(PVal::List(items))?
+                    self.push_container(PVal::List, items)?
                 }
                 b'd' => {
                     let items = self.pop_mark()?;
-                    let dict = pairs(items).or_else(|m| self.err(m))?;
-                    self.push(PVal::Dict(dict))?
+                    if !items.len().is_multiple_of(2) {
+                        return self.err("odd number of items for a dict");
+                    }
+                    self.push_container(|v| PVal::Dict(pairs(v)), items)?
                 }
                 b'a' => {
-                    let v = self.pop()?;
-                    match self.top()? {
-                        PVal::List(l) => l.push(v),
-                        _ => return self.err("APPEND to a non-list"),
-                    }
+                    let v = self.pop_sized()?;
+                    self.extend_top(vec![v], "APPEND", append_to_list)?
                 }
                 b'e' => {
                     let items = self.pop_mark()?;
-                    match self.top()? {
-                        PVal::List(l) => l.extend(items),
-                        _ => return self.err("APPENDS to a non-list"),
-                    }
+                    self.extend_top(items, "APPENDS", append_to_list)?
                 }
                 b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    match self.top()? {
-                        PVal::Dict(d) => d.push((k, v)),
-                        _ => return self.err("SETITEM on a non-dict"),
-                    }
+                    let v = self.pop_sized()?;
+                    let k = self.pop_sized()?;
+                    self.extend_top(vec![k, v], "SETITEM", add_to_dict)?
                 }
                 b'u' => {
                     let items = self.pop_mark()?;
-                    let new = pairs(items).or_else(|m| self.err(m))?;
-                    match self.top()? {
-                        PVal::Dict(d) => d.extend(new),
-                        _ => return self.err("SETITEMS on a non-dict"),
+                    if !items.len().is_multiple_of(2) {
+                        return self.err("odd number of items for a dict");
                     }
+                    self.extend_top(items, "SETITEMS", add_to_dict)?
                 }
                 b'0' => {
                     self.stack.pop();
@@ -367,8 +514,10 @@ impl<'a> Vm<'a> {
                     self.pop_mark()?;
                 }
                 b'2' => {
+                    let bytes = self.top()?.bytes;
+                    self.charge(bytes)?;
                     let v = self.top()?.clone();
-                    self.push(v)?
+                    self.push_item(Item::Val(v))?
                 }
                 b'Q' => {
                     let pid = self.pop()?;
@@ -376,16 +525,21 @@ impl<'a> Vm<'a> {
                     self.push(v)?
                 }
                 b'R' => {
-                    let args = self.pop()?;
+                    let args = self.pop_sized()?;
                     let callable = self.pop()?;
-                    let v = reduce(callable, args).or_else(|m| self.err(m))?;
-                    self.push(v)?
+                    // The result may be one of the arguments (`_rebuild_parameter` returns its
+                    // first), so it keeps their depth: resetting it would let a program nest
+                    // without limit by wrapping and unwrapping.
+                    let (depth, bytes) = (args.depth, args.bytes.saturating_add(NODE_BYTES));
+                    let val = reduce(callable, args.val).or_else(|m| self.err(m))?;
+                    self.charge(NODE_BYTES + payload_bytes(&val))?;
+                    self.push_item(Item::Val(Sized_ { val, depth, bytes }))?
                 }
                 0x81 => {
                     // NEWOBJ cls args: an instance we do not model.
                     let _args = self.pop()?;
                     let cls = self.pop()?;
-                    self.push(PVal::Opaque(format!("{cls:?} instance")))?
+                    self.push(PVal::Opaque(format!("{} instance", brief(&cls))))?
                 }
                 b'b' => {
                     // BUILD: `__setstate__`; the state of an OrderedDict or a tensor does not
@@ -399,34 +553,71 @@ impl<'a> Vm<'a> {
     }
 }
 
-fn pairs(items: Vec<PVal>) -> Result<Vec<(PVal, PVal)>, String> {
-    if !items.len().is_multiple_of(2) {
-        return Err("odd number of items for a dict".into());
-    }
+/// Pairs up keys and values (the caller checked the count is even).
+fn pairs(items: Vec<PVal>) -> Vec<(PVal, PVal)> {
     let mut it = items.into_iter();
     let mut out = Vec::new();
     while let (Some(k), Some(v)) = (it.next(), it.next()) {
         out.push((k, v));
     }
-    Ok(out)
+    out
+}
+
+fn append_to_list(target: &mut PVal, items: Vec<PVal>) -> bool {
+    match target {
+        PVal::List(l) => {
+            l.extend(items);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn add_to_dict(target: &mut PVal, items: Vec<PVal>) -> bool {
+    match target {
+        PVal::Dict(d) => {
+            d.extend(pairs(items));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The kind of a value, for error messages.
+fn kind(v: &PVal) -> &'static str {
+    match v {
+        PVal::None => "None",
+        PVal::Bool(_) => "bool",
+        PVal::Int(_) => "int",
+        PVal::Float(_) => "float",
+        PVal::Str(_) => "str",
+        PVal::Bytes(_) => "bytes",
+        PVal::Tuple(_) => "tuple",
+        PVal::List(_) => "list",
+        PVal::Dict(_) => "dict",
+        PVal::Global(..) => "global",
+        PVal::Storage { .. } => "storage",
+        PVal::Tensor { .. } => "tensor",
+        PVal::Opaque(_) => "opaque object",
+    }
 }
 
 fn persistent_load(pid: PVal) -> Result<PVal, String> {
     let PVal::Tuple(items) = pid else {
-        return Err(format!("persistent id {pid:?} is not a tuple"));
+        return Err(format!("persistent id {} is not a tuple", brief(&pid)));
     };
     match items.as_slice() {
         [PVal::Str(tag), ty, PVal::Str(key), _location, _numel] if tag == "storage" => {
             let dtype = match ty {
                 PVal::Global(_, name) => name.clone(),
-                other => return Err(format!("storage type {other:?} is not a global")),
+                other => return Err(format!("storage type {} is not a global", brief(other))),
             };
             Ok(PVal::Storage {
                 key: key.clone(),
                 dtype,
             })
         }
-        _ => Err(format!("unsupported persistent id {items:?}")),
+        _ => Err(format!("unsupported persistent id {}", brief(&items))),
     }
 }
 
@@ -445,7 +636,7 @@ fn as_usizes(v: &PVal) -> Option<Vec<usize>> {
 
 fn reduce(callable: PVal, args: PVal) -> Result<PVal, String> {
     let PVal::Global(module, name) = &callable else {
-        return Ok(PVal::Opaque(format!("call of {callable:?}")));
+        return Ok(PVal::Opaque(format!("call of {}", brief(&callable))));
     };
     let PVal::Tuple(args) = args else {
         return Err(format!("{module}.{name} called with non-tuple arguments"));
@@ -455,10 +646,10 @@ fn reduce(callable: PVal, args: PVal) -> Result<PVal, String> {
             let (Some(PVal::Storage { key, dtype }), Some(PVal::Int(offset)), Some(size), Some(stride)) =
                 (args.first(), args.get(1), args.get(2), args.get(3))
             else {
-                return Err(format!("{name}: unexpected arguments {args:?}"));
+                return Err(format!("{name}: unexpected arguments {}", brief(&args)));
             };
-            let shape = as_usizes(size).ok_or_else(|| format!("{name}: bad size {size:?}"))?;
-            let stride = as_usizes(stride).ok_or_else(|| format!("{name}: bad stride {stride:?}"))?;
+            let shape = as_usizes(size).ok_or_else(|| format!("{name}: bad size {}", brief(size)))?;
+            let stride = as_usizes(stride).ok_or_else(|| format!("{name}: bad stride {}", brief(stride)))?;
             let offset = usize::try_from(*offset).map_err(|_| format!("{name}: negative storage offset"))?;
             if shape.len() != stride.len() {
                 return Err(format!("{name}: size and stride differ in length"));
@@ -517,5 +708,105 @@ mod tests {
                 (PVal::Str("b".into()), PVal::List(vec![PVal::Bool(true), PVal::None]))
             ])
         );
+    }
+
+    /// `]` then `DUP APPEND` n times: each round appends a copy of the list to itself, so the
+    /// value doubles; 64 rounds would be 2^64 nodes.
+    #[test]
+    fn dup_append_bomb_is_refused() {
+        let mut p = b"\x80\x02]".to_vec();
+        for _ in 0..64 {
+            p.extend_from_slice(b"2a");
+        }
+        p.push(b'.');
+        let e = load(&p).unwrap_err();
+        assert!(e.msg.contains("pickle bomb"), "{e}");
+    }
+
+    /// The same doubling through the memo: get a copy, append it, memoize the result again.
+    #[test]
+    fn memo_append_bomb_is_refused() {
+        let mut p = b"\x80\x02]q\x00".to_vec();
+        for _ in 0..64 {
+            p.extend_from_slice(b"h\x00aq\x00");
+        }
+        p.push(b'.');
+        let e = load(&p).unwrap_err();
+        assert!(e.msg.contains("pickle bomb"), "{e}");
+    }
+
+    /// One million nested 1-tuples overflowed the stack when the value was dropped.
+    #[test]
+    fn million_nested_tuples_are_refused() {
+        let mut p = b"\x80\x02)".to_vec();
+        p.extend(std::iter::repeat_n(0x85u8, 1_000_000));
+        p.push(b'.');
+        let e = load(&p).unwrap_err();
+        assert!(e.msg.contains("nested more than"), "{e}");
+        // The same depth through MARK ... TUPLE and through lists appended into lists.
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b'(', 100_000));
+        p.extend(std::iter::repeat_n(b't', 100_000));
+        p.push(b'.');
+        assert!(load(&p).unwrap_err().msg.contains("nested more than"));
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b']', 100_000));
+        p.extend(std::iter::repeat_n(b'a', 99_999));
+        p.push(b'.');
+        assert!(load(&p).unwrap_err().msg.contains("nested more than"));
+    }
+
+    /// `_rebuild_parameter((x,))` returns `x`: calling it must not reset the depth count, or
+    /// a program could nest without limit by wrapping values in calls.
+    #[test]
+    fn nesting_through_calls_is_counted() {
+        let mut p = b"\x80\x02ctorch._utils\n_rebuild_parameter\nq\x000".to_vec();
+        let rounds = 400;
+        p.extend(std::iter::repeat_n(*b"h\x00", rounds).flatten());
+        p.push(b')');
+        for _ in 0..rounds {
+            p.extend(std::iter::repeat_n(0x85u8, 200)); // 200 levels deeper
+            p.extend_from_slice(b"\x85R"); // (x,) -> x through the call
+        }
+        p.push(b'.');
+        let e = load(&p).unwrap_err();
+        assert!(e.msg.contains("nested more than"), "{e}");
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_is_fine() {
+        let mut p = b"\x80\x02)".to_vec();
+        p.extend(std::iter::repeat_n(0x85u8, MAX_DEPTH));
+        p.push(b'.');
+        assert!(load(&p).is_ok());
+    }
+
+    #[test]
+    fn huge_memo_index_is_refused() {
+        for p in [&b"\x80\x02Nr\xff\xff\xff\xff."[..], b"\x80\x02j\xff\xff\xff\xff."] {
+            let e = load(p).unwrap_err();
+            assert!(e.msg.contains("memo index 4294967295"), "{e}");
+        }
+    }
+
+    /// A huge stack of MARKs (which were not counted against the stack limit).
+    #[test]
+    fn mark_flood_is_refused() {
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b'(', MAX_STACK + 10));
+        let e = load(&p).unwrap_err();
+        assert!(e.msg.contains("stack deeper"), "{e}");
+    }
+
+    /// Error messages describe a huge value briefly instead of printing all of it.
+    #[test]
+    fn errors_stay_short() {
+        let mut p = b"\x80\x02](".to_vec();
+        for _ in 0..100_000 {
+            p.extend_from_slice(b"K\x07");
+        }
+        p.extend_from_slice(b"eQ.");
+        let e = load(&p).unwrap_err();
+        assert!(e.msg.len() < 400, "{} bytes", e.msg.len());
     }
 }

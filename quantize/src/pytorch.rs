@@ -42,8 +42,15 @@ pub(crate) fn read_tensors(file: &MappedFile, file_idx: usize) -> Result<Vec<Ten
     let mut pkl = Vec::new();
     zip.by_name(&pkl_name)
         .map_err(|e| bad(format!("{pkl_name}: {e}")))?
+        .take(pickle::MAX_PROGRAM + 1)
         .read_to_end(&mut pkl)
         .map_err(|e| bad(format!("{pkl_name}: {e}")))?;
+    if pkl.len() as u64 > pickle::MAX_PROGRAM {
+        return Err(bad(format!(
+            "{pkl_name} is larger than {} MiB (a state dict's pickle is a few MiB at most)",
+            pickle::MAX_PROGRAM >> 20
+        )));
+    }
     let root = pickle::load(&pkl).map_err(|e| bad(format!("{pkl_name}: {e}")))?;
     let PVal::Dict(items) = root else {
         return Err(bad(format!("{pkl_name} does not hold a state dict")));

@@ -10,8 +10,16 @@ use crate::checkpoint::{CheckpointError, DType, MappedFile, TensorMeta};
 const MAX_HEADER: u64 = 100_000_000;
 
 pub(crate) fn read_tensors(file: &MappedFile, file_idx: usize) -> Result<Vec<TensorMeta>, CheckpointError> {
-    let bytes: &[u8] = &file.map;
-    let path = &file.path;
+    parse(&file.map, &file.path, file_idx)
+}
+
+/// Validates a whole safetensors file image held in memory and returns its tensor table
+/// (tests and the `safetensors_header` fuzz target; files are read through [`read_tensors`]).
+pub fn parse_bytes(bytes: &[u8]) -> Result<Vec<TensorMeta>, CheckpointError> {
+    parse(bytes, std::path::Path::new("<memory>"), 0)
+}
+
+fn parse(bytes: &[u8], path: &std::path::Path, file_idx: usize) -> Result<Vec<TensorMeta>, CheckpointError> {
     let bad = |msg: String| CheckpointError::invalid(path, format!("not a valid safetensors file: {msg}"));
     if bytes.len() < 8 {
         return Err(bad(format!("{} bytes is too short for the header length", bytes.len())));

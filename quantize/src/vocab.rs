@@ -8,9 +8,12 @@
 //! [`Vocab::from_tokenizer_json`].
 
 use crate::gguf_writer::string_array;
-use edgeact_runtime::gguf::{Value, ValueType};
+use edgeact_runtime::gguf::{Array, Value};
 use serde_json::Value as Json;
 use std::path::Path;
+
+/// Tokenizer files larger than this are refused (real ones are tens of MiB at most).
+const MAX_TOKENIZER_BYTES: u64 = 512 << 20;
 
 /// Llama-2's chat format (`[INST]`, `<<SYS>>`), used when `tokenizer_config.json` has none.
 pub const LLAMA2_CHAT_TEMPLATE: &str = "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}\
@@ -271,11 +274,13 @@ impl Vocab {
         let spm = dir.join("tokenizer.model");
         let json = dir.join("tokenizer.json");
         let mut v = if spm.is_file() {
-            let bytes = std::fs::read(&spm).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", spm.display()))?;
+            let bytes = crate::partial::read_regular(&spm, MAX_TOKENIZER_BYTES)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", spm.display()))?;
             Vocab::from_sentencepiece(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", spm.display()))?
         } else if json.is_file() {
-            let text =
-                std::fs::read_to_string(&json).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", json.display()))?;
+            let bytes = crate::partial::read_regular(&json, MAX_TOKENIZER_BYTES)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", json.display()))?;
+            let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8", json.display()))?;
             Vocab::from_tokenizer_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", json.display()))?
         } else {
             anyhow::bail!(
@@ -285,8 +290,9 @@ impl Vocab {
         };
         let cfg_path = dir.join("tokenizer_config.json");
         if cfg_path.is_file() {
-            let text = std::fs::read_to_string(&cfg_path)
+            let bytes = crate::partial::read_regular(&cfg_path, MAX_TOKENIZER_BYTES)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", cfg_path.display()))?;
+            let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8", cfg_path.display()))?;
             let cfg: Json =
                 serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: bad JSON: {e}", cfg_path.display()))?;
             v.apply_tokenizer_config(&cfg);
@@ -356,11 +362,11 @@ impl Vocab {
             ),
             (
                 "tokenizer.ggml.scores".into(),
-                Value::Array(ValueType::F32, self.scores.iter().map(|&s| Value::F32(s)).collect()),
+                Value::Array(Array::F32(self.scores.clone())),
             ),
             (
                 "tokenizer.ggml.token_type".into(),
-                Value::Array(ValueType::I32, self.types.iter().map(|&t| Value::I32(t)).collect()),
+                Value::Array(Array::I32(self.types.clone())),
             ),
         ];
         for (key, id) in [

@@ -11,6 +11,11 @@
 //!
 //! The rendered string contains special-token texts (`</s><s>`, `<|im_start|>`), so it must be
 //! tokenized with special parsing on.
+//!
+//! A template comes from the model file, so it is untrusted code: every render runs with a
+//! budget ([`TemplateBudget`]) of engine fuel (instructions and data created), output bytes
+//! and recursion depth, and stops with [`ChatError::Budget`] when it runs out instead of
+//! spinning or allocating until the process is killed.
 
 use crate::gguf::{GgufError, GgufFile};
 use minijinja::syntax::SyntaxConfig;
@@ -60,6 +65,60 @@ pub enum ChatError {
     Conversation(String),
     #[error("unknown chat template {0:?} (built-in: llama-2, eval, agent)")]
     UnknownName(String),
+    #[error("chat template exceeded its budget: {0}")]
+    Budget(String),
+}
+
+/// Limits on one render of an untrusted Jinja template. Both scale with the size of the
+/// conversation so a long agent history always fits, while a template that loops or multiplies
+/// strings on its own runs out quickly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TemplateBudget {
+    /// minijinja fuel: about one unit per instruction and per 64 bytes of data the template
+    /// creates. Real chat templates spend a few hundred units per message.
+    pub base_fuel: u64,
+    /// Extra fuel per byte of message text.
+    pub fuel_per_input_byte: u64,
+    /// Output bytes allowed beyond the messages' own size.
+    pub base_output_bytes: usize,
+    /// Output bytes allowed per byte of message text (templates repeat a turn at most a few
+    /// times, e.g. a system prompt folded into the first user turn).
+    pub output_per_input_byte: usize,
+    /// minijinja's recursion counter: each nested loop or condition counts 1, a macro call or
+    /// include about 10. Real templates stay far below; runaway macro recursion stops here.
+    pub recursion_limit: usize,
+}
+
+impl Default for TemplateBudget {
+    fn default() -> TemplateBudget {
+        TemplateBudget {
+            base_fuel: 1_000_000,
+            fuel_per_input_byte: 1,
+            base_output_bytes: 1 << 20,
+            output_per_input_byte: 8,
+            recursion_limit: 200,
+        }
+    }
+}
+
+impl TemplateBudget {
+    fn fuel_for(&self, input_bytes: usize) -> u64 {
+        self.base_fuel
+            .saturating_add(self.fuel_per_input_byte.saturating_mul(input_bytes as u64))
+    }
+
+    fn output_for(&self, input_bytes: usize) -> usize {
+        self.base_output_bytes
+            .saturating_add(self.output_per_input_byte.saturating_mul(input_bytes))
+    }
+}
+
+/// Renders a Hugging Face Jinja chat template (`source`) over `messages` with the default
+/// [`TemplateBudget`], `<s>`/`</s>` as the BOS/EOS texts and the generation prompt on. The
+/// entry point for fuzzing untrusted templates: any template and conversation yields a string
+/// or a [`ChatError`], within the budget.
+pub fn render_template(source: &str, messages: &[Message]) -> Result<String, ChatError> {
+    ChatTemplate::from_jinja(source, "<s>", "</s>")?.render(messages, true)
 }
 
 enum Kind {
@@ -68,6 +127,7 @@ enum Kind {
         source: String,
         bos: String,
         eos: String,
+        budget: TemplateBudget,
     },
     /// FastChat's `llama-2`; `default_system` is used when the conversation has no system turn.
     Llama2 { default_system: Option<String> },
@@ -115,6 +175,8 @@ impl ChatTemplate {
     /// Compiles a Hugging Face Jinja chat template.
     pub fn from_jinja(source: &str, bos_token: &str, eos_token: &str) -> Result<ChatTemplate, ChatError> {
         let mut env = Environment::new();
+        let budget = TemplateBudget::default();
+        env.set_recursion_limit(budget.recursion_limit);
         // transformers renders with trim_blocks and lstrip_blocks on; Jinja2 drops one
         // trailing newline of the template, as minijinja does by default.
         let syntax = SyntaxConfig::builder()
@@ -135,8 +197,19 @@ impl ChatTemplate {
                 source: source.to_string(),
                 bos: bos_token.to_string(),
                 eos: eos_token.to_string(),
+                budget,
             },
         })
+    }
+
+    /// Replaces the render budget of a Jinja template (no effect on the built-in ones, which
+    /// are not interpreted).
+    pub fn with_budget(mut self, new_budget: TemplateBudget) -> ChatTemplate {
+        if let Kind::Jinja { env, budget, .. } = &mut self.kind {
+            env.set_recursion_limit(new_budget.recursion_limit);
+            *budget = new_budget;
+        }
+        self
     }
 
     /// FastChat's `llama-2` format without a default system prompt (the AgentBench harness,
@@ -178,7 +251,9 @@ impl ChatTemplate {
     /// turn so the model continues with its reply.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, ChatError> {
         match &self.kind {
-            Kind::Jinja { env, bos, eos, .. } => {
+            Kind::Jinja {
+                env, bos, eos, budget, ..
+            } => {
                 let msgs: Vec<Value> = messages
                     .iter()
                     .map(|m| {
@@ -193,18 +268,77 @@ impl ChatTemplate {
                 ctx.insert("add_generation_prompt".to_string(), Value::from(add_generation_prompt));
                 ctx.insert("bos_token".to_string(), Value::from(bos.as_str()));
                 ctx.insert("eos_token".to_string(), Value::from(eos.as_str()));
+                let input_bytes = messages
+                    .iter()
+                    .map(|m| m.role.len() + m.content.len())
+                    .fold(bos.len() + eos.len(), usize::saturating_add);
+                // Fuel is per environment; each render gets a fresh tank sized for its input.
+                let mut env = env.clone();
+                env.set_fuel(Some(budget.fuel_for(input_bytes)));
                 let template = env
                     .get_template(TEMPLATE_NAME)
                     .map_err(|e| ChatError::Render(jinja_error(&e)))?;
-                template
-                    .render(Value::from(ctx))
-                    .map_err(|e| ChatError::Render(jinja_error(&e)))
+                let output_limit = budget.output_for(input_bytes);
+                let mut out = CappedOutput {
+                    bytes: Vec::new(),
+                    limit: output_limit,
+                    exceeded: false,
+                };
+                match template.render_captured_to(Value::from(ctx), &mut out) {
+                    Ok(_) => {}
+                    Err(_) if out.exceeded => {
+                        return Err(ChatError::Budget(format!("output longer than {output_limit} bytes")))
+                    }
+                    Err(e) if e.kind() == ErrorKind::OutOfFuel => {
+                        let at = e.line().map(|l| format!(" (template line {l})")).unwrap_or_default();
+                        return Err(ChatError::Budget(format!(
+                            "used all its {} units of fuel (instructions and data){at}",
+                            budget.fuel_for(input_bytes)
+                        )));
+                    }
+                    Err(e) if is_recursion_error(&e) => {
+                        return Err(ChatError::Budget(format!(
+                            "nested deeper than {} levels",
+                            budget.recursion_limit
+                        )))
+                    }
+                    Err(e) => return Err(ChatError::Render(jinja_error(&e))),
+                }
+                String::from_utf8(out.bytes).map_err(|_| ChatError::Render("the template wrote invalid UTF-8".into()))
             }
             Kind::Llama2 { default_system } => {
                 render_llama2(messages, default_system.as_deref(), add_generation_prompt)
             }
         }
     }
+}
+
+/// The render target of a Jinja template: refuses to grow past `limit` bytes, so a template
+/// cannot fill memory with output.
+struct CappedOutput {
+    bytes: Vec<u8>,
+    limit: usize,
+    exceeded: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(buf.len()) > self.limit {
+            self.exceeded = true;
+            return Err(std::io::Error::other("chat template output limit reached"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// minijinja reports its recursion limit as a generic invalid operation.
+fn is_recursion_error(e: &JinjaError) -> bool {
+    e.kind() == ErrorKind::InvalidOperation && e.to_string().contains("recursion limit")
 }
 
 /// Checks that roles alternate user/assistant after an optional leading system message, then

@@ -10,6 +10,7 @@ use edgeact_runtime::agent::judge::{judge_os, ScriptRunner};
 use edgeact_runtime::agent::tasks::{OsTask, Script};
 use edgeact_runtime::agent::{run_os, Event, LanguageModel, LoopLimits, Run, Tool};
 use edgeact_tools::os::container::{self, DEFAULT_IMAGE};
+use edgeact_tools::os::rootfs::BuildOptions;
 use edgeact_tools::os::{
     rootfs, ContainerConfig, ContainerRuntime, ContainerSandbox, OsSandbox, RootFs, SandboxConfig,
     Script as ToolScript, ScriptLanguage, ShellSession,
@@ -54,12 +55,120 @@ pub enum Backend {
     Podman,
 }
 
+/// `--rootfs`: the root file system the agent's machine shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RootfsChoice {
+    /// The Debian root `edgeact rootfs build` makes in the cache (`built`, the default); built
+    /// on first use when this process may (root, `debootstrap`), else a clear error.
+    #[default]
+    Built,
+    /// The host's own files, read-only with private places masked (`host`): only on request,
+    /// since the model then sees the host's software and configuration.
+    Host,
+    /// A root file system directory the user prepared.
+    Dir(PathBuf),
+}
+
+/// Help text shared by the commands' `--rootfs` flags.
+pub const ROOTFS_HELP: &str = "Root file system of the sandbox: `built` (default: the Debian root of \
+`edgeact rootfs build`, built and cached on first use), `host` (the host's files read-only, private \
+places masked) or a root directory (write `./host` for a directory named host)";
+
+impl std::str::FromStr for RootfsChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "" => return Err("empty --rootfs: give `built`, `host` or a directory".into()),
+            "built" | "cache" => RootfsChoice::Built,
+            "host" => RootfsChoice::Host,
+            dir => RootfsChoice::Dir(PathBuf::from(dir)),
+        })
+    }
+}
+
+impl RootfsChoice {
+    /// Makes the choice usable by `backend` before any sandbox starts: the namespace sandbox's
+    /// default root is built now if missing (once, progress on stderr), a directory is checked,
+    /// and `host` is refused for containers (they run an image). The result names a directory
+    /// or the host for the namespace sandbox; containers keep their import source.
+    pub fn prepare(&self, backend: Backend) -> anyhow::Result<RootfsChoice> {
+        match (self, backend) {
+            (RootfsChoice::Host, Backend::Namespace) => Ok(RootfsChoice::Host),
+            (RootfsChoice::Host, _) => bail!(
+                "--rootfs host is for the namespace sandbox; --backend docker|podman runs an image \
+                 (--image, or one imported from `--rootfs built` or `--rootfs DIR`)"
+            ),
+            (RootfsChoice::Built, Backend::Namespace) => Ok(RootfsChoice::Dir(ensure_built_root()?)),
+            (RootfsChoice::Built, _) => Ok(RootfsChoice::Built),
+            (RootfsChoice::Dir(dir), _) => {
+                anyhow::ensure!(
+                    dir.join("bin/bash").exists() || dir.join("usr/bin/bash").exists(),
+                    "--rootfs {}: not a root file system (no bin/bash); give a directory made by \
+                     `edgeact rootfs build --dir DIR`, or `--rootfs built` / `--rootfs host`",
+                    dir.display()
+                );
+                Ok(self.clone())
+            }
+        }
+    }
+
+    /// The namespace sandbox's root for this choice (building the default one if needed).
+    pub fn namespace_root(&self) -> anyhow::Result<RootFs> {
+        Ok(match self.prepare(Backend::Namespace)? {
+            RootfsChoice::Host => RootFs::HostReadOnly,
+            RootfsChoice::Dir(d) => RootFs::Dir(d),
+            RootfsChoice::Built => RootFs::Dir(rootfs::default_dir()),
+        })
+    }
+
+    /// Where a container backend imports its default image from (`None`: the build cache).
+    fn import_source(&self) -> Option<&Path> {
+        match self {
+            RootfsChoice::Dir(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// The cached Debian root, built now when missing and this process can build it.
+pub fn ensure_built_root() -> anyhow::Result<PathBuf> {
+    let dir = rootfs::default_dir();
+    if rootfs::is_built(&dir) {
+        return Ok(dir);
+    }
+    if let Some(why) = rootfs::build_blocker() {
+        bail!(
+            "no Debian root file system at {} yet, and {why}. Build it once with `edgeact rootfs build` \
+             as root (needs debootstrap and a reachable Debian mirror), or run on the host's files \
+             read-only with `--rootfs host`, or give a root directory with `--rootfs DIR`",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "edgeact: building the Debian root file system in {} (first use only; a few minutes, \
+         progress below; `--rootfs host` skips it)",
+        dir.display()
+    );
+    rootfs::build_with_progress(&dir, &BuildOptions::default(), &mut |line| {
+        eprintln!("edgeact: rootfs: {line}")
+    })
+    .with_context(|| {
+        format!(
+            "building the root file system in {} (or run with `--rootfs host`)",
+            dir.display()
+        )
+    })?;
+    eprintln!("edgeact: root file system ready in {}", dir.display());
+    Ok(dir)
+}
+
 /// Sandbox settings for the agent's machine.
 #[derive(Clone, Debug, Default)]
 pub struct MachineOptions {
-    /// A prepared root file system (`edgeact rootfs build`); default: the host's, read-only.
-    /// Container backends import it as their default image when that is missing.
-    pub rootfs: Option<PathBuf>,
+    /// The root file system (namespace sandbox) or the import source of the default image
+    /// (container backends); see [`RootfsChoice`].
+    pub rootfs: RootfsChoice,
     /// Strip terminal escapes, `\r` and the prompt from observations (for models not trained
     /// on raw terminal output; AgentLM was).
     pub clean_output: bool,
@@ -78,6 +187,8 @@ pub fn start_session(
     image: Option<&str>,
     rootfs: Option<&Path>,
 ) -> anyhow::Result<Box<dyn ShellSession + Send>> {
+    // Ctrl-C or a kill must not leave sandbox temp dirs and cgroups behind (idempotent).
+    edgeact_tools::os::cleanup_on_signals().context("installing the sandbox signal clean-up")?;
     let runtime = match backend {
         Backend::Namespace => {
             anyhow::ensure!(image.is_none(), "--image needs --backend docker or podman");
@@ -121,11 +232,11 @@ pub struct SandboxMachine {
 impl SandboxMachine {
     pub fn start(opts: &MachineOptions) -> anyhow::Result<SandboxMachine> {
         let mut cfg = SandboxConfig::default();
-        if let (Some(dir), Backend::Namespace) = (&opts.rootfs, opts.backend) {
-            cfg.root = RootFs::Dir(dir.clone());
+        if opts.backend == Backend::Namespace {
+            cfg.root = opts.rootfs.namespace_root()?;
         }
         cfg.raw_terminal = !opts.clean_output;
-        let sandbox = start_session(opts.backend, cfg, opts.image.as_deref(), opts.rootfs.as_deref())?;
+        let sandbox = start_session(opts.backend, cfg, opts.image.as_deref(), opts.rootfs.import_source())?;
         Ok(SandboxMachine { sandbox })
     }
 }

@@ -4,7 +4,7 @@
 
 use super::run::ModelArgs;
 use crate::agent_glue::model::LoadedModel;
-use crate::agent_glue::os::{Backend, MachineOptions, SandboxMachine};
+use crate::agent_glue::os::{Backend, MachineOptions, RootfsChoice, SandboxMachine, ROOTFS_HELP};
 use crate::agent_glue::sql::{default_add_description, SqlEngine, SqlTool};
 use crate::agent_glue::transcript::Transcript;
 use anyhow::{bail, Context};
@@ -87,9 +87,8 @@ impl GenArgs {
 struct OsArgs {
     #[command(flatten)]
     gen: GenArgs,
-    /// Root file system for the sandbox (`edgeact rootfs build`); default: the host's, read-only.
-    #[arg(long)]
-    rootfs: Option<PathBuf>,
+    #[arg(long, default_value = "built", help = ROOTFS_HELP)]
+    rootfs: RootfsChoice,
     /// Strip terminal escapes and the prompt from observations.
     #[arg(long)]
     clean_output: bool,
@@ -244,7 +243,7 @@ fn engine_for(gen: &GenArgs) -> anyhow::Result<edgeact_runtime::agent::EngineMod
 
 fn run_os_task(a: OsArgs) -> anyhow::Result<ExitCode> {
     let opts = MachineOptions {
-        rootfs: a.rootfs.clone(),
+        rootfs: a.rootfs.prepare(a.backend)?,
         clean_output: a.clean_output,
         backend: a.backend,
         image: a.image.clone(),

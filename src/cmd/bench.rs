@@ -90,8 +90,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tests.push((format!("tg{n}"), 0, n));
     }
     let max_ctx = model.config().max_context;
-    if let Some((t, p, n)) = tests.iter().find(|(_, p, n)| p + n > max_ctx) {
-        bail!("test {t} needs {} positions; the model's context is {max_ctx}", p + n);
+    if let Some((t, p, n)) = tests.iter().find(|(_, p, n)| p.saturating_add(*n) > max_ctx) {
+        bail!(
+            "test {t} needs {} positions; the model's context is {max_ctx}",
+            p.saturating_add(*n)
+        );
     }
     if !args.json {
         println!("| model | size | params | backend | ngl | threads | test | t/s |");

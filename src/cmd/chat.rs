@@ -58,10 +58,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout();
     loop {
         eprint!("> ");
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line)? == 0 {
+        let mut raw = Vec::new();
+        if stdin.lock().read_until(b'\n', &mut raw)? == 0 {
             break;
         }
+        // One bad line (a paste from a Latin-1 terminal, a stray byte) must not end the chat.
+        let line = match String::from_utf8(raw) {
+            Ok(line) => line,
+            Err(e) => {
+                eprintln!(
+                    "that line is not valid UTF-8 (bad byte at offset {}); it was ignored, type it again",
+                    e.utf8_error().valid_up_to()
+                );
+                continue;
+            }
+        };
         let line = line.trim();
         match line {
             "" => continue,

@@ -8,7 +8,7 @@
 
 use super::run::{ActivationsArg, DeviceArgs, ModelArgs, RepackArg, DEFAULT_CTX};
 use crate::agent_glue::model::LoadedModel;
-use crate::agent_glue::os::{Backend, MachineOptions};
+use crate::agent_glue::os::{Backend, MachineOptions, RootfsChoice};
 use crate::agent_glue::scripted;
 use crate::agent_glue::sql::{SqlEngine, SqlTool};
 use crate::agent_glue::tasks::load_os_tasks;
@@ -21,10 +21,11 @@ use edgeact_runtime::agent::{
     ScriptedModel, Status,
 };
 use edgeact_runtime::model::KvType;
+use edgeact_tools::os::task::default_scripts_dir;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -52,8 +53,9 @@ struct EvalArgs {
     /// Task file: OS `.json`/`.jsonl`, DB `.jsonl`.
     #[arg(long)]
     tasks: PathBuf,
-    /// OS: directory the task's script `file`s are relative to (default:
-    /// `<tasks dir>/../scripts/<tasks file stem>`, AgentBench's layout).
+    /// OS: directory the task's script `file`s are relative to (default: AgentBench's layouts,
+    /// `data/<set>.json` → `scripts/<set>/` and `data/<N>/<name>.json` → `scripts/<N>/`).
+    /// Script files must stay inside it (no absolute paths, `..` or links out).
     #[arg(long)]
     scripts: Option<PathBuf>,
     /// Tasks run in parallel, each with its own KV cache (threads are split between them).
@@ -103,9 +105,11 @@ struct EvalArgs {
     device: DeviceArgs,
     #[command(flatten)]
     repack: RepackArg,
-    /// OS: root file system for the sandboxes (`edgeact rootfs build`); default: the host's.
-    #[arg(long)]
-    rootfs: Option<PathBuf>,
+    /// OS: root file system of the sandboxes: `built` (default: the Debian root of `edgeact
+    /// rootfs build`, built and cached on first use), `host` (the host's files read-only,
+    /// private places masked) or a root directory.
+    #[arg(long, default_value = "built")]
+    rootfs: RootfsChoice,
     /// OS: strip terminal escapes and the prompt from observations.
     #[arg(long)]
     clean_output: bool,
@@ -213,7 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "os" => {
             let dir = match &a.scripts {
                 Some(d) => d.clone(),
-                None => default_script_dir(&a.tasks),
+                None => default_scripts_dir(&a.tasks),
             };
             Tasks::Os(load_os_tasks(&a.tasks, &dir)?)
         }
@@ -225,6 +229,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Tasks::Db(t) => t.truncate(n),
         }
     }
+    // The OS sandboxes' root is settled (built on first use) once, before any model loads or
+    // task starts, so parallel jobs never race to build it.
+    let rootfs = match protocol {
+        "os" => a.rootfs.prepare(a.backend)?,
+        _ => a.rootfs.clone(),
+    };
     let source = match (&a.scripted, &a.model) {
         (Some(path), _) => Source::Scripted(scripted::load(path)?),
         (None, Some(model)) => Source::Engine(LoadedModel::load(&ModelArgs {
@@ -286,7 +296,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let worker_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let sql_engine = SqlEngine::from_flag(a.mysql.as_deref());
     let machine = MachineOptions {
-        rootfs: a.rootfs.clone(),
+        rootfs,
         clean_output: a.clean_output,
         backend: a.backend,
         image: a.image.clone(),
@@ -388,13 +398,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// AgentBench's layout: `data/<name>.json` with scripts in `scripts/<name>/`.
-fn default_script_dir(tasks: &Path) -> PathBuf {
-    let stem = tasks.file_stem().map(|s| s.to_os_string()).unwrap_or_default();
-    let dir = tasks.parent().unwrap_or(Path::new("."));
-    dir.join("..").join("scripts").join(stem)
 }
 
 /// What every task run shares.

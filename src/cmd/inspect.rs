@@ -52,12 +52,12 @@ fn value_json(v: &Value) -> Json {
         Value::F64(x) => json!(x),
         Value::Bool(x) => json!(x),
         Value::String(s) => json!(s),
-        Value::Array(ty, items) if items.len() > ARRAY_HEAD => json!({
-            "array_of": format!("{ty:?}"),
+        Value::Array(items) if items.len() > ARRAY_HEAD => json!({
+            "array_of": format!("{:?}", items.elem_type()),
             "len": items.len(),
-            "head": items.iter().take(ARRAY_HEAD).map(value_json).collect::<Vec<_>>(),
+            "head": items.iter().take(ARRAY_HEAD).map(|item| value_json(&item.to_value())).collect::<Vec<_>>(),
         }),
-        Value::Array(_, items) => Json::Array(items.iter().map(value_json).collect()),
+        Value::Array(items) => Json::Array(items.iter().map(|item| value_json(&item.to_value())).collect()),
     }
 }
 

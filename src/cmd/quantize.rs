@@ -14,13 +14,14 @@ use std::process::ExitCode;
 pub struct Args {
     /// Hugging Face model directory, or a .gguf file to requantize.
     pub input: PathBuf,
-    /// Output .gguf file (written atomically; never the input).
+    /// Output .gguf file: written atomically beside it, never over an input, and only where
+    /// a regular file or nothing is (a FIFO, device or directory is refused).
     #[arg(short, long)]
     pub output: PathBuf,
     /// Quantization mix: f32, f16, q8_0, q4_0 or q4_k_m.
     #[arg(short = 't', long = "type", default_value = "q4_k_m", value_parser = parse_mix)]
     pub ty: Mix,
-    /// Quantization threads (0 = all cores).
+    /// Quantization threads (0 = all cores; more than the CPUs is clamped, with a note).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// general.name to record (default: the input's name).
@@ -55,9 +56,12 @@ impl Progress for Bar {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Ctrl-C or a SIGTERM mid-conversion removes the partial output instead of leaving
+    // hundreds of MB behind.
+    edgeact_quantize::remove_partial_files_on_signal().context("cannot install the signal handlers")?;
     let opts = Options {
         mix: args.ty,
-        threads: args.threads,
+        threads: super::run::thread_count(Some(args.threads)),
         name: args.name.clone(),
         no_tokenizer: args.no_tokenizer,
     };

@@ -97,6 +97,21 @@ pub struct RepackArg {
     pub repack: bool,
 }
 
+/// `--threads` as used: `None` or 0 means every core; a request above the CPU count is
+/// clamped to it with a note on stderr (more workers than CPUs only slow the matmuls down, and
+/// tens of thousands fail to spawn).
+pub fn thread_count(requested: Option<usize>) -> usize {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    match requested {
+        None | Some(0) => cpus,
+        Some(n) if n > cpus => {
+            eprintln!("note: --threads {n} is more than the {cpus} CPUs available; using {cpus}");
+            cpus
+        }
+        Some(n) => n,
+    }
+}
+
 /// Opens and checks a model file, repacking the weights when asked (with `threads` threads,
 /// default all cores).
 pub fn load_model_with(
@@ -107,7 +122,10 @@ pub fn load_model_with(
     let file = Arc::new(GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?);
     let mut model = LlamaModel::load(Arc::clone(&file)).with_context(|| format!("loading {}", path.display()))?;
     if repack.repack {
-        let threads = threads.unwrap_or_else(edgeact_runtime::kernels::cpu::physical_cores);
+        let threads = match threads {
+            None | Some(0) => edgeact_runtime::kernels::cpu::physical_cores(),
+            Some(_) => thread_count(threads),
+        };
         let start = std::time::Instant::now();
         let bytes = model
             .repack(threads)
@@ -148,7 +166,7 @@ impl ModelArgs {
         };
         let opts = SessionOptions {
             n_ctx,
-            threads: self.threads.unwrap_or(0),
+            threads: thread_count(self.threads),
             kv_type: self.kv_type,
             activations: self.activations.activations,
             ..Default::default()

@@ -6,13 +6,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::agent_glue::os::{start_session, Backend};
+use crate::agent_glue::os::{start_session, Backend, RootfsChoice, ROOTFS_HELP};
 use anyhow::Context;
-use edgeact_tools::os::{rootfs, truncate_os_output, EndReason, OsTask, RootFs, SandboxConfig};
+use edgeact_tools::os::{truncate_os_output, EndReason, OsTask, RootFs, SandboxConfig};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// AgentBench OS task file (one task object, or a list with --index).
+    /// AgentBench OS task file (one task object, or a list with --index). Its script `file`s
+    /// are read from AgentBench's scripts folder beside it (`data/dev.json` → `scripts/dev/`,
+    /// `data/N/x.json` → `scripts/N/`) and may not leave it.
     #[arg(long)]
     task: Option<PathBuf>,
     /// Index of the task when the file holds a list.
@@ -24,10 +26,8 @@ pub struct Args {
     /// Print raw terminal bytes (AgentBench's observation) instead of the cleaned text.
     #[arg(long)]
     raw: bool,
-    /// Root file system directory (default: the host root read-only; `--rootfs cache` uses
-    /// the one `edgeact rootfs build` made).
-    #[arg(long)]
-    rootfs: Option<String>,
+    #[arg(long, default_value = "built", help = ROOTFS_HELP)]
+    rootfs: RootfsChoice,
     /// Isolation: the namespace sandbox (default), or a Docker/Podman container.
     #[arg(long, value_enum, default_value_t = Backend::Namespace)]
     backend: Backend,
@@ -38,47 +38,41 @@ pub struct Args {
     /// After the command, run the task's check scripts with this answer and report the verdict.
     #[arg(long)]
     answer: Option<String>,
-    /// The bash code to type into the sandbox's shell.
+    /// The command: one argument is typed into the sandbox's shell as is (a command line, e.g.
+    /// `-- 'ls | wc -l'`); several are shell-quoted one by one, so `-- bash -c 'echo a; echo b'`
+    /// runs what it would in the user's own shell.
     #[arg(last = true, required = true)]
     cmd: Vec<String>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let root = match a.rootfs.as_deref() {
-        // Containers run an image: their default import source is the rootfs cache.
-        _ if a.backend != Backend::Namespace => RootFs::HostReadOnly,
-        None => RootFs::HostReadOnly,
-        Some("cache") => {
-            let d = rootfs::default_dir();
-            anyhow::ensure!(
-                rootfs::is_built(&d),
-                "no root file system at {}: run `edgeact rootfs build`",
-                d.display()
-            );
-            RootFs::Dir(d)
-        }
-        Some(d) => RootFs::Dir(PathBuf::from(d)),
-    };
     anyhow::ensure!(a.timeout > 0, "--timeout must be positive");
+    // The task file is read (and refused if it names host paths) before anything starts.
+    let task = match &a.task {
+        Some(p) => Some(OsTask::load(p, a.index).with_context(|| format!("load task {}", p.display()))?),
+        None => None,
+    };
+    let rootfs = a.rootfs.prepare(a.backend)?;
+    let root = match a.backend {
+        Backend::Namespace => rootfs.namespace_root()?,
+        // Containers run an image; the root is only its import source.
+        _ => RootFs::HostReadOnly,
+    };
     let cfg = SandboxConfig {
         root,
         wall_timeout: Duration::from_secs(a.timeout),
         raw_terminal: a.raw,
         ..Default::default()
     };
-    let task = match &a.task {
-        Some(p) => Some(OsTask::load(p, a.index).with_context(|| format!("load task {}", p.display()))?),
-        None => None,
-    };
-    let import_from = match a.rootfs.as_deref() {
-        Some("cache") | None => None,
-        Some(d) => Some(PathBuf::from(d)),
+    let import_from = match &rootfs {
+        RootfsChoice::Dir(d) if a.backend != Backend::Namespace => Some(d.clone()),
+        _ => None,
     };
     let mut sb = start_session(a.backend, cfg, a.image.as_deref(), import_from.as_deref())?;
     if let Some(t) = &task {
         t.setup(sb.as_mut()).context("task set-up")?;
     }
-    let code = a.cmd.join(" ");
+    let code = command_line(&a.cmd);
     let out = sb.run(&code).context("run the command")?;
     let text = if out.output.is_empty() {
         "The output of the OS is empty.".to_string()
@@ -120,4 +114,52 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(status))
+}
+
+/// The text typed into the shell for `sandbox -- ARGS`: a single argument is a command line and
+/// is typed as is; several arguments are the words the user's shell already split, so each is
+/// quoted to reach the sandbox's shell as the same word.
+fn command_line(args: &[String]) -> String {
+    match args {
+        [one] => one.clone(),
+        words => words.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// POSIX shell quoting: words of only safe characters stay bare (so the echoed command reads
+/// naturally); anything else is single-quoted, a `'` inside written as `'\''`. The shell is
+/// interactive bash, so characters it treats specially there only (`^` quick substitution,
+/// `%` job specs, `=` assignments in the first word) are quoted as well.
+fn shell_quote(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-+.,/:@".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(words: &[&str]) -> String {
+        command_line(&words.iter().map(|w| w.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn several_arguments_are_quoted_one_by_one() {
+        // Was typed as `bash -c echo a b; echo c`: `bash -c echo` and then `echo c`.
+        assert_eq!(line(&["bash", "-c", "echo a b; echo c"]), "bash -c 'echo a b; echo c'");
+        assert_eq!(
+            line(&["echo", "it's", "", "$HOME", "*"]),
+            "echo 'it'\\''s' '' '$HOME' '*'"
+        );
+        assert_eq!(line(&["ls", "-la", "/tmp/x.txt"]), "ls -la /tmp/x.txt");
+        assert_eq!(line(&["%1", "^a^b", "A=b"]), "'%1' '^a^b' 'A=b'");
+    }
+
+    #[test]
+    fn one_argument_is_a_command_line() {
+        assert_eq!(line(&["echo a b; echo c | wc -l"]), "echo a b; echo c | wc -l");
+    }
 }

@@ -5,8 +5,14 @@
 //! - OS: `Think: <one line>\n\nAct: bash\n\n```bash\n<code>\n```` | `… Act: finish` |
 //!   `… Act: answer(<text ending in ')'>)`, the `Think:` line optional.
 //! - DB: `<free text>Action: Operation\n```sql\n<sql>\n```` |
-//!   `<free text>Action: Answer\nFinal Answer: [<text ending in ']'>`, where the free text ends
-//!   at its first `Action: ` (the one the parser reads).
+//!   `<free text>Action: Answer\nFinal Answer: ` and a list literal, where the free text ends
+//!   at its first `Action: ` (the one the parser reads) and holds no `\nFinal Answer:` (the
+//!   parser would read that one), and the answer is a well-formed Python list literal of the
+//!   values a DB answer holds: strings (single or double quoted, one line, one-character
+//!   escapes), ints of at most 38 digits, floats, `None`, `True`, `False`, separated by commas
+//!   and spaces (a trailing comma allowed). So every constrained answer is one the judge's
+//!   `eval` (`super::py::eval`) evaluates to a list, never text that merely ends in a bracket
+//!   (issue #12).
 //!
 //! Every string the automaton accepts parses to a valid action (tested below); the mask lets a
 //! token through when all its bytes keep the automaton alive, and end-of-generation only in an
@@ -52,15 +58,25 @@ impl Lit {
                 close: b')',
                 closed: false,
             },
-            Lit::DbAnsKw => State::Bracketed {
-                close: b']',
-                closed: false,
-            },
+            Lit::DbAnsKw => State::DbList(ListState(ListPos::ItemOrClose)),
         }
     }
 }
 
 const DB_ACTION: &[u8] = b"Action: ";
+const DB_FINAL_ANSWER: &[u8] = b"\nFinal Answer:";
+
+/// How many bytes of `pattern` are matched after byte `b`, given `matched` before it. Both
+/// patterns start with a byte they hold only once, so a mismatch restarts at that byte.
+fn match_step(pattern: &[u8], matched: u8, b: u8) -> u8 {
+    if b == pattern[matched as usize] {
+        matched + 1
+    } else if b == pattern[0] {
+        1
+    } else {
+        0
+    }
+}
 
 /// Extra tokens kept in reserve before forcing the closing path: one byte of free text can
 /// lengthen the path by at most a restarted `Action: ` (8 bytes), so forcing this early
@@ -82,16 +98,19 @@ pub enum State {
     Code {
         tail: u8,
     },
-    /// One line that must end with `close` (`)` for an OS answer, `]` for a DB answer).
+    /// One line that must end with `close` (`)`, for an OS answer).
     Bracketed {
         close: u8,
         closed: bool,
     },
-    /// DB free text; `m` bytes of "Action: " matched.
+    /// DB free text; `m` bytes of "Action: " and `f` bytes of "\nFinal Answer:" matched.
     DbFree {
         m: u8,
+        f: u8,
     },
     DbChoice,
+    /// Inside the DB final answer's list literal.
+    DbList(ListState),
     /// A complete action: only end-of-generation may follow.
     Done,
 }
@@ -103,6 +122,188 @@ pub struct LitState {
     pos: u8,
 }
 
+/// Where the automaton is inside the DB answer's list literal (kept opaque).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListState(ListPos);
+
+/// The keywords a DB answer item may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Keyword {
+    None,
+    True,
+    False,
+}
+
+impl Keyword {
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            Keyword::None => b"None",
+            Keyword::True => b"True",
+            Keyword::False => b"False",
+        }
+    }
+}
+
+/// Digits an int item may have: every 38-digit integer fits the judge's 128-bit ints.
+const MAX_INT_DIGITS: u8 = 38;
+
+/// Bytes a string item may hold after a backslash: the one-character escapes (no octal,
+/// `\x`, `\u` or `\N` escapes, whose values could be out of range or unsupported).
+const SIMPLE_ESCAPES: &[u8] = b"\\'\"abfnrtv";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ListPos {
+    /// After `[` or a comma: an item, a space, or `]`.
+    ItemOrClose,
+    /// After an item: a comma, a space, or `]`.
+    AfterItem,
+    /// Inside a string item closed by `quote`; `escape` right after a backslash.
+    Str {
+        quote: u8,
+        escape: bool,
+    },
+    /// After a leading `-`: a digit must follow.
+    Sign,
+    /// An int item `0`.
+    Zero,
+    /// An int starting with a non-zero digit, `digits` long.
+    Int {
+        digits: u8,
+    },
+    /// After the decimal point, with or without fraction digits (`1.` is a float).
+    Fraction,
+    /// After `e`/`E`: a sign or a digit must follow.
+    ExponentStart,
+    /// After the exponent's sign: a digit must follow.
+    ExponentSign,
+    ExponentDigits,
+    /// `pos` bytes of a keyword matched.
+    Word {
+        word: Keyword,
+        pos: u8,
+    },
+}
+
+impl ListPos {
+    /// What may follow a complete item: a comma, a space, or the closing `]`.
+    fn after_item(b: u8) -> Option<State> {
+        Some(match b {
+            b',' => State::DbList(ListState(ListPos::ItemOrClose)),
+            b' ' => State::DbList(ListState(ListPos::AfterItem)),
+            b']' => State::Done,
+            _ => return None,
+        })
+    }
+
+    fn step(self, b: u8) -> Option<State> {
+        let next = match self {
+            ListPos::ItemOrClose => match b {
+                b' ' => ListPos::ItemOrClose,
+                b']' => return Some(State::Done),
+                b'\'' | b'"' => ListPos::Str {
+                    quote: b,
+                    escape: false,
+                },
+                b'-' => ListPos::Sign,
+                b'0' => ListPos::Zero,
+                b'1'..=b'9' => ListPos::Int { digits: 1 },
+                b'N' => ListPos::Word {
+                    word: Keyword::None,
+                    pos: 1,
+                },
+                b'T' => ListPos::Word {
+                    word: Keyword::True,
+                    pos: 1,
+                },
+                b'F' => ListPos::Word {
+                    word: Keyword::False,
+                    pos: 1,
+                },
+                _ => return None,
+            },
+            ListPos::AfterItem => return ListPos::after_item(b),
+            ListPos::Str { quote, escape: true } => {
+                if !SIMPLE_ESCAPES.contains(&b) {
+                    return None;
+                }
+                ListPos::Str { quote, escape: false }
+            }
+            ListPos::Str { quote, escape: false } => match b {
+                _ if b == quote => ListPos::AfterItem,
+                b'\\' => ListPos::Str { quote, escape: true },
+                // A newline would end the answer line; Python reads `\r` as one too; a NUL
+                // byte is not allowed in Python source.
+                b'\n' | b'\r' | 0 => return None,
+                _ => ListPos::Str { quote, escape: false },
+            },
+            ListPos::Sign => match b {
+                b'0' => ListPos::Zero,
+                b'1'..=b'9' => ListPos::Int { digits: 1 },
+                _ => return None,
+            },
+            // Python refuses leading zeros (`01`), so no digit may follow a leading `0`.
+            ListPos::Zero => match b {
+                b'.' => ListPos::Fraction,
+                b'e' | b'E' => ListPos::ExponentStart,
+                _ => return ListPos::after_item(b),
+            },
+            ListPos::Int { digits } => match b {
+                b'0'..=b'9' if digits < MAX_INT_DIGITS => ListPos::Int { digits: digits + 1 },
+                b'.' => ListPos::Fraction,
+                b'e' | b'E' => ListPos::ExponentStart,
+                _ => return ListPos::after_item(b),
+            },
+            ListPos::Fraction => match b {
+                b'0'..=b'9' => ListPos::Fraction,
+                b'e' | b'E' => ListPos::ExponentStart,
+                _ => return ListPos::after_item(b),
+            },
+            ListPos::ExponentStart => match b {
+                b'+' | b'-' => ListPos::ExponentSign,
+                b'0'..=b'9' => ListPos::ExponentDigits,
+                _ => return None,
+            },
+            ListPos::ExponentSign => match b {
+                b'0'..=b'9' => ListPos::ExponentDigits,
+                _ => return None,
+            },
+            ListPos::ExponentDigits => match b {
+                b'0'..=b'9' => ListPos::ExponentDigits,
+                _ => return ListPos::after_item(b),
+            },
+            ListPos::Word { word, pos } => {
+                let text = word.bytes();
+                if pos as usize == text.len() {
+                    return ListPos::after_item(b);
+                }
+                if text[pos as usize] != b {
+                    return None;
+                }
+                ListPos::Word { word, pos: pos + 1 }
+            }
+        };
+        Some(State::DbList(ListState(next)))
+    }
+
+    /// The shortest bytes that close the list from here.
+    fn closing_path(self) -> Vec<u8> {
+        let mut v = match self {
+            ListPos::Str { quote, escape } => {
+                if escape {
+                    vec![b'\\', quote]
+                } else {
+                    vec![quote]
+                }
+            }
+            ListPos::Sign | ListPos::ExponentStart | ListPos::ExponentSign => vec![b'0'],
+            ListPos::Word { word, pos } => word.bytes()[pos as usize..].to_vec(),
+            _ => Vec::new(),
+        };
+        v.push(b']');
+        v
+    }
+}
+
 fn lit(l: Lit, pos: u8) -> State {
     State::Lit(LitState { lit: l, pos })
 }
@@ -111,7 +312,7 @@ impl State {
     pub fn start(protocol: Protocol) -> State {
         match protocol {
             Protocol::Os => State::OsStart,
-            Protocol::Db => State::DbFree { m: 0 },
+            Protocol::Db => State::DbFree { m: 0, f: 0 },
         }
     }
 
@@ -167,18 +368,18 @@ impl State {
                     closed: b == close,
                 },
             },
-            State::DbFree { m } => {
-                let m2 = if b == DB_ACTION[m as usize] {
-                    m + 1
-                } else if b == DB_ACTION[0] {
-                    1
-                } else {
-                    0
-                };
-                if m2 as usize == DB_ACTION.len() {
+            State::DbFree { m, f } => {
+                let f = match_step(DB_FINAL_ANSWER, f, b);
+                if f as usize == DB_FINAL_ANSWER.len() {
+                    // The parser reads the first `\nFinal Answer:` of the reply: one in the
+                    // free text would be judged instead of the constrained answer.
+                    return None;
+                }
+                let m = match_step(DB_ACTION, m, b);
+                if m as usize == DB_ACTION.len() {
                     State::DbChoice
                 } else {
-                    State::DbFree { m: m2 }
+                    State::DbFree { m, f }
                 }
             }
             State::DbChoice => match b {
@@ -186,6 +387,7 @@ impl State {
                 b'A' => lit(Lit::DbAnsKw, 1),
                 _ => return None,
             },
+            State::DbList(ListState(pos)) => return pos.step(b),
             State::Done => return None,
         })
     }
@@ -220,12 +422,13 @@ impl State {
             State::Thought { nonempty: false } => b".\n\nAct: finish",
             State::Code { tail } => return CODE_END[tail as usize..].to_vec(),
             State::Bracketed { close, closed } => return if closed { Vec::new() } else { vec![close] },
-            State::DbFree { m } => {
+            State::DbFree { m, .. } => {
                 let mut v = DB_ACTION[m as usize..].to_vec();
                 v.extend_from_slice(b"Answer\nFinal Answer: []");
                 return v;
             }
             State::DbChoice => b"Answer\nFinal Answer: []",
+            State::DbList(ListState(pos)) => return pos.closing_path(),
             State::Done => b"",
         };
         match self {
@@ -343,10 +546,60 @@ mod tests {
         assert!(State::start(Protocol::Db).feed(b"Action: Run").is_none());
     }
 
+    /// Issue #12 (e): the DB answer must be a list literal the judge can evaluate.
+    #[test]
+    fn db_answer_is_a_python_list_literal() {
+        let answer = |items: &str| format!("Action: Answer\nFinal Answer: [{items}");
+        for ok in [
+            "]",
+            "\"March 19, 1998\"]",
+            "'it\\'s', \"a\\\\b\\n\"]",
+            "1, -2, 0, 0.5, 1., -0.0e-3, 1E+5, 12345678901234567890123456789012345678]",
+            "None, True, False,]",
+            " 'é'  ,  \"日本\" ]",
+        ] {
+            let text = answer(ok);
+            assert!(accepts(Protocol::Db, &text), "{text:?}");
+            let DbAction::Answer(a) = parse_db(&text) else {
+                panic!("{text:?} does not parse to an answer")
+            };
+            let value = crate::agent::py::eval(&a).unwrap_or_else(|e| panic!("{a:?}: {e}"));
+            assert!(matches!(value, crate::agent::py::PyValue::List(_)), "{a:?}");
+        }
+        // A `\nFinal Answer:` in the free text would be the one the parser reads.
+        assert!(State::start(Protocol::Db)
+            .feed(b"Hmm.\nFinal Answer: no\nAction: Answer\nFinal Answer: [1]")
+            .is_none());
+        assert!(accepts(
+            Protocol::Db,
+            "Final Answer: no\nAction: Answer\nFinal Answer: [1]"
+        ));
+        // The reply of the finding, and other text that ends in `]` but is no list literal.
+        for bad in [
+            "::::::::::]A]A]A]A]",
+            "\"a\"]]",
+            "\"a\"] and more",
+            "01]",
+            "1 2]",
+            "-]",
+            "1e]",
+            "Nonе]",
+            "none]",
+            "\"a\\x41\"]",
+            "\"a\\\n\"]",
+            "'a\"]",
+            "123456789012345678901234567890123456789]",
+            "[1]]",
+            "(1,)]",
+        ] {
+            assert!(!accepts(Protocol::Db, &answer(bad)), "{bad:?}");
+        }
+    }
+
     /// Random walks through the automaton: every accepted string parses to a valid action.
     #[test]
     fn accepted_strings_parse() {
-        let alphabet: &[u8] = b" \nTAabcfhiklnorstw:`()[]\"OFpeqSELCT;x";
+        let alphabet: &[u8] = b" \nTAabcfhiklnorstw:`()[]\"'\\,.-+0159eENuOFpeqSELCT;x";
         let mut seed = 0x1234_5678_9abc_def0u64;
         let mut rnd = move || {
             seed ^= seed << 13;
@@ -394,7 +647,14 @@ mod tests {
                         assert!(
                             matches!(a, DbAction::Operation(_) | DbAction::Answer(_)),
                             "{t:?} -> {a:?}"
-                        )
+                        );
+                        if let DbAction::Answer(answer) = a {
+                            let v = crate::agent::py::eval(&answer);
+                            assert!(
+                                matches!(v, Ok(crate::agent::py::PyValue::List(_))),
+                                "{answer:?} -> {v:?}"
+                            );
+                        }
                     }
                 }
                 if protocol == Protocol::Os {
@@ -419,6 +679,13 @@ mod tests {
             (Protocol::Db, "Let me see. Acti"),
             (Protocol::Db, "Action: Operation\n```sql\nSELECT"),
             (Protocol::Db, "Action: Answer\nFinal Answer: [\"x\""),
+            (Protocol::Db, "Action: Answer\nFinal Answer: [\"x"),
+            (Protocol::Db, "Action: Answer\nFinal Answer: ['x\\"),
+            (Protocol::Db, "Action: Answer\nFinal Answer: [1, -"),
+            (Protocol::Db, "Action: Answer\nFinal Answer: [1.5e"),
+            (Protocol::Db, "Action: Answer\nFinal Answer: [1.5e+"),
+            (Protocol::Db, "Action: Answer\nFinal Answer: [Fa"),
+            (Protocol::Db, "Action: Answer\nFinal Answer: [None, "),
         ] {
             let s = State::start(p).feed(prefix.as_bytes()).unwrap();
             let end = s.feed(&s.closing_path()).unwrap();
@@ -426,7 +693,11 @@ mod tests {
             let text = format!("{prefix}{}", String::from_utf8_lossy(&s.closing_path()));
             match p {
                 Protocol::Os => assert!(parse_os(&text).action.is_some(), "{text:?}"),
-                Protocol::Db => assert!(matches!(parse_db(&text), DbAction::Operation(_) | DbAction::Answer(_))),
+                Protocol::Db => match parse_db(&text) {
+                    DbAction::Operation(_) => {}
+                    DbAction::Answer(a) => assert!(crate::agent::py::eval(&a).is_ok(), "{text:?}"),
+                    other => panic!("{text:?} -> {other:?}"),
+                },
             }
         }
     }

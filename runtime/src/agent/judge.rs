@@ -75,17 +75,24 @@ pub fn json_to_py(v: &Value) -> PyValue {
         },
         Value::String(s) => PyValue::Str(s.clone()),
         Value::Array(a) => PyValue::List(a.iter().map(json_to_py).collect()),
-        // Dicts never occur in labels; compare them by their JSON text.
-        Value::Object(_) => PyValue::Str(v.to_string()),
+        Value::Object(o) => PyValue::Dict(
+            o.iter()
+                .map(|(k, v)| (PyValue::Str(k.clone()), json_to_py(v)))
+                .collect(),
+        ),
     }
 }
 
 /// dbbench's answer check for non-mutating tasks: `ans = list(eval(answer))` (or `[answer]`
-/// when that fails); one value each → compared as floats when both convert, else with `==`;
-/// otherwise compared as sets (unhashable values → wrong).
+/// when that raises); one value each → compared as floats when both convert, else with `==`;
+/// otherwise compared as sets (unhashable values → wrong). `eval` is [`py::eval`], a safe
+/// evaluator of the Python expressions answers are written in (comments, sets, dicts,
+/// arithmetic, bytes, raw strings, hex…); where it fails (a Python exception, or one of its
+/// limits such as `2**10**10`), the raw text is compared, as the harness did on an exception.
 pub fn judge_db_answer(answer: &str, label: &[Value]) -> bool {
     let cor: Vec<PyValue> = label.iter().map(json_to_py).collect();
-    let ans: Vec<PyValue> = py::eval_literal(answer)
+    let ans: Vec<PyValue> = py::eval(answer)
+        .ok()
         .and_then(|v| v.to_list())
         .unwrap_or_else(|| vec![PyValue::Str(answer.to_string())]);
     if ans.len() == 1 && cor.len() == 1 {
@@ -94,10 +101,11 @@ pub fn judge_db_answer(answer: &str, label: &[Value]) -> bool {
             _ => ans[0] == cor[0],
         };
     }
-    if !ans.iter().chain(&cor).all(PyValue::is_hashable) {
-        return false;
+    match (py::distinct_items(ans), py::distinct_items(cor)) {
+        (Ok(a), Ok(c)) => PyValue::Set(a) == PyValue::Set(c),
+        // `set()` of an unhashable item raised; the harness counted the answer wrong.
+        _ => false,
     }
-    ans.iter().all(|a| cor.contains(a)) && cor.iter().all(|c| ans.contains(c))
 }
 
 /// dbbench's check for INSERT/DELETE/UPDATE: the `str()` of the hash query's result
@@ -173,5 +181,14 @@ mod tests {
         assert!(judge_db_answer("none", &[json!("none")]));
         assert!(!judge_db_answer("", &[json!("none")]));
         assert!(judge_db_hash("[('ab',)]", "[('ab',)]"));
+        // What AgentBench's `eval` accepted beyond plain literals (issue #12, gap (a)).
+        assert!(judge_db_answer(" [\"Giza\"]  # the largest", &[json!("Giza")]));
+        assert!(judge_db_answer(" {'1–0', '2–0'}", &[json!("2–0"), json!("1–0")]));
+        assert!(judge_db_answer(" [1.0 + 1]", &[json!("2")]));
+        assert!(judge_db_answer(" [0x1A]", &[json!("26")]));
+        assert!(judge_db_answer(" [b'26']", &[json!("26")]));
+        assert!(judge_db_answer(" [r'a\\b']", &[json!("a\\b")]));
+        // Beyond the evaluator's limits: compared as raw text, promptly.
+        assert!(!judge_db_answer(" [2**10**10]", &[json!("1")]));
     }
 }

@@ -1,6 +1,7 @@
 //! Small emulations of the Python built-ins that the AgentBench harness applies to texts, so
 //! that our results match its results character for character: `str.isspace`/`str.strip`,
-//! slicing by code points, and `eval` of the literal answers the DB judge accepts.
+//! slicing by code points, and a safe `eval` of the expressions DB answers are written in
+//! ([`eval`]: a parser and evaluator of a Python expression subset, never a Python process).
 
 /// Python's `str.isspace()` for one character: Rust's `White_Space` plus the ASCII information
 /// separators U+001C..U+001F, which Python also treats as whitespace.
@@ -26,24 +27,63 @@ pub fn prefix(s: &str, n: usize) -> &str {
     }
 }
 
-/// A value of the small Python literal subset that `eval` turns DB answers into.
+/// A value of the Python subset that `eval` turns DB answers into (see [`eval`]).
 #[derive(Clone, Debug)]
 pub enum PyValue {
     None,
     Bool(bool),
+    /// Python's `int`, limited to 128 bits (larger results are an [`EvalError`]).
     Int(i128),
     Float(f64),
     Str(String),
+    Bytes(Vec<u8>),
     List(Vec<PyValue>),
     Tuple(Vec<PyValue>),
+    /// Distinct (by Python's `==`) hashable items, in insertion order.
+    Set(Vec<PyValue>),
+    /// Distinct hashable keys with their values, in insertion order.
+    Dict(Vec<(PyValue, PyValue)>),
+}
+
+/// A number as Python compares it: `bool` and `int` are integers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Number {
+    Int(i128),
+    Float(f64),
+}
+
+impl Number {
+    pub(crate) fn to_f64(self) -> f64 {
+        match self {
+            Number::Int(i) => i as f64,
+            Number::Float(f) => f,
+        }
+    }
+
+    /// The integer a float equals exactly, if any (so `2**60 + 1 != 2.0**60`, as in Python).
+    fn float_as_int(f: f64) -> Option<i128> {
+        // 2^127 is exactly representable; every integral float below it in magnitude fits.
+        (f.is_finite() && f.fract() == 0.0 && f.abs() < 1.7014118346046923e38).then_some(f as i128)
+    }
+
+    fn eq(self, other: Number) -> bool {
+        match (self, other) {
+            (Number::Int(a), Number::Int(b)) => a == b,
+            (Number::Float(a), Number::Float(b)) => a == b,
+            (Number::Int(i), Number::Float(f)) | (Number::Float(f), Number::Int(i)) => {
+                Number::float_as_int(f) == Some(i)
+            }
+        }
+    }
 }
 
 impl PartialEq for PyValue {
     /// Python's `==`: numbers compare by value across bool/int/float, sequences element-wise
-    /// (a list never equals a tuple), everything else by type and value.
+    /// (a list never equals a tuple, `str` never equals `bytes`), sets and dicts regardless
+    /// of order, everything else by type and value.
     fn eq(&self, other: &Self) -> bool {
         match (self.as_number(), other.as_number()) {
-            (Some(a), Some(b)) => return a == b,
+            (Some(a), Some(b)) => return a.eq(b),
             (Some(_), Option::None) | (Option::None, Some(_)) => return false,
             _ => {}
         }
@@ -51,28 +91,103 @@ impl PartialEq for PyValue {
         match (self, other) {
             (None, None) => true,
             (Str(a), Str(b)) => a == b,
+            (Bytes(a), Bytes(b)) => a == b,
             (List(a), List(b)) | (Tuple(a), Tuple(b)) => a == b,
+            (Set(a), Set(b)) => {
+                let items: Vec<&PyValue> = b.iter().collect();
+                let index = ItemIndex::new(items.iter().copied());
+                a.len() == b.len() && a.iter().all(|x| index.position(&items, x).is_some())
+            }
+            (Dict(a), Dict(b)) => {
+                let keys: Vec<&PyValue> = b.iter().map(|(k, _)| k).collect();
+                let index = ItemIndex::new(keys.iter().copied());
+                a.len() == b.len()
+                    && a.iter()
+                        .all(|(k, v)| index.position(&keys, k).is_some_and(|i| b[i].1 == *v))
+            }
             _ => false,
         }
     }
 }
 
 impl PyValue {
-    fn as_number(&self) -> Option<f64> {
+    pub(crate) fn as_number(&self) -> Option<Number> {
         match self {
-            PyValue::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
-            PyValue::Int(i) => Some(*i as f64),
-            PyValue::Float(f) => Some(*f),
+            PyValue::Bool(b) => Some(Number::Int(*b as i128)),
+            PyValue::Int(i) => Some(Number::Int(*i)),
+            PyValue::Float(f) => Some(Number::Float(*f)),
             _ => None,
         }
     }
 
-    /// Whether Python could put the value in a `set` (lists are unhashable).
-    pub fn is_hashable(&self) -> bool {
+    /// Python's type name, for error messages.
+    pub fn type_name(&self) -> &'static str {
         match self {
-            PyValue::List(_) => false,
-            PyValue::Tuple(items) => items.iter().all(PyValue::is_hashable),
-            _ => true,
+            PyValue::None => "NoneType",
+            PyValue::Bool(_) => "bool",
+            PyValue::Int(_) => "int",
+            PyValue::Float(_) => "float",
+            PyValue::Str(_) => "str",
+            PyValue::Bytes(_) => "bytes",
+            PyValue::List(_) => "list",
+            PyValue::Tuple(_) => "tuple",
+            PyValue::Set(_) => "set",
+            PyValue::Dict(_) => "dict",
+        }
+    }
+
+    /// Whether Python could put the value in a `set` (lists, sets and dicts are unhashable).
+    pub fn is_hashable(&self) -> bool {
+        self.py_hash().is_some()
+    }
+
+    /// A hash consistent with [`PartialEq`] (equal values hash alike, e.g. `1`, `1.0` and
+    /// `True`), or `None` for an unhashable value.
+    pub(crate) fn py_hash(&self) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        match self {
+            PyValue::None => 0u8.hash(&mut h),
+            PyValue::Bool(_) | PyValue::Int(_) | PyValue::Float(_) => {
+                1u8.hash(&mut h);
+                match self.as_number()? {
+                    Number::Int(i) => i.hash(&mut h),
+                    Number::Float(f) => match Number::float_as_int(f) {
+                        Some(i) => i.hash(&mut h),
+                        None => f.to_bits().hash(&mut h),
+                    },
+                }
+            }
+            PyValue::Str(s) => {
+                2u8.hash(&mut h);
+                s.hash(&mut h);
+            }
+            PyValue::Bytes(b) => {
+                3u8.hash(&mut h);
+                b.hash(&mut h);
+            }
+            PyValue::Tuple(items) => {
+                4u8.hash(&mut h);
+                for item in items {
+                    item.py_hash()?.hash(&mut h);
+                }
+            }
+            PyValue::List(_) | PyValue::Set(_) | PyValue::Dict(_) => return None,
+        }
+        Some(h.finish())
+    }
+
+    /// Python's truth value (`bool(x)`).
+    pub fn is_truthy(&self) -> bool {
+        match self {
+            PyValue::None => false,
+            PyValue::Bool(b) => *b,
+            PyValue::Int(i) => *i != 0,
+            PyValue::Float(f) => *f != 0.0,
+            PyValue::Str(s) => !s.is_empty(),
+            PyValue::Bytes(b) => !b.is_empty(),
+            PyValue::List(v) | PyValue::Tuple(v) | PyValue::Set(v) => !v.is_empty(),
+            PyValue::Dict(d) => !d.is_empty(),
         }
     }
 
@@ -80,19 +195,65 @@ impl PyValue {
     pub fn to_float(&self) -> Option<f64> {
         match self {
             PyValue::Str(s) => parse_float(s),
-            PyValue::None | PyValue::List(_) | PyValue::Tuple(_) => None,
-            _ => self.as_number(),
+            // float(b"1.5") parses the bytes as ASCII text.
+            PyValue::Bytes(b) => std::str::from_utf8(b)
+                .ok()
+                .filter(|s| s.is_ascii())
+                .and_then(parse_float),
+            _ => self.as_number().map(Number::to_f64),
         }
     }
 
-    /// Python's `list(x)`: sequences give their items, strings their characters; `None` where
-    /// Python raises `TypeError` (numbers, `None`, booleans).
+    /// Python's `list(x)`: sequences and sets give their items, dicts their keys, strings
+    /// their characters, bytes their byte values; `None` where Python raises `TypeError`
+    /// (numbers, `None`, booleans).
     pub fn to_list(&self) -> Option<Vec<PyValue>> {
         match self {
-            PyValue::List(v) | PyValue::Tuple(v) => Some(v.clone()),
+            PyValue::List(v) | PyValue::Tuple(v) | PyValue::Set(v) => Some(v.clone()),
+            PyValue::Dict(d) => Some(d.iter().map(|(k, _)| k.clone()).collect()),
             PyValue::Str(s) => Some(s.chars().map(|c| PyValue::Str(c.to_string())).collect()),
+            PyValue::Bytes(b) => Some(b.iter().map(|&x| PyValue::Int(x as i128)).collect()),
             _ => None,
         }
+    }
+}
+
+/// Python's `set(items)`: the distinct items in first-seen order, or `Err` with the type name
+/// of the first unhashable item (where Python raises `TypeError`).
+pub fn distinct_items(items: impl IntoIterator<Item = PyValue>) -> Result<Vec<PyValue>, &'static str> {
+    let mut out: Vec<PyValue> = Vec::new();
+    let mut buckets: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
+    for item in items {
+        let hash = item.py_hash().ok_or(item.type_name())?;
+        let bucket = buckets.entry(hash).or_default();
+        if !bucket.iter().any(|&i| out[i] == item) {
+            bucket.push(out.len());
+            out.push(item);
+        }
+    }
+    Ok(out)
+}
+
+/// A hash index over hashable items, for Python's `in` on sets and dict keys in linear time.
+pub(crate) struct ItemIndex {
+    buckets: std::collections::HashMap<u64, Vec<usize>>,
+}
+
+impl ItemIndex {
+    pub(crate) fn new<'a>(items: impl Iterator<Item = &'a PyValue>) -> ItemIndex {
+        let mut buckets: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
+        for (i, item) in items.enumerate() {
+            if let Some(h) = item.py_hash() {
+                buckets.entry(h).or_default().push(i);
+            }
+        }
+        ItemIndex { buckets }
+    }
+
+    /// The index in `items` (the slice the index was built from) of an item equal to `x`.
+    pub(crate) fn position(&self, items: &[&PyValue], x: &PyValue) -> Option<usize> {
+        let bucket = self.buckets.get(&x.py_hash()?)?;
+        bucket.iter().copied().find(|&i| items[i] == x)
     }
 }
 
@@ -137,270 +298,8 @@ pub fn parse_float(s: &str) -> Option<f64> {
     cleaned.parse::<f64>().ok()
 }
 
-/// `eval` of a Python literal expression: strings (single, double, triple quoted, with escapes
-/// and implicit concatenation), ints, floats, `None`/`True`/`False`, lists and tuples, with a
-/// leading sign on numbers. Leading spaces and tabs are allowed as `eval` allows them. Anything
-/// else (names, operators, calls) returns `None`, where Python would raise or compute something
-/// a literal answer never needs.
-pub fn eval_literal(src: &str) -> Option<PyValue> {
-    let src = src.trim_start_matches([' ', '\t']);
-    let mut p = LitParser {
-        s: src.chars().collect(),
-        i: 0,
-    };
-    let v = p.expr_list()?;
-    p.ws();
-    if p.i == p.s.len() {
-        Some(v)
-    } else {
-        None
-    }
-}
-
-struct LitParser {
-    s: Vec<char>,
-    i: usize,
-}
-
-impl LitParser {
-    fn peek(&self) -> Option<char> {
-        self.s.get(self.i).copied()
-    }
-
-    fn ws(&mut self) {
-        while let Some(c) = self.peek() {
-            // Inside brackets newlines are allowed too; at top level a newline would end the
-            // expression in Python, and then trailing text is an error, which the caller sees.
-            if c == ' ' || c == '\t' || c == '\x0c' || c == '\n' || c == '\r' {
-                self.i += 1;
-            } else if c == '\\' && self.s.get(self.i + 1) == Some(&'\n') {
-                self.i += 2;
-            } else {
-                break;
-            }
-        }
-    }
-
-    /// A top-level expression, where `1, 2` is a tuple.
-    fn expr_list(&mut self) -> Option<PyValue> {
-        let first = self.atom()?;
-        self.ws();
-        if self.peek() != Some(',') {
-            return Some(first);
-        }
-        let mut items = vec![first];
-        while self.peek() == Some(',') {
-            self.i += 1;
-            self.ws();
-            if self.i == self.s.len() {
-                break;
-            }
-            items.push(self.atom()?);
-            self.ws();
-        }
-        Some(PyValue::Tuple(items))
-    }
-
-    fn seq(&mut self, close: char) -> Option<(Vec<PyValue>, bool)> {
-        let mut items = Vec::new();
-        let mut trailing_comma = false;
-        loop {
-            self.ws();
-            if self.peek() == Some(close) {
-                self.i += 1;
-                return Some((items, trailing_comma));
-            }
-            items.push(self.atom()?);
-            self.ws();
-            match self.peek() {
-                Some(',') => {
-                    self.i += 1;
-                    trailing_comma = true;
-                }
-                Some(c) if c == close => {
-                    trailing_comma = false;
-                }
-                _ => return None,
-            }
-        }
-    }
-
-    fn atom(&mut self) -> Option<PyValue> {
-        self.ws();
-        let c = self.peek()?;
-        match c {
-            '[' => {
-                self.i += 1;
-                Some(PyValue::List(self.seq(']')?.0))
-            }
-            '(' => {
-                self.i += 1;
-                let (items, trailing) = self.seq(')')?;
-                if items.len() == 1 && !trailing {
-                    Some(items.into_iter().next()?)
-                } else {
-                    Some(PyValue::Tuple(items))
-                }
-            }
-            '\'' | '"' => {
-                let mut out = self.string()?;
-                // Adjacent string literals concatenate.
-                loop {
-                    let save = self.i;
-                    self.ws();
-                    match self.peek() {
-                        Some('\'') | Some('"') => out.push_str(&self.string()?),
-                        _ => {
-                            self.i = save;
-                            break;
-                        }
-                    }
-                }
-                Some(PyValue::Str(out))
-            }
-            '+' | '-' => {
-                self.i += 1;
-                let v = self.atom()?;
-                let neg = c == '-';
-                match v {
-                    PyValue::Int(n) => Some(PyValue::Int(if neg { -n } else { n })),
-                    PyValue::Float(f) => Some(PyValue::Float(if neg { -f } else { f })),
-                    PyValue::Bool(b) => Some(PyValue::Int(if neg { -(b as i128) } else { b as i128 })),
-                    _ => None,
-                }
-            }
-            c if c.is_ascii_digit() || c == '.' => self.number(),
-            c if c.is_alphabetic() || c == '_' => {
-                let start = self.i;
-                while self.peek().is_some_and(|c| c.is_alphanumeric() || c == '_') {
-                    self.i += 1;
-                }
-                let word: String = self.s[start..self.i].iter().collect();
-                match word.as_str() {
-                    "None" => Some(PyValue::None),
-                    "True" => Some(PyValue::Bool(true)),
-                    "False" => Some(PyValue::Bool(false)),
-                    // String prefixes (r, b, u, f…) and names: not literals we evaluate.
-                    _ => None,
-                }
-            }
-            _ => None,
-        }
-    }
-
-    fn number(&mut self) -> Option<PyValue> {
-        let start = self.i;
-        let mut is_float = false;
-        while let Some(c) = self.peek() {
-            if c.is_ascii_digit() || c == '_' {
-                self.i += 1;
-            } else if c == '.' {
-                is_float = true;
-                self.i += 1;
-            } else if (c == 'e' || c == 'E') && self.i > start {
-                is_float = true;
-                self.i += 1;
-                if matches!(self.peek(), Some('+') | Some('-')) {
-                    self.i += 1;
-                }
-            } else {
-                break;
-            }
-        }
-        let text: String = self.s[start..self.i].iter().filter(|&&c| c != '_').collect();
-        if self.peek().is_some_and(|c| c.is_alphanumeric()) {
-            return None; // 0x…, 1j, 12abc: not supported / not a literal
-        }
-        if is_float {
-            text.parse::<f64>().ok().map(PyValue::Float)
-        } else {
-            // Python rejects leading zeros in non-zero decimal ints ("012").
-            if text.len() > 1 && text.starts_with('0') && text.chars().any(|c| c != '0') {
-                return None;
-            }
-            text.parse::<i128>().ok().map(PyValue::Int)
-        }
-    }
-
-    fn string(&mut self) -> Option<String> {
-        let q = self.peek()?;
-        let triple = self.s.get(self.i + 1) == Some(&q) && self.s.get(self.i + 2) == Some(&q);
-        self.i += if triple { 3 } else { 1 };
-        let mut out = String::new();
-        loop {
-            let c = self.peek()?;
-            if c == q {
-                if !triple {
-                    self.i += 1;
-                    return Some(out);
-                }
-                if self.s.get(self.i + 1) == Some(&q) && self.s.get(self.i + 2) == Some(&q) {
-                    self.i += 3;
-                    return Some(out);
-                }
-                out.push(c);
-                self.i += 1;
-                continue;
-            }
-            if c == '\n' && !triple {
-                return None;
-            }
-            if c == '\\' {
-                self.i += 1;
-                let e = self.peek()?;
-                self.i += 1;
-                match e {
-                    '\n' => {}
-                    '\\' => out.push('\\'),
-                    '\'' => out.push('\''),
-                    '"' => out.push('"'),
-                    'n' => out.push('\n'),
-                    't' => out.push('\t'),
-                    'r' => out.push('\r'),
-                    'a' => out.push('\x07'),
-                    'b' => out.push('\x08'),
-                    'f' => out.push('\x0c'),
-                    'v' => out.push('\x0b'),
-                    '0'..='7' => {
-                        let mut v = e.to_digit(8)?;
-                        for _ in 0..2 {
-                            match self.peek().and_then(|d| d.to_digit(8)) {
-                                Some(d) => {
-                                    v = v * 8 + d;
-                                    self.i += 1;
-                                }
-                                None => break,
-                            }
-                        }
-                        out.push(char::from_u32(v)?);
-                    }
-                    'x' | 'u' | 'U' => {
-                        let n = match e {
-                            'x' => 2,
-                            'u' => 4,
-                            _ => 8,
-                        };
-                        let hex: String = self.s.get(self.i..self.i + n)?.iter().collect();
-                        let v = u32::from_str_radix(&hex, 16).ok()?;
-                        if hex.len() != n || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                            return None;
-                        }
-                        self.i += n;
-                        out.push(char::from_u32(v)?);
-                    }
-                    // Unknown escapes keep the backslash, as Python does.
-                    other => {
-                        out.push('\\');
-                        out.push(other);
-                    }
-                }
-                continue;
-            }
-            out.push(c);
-            self.i += 1;
-        }
-    }
-}
+mod eval;
+pub use eval::{eval, EvalError, EvalErrorKind, MAX_DEPTH, MAX_SOURCE_CHARS, MAX_WORK};
 
 #[cfg(test)]
 mod tests {
@@ -414,25 +313,28 @@ mod tests {
     }
 
     #[test]
-    fn literals() {
+    fn equality_and_sets_follow_python() {
+        // Exact int/float comparison: 2**60 + 1 != 2.0**60, but 2**60 == 2.0**60.
+        let big = 1i128 << 60;
+        assert!(PyValue::Int(big + 1) != PyValue::Float(big as f64));
+        assert!(PyValue::Int(big) == PyValue::Float(big as f64));
+        assert!(PyValue::Str("a".into()) != PyValue::Bytes(b"a".to_vec()));
+        let items = vec![
+            PyValue::Int(1),
+            PyValue::Float(1.0),
+            PyValue::Bool(true),
+            PyValue::Int(2),
+        ];
+        assert_eq!(distinct_items(items).unwrap(), vec![PyValue::Int(1), PyValue::Int(2)]);
+        assert_eq!(distinct_items(vec![PyValue::List(vec![])]), Err("list"));
+        let a = PyValue::Set(vec![PyValue::Int(1), PyValue::Int(2)]);
+        let b = PyValue::Set(vec![PyValue::Float(2.0), PyValue::Bool(true)]);
+        assert!(a == b);
+        assert_eq!(PyValue::Bytes(b"1.5".to_vec()).to_float(), Some(1.5));
         assert_eq!(
-            eval_literal(" [\"a\", 'b']"),
-            Some(PyValue::List(vec![PyValue::Str("a".into()), PyValue::Str("b".into())]))
+            PyValue::Dict(vec![(PyValue::Str("k".into()), PyValue::None)]).to_list(),
+            Some(vec![PyValue::Str("k".into())])
         );
-        assert_eq!(eval_literal("1998"), Some(PyValue::Int(1998)));
-        assert_eq!(eval_literal("-2.5"), Some(PyValue::Float(-2.5)));
-        assert_eq!(eval_literal("(1,)"), Some(PyValue::Tuple(vec![PyValue::Int(1)])));
-        assert_eq!(eval_literal("(1)"), Some(PyValue::Int(1)));
-        assert_eq!(
-            eval_literal("1, 2"),
-            Some(PyValue::Tuple(vec![PyValue::Int(1), PyValue::Int(2)]))
-        );
-        assert_eq!(eval_literal("'a' 'b'"), Some(PyValue::Str("ab".into())));
-        assert_eq!(eval_literal("none"), None);
-        assert_eq!(eval_literal("March 19, 1998"), None);
-        assert_eq!(eval_literal("[1, 2"), None);
-        assert_eq!(eval_literal("'it\\'s'"), Some(PyValue::Str("it's".into())));
-        assert_eq!(eval_literal("012"), None);
     }
 
     #[test]

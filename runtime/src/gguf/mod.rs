@@ -5,7 +5,7 @@ mod reader;
 mod value;
 
 pub use reader::{GgufHeader, TensorInfo, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS};
-pub use value::{Value, ValueType};
+pub use value::{Array, ArrayIter, Item, StringArray, Value, ValueType};
 
 use crate::quant::GgmlType;
 use memmap2::Mmap;
@@ -37,6 +37,70 @@ pub enum GgufError {
     },
     #[error("tensor {0:?} is not in the file")]
     MissingTensor(String),
+    #[error("{path} is {kind}, not a regular file; give the path of a model file")]
+    NotAFile { path: PathBuf, kind: &'static str },
+}
+
+/// What a non-regular file is, in words, for the error message.
+fn file_kind(ty: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ty.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if ty.is_char_device() {
+            return "a character device";
+        }
+        if ty.is_block_device() {
+            return "a block device";
+        }
+        if ty.is_socket() {
+            return "a socket";
+        }
+    }
+    if ty.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens `path` for reading only if it is a regular file (or a symlink to one). The type is
+/// checked on the open descriptor, so a path swapped for a FIFO in between cannot slip
+/// through; on Unix the open itself does not block (`O_NONBLOCK`), so a FIFO with no writer is
+/// reported instead of hanging.
+pub fn open_regular_file(path: &Path) -> Result<File, GgufError> {
+    let io = |source| GgufError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    // A directory opens fine on Linux but then fails to map with "No such device"; say what it is.
+    if let Ok(meta) = std::fs::metadata(path) {
+        if !meta.is_file() {
+            return Err(GgufError::NotAFile {
+                path: path.to_path_buf(),
+                kind: file_kind(meta.file_type()),
+            });
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Only the open is affected for regular files, whose reads never block.
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(GgufError::NotAFile {
+            path: path.to_path_buf(),
+            kind: file_kind(meta.file_type()),
+        });
+    }
+    Ok(file)
 }
 
 enum Storage {
@@ -75,7 +139,7 @@ impl GgufFile {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
+        let file = open_regular_file(path)?;
         // SAFETY: the mapping is read-only. Like every mmap-based loader (llama.cpp included) we
         // rely on the file not being truncated or rewritten in place while it is mapped; our own
         // writers only ever replace files by rename, which leaves this mapping intact.
@@ -168,7 +232,7 @@ impl GgufFile {
         self.typed(key, "a string", Value::as_str)
     }
 
-    pub fn get_array(&self, key: &str) -> Result<Option<&[Value]>, GgufError> {
+    pub fn get_array(&self, key: &str) -> Result<Option<&Array>, GgufError> {
         self.typed(key, "an array", Value::as_array)
     }
 

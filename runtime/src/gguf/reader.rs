@@ -2,9 +2,12 @@
 //!
 //! Every count, length and offset read from the file is checked against the bytes that are
 //! actually there before it is used, so a truncated or hostile file yields a [`GgufError`]
-//! naming what is wrong instead of a panic, an abort or an out-of-range read.
+//! naming what is wrong instead of a panic, an abort or an out-of-range read. Memory is
+//! bounded too: arrays are stored as typed vectors (about their size in the file), and the
+//! whole parsed header may take at most twice the file size plus 1 MiB, charged before each
+//! allocation, so a crafted file cannot make the reader allocate many times its own size.
 
-use super::value::{Value, ValueType};
+use super::value::{Array, StringArray, Value, ValueType};
 use super::GgufError;
 use crate::quant::GgmlType;
 use std::collections::HashMap;
@@ -15,6 +18,16 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 pub const MAX_DIMS: usize = 4;
 /// Arrays of arrays are legal; this bounds the recursion a hostile file can ask for.
 const MAX_ARRAY_DEPTH: usize = 8;
+/// The parsed header may use at most twice the file's size plus this much memory. Arrays are
+/// stored about as compactly as in the file, so only a file built to amplify (millions of
+/// tiny keys or nested arrays) gets near it.
+const MEMORY_SLACK: u64 = 1 << 20;
+/// Memory per metadata entry besides its key text and value contents: the entry itself and
+/// its index slot (a copy of the key plus the position, and the hash table's control byte).
+const KV_ENTRY_BYTES: u64 =
+    (std::mem::size_of::<(String, Value)>() + std::mem::size_of::<(String, usize)>() + 1) as u64;
+/// The same for a tensor-table entry.
+const TENSOR_ENTRY_BYTES: u64 = (std::mem::size_of::<TensorInfo>() + std::mem::size_of::<(String, usize)>() + 1) as u64;
 
 /// One entry of the tensor table.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,7 +75,13 @@ pub struct GgufHeader {
 impl GgufHeader {
     /// Parses and validates the header of a complete GGUF file image.
     pub fn parse(bytes: &[u8]) -> Result<GgufHeader, GgufError> {
-        let mut cur = Cursor { bytes, pos: 0 };
+        let memory_limit = (bytes.len() as u64).saturating_mul(2).saturating_add(MEMORY_SLACK);
+        let mut cur = Cursor {
+            bytes,
+            pos: 0,
+            memory_left: memory_limit,
+            memory_limit,
+        };
         let magic = cur.take(4, "magic")?;
         if magic != GGUF_MAGIC {
             return Err(GgufError::BadMagic([magic[0], magic[1], magic[2], magic[3]]));
@@ -86,11 +105,15 @@ impl GgufHeader {
         // 8 + 4 + 8 + 4 + 8. Counts beyond what the file can hold are rejected before allocating.
         cur.check_count(n_kv, 13, "metadata count")?;
         cur.check_count(n_tensors, 32, "tensor count")?;
+        cur.charge(n_kv.saturating_mul(KV_ENTRY_BYTES), "the metadata table")?;
+        cur.charge(n_tensors.saturating_mul(TENSOR_ENTRY_BYTES), "the tensor table")?;
 
         let mut metadata = Vec::with_capacity(n_kv as usize);
         let mut key_index = HashMap::with_capacity(n_kv as usize);
         for _ in 0..n_kv {
             let key = cur.string("metadata key")?;
+            // The key text is held twice: in the entry and in the index.
+            cur.charge(2 * key.len() as u64, "metadata keys")?;
             let ty_id = cur.u32("metadata value type")?;
             let ty = ValueType::from_id(ty_id)
                 .ok_or_else(|| GgufError::Invalid(format!("metadata key {key:?} has unknown value type {ty_id}")))?;
@@ -121,12 +144,14 @@ impl GgufHeader {
         let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
         for _ in 0..n_tensors {
             let name = cur.string("tensor name")?;
+            cur.charge(2 * name.len() as u64, "tensor names")?;
             let n_dims = cur.u32("tensor dimension count")? as usize;
             if n_dims == 0 || n_dims > MAX_DIMS {
                 return Err(GgufError::Invalid(format!(
                     "tensor {name:?} has {n_dims} dimensions (1..={MAX_DIMS} allowed)"
                 )));
             }
+            cur.charge(8 * n_dims as u64, "tensor dimensions")?;
             let mut dims = Vec::with_capacity(n_dims);
             for _ in 0..n_dims {
                 dims.push(cur.u64("tensor dimension")?);
@@ -195,6 +220,26 @@ impl GgufHeader {
         self.key_index.get(key).map(|&i| &self.metadata[i].1)
     }
 
+    /// An estimate of the heap memory this header holds (vectors' capacities, strings, the
+    /// two indexes), which parsing keeps within twice the file size plus 1 MiB.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let index_bytes = |capacity: usize| capacity * (size_of::<(String, usize)>() + 1);
+        let metadata: usize = self.metadata.capacity() * size_of::<(String, Value)>()
+            + self
+                .metadata
+                .iter()
+                .map(|(k, v)| 2 * k.capacity() + v.heap_bytes())
+                .sum::<usize>();
+        let tensors: usize = self.tensors.capacity() * size_of::<TensorInfo>()
+            + self
+                .tensors
+                .iter()
+                .map(|t| 2 * t.name.capacity() + t.dims.capacity() * size_of::<u64>())
+                .sum::<usize>();
+        metadata + tensors + index_bytes(self.key_index.capacity()) + index_bytes(self.tensor_index.capacity())
+    }
+
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
@@ -234,6 +279,9 @@ pub(crate) fn align_up(x: u64, alignment: u64) -> u64 {
 struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Memory the header may still allocate (see [`MEMORY_SLACK`]); charged before allocating.
+    memory_left: u64,
+    memory_limit: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -281,6 +329,19 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
+    /// Takes `bytes` from the memory budget, or fails naming what would exceed it.
+    fn charge(&mut self, bytes: u64, what: &str) -> Result<(), GgufError> {
+        if bytes > self.memory_left {
+            return Err(GgufError::Invalid(format!(
+                "{what} would need more memory than the {} bytes allowed for a {}-byte file's header",
+                self.memory_limit,
+                self.bytes.len()
+            )));
+        }
+        self.memory_left -= bytes;
+        Ok(())
+    }
+
     fn string(&mut self, what: &str) -> Result<String, GgufError> {
         let len = self.u64(what)?;
         let raw = self.take(len, what)?;
@@ -305,27 +366,100 @@ impl<'a> Cursor<'a> {
                 1 => Value::Bool(true),
                 b => return Err(GgufError::Invalid(format!("metadata key {key:?}: boolean byte {b}"))),
             },
-            ValueType::String => Value::String(self.string(key)?),
-            ValueType::Array => {
-                if depth >= MAX_ARRAY_DEPTH {
-                    return Err(GgufError::Invalid(format!(
-                        "metadata key {key:?}: arrays nested deeper than {MAX_ARRAY_DEPTH}"
-                    )));
+            ValueType::String => {
+                let text = self.string(key)?;
+                self.charge(text.len() as u64, "metadata strings")?;
+                Value::String(text)
+            }
+            ValueType::Array => Value::Array(self.array_value(key, depth)?),
+        })
+    }
+
+    /// An array (type id, count, elements), stored as one typed vector. The count is checked
+    /// against the bytes left and the memory budget before anything is allocated.
+    fn array_value(&mut self, key: &str, depth: usize) -> Result<Array, GgufError> {
+        if depth >= MAX_ARRAY_DEPTH {
+            return Err(GgufError::Invalid(format!(
+                "metadata key {key:?}: arrays nested deeper than {MAX_ARRAY_DEPTH}"
+            )));
+        }
+        let elem_id = self.u32(key)?;
+        let elem = ValueType::from_id(elem_id)
+            .ok_or_else(|| GgufError::Invalid(format!("metadata key {key:?}: unknown array element type {elem_id}")))?;
+        let n = self.u64(key)?;
+        let min_size = elem
+            .scalar_size()
+            .unwrap_or(if elem == ValueType::String { 8 } else { 12 }) as u64;
+        self.check_count(n, min_size, &format!("metadata key {key:?}: array length"))?;
+        let what = format!("metadata key {key:?}: array of {n} {elem:?}");
+        // `check_count` bounded n by the file size, so it fits in usize.
+        let count = n as usize;
+        macro_rules! scalars {
+            ($variant:ident, $t:ty) => {{
+                const SIZE: usize = std::mem::size_of::<$t>();
+                self.charge(n * SIZE as u64, &what)?;
+                let raw = self.take(n * SIZE as u64, key)?;
+                Array::$variant(
+                    raw.chunks_exact(SIZE)
+                        .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; SIZE])))
+                        .collect(),
+                )
+            }};
+        }
+        Ok(match elem {
+            ValueType::U8 => scalars!(U8, u8),
+            ValueType::I8 => scalars!(I8, i8),
+            ValueType::U16 => scalars!(U16, u16),
+            ValueType::I16 => scalars!(I16, i16),
+            ValueType::U32 => scalars!(U32, u32),
+            ValueType::I32 => scalars!(I32, i32),
+            ValueType::F32 => scalars!(F32, f32),
+            ValueType::U64 => scalars!(U64, u64),
+            ValueType::I64 => scalars!(I64, i64),
+            ValueType::F64 => scalars!(F64, f64),
+            ValueType::Bool => {
+                self.charge(n, &what)?;
+                let raw = self.take(n, key)?;
+                let mut items = Vec::with_capacity(count);
+                for &b in raw {
+                    match b {
+                        0 | 1 => items.push(b == 1),
+                        _ => return Err(GgufError::Invalid(format!("metadata key {key:?}: boolean byte {b}"))),
+                    }
                 }
-                let elem_id = self.u32(key)?;
-                let elem = ValueType::from_id(elem_id).ok_or_else(|| {
-                    GgufError::Invalid(format!("metadata key {key:?}: unknown array element type {elem_id}"))
-                })?;
-                let n = self.u64(key)?;
-                let min_size = elem
-                    .scalar_size()
-                    .unwrap_or(if elem == ValueType::String { 8 } else { 12 }) as u64;
-                self.check_count(n, min_size, &format!("metadata key {key:?}: array length"))?;
-                let mut items = Vec::with_capacity(n as usize);
+                Array::Bool(items)
+            }
+            ValueType::String => {
+                // First pass sizes the text so it is allocated once, exactly.
+                let start = self.pos;
+                let mut text_bytes: u64 = 0;
                 for _ in 0..n {
-                    items.push(self.value(elem, key, depth + 1)?);
+                    let len = self.u64(key)?;
+                    self.take(len, key)?;
+                    text_bytes += len;
                 }
-                Value::Array(elem, items)
+                self.pos = start;
+                let index_bytes = n * std::mem::size_of::<usize>() as u64;
+                self.charge(text_bytes.saturating_add(index_bytes), &what)?;
+                let mut items = StringArray::with_capacity(count, text_bytes as usize);
+                for _ in 0..n {
+                    let len = self.u64(key)?;
+                    let at = self.pos;
+                    let raw = self.take(len, key)?;
+                    let s = std::str::from_utf8(raw).map_err(|_| {
+                        GgufError::Invalid(format!("metadata key {key:?}: string at byte {at} is not valid UTF-8"))
+                    })?;
+                    items.push(s);
+                }
+                Array::String(items)
+            }
+            ValueType::Array => {
+                self.charge(n.saturating_mul(std::mem::size_of::<Array>() as u64), &what)?;
+                let mut items = Vec::with_capacity(count);
+                for _ in 0..n {
+                    items.push(self.array_value(key, depth + 1)?);
+                }
+                Array::Array(items)
             }
         })
     }

@@ -55,7 +55,7 @@ impl ValueType {
     }
 }
 
-/// A metadata value. Arrays keep their element type so an empty array round-trips.
+/// A metadata value. Arrays are stored compactly by element type (see [`Array`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     U8(u8),
@@ -67,42 +67,163 @@ pub enum Value {
     F32(f32),
     Bool(bool),
     String(String),
-    Array(ValueType, Vec<Value>),
+    Array(Array),
     U64(u64),
     I64(i64),
     F64(f64),
 }
 
-impl Value {
+/// A metadata array, held as one typed vector so that it costs about what it takes in the
+/// file (a `u8` array one byte per element, strings their text plus one offset each) rather
+/// than a full [`Value`] per element. Empty arrays keep their element type so they round-trip.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Array {
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    U32(Vec<u32>),
+    I32(Vec<i32>),
+    F32(Vec<f32>),
+    Bool(Vec<bool>),
+    String(StringArray),
+    /// Arrays of arrays; each inner array has its own element type.
+    Array(Vec<Array>),
+    U64(Vec<u64>),
+    I64(Vec<i64>),
+    F64(Vec<f64>),
+}
+
+/// Strings stored back to back in one buffer; `ends[i]` is where string `i` stops.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StringArray {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl StringArray {
+    pub fn new() -> StringArray {
+        StringArray::default()
+    }
+
+    /// Room for `count` strings of `text_bytes` bytes in all.
+    pub fn with_capacity(count: usize, text_bytes: usize) -> StringArray {
+        StringArray {
+            text: String::with_capacity(text_bytes),
+            ends: Vec::with_capacity(count),
+        }
+    }
+
+    pub fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.text.get(start..end)
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| self.get(i).unwrap_or_default())
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.text.capacity() + self.ends.capacity() * std::mem::size_of::<usize>()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for StringArray {
+    fn from_iter<I: IntoIterator<Item = S>>(items: I) -> StringArray {
+        let mut out = StringArray::new();
+        for s in items {
+            out.push(s.as_ref());
+        }
+        out
+    }
+}
+
+/// The elements of an [`Array`] in order, borrowed ([`Array::iter`]).
+pub struct ArrayIter<'a> {
+    array: &'a Array,
+    next: usize,
+}
+
+impl<'a> Iterator for ArrayIter<'a> {
+    type Item = Item<'a>;
+
+    fn next(&mut self) -> Option<Item<'a>> {
+        let item = self.array.get(self.next)?;
+        self.next += 1;
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.array.len().saturating_sub(self.next);
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for ArrayIter<'_> {}
+
+/// One element of an [`Array`], borrowed: the same accessors as [`Value`] without copying
+/// strings or nested arrays.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Item<'a> {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    String(&'a str),
+    Array(&'a Array),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+}
+
+impl<'a> Item<'a> {
     pub fn value_type(&self) -> ValueType {
         match self {
-            Value::U8(_) => ValueType::U8,
-            Value::I8(_) => ValueType::I8,
-            Value::U16(_) => ValueType::U16,
-            Value::I16(_) => ValueType::I16,
-            Value::U32(_) => ValueType::U32,
-            Value::I32(_) => ValueType::I32,
-            Value::F32(_) => ValueType::F32,
-            Value::Bool(_) => ValueType::Bool,
-            Value::String(_) => ValueType::String,
-            Value::Array(..) => ValueType::Array,
-            Value::U64(_) => ValueType::U64,
-            Value::I64(_) => ValueType::I64,
-            Value::F64(_) => ValueType::F64,
+            Item::U8(_) => ValueType::U8,
+            Item::I8(_) => ValueType::I8,
+            Item::U16(_) => ValueType::U16,
+            Item::I16(_) => ValueType::I16,
+            Item::U32(_) => ValueType::U32,
+            Item::I32(_) => ValueType::I32,
+            Item::F32(_) => ValueType::F32,
+            Item::Bool(_) => ValueType::Bool,
+            Item::String(_) => ValueType::String,
+            Item::Array(_) => ValueType::Array,
+            Item::U64(_) => ValueType::U64,
+            Item::I64(_) => ValueType::I64,
+            Item::F64(_) => ValueType::F64,
         }
     }
 
     /// Any integer value that fits in a u64 (GGUF writers differ in which width they use).
     pub fn as_u64(&self) -> Option<u64> {
         match *self {
-            Value::U8(v) => Some(v as u64),
-            Value::U16(v) => Some(v as u64),
-            Value::U32(v) => Some(v as u64),
-            Value::U64(v) => Some(v),
-            Value::I8(v) => u64::try_from(v).ok(),
-            Value::I16(v) => u64::try_from(v).ok(),
-            Value::I32(v) => u64::try_from(v).ok(),
-            Value::I64(v) => u64::try_from(v).ok(),
+            Item::U8(v) => Some(v as u64),
+            Item::U16(v) => Some(v as u64),
+            Item::U32(v) => Some(v as u64),
+            Item::U64(v) => Some(v),
+            Item::I8(v) => u64::try_from(v).ok(),
+            Item::I16(v) => u64::try_from(v).ok(),
+            Item::I32(v) => u64::try_from(v).ok(),
+            Item::I64(v) => u64::try_from(v).ok(),
             _ => None,
         }
     }
@@ -110,10 +231,10 @@ impl Value {
     /// Any integer value that fits in an i64.
     pub fn as_i64(&self) -> Option<i64> {
         match *self {
-            Value::I8(v) => Some(v as i64),
-            Value::I16(v) => Some(v as i64),
-            Value::I32(v) => Some(v as i64),
-            Value::I64(v) => Some(v),
+            Item::I8(v) => Some(v as i64),
+            Item::I16(v) => Some(v as i64),
+            Item::I32(v) => Some(v as i64),
+            Item::I64(v) => Some(v),
             _ => self.as_u64().and_then(|v| i64::try_from(v).ok()),
         }
     }
@@ -121,50 +242,276 @@ impl Value {
     /// Any float (or integer) value as f64.
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
-            Value::F32(v) => Some(v as f64),
-            Value::F64(v) => Some(v),
+            Item::F32(v) => Some(v as f64),
+            Item::F64(v) => Some(v),
             _ => self.as_i64().map(|v| v as f64),
         }
     }
 
     pub fn as_bool(&self) -> Option<bool> {
         match *self {
-            Value::Bool(v) => Some(v),
+            Item::Bool(v) => Some(v),
             _ => None,
         }
     }
 
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::String(s) => Some(s),
+    pub fn as_str(&self) -> Option<&'a str> {
+        match *self {
+            Item::String(s) => Some(s),
             _ => None,
         }
     }
 
-    pub fn as_array(&self) -> Option<&[Value]> {
-        match self {
-            Value::Array(_, v) => Some(v),
+    pub fn as_array(&self) -> Option<&'a Array> {
+        match *self {
+            Item::Array(a) => Some(a),
             _ => None,
+        }
+    }
+
+    /// An owned copy (clones strings and nested arrays).
+    pub fn to_value(&self) -> Value {
+        match *self {
+            Item::U8(v) => Value::U8(v),
+            Item::I8(v) => Value::I8(v),
+            Item::U16(v) => Value::U16(v),
+            Item::I16(v) => Value::I16(v),
+            Item::U32(v) => Value::U32(v),
+            Item::I32(v) => Value::I32(v),
+            Item::F32(v) => Value::F32(v),
+            Item::Bool(v) => Value::Bool(v),
+            Item::String(s) => Value::String(s.to_string()),
+            Item::Array(a) => Value::Array(a.clone()),
+            Item::U64(v) => Value::U64(v),
+            Item::I64(v) => Value::I64(v),
+            Item::F64(v) => Value::F64(v),
         }
     }
 }
 
-impl fmt::Display for Value {
+impl Array {
+    /// An empty array of `elem`.
+    pub fn empty(elem: ValueType) -> Array {
+        match elem {
+            ValueType::U8 => Array::U8(Vec::new()),
+            ValueType::I8 => Array::I8(Vec::new()),
+            ValueType::U16 => Array::U16(Vec::new()),
+            ValueType::I16 => Array::I16(Vec::new()),
+            ValueType::U32 => Array::U32(Vec::new()),
+            ValueType::I32 => Array::I32(Vec::new()),
+            ValueType::F32 => Array::F32(Vec::new()),
+            ValueType::Bool => Array::Bool(Vec::new()),
+            ValueType::String => Array::String(StringArray::new()),
+            ValueType::Array => Array::Array(Vec::new()),
+            ValueType::U64 => Array::U64(Vec::new()),
+            ValueType::I64 => Array::I64(Vec::new()),
+            ValueType::F64 => Array::F64(Vec::new()),
+        }
+    }
+
+    /// An array of strings.
+    pub fn strings<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> Array {
+        Array::String(items.into_iter().collect())
+    }
+
+    /// Builds an array of `elem` from values, each of which must be an `elem`.
+    pub fn from_values(elem: ValueType, items: impl IntoIterator<Item = Value>) -> Result<Array, String> {
+        let mut out = Array::empty(elem);
+        for (i, item) in items.into_iter().enumerate() {
+            let found = item.value_type();
+            let mismatch = || format!("array of {elem:?} given a {found:?} at index {i}");
+            match (&mut out, item) {
+                (Array::U8(v), Value::U8(x)) => v.push(x),
+                (Array::I8(v), Value::I8(x)) => v.push(x),
+                (Array::U16(v), Value::U16(x)) => v.push(x),
+                (Array::I16(v), Value::I16(x)) => v.push(x),
+                (Array::U32(v), Value::U32(x)) => v.push(x),
+                (Array::I32(v), Value::I32(x)) => v.push(x),
+                (Array::F32(v), Value::F32(x)) => v.push(x),
+                (Array::Bool(v), Value::Bool(x)) => v.push(x),
+                (Array::String(v), Value::String(x)) => v.push(&x),
+                (Array::Array(v), Value::Array(x)) => v.push(x),
+                (Array::U64(v), Value::U64(x)) => v.push(x),
+                (Array::I64(v), Value::I64(x)) => v.push(x),
+                (Array::F64(v), Value::F64(x)) => v.push(x),
+                _ => return Err(mismatch()),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn elem_type(&self) -> ValueType {
+        match self {
+            Array::U8(_) => ValueType::U8,
+            Array::I8(_) => ValueType::I8,
+            Array::U16(_) => ValueType::U16,
+            Array::I16(_) => ValueType::I16,
+            Array::U32(_) => ValueType::U32,
+            Array::I32(_) => ValueType::I32,
+            Array::F32(_) => ValueType::F32,
+            Array::Bool(_) => ValueType::Bool,
+            Array::String(_) => ValueType::String,
+            Array::Array(_) => ValueType::Array,
+            Array::U64(_) => ValueType::U64,
+            Array::I64(_) => ValueType::I64,
+            Array::F64(_) => ValueType::F64,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Array::U8(v) => v.len(),
+            Array::I8(v) => v.len(),
+            Array::U16(v) => v.len(),
+            Array::I16(v) => v.len(),
+            Array::U32(v) => v.len(),
+            Array::I32(v) => v.len(),
+            Array::F32(v) => v.len(),
+            Array::Bool(v) => v.len(),
+            Array::String(v) => v.len(),
+            Array::Array(v) => v.len(),
+            Array::U64(v) => v.len(),
+            Array::I64(v) => v.len(),
+            Array::F64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i`, borrowed.
+    pub fn get(&self, i: usize) -> Option<Item<'_>> {
+        Some(match self {
+            Array::U8(v) => Item::U8(*v.get(i)?),
+            Array::I8(v) => Item::I8(*v.get(i)?),
+            Array::U16(v) => Item::U16(*v.get(i)?),
+            Array::I16(v) => Item::I16(*v.get(i)?),
+            Array::U32(v) => Item::U32(*v.get(i)?),
+            Array::I32(v) => Item::I32(*v.get(i)?),
+            Array::F32(v) => Item::F32(*v.get(i)?),
+            Array::Bool(v) => Item::Bool(*v.get(i)?),
+            Array::String(v) => Item::String(v.get(i)?),
+            Array::Array(v) => Item::Array(v.get(i)?),
+            Array::U64(v) => Item::U64(*v.get(i)?),
+            Array::I64(v) => Item::I64(*v.get(i)?),
+            Array::F64(v) => Item::F64(*v.get(i)?),
+        })
+    }
+
+    /// The elements in order, borrowed.
+    pub fn iter(&self) -> ArrayIter<'_> {
+        ArrayIter { array: self, next: 0 }
+    }
+
+    /// The strings of a string array; `None` for other element types.
+    pub fn as_strings(&self) -> Option<&StringArray> {
+        match self {
+            Array::String(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Heap memory this array holds (capacity, not just length), for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        fn vec_bytes<T>(v: &Vec<T>) -> usize {
+            v.capacity() * std::mem::size_of::<T>()
+        }
+        match self {
+            Array::U8(v) => vec_bytes(v),
+            Array::I8(v) => vec_bytes(v),
+            Array::U16(v) => vec_bytes(v),
+            Array::I16(v) => vec_bytes(v),
+            Array::U32(v) => vec_bytes(v),
+            Array::I32(v) => vec_bytes(v),
+            Array::F32(v) => vec_bytes(v),
+            Array::Bool(v) => vec_bytes(v),
+            Array::String(v) => v.heap_bytes(),
+            Array::Array(v) => vec_bytes(v) + v.iter().map(Array::heap_bytes).sum::<usize>(),
+            Array::U64(v) => vec_bytes(v),
+            Array::I64(v) => vec_bytes(v),
+            Array::F64(v) => vec_bytes(v),
+        }
+    }
+}
+
+impl Value {
+    pub fn value_type(&self) -> ValueType {
+        self.as_item().value_type()
+    }
+
+    /// This value as a borrowed [`Item`], which carries the accessors.
+    pub fn as_item(&self) -> Item<'_> {
+        match self {
+            Value::U8(v) => Item::U8(*v),
+            Value::I8(v) => Item::I8(*v),
+            Value::U16(v) => Item::U16(*v),
+            Value::I16(v) => Item::I16(*v),
+            Value::U32(v) => Item::U32(*v),
+            Value::I32(v) => Item::I32(*v),
+            Value::F32(v) => Item::F32(*v),
+            Value::Bool(v) => Item::Bool(*v),
+            Value::String(s) => Item::String(s),
+            Value::Array(a) => Item::Array(a),
+            Value::U64(v) => Item::U64(*v),
+            Value::I64(v) => Item::I64(*v),
+            Value::F64(v) => Item::F64(*v),
+        }
+    }
+
+    /// Any integer value that fits in a u64 (GGUF writers differ in which width they use).
+    pub fn as_u64(&self) -> Option<u64> {
+        self.as_item().as_u64()
+    }
+
+    /// Any integer value that fits in an i64.
+    pub fn as_i64(&self) -> Option<i64> {
+        self.as_item().as_i64()
+    }
+
+    /// Any float (or integer) value as f64.
+    pub fn as_f64(&self) -> Option<f64> {
+        self.as_item().as_f64()
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        self.as_item().as_bool()
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        self.as_item().as_str()
+    }
+
+    pub fn as_array(&self) -> Option<&Array> {
+        self.as_item().as_array()
+    }
+
+    /// Heap memory behind this value (strings and arrays), for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Value::String(s) => s.capacity(),
+            Value::Array(a) => a.heap_bytes(),
+            _ => 0,
+        }
+    }
+}
+
+impl fmt::Display for Item<'_> {
     /// Short human form: long arrays are summarised, long strings cut.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Value::U8(v) => write!(f, "{v}"),
-            Value::I8(v) => write!(f, "{v}"),
-            Value::U16(v) => write!(f, "{v}"),
-            Value::I16(v) => write!(f, "{v}"),
-            Value::U32(v) => write!(f, "{v}"),
-            Value::I32(v) => write!(f, "{v}"),
-            Value::F32(v) => write!(f, "{v}"),
-            Value::Bool(v) => write!(f, "{v}"),
-            Value::U64(v) => write!(f, "{v}"),
-            Value::I64(v) => write!(f, "{v}"),
-            Value::F64(v) => write!(f, "{v}"),
-            Value::String(s) => {
+        match *self {
+            Item::U8(v) => write!(f, "{v}"),
+            Item::I8(v) => write!(f, "{v}"),
+            Item::U16(v) => write!(f, "{v}"),
+            Item::I16(v) => write!(f, "{v}"),
+            Item::U32(v) => write!(f, "{v}"),
+            Item::I32(v) => write!(f, "{v}"),
+            Item::F32(v) => write!(f, "{v}"),
+            Item::Bool(v) => write!(f, "{v}"),
+            Item::U64(v) => write!(f, "{v}"),
+            Item::I64(v) => write!(f, "{v}"),
+            Item::F64(v) => write!(f, "{v}"),
+            Item::String(s) => {
                 let cut: String = s.chars().take(80).collect();
                 if cut.len() < s.len() {
                     write!(f, "{cut:?}… ({} bytes)", s.len())
@@ -172,15 +519,17 @@ impl fmt::Display for Value {
                     write!(f, "{s:?}")
                 }
             }
-            Value::Array(ty, items) => {
-                write!(f, "[{ty:?}; {}]", items.len())?;
+            Item::Array(items) => {
+                write!(f, "[{:?}; {}]", items.elem_type(), items.len())?;
                 if !items.is_empty() {
                     f.write_str(" ")?;
-                    for (i, item) in items.iter().take(4).enumerate() {
+                    for i in 0..items.len().min(4) {
                         if i > 0 {
                             f.write_str(", ")?;
                         }
-                        write!(f, "{item}")?;
+                        if let Some(item) = items.get(i) {
+                            write!(f, "{item}")?;
+                        }
                     }
                     if items.len() > 4 {
                         f.write_str(", …")?;
@@ -189,5 +538,12 @@ impl fmt::Display for Value {
                 Ok(())
             }
         }
+    }
+}
+
+impl fmt::Display for Value {
+    /// Short human form: long arrays are summarised, long strings cut.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_item().fmt(f)
     }
 }

@@ -9,6 +9,9 @@ use crate::gguf::GgufFile;
 /// from the reference for that model.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral"];
 
+/// Tensors every transformer block has: attention and FFN norms, Q, K, V, O, gate, up, down.
+const TENSORS_PER_BLOCK: usize = 9;
+
 /// How RoPE positions are scaled for context extension.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RopeScaling {
@@ -59,7 +62,8 @@ impl LlamaConfig {
         let ffn_dim = req("feed_forward_length")?;
         let n_heads = req("attention.head_count")?;
         let n_kv_heads = match file.get_u64(&key("attention.head_count_kv"))? {
-            Some(v) => v as usize,
+            Some(v) => usize::try_from(v)
+                .map_err(|_| ModelError::Config(format!("{} = {v} is too large", key("attention.head_count_kv"))))?,
             None => n_heads,
         };
         for (name, v) in [
@@ -111,6 +115,7 @@ impl LlamaConfig {
             )));
         }
         let vocab_size = Self::vocab_size(file, &arch)?;
+        Self::check_counts_against_file(file, &arch, n_layers, vocab_size)?;
         Ok(LlamaConfig {
             architecture: arch,
             max_context,
@@ -125,6 +130,37 @@ impl LlamaConfig {
             rope_scaling,
             rms_eps,
         })
+    }
+
+    /// Counts that size allocations are checked against what the file actually holds, so a
+    /// hostile header (say `block_count` = 10^8) is an error here rather than a huge
+    /// allocation when the layers are loaded.
+    fn check_counts_against_file(
+        file: &GgufFile,
+        arch: &str,
+        n_layers: usize,
+        vocab_size: usize,
+    ) -> Result<(), ModelError> {
+        let blocks_present = file.tensors().len() / TENSORS_PER_BLOCK;
+        if n_layers > blocks_present {
+            return Err(ModelError::Config(format!(
+                "{arch}.block_count is {n_layers}, but the file's {} tensors can hold at most {blocks_present} \
+                 blocks ({TENSORS_PER_BLOCK} tensors each): the tensors of blocks {blocks_present}.. are missing",
+                file.tensors().len()
+            )));
+        }
+        if vocab_size == 0 {
+            return Err(ModelError::Config("the vocabulary is empty".into()));
+        }
+        if let Some(tokens) = file.get_array("tokenizer.ggml.tokens")? {
+            if tokens.len() != vocab_size {
+                return Err(ModelError::Config(format!(
+                    "the vocabulary size is {vocab_size}, but tokenizer.ggml.tokens lists {} tokens",
+                    tokens.len()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Width of one position's keys (or values) across all KV heads.
@@ -163,7 +199,7 @@ impl LlamaConfig {
     /// the output (or embedding) matrix.
     fn vocab_size(file: &GgufFile, arch: &str) -> Result<usize, ModelError> {
         if let Some(v) = file.get_u64(&format!("{arch}.vocab_size"))? {
-            return Ok(v as usize);
+            return usize::try_from(v).map_err(|_| ModelError::Config(format!("{arch}.vocab_size = {v} is too large")));
         }
         if let Some(tokens) = file.get_array("tokenizer.ggml.tokens")? {
             return Ok(tokens.len());

@@ -19,7 +19,7 @@ mod weights;
 pub use config::{LlamaConfig, RopeScaling, SUPPORTED_ARCHITECTURES};
 pub use kv_cache::KvType;
 pub use ops::Activations;
-pub use session::{Session, SessionOptions, MAX_BATCH};
+pub use session::{context_memory_bytes, Session, SessionOptions, MAX_BATCH, MAX_CONTEXT};
 pub use weights::{LlamaModel, Weight};
 
 use crate::gguf::GgufError;

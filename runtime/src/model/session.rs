@@ -18,6 +18,69 @@ const PARALLEL_ATTENTION_WORK: usize = 1 << 16;
 /// Largest number of tokens pushed through the matmuls at once.
 pub const MAX_BATCH: usize = 512;
 
+/// Hard ceiling on a session's context, whatever the model file claims (16 Mi tokens, far
+/// beyond any model this runtime loads); the memory check below usually binds first.
+pub const MAX_CONTEXT: usize = 1 << 24;
+
+/// Bytes a session of `n_ctx` positions allocates up front: the KV cache (keys and values of
+/// every layer) and the RoPE table (a cos/sin pair of f32 per position and dimension pair).
+/// `None` when the product overflows.
+pub fn context_memory_bytes(cfg: &super::LlamaConfig, n_ctx: usize, kv_type: KvType) -> Option<u64> {
+    let elem: u64 = match kv_type {
+        KvType::F16 => 2,
+        KvType::F32 => 4,
+    };
+    let kv = (cfg.n_layers as u64)
+        .checked_mul(n_ctx as u64)?
+        .checked_mul(cfg.kv_dim() as u64)?
+        .checked_mul(elem)?
+        .checked_mul(2)?;
+    let rope = (n_ctx as u64).checked_mul(cfg.head_dim as u64)?.checked_mul(4)?;
+    kv.checked_add(rope)
+}
+
+/// Memory the kernel says a new allocation can get (`MemAvailable` plus free swap), or `None`
+/// where that cannot be read (then no check is made).
+fn available_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = meminfo.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+        kib.checked_mul(1024)
+    };
+    Some(field("MemAvailable:")?.saturating_add(field("SwapFree:").unwrap_or(0)))
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// Refuses a context the process could not hold, before anything is allocated: over
+/// [`MAX_CONTEXT`], an overflowing size, or more memory than is available.
+fn check_context_fits(cfg: &super::LlamaConfig, n_ctx: usize, kv_type: KvType) -> Result<(), ModelError> {
+    if n_ctx > MAX_CONTEXT {
+        return Err(ModelError::Options(format!(
+            "context length {n_ctx} is above the limit of {MAX_CONTEXT} tokens; use a smaller --ctx"
+        )));
+    }
+    let need = context_memory_bytes(cfg, n_ctx, kv_type).ok_or_else(|| {
+        ModelError::Options(format!(
+            "the KV cache for a {n_ctx}-token context overflows a 64-bit size"
+        ))
+    })?;
+    if let Some(available) = available_memory_bytes() {
+        if need > available {
+            return Err(ModelError::Options(format!(
+                "a {n_ctx}-token context needs {} for the KV cache, more than the {} of memory available; \
+                 use a smaller --ctx",
+                gib(need),
+                gib(available)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// How to set up a [`Session`].
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
@@ -98,16 +161,20 @@ impl Session {
         } else {
             opts.n_ctx.min(cfg.max_context)
         };
+        check_context_fits(cfg, n_ctx, opts.kv_type)?;
         if opts.batch_size == 0 || opts.batch_size > MAX_BATCH {
             return Err(ModelError::Options(format!(
                 "batch size {} is not in 1..={MAX_BATCH}",
                 opts.batch_size
             )));
         }
+        // More workers than CPUs only adds contention (and tens of thousands of threads fail to
+        // spawn), so a larger request is clamped; the CLI says so when it does.
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let threads = if opts.threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            cpus
         } else {
-            opts.threads
+            opts.threads.min(cpus)
         };
         let cache = KvCache::new(opts.kv_type, cfg.n_layers, n_ctx, cfg.kv_dim());
         let freq_scale = match cfg.rope_scaling {

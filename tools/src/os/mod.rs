@@ -3,15 +3,36 @@
 //! prompt or 5 s of silence), with hard limits the harness lacked.
 //!
 //! Isolation: new mount, PID, network (loopback only, down), UTS (hostname = 12 hex digits) and
-//! IPC namespaces; as host root, a user namespace is entered after set-up with an identity id
-//! map, so the session is root inside but holds no host capabilities (it cannot undo mounts,
-//! and `RLIMIT_NPROC` applies); as an unprivileged user, a user namespace mapping root to the
-//! caller comes first. The root file system is an overlay: the host root (or a prepared
-//! root, see `edgeact rootfs`) as read-only lower layer, a tmpfs upper layer thrown away with
-//! the task. Fresh `/proc`, a minimal `/dev`, tmpfs `/tmp`; in host-root mode `/root`, `/home`
-//! and other private places are empty tmpfs and `/etc/shadow`/`/etc/gshadow` have their
-//! password hashes replaced by `*`. The namespace's init (PID 1) only reaps; when the sandbox
-//! is dropped it is killed, and the kernel kills every process of the namespace with it.
+//! IPC namespaces, and a user namespace the shell joins after set-up:
+//!
+//! - As host root, root inside is an unprivileged host id range: uid/gid 0..65535 inside are
+//!   host ids `base..base+65535`, `base` a random 65536-aligned value in
+//!   [`SANDBOX_ID_FIRST_BASE`]`..0x7FFE0000` per sandbox (see [`OsSandbox::host_id_base`]).
+//!   The session holds no host capability, never host uid 0, cannot undo mounts, and
+//!   `RLIMIT_NPROC` applies. The lower layer is mounted idmapped (`MOUNT_ATTR_IDMAP`), so host
+//!   root's files still show as root's inside (AgentBench asks about owners), and what root
+//!   inside writes lands in the upper layer owned by `base`.
+//! - As an unprivileged user, a user namespace mapping root to the caller comes first.
+//!
+//! The root file system is an overlay: the host root (or a prepared root, see `edgeact
+//! rootfs`) as read-only lower layer, a tmpfs upper layer thrown away with the task. Fresh
+//! `/proc` with runc's masked paths (`/proc/kcore`, `/proc/keys`, `/proc/timer_list`,
+//! `/proc/kmsg`, ... behind `/dev/null`; `/proc/acpi`, `/proc/scsi`, `/proc/tty/driver` empty)
+//! and read-only paths (`/proc/sys`, `/proc/sysrq-trigger`, `/proc/bus`, `/proc/fs`,
+//! `/proc/irq`), a minimal `/dev`, tmpfs `/tmp`. In host-root mode `/root`, `/home`,
+//! `/etc/ssl/private` and other private places are empty tmpfs, `/etc/mysql/debian.cnf` is
+//! empty, and `/etc/shadow`, `/etc/gshadow` and their `-` backups have their password hashes
+//! replaced by `*`.
+//!
+//! PID 1 is a fresh `bash` (as in AgentBench's containers), exec'd once set-up is done: empty
+//! environment, stdio on `/dev/null` and its own script pipe, root of the sandbox's user
+//! namespace, running a builtin-only reaper loop; nothing of edgeact (memory, environment,
+//! descriptors, command line) is in any process the sandbox can see. Its `/proc/1` is as
+//! readable to root inside as a container's PID 1 is (so `find /` meets no "Permission
+//! denied"), which shows only that bash. When the sandbox is dropped PID 1 is killed, and the
+//! kernel kills every process of the namespace with it. The temp dir and cgroups are removed
+//! on drop, on SIGINT/SIGTERM/SIGHUP once [`cleanup_on_signals`] is installed, and otherwise
+//! by the next process's first start (see [`sweep_stale`]).
 //!
 //! Limits: wall clock per command (the foreground job is interrupted, then killed), CPU
 //! seconds and address space per process (`RLIMIT_CPU`, `RLIMIT_AS` when no memory cgroup),
@@ -19,6 +40,7 @@
 //! memory (cgroup v2 `memory.max` or v1 `memory.limit_in_bytes` when writable), tmpfs sizes,
 //! and an output cap after which the command is interrupted and the rest discarded.
 
+mod cleanup;
 pub mod container;
 mod pty;
 pub mod rootfs;
@@ -32,6 +54,7 @@ use std::time::{Duration, Instant};
 
 use sys::{Exec, NsFds, Op, Plan};
 
+pub use cleanup::{cleanup_on_signals, sweep_stale};
 pub use container::{ContainerConfig, ContainerRuntime, ContainerSandbox};
 pub use pty::ShellLimits;
 use pty::{PtyShell, Stuck};
@@ -155,6 +178,7 @@ impl Default for SandboxConfig {
                 "/run",
                 "/var/tmp",
                 "/etc/ssh",
+                "/etc/ssl/private",
                 "/var/lib/mysql",
             ]
             .iter()
@@ -350,6 +374,47 @@ pub(crate) const INPUTRC: &str = "set enable-bracketed-paste off\n";
 
 const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Host uids/gids given to one sandbox (host root mode): root inside is `base`, inside id
+/// `n` is `base + n`.
+pub const SANDBOX_ID_COUNT: u32 = 65536;
+/// Lowest base of a sandbox's id range. Each sandbox takes a random 65536-aligned range in
+/// 0x7000_0000..0x7FFE_0000, above systemd's container range (524288..1879048191) and below
+/// its "foreign" range, so no host user or other sandbox (but by chance) owns its ids.
+pub const SANDBOX_ID_FIRST_BASE: u32 = 0x7000_0000;
+const SANDBOX_ID_RANGES: u32 = 4094;
+
+/// The reaper loop the sandbox's PID 1 (`bash`) runs, with builtins only (no process of its
+/// own to show in `ps`).
+/// `read` waits on the script pipe, whose write end PID 1 keeps open, for one second at a
+/// time: between two reads bash reaps its children, orphans re-parented to PID 1 included.
+/// SIGALRM stays untrapped: older bash times `read -t` out with it.
+const INIT_SCRIPT: &[u8] =
+    b"trap '' HUP INT QUIT TERM TSTP TTIN TTOU USR1 USR2 PIPE\nwhile :; do read -r -t 1 _; done\n";
+
+/// `/proc` files hidden behind `/dev/null`, as runc's default masked paths (plus `kmsg`):
+/// kernel memory, keyrings, timers and scheduler internals of the host.
+const PROC_MASKED_FILES: &[&str] = &[
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/key-users",
+    "/proc/kmsg",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/interrupts",
+];
+/// `/proc` directories hidden behind an empty read-only tmpfs (runc's masked directories).
+/// `/proc/tty/driver` too: it is readable by host root only, so root inside (an unprivileged
+/// host id) would meet "Permission denied" there in every `find /`.
+const PROC_MASKED_DIRS: &[&str] = &["/proc/acpi", "/proc/asound", "/proc/scsi", "/proc/tty/driver"];
+/// `/proc` paths made read-only (runc's readonly paths): kernel tunables and triggers.
+const PROC_READ_ONLY: &[&str] = &["/proc/sys", "/proc/sysrq-trigger", "/proc/bus", "/proc/fs", "/proc/irq"];
+/// Host-root view: files that hold secrets and are replaced by an empty file.
+const HOST_SECRET_FILES: &[&str] = &["/etc/mysql/debian.cnf"];
+/// Host-root view: shadow files whose password hashes are replaced by `*`.
+const HOST_SHADOW_FILES: &[&str] = &["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-"];
+
 /// `/etc/shadow`-style content with every password field replaced by `*`.
 fn sanitize_shadow(text: &str) -> String {
     let mut out = String::new();
@@ -371,7 +436,7 @@ fn make_cgroups(id: &str, cfg: &SandboxConfig) -> Vec<(PathBuf, Vec<(&'static st
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers");
     let wanted: Vec<(PathBuf, Vec<(&'static str, String)>)> = if v2.exists() {
         vec![(
-            PathBuf::from(format!("/sys/fs/cgroup/edgeact-{id}")),
+            PathBuf::from(format!("{}/{}{id}", cleanup::CGROUP_PARENTS[0], cleanup::CGROUP_PREFIX)),
             vec![
                 ("pids.max", cfg.max_procs.to_string()),
                 ("memory.max", cfg.memory_bytes.to_string()),
@@ -381,11 +446,11 @@ fn make_cgroups(id: &str, cfg: &SandboxConfig) -> Vec<(PathBuf, Vec<(&'static st
     } else {
         vec![
             (
-                PathBuf::from(format!("/sys/fs/cgroup/pids/edgeact-{id}")),
+                PathBuf::from(format!("{}/{}{id}", cleanup::CGROUP_PARENTS[1], cleanup::CGROUP_PREFIX)),
                 vec![("pids.max", cfg.max_procs.to_string())],
             ),
             (
-                PathBuf::from(format!("/sys/fs/cgroup/memory/edgeact-{id}")),
+                PathBuf::from(format!("{}/{}{id}", cleanup::CGROUP_PARENTS[2], cleanup::CGROUP_PREFIX)),
                 vec![("memory.limit_in_bytes", cfg.memory_bytes.to_string())],
             ),
         ]
@@ -413,6 +478,9 @@ pub struct OsSandbox {
     intermediate: libc::pid_t,
     init: libc::pid_t,
     ns: NsFds,
+    /// Host root mode: the sandbox's user namespace and the host id of its root.
+    userns: Option<OwnedFd>,
+    id_base: Option<u32>,
     stage: PathBuf,
     cgroups: Vec<PathBuf>,
     rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t)>,
@@ -477,8 +545,11 @@ impl OsSandbox {
         })?;
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
-        let id = random_hex(16);
-        let stage = std::env::temp_dir().join(format!("edgeact-sandbox-{id}"));
+        cleanup::sweep_stale_once();
+        // The owner's pid in every host path lets a later start sweep what a killed process
+        // left behind.
+        let id = format!("{}-{}", std::process::id(), random_hex(16));
+        let stage = std::env::temp_dir().join(format!("{}{id}", cleanup::STAGE_PREFIX));
         std::fs::create_dir(&stage).map_err(io_err(format!("create {}", stage.display())))?;
 
         let env: Vec<(String, String)> = vec![
@@ -505,6 +576,7 @@ impl OsSandbox {
             enforcement.push("processes: pids cgroup".to_string());
         }
         let cgroup_dirs: Vec<PathBuf> = cgroups.into_iter().map(|(d, _)| d).collect();
+        cleanup::register(&stage, &cgroup_dirs);
 
         let placeholder = OwnedFd::from(std::fs::File::open("/dev/null").map_err(io_err("open /dev/null"))?);
         let shell = PtyShell::new(placeholder, cfg.limits(), Stuck::KillForegroundGroup);
@@ -514,6 +586,8 @@ impl OsSandbox {
             intermediate: 0,
             init: 0,
             ns: NsFds { fds: Vec::new() },
+            userns: None,
+            id_base: None,
             stage,
             cgroups: cgroup_dirs,
             rlimits,
@@ -525,7 +599,10 @@ impl OsSandbox {
         Ok(sb)
     }
 
-    fn build_ops(&self, lower: &str, overlay: bool) -> Result<Vec<Op>> {
+    /// The set-up steps of the sandbox's PID 1. `ids`: host root mode, the sandbox's id base
+    /// and user namespace; the lower layer is then mounted idmapped (host uid 0 shows as
+    /// root inside) and everything set-up creates is owned by the sandbox's root.
+    fn build_ops(&self, lower: &str, overlay: bool, ids: Option<(u32, &OwnedFd)>) -> Result<Vec<Op>> {
         let c = |s: &str| sys::cstr(s).map_err(io_err("path"));
         let st = self
             .stage
@@ -535,6 +612,27 @@ impl OsSandbox {
         let r = |p: &str| format!("{root}{p}");
         let none = || c("none");
         let tmpfs = || c("tmpfs");
+        let base = ids.map(|(b, _)| b);
+        // tmpfs options: the mount's root directory belongs to the sandbox's root.
+        let owned = |opts: String| match base {
+            Some(b) => format!("{opts},uid={b},gid={b}"),
+            None => opts,
+        };
+        // Ownership of a file set-up wrote, as the lower layer's file had it (root otherwise).
+        let chown_like_lower = |ops: &mut Vec<Op>, path: &str| -> Result<()> {
+            use std::os::unix::fs::MetadataExt;
+            let Some(b) = base else { return Ok(()) };
+            let (uid, gid) = std::fs::symlink_metadata(format!("{}{path}", lower.trim_end_matches('/')))
+                .map(|m| (m.uid(), m.gid()))
+                .unwrap_or((0, 0));
+            let shift = |id: u32| if id < SANDBOX_ID_COUNT { b + id } else { b };
+            ops.push(Op::Chown {
+                path: c(&r(path))?,
+                uid: shift(uid),
+                gid: shift(gid),
+            });
+            Ok(())
+        };
         let mut ops = vec![
             Op::Mount {
                 src: none()?,
@@ -563,19 +661,43 @@ impl OsSandbox {
                 mode: 0o755,
             },
         ];
+        let lower_layer = match ids {
+            Some((b, userns)) => {
+                // The merged root directory takes its owner from the upper one.
+                ops.push(Op::Chown {
+                    path: c(&format!("{st}/upper"))?,
+                    uid: b,
+                    gid: b,
+                });
+                let shifted = format!("{st}/lower");
+                ops.push(Op::Mkdir {
+                    path: c(&shifted)?,
+                    mode: 0o755,
+                });
+                ops.push(Op::IdmappedBind {
+                    src: c(lower)?,
+                    dst: c(&shifted)?,
+                    userns: userns.as_raw_fd(),
+                });
+                shifted
+            }
+            None => lower.to_string(),
+        };
         if overlay {
             ops.push(Op::Mount {
                 src: c("overlay")?,
                 dst: c(&root)?,
                 fstype: c("overlay")?,
                 flags: 0,
-                data: Some(c(&format!("lowerdir={lower},upperdir={st}/upper,workdir={st}/work"))?),
+                data: Some(c(&format!(
+                    "lowerdir={lower_layer},upperdir={st}/upper,workdir={st}/work"
+                ))?),
             });
         } else {
             // Fallback without overlayfs: the lower layer bound read-only; only the tmpfs
             // mounts below (and the masks) are writable.
             ops.push(Op::Mount {
-                src: c(lower)?,
+                src: c(&lower_layer)?,
                 dst: c(&root)?,
                 fstype: none()?,
                 flags: libc::MS_BIND | libc::MS_REC,
@@ -596,12 +718,35 @@ impl OsSandbox {
             flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             data: None,
         });
+        for f in PROC_MASKED_FILES {
+            ops.push(Op::MountIfExists {
+                probe: c(&r(f))?,
+                src: c("/dev/null")?,
+                dst: c(&r(f))?,
+                fstype: none()?,
+                flags: libc::MS_BIND,
+                data: None,
+            });
+        }
+        for d in PROC_MASKED_DIRS {
+            ops.push(Op::MountIfExists {
+                probe: c(&r(d))?,
+                src: tmpfs()?,
+                dst: c(&r(d))?,
+                fstype: tmpfs()?,
+                flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                data: Some(c(&owned("size=4k,mode=555".into()))?),
+            });
+        }
+        for p in PROC_READ_ONLY {
+            ops.push(Op::ReadOnlyIfExists { path: c(&r(p))? });
+        }
         ops.push(Op::Mount {
             src: tmpfs()?,
             dst: c(&r("/dev"))?,
             fstype: tmpfs()?,
             flags: libc::MS_NOSUID | libc::MS_NOEXEC,
-            data: Some(c("size=1m,mode=755")?),
+            data: Some(c(&owned("size=1m,mode=755".into()))?),
         });
         for d in ["null", "zero", "full", "random", "urandom", "tty"] {
             ops.push(Op::WriteFile {
@@ -651,14 +796,14 @@ impl OsSandbox {
             dst: c(&r("/dev/shm"))?,
             fstype: tmpfs()?,
             flags: libc::MS_NOSUID | libc::MS_NODEV,
-            data: Some(c("size=64m,mode=1777")?),
+            data: Some(c(&owned("size=64m,mode=1777".into()))?),
         });
         ops.push(Op::Mount {
             src: tmpfs()?,
             dst: c(&r("/tmp"))?,
             fstype: tmpfs()?,
             flags: libc::MS_NOSUID | libc::MS_NODEV,
-            data: Some(c(&format!("size={},mode=1777", self.cfg.tmpfs_bytes))?),
+            data: Some(c(&owned(format!("size={},mode=1777", self.cfg.tmpfs_bytes)))?),
         });
         let host = self.cfg.root == RootFs::HostReadOnly;
         if host || !overlay {
@@ -667,17 +812,23 @@ impl OsSandbox {
                     .to_str()
                     .filter(|d| d.starts_with('/'))
                     .ok_or_else(|| OsError::Config(format!("mask directory {} must be absolute UTF-8", d.display())))?;
+                let mode = match d {
+                    "/root" => "700",
+                    "/tmp" | "/var/tmp" => "1777",
+                    _ => "755",
+                };
                 ops.push(Op::MountIfExists {
                     probe: c(&r(d))?,
                     src: tmpfs()?,
                     dst: c(&r(d))?,
                     fstype: tmpfs()?,
                     flags: libc::MS_NOSUID | libc::MS_NODEV,
+                    data: Some(c(&owned(format!("size={},mode={mode}", self.cfg.tmpfs_bytes)))?),
                 });
             }
         }
         if host {
-            for f in ["/etc/shadow", "/etc/gshadow"] {
+            for f in HOST_SHADOW_FILES {
                 if let Ok(text) = std::fs::read_to_string(f) {
                     if overlay {
                         ops.push(Op::WriteFile {
@@ -696,6 +847,16 @@ impl OsSandbox {
                     }
                 }
             }
+            for f in HOST_SECRET_FILES {
+                ops.push(Op::MountIfExists {
+                    probe: c(&r(f))?,
+                    src: c("/dev/null")?,
+                    dst: c(&r(f))?,
+                    fstype: none()?,
+                    flags: libc::MS_BIND,
+                    data: None,
+                });
+            }
         }
         if overlay {
             ops.push(Op::WriteFile {
@@ -703,6 +864,7 @@ impl OsSandbox {
                 content: format!("{}\n", self.hostname).into_bytes(),
                 mode: 0o644,
             });
+            chown_like_lower(&mut ops, "/etc/hostname")?;
             let hosts = format!(
                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
                 self.hostname
@@ -712,26 +874,27 @@ impl OsSandbox {
                 content: hosts.into_bytes(),
                 mode: 0o644,
             });
+            chown_like_lower(&mut ops, "/etc/hosts")?;
         }
         ops.push(Op::Mkdir {
             path: c(&r("/root"))?,
             mode: 0o700,
         });
-        ops.push(Op::WriteFile {
-            path: c(&r("/root/.bashrc"))?,
-            content: BASHRC.as_bytes().to_vec(),
-            mode: 0o644,
-        });
-        ops.push(Op::WriteFile {
-            path: c(&r("/root/.profile"))?,
-            content: PROFILE.as_bytes().to_vec(),
-            mode: 0o644,
-        });
-        ops.push(Op::WriteFile {
-            path: c(&r("/root/.inputrc"))?,
-            content: INPUTRC.as_bytes().to_vec(),
-            mode: 0o644,
-        });
+        for (name, content) in [(".bashrc", BASHRC), (".profile", PROFILE), (".inputrc", INPUTRC)] {
+            let path = format!("/root/{name}");
+            ops.push(Op::WriteFile {
+                path: c(&r(&path))?,
+                content: content.as_bytes().to_vec(),
+                mode: 0o644,
+            });
+            if let Some(b) = base {
+                ops.push(Op::Chown {
+                    path: c(&r(&path))?,
+                    uid: b,
+                    gid: b,
+                });
+            }
+        }
         ops.push(Op::Hostname {
             name: c(&self.hostname)?,
         });
@@ -740,20 +903,59 @@ impl OsSandbox {
     }
 
     fn launch(&mut self, lower: &str, host_root: bool) -> Result<()> {
-        let overlay_first = self.launch_with(lower, host_root, true);
-        match overlay_first {
+        // Host root: a user namespace whose root is an unprivileged host id range. Created
+        // before set-up because the lower layer's idmapped mount needs it.
+        if host_root {
+            let base = SANDBOX_ID_FIRST_BASE + rand::random_range(0..SANDBOX_ID_RANGES) * SANDBOX_ID_COUNT;
+            let userns = sys::new_user_namespace(|pid| write_id_maps(pid, Some(base)))
+                .map_err(io_err("create the sandbox's user namespace"))?;
+            self.id_base = Some(base);
+            self.userns = Some(userns);
+            self.enforcement.push(format!(
+                "privilege: root inside is host uid {base}..{} (user namespace)",
+                base as u64 + SANDBOX_ID_COUNT as u64 - 1
+            ));
+        }
+        let attempt = |this: &mut Self, overlay: bool| -> Result<()> {
+            let idmapped = this.launch_with(lower, overlay, true);
+            match idmapped {
+                Err(OsError::Setup { ref step, ref errno })
+                    if this.userns.is_some() && step.starts_with("idmapped") =>
+                {
+                    // A lower file system without idmapped-mount support: the sandbox stays
+                    // unprivileged, but host-owned files show as nobody inside.
+                    this.enforcement.push(format!(
+                        "file owners: host ids unmapped (idmapped mount refused: {errno})"
+                    ));
+                    this.launch_with(lower, overlay, false)
+                }
+                other => other,
+            }
+        };
+        match attempt(self, true) {
             Err(OsError::Setup { ref step, .. }) if step.contains("overlay") => {
                 self.enforcement.push("root: read-only bind (overlayfs refused)".into());
-                self.launch_with(lower, host_root, false)
+                attempt(self, false)
             }
             other => other,
         }
     }
 
-    fn launch_with(&mut self, lower: &str, host_root: bool, overlay: bool) -> Result<()> {
-        let ops = self.build_ops(lower, overlay)?;
+    fn launch_with(&mut self, lower: &str, overlay: bool, idmap: bool) -> Result<()> {
+        let host_root = self.userns.is_some();
+        // The copy the sandbox's processes keep open (the one the idmapped mount names).
+        let userns = match &self.userns {
+            Some(u) => Some(u.try_clone().map_err(io_err("user namespace descriptor"))?),
+            None => None,
+        };
+        let ids = match (&userns, self.id_base) {
+            (Some(u), Some(b)) if idmap => Some((b, u)),
+            _ => None,
+        };
+        let ops = self.build_ops(lower, overlay, ids)?;
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let shell = Exec::new("/bin/bash", &["bash", "--login"], &env).map_err(io_err("shell arguments"))?;
+        let init = Exec::new("/bin/bash", &["bash"], &[]).map_err(io_err("init arguments"))?;
         let mut cg_fds = Vec::new();
         for d in &self.cgroups {
             if let Ok(f) = std::fs::OpenOptions::new().write(true).open(d.join("cgroup.procs")) {
@@ -767,10 +969,12 @@ impl OsSandbox {
                 | libc::CLONE_NEWUTS
                 | libc::CLONE_NEWIPC,
             userns_early: !host_root,
-            userns_late: host_root,
+            userns,
             ops,
             cgroup_procs: cg_fds,
             shell,
+            init,
+            init_script: INIT_SCRIPT.to_vec(),
             rlimits: self.rlimits.clone(),
         };
         let (master, slave) = sys::openpty().map_err(io_err("open a pty"))?;
@@ -819,10 +1023,9 @@ impl OsSandbox {
                         self.init = p;
                         continue;
                     }
-                    // Id maps for a fresh user namespace (p == 0: the init's).
-                    let target = if p == 0 { self.init } else { p };
-                    if let Err(e) = write_id_maps(target, host_root) {
-                        return fail(self, e);
+                    // Id maps for the early user namespace (unprivileged mode).
+                    if let Err(e) = write_id_maps(p, None) {
+                        return fail(self, io_err("write the sandbox's id maps")(e));
                     }
                     if sys::write_all(go_w.as_raw_fd(), b"g", Duration::from_secs(5)).is_err() {
                         return fail(
@@ -860,7 +1063,9 @@ impl OsSandbox {
                 }
             }
         }
-        self.ns = NsFds::open(self.init, true, !host_root).map_err(io_err("open sandbox namespaces"))?;
+        cleanup::set_pids(&self.stage, &[self.init, self.intermediate]);
+        self.ns =
+            NsFds::open(self.init, self.userns.as_ref(), !host_root).map_err(io_err("open sandbox namespaces"))?;
         self.shell.started()
     }
 
@@ -872,6 +1077,22 @@ impl OsSandbox {
     /// The configuration in use.
     pub fn config(&self) -> &SandboxConfig {
         &self.cfg
+    }
+
+    /// The sandbox's temp dir on the host (removed when the sandbox is dropped).
+    pub fn temp_dir(&self) -> &Path {
+        &self.stage
+    }
+
+    /// The sandbox's cgroup directories (removed when the sandbox is dropped).
+    pub fn cgroup_dirs(&self) -> &[PathBuf] {
+        &self.cgroups
+    }
+
+    /// Host root mode: the host uid (and gid) of root inside the sandbox, the first of
+    /// [`SANDBOX_ID_COUNT`] ids; `None` in unprivileged mode (root inside is the caller).
+    pub fn host_id_base(&self) -> Option<u32> {
+        self.id_base
     }
 
     /// What enforces each limit on this machine (e.g. "memory: cgroup").
@@ -969,20 +1190,23 @@ impl OsSandbox {
     }
 }
 
-fn write_id_maps(pid: libc::pid_t, host_root: bool) -> Result<()> {
-    let base = PathBuf::from(format!("/proc/{pid}"));
-    let w = |f: &str, s: &str| std::fs::write(base.join(f), s).map_err(io_err(format!("write {f} of the sandbox")));
-    if host_root {
-        // Identity map: root stays root and file owners stay as they are, but every
-        // capability is relative to the new namespace only.
-        w("uid_map", "0 0 4294967295\n")?;
-        w("gid_map", "0 0 4294967295\n")?;
-    } else {
-        // SAFETY: getuid/getgid have no preconditions.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        w("setgroups", "deny")?;
-        w("uid_map", &format!("0 {uid} 1\n"))?;
-        w("gid_map", &format!("0 {gid} 1\n"))?;
+/// Writes the id maps of the user namespace of process `pid`. `base`: host root mode, root
+/// inside is host id `base` (65536 ids); `None`: unprivileged mode, root inside is the caller.
+fn write_id_maps(pid: libc::pid_t, base: Option<u32>) -> io::Result<()> {
+    let dir = PathBuf::from(format!("/proc/{pid}"));
+    let w = |f: &str, s: &str| std::fs::write(dir.join(f), s);
+    match base {
+        Some(b) => {
+            w("uid_map", &format!("0 {b} {SANDBOX_ID_COUNT}\n"))?;
+            w("gid_map", &format!("0 {b} {SANDBOX_ID_COUNT}\n"))?;
+        }
+        None => {
+            // SAFETY: getuid/getgid have no preconditions.
+            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            w("setgroups", "deny")?;
+            w("uid_map", &format!("0 {uid} 1\n"))?;
+            w("gid_map", &format!("0 {gid} 1\n"))?;
+        }
     }
     Ok(())
 }
@@ -998,6 +1222,9 @@ fn describe_step(ops: &[Op], step: u32) -> String {
                 format!("mount {} on {}", fstype.to_string_lossy(), dst.to_string_lossy())
             }
             Some(Op::MountIfExists { dst, .. }) => format!("mask {}", dst.to_string_lossy()),
+            Some(Op::ReadOnlyIfExists { path }) => format!("read-only {}", path.to_string_lossy()),
+            Some(Op::Chown { path, .. }) => format!("chown {}", path.to_string_lossy()),
+            Some(Op::IdmappedBind { src, .. }) => format!("idmapped mount of {}", src.to_string_lossy()),
             Some(Op::Mkdir { path, .. }) => format!("mkdir {}", path.to_string_lossy()),
             Some(Op::WriteFile { path, .. }) => format!("write {}", path.to_string_lossy()),
             Some(Op::Symlink { link, .. }) => format!("symlink {}", link.to_string_lossy()),
@@ -1013,14 +1240,10 @@ impl Drop for OsSandbox {
         self.kill_all();
         // The cgroups empty once the kernel has reaped the namespace's processes.
         for d in &self.cgroups {
-            for _ in 0..50 {
-                if std::fs::remove_dir(d).is_ok() || !d.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            cleanup::remove_cgroup(d, true);
         }
         let _ = std::fs::remove_dir_all(&self.stage);
+        cleanup::unregister(&self.stage);
     }
 }
 

@@ -39,11 +39,25 @@ pub enum Op {
         dst: CString,
         fstype: CString,
         flags: libc::c_ulong,
+        data: Option<CString>,
     },
     /// `chdir(path); pivot_root(".", "."); umount2(".", MNT_DETACH); chdir("/")`.
     PivotRoot { path: CString },
     /// `sethostname(2)`.
     Hostname { name: CString },
+    /// A detached clone of the mount at `src` whose file owners are shifted by the id map of
+    /// the user namespace `userns` (an idmapped mount, `mount_setattr(MOUNT_ATTR_IDMAP)`),
+    /// attached at `dst`: host uid 0 appears as the sandbox's root.
+    IdmappedBind { src: CString, dst: CString, userns: RawFd },
+    /// `lchown(2)`.
+    Chown {
+        path: CString,
+        uid: libc::uid_t,
+        gid: libc::gid_t,
+    },
+    /// When `path` exists: bind it onto itself and remount the bind read-only (runc's
+    /// "readonly paths" such as `/proc/sys`).
+    ReadOnlyIfExists { path: CString },
 }
 
 /// Everything the forked processes need, prepared before `fork`.
@@ -53,15 +67,22 @@ pub struct Plan {
     pub ns_flags: libc::c_int,
     /// Create a user namespace before the others (unprivileged host user).
     pub userns_early: bool,
-    /// Create a user namespace after set-up (host root: keeps root but drops host
-    /// capabilities, so mounts cannot be undone and `RLIMIT_NPROC` applies).
-    pub userns_late: bool,
+    /// Host root: the sandbox's user namespace (made by [`new_user_namespace`], root inside
+    /// mapped to an unprivileged host range). The shell joins it after set-up and becomes
+    /// its root, so it holds no host capability and no host uid 0.
+    pub userns: Option<OwnedFd>,
     /// Set-up steps run by the namespace's init (PID 1).
     pub ops: Vec<Op>,
     /// `cgroup.procs` files to join (opened by the parent; the child writes "0").
     pub cgroup_procs: Vec<OwnedFd>,
     /// The shell to exec, with its pty slave.
     pub shell: Exec,
+    /// What PID 1 becomes once the shell is started: a fresh `bash` that reads
+    /// `init_script` from a pipe, so it holds none of edgeact's memory, environment or
+    /// descriptors.
+    pub init: Exec,
+    /// The reaper loop PID 1 runs (bash builtins only).
+    pub init_script: Vec<u8>,
     /// Limits applied to the shell and to scripts.
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t)>,
 }
@@ -255,6 +276,56 @@ pub fn exit_code(status: i32) -> i32 {
     }
 }
 
+/// A new user namespace, owned by the caller's user, with id maps written by `write_maps`
+/// (given the host pid of a process inside it). Made by a short-lived child; the returned
+/// descriptor keeps the namespace alive for idmapped mounts and for `setns`.
+pub fn new_user_namespace(write_maps: impl FnOnce(libc::pid_t) -> io::Result<()>) -> io::Result<OwnedFd> {
+    let (ready_r, ready_w) = pipe()?;
+    let (done_r, done_w) = pipe()?;
+    // SAFETY: the child only makes async-signal-safe syscalls and ends in `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe {
+            let (ready, done) = (ready_w.as_raw_fd(), done_r.as_raw_fd());
+            let mut keep = [ready, done];
+            keep.sort_unstable();
+            close_fds_except(&keep);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            let tag: &[u8] = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
+                b"u"
+            } else {
+                b"e"
+            };
+            write_all_raw(ready, tag);
+            // Stay in the namespace until the parent has its descriptor (EOF).
+            let mut b = [0u8; 1];
+            libc::read(done, b.as_mut_ptr().cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    drop((ready_w, done_r));
+    let result = (|| {
+        let mut tag = [0u8; 1];
+        let n = read(ready_r.as_raw_fd(), &mut tag)?;
+        if n != 1 || tag[0] != b'u' {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "unshare(CLONE_NEWUSER) was refused",
+            ));
+        }
+        write_maps(pid)?;
+        let f = std::fs::File::open(format!("/proc/{pid}/ns/user"))?;
+        Ok(OwnedFd::from(f))
+    })();
+    drop(done_w);
+    let _ = waitpid(pid, false);
+    result
+}
+
 // ---- code below runs in forked children: syscalls only, no allocation ----
 
 /// Reports `(step, errno)` to the parent and exits.
@@ -353,13 +424,48 @@ fn run_op(op: &Op) -> bool {
                 dst,
                 fstype,
                 flags,
+                data,
             } => {
                 let mut st: libc::stat = std::mem::zeroed();
                 if libc::lstat(probe.as_ptr(), &mut st) != 0 {
                     return true;
                 }
-                libc::mount(src.as_ptr(), dst.as_ptr(), fstype.as_ptr(), *flags, std::ptr::null()) == 0
+                libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    fstype.as_ptr(),
+                    *flags,
+                    data.as_ref().map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+                ) == 0
             }
+            Op::ReadOnlyIfExists { path } => {
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::lstat(path.as_ptr(), &mut st) != 0 {
+                    return true;
+                }
+                let none = c"none".as_ptr();
+                libc::mount(
+                    path.as_ptr(),
+                    path.as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ) == 0
+                    && libc::mount(
+                        none,
+                        path.as_ptr(),
+                        none,
+                        libc::MS_REMOUNT
+                            | libc::MS_BIND
+                            | libc::MS_RDONLY
+                            | libc::MS_NOSUID
+                            | libc::MS_NODEV
+                            | libc::MS_NOEXEC,
+                        std::ptr::null(),
+                    ) == 0
+            }
+            Op::Chown { path, uid, gid } => libc::lchown(path.as_ptr(), *uid, *gid) == 0,
+            Op::IdmappedBind { src, dst, userns } => idmapped_bind(src, dst, *userns),
             Op::Mkdir { path, mode } => libc::mkdir(path.as_ptr(), *mode) == 0 || errno() == libc::EEXIST,
             Op::Symlink { target, link } => {
                 libc::symlink(target.as_ptr(), link.as_ptr()) == 0 || errno() == libc::EEXIST
@@ -386,6 +492,87 @@ fn run_op(op: &Op) -> bool {
             }
             Op::Hostname { name } => libc::sethostname(name.as_ptr(), name.as_bytes().len()) == 0,
         }
+    }
+}
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// `open_tree(OPEN_TREE_CLONE)` + `mount_setattr(MOUNT_ATTR_IDMAP)` + `move_mount`: the
+/// single mount at `src` (no submounts, as overlayfs sees a lower layer) attached at `dst`
+/// with owners shifted by `userns`'s id map.
+fn idmapped_bind(src: &CString, dst: &CString, userns: RawFd) -> bool {
+    // SAFETY: raw syscalls with pointers to live CStrings and a stack struct.
+    unsafe {
+        let tree = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        );
+        if tree < 0 {
+            return false;
+        }
+        let tree = tree as RawFd;
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns as u64,
+        };
+        let ok = libc::syscall(
+            libc::SYS_mount_setattr,
+            tree,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        ) == 0
+            && libc::syscall(
+                libc::SYS_move_mount,
+                tree,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                dst.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            ) == 0;
+        let e = errno();
+        libc::close(tree);
+        // Keep the errno of the failing call for the report.
+        *libc::__errno_location() = e;
+        ok
+    }
+}
+
+/// Signal state a fresh program expects: nothing blocked, SIGPIPE back to its default
+/// (Rust ignores it, and an ignored disposition survives `execve`).
+fn reset_signals() {
+    // SAFETY: plain syscalls on a stack sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Becomes root of the user namespace just joined (`setns`): the process's host uid 0 is not
+/// mapped there, so it takes the namespace's uid/gid 0 (an unprivileged host id).
+fn become_namespace_root() -> bool {
+    // SAFETY: plain syscalls. setgroups fails where the namespace denies it (unprivileged
+    // mode, which has one mapped group only): harmless there.
+    unsafe {
+        libc::setgroups(0, std::ptr::null());
+        libc::setresgid(0, 0, 0) == 0 && libc::setresuid(0, 0, 0) == 0
     }
 }
 
@@ -434,6 +621,7 @@ pub fn spawn_sandbox(plan: &Plan, fds: &StartFds) -> io::Result<libc::pid_t> {
             .iter()
             .copied()
             .chain(plan.cgroup_procs.iter().map(|f| f.as_raw_fd()))
+            .chain(plan.userns.iter().map(|f| f.as_raw_fd()))
         {
             if n < keep_all.len() {
                 keep_all[n] = k;
@@ -492,18 +680,6 @@ fn sandbox_init(plan: &Plan, fds: &StartFds) -> ! {
                 child_fail(fds.report_w, i as u32);
             }
         }
-        if plan.userns_late {
-            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
-                child_fail(fds.report_w, STEP_USERNS);
-            }
-            if !write_all_raw(fds.report_w, b"M") || !write_all_raw(fds.report_w, &0i32.to_le_bytes()) {
-                libc::_exit(112);
-            }
-            let mut b = [0u8; 1];
-            if libc::read(fds.go_r, b.as_mut_ptr().cast(), 1) != 1 {
-                child_fail(fds.report_w, STEP_USERNS);
-            }
-        }
         let shell = libc::fork();
         if shell < 0 {
             child_fail(fds.report_w, STEP_FORK);
@@ -512,32 +688,76 @@ fn sandbox_init(plan: &Plan, fds: &StartFds) -> ! {
             exec_in_terminal(plan, fds);
         }
         write_all_raw(fds.report_w, b"R");
-        libc::close(fds.report_w);
-        libc::close(fds.go_r);
-        libc::close(fds.slave);
-        // Reap every process of the namespace (orphans are re-parented to us). Signals from
-        // inside the namespace cannot kill PID 1: only the parent's SIGKILL ends it, and with
-        // it every process of the namespace.
-        loop {
-            let mut st = 0;
-            if libc::waitpid(-1, &mut st, 0) < 0 {
-                let ts = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 100_000_000,
-                };
-                libc::nanosleep(&ts, std::ptr::null_mut());
+        become_minimal_init(plan)
+    }
+}
+
+/// PID 1 after set-up: drops everything it inherited from edgeact (descriptors, memory,
+/// environment, host privilege, signal state) and execs a fresh `bash` reading the reaper loop from a pipe, so
+/// `ps` inside shows `bash` as PID 1, as AgentBench's containers did. Bash reaps every child,
+/// orphans included (see `INIT_SCRIPT` in the module above).
+fn become_minimal_init(plan: &Plan) -> ! {
+    // SAFETY: raw syscalls on plan data only (see module doc).
+    unsafe {
+        reset_signals();
+        if let Some(userns) = &plan.userns {
+            // Host root becomes the sandbox's root, like the shell: no host privilege, and
+            // `/proc/1` is as readable to the shell as a container's PID 1 is to root in it
+            // (`find /` meets no "Permission denied"). After the exec it holds nothing of
+            // edgeact worth reading.
+            if libc::setns(userns.as_raw_fd(), libc::CLONE_NEWUSER) != 0 || !become_namespace_root() {
+                libc::_exit(113);
             }
         }
+        // Script pipe: fd 0 is its read end, fd 3 its write end, held open so that the loop's
+        // `read` blocks instead of seeing EOF; fds 1 and 2 are /dev/null. Everything is first
+        // copied above 9 so that the dup2s below cannot clobber each other.
+        let mut p = [0; 2];
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null < 0 || libc::pipe(p.as_mut_ptr()) != 0 {
+            libc::_exit(114);
+        }
+        let r = libc::fcntl(p[0], libc::F_DUPFD, 10);
+        let w = libc::fcntl(p[1], libc::F_DUPFD, 10);
+        let n = libc::fcntl(null, libc::F_DUPFD, 10);
+        if r < 0
+            || w < 0
+            || n < 0
+            || !write_all_raw(w, &plan.init_script)
+            || libc::dup2(r, 0) < 0
+            || libc::dup2(n, 1) < 0
+            || libc::dup2(n, 2) < 0
+            || libc::dup2(w, 3) < 0
+        {
+            libc::_exit(114);
+        }
+        close_fds_except(&[3]);
+        // A credential change clears the parent-death signal: set it again.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::execve(
+            plan.init.path.as_ptr(),
+            plan.init.argv.as_ptr(),
+            plan.init.envp.as_ptr(),
+        );
+        // Fail closed: PID 1 never goes on as a copy of edgeact. Its exit ends the namespace.
+        libc::_exit(115)
     }
 }
 
 fn exec_in_terminal(plan: &Plan, fds: &StartFds) -> ! {
     // SAFETY: raw syscalls; argv/envp are NULL-terminated arrays of live CStrings.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         if libc::setsid() < 0 || libc::ioctl(fds.slave, libc::TIOCSCTTY, 0) < 0 {
             child_fail(fds.report_w, STEP_SHELL);
         }
+        if let Some(userns) = &plan.userns {
+            if libc::setns(userns.as_raw_fd(), libc::CLONE_NEWUSER) != 0 || !become_namespace_root() {
+                child_fail(fds.report_w, STEP_USERNS);
+            }
+        }
+        // Set after the credential change, which clears it.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        reset_signals();
         for t in 0..3 {
             if libc::dup2(fds.slave, t) < 0 {
                 child_fail(fds.report_w, STEP_SHELL);
@@ -566,9 +786,11 @@ pub struct NsFds {
 }
 
 impl NsFds {
-    /// Opens `/proc/<pid>/ns/*` of the sandbox's init. `user_first`: the other namespaces
-    /// are owned by the user namespace (unprivileged mode), so it must be joined first.
-    pub fn open(init_pid: libc::pid_t, with_user: bool, user_first: bool) -> io::Result<Self> {
+    /// Opens `/proc/<pid>/ns/*` of the sandbox's init. `userns`: the sandbox's user
+    /// namespace when it is not the init's (host root mode), joined last, after which the
+    /// script becomes the namespace's root. `user_first` (unprivileged mode): the init's own
+    /// user namespace owns the others, so it is joined first.
+    pub fn open(init_pid: libc::pid_t, userns: Option<&OwnedFd>, user_first: bool) -> io::Result<Self> {
         let mut fds = Vec::new();
         let mut names = vec![
             ("ipc", libc::CLONE_NEWIPC),
@@ -577,18 +799,21 @@ impl NsFds {
             ("pid", libc::CLONE_NEWPID),
             ("mnt", libc::CLONE_NEWNS),
         ];
-        if with_user {
-            if user_first {
-                names.insert(0, ("user", libc::CLONE_NEWUSER));
-            } else {
-                names.push(("user", libc::CLONE_NEWUSER));
-            }
+        if user_first {
+            names.insert(0, ("user", libc::CLONE_NEWUSER));
         }
         for (name, flag) in names {
             let f = std::fs::File::open(format!("/proc/{init_pid}/ns/{name}"))?;
             fds.push((OwnedFd::from(f), flag));
         }
+        if let Some(u) = userns {
+            fds.push((u.try_clone()?, libc::CLONE_NEWUSER));
+        }
         Ok(Self { fds })
+    }
+
+    fn joins_user(&self) -> bool {
+        self.fds.iter().any(|(_, flag)| *flag == libc::CLONE_NEWUSER)
     }
 }
 
@@ -649,7 +874,12 @@ pub fn spawn_in_sandbox(
             };
             libc::_exit(code);
         }
+        if ns.joins_user() && !become_namespace_root() {
+            child_fail(fds.report_w, STEP_USERNS);
+        }
+        // Set after the credential change, which clears it.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        reset_signals();
         if libc::setsid() < 0
             || libc::dup2(fds.stdin_r, 0) < 0
             || libc::dup2(fds.out_w, 1) < 0

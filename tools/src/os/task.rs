@@ -6,7 +6,10 @@
 //! code), `{"code", "language"}` or `{"file", "language"}` with the file relative to the task
 //! set's `scripts/<set>/` folder; languages `bash` (default), `python`, `c`, `c++`/`cpp`.
 
-use std::path::{Path, PathBuf};
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
 
 use serde_json::Value;
 
@@ -64,8 +67,7 @@ impl Script {
                         .ok_or_else(|| OsError::Task(format!("script `file` is not a string: {f}")))?;
                     let dir = scripts_dir
                         .ok_or_else(|| OsError::Task(format!("script file {f:?} needs a scripts directory")))?;
-                    let p = dir.join(f);
-                    std::fs::read_to_string(&p).map_err(|e| OsError::Task(format!("read {}: {e}", p.display())))?
+                    read_script_file(dir, f)?
                 } else if let Some(c) = o.get("code") {
                     c.as_str()
                         .ok_or_else(|| OsError::Task(format!("script `code` is not a string: {c}")))?
@@ -304,19 +306,140 @@ impl OsTask {
     }
 }
 
+/// Largest script file a task's `file` field may name (AgentBench's largest is a few KiB).
+pub const MAX_SCRIPT_FILE_BYTES: u64 = 1 << 20;
+
+/// Largest task file read (AgentBench's largest set is well under 1 MiB).
+pub const MAX_TASK_FILE_BYTES: u64 = 64 << 20;
+
+/// Reads the script a task's `file` field names. Task files are data, possibly from someone
+/// else, and the script's text ends up in the sandbox (and in the agent's shell history), so
+/// the name must stay inside `scripts_dir`: a relative path without `..`, whose resolved
+/// location (symbolic links followed) is still under the resolved `scripts_dir`, naming a
+/// regular file of at most [`MAX_SCRIPT_FILE_BYTES`].
+pub fn read_script_file(scripts_dir: &Path, name: &str) -> Result<String> {
+    let relative = Path::new(name);
+    let stays_inside = relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if name.is_empty() || !stays_inside {
+        return Err(OsError::Task(format!(
+            "script file {name:?} must be a relative path inside the task's scripts directory \
+             (no leading `/`, no `..`)"
+        )));
+    }
+    let root = scripts_dir.canonicalize().map_err(|e| {
+        OsError::Task(format!(
+            "scripts directory {} for script file {name:?}: {e} (AgentBench's layouts: \
+             data/<set>.json uses scripts/<set>/, data/<N>/<name>.json uses scripts/<N>/)",
+            scripts_dir.display()
+        ))
+    })?;
+    let target = root
+        .join(relative)
+        .canonicalize()
+        .map_err(|e| OsError::Task(format!("script file {name:?} in {}: {e}", root.display())))?;
+    if !target.starts_with(&root) {
+        return Err(OsError::Task(format!(
+            "script file {name:?} leads outside the scripts directory {} (to {}) through a symbolic link",
+            root.display(),
+            target.display()
+        )));
+    }
+    read_regular_file(&target, MAX_SCRIPT_FILE_BYTES, false)
+        .map_err(|e| OsError::Task(format!("script file {name:?}: {e}")))
+}
+
+/// Reads a regular file of at most `cap` bytes as UTF-8. The file is opened non-blocking (so a
+/// FIFO cannot hang the open) and its type checked on the open descriptor before any read, so
+/// FIFOs, devices (`/dev/zero`), sockets and directories get a clear error instead of a hang
+/// or an endless read. `follow_final_link: false` refuses a symbolic link as the last component.
+pub fn read_regular_file(path: &Path, cap: u64, follow_final_link: bool) -> Result<String> {
+    let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
+    if !follow_final_link {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| OsError::Task(format!("open {}: {e}", path.display())))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| OsError::Task(format!("stat {}: {e}", path.display())))?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(OsError::Task(format!(
+            "{} is {what}; only regular files are read",
+            path.display()
+        )));
+    }
+    let too_big = |len: u64| OsError::Task(format!("{} is {len} bytes, over the {cap}-byte limit", path.display()));
+    if meta.len() > cap {
+        return Err(too_big(meta.len()));
+    }
+    // The file may grow after the check: read at most one byte past the cap to notice.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| OsError::Task(format!("read {}: {e}", path.display())))?;
+    if bytes.len() as u64 > cap {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| OsError::Task(format!("{} is not UTF-8 text: {e}", path.display())))
+}
+
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| OsError::Task(format!("read {}: {e}", path.display())))
+    // The task file is named by the user on the command line, so a symbolic link is followed.
+    read_regular_file(path, MAX_TASK_FILE_BYTES, true)
 }
 
 fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_str(&read_text(path)?).map_err(|e| OsError::Task(format!("{}: invalid JSON: {e}", path.display())))
 }
 
-/// `…/os_interaction/data/dev.json` → `…/os_interaction/scripts/dev`.
+/// Where a task file's script `file`s live, in AgentBench's two layouts: the dev set
+/// `…/data/dev.json` → `…/scripts/dev/`, and the numbered sets `…/data/1/x.json` →
+/// `…/scripts/1/` (AgentBench's `configs/tasks/os.yaml`). The first candidate that exists is
+/// taken; when none does, the one the path's shape suggests (the error then names it).
 pub fn default_scripts_dir(task_file: &Path) -> PathBuf {
-    let stem = task_file.file_stem().and_then(|s| s.to_str()).unwrap_or("dev");
-    let set = task_file.parent().and_then(|d| d.parent()).unwrap_or(Path::new("."));
-    set.join("scripts").join(stem)
+    let candidates = scripts_dir_candidates(task_file);
+    candidates.iter().find(|d| d.is_dir()).unwrap_or(&candidates[0]).clone()
+}
+
+/// The scripts directories [`default_scripts_dir`] considers, most likely first (never empty).
+pub fn scripts_dir_candidates(task_file: &Path) -> Vec<PathBuf> {
+    let stem = task_file
+        .file_stem()
+        .map(|s| s.to_os_string())
+        .unwrap_or_else(|| "dev".into());
+    let parent = match task_file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // Resolved, so that `.` and `..` give real directory names.
+    let parent = parent.canonicalize().unwrap_or(parent);
+    let up = |d: &Path| d.parent().map(Path::to_path_buf).unwrap_or_else(|| d.join(".."));
+    let dev_layout = up(&parent).join("scripts").join(&stem);
+    let numbered_layout = parent.file_name().map(|set| up(&up(&parent)).join("scripts").join(set));
+    let parent_is_data = parent.file_name().is_some_and(|n| n == "data");
+    let grandparent_is_data = up(&parent).file_name().is_some_and(|n| n == "data");
+    match numbered_layout {
+        Some(numbered) if grandparent_is_data && !parent_is_data => vec![numbered, dev_layout],
+        Some(numbered) => vec![dev_layout, numbered],
+        None => vec![dev_layout],
+    }
 }
 
 #[cfg(test)]
@@ -426,5 +549,139 @@ mod tests {
         std::fs::write(&lines, "{\n").unwrap();
         let e = OsTask::load_all(&lines, dir.path()).unwrap_err().to_string();
         assert!(e.contains("t.jsonl:1"), "{e}");
+    }
+
+    /// A scripts directory holding `check/ok.sh`, beside a private file outside it.
+    fn scripts_dir_with_secret_outside() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let top = tempfile::tempdir().unwrap();
+        let scripts = top.path().join("scripts/dev");
+        std::fs::create_dir_all(scripts.join("check")).unwrap();
+        std::fs::write(scripts.join("check/ok.sh"), "exit 0").unwrap();
+        let secret = top.path().join("secret");
+        std::fs::write(&secret, "host secret").unwrap();
+        (top, scripts, secret)
+    }
+
+    fn file_script(name: &str) -> Value {
+        json!({"description": "d", "evaluation": {"check": {"file": name}}})
+    }
+
+    #[test]
+    fn script_files_cannot_name_host_paths() {
+        let (_top, scripts, secret) = scripts_dir_with_secret_outside();
+        let ok = OsTask::from_json(&file_script("check/ok.sh"), Some(&scripts)).unwrap();
+        assert_eq!(
+            ok.evaluation,
+            Evaluation::Check {
+                scripts: vec![Some(Script::bash("exit 0"))],
+                example: None
+            }
+        );
+        // An absolute path and `..` are refused before anything is opened.
+        for name in [
+            secret.to_str().unwrap(),
+            "/etc/passwd",
+            "../secret",
+            "check/../../secret",
+            "",
+        ] {
+            let e = OsTask::from_json(&file_script(name), Some(&scripts))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("must be a relative path inside"), "{name}: {e}");
+        }
+        // A symbolic link inside the directory that leads out of it is refused too.
+        std::os::unix::fs::symlink(&secret, scripts.join("check/escape.sh")).unwrap();
+        std::os::unix::fs::symlink("/etc", scripts.join("etc")).unwrap();
+        for name in ["check/escape.sh", "etc/passwd"] {
+            let e = OsTask::from_json(&file_script(name), Some(&scripts))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("leads outside the scripts directory"), "{name}: {e}");
+            assert!(!e.contains("host secret"));
+        }
+        // A link that stays inside is fine.
+        std::os::unix::fs::symlink("ok.sh", scripts.join("check/alias.sh")).unwrap();
+        assert!(OsTask::from_json(&file_script("check/alias.sh"), Some(&scripts)).is_ok());
+        // A missing file names the file.
+        let e = OsTask::from_json(&file_script("check/none.sh"), Some(&scripts))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("check/none.sh"), "{e}");
+    }
+
+    #[test]
+    fn script_files_must_be_small_regular_files() {
+        let (_top, scripts, _secret) = scripts_dir_with_secret_outside();
+        // `/dev/zero` used to be read until memory ran out: refused as a device, inside the
+        // directory (a bind mount or copy of it) as well as by path.
+        let e = read_regular_file(Path::new("/dev/zero"), MAX_SCRIPT_FILE_BYTES, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a device"), "{e}");
+        std::os::unix::fs::symlink("/dev/zero", scripts.join("zero")).unwrap();
+        assert!(OsTask::from_json(&file_script("zero"), Some(&scripts)).is_err());
+        // A directory.
+        let e = OsTask::from_json(&file_script("check"), Some(&scripts))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        // Over the size cap.
+        let big = vec![b'#'; MAX_SCRIPT_FILE_BYTES as usize + 1];
+        std::fs::write(scripts.join("big.sh"), big).unwrap();
+        let e = OsTask::from_json(&file_script("big.sh"), Some(&scripts))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("over the 1048576-byte limit"), "{e}");
+        // Not UTF-8.
+        std::fs::write(scripts.join("bin.sh"), [0xff, 0xfe]).unwrap();
+        let e = OsTask::from_json(&file_script("bin.sh"), Some(&scripts))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_script_file_is_refused_without_hanging() {
+        let (_top, scripts, _secret) = scripts_dir_with_secret_outside();
+        let fifo = scripts.join("check/fifo.sh");
+        match std::process::Command::new("mkfifo").arg(&fifo).status() {
+            Ok(s) if s.success() => {}
+            other => {
+                eprintln!("skipped: cannot create a FIFO with mkfifo ({other:?})");
+                return;
+            }
+        }
+        // No writer ever opens it: a blocking open would wait forever.
+        let e = OsTask::from_json(&file_script("check/fifo.sh"), Some(&scripts))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a FIFO"), "{e}");
+        // The task file itself as a FIFO is refused the same way.
+        let e = OsTask::load(&fifo, 0).unwrap_err().to_string();
+        assert!(e.contains("is a FIFO"), "{e}");
+    }
+
+    #[test]
+    fn scripts_dir_follows_both_agentbench_layouts() {
+        let top = tempfile::tempdir().unwrap();
+        let set = top.path().join("os_interaction");
+        for d in ["data/1", "scripts/1", "scripts/dev"] {
+            std::fs::create_dir_all(set.join(d)).unwrap();
+        }
+        let set = set.canonicalize().unwrap();
+        // Dev layout: data/dev.json ↔ scripts/dev/.
+        assert_eq!(default_scripts_dir(&set.join("data/dev.json")), set.join("scripts/dev"));
+        // AgentBench's numbered sets: data/1/x.json ↔ scripts/1/.
+        assert_eq!(default_scripts_dir(&set.join("data/1/x.json")), set.join("scripts/1"));
+        // Relative and non-normalised paths resolve the same way.
+        let odd = set.join("data/1/../1/x.json");
+        assert_eq!(default_scripts_dir(&odd), set.join("scripts/1"));
+        // Nothing there: the layout's guess, which the missing-directory error then names.
+        assert_eq!(default_scripts_dir(&set.join("data/7/x.json")), set.join("scripts/7"));
+        assert_eq!(
+            default_scripts_dir(&set.join("data/test.json")),
+            set.join("scripts/test")
+        );
     }
 }

@@ -11,8 +11,10 @@
 
 pub mod hash;
 pub mod mysql;
+pub mod pattern;
 pub mod render;
 pub mod sqlite;
+pub mod text_functions;
 
 use std::time::Duration;
 
@@ -37,6 +39,9 @@ pub enum SqlError {
     /// A `mysql://` URL that cannot be used.
     #[error("invalid database URL: {0}")]
     BadUrl(String),
+    /// The thread that enforces SQLite's statement deadline could not start.
+    #[error("cannot start the SQLite statement watchdog: {0}")]
+    Watchdog(std::io::Error),
     /// No table was set up before a statement or hash.
     #[error("no task table is set up")]
     NoTable,

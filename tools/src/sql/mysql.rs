@@ -1,13 +1,28 @@
 //! The MySQL/MariaDB executor, for evaluation parity with AgentBench (whose observations are
 //! MySQL's types and error messages as mysql.connector renders them).
 //!
-//! Each task gets its own database `edgeact_<16 hex digits>` (the harness named it after the
-//! table; a random name keeps concurrent tasks apart) holding the table under its exact name
-//! (backtick-quoted), every column `TEXT`; the database is dropped afterwards. Containment is
-//! the server's: connect as a user whose grants cover only `edgeact\_%` databases (see
-//! `scripts/ci-mariadb.sh`). Statements are limited by `max_statement_time` (MariaDB) or
-//! `max_execution_time` (MySQL, SELECT only), and by a socket read timeout a little longer than
-//! that, after which the connection is replaced.
+//! Each task gets its own database `edgeact_<16 hex digits>` holding the table under its exact
+//! name (backtick-quoted), every column `TEXT`; the database is dropped afterwards. Containment
+//! is the server's: connect as a user whose grants cover only `edgeact\_%` databases (see
+//! `scripts/ci-mariadb.sh`), so a task file's table name can never pick, reuse or drop another
+//! database, and two tasks with the same table never share one. AgentBench named the database
+//! after the table, and the model saw that name in errors (`Table 'US Ambassadors.x' doesn't
+//! exist`) and in `SELECT DATABASE()`: every observation shows the table's name where the
+//! server wrote the internal one ([`MysqlBackend::database`] gives the internal name). Limits of
+//! this scheme: SQL that qualifies a table with the AgentBench database name
+//! (`` `T`.`T` ``) does not resolve, and tasks running at the same time under the same server
+//! user can see each other's `edgeact_…` databases (use one server per evaluation run).
+//!
+//! Session settings are those AgentBench's MySQL 8 server ran with: its default `sql_mode`
+//! without `STRICT_TRANS_TABLES` ([`AGENTBENCH_SQL_MODE`]; strict mode rejects updates such as
+//! `WHERE text_col = 16` over non-numeric text, which the gold tables applied) and
+//! `group_concat_max_len` 1024 (MariaDB's default is 1 MiB; the gold hashes were cut at 1024).
+//!
+//! Statements are limited by `max_statement_time` (MariaDB) or `max_execution_time` (MySQL,
+//! SELECT only), and by a socket read timeout a little longer than that, after which the
+//! connection is replaced. The server does not check those limits inside one string function
+//! (MariaDB 10.11 ran a `LIKE` over 8 MB for 47 s against a 2 s limit): the task goes on after
+//! the read timeout, but the server finishes the call on its own time.
 //!
 //! Rendering follows mysql.connector's conversions: integer types → `int`, `DECIMAL` →
 //! `Decimal('…')`, `FLOAT`/`DOUBLE` → `float`, `DATE`/`DATETIME`/`TIME` → `datetime` objects,
@@ -21,6 +36,14 @@ use mysql::{Conn, Opts, OptsBuilder, Value};
 
 use super::render::{truncate_db_output, PyValue, RowsRenderer};
 use super::{cell_text, Result, SqlBackend, SqlError, SqlLimits, TaskTable};
+
+/// MySQL 8's default `sql_mode` less `STRICT_TRANS_TABLES`, which AgentBench's server ran with;
+/// MariaDB accepts the same list.
+pub const AGENTBENCH_SQL_MODE: &str =
+    "ONLY_FULL_GROUP_BY,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION";
+
+/// MySQL's default `group_concat_max_len`, which the table hash of the gold answers relied on.
+pub const AGENTBENCH_GROUP_CONCAT_MAX_LEN: u32 = 1024;
 
 /// The `binary` character set id: such string columns come back as `bytes`.
 const BINARY_CHARSET: u16 = 63;
@@ -37,6 +60,8 @@ pub struct MysqlBackend {
     limits: SqlLimits,
     mariadb: bool,
     database: Option<String>,
+    /// The name AgentBench gave the database (the table's name), shown in its place.
+    shown_database: String,
 }
 
 impl std::fmt::Debug for MysqlBackend {
@@ -67,6 +92,7 @@ impl MysqlBackend {
             limits,
             mariadb,
             database: None,
+            shown_database: String::new(),
         })
     }
 
@@ -77,6 +103,10 @@ impl MysqlBackend {
                 .query_first::<String, _>("SELECT VERSION()")?
                 .is_some_and(|v| v.to_ascii_lowercase().contains("mariadb"));
         conn.query_drop("SET NAMES utf8mb4")?;
+        conn.query_drop(format!(
+            "SET SESSION sql_mode = '{AGENTBENCH_SQL_MODE}', \
+             SESSION group_concat_max_len = {AGENTBENCH_GROUP_CONCAT_MAX_LEN}"
+        ))?;
         let secs = limits.statement_timeout.as_secs_f64();
         if mariadb {
             conn.query_drop(format!("SET SESSION max_statement_time = {secs}"))?;
@@ -91,7 +121,8 @@ impl MysqlBackend {
         self.mariadb
     }
 
-    /// The current task's database name.
+    /// The current task's database name on the server (observations show the table's name in
+    /// its place, as AgentBench named the database).
     pub fn database(&self) -> Option<&str> {
         self.database.as_deref()
     }
@@ -230,6 +261,7 @@ impl SqlBackend for MysqlBackend {
         self.conn
             .query_drop(format!("CREATE DATABASE {} CHARACTER SET utf8mb4", quote_ident(&db)))?;
         self.database = Some(db.clone());
+        self.shown_database = table.table_name.clone();
         self.conn.query_drop(format!("USE {}", quote_ident(&db)))?;
         let names: Vec<String> = table.column_names().iter().map(|c| quote_ident(c)).collect();
         let cols: Vec<String> = names.iter().map(|c| format!("{c} TEXT")).collect();
@@ -270,6 +302,10 @@ impl SqlBackend for MysqlBackend {
             }
             Err(e) => return Err(e.into()),
         };
+        let text = match &self.database {
+            Some(db) => text.replace(db.as_str(), &self.shown_database),
+            None => text,
+        };
         Ok(truncate_db_output(&text))
     }
 
@@ -278,7 +314,8 @@ impl SqlBackend for MysqlBackend {
             return Err(SqlError::NoTable);
         }
         let cols: Vec<String> = table.column_names().iter().map(|c| quote_ident(c)).collect();
-        // The harness's query, verbatim in structure; group_concat_max_len keeps its default.
+        // The harness's query, verbatim in structure, under the session's group_concat_max_len
+        // of 1024 as on AgentBench's MySQL.
         let sql = format!(
             "SELECT md5(group_concat(rowhash ORDER BY rowhash)) AS hash FROM \
              (SELECT substring(md5(concat_ws(',', {})), 1, 5) AS rowhash FROM {}) AS sub",

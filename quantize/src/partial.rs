@@ -1,0 +1,242 @@
+//! The temporary `.partial` file of an atomic write, and the paths the converter must never
+//! write over or read from.
+//!
+//! A partial file is named after its destination (`.<name>.<random>.edgeact-partial` beside
+//! `<name>`) and holds an exclusive `flock` for as long as it is written. So:
+//! - SIGINT, SIGTERM and SIGHUP remove it (after [`remove_partial_files_on_signal`]), then
+//!   end the process with the same signal;
+//! - one left behind by a run that could not clean up (SIGKILL, power loss) is unlocked, and
+//!   the next write to the same destination removes it ([`sweep_stale`]), while a live
+//!   writer's file is locked and left alone.
+
+use std::ffi::CString;
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+/// Suffix of every partial file.
+pub const PARTIAL_SUFFIX: &str = ".edgeact-partial";
+
+/// Paths the signal handler removes. A slot holds a leaked, NUL-terminated path (a few bytes
+/// per written file, never freed so the handler can never read freed memory) or null.
+const SLOTS: usize = 16;
+static LIVE_PARTIALS: [AtomicPtr<libc::c_char>; SLOTS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
+
+/// The prefix of the partial files of `dest_name`.
+fn partial_prefix(dest_name: &std::ffi::OsStr) -> String {
+    format!(".{}.", dest_name.to_string_lossy())
+}
+
+/// A partial file being written: locked, registered with the signal handler, and removed
+/// when dropped unless [`PartialFile::persist`] renamed it into place.
+pub struct PartialFile {
+    /// Present until [`PartialFile::persist`] takes it.
+    file: Option<tempfile::NamedTempFile>,
+    slot: Option<usize>,
+}
+
+impl PartialFile {
+    /// Creates the partial file for `dest` (an absolute path whose parent exists), first
+    /// removing stale partial files of the same destination.
+    pub fn create(dest: &Path) -> io::Result<PartialFile> {
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        let name = dest
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the output has no file name"))?;
+        sweep_stale(dest);
+        let file = tempfile::Builder::new()
+            .prefix(&partial_prefix(name))
+            .suffix(PARTIAL_SUFFIX)
+            .tempfile_in(dir)?;
+        // Nobody else knows the random name yet, so the lock cannot be held by another run.
+        file.as_file().try_lock().map_err(|e| match e {
+            std::fs::TryLockError::Error(e) => e,
+            std::fs::TryLockError::WouldBlock => io::Error::other("the new partial file is locked"),
+        })?;
+        let slot = register(file.path());
+        Ok(PartialFile { file: Some(file), slot })
+    }
+
+    fn temp(&self) -> &tempfile::NamedTempFile {
+        self.file.as_ref().expect("present until persisted")
+    }
+
+    pub fn as_file(&self) -> &File {
+        self.temp().as_file()
+    }
+
+    pub fn path(&self) -> &Path {
+        self.temp().path()
+    }
+
+    /// Renames the finished file to `dest`.
+    pub fn persist(mut self, dest: &Path) -> io::Result<()> {
+        self.unregister();
+        let file = self.file.take().expect("present until persisted");
+        file.persist(dest).map(|_| ()).map_err(|e| e.error)
+    }
+
+    fn unregister(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            LIVE_PARTIALS[slot].store(std::ptr::null_mut(), Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        // The NamedTempFile removes the file itself; the handler must not remove a path that
+        // might be reused later.
+        self.unregister();
+    }
+}
+
+/// Puts `path` in a free signal-handler slot (none when all are taken: that file is then only
+/// cleaned up by drop and by the next run's sweep).
+fn register(path: &Path) -> Option<usize> {
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let raw = c.into_raw();
+    for (i, slot) in LIVE_PARTIALS.iter().enumerate() {
+        if slot
+            .compare_exchange(std::ptr::null_mut(), raw, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return Some(i);
+        }
+    }
+    // SAFETY: `raw` came from `CString::into_raw` just above and was not stored anywhere.
+    drop(unsafe { CString::from_raw(raw) });
+    None
+}
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    for slot in &LIVE_PARTIALS {
+        let p = slot.load(Ordering::SeqCst);
+        if !p.is_null() {
+            // SAFETY: `p` is a leaked, never freed, NUL-terminated path; unlink is
+            // async-signal-safe.
+            unsafe { libc::unlink(p) };
+        }
+    }
+    // SA_RESETHAND restored the default action; the signal is blocked until this handler
+    // returns, so the re-raised one then ends the process as the original would have.
+    // SAFETY: raise is async-signal-safe.
+    unsafe { libc::raise(sig) };
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP remove the partial files being written, then end the
+/// process with the same signal. For command-line use; call once.
+pub fn remove_partial_files_on_signal() -> io::Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: a zeroed sigaction with a plain handler, an empty mask and SA_RESETHAND is
+        // valid; the handler only calls async-signal-safe functions.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESETHAND;
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the partial files of `dest` that no live writer holds (left by a killed run).
+/// Returns what was removed. Failures are ignored: a stale file only costs disk space.
+pub fn sweep_stale(dest: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = partial_prefix(name);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        if !(file_name.starts_with(&prefix) && file_name.ends_with(PARTIAL_SUFFIX)) {
+            continue;
+        }
+        let path = entry.path();
+        // Only plain files are ours; never follow a link someone planted.
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file()) {
+            continue;
+        }
+        let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        else {
+            continue;
+        };
+        if f.try_lock().is_ok() && std::fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// What kind of file `meta` describes, for messages.
+pub fn file_kind(meta: &Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens `path` for reading only if it is a regular file (after symlinks), without blocking
+/// on a FIFO or touching a device: it is opened non-blocking and checked with `fstat`.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is {}, not a regular file", path.display(), file_kind(&meta)),
+        ));
+    }
+    Ok(file)
+}
+
+/// Reads a regular file of at most `max` bytes (config and tokenizer files).
+pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_regular(path)?;
+    let mut out = Vec::new();
+    file.take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is larger than {} MiB", path.display(), max >> 20),
+        ));
+    }
+    Ok(out)
+}
+
+/// True when `a` and `b` are the same file (same device and inode: also catches hard links).
+pub fn same_file(a: &Metadata, b: &Metadata) -> bool {
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
