@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgeact_tools::os::{EndReason, OsSandbox, SandboxConfig, Script};
+use edgeact_tools::os::{EndReason, SandboxConfig, Script};
 
 mod sandbox_support;
 use sandbox_support::{marker, start, wait_until};

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use edgeact_tools::os::{OsSandbox, RootFs, SandboxConfig, Script, ScriptLanguage};
+use edgeact_tools::os::{RootFs, SandboxConfig, Script, ScriptLanguage};
 
 mod sandbox_support;
 use sandbox_support::{marker, start};

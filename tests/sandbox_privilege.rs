@@ -8,7 +8,7 @@
 //! they skip when the sandbox cannot start here or a prerequisite is missing.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgeact_tools::os::{OsSandbox, RootFs, SandboxConfig};
 
