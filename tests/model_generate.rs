@@ -50,6 +50,12 @@ fn greedy_200_steps_reproduces_llama2c_text() {
     })
     .unwrap();
     assert_eq!(g.stop, StopReason::MaxTokens);
+    assert_eq!(g.stop.to_string(), "token limit");
+    assert_eq!(StopReason::StopToken(2).to_string(), "end of turn");
+    assert_eq!(
+        StopReason::StopString("\n\n".into()).to_string(),
+        r#"stop string "\n\n""#
+    );
     assert_eq!(g.n_generated, 200);
     let first20: Vec<u32> = f.golden["first_20_generated_ids"]
         .as_array()

@@ -38,11 +38,25 @@ pub enum StopReason {
     StopToken(u32),
     /// The text reached this stop string.
     StopString(String),
+    /// The token budget (`-n`) was used up.
     MaxTokens,
     /// The session's context has no room for another token.
     ContextFull,
     /// The sampler had nothing to choose from.
     NoCandidates,
+}
+
+impl std::fmt::Display for StopReason {
+    /// Why generation ended, in words for people (`end of turn`, `token limit`, ...).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::StopToken(_) => f.write_str("end of turn"),
+            StopReason::StopString(s) => write!(f, "stop string {s:?}"),
+            StopReason::MaxTokens => f.write_str("token limit"),
+            StopReason::ContextFull => f.write_str("context full"),
+            StopReason::NoCandidates => f.write_str("no token left to sample"),
+        }
+    }
 }
 
 /// What a generation produced.

@@ -147,7 +147,7 @@ impl LiveView {
                     s.prompt_tps(),
                     s.generated_tokens,
                     s.gen_tps(),
-                    s.stop
+                    stop_in_words(&s.stop)
                 );
                 match action {
                     ParsedAction::Os(p) => match &p.action {
@@ -299,4 +299,16 @@ fn run_db_task(a: DbArgs) -> anyhow::Result<ExitCode> {
         &mut |ev| view.on_event(ev),
     )?;
     finish(&run, &mut view, serde_json::Value::Null)
+}
+
+/// The engine's stop code (as transcripts record it) in words for the terminal.
+fn stop_in_words(code: &str) -> &str {
+    match code {
+        "eos" => "end of turn",
+        "max_tokens" => "token limit",
+        "action_end" => "end of the action",
+        "context_full" => "context full",
+        "no_candidates" => "no token left to sample",
+        other => other,
+    }
 }

@@ -243,7 +243,7 @@ pub fn stop_tokens(tok: &Tokenizer) -> Vec<u32> {
 pub fn print_timings(g: &Generation) {
     eprintln!();
     eprintln!(
-        "prompt: {} tokens ({} evaluated) in {:.2} s = {:.2} t/s | generation: {} tokens in {:.2} s = {:.2} t/s | stop: {:?}",
+        "prompt: {} tokens ({} evaluated) in {:.2} s = {:.2} t/s | generation: {} tokens in {:.2} s = {:.2} t/s | stop: {}",
         g.n_prompt,
         g.n_prompt_evaluated,
         g.prompt_time.as_secs_f64(),
