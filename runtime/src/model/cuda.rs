@@ -10,9 +10,9 @@
 //! By default as many blocks are offloaded as fit the GPU's free memory, after an estimate
 //! that is printed on stderr; `gpu_layers` overrides it.
 
-use super::attention::{self, Heads};
+use super::blocks::CpuBlocks;
 use super::kv_cache::{KvCache, KvType};
-use super::ops::{self, Activations, RopeTable, ThreadPool};
+use super::ops::{Activations, RopeTable, ThreadPool};
 use super::weights::{Layer, LlamaModel, Weight};
 use super::{ModelError, RopeScaling};
 use crate::kernels::cuda::{rope_table, Backend, CudaError, GpuBuffer, GpuContext, GpuMatrix, GPU_WEIGHT_TYPES};
@@ -90,14 +90,6 @@ struct GpuScratch {
     logits: GpuBuffer<f32>,
 }
 
-/// The blocks that stay on the CPU, with their own KV cache.
-struct CpuTail {
-    pool: ThreadPool,
-    activations: Activations,
-    rope: RopeTable,
-    cache: KvCache,
-}
-
 /// A GPU (or GPU + CPU) forward pass for one sequence.
 pub struct GpuForward {
     model: Arc<LlamaModel>,
@@ -109,7 +101,7 @@ pub struct GpuForward {
     n_ctx: usize,
     max_batch: usize,
     s: GpuScratch,
-    tail: Option<CpuTail>,
+    tail: Option<CpuBlocks>,
 }
 
 fn weight_bytes(w: &Weight) -> usize {
@@ -254,11 +246,14 @@ impl GpuForward {
             hb3: z(b * ffn)?,
             logits: z(cfg.vocab_size * b)?,
         };
-        let tail = (n_gpu < n_layers || output.is_none()).then(|| CpuTail {
-            pool: ThreadPool::new(opts.threads.max(1)),
-            activations: opts.cpu_activations,
-            rope: RopeTable::new(cfg.head_dim, cfg.rope_freq_base, freq_scale, opts.n_ctx),
-            cache: KvCache::new(KvType::F16, n_layers - n_gpu, opts.n_ctx, kv_dim),
+        let tail = (n_gpu < n_layers || output.is_none()).then(|| {
+            CpuBlocks::new(
+                ThreadPool::new(opts.threads.max(1)),
+                opts.cpu_activations,
+                RopeTable::new(cfg.head_dim, cfg.rope_freq_base, freq_scale, opts.n_ctx),
+                KvCache::new(KvType::F16, n_layers - n_gpu, opts.n_ctx, kv_dim),
+                n_gpu,
+            )
         });
         Ok(GpuForward {
             model,
@@ -341,9 +336,9 @@ impl GpuForward {
             self.gpu_block(l, n, pos0).map_err(gpu_err)?;
         }
         let Some(first) = first else {
-            if self.tail.is_some() {
+            if let Some(tail) = self.tail.as_mut() {
                 x = self.gpu.download(&self.s.x, n * dim).map_err(gpu_err)?;
-                self.cpu_blocks(&model, &mut x, n, pos0)?;
+                tail.run(&model, &mut x, n, pos0)?;
             } else {
                 self.gpu.synchronize().map_err(gpu_err)?;
             }
@@ -362,18 +357,12 @@ impl GpuForward {
             return Ok(());
         }
         x = self.gpu.download(&self.s.x, n * dim).map_err(gpu_err)?;
-        self.cpu_blocks(&model, &mut x, n, pos0)?;
         let tail = self
             .tail
-            .as_ref()
+            .as_mut()
             .ok_or_else(|| ModelError::Compute("no CPU path for the output".into()))?;
-        let mut xb = vec![0f32; rows * dim];
-        for (o, xi) in xb.chunks_exact_mut(dim).zip(x[first * dim..].chunks_exact(dim)) {
-            ops::rms_norm(o, xi, &model.output_norm, cfg.rms_eps);
-        }
-        let start = out.len();
-        out.resize(start + rows * cfg.vocab_size, 0.0);
-        cpu_matmul(tail, &model, &model.output, &xb, rows, &mut out[start..])
+        tail.run(&model, &mut x, n, pos0)?;
+        tail.logits(&model, &x, first, n, out)
     }
 
     /// One transformer block on the GPU over the chunk in `s.x`.
@@ -433,88 +422,9 @@ impl GpuForward {
         g.matmul(&layer.w_down, &s.hb3.slice(..), n, &mut s.xb2.slice_mut(..))?;
         g.add_inplace(&mut s.x.slice_mut(..), &s.xb2.slice(..), n * dim)
     }
-
-    /// The blocks after the offloaded ones, on the CPU (same arithmetic as `Session`).
-    fn cpu_blocks(&mut self, model: &LlamaModel, x: &mut [f32], n: usize, pos0: usize) -> Result<(), ModelError> {
-        let first = self.layers.len();
-        let Some(tail) = self.tail.as_mut() else {
-            return Ok(());
-        };
-        let cfg = model.config();
-        let (dim, kv_dim, hd, ffn) = (cfg.dim, cfg.kv_dim(), cfg.head_dim, cfg.ffn_dim);
-        let heads = Heads {
-            n_heads: cfg.n_heads,
-            n_kv_heads: cfg.n_kv_heads,
-            head_dim: hd,
-        };
-        let (mut xb, mut q) = (vec![0f32; n * dim], vec![0f32; n * dim]);
-        let (mut k, mut v) = (vec![0f32; n * kv_dim], vec![0f32; n * kv_dim]);
-        let (mut att, mut out) = (vec![0f32; n * dim], vec![0f32; n * dim]);
-        let (mut gate, mut up, mut act) = (vec![0f32; n * ffn], vec![0f32; n * ffn], vec![0f32; n * ffn]);
-        let mut scores = vec![0f32; pos0 + n];
-        for (i, layer) in model.layers.iter().enumerate().skip(first) {
-            let cl = i - first;
-            for (o, xi) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-                ops::rms_norm(o, xi, &layer.attn_norm, cfg.rms_eps);
-            }
-            cpu_matmul(tail, model, &layer.wq, &xb, n, &mut q)?;
-            cpu_matmul(tail, model, &layer.wk, &xb, n, &mut k)?;
-            cpu_matmul(tail, model, &layer.wv, &xb, n, &mut v)?;
-            for t in 0..n {
-                ops::rope(&tail.rope, &mut q[t * dim..(t + 1) * dim], pos0 + t);
-                ops::rope(&tail.rope, &mut k[t * kv_dim..(t + 1) * kv_dim], pos0 + t);
-                tail.cache.store(
-                    cl,
-                    pos0 + t,
-                    &k[t * kv_dim..(t + 1) * kv_dim],
-                    &v[t * kv_dim..(t + 1) * kv_dim],
-                );
-            }
-            let keys = tail.cache.keys(cl, pos0 + n);
-            let values = tail.cache.values(cl, pos0 + n);
-            for t in 0..n {
-                for h in 0..cfg.n_heads {
-                    let o = t * dim + h * hd;
-                    attention::attend_head(
-                        heads,
-                        h,
-                        &q[o..o + hd],
-                        &keys,
-                        &values,
-                        pos0 + t + 1,
-                        &mut scores,
-                        &mut att[o..o + hd],
-                    );
-                }
-            }
-            cpu_matmul(tail, model, &layer.wo, &att, n, &mut out)?;
-            x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
-            for (o, xi) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-                ops::rms_norm(o, xi, &layer.ffn_norm, cfg.rms_eps);
-            }
-            cpu_matmul(tail, model, &layer.w_gate, &xb, n, &mut gate)?;
-            cpu_matmul(tail, model, &layer.w_up, &xb, n, &mut up)?;
-            ops::swiglu(&gate, &up, &mut act);
-            cpu_matmul(tail, model, &layer.w_down, &act, n, &mut out)?;
-            x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
-        }
-        Ok(())
-    }
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
-
-/// The CPU blocks' matmul, on the tail's pool and activation arithmetic.
-fn cpu_matmul(
-    tail: &CpuTail,
-    model: &LlamaModel,
-    w: &Weight,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-) -> Result<(), ModelError> {
-    super::session::matmul(&tail.pool, tail.activations, model, w, x, n, out)
-}
 
 /// A one-line stderr progress bar for weight uploads of 1 GiB or more (small models load
 /// in a blink and print nothing).

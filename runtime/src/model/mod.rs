@@ -7,6 +7,7 @@
 //! - [`Session`]: one sequence's KV cache and position; batched prefill and decode.
 
 mod attention;
+mod blocks;
 mod config;
 /// GPU forward pass with partial offload (CUDA backend).
 #[cfg(feature = "cuda")]

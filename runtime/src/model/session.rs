@@ -1,19 +1,13 @@
-//! One sequence being evaluated: its KV cache, the tokens cached so far, and the forward pass.
-//!
-//! The forward reads like llama2.c's `run.c`, batched: a chunk of up to [`MAX_BATCH`] tokens
-//! goes through every matmul at once (weights are streamed once per chunk instead of once per
-//! token), then each token attends causally over the cache, which already holds the chunk's
-//! own earlier positions.
+//! One sequence being evaluated: its KV cache, the tokens cached so far, and the forward pass
+//! (embedding → the blocks of [`super::blocks`] → output norm and projection), in chunks of up
+//! to [`MAX_BATCH`] tokens.
 
-use super::attention::{self, Heads};
+use super::blocks::{sized, CpuBlocks};
 use super::kv_cache::{KvCache, KvType};
-use super::ops::{self, Activations, RopeTable, ThreadPool};
-use super::weights::{Layer, LlamaModel, Weight};
+use super::ops::{Activations, RopeTable, ThreadPool};
+use super::weights::LlamaModel;
 use super::{ModelError, RopeScaling};
-use std::sync::{Arc, Mutex};
-
-/// Multiply-adds below which attention runs on the calling thread.
-const PARALLEL_ATTENTION_WORK: usize = 1 << 16;
+use std::sync::Arc;
 
 /// Largest number of tokens pushed through the matmuls at once.
 pub const MAX_BATCH: usize = 512;
@@ -117,37 +111,16 @@ enum Logits {
     All,
 }
 
-/// Activation buffers for one chunk, reused between calls.
-#[derive(Default)]
-struct Scratch {
-    x: Vec<f32>,
-    xb: Vec<f32>,
-    xb2: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    att: Vec<f32>,
-    hb: Vec<f32>,
-    hb2: Vec<f32>,
-    hb3: Vec<f32>,
-}
-
-fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    buf.resize(n, 0.0);
-    &mut buf[..n]
-}
-
 /// A KV cache plus position for one sequence of one model.
 pub struct Session {
     model: Arc<LlamaModel>,
     n_ctx: usize,
     batch_size: usize,
-    activations: Activations,
-    pool: ThreadPool,
-    rope: RopeTable,
-    cache: KvCache,
+    /// Every block runs here unless a GPU forward takes the sequence.
+    blocks: CpuBlocks,
     tokens: Vec<u32>,
-    scratch: Scratch,
+    /// The residual stream of the chunk being evaluated, reused between calls.
+    x: Vec<f32>,
     /// The GPU forward, when the session runs on CUDA (see [`Session::with_backend`]).
     #[cfg(feature = "cuda")]
     gpu: Option<super::cuda::GpuForward>,
@@ -181,15 +154,13 @@ impl Session {
             RopeScaling::None => 1.0,
             RopeScaling::Linear { factor } => 1.0 / factor,
         };
+        let rope = RopeTable::new(cfg.head_dim, cfg.rope_freq_base, freq_scale, n_ctx);
         Ok(Session {
-            rope: RopeTable::new(cfg.head_dim, cfg.rope_freq_base, freq_scale, n_ctx),
-            pool: ThreadPool::new(threads),
+            blocks: CpuBlocks::new(ThreadPool::new(threads), opts.activations, rope, cache, 0),
             n_ctx,
             batch_size: opts.batch_size,
-            activations: opts.activations,
-            cache,
             tokens: Vec::new(),
-            scratch: Scratch::default(),
+            x: Vec::new(),
             #[cfg(feature = "cuda")]
             gpu: None,
             model,
@@ -210,10 +181,10 @@ impl Session {
         let mut session = Session::new(Arc::clone(&model), opts)?;
         #[cfg(feature = "cuda")]
         if let Some(mut g) =
-            super::cuda::GpuOptions::for_backend(backend, session.n_ctx, session.batch_size, session.pool.n_threads())
+            super::cuda::GpuOptions::for_backend(backend, session.n_ctx, session.batch_size, session.n_threads())
         {
             g.gpu_layers = gpu_layers;
-            g.cpu_activations = session.activations;
+            g.cpu_activations = session.blocks.activations;
             session.gpu = Some(super::cuda::GpuForward::new(model, &g)?);
         }
         #[cfg(not(feature = "cuda"))]
@@ -243,12 +214,12 @@ impl Session {
     }
 
     pub fn n_threads(&self) -> usize {
-        self.pool.n_threads()
+        self.blocks.pool.n_threads()
     }
 
     /// Bytes held by the KV cache.
     pub fn kv_bytes(&self) -> usize {
-        self.cache.bytes()
+        self.blocks.cache.bytes()
     }
 
     /// Tokens whose keys and values are cached, in order (position i holds `tokens()[i]`).
@@ -318,170 +289,18 @@ impl Session {
             return g.forward(tokens, self.tokens.len(), first, logits_out);
         }
         let model = Arc::clone(&self.model);
-        let cfg = model.config();
+        let dim = model.config().dim;
         let n = tokens.len();
         let pos0 = self.tokens.len();
-        let dim = cfg.dim;
-
-        let mut s = std::mem::take(&mut self.scratch);
-        let result = self.layers(&model, tokens, pos0, &mut s);
-        if result.is_ok() && want != Logits::None {
-            let first = if want == Logits::All { 0 } else { n - 1 };
-            let rows = n - first;
-            let x = &s.x[first * dim..n * dim];
-            let xb = sized(&mut s.xb, rows * dim);
-            rms_norm_rows(xb, x, &model.output_norm, cfg.rms_eps, dim);
-            let start = logits_out.len();
-            logits_out.resize(start + rows * cfg.vocab_size, 0.0);
-            let r = matmul(
-                &self.pool,
-                self.activations,
-                &model,
-                &model.output,
-                xb,
-                rows,
-                &mut logits_out[start..],
-            );
-            self.scratch = s;
-            return r;
-        }
-        // Scratch buffers go back even after an error so the next call reuses them.
-        self.scratch = s;
-        result
-    }
-
-    /// Embedding lookup and every transformer block for the chunk; leaves the residual stream
-    /// in `s.x`.
-    fn layers(&mut self, model: &LlamaModel, tokens: &[u32], pos0: usize, s: &mut Scratch) -> Result<(), ModelError> {
-        let n = tokens.len();
-        let dim = model.config().dim;
-        let x = sized(&mut s.x, n * dim);
+        let x = sized(&mut self.x, n * dim);
         for (t, &tok) in tokens.iter().enumerate() {
             model.embed(tok, &mut x[t * dim..(t + 1) * dim])?;
         }
-        for (l, layer) in model.layers.iter().enumerate() {
-            self.attention_block(model, l, layer, pos0, n, s)?;
-            self.ffn_block(model, layer, n, s)?;
+        self.blocks.run(&model, x, n, pos0)?;
+        match want {
+            Logits::None => Ok(()),
+            Logits::Last => self.blocks.logits(&model, x, n - 1, n, logits_out),
+            Logits::All => self.blocks.logits(&model, x, 0, n, logits_out),
         }
-        Ok(())
     }
-
-    /// `x += Wo · attention(rope(Wq·norm(x)), cache)` for the chunk, storing its K/V first.
-    fn attention_block(
-        &mut self,
-        model: &LlamaModel,
-        l: usize,
-        layer: &Layer,
-        pos0: usize,
-        n: usize,
-        s: &mut Scratch,
-    ) -> Result<(), ModelError> {
-        let cfg = model.config();
-        let (dim, kv_dim, hd) = (cfg.dim, cfg.kv_dim(), cfg.head_dim);
-        let xb = sized(&mut s.xb, n * dim);
-        rms_norm_rows(xb, &s.x, &layer.attn_norm, cfg.rms_eps, dim);
-        let q = sized(&mut s.q, n * dim);
-        let k = sized(&mut s.k, n * kv_dim);
-        let v = sized(&mut s.v, n * kv_dim);
-        matmul(&self.pool, self.activations, model, &layer.wq, xb, n, q)?;
-        matmul(&self.pool, self.activations, model, &layer.wk, xb, n, k)?;
-        matmul(&self.pool, self.activations, model, &layer.wv, xb, n, v)?;
-        for t in 0..n {
-            ops::rope(&self.rope, &mut q[t * dim..(t + 1) * dim], pos0 + t);
-            ops::rope(&self.rope, &mut k[t * kv_dim..(t + 1) * kv_dim], pos0 + t);
-            self.cache.store(
-                l,
-                pos0 + t,
-                &k[t * kv_dim..(t + 1) * kv_dim],
-                &v[t * kv_dim..(t + 1) * kv_dim],
-            );
-        }
-        let heads = Heads {
-            n_heads: cfg.n_heads,
-            n_kv_heads: cfg.n_kv_heads,
-            head_dim: hd,
-        };
-        let n_seen_max = pos0 + n;
-        let keys = self.cache.keys(l, n_seen_max);
-        let values = self.cache.values(l, n_seen_max);
-        let att = sized(&mut s.att, n * dim);
-        // One output slot per (token, head); tasks take slots strided so that the causal
-        // prefill's longer rows spread over all threads. Each slot is locked by one task only.
-        let slots: Vec<Mutex<&mut [f32]>> = att.chunks_mut(hd).map(Mutex::new).collect();
-        let q: &[f32] = q;
-        // Waking the workers costs more than a small attention (short contexts, tiny models).
-        let work = n * cfg.n_heads * n_seen_max * hd;
-        let n_tasks = if work < PARALLEL_ATTENTION_WORK {
-            1
-        } else {
-            self.pool.n_threads().min(slots.len())
-        };
-        let task_fn = |task: usize| {
-            let mut scores = vec![0f32; n_seen_max];
-            for i in (task..slots.len()).step_by(n_tasks) {
-                let (t, head) = (i / cfg.n_heads, i % cfg.n_heads);
-                let mut out = slots[i].lock().unwrap_or_else(|p| p.into_inner());
-                // Causal mask: token t of the chunk sees the cache up to and including itself.
-                let qh = &q[t * dim + head * hd..t * dim + (head + 1) * hd];
-                attention::attend_head(heads, head, qh, &keys, &values, pos0 + t + 1, &mut scores, &mut out);
-            }
-        };
-        if n_tasks == 1 {
-            task_fn(0);
-        } else {
-            self.pool.run(n_tasks, &task_fn);
-        }
-        drop(slots);
-        let out = sized(&mut s.xb2, n * dim);
-        matmul(&self.pool, self.activations, model, &layer.wo, att, n, out)?;
-        add_in_place(&mut s.x, out);
-        Ok(())
-    }
-
-    /// `x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))` for the chunk.
-    fn ffn_block(&mut self, model: &LlamaModel, layer: &Layer, n: usize, s: &mut Scratch) -> Result<(), ModelError> {
-        let cfg = model.config();
-        let (dim, ffn) = (cfg.dim, cfg.ffn_dim);
-        let xb = sized(&mut s.xb, n * dim);
-        rms_norm_rows(xb, &s.x, &layer.ffn_norm, cfg.rms_eps, dim);
-        let gate = sized(&mut s.hb, n * ffn);
-        let up = sized(&mut s.hb2, n * ffn);
-        matmul(&self.pool, self.activations, model, &layer.w_gate, xb, n, gate)?;
-        matmul(&self.pool, self.activations, model, &layer.w_up, xb, n, up)?;
-        let act = sized(&mut s.hb3, n * ffn);
-        ops::swiglu(gate, up, act);
-        let out = sized(&mut s.xb2, n * dim);
-        matmul(&self.pool, self.activations, model, &layer.w_down, act, n, out)?;
-        add_in_place(&mut s.x, out);
-        Ok(())
-    }
-}
-
-/// RMSNorm of each `dim`-wide row of `x` into `out`.
-fn rms_norm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, dim: usize) {
-    for (o, xi) in out.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-        ops::rms_norm(o, xi, w, eps);
-    }
-}
-
-/// The residual connection.
-fn add_in_place(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
-}
-
-/// One weight matrix times the chunk's activations, naming the tensor on failure (also the
-/// CUDA forward's blocks left on the CPU).
-pub(super) fn matmul(
-    pool: &ThreadPool,
-    activations: Activations,
-    model: &LlamaModel,
-    w: &Weight,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-) -> Result<(), ModelError> {
-    ops::matmul(pool, activations, &model.qmatrix(w), x, n, out)
-        .map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))
 }

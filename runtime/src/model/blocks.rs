@@ -1,0 +1,240 @@
+//! The Llama transformer block on the CPU, written once. [`CpuBlocks`] owns what the blocks
+//! need (thread pool, activation arithmetic, RoPE table, the KV cache of its layers) and runs
+//! layers `first_layer..` over a residual stream: all of them for a CPU [`super::Session`],
+//! the ones left after the offloaded range for the CUDA forward.
+//!
+//! Each block is batched: a chunk of tokens goes through every matmul at once (weights are
+//! streamed once per chunk), then each token attends causally over the cache, which already
+//! holds the chunk's own earlier positions.
+
+use super::attention::{self, Heads};
+use super::kv_cache::KvCache;
+use super::ops::{self, Activations, RopeTable, ThreadPool};
+use super::weights::{Layer, LlamaModel, Weight};
+use super::ModelError;
+use std::sync::Mutex;
+
+/// Multiply-adds below which attention runs on the calling thread.
+const PARALLEL_ATTENTION_WORK: usize = 1 << 16;
+
+/// Activation buffers for one chunk, reused between calls.
+#[derive(Default)]
+struct Scratch {
+    xb: Vec<f32>,
+    xb2: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    hb: Vec<f32>,
+    hb2: Vec<f32>,
+    hb3: Vec<f32>,
+}
+
+/// `buf` resized to `n` (reusing its allocation), as a slice.
+pub(super) fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    buf.resize(n, 0.0);
+    &mut buf[..n]
+}
+
+/// The CPU side of a forward pass: layers `first_layer..` of the model and their KV cache.
+pub(super) struct CpuBlocks {
+    pub(super) pool: ThreadPool,
+    pub(super) activations: Activations,
+    rope: RopeTable,
+    /// Keys and values of layers `first_layer..` (cache layer 0 is model layer `first_layer`).
+    pub(super) cache: KvCache,
+    first_layer: usize,
+    scratch: Scratch,
+}
+
+impl CpuBlocks {
+    pub(super) fn new(
+        pool: ThreadPool,
+        activations: Activations,
+        rope: RopeTable,
+        cache: KvCache,
+        first_layer: usize,
+    ) -> CpuBlocks {
+        CpuBlocks {
+            pool,
+            activations,
+            rope,
+            cache,
+            first_layer,
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// Runs blocks `first_layer..` over the residual stream `x` (`n` rows of `dim`) of tokens
+    /// at positions `pos0..`, storing their keys and values in the cache.
+    pub(super) fn run(&mut self, model: &LlamaModel, x: &mut [f32], n: usize, pos0: usize) -> Result<(), ModelError> {
+        let mut s = std::mem::take(&mut self.scratch);
+        let mut result = Ok(());
+        for (l, layer) in model.layers.iter().enumerate().skip(self.first_layer) {
+            let cache_layer = l - self.first_layer;
+            result = self
+                .attention_block(model, cache_layer, layer, x, pos0, n, &mut s)
+                .and_then(|()| self.ffn_block(model, layer, x, n, &mut s));
+            if result.is_err() {
+                break;
+            }
+        }
+        // Scratch buffers go back even after an error so the next call reuses them.
+        self.scratch = s;
+        result
+    }
+
+    /// The final norm and output projection of rows `first..n` of `x`, appended to `out`.
+    pub(super) fn logits(
+        &mut self,
+        model: &LlamaModel,
+        x: &[f32],
+        first: usize,
+        n: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        let cfg = model.config();
+        let (dim, rows) = (cfg.dim, n - first);
+        let xb = sized(&mut self.scratch.xb, rows * dim);
+        rms_norm_rows(xb, &x[first * dim..n * dim], &model.output_norm, cfg.rms_eps, dim);
+        let start = out.len();
+        out.resize(start + rows * cfg.vocab_size, 0.0);
+        matmul(
+            &self.pool,
+            self.activations,
+            model,
+            &model.output,
+            xb,
+            rows,
+            &mut out[start..],
+        )
+    }
+
+    /// `x += Wo · attention(rope(Wq·norm(x)), cache)` for the chunk, storing its K/V first.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_block(
+        &mut self,
+        model: &LlamaModel,
+        cache_layer: usize,
+        layer: &Layer,
+        x: &mut [f32],
+        pos0: usize,
+        n: usize,
+        s: &mut Scratch,
+    ) -> Result<(), ModelError> {
+        let cfg = model.config();
+        let (dim, kv_dim, hd) = (cfg.dim, cfg.kv_dim(), cfg.head_dim);
+        let xb = sized(&mut s.xb, n * dim);
+        rms_norm_rows(xb, x, &layer.attn_norm, cfg.rms_eps, dim);
+        let q = sized(&mut s.q, n * dim);
+        let k = sized(&mut s.k, n * kv_dim);
+        let v = sized(&mut s.v, n * kv_dim);
+        matmul(&self.pool, self.activations, model, &layer.wq, xb, n, q)?;
+        matmul(&self.pool, self.activations, model, &layer.wk, xb, n, k)?;
+        matmul(&self.pool, self.activations, model, &layer.wv, xb, n, v)?;
+        for t in 0..n {
+            ops::rope(&self.rope, &mut q[t * dim..(t + 1) * dim], pos0 + t);
+            ops::rope(&self.rope, &mut k[t * kv_dim..(t + 1) * kv_dim], pos0 + t);
+            self.cache.store(
+                cache_layer,
+                pos0 + t,
+                &k[t * kv_dim..(t + 1) * kv_dim],
+                &v[t * kv_dim..(t + 1) * kv_dim],
+            );
+        }
+        let heads = Heads {
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: hd,
+        };
+        let n_seen_max = pos0 + n;
+        let keys = self.cache.keys(cache_layer, n_seen_max);
+        let values = self.cache.values(cache_layer, n_seen_max);
+        let att = sized(&mut s.att, n * dim);
+        // One output slot per (token, head); tasks take slots strided so that the causal
+        // prefill's longer rows spread over all threads. Each slot is locked by one task only.
+        let slots: Vec<Mutex<&mut [f32]>> = att.chunks_mut(hd).map(Mutex::new).collect();
+        let q: &[f32] = q;
+        // Waking the workers costs more than a small attention (short contexts, tiny models).
+        let work = n * cfg.n_heads * n_seen_max * hd;
+        let n_tasks = if work < PARALLEL_ATTENTION_WORK {
+            1
+        } else {
+            self.pool.n_threads().min(slots.len())
+        };
+        let task_fn = |task: usize| {
+            let mut scores = vec![0f32; n_seen_max];
+            for i in (task..slots.len()).step_by(n_tasks) {
+                let (t, head) = (i / cfg.n_heads, i % cfg.n_heads);
+                let mut out = slots[i].lock().unwrap_or_else(|p| p.into_inner());
+                // Causal mask: token t of the chunk sees the cache up to and including itself.
+                let qh = &q[t * dim + head * hd..t * dim + (head + 1) * hd];
+                attention::attend_head(heads, head, qh, &keys, &values, pos0 + t + 1, &mut scores, &mut out);
+            }
+        };
+        if n_tasks == 1 {
+            task_fn(0);
+        } else {
+            self.pool.run(n_tasks, &task_fn);
+        }
+        drop(slots);
+        let out = sized(&mut s.xb2, n * dim);
+        matmul(&self.pool, self.activations, model, &layer.wo, att, n, out)?;
+        add_in_place(x, out);
+        Ok(())
+    }
+
+    /// `x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))` for the chunk.
+    fn ffn_block(
+        &mut self,
+        model: &LlamaModel,
+        layer: &Layer,
+        x: &mut [f32],
+        n: usize,
+        s: &mut Scratch,
+    ) -> Result<(), ModelError> {
+        let cfg = model.config();
+        let (dim, ffn) = (cfg.dim, cfg.ffn_dim);
+        let xb = sized(&mut s.xb, n * dim);
+        rms_norm_rows(xb, x, &layer.ffn_norm, cfg.rms_eps, dim);
+        let gate = sized(&mut s.hb, n * ffn);
+        let up = sized(&mut s.hb2, n * ffn);
+        matmul(&self.pool, self.activations, model, &layer.w_gate, xb, n, gate)?;
+        matmul(&self.pool, self.activations, model, &layer.w_up, xb, n, up)?;
+        let act = sized(&mut s.hb3, n * ffn);
+        ops::swiglu(gate, up, act);
+        let out = sized(&mut s.xb2, n * dim);
+        matmul(&self.pool, self.activations, model, &layer.w_down, act, n, out)?;
+        add_in_place(x, out);
+        Ok(())
+    }
+}
+
+/// RMSNorm of each `dim`-wide row of `x` into `out`.
+fn rms_norm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, dim: usize) {
+    for (o, xi) in out.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+        ops::rms_norm(o, xi, w, eps);
+    }
+}
+
+/// The residual connection.
+fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// One weight matrix times the chunk's activations, naming the tensor on failure.
+pub(super) fn matmul(
+    pool: &ThreadPool,
+    activations: Activations,
+    model: &LlamaModel,
+    w: &Weight,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), ModelError> {
+    ops::matmul(pool, activations, &model.qmatrix(w), x, n, out)
+        .map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))
+}
