@@ -1,7 +1,7 @@
 //! Loading a GGUF model into the agent's [`EngineModel`]s: one shared weight mapping,
 //! tokenizer and prompt format, one KV-cache session per worker.
 
-use crate::cmd::run::ModelArgs;
+use crate::cmd::args::ModelArgs;
 use anyhow::Context;
 use edgeact_runtime::agent::{EngineConfig, EngineModel, FormatChoice, PromptFormat};
 use edgeact_runtime::gguf::GgufFile;

@@ -2,7 +2,7 @@
 //! showing the transcript live (generated text, actions, observations, token counts and
 //! speeds) and optionally writing it as JSONL (`--log`).
 
-use super::run::ModelArgs;
+use super::args::ModelArgs;
 use crate::agent_glue::model::LoadedModel;
 use crate::agent_glue::os::{Backend, MachineOptions, RootfsChoice, SandboxMachine, ROOTFS_HELP};
 use crate::agent_glue::sql::{default_add_description, SqlEngine, SqlTool};

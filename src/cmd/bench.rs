@@ -2,7 +2,7 @@
 //! llama-bench: each test is repeated `-r` times after one warm-up, and the table shows the
 //! mean ± standard deviation of tokens/s.
 
-use super::run::{load_model_with, ActivationsArg, DeviceArgs, RepackArg};
+use super::args::{load_model_with, ActivationsArg, DeviceArgs, RepackArg};
 use anyhow::bail;
 use edgeact_runtime::kernels::cuda::Backend;
 use edgeact_runtime::model::{Activations, LlamaModel, SessionOptions};

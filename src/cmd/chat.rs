@@ -5,7 +5,7 @@
 //! Template: the GGUF's `tokenizer.chat_template`, else the built-in Llama-2 / AgentLM format
 //! (FastChat `llama-2`), both from `edgeact_runtime::chat`.
 
-use super::run::{print_timings, stop_tokens, ModelArgs, SamplingArgs};
+use super::args::{print_timings, stop_tokens, ModelArgs, SamplingArgs};
 use anyhow::Context;
 use edgeact_runtime::chat::{ChatTemplate, Message};
 use edgeact_runtime::generate::{generate, GenerateOptions};

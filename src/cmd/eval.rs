@@ -6,7 +6,7 @@
 //! a deterministic run; `--seeds N` runs every task N times and reports mean and spread.
 //! `--scripted FILE` replays fixed replies instead of a model (tests).
 
-use super::run::{ActivationsArg, DeviceArgs, ModelArgs, RepackArg, DEFAULT_CTX};
+use super::args::{ActivationsArg, DeviceArgs, ModelArgs, RepackArg, DEFAULT_CTX};
 use crate::agent_glue::model::LoadedModel;
 use crate::agent_glue::os::{Backend, MachineOptions, RootfsChoice};
 use crate::agent_glue::scripted;

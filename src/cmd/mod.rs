@@ -1,6 +1,7 @@
 //! One module per subcommand; each exposes `Args` (clap) and `run`.
 
 pub mod agent;
+pub mod args;
 pub mod bench;
 pub mod chat;
 pub mod eval;

@@ -3,7 +3,7 @@
 //! cache (its first token replaced by BOS when the model adds one), and only the second half of
 //! each chunk is scored, so every scored token has at least `ctx/2` tokens of context.
 
-use super::run::ModelArgs;
+use super::args::ModelArgs;
 use anyhow::{bail, Context};
 use edgeact_runtime::tokenizer::Tokenizer;
 use std::io::Write;
@@ -25,7 +25,7 @@ pub struct Args {
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     // llama.cpp's perplexity default context (512) unless --ctx names another.
-    if args.model.ctx == super::run::DEFAULT_CTX {
+    if args.model.ctx == super::args::DEFAULT_CTX {
         args.model.ctx = 512;
     }
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;

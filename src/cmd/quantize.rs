@@ -61,7 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     edgeact_quantize::remove_partial_files_on_signal().context("cannot install the signal handlers")?;
     let opts = Options {
         mix: args.ty,
-        threads: super::run::thread_count(Some(args.threads)),
+        threads: super::args::thread_count(Some(args.threads)),
         name: args.name.clone(),
         no_tokenizer: args.no_tokenizer,
     };

@@ -1,0 +1,253 @@
+//! The flags every model command shares (model file and context, device, activations,
+//! repacking, threads, sampling) and the helpers built on them: every session `run`, `chat`,
+//! `bench`, `perplexity`, `agent` and `eval` open goes through [`DeviceArgs::session`].
+
+use anyhow::{bail, Context};
+use edgeact_runtime::generate::Generation;
+use edgeact_runtime::gguf::GgufFile;
+use edgeact_runtime::kernels::cuda::{select_device, Backend, DeviceChoice};
+use edgeact_runtime::model::{Activations, KvType, LlamaModel, Session, SessionOptions};
+use edgeact_runtime::sampler::{Sampler, SamplerConfig};
+use edgeact_runtime::tokenizer::Tokenizer;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// `--ctx` default of `run` and `chat` (Llama-2's training context).
+pub const DEFAULT_CTX: usize = 4096;
+
+/// `--device` and `--gpu-layers`, shared by every command that runs the model.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DeviceArgs {
+    /// Compute device: auto (the first usable CUDA GPU, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Transformer blocks to run on the GPU, the rest on the CPU (default: as many as fit).
+    #[arg(long, value_name = "N")]
+    pub gpu_layers: Option<usize>,
+}
+
+impl DeviceArgs {
+    /// Picks the backend (`select_device` logs the choice, and for `auto` on the CPU the reason,
+    /// on one stderr line). Fails when an explicitly requested GPU cannot be used.
+    pub fn resolve(&self) -> anyhow::Result<Backend> {
+        if self.device == DeviceChoice::Cpu && self.gpu_layers.is_some_and(|n| n > 0) {
+            bail!(
+                "--gpu-layers {} needs a GPU, but --device cpu was given (use --device auto or cuda[:N])",
+                self.gpu_layers.unwrap_or(0)
+            );
+        }
+        let backend = select_device(self.device).with_context(|| format!("--device {}", self.device))?;
+        if backend == Backend::Cpu && self.device == DeviceChoice::Auto && self.gpu_layers.is_some_and(|n| n > 0) {
+            // `auto` means "a GPU if there is one": a script written for a GPU machine still runs.
+            eprintln!("edgeact: --gpu-layers ignored: running on the CPU");
+        }
+        Ok(backend)
+    }
+
+    /// Opens a session on `backend` (from [`DeviceArgs::resolve`]) with `--gpu-layers`.
+    pub fn session(&self, backend: &Backend, model: Arc<LlamaModel>, opts: SessionOptions) -> anyhow::Result<Session> {
+        Session::with_backend(model, opts, backend, self.gpu_layers)
+            .with_context(|| format!("opening a session on {backend}"))
+    }
+}
+
+/// Model, context and thread flags shared by `run`, `chat` and `perplexity`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// GGUF model file.
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// Context length in tokens (capped at the model's maximum).
+    #[arg(short = 'c', long = "ctx", default_value_t = DEFAULT_CTX)]
+    pub ctx: usize,
+    /// CPU threads (default: all cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// KV cache element type: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    pub kv_type: KvType,
+    #[command(flatten)]
+    pub activations: ActivationsArg,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    #[command(flatten)]
+    pub repack: RepackArg,
+}
+
+/// `--activations`, shared by every command that runs the model.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct ActivationsArg {
+    /// CPU matmul arithmetic: `quantized` rounds each matmul's input to 8 bits and uses integer
+    /// dot products (ggml's arithmetic, fast); `f32` multiplies f32 inputs with dequantized
+    /// weights (full precision, as the GPU kernels do; slower).
+    #[arg(long = "activations", default_value = "quantized")]
+    pub activations: Activations,
+}
+
+/// `--repack`, shared by every command that runs the model.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct RepackArg {
+    /// Copy Q4_0/Q4_K weights into 16-row panels for the x86 AVX2 and AVX-512 VNNI kernels
+    /// (faster decode; costs the weights' size in anonymous memory instead of using the file
+    /// mapping in place). No effect on other CPUs.
+    #[arg(long)]
+    pub repack: bool,
+}
+
+/// `--threads` as used: `None` or 0 means every core; a request above the CPU count is
+/// clamped to it with a note on stderr (more workers than CPUs only slow the matmuls down, and
+/// tens of thousands fail to spawn).
+pub fn thread_count(requested: Option<usize>) -> usize {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    match requested {
+        None | Some(0) => cpus,
+        Some(n) if n > cpus => {
+            eprintln!("note: --threads {n} is more than the {cpus} CPUs available; using {cpus}");
+            cpus
+        }
+        Some(n) => n,
+    }
+}
+
+/// Opens and checks a model file, repacking the weights when asked (with `threads` threads,
+/// default all cores).
+pub fn load_model_with(
+    path: &Path,
+    repack: RepackArg,
+    threads: Option<usize>,
+) -> anyhow::Result<(Arc<GgufFile>, Arc<LlamaModel>)> {
+    let file = Arc::new(GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?);
+    let mut model = LlamaModel::load(Arc::clone(&file)).with_context(|| format!("loading {}", path.display()))?;
+    if repack.repack {
+        let threads = match threads {
+            None | Some(0) => edgeact_runtime::kernels::cpu::physical_cores(),
+            Some(_) => thread_count(threads),
+        };
+        let start = std::time::Instant::now();
+        let bytes = model
+            .repack(threads)
+            .with_context(|| format!("repacking {}", path.display()))?;
+        if bytes == 0 {
+            eprintln!("edgeact: --repack: nothing repacked (needs Q4_0/Q4_K weights and an x86-64 CPU with AVX2)");
+        } else {
+            eprintln!(
+                "edgeact: repacked {:.2} GiB of Q4_0/Q4_K weights in {:.1} s",
+                bytes as f64 / (1u64 << 30) as f64,
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok((file, Arc::new(model)))
+}
+
+impl ModelArgs {
+    /// Maps and checks the model file, repacked if `--repack` was given.
+    pub fn load_model(&self) -> anyhow::Result<(Arc<GgufFile>, Arc<LlamaModel>)> {
+        load_model_with(&self.model, self.repack, self.threads)
+    }
+
+    /// Loads the model and opens a session with these flags, warning when the context is capped.
+    pub fn open(&self) -> anyhow::Result<(Arc<GgufFile>, Arc<LlamaModel>, Session)> {
+        // The device first: a GPU that cannot be used fails before the model is mapped.
+        let backend = self.device.resolve()?;
+        let (file, model) = self.load_model()?;
+        let max = model.config().max_context;
+        let n_ctx = match self.ctx {
+            0 => bail!("--ctx 0 is not a context length"),
+            // The default quietly shrinks to small models; an explicit value says so.
+            n if n > max && n != DEFAULT_CTX => {
+                eprintln!("note: --ctx {n} is above the model's maximum; using {max}");
+                max
+            }
+            n => n.min(max),
+        };
+        let opts = SessionOptions {
+            n_ctx,
+            threads: thread_count(self.threads),
+            kv_type: self.kv_type,
+            activations: self.activations.activations,
+            ..Default::default()
+        };
+        let session = self.device.session(&backend, Arc::clone(&model), opts)?;
+        Ok((file, model, session))
+    }
+}
+
+/// Sampling flags shared by `run` and `chat`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// Temperature; 0 means greedy.
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temp: f32,
+    /// Top-k truncation (0 disables).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Top-p (nucleus) truncation (1.0 disables).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Min-p truncation (0.0 disables).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty (1.0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Tokens of history the repetition penalty looks at.
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// RNG seed (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop when the output contains this string (repeatable).
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    pub fn sampler(&self) -> anyhow::Result<Sampler> {
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+        let cfg = SamplerConfig {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed,
+        };
+        cfg.validate()
+            .map_err(|e| anyhow::anyhow!("invalid sampling flags: {e}"))?;
+        Ok(Sampler::new(cfg))
+    }
+}
+
+/// Ids that end a turn: EOS and every end-of-generation token the tokenizer knows.
+pub fn stop_tokens(tok: &Tokenizer) -> Vec<u32> {
+    let mut ids: Vec<u32> = (0..tok.n_vocab() as u32).filter(|&id| tok.is_eog(id)).collect();
+    if let Some(eos) = tok.eos_id() {
+        if !ids.contains(&eos) {
+            ids.push(eos);
+        }
+    }
+    ids
+}
+
+/// Prints the speed line llama.cpp users expect, on stderr.
+pub fn print_timings(g: &Generation) {
+    eprintln!();
+    eprintln!(
+        "prompt: {} tokens ({} evaluated) in {:.2} s = {:.2} t/s | generation: {} tokens in {:.2} s = {:.2} t/s | stop: {}",
+        g.n_prompt,
+        g.n_prompt_evaluated,
+        g.prompt_time.as_secs_f64(),
+        g.prompt_tps(),
+        g.n_generated,
+        g.gen_time.as_secs_f64(),
+        g.gen_tps(),
+        g.stop
+    );
+}
