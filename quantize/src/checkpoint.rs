@@ -135,7 +135,7 @@ pub(crate) fn map_file(path: &Path) -> Result<MappedFile, CheckpointError> {
         source,
     };
     // A FIFO would block the open and a device cannot be mapped sensibly: regular files only.
-    let file = crate::partial::open_regular(path).map_err(io)?;
+    let file = edgeact_runtime::files::open_regular(path).map_err(io)?;
     // SAFETY: the mapping is read-only and only read through bounds-checked slices; as with any
     // mmap loader we rely on the checkpoint not being truncated while we convert it.
     let map = unsafe { Mmap::map(&file) }.map_err(io)?;

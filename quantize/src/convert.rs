@@ -163,7 +163,7 @@ pub fn convert(input: &Path, output: &Path, opts: &Options, progress: &mut dyn P
         bail!(
             "{} is {}: the input must be a model directory or a .gguf file",
             input.display(),
-            crate::partial::file_kind(&input_meta)
+            edgeact_runtime::files::file_kind(input_meta.file_type())
         );
     };
     let input_paths: Vec<PathBuf> = match &source {

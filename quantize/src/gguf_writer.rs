@@ -359,7 +359,7 @@ fn absolute_target(path: &Path) -> Result<PathBuf, WriteError> {
             WriteError::BadOutput(format!(
                 "output path {} is {} that cannot be resolved: {e}",
                 path.display(),
-                partial::file_kind(&link)
+                edgeact_runtime::files::file_kind(link.file_type())
             ))
         })?;
         let meta = std::fs::metadata(&canon).map_err(io_err(format!("output path {}", path.display())))?;
@@ -367,7 +367,7 @@ fn absolute_target(path: &Path) -> Result<PathBuf, WriteError> {
             return Err(WriteError::BadOutput(format!(
                 "output path {} is {}; the output must be a regular file or not exist",
                 path.display(),
-                partial::file_kind(&meta)
+                edgeact_runtime::files::file_kind(meta.file_type())
             )));
         }
         return Ok(canon);

@@ -13,7 +13,7 @@ use std::ffi::CString;
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -182,49 +182,10 @@ pub fn sweep_stale(dest: &Path) -> Vec<PathBuf> {
     removed
 }
 
-/// What kind of file `meta` describes, for messages.
-pub fn file_kind(meta: &Metadata) -> &'static str {
-    let t = meta.file_type();
-    if t.is_file() {
-        "a regular file"
-    } else if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_symlink() {
-        "a symbolic link"
-    } else {
-        "not a regular file"
-    }
-}
-
-/// Opens `path` for reading only if it is a regular file (after symlinks), without blocking
-/// on a FIFO or touching a device: it is opened non-blocking and checked with `fstat`.
-pub fn open_regular(path: &Path) -> io::Result<File> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.file_type().is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} is {}, not a regular file", path.display(), file_kind(&meta)),
-        ));
-    }
-    Ok(file)
-}
-
 /// Reads a regular file of at most `max` bytes (config and tokenizer files).
 pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    let file = open_regular(path)?;
+    let file = edgeact_runtime::files::open_regular(path)?;
     let mut out = Vec::new();
     file.take(max + 1).read_to_end(&mut out)?;
     if out.len() as u64 > max {

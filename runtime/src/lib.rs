@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod chat;
+pub mod files;
 pub mod generate;
 pub mod gguf;
 pub mod kernels;

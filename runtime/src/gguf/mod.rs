@@ -41,66 +41,24 @@ pub enum GgufError {
     NotAFile { path: PathBuf, kind: &'static str },
 }
 
-/// What a non-regular file is, in words, for the error message.
-fn file_kind(ty: std::fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if ty.is_fifo() {
-            return "a FIFO (named pipe)";
-        }
-        if ty.is_char_device() {
-            return "a character device";
-        }
-        if ty.is_block_device() {
-            return "a block device";
-        }
-        if ty.is_socket() {
-            return "a socket";
-        }
-    }
-    if ty.is_dir() {
-        "a directory"
-    } else {
-        "not a regular file"
-    }
-}
-
-/// Opens `path` for reading only if it is a regular file (or a symlink to one). The type is
-/// checked on the open descriptor, so a path swapped for a FIFO in between cannot slip
-/// through; on Unix the open itself does not block (`O_NONBLOCK`), so a FIFO with no writer is
-/// reported instead of hanging.
+/// Opens `path` for reading only if it is a regular file (or a symlink to one); see
+/// [`crate::files::open_regular`].
 pub fn open_regular_file(path: &Path) -> Result<File, GgufError> {
-    let io = |source| GgufError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    // A directory opens fine on Linux but then fails to map with "No such device"; say what it is.
-    if let Ok(meta) = std::fs::metadata(path) {
-        if !meta.is_file() {
-            return Err(GgufError::NotAFile {
+    crate::files::open_regular(path).map_err(|source| {
+        match source
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<crate::files::NotRegularFile>())
+        {
+            Some(not_regular) => GgufError::NotAFile {
                 path: path.to_path_buf(),
-                kind: file_kind(meta.file_type()),
-            });
+                kind: not_regular.kind,
+            },
+            None => GgufError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
         }
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Only the open is affected for regular files, whose reads never block.
-        options.custom_flags(libc::O_NONBLOCK);
-    }
-    let file = options.open(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(GgufError::NotAFile {
-            path: path.to_path_buf(),
-            kind: file_kind(meta.file_type()),
-        });
-    }
-    Ok(file)
+    })
 }
 
 enum Storage {
