@@ -612,6 +612,17 @@ impl OsSandbox {
         let r = |p: &str| format!("{root}{p}");
         let none = || c("none");
         let tmpfs = || c("tmpfs");
+        // `/dev/null` bound over an optional path: it reads as empty and cannot be written.
+        let null_over_if_exists = |path: &str| -> Result<Op> {
+            Ok(Op::MountIfExists {
+                probe: c(&r(path))?,
+                src: c("/dev/null")?,
+                dst: c(&r(path))?,
+                fstype: none()?,
+                flags: libc::MS_BIND,
+                data: None,
+            })
+        };
         let base = ids.map(|(b, _)| b);
         // tmpfs options: the mount's root directory belongs to the sandbox's root.
         let owned = |opts: String| match base {
@@ -719,14 +730,7 @@ impl OsSandbox {
             data: None,
         });
         for f in PROC_MASKED_FILES {
-            ops.push(Op::MountIfExists {
-                probe: c(&r(f))?,
-                src: c("/dev/null")?,
-                dst: c(&r(f))?,
-                fstype: none()?,
-                flags: libc::MS_BIND,
-                data: None,
-            });
+            ops.push(null_over_if_exists(f)?);
         }
         for d in PROC_MASKED_DIRS {
             ops.push(Op::MountIfExists {
@@ -848,14 +852,7 @@ impl OsSandbox {
                 }
             }
             for f in HOST_SECRET_FILES {
-                ops.push(Op::MountIfExists {
-                    probe: c(&r(f))?,
-                    src: c("/dev/null")?,
-                    dst: c(&r(f))?,
-                    fstype: none()?,
-                    flags: libc::MS_BIND,
-                    data: None,
-                });
+                ops.push(null_over_if_exists(f)?);
             }
         }
         if overlay {

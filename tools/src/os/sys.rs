@@ -399,6 +399,20 @@ fn join_cgroups(fds: &[OwnedFd]) {
     }
 }
 
+/// `mount(2)` with the plan's C strings; true on success.
+fn mount(src: &CString, dst: &CString, fstype: &CString, flags: libc::c_ulong, data: Option<&CString>) -> bool {
+    // SAFETY: every pointer comes from a live CString of the plan (or is null for no data).
+    unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+        ) == 0
+    }
+}
+
 fn run_op(op: &Op) -> bool {
     // SAFETY: every pointer comes from a live CString or slice of the plan.
     unsafe {
@@ -409,15 +423,7 @@ fn run_op(op: &Op) -> bool {
                 fstype,
                 flags,
                 data,
-            } => {
-                libc::mount(
-                    src.as_ptr(),
-                    dst.as_ptr(),
-                    fstype.as_ptr(),
-                    *flags,
-                    data.as_ref().map_or(std::ptr::null(), |d| d.as_ptr().cast()),
-                ) == 0
-            }
+            } => mount(src, dst, fstype, *flags, data.as_ref()),
             Op::MountIfExists {
                 probe,
                 src,
@@ -427,16 +433,8 @@ fn run_op(op: &Op) -> bool {
                 data,
             } => {
                 let mut st: libc::stat = std::mem::zeroed();
-                if libc::lstat(probe.as_ptr(), &mut st) != 0 {
-                    return true;
-                }
-                libc::mount(
-                    src.as_ptr(),
-                    dst.as_ptr(),
-                    fstype.as_ptr(),
-                    *flags,
-                    data.as_ref().map_or(std::ptr::null(), |d| d.as_ptr().cast()),
-                ) == 0
+                // A missing optional path is not an error: nothing to mask there.
+                libc::lstat(probe.as_ptr(), &mut st) != 0 || mount(src, dst, fstype, *flags, data.as_ref())
             }
             Op::ReadOnlyIfExists { path } => {
                 let mut st: libc::stat = std::mem::zeroed();
