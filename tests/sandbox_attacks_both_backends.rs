@@ -14,6 +14,8 @@ use edgeact_tools::os::{
     ContainerConfig, ContainerRuntime, ContainerSandbox, OsSandbox, RootFs, SandboxConfig, ShellLimits, ShellSession,
 };
 
+mod sandbox_support;
+
 /// Cleaned output (no escapes, `\r` or prompt), short timeouts.
 fn limits() -> ShellLimits {
     ShellLimits {
@@ -50,13 +52,7 @@ fn namespace() -> Option<OsSandbox> {
         raw_terminal: l.raw_terminal,
         ..Default::default()
     };
-    match OsSandbox::start(cfg) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            eprintln!("skipping: the namespace sandbox cannot start on this machine: {e}");
-            None
-        }
-    }
+    sandbox_support::start(cfg)
 }
 
 /// Output of `code` in the shell, always ending in a newline.

@@ -17,6 +17,8 @@ use edgeact_tools::os::{
     ScriptLanguage, ShellLimits, ShellSession,
 };
 
+mod sandbox_support;
+
 /// The limits the behaviour checks expect: 2 s silence, 8 s wall clock, 64 KiB output cap.
 fn quick_limits() -> ShellLimits {
     ShellLimits {
@@ -63,13 +65,7 @@ fn namespace(shell: ShellLimits) -> Option<OsSandbox> {
         raw_terminal: shell.raw_terminal,
         ..Default::default()
     };
-    match OsSandbox::start(cfg) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            eprintln!("skipping: the namespace sandbox cannot start on this machine: {e}");
-            None
-        }
-    }
+    sandbox_support::start(cfg)
 }
 
 fn exists(cfg: &ContainerConfig, id: &str) -> bool {
