@@ -44,6 +44,10 @@ pub enum StopReason {
     ContextFull,
     /// The sampler had nothing to choose from.
     NoCandidates,
+    /// Constrained decoding found the output complete (nothing but its end could follow).
+    Complete,
+    /// The client went away or the server stopped.
+    Cancelled,
 }
 
 impl std::fmt::Display for StopReason {
@@ -55,6 +59,8 @@ impl std::fmt::Display for StopReason {
             StopReason::MaxTokens => f.write_str("token limit"),
             StopReason::ContextFull => f.write_str("context full"),
             StopReason::NoCandidates => f.write_str("no token left to sample"),
+            StopReason::Complete => f.write_str("output complete"),
+            StopReason::Cancelled => f.write_str("cancelled"),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - `agent`: the AgentBench ReAct loop.
 
 pub mod agent;
+pub mod batching;
 pub mod chat;
 pub mod files;
 pub mod generate;

@@ -3,9 +3,11 @@
 //! layers `first_layer..` over a residual stream: all of them for a CPU [`super::Session`],
 //! the ones left after the offloaded range for the CUDA forward.
 //!
-//! Each block is batched: a chunk of tokens goes through every matmul at once (weights are
-//! streamed once per chunk), then each token attends causally over the cache, which already
-//! holds the chunk's own earlier positions.
+//! Each block is batched: a chunk of rows goes through every matmul at once (weights are
+//! streamed once per chunk), then each row attends causally over its own sequence's cache,
+//! which already holds the chunk's earlier positions of that sequence. The rows of one chunk
+//! may belong to different sequences (each a [`RowPos`]: which KV cache, which position), so
+//! the decode steps of many sequences and prefill pieces share one pass over the weights.
 
 use super::attention::{self, Heads};
 use super::kv_cache::KvCache;
@@ -37,15 +39,25 @@ pub(super) fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut buf[..n]
 }
 
-/// The CPU side of a forward pass: layers `first_layer..` of the model and their KV cache.
+/// Where one row of a chunk belongs: the sequence (index of its KV cache) and its position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct RowPos {
+    pub seq: usize,
+    pub pos: usize,
+}
+
+/// The CPU side of a forward pass: layers `first_layer..` of the model and the KV caches of
+/// the sequences it runs.
 pub(super) struct CpuBlocks {
     pub(super) pool: ThreadPool,
     pub(super) activations: Activations,
     rope: RopeTable,
-    /// Keys and values of layers `first_layer..` (cache layer 0 is model layer `first_layer`).
-    pub(super) cache: KvCache,
+    /// One cache per sequence: keys and values of layers `first_layer..` (cache layer 0 is
+    /// model layer `first_layer`).
+    pub(super) caches: Vec<KvCache>,
     first_layer: usize,
     scratch: Scratch,
+    rows: Vec<RowPos>,
 }
 
 impl CpuBlocks {
@@ -53,28 +65,43 @@ impl CpuBlocks {
         pool: ThreadPool,
         activations: Activations,
         rope: RopeTable,
-        cache: KvCache,
+        caches: Vec<KvCache>,
         first_layer: usize,
     ) -> CpuBlocks {
         CpuBlocks {
             pool,
             activations,
             rope,
-            cache,
+            caches,
             first_layer,
             scratch: Scratch::default(),
+            rows: Vec::new(),
         }
     }
 
-    /// Runs blocks `first_layer..` over the residual stream `x` (`n` rows of `dim`) of tokens
-    /// at positions `pos0..`, storing their keys and values in the cache.
+    /// Runs blocks `first_layer..` over the residual stream `x` (`n` rows of `dim`) of the
+    /// first sequence's tokens at positions `pos0..`, storing their keys and values.
     pub(super) fn run(&mut self, model: &LlamaModel, x: &mut [f32], n: usize, pos0: usize) -> Result<(), ModelError> {
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.clear();
+        rows.extend((0..n).map(|t| RowPos { seq: 0, pos: pos0 + t }));
+        let result = self.run_rows(model, x, &rows);
+        self.rows = rows;
+        result
+    }
+
+    /// Runs blocks `first_layer..` over the residual stream `x`, one `dim`-wide row per entry
+    /// of `rows`, storing each row's keys and values in its sequence's cache. Rows of one
+    /// sequence must come in increasing positions, and every position below a row's must be
+    /// cached already or be an earlier row of the chunk (causality).
+    pub(super) fn run_rows(&mut self, model: &LlamaModel, x: &mut [f32], rows: &[RowPos]) -> Result<(), ModelError> {
+        let n = rows.len();
         let mut s = std::mem::take(&mut self.scratch);
         let mut result = Ok(());
         for (l, layer) in model.layers.iter().enumerate().skip(self.first_layer) {
             let cache_layer = l - self.first_layer;
             result = self
-                .attention_block(model, cache_layer, layer, x, pos0, n, &mut s)
+                .attention_block(model, cache_layer, layer, x, rows, &mut s)
                 .and_then(|()| self.ffn_block(model, layer, x, n, &mut s));
             if result.is_err() {
                 break;
@@ -112,19 +139,18 @@ impl CpuBlocks {
     }
 
     /// `x += Wo · attention(rope(Wq·norm(x)), cache)` for the chunk, storing its K/V first.
-    #[allow(clippy::too_many_arguments)]
     fn attention_block(
         &mut self,
         model: &LlamaModel,
         cache_layer: usize,
         layer: &Layer,
         x: &mut [f32],
-        pos0: usize,
-        n: usize,
+        rows: &[RowPos],
         s: &mut Scratch,
     ) -> Result<(), ModelError> {
         let cfg = model.config();
         let (dim, kv_dim, hd) = (cfg.dim, cfg.kv_dim(), cfg.head_dim);
+        let n = rows.len();
         let xb = sized(&mut s.xb, n * dim);
         rms_norm_rows(xb, x, &layer.attn_norm, cfg.rms_eps, dim);
         let q = sized(&mut s.q, n * dim);
@@ -133,12 +159,12 @@ impl CpuBlocks {
         matmul(&self.pool, self.activations, model, &layer.wq, xb, n, q)?;
         matmul(&self.pool, self.activations, model, &layer.wk, xb, n, k)?;
         matmul(&self.pool, self.activations, model, &layer.wv, xb, n, v)?;
-        for t in 0..n {
-            ops::rope(&self.rope, &mut q[t * dim..(t + 1) * dim], pos0 + t);
-            ops::rope(&self.rope, &mut k[t * kv_dim..(t + 1) * kv_dim], pos0 + t);
-            self.cache.store(
+        for (t, row) in rows.iter().enumerate() {
+            ops::rope(&self.rope, &mut q[t * dim..(t + 1) * dim], row.pos);
+            ops::rope(&self.rope, &mut k[t * kv_dim..(t + 1) * kv_dim], row.pos);
+            self.caches[row.seq].store(
                 cache_layer,
-                pos0 + t,
+                row.pos,
                 &k[t * kv_dim..(t + 1) * kv_dim],
                 &v[t * kv_dim..(t + 1) * kv_dim],
             );
@@ -148,16 +174,16 @@ impl CpuBlocks {
             n_kv_heads: cfg.n_kv_heads,
             head_dim: hd,
         };
-        let n_seen_max = pos0 + n;
-        let keys = self.cache.keys(cache_layer, n_seen_max);
-        let values = self.cache.values(cache_layer, n_seen_max);
+        let n_seen_max = rows.iter().map(|r| r.pos + 1).max().unwrap_or(0);
+        let n_seen_sum: usize = rows.iter().map(|r| r.pos + 1).sum();
+        let caches = &self.caches;
         let att = sized(&mut s.att, n * dim);
         // One output slot per (token, head); tasks take slots strided so that the causal
         // prefill's longer rows spread over all threads. Each slot is locked by one task only.
         let slots: Vec<Mutex<&mut [f32]>> = att.chunks_mut(hd).map(Mutex::new).collect();
         let q: &[f32] = q;
         // Waking the workers costs more than a small attention (short contexts, tiny models).
-        let work = n * cfg.n_heads * n_seen_max * hd;
+        let work = n_seen_sum * cfg.n_heads * hd;
         let n_tasks = if work < PARALLEL_ATTENTION_WORK {
             1
         } else {
@@ -168,9 +194,12 @@ impl CpuBlocks {
             for i in (task..slots.len()).step_by(n_tasks) {
                 let (t, head) = (i / cfg.n_heads, i % cfg.n_heads);
                 let mut out = slots[i].lock().unwrap_or_else(|p| p.into_inner());
-                // Causal mask: token t of the chunk sees the cache up to and including itself.
+                // Causal mask: row t sees its sequence's cache up to and including itself.
+                let RowPos { seq, pos } = rows[t];
+                let keys = caches[seq].keys(cache_layer, pos + 1);
+                let values = caches[seq].values(cache_layer, pos + 1);
                 let qh = &q[t * dim + head * hd..t * dim + (head + 1) * hd];
-                attention::attend_head(heads, head, qh, &keys, &values, pos0 + t + 1, &mut scores, &mut out);
+                attention::attend_head(heads, head, qh, &keys, &values, pos + 1, &mut scores, &mut out);
             }
         };
         if n_tasks == 1 {

@@ -251,7 +251,7 @@ impl GpuForward {
                 ThreadPool::new(opts.threads.max(1)),
                 opts.cpu_activations,
                 RopeTable::new(cfg.head_dim, cfg.rope_freq_base, freq_scale, opts.n_ctx),
-                KvCache::new(KvType::F16, n_layers - n_gpu, opts.n_ctx, kv_dim),
+                vec![KvCache::new(KvType::F16, n_layers - n_gpu, opts.n_ctx, kv_dim)],
                 n_gpu,
             )
         });

@@ -4,9 +4,12 @@
 //! - [`LlamaConfig`]: hyper-parameters from the file's metadata.
 //! - [`LlamaModel`]: checked weight handles (no weight is copied; embedding rows are
 //!   dequantized on lookup; `output.weight` falls back to the tied `token_embd.weight`).
-//! - [`Session`]: one sequence's KV cache and position; batched prefill and decode.
+//! - [`MultiSession`]: the KV caches of many sequences and one forward pass over tokens of any
+//!   of them (continuous batching).
+//! - [`Session`]: one sequence; batched prefill and decode, on the CPU or a GPU.
 
 mod attention;
+mod batch;
 mod blocks;
 mod config;
 /// GPU forward pass with partial offload (CUDA backend).
@@ -17,10 +20,11 @@ mod ops;
 mod session;
 mod weights;
 
+pub use batch::{context_memory_bytes, Logits, MultiSession, SeqChunk, SessionOptions, MAX_BATCH, MAX_CONTEXT};
 pub use config::{LlamaConfig, RopeScaling, SUPPORTED_ARCHITECTURES};
 pub use kv_cache::KvType;
 pub use ops::Activations;
-pub use session::{context_memory_bytes, Session, SessionOptions, MAX_BATCH, MAX_CONTEXT};
+pub use session::Session;
 pub use weights::{LlamaModel, Weight};
 
 use crate::gguf::GgufError;

@@ -1,0 +1,438 @@
+//! The batching loop: admit queued requests into free sequences, build one step of decodes
+//! and prefill pieces, run it, sample, stream events, retire finished or abandoned requests.
+
+use super::{
+    handle_for, Command, Event, EventSink, Handle, Metrics, Request, SchedulerOptions, Submission, Summary, TokenEvent,
+    TokenFilter,
+};
+use crate::generate::{StopMatcher, StopReason};
+use crate::model::{Logits, ModelError, MultiSession, SeqChunk};
+use crate::sampler::Sampler;
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Prompt tokens prefilled per step by default: large enough to keep prefill efficient, small
+/// enough that running decodes wait little for a new request's prompt.
+pub const DEFAULT_PREFILL_CHUNK: usize = 256;
+
+/// The thread running the loop; [`Scheduler::handle`] gives clients.
+pub struct Scheduler {
+    handle: Handle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Scheduler {
+    /// Starts the loop on its own thread, serving requests with `session`'s sequences.
+    pub fn start(
+        session: MultiSession,
+        tokenizer: Arc<Tokenizer>,
+        opts: SchedulerOptions,
+    ) -> Result<Scheduler, ModelError> {
+        if opts.prefill_chunk == 0 {
+            return Err(ModelError::Options("the prefill chunk must be at least 1 token".into()));
+        }
+        let (handle, rx, _accepting, waiting) = handle_for(&session, &opts);
+        let metrics = Arc::clone(handle.metrics_arc());
+        let thread = std::thread::Builder::new()
+            .name("edgeact-batch".into())
+            .spawn(move || {
+                let mut l = Loop {
+                    session,
+                    tokenizer: &tokenizer,
+                    rx,
+                    waiting,
+                    metrics,
+                    prefill_chunk: opts.prefill_chunk,
+                    queue: VecDeque::new(),
+                    active: Vec::new(),
+                    last_used: Vec::new(),
+                    clock: 0,
+                    draining: false,
+                };
+                l.last_used = vec![0; l.session.n_seqs()];
+                l.run();
+            })
+            .map_err(|e| ModelError::Options(format!("cannot start the batching thread: {e}")))?;
+        Ok(Scheduler {
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Stops accepting requests and waits for the queued and running ones to finish.
+    pub fn shutdown(mut self) {
+        self.handle.shutdown();
+        self.join();
+    }
+
+    /// Waits for the loop to end (after [`Handle::shutdown`] or [`Handle::abort`]).
+    pub fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.handle.abort();
+            self.join();
+        }
+    }
+}
+
+/// A request holding a sequence.
+struct Active<'t> {
+    seq: usize,
+    prompt: Vec<u32>,
+    /// Prompt tokens cached so far (prefill is done when this reaches `prompt.len()`).
+    prefilled: usize,
+    cached: usize,
+    sampler: Sampler,
+    filter: Option<Box<dyn TokenFilter>>,
+    decoder: StreamDecoder<'t>,
+    stops: StopMatcher,
+    max_tokens: usize,
+    stop_tokens: Vec<u32>,
+    generated: Vec<u32>,
+    /// Sampled and not yet evaluated.
+    pending: Option<u32>,
+    text: String,
+    sink: Box<dyn EventSink>,
+    submitted: Instant,
+    admitted: Instant,
+    first_token: Option<Instant>,
+}
+
+struct Loop<'t> {
+    session: MultiSession,
+    tokenizer: &'t Tokenizer,
+    rx: mpsc::Receiver<Command>,
+    waiting: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+    prefill_chunk: usize,
+    queue: VecDeque<Box<Submission>>,
+    active: Vec<Active<'t>>,
+    /// Logical time each sequence was last released (least recently used is reused first).
+    last_used: Vec<u64>,
+    clock: u64,
+    draining: bool,
+}
+
+/// How a request's run ends.
+enum End {
+    Stop(StopReason),
+    Cancelled,
+    Failed(String),
+}
+
+impl<'t> Loop<'t> {
+    fn run(&mut self) {
+        loop {
+            // Block only when there is nothing to compute.
+            let idle = self.active.is_empty() && self.queue.is_empty();
+            if idle && self.draining {
+                return;
+            }
+            let first = if idle {
+                match self.rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => return,
+                }
+            } else {
+                None
+            };
+            for c in first.into_iter().chain(std::iter::from_fn(|| self.rx.try_recv().ok())) {
+                match c {
+                    Command::Submit(s) => self.queue.push_back(s),
+                    Command::Wake => self.draining = true,
+                    Command::Abort => {
+                        self.abort_all();
+                        return;
+                    }
+                }
+            }
+            self.admit();
+            self.metrics.set_gauges(self.queue.len(), self.active.len());
+            if !self.active.is_empty() {
+                self.step();
+            }
+        }
+    }
+
+    fn abort_all(&mut self) {
+        for mut s in std::mem::take(&mut self.queue) {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            s.sink.send(Event::Failed("the server is shutting down".into()));
+            self.metrics.ended(true, false);
+        }
+        for i in (0..self.active.len()).rev() {
+            self.retire(i, End::Failed("the server is shutting down".into()));
+        }
+        self.metrics.set_gauges(0, 0);
+    }
+
+    /// Moves queued requests into free sequences, each into the free one holding the longest
+    /// prefix of its prompt (ties: the least recently used).
+    fn admit(&mut self) {
+        while !self.queue.is_empty() && self.active.len() < self.session.n_seqs() {
+            let Some(mut s) = self.queue.pop_front() else { break };
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            if s.sink.is_closed() {
+                self.metrics.ended(true, false);
+                continue;
+            }
+            let busy: Vec<usize> = self.active.iter().map(|a| a.seq).collect();
+            let prompt = std::mem::take(&mut s.request.prompt);
+            let Some((seq, common)) = (0..self.session.n_seqs())
+                .filter(|q| !busy.contains(q))
+                .map(|q| (q, common_prefix(self.session.tokens(q), &prompt)))
+                .max_by_key(|&(q, common)| (common, std::cmp::Reverse(self.last_used[q])))
+            else {
+                break;
+            };
+            // The last prompt token is always evaluated: its logits choose the first new token.
+            let keep = common.min(prompt.len() - 1);
+            self.session.truncate(seq, keep);
+            self.metrics.admitted(prompt.len(), keep);
+            let Submission {
+                request,
+                sink,
+                submitted,
+            } = *s;
+            let Request {
+                sampler,
+                max_tokens,
+                stop_tokens,
+                stop_strings,
+                filter,
+                ..
+            } = request;
+            self.active.push(Active {
+                seq,
+                prompt,
+                prefilled: keep,
+                cached: keep,
+                sampler: Sampler::new(sampler),
+                filter,
+                decoder: StreamDecoder::new(self.tokenizer),
+                stops: StopMatcher::new(&stop_strings),
+                max_tokens,
+                stop_tokens,
+                generated: Vec::new(),
+                pending: None,
+                text: String::new(),
+                sink,
+                submitted,
+                admitted: Instant::now(),
+                first_token: None,
+            });
+        }
+    }
+
+    /// One forward pass: a token of every decoding request, then prompt pieces (oldest request
+    /// first) up to the prefill chunk and the batch size.
+    fn step(&mut self) {
+        // Requests whose client left are dropped before computing anything for them.
+        for i in (0..self.active.len()).rev() {
+            if self.active[i].sink.is_closed() {
+                self.retire(i, End::Cancelled);
+            }
+        }
+        if self.active.is_empty() {
+            return;
+        }
+        let batch = self.session.batch_size();
+        let n_decode = self.active.iter().filter(|a| a.pending.is_some()).count();
+        let mut budget = self.prefill_chunk.min(batch.saturating_sub(n_decode));
+        let mut chunks: Vec<SeqChunk<'_>> = Vec::new();
+        let mut owners = Vec::new();
+        let mut n_prefill = 0;
+        for (i, a) in self.active.iter().enumerate() {
+            if let Some(tok) = &a.pending {
+                chunks.push(SeqChunk {
+                    seq: a.seq,
+                    tokens: std::slice::from_ref(tok),
+                    logits: Logits::Last,
+                });
+                owners.push(i);
+            }
+        }
+        for (i, a) in self.active.iter().enumerate() {
+            if a.pending.is_some() || a.prefilled == a.prompt.len() || budget == 0 {
+                continue;
+            }
+            let take = (a.prompt.len() - a.prefilled).min(budget);
+            let end = a.prefilled + take;
+            budget -= take;
+            n_prefill += take;
+            chunks.push(SeqChunk {
+                seq: a.seq,
+                tokens: &a.prompt[a.prefilled..end],
+                logits: if end == a.prompt.len() {
+                    Logits::Last
+                } else {
+                    Logits::None
+                },
+            });
+            owners.push(i);
+        }
+        let lens: Vec<usize> = chunks.iter().map(|c| c.tokens.len()).collect();
+        let result = self.session.step(&chunks);
+        drop(chunks);
+        let logits = match result {
+            Ok(l) => l,
+            Err(e) => {
+                let msg = format!("model error: {e}");
+                owners.sort_unstable();
+                for &i in owners.iter().rev() {
+                    self.retire(i, End::Failed(msg.clone()));
+                }
+                return;
+            }
+        };
+        self.metrics.step(n_prefill, 0);
+        let mut ended = Vec::new();
+        for ((&i, logits), len) in owners.iter().zip(logits).zip(lens) {
+            let a = &mut self.active[i];
+            if a.pending.take().is_none() {
+                a.prefilled += len;
+            }
+            if logits.is_empty() {
+                continue;
+            }
+            if a.first_token.is_none() {
+                a.first_token = Some(Instant::now());
+            }
+            if let Some(end) = sample_next(a, &self.session, &logits, &self.metrics) {
+                ended.push((i, end));
+            }
+        }
+        ended.sort_unstable_by_key(|&(i, _)| i);
+        for (i, end) in ended.into_iter().rev() {
+            self.retire(i, end);
+        }
+    }
+
+    /// Ends request `i`: flushes its text, sends its last event, frees its sequence (whose
+    /// cached tokens stay for prefix reuse).
+    fn retire(&mut self, i: usize, end: End) {
+        let mut a = self.active.swap_remove(i);
+        self.clock += 1;
+        self.last_used[a.seq] = self.clock;
+        let now = Instant::now();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        // Counted before the last event goes out, so a client that reads the metrics right
+        // after its answer sees itself counted (and the sequence free).
+        match end {
+            End::Failed(msg) => {
+                self.metrics.ended(false, true);
+                self.metrics.set_gauges(self.queue.len(), self.active.len());
+                a.sink.send(Event::Failed(msg));
+            }
+            End::Cancelled => {
+                self.metrics.ended(true, false);
+                self.metrics.set_gauges(self.queue.len(), self.active.len());
+            }
+            End::Stop(stop) => {
+                let mut tail = String::new();
+                if !matches!(stop, StopReason::StopString(_)) {
+                    let (out, hit) = a.stops.push(&a.decoder.finish());
+                    tail.push_str(&out);
+                    if hit.is_none() {
+                        tail.push_str(&a.stops.finish());
+                    }
+                }
+                a.text.push_str(&tail);
+                let first = a.first_token.unwrap_or(now);
+                let summary = Summary {
+                    stop,
+                    tail,
+                    text: std::mem::take(&mut a.text),
+                    prompt_tokens: a.prompt.len(),
+                    cached_tokens: a.cached,
+                    generated_tokens: a.generated.len(),
+                    queue_ms: ms(a.admitted - a.submitted),
+                    prefill_ms: ms(first - a.admitted),
+                    decode_ms: ms(now - first),
+                };
+                self.metrics.ended(false, false);
+                self.metrics.set_gauges(self.queue.len(), self.active.len());
+                a.sink.send(Event::Done(summary));
+            }
+        }
+    }
+}
+
+/// Samples request `a`'s next token from `logits` and streams it; `Some` when the request ends.
+fn sample_next(a: &mut Active<'_>, session: &MultiSession, logits: &[f32], metrics: &Metrics) -> Option<End> {
+    let history = session.tokens(a.seq);
+    let remaining = a.max_tokens - a.generated.len();
+    let tok = match a.filter.as_mut().and_then(|f| f.allowed(logits.len(), remaining)) {
+        Some(allowed) => a.sampler.sample_masked(logits, history, &allowed),
+        None => a.sampler.sample(logits, history),
+    };
+    let Some(tok) = tok else {
+        return Some(End::Stop(StopReason::NoCandidates));
+    };
+    a.generated.push(tok);
+    metrics.step(0, 1);
+    if a.stop_tokens.contains(&tok) {
+        return Some(End::Stop(StopReason::StopToken(tok)));
+    }
+    let (text, hit) = a.stops.push(&a.decoder.push(tok));
+    a.text.push_str(&text);
+    let event = TokenEvent {
+        id: tok,
+        text,
+        logprob: log_softmax_at(logits, tok),
+    };
+    if !a.sink.send(Event::Token(event)) {
+        return Some(End::Cancelled);
+    }
+    if let Some(s) = hit {
+        return Some(End::Stop(StopReason::StopString(s)));
+    }
+    if let Some(f) = a.filter.as_mut() {
+        f.advance(tok);
+        if f.is_done() {
+            return Some(End::Stop(StopReason::Complete));
+        }
+    }
+    if a.generated.len() >= a.max_tokens {
+        return Some(End::Stop(StopReason::MaxTokens));
+    }
+    if history.len() >= session.n_ctx() {
+        return Some(End::Stop(StopReason::ContextFull));
+    }
+    a.pending = Some(tok);
+    None
+}
+
+/// `ln softmax(logits)[id]`, computed stably.
+fn log_softmax_at(logits: &[f32], id: u32) -> f32 {
+    let max = logits
+        .iter()
+        .copied()
+        .filter(|x| !x.is_nan())
+        .fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits
+        .iter()
+        .filter(|x| !x.is_nan())
+        .map(|&x| ((x - max) as f64).exp())
+        .sum();
+    (logits[id as usize] - max) - sum.ln() as f32
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
