@@ -15,28 +15,65 @@ use super::repack::{Line, PackedActivations, PackedMatrix, PANEL_ROWS};
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
-/// `out[i] = row (16 * first_panel + i) of w . x` for the rows `out` covers.
+/// `out[t * stride + r] = row r of w . xs[t]` for the `n_rows` rows from panel `first_panel`
+/// on, and every token of `xs` (decode: one token; a small batch of decodes: a few). Each
+/// panel's weights come from memory once and stay in cache for the other tokens, and every
+/// token's sums are the ones it gets alone, whatever the batch.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F/BW/VL/VNNI and F16C, `x` must come from an activation row of
-/// `w.cols()` elements for `w.ty()`, and the rows must exist:
-/// `16 * first_panel + out.len() <= w.rows()`.
+/// The CPU must support AVX-512 F/BW/VL/VNNI and F16C, each of `xs` must come from an
+/// activation row of `w.cols()` elements for `w.ty()`, the rows must exist
+/// (`16 * first_panel + n_rows <= w.rows()`), and `out` must be valid for writes at
+/// `t * stride + r` for every token `t` and row `r` in range.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn matvec_packed(w: &PackedMatrix, x: &PackedActivations, first_panel: usize, out: &mut [f32]) {
-    debug_assert!(PANEL_ROWS * first_panel + out.len() <= w.rows());
-    for (i, o) in out.chunks_mut(PANEL_ROWS).enumerate() {
+pub(super) unsafe fn matvec_packed(
+    w: &PackedMatrix,
+    xs: &[PackedActivations],
+    first_panel: usize,
+    n_rows: usize,
+    out: *mut f32,
+    stride: usize,
+) {
+    debug_assert!(PANEL_ROWS * first_panel + n_rows <= w.rows());
+    for i in 0..n_rows.div_ceil(PANEL_ROWS) {
         let p = first_panel + i;
-        let total = if w.ty() == GgmlType::Q4_0 {
-            panel_q4_0(w, x, p)
-        } else {
-            panel_q4_k(w, x, p)
-        };
-        let mask: __mmask16 = if o.len() == PANEL_ROWS {
+        let in_panel = (n_rows - i * PANEL_ROWS).min(PANEL_ROWS);
+        let mask: __mmask16 = if in_panel == PANEL_ROWS {
             !0
         } else {
-            (1u16 << o.len()) - 1
+            (1u16 << in_panel) - 1
         };
-        _mm512_mask_storeu_ps(o.as_mut_ptr(), mask, total);
+        let store = |t: usize, total: __m512| _mm512_mask_storeu_ps(out.add(t * stride + PANEL_ROWS * p), mask, total);
+        if w.ty() == GgmlType::Q4_0 {
+            // Groups of up to 4 tokens share each unpacked weight line.
+            let mut t0 = 0;
+            while t0 < xs.len() {
+                let g = &xs[t0..(t0 + 4).min(xs.len())];
+                match g.len() {
+                    4 => panel_q4_0::<4>(w, g, p)
+                        .into_iter()
+                        .enumerate()
+                        .for_each(|(t, v)| store(t0 + t, v)),
+                    3 => panel_q4_0::<3>(w, g, p)
+                        .into_iter()
+                        .enumerate()
+                        .for_each(|(t, v)| store(t0 + t, v)),
+                    2 => panel_q4_0::<2>(w, g, p)
+                        .into_iter()
+                        .enumerate()
+                        .for_each(|(t, v)| store(t0 + t, v)),
+                    _ => panel_q4_0::<1>(w, g, p)
+                        .into_iter()
+                        .enumerate()
+                        .for_each(|(t, v)| store(t0 + t, v)),
+                }
+                t0 += g.len();
+            }
+        } else {
+            for (t, x) in xs.iter().enumerate() {
+                store(t, panel_q4_k(w, x, p));
+            }
+        }
     }
 }
 
@@ -59,18 +96,37 @@ unsafe fn line_sums(lines: &[Line], quads: &[u32], start: __m512i) -> __m512i {
     _mm512_add_epi32(sum_lo, sum_hi)
 }
 
-/// One panel of Q4_0 rows against the whole activation row.
+/// One panel of Q4_0 rows against the whole activation rows of `T` tokens (`xs[..T]`): each
+/// line of weights is loaded and unpacked once for all of them. Per token the arithmetic is
+/// the same for every `T` (integer sums, then two alternating float accumulators), so a token
+/// gets the same result alone or in a batch.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn panel_q4_0(w: &PackedMatrix, x: &PackedActivations, p: usize) -> __m512 {
-    let mut acc = [_mm512_setzero_ps(); 2];
+unsafe fn panel_q4_0<const T: usize>(w: &PackedMatrix, xs: &[PackedActivations], p: usize) -> [__m512; T] {
+    let xs = &xs[..T];
+    let low = _mm512_set1_epi8(0x0f);
+    let mut acc = [[_mm512_setzero_ps(); 2]; T];
     for b in 0..w.cols() / 32 {
         let (sc, lines) = w.q4_0_block(p, b);
-        let sums = line_sums(lines, &x.quads[b * 8..b * 8 + 8], _mm512_set1_epi32(x.sums[b]));
+        let mut sum_lo: [__m512i; T] = std::array::from_fn(|t| _mm512_set1_epi32(xs[t].sums[b]));
+        let mut sum_hi = [_mm512_setzero_si512(); T];
+        for (v, line) in lines.iter().enumerate() {
+            let q = _mm512_load_si512(line.0.as_ptr().cast());
+            let lo = _mm512_and_si512(q, low);
+            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), low);
+            for t in 0..T {
+                let quads = &xs[t].quads[b * 8..b * 8 + 8];
+                sum_lo[t] = _mm512_dpbusd_epi32(sum_lo[t], lo, _mm512_set1_epi32(quads[2 * v] as i32));
+                sum_hi[t] = _mm512_dpbusd_epi32(sum_hi[t], hi, _mm512_set1_epi32(quads[2 * v + 1] as i32));
+            }
+        }
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(sc.as_ptr().cast()));
-        let scale = _mm512_mul_ps(dw, _mm512_set1_ps(x.scales[b]));
-        acc[b & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc[b & 1]);
+        for t in 0..T {
+            let sums = _mm512_add_epi32(sum_lo[t], sum_hi[t]);
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(xs[t].scales[b]));
+            acc[t][b & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc[t][b & 1]);
+        }
     }
-    _mm512_add_ps(acc[0], acc[1])
+    std::array::from_fn(|t| _mm512_add_ps(acc[t][0], acc[t][1]))
 }
 
 /// One panel of Q4_K rows against the whole activation row.

@@ -181,6 +181,11 @@ impl<T> SyncPtr<T> {
 /// Weight bytes below which a decode task is not worth waking a worker for (~10 µs of work).
 const MIN_TASK_BYTES: usize = 128 << 10;
 
+/// Most tokens the repacked VNNI decode kernel takes at once (a batch of decodes of several
+/// sequences): each weight panel is read from memory once for all of them, and each token's
+/// result is the one it gets alone. Larger chunks (prefill) go to the panel GEMM.
+const SMALL_BATCH: usize = 16;
+
 /// How many tasks a decode matvec over `bytes` of weights in `units` rows (or panels) is split
 /// into: a few per thread, so the dynamic scheduler evens out stragglers, but none smaller
 /// than [`MIN_TASK_BYTES`] (tiny models run faster on one thread than with wake-ups).
@@ -425,25 +430,29 @@ pub fn try_matmul_with(
     {
         use super::repack::{PackedActivations, PANEL_ROWS};
         let vnni = backend == Backend::Avx512 && is_x86_feature_detected!("avx512vnni");
-        if n_tokens == 1 {
-            let x = PackedActivations::new(w.ty, acts);
+        if n_tokens == 1 || (vnni && n_tokens <= SMALL_BATCH) {
+            let xs: Vec<PackedActivations> = (0..n_tokens)
+                .map(|t| PackedActivations::new(w.ty, &acts[t * arb..(t + 1) * arb]))
+                .collect();
             let n_panels = packed.n_panels();
             // A few chunks per thread so the dynamic scheduler can even out stragglers.
             let per = n_panels.div_ceil(decode_tasks(pool, w.data.len(), n_panels));
             let out_ptr = SyncPtr(out.as_mut_ptr());
+            let rows = w.rows;
             pool.run(n_panels.div_ceil(per), &|c| {
                 let first = c * per * PANEL_ROWS;
-                let end = ((c + 1) * per * PANEL_ROWS).min(w.rows);
-                // SAFETY: chunk c owns rows first..end of `out` (one token), which no other task
-                // writes, and `out` outlives the pool's `run`; `backend.is_available()` (and for
-                // the VNNI kernel the feature check above) checked the CPU, and `x` was made
-                // from an activation row of this matrix's width.
+                let end = ((c + 1) * per * PANEL_ROWS).min(rows);
+                // SAFETY: chunk c owns rows first..end of every token's output row, which no
+                // other task writes, and `out` (n_tokens * rows floats, checked above) outlives
+                // the pool's `run`; `backend.is_available()` (and for the VNNI kernel the
+                // feature check above) checked the CPU, and each of `xs` was made from an
+                // activation row of this matrix's width.
                 unsafe {
-                    let o = std::slice::from_raw_parts_mut(out_ptr.get().add(first), end - first);
                     if vnni {
-                        super::avx512_gemv::matvec_packed(packed, &x, c * per, o);
+                        super::avx512_gemv::matvec_packed(packed, &xs, c * per, end - first, out_ptr.get(), rows);
                     } else {
-                        super::avx2_packed::matvec_packed(packed, &x, c * per, o);
+                        let o = std::slice::from_raw_parts_mut(out_ptr.get().add(first), end - first);
+                        super::avx2_packed::matvec_packed(packed, &xs[0], c * per, o);
                     }
                 }
             });

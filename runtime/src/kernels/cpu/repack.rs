@@ -398,9 +398,10 @@ mod matmul_tests {
             let plain = QMatrix::new(ty, rows, cols, &data).unwrap();
             let packed = PackedMatrix::new(&pools[1], &plain).unwrap();
             let w = plain.with_packed(&packed).unwrap();
-            // Token counts: decode, tiles of 2, 3 and 4 (AVX2: 4) with every tail, and token
-            // chunks (AVX2: 64) with tails.
-            for n_tokens in [1, 2, 3, 5, 7, 17, 40, 67, 130] {
+            // Token counts: decode, tiles of 2, 3 and 4 (AVX2: 4) with every tail, the VNNI
+            // small-batch kernel's groups of 4 up to its limit of 16, and token chunks (AVX2:
+            // 64) with tails.
+            for n_tokens in [1, 2, 3, 4, 5, 7, 8, 16, 17, 40, 67, 130] {
                 let mut x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.random_range(-3.0..3.0)).collect();
                 // Extreme activations: a constant row quantizes to all -127/-128 or all 127, the
                 // largest products, against the all-15 weight row.
@@ -421,6 +422,19 @@ mod matmul_tests {
                                 "{ty} {b} {rows}x{cols} tokens {n_tokens} threads {} i {i}: {g} vs {e}",
                                 pool.n_threads()
                             );
+                        }
+                        // A batch of decodes (several sequences' tokens) on the VNNI kernel:
+                        // each token's products are exactly the ones it gets alone.
+                        if b == Backend::Avx512 && is_x86_feature_detected!("avx512vnni") && n_tokens <= 16 {
+                            for t in 0..n_tokens {
+                                let mut alone = vec![f32::NAN; rows];
+                                matmul_with(b, pool, &w, &x[t * cols..(t + 1) * cols], 1, &mut alone);
+                                assert_eq!(
+                                    &got[t * rows..(t + 1) * rows],
+                                    &alone[..],
+                                    "{ty} {rows}x{cols} token {t} of {n_tokens}"
+                                );
+                            }
                         }
                     }
                 }
