@@ -42,6 +42,8 @@ enum Command {
     Sandbox(cmd::sandbox::Args),
     /// Build or inspect the cached Debian root filesystem used by `eval os`.
     Rootfs(cmd::rootfs::Args),
+    /// Serve the model over HTTP (TGI- and OpenAI-compatible APIs).
+    Serve(cmd::serve::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Sandbox(a) => cmd::sandbox::run(a),
         Command::Rootfs(a) => cmd::rootfs::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
     };
     match result {
         Ok(code) => code,

@@ -12,3 +12,4 @@ pub mod quantize;
 pub mod rootfs;
 pub mod run;
 pub mod sandbox;
+pub mod serve;

@@ -502,3 +502,20 @@ impl std::fmt::Debug for Tokenizer {
             .finish()
     }
 }
+
+/// TGI's `truncate`: the prompt keeps its last `n` tokens in all. A leading BOS stays first
+/// (Hugging Face tokenizers truncate the text's tokens on the left and then add BOS), so the
+/// result is BOS plus the last `n - 1` tokens of the text.
+pub fn truncate_left(prompt: &mut Vec<u32>, n: usize, bos: Option<u32>) {
+    if prompt.len() <= n {
+        return;
+    }
+    let has_bos = bos.is_some() && prompt.first().copied() == bos && n >= 1;
+    if has_bos {
+        let cut = prompt.len() - (n - 1);
+        prompt.drain(1..cut);
+    } else {
+        let cut = prompt.len() - n;
+        prompt.drain(..cut);
+    }
+}
