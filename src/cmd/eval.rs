@@ -5,10 +5,17 @@
 //! tokens, prompts left-truncated to 3968 tokens, unconstrained decoding. `--greedy` gives
 //! a deterministic run; `--seeds N` runs every task N times and reports mean and spread.
 //! `--scripted FILE` replays fixed replies instead of a model (tests).
+//!
+//! `--jobs N` runs N tasks at once. With a model on the CPU they are N sequences of ONE
+//! continuous-batching engine ([`edgeact_runtime::batching`]: one weight pass per step for all
+//! of them, shared-prefix reuse across tasks), whatever N is; on a GPU each job has its own
+//! session. `--endpoint URL[,URL...]` drives running TGI-compatible servers instead of a local
+//! model, AgentBench-style (job `j` talks to `URL[j % n]`).
 
 use super::args::{ActivationsArg, DeviceArgs, ModelArgs, RepackArg, DEFAULT_CTX};
 use crate::agent_glue::model::LoadedModel;
 use crate::agent_glue::os::{Backend, MachineOptions, RootfsChoice};
+use crate::agent_glue::remote::{parse_endpoints, RemoteConfig, RemoteModel};
 use crate::agent_glue::scripted;
 use crate::agent_glue::sql::{SqlEngine, SqlTool};
 use crate::agent_glue::tasks::load_os_tasks;
@@ -17,9 +24,10 @@ use anyhow::{bail, Context};
 use edgeact_runtime::agent::judge::{judge_db_answer, judge_db_hash};
 use edgeact_runtime::agent::tasks::{load_db_tasks, DbTask, OsTask};
 use edgeact_runtime::agent::{
-    run_db, ChatTemplate, EngineConfig, EngineModel, Event, FormatChoice, LanguageModel, LoopLimits, Run,
+    run_db, BatchedModel, ChatTemplate, EngineConfig, EngineModel, Event, FormatChoice, LanguageModel, LoopLimits, Run,
     ScriptedModel, Status,
 };
+use edgeact_runtime::batching::Scheduler;
 use edgeact_runtime::model::KvType;
 use edgeact_tools::os::task::default_scripts_dir;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -47,9 +55,13 @@ enum Kind {
 
 #[derive(clap::Args, Clone)]
 struct EvalArgs {
-    /// GGUF model file (not needed with --scripted).
+    /// GGUF model file (not needed with --scripted or --endpoint).
     #[arg(short = 'm', long)]
     model: Option<PathBuf>,
+    /// Running TGI-compatible servers (TGI, `edgeact serve`) to ask instead of a local model:
+    /// `URL[,URL...]`; each job uses one of them in turn (job j: URL number j mod count).
+    #[arg(long, conflicts_with_all = ["model", "scripted"])]
+    endpoint: Option<String>,
     /// Task file: OS `.json`/`.jsonl`, DB `.jsonl`.
     #[arg(long)]
     tasks: PathBuf,
@@ -58,7 +70,8 @@ struct EvalArgs {
     /// Script files must stay inside it (no absolute paths, `..` or links out).
     #[arg(long)]
     scripts: Option<PathBuf>,
-    /// Tasks run in parallel, each with its own KV cache (threads are split between them).
+    /// Tasks run in parallel. CPU: as sequences of one shared batching engine (all threads);
+    /// GPU: one session each; --endpoint: concurrent requests.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
     /// Only the first N tasks.
@@ -162,6 +175,12 @@ struct Report {
     protocol: &'static str,
     tasks_file: String,
     model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<String>,
+    jobs: usize,
+    /// Wall time of all runs, and runs finished per minute.
+    seconds: f64,
+    tasks_per_minute: f64,
     scripted: Option<String>,
     greedy: bool,
     template: String,
@@ -176,8 +195,34 @@ struct Report {
 
 /// Where replies come from.
 enum Source {
-    Engine(LoadedModel),
+    /// A local model: one batching engine on the CPU, a session per job on a GPU.
+    Engine(Box<LoadedModel>, Option<Scheduler>),
+    /// TGI-compatible servers.
+    Remote(Vec<String>),
     Scripted(HashMap<usize, Vec<String>>),
+}
+
+/// A job's model: answers calls and is reseeded per task.
+trait JobModel: LanguageModel + Send {
+    fn reseed(&mut self, seed: u64);
+}
+
+impl JobModel for EngineModel {
+    fn reseed(&mut self, seed: u64) {
+        EngineModel::reseed(self, seed);
+    }
+}
+
+impl JobModel for BatchedModel {
+    fn reseed(&mut self, seed: u64) {
+        BatchedModel::reseed(self, seed);
+    }
+}
+
+impl JobModel for RemoteModel {
+    fn reseed(&mut self, seed: u64) {
+        RemoteModel::reseed(self, seed);
+    }
 }
 
 enum Tasks {
@@ -235,29 +280,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "os" => a.rootfs.prepare(a.backend)?,
         _ => a.rootfs.clone(),
     };
-    let source = match (&a.scripted, &a.model) {
-        (Some(path), _) => Source::Scripted(scripted::load(path)?),
-        (None, Some(model)) => Source::Engine(LoadedModel::load(&ModelArgs {
-            model: model.clone(),
-            ctx: a.ctx,
-            threads: a.threads,
-            kv_type: a.kv_type,
-            activations: a.activations,
-            device: a.device.clone(),
-            repack: a.repack,
-        })?),
-        (None, None) => bail!("give a model with -m (or --scripted FILE)"),
-    };
     let seeds: Vec<u64> = if a.greedy || a.scripted.is_some() {
         vec![0]
     } else {
         (0..a.seeds).collect()
     };
+    let n_items = seeds.len() * tasks.len();
+    let n_jobs = a.jobs.min(n_items.max(1));
+    let source = match (&a.scripted, &a.model, &a.endpoint) {
+        (Some(path), _, _) => Source::Scripted(scripted::load(path)?),
+        (None, _, Some(list)) => Source::Remote(parse_endpoints(list)?),
+        (None, Some(model), None) => {
+            let m = LoadedModel::load(&ModelArgs {
+                model: model.clone(),
+                ctx: a.ctx,
+                threads: a.threads,
+                kv_type: a.kv_type,
+                activations: a.activations,
+                device: a.device.clone(),
+                repack: a.repack,
+            })?;
+            // The batching engine runs on the CPU; on a GPU each job keeps its own session.
+            let scheduler = if m.on_cpu() { Some(m.scheduler(n_jobs)?) } else { None };
+            Source::Engine(Box::new(m), scheduler)
+        }
+        (None, None, None) => bail!("give a model with -m (or --endpoint URL, or --scripted FILE)"),
+    };
     let mut config = EngineConfig::eval(0);
     config.template = template;
     let choice = FormatChoice::from_name(&a.chat_template).unwrap_or_default();
     let format_name = match &source {
-        Source::Engine(m) => {
+        Source::Engine(m, _) => {
             config.format = m.prompt_format(choice)?;
             eprintln!(
                 "edgeact: prompt format {} (--chat-template {})",
@@ -265,6 +318,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 choice.name()
             );
             config.format.name()
+        }
+        Source::Remote(urls) => {
+            // AgentBench's TGI client rendered FastChat's llama-2 template; the server
+            // tokenizes it.
+            if choice == FormatChoice::Gguf {
+                bail!("--chat-template gguf needs a local model; --endpoint sends llama2 prompts");
+            }
+            eprintln!(
+                "edgeact: prompt format llama2 to {} server(s): {}",
+                urls.len(),
+                urls.join(", ")
+            );
+            "llama2"
         }
         Source::Scripted(_) => choice.name(),
     };
@@ -289,7 +355,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let total_threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let per_job = (total_threads / a.jobs).max(1);
+    let per_job = (total_threads / n_jobs).max(1);
+    let mut remote_config = RemoteConfig::eval(a.greedy);
+    remote_config.template = config.template.clone();
+    remote_config.max_new_tokens = config.max_new_tokens;
+    remote_config.truncate = config.max_prompt_tokens;
+    let job_counter = AtomicUsize::new(0);
+    let started = Instant::now();
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<TaskResult>> = Mutex::new(Vec::new());
     let passed = AtomicUsize::new(0);
@@ -309,25 +381,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         log: log.as_ref(),
     };
     std::thread::scope(|scope| {
-        for _ in 0..a.jobs.min(items.len().max(1)) {
+        for _ in 0..n_jobs {
             scope.spawn(|| {
-                let mut engine = match &source {
-                    Source::Engine(m) => match m.engine(config.clone(), Some(per_job)) {
-                        Ok(e) => Some(e),
-                        Err(e) => {
-                            if let Ok(mut w) = worker_error.lock() {
-                                w.get_or_insert(e);
-                            }
-                            return;
+                let job = job_counter.fetch_add(1, Ordering::SeqCst);
+                let made: anyhow::Result<Option<Box<dyn JobModel>>> = match &source {
+                    Source::Engine(m, Some(s)) => m
+                        .batched(s, config.clone())
+                        .map(|b| Some(Box::new(b) as Box<dyn JobModel>)),
+                    Source::Engine(m, None) => m
+                        .engine(config.clone(), Some(per_job))
+                        .map(|e| Some(Box::new(e) as Box<dyn JobModel>)),
+                    Source::Remote(urls) => Ok(Some(Box::new(RemoteModel::new(
+                        &urls[job % urls.len()],
+                        remote_config.clone(),
+                    )))),
+                    Source::Scripted(_) => Ok(None),
+                };
+                let mut engine = match made {
+                    Ok(e) => e,
+                    Err(e) => {
+                        if let Ok(mut w) = worker_error.lock() {
+                            w.get_or_insert(e);
                         }
-                    },
-                    Source::Scripted(_) => None,
+                        return;
+                    }
                 };
                 loop {
                     let k = next.fetch_add(1, Ordering::SeqCst);
                     let Some(&(seed, index)) = items.get(k) else { break };
                     let t0 = Instant::now();
-                    let outcome = run_one(&env, index, seed, engine.as_mut());
+                    let outcome = run_one(&env, index, seed, engine.as_deref_mut());
                     let (run, correct, answer_override, error) = match outcome {
                         Ok((run, correct, ans)) => (Some(run), correct, ans, None),
                         Err(e) => (None, false, None, Some(format!("{e:#}"))),
@@ -361,6 +444,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     });
     bar.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    if let Source::Engine(_, Some(s)) = source {
+        s.shutdown();
+    }
     if let Some(e) = worker_error.into_inner().ok().flatten() {
         return Err(e);
     }
@@ -375,6 +462,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         0.0
     };
     print_summary(protocol, &summaries, mean, std);
+    let tasks_per_minute = results.len() as f64 / (seconds / 60.0).max(1e-9);
+    eprintln!(
+        "{} run(s) in {seconds:.1} s with {n_jobs} job(s): {tasks_per_minute:.2} tasks/min",
+        results.len()
+    );
     let errors = results.iter().filter(|r| r.error.is_some()).count();
     if errors > 0 {
         eprintln!("{errors} run(s) ended with an error (counted as failed)");
@@ -384,6 +476,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             protocol: if protocol == "os" { "os" } else { "db" },
             tasks_file: a.tasks.display().to_string(),
             model: a.model.as_ref().map(|p| p.display().to_string()),
+            endpoint: a.endpoint.clone(),
+            jobs: n_jobs,
+            seconds,
+            tasks_per_minute,
             scripted: a.scripted.as_ref().map(|p| p.display().to_string()),
             greedy: a.greedy,
             template: a.template.clone(),
@@ -415,7 +511,7 @@ fn run_one(
     env: &Env<'_>,
     index: usize,
     seed: u64,
-    engine: Option<&mut EngineModel>,
+    engine: Option<&mut (dyn JobModel + 'static)>,
 ) -> anyhow::Result<(Run, bool, Option<String>)> {
     let Env {
         tasks,
@@ -430,12 +526,12 @@ fn run_one(
             scripted_model = ScriptedModel::new(map.get(&index).cloned().unwrap_or_default());
             &mut scripted_model
         }
-        (Source::Engine(_), Some(e)) => {
+        (Source::Engine(..) | Source::Remote(_), Some(e)) => {
             // A stream per (seed, task), independent of which worker runs it.
             e.reseed(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64);
             e
         }
-        (Source::Engine(_), None) => bail!("no engine for this worker"),
+        (Source::Engine(..) | Source::Remote(_), None) => bail!("no model for this worker"),
     };
     let mut log_err = None;
     let mut on_event = |ev: Event<'_>| {

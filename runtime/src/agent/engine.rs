@@ -12,7 +12,7 @@
 use super::constrain::Constraint;
 use super::prompt::PromptFormat;
 use super::react::{LanguageModel, ModelReply, ModelRequest, TurnStats};
-use super::render::ChatTemplate;
+use super::render::{ChatTemplate, Message};
 use crate::model::Session;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
@@ -93,22 +93,68 @@ pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// A conversation rendered, tokenized and left-truncated for one model call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromptTokens {
+    /// The prompt as the model sees it (BOS first when the format wants one).
+    pub tokens: Vec<u32>,
+    /// Tokens dropped from the left to fit the limit.
+    pub truncated: usize,
+}
+
+/// Checks `config` against a context of `n_ctx` tokens per sequence (sampler settings valid,
+/// room for a prompt and the new tokens).
+pub fn check_config(config: &EngineConfig, n_ctx: usize) -> anyhow::Result<()> {
+    config
+        .sampler
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid sampler settings: {e}"))?;
+    if config.max_new_tokens == 0 {
+        anyhow::bail!("max_new_tokens must be at least 1");
+    }
+    if n_ctx <= config.max_new_tokens {
+        anyhow::bail!(
+            "context of {} tokens leaves no room for a prompt and {} new tokens",
+            n_ctx,
+            config.max_new_tokens
+        );
+    }
+    Ok(())
+}
+
+/// The prompt token limit in effect: the configured one, capped by the context `n_ctx` minus
+/// the new tokens.
+pub fn prompt_limit(config: &EngineConfig, n_ctx: usize) -> usize {
+    config
+        .max_prompt_tokens
+        .min(n_ctx.saturating_sub(config.max_new_tokens))
+        .max(1)
+}
+
+/// The one prompt-building path of the engine-backed models ([`EngineModel`],
+/// [`super::batched::BatchedModel`]): renders `messages` in the configured format, tokenizes
+/// and keeps BOS plus the last [`prompt_limit`] - 1 tokens (TGI's `truncate`: its tokenizer cut
+/// the text's tokens on the left, then added BOS).
+pub fn build_prompt(
+    config: &EngineConfig,
+    tokenizer: &Tokenizer,
+    n_ctx: usize,
+    messages: &[Message],
+) -> anyhow::Result<PromptTokens> {
+    let prompt = config.format.render(messages, &config.template)?;
+    let mut tokens = config.format.encode(tokenizer, &prompt);
+    let n = tokens.len();
+    crate::tokenizer::truncate_left(&mut tokens, prompt_limit(config, n_ctx), tokenizer.bos_id());
+    let truncated = n - tokens.len();
+    if tokens.is_empty() {
+        anyhow::bail!("the prompt tokenized to nothing");
+    }
+    Ok(PromptTokens { tokens, truncated })
+}
+
 impl EngineModel {
     pub fn new(session: Session, tokenizer: Arc<Tokenizer>, config: EngineConfig) -> anyhow::Result<EngineModel> {
-        config
-            .sampler
-            .validate()
-            .map_err(|e| anyhow::anyhow!("invalid sampler settings: {e}"))?;
-        if config.max_new_tokens == 0 {
-            anyhow::bail!("max_new_tokens must be at least 1");
-        }
-        if session.n_ctx() <= config.max_new_tokens {
-            anyhow::bail!(
-                "context of {} tokens leaves no room for a prompt and {} new tokens",
-                session.n_ctx(),
-                config.max_new_tokens
-            );
-        }
+        check_config(&config, session.n_ctx())?;
         Ok(EngineModel {
             sampler: Sampler::new(config.sampler.clone()),
             session,
@@ -143,24 +189,14 @@ impl EngineModel {
 
     /// The prompt token limit in effect: the configured one, capped by the context.
     pub fn prompt_limit(&self) -> usize {
-        self.config
-            .max_prompt_tokens
-            .min(self.session.n_ctx() - self.config.max_new_tokens)
-            .max(1)
+        prompt_limit(&self.config, self.session.n_ctx())
     }
 }
 
 impl LanguageModel for EngineModel {
     fn reply(&mut self, request: &ModelRequest<'_>) -> anyhow::Result<ModelReply> {
-        let prompt = self.config.format.render(request.messages, &self.config.template)?;
-        let mut tokens = self.config.format.encode(&self.tokenizer, &prompt);
-        let limit = self.prompt_limit();
-        let truncated = tokens.len().saturating_sub(limit);
-        // TGI keeps the last tokens (`truncate` = left truncation).
-        tokens.drain(..truncated);
-        if tokens.is_empty() {
-            anyhow::bail!("the prompt tokenized to nothing");
-        }
+        let PromptTokens { tokens, truncated } =
+            build_prompt(&self.config, &self.tokenizer, self.session.n_ctx(), request.messages)?;
         let reuse = if self.config.reuse_prefix {
             common_prefix(self.session.tokens(), &tokens)
         } else {
