@@ -5,6 +5,11 @@
 //! ```text
 //! cargo run --release --features oracle --example llama_cpp_bench -- -m model.gguf -p 512 -n 128 -t 2 -r 3
 //! ```
+//!
+//! `--parallel 1,2,4,8` replaces the tg test by batched decode, as `edgeact bench --parallel`
+//! runs it: for each P, rows `tgN xP` with the aggregate tokens/s of P sequences (a 2-token
+//! prompt each, not timed) decoding N tokens together, one `llama_decode` of P tokens per step
+//! ([`edgeact_oracle::BatchedContext`]).
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -25,6 +30,10 @@ struct Args {
     /// llama.cpp repacks Q4_0/Q4_K weights for its CPU kernels at load time.
     #[arg(long)]
     no_repack: bool,
+    /// Batched decode of P sequences together for each P (comma-separated) instead of the
+    /// single-sequence tg test.
+    #[arg(long, value_delimiter = ',', value_name = "P,...")]
+    parallel: Vec<usize>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -48,17 +57,37 @@ fn main() -> anyhow::Result<()> {
     } else {
         edgeact_oracle::Model::load(&args.model)?
     };
-    let mut ctx = edgeact_oracle::Context::new(&model, args.n_prompt + args.n_gen + 1, args.threads)?;
-    // One warm-up run, as llama-bench does, so page faults of the mmap are not measured.
-    ctx.bench(args.n_prompt.min(32), args.n_gen.min(4))?;
-    let (mut pp, mut tg) = (Vec::new(), Vec::new());
-    for _ in 0..args.repetitions {
-        let (p, g) = ctx.bench(args.n_prompt, args.n_gen)?;
-        pp.push(p);
-        tg.push(g);
+    if args.repetitions == 0 {
+        anyhow::bail!("-r must be at least 1");
     }
-    let (ppm, pps) = mean_std(&pp);
-    let (tgm, tgs) = mean_std(&tg);
+    // With --parallel the single-sequence context only runs the pp test.
+    let single_gen = if args.parallel.is_empty() { args.n_gen } else { 0 };
+    let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    if args.n_prompt > 0 || single_gen > 0 {
+        let mut ctx = edgeact_oracle::Context::new(&model, args.n_prompt + single_gen + 1, args.threads)?;
+        // One warm-up run, as llama-bench does, so page faults of the mmap are not measured.
+        ctx.bench(args.n_prompt.min(32), single_gen.min(4))?;
+        for _ in 0..args.repetitions {
+            let (p, g) = ctx.bench(args.n_prompt, single_gen)?;
+            pp.push(p);
+            tg.push(g);
+        }
+    }
+    // (P, mean, standard deviation) of the aggregate tokens/s of each --parallel count.
+    let mut batched = Vec::new();
+    if args.n_gen > 0 {
+        for &par in &args.parallel {
+            let mut ctx = edgeact_oracle::BatchedContext::new(&model, par, args.n_gen + 2, args.threads)?;
+            ctx.bench(args.n_gen.min(4))?;
+            let samples = (0..args.repetitions)
+                .map(|_| ctx.bench(args.n_gen))
+                .collect::<Result<Vec<f64>, _>>()?;
+            let (m, s) = mean_std(&samples);
+            batched.push((par, m, s));
+        }
+    }
+    let (ppm, pps) = if pp.is_empty() { (0.0, 0.0) } else { mean_std(&pp) };
+    let (tgm, tgs) = if tg.is_empty() { (0.0, 0.0) } else { mean_std(&tg) };
     let file = args
         .model
         .file_name()
@@ -74,7 +103,9 @@ fn main() -> anyhow::Result<()> {
             "{}",
             serde_json::json!({"engine": "llama.cpp", "model": name, "threads": args.threads,
                 "repack": !args.no_repack, "pp": {"n": args.n_prompt, "tps_mean": ppm, "tps_std": pps},
-                "tg": {"n": args.n_gen, "tps_mean": tgm, "tps_std": tgs}})
+                "tg": {"n": single_gen, "tps_mean": tgm, "tps_std": tgs},
+                "parallel": batched.iter().map(|&(par, m, s)| serde_json::json!(
+                    {"n_parallel": par, "n": args.n_gen, "tps_mean": m, "tps_std": s})).collect::<Vec<_>>()})
         );
     } else {
         println!("| engine    | model | threads | test | t/s |");
@@ -85,9 +116,15 @@ fn main() -> anyhow::Result<()> {
                 args.threads, args.n_prompt
             );
         }
-        if args.n_gen > 0 {
+        if single_gen > 0 {
             println!(
                 "| llama.cpp | {name} | {} | tg{} | {tgm:.2} ± {tgs:.2} |",
+                args.threads, args.n_gen
+            );
+        }
+        for (par, m, s) in &batched {
+            println!(
+                "| llama.cpp | {name} | {} | tg{} x{par} | {m:.2} ± {s:.2} |",
                 args.threads, args.n_gen
             );
         }

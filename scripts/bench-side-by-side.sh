@@ -6,6 +6,11 @@
 # README.md's figures come from these files.
 # usage: scripts/bench-side-by-side.sh MODEL.gguf [THREADS...]
 #   env: PP (default 512), TG (default 128), REPS (default 2), RUNS_DIR (default bench/runs)
+#   Batched decode (off by default): BATCHED=1 adds, for each thread count, `edgeact bench
+#   --parallel` (from the mapping and with --repack) and the oracle's `--parallel` (llama.cpp's
+#   default repacking) over PARALLEL (default 1,2,4,8,16) sequences decoding BATCHED_TG
+#   (default 32) tokens each, and a table of aggregate t/s with the ratios "at P / at 1" and
+#   "ours / llama.cpp"; BATCHED=only runs just that section.
 set -eu
 model=$1
 shift
@@ -13,6 +18,9 @@ threads=${*:-1 2}
 pp=${PP:-512}
 tg=${TG:-128}
 reps=${REPS:-2}
+batched=${BATCHED:-0}
+parallel=${PARALLEL:-1,2,4,8,16}
+batched_tg=${BATCHED_TG:-32}
 cargo build --release --quiet
 cargo build --release --quiet --features oracle --example llama_cpp_bench
 bin=target/release
@@ -25,6 +33,7 @@ record="$runs_dir/$(date -u +%F)-$(nproc)core-${cpu:-unknown}.md"
 {
 echo
 echo '```'
+if [ "$batched" != only ]; then
 echo "# $(basename "$model") pp$pp tg$tg, $reps repetitions, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
 for t in $threads; do
     $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -t "$t" -r "$reps" 2>/dev/null | tail -n +3 | sed 's/^/edgeact          /'
@@ -32,6 +41,44 @@ for t in $threads; do
     $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -t "$t" -r "$reps" 2>/dev/null | tail -n +3
     $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -t "$t" -r "$reps" --no-repack 2>/dev/null | tail -n +3
 done
+fi
+if [ "$batched" != 0 ]; then
+echo "# $(basename "$model") batched decode tg$batched_tg x{$parallel}, $reps repetitions, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
+tmp=$(mktemp -d)
+for t in $threads; do
+    # Raw rows, then "test<TAB>mean t/s" of each engine for the table.
+    $bin/edgeact bench -m "$model" -p 0 -n "$batched_tg" -t "$t" -r "$reps" --parallel "$parallel" --device cpu 2>/dev/null |
+        tail -n +3 | tee "$tmp/e.raw" | sed 's/^/edgeact          /'
+    $bin/edgeact bench -m "$model" -p 0 -n "$batched_tg" -t "$t" -r "$reps" --parallel "$parallel" --device cpu --repack 2>/dev/null |
+        tail -n +3 | tee "$tmp/r.raw" | sed 's/^/edgeact --repack /'
+    $bin/examples/llama_cpp_bench -m "$model" -p 0 -n "$batched_tg" -t "$t" -r "$reps" --parallel "$parallel" 2>/dev/null |
+        tail -n +3 | tee "$tmp/l.raw"
+    # edgeact: | model | size | params | backend | ngl | threads | test | t/s |; the oracle:
+    # | engine | model | threads | test | t/s |.
+    rows='{ t = $tc; gsub(/^ +| +$/, "", t); split($vc, a, " "); if (t ~ / x[0-9]+$/) print t "\t" a[1] }'
+    awk -F'|' -v tc=8 -v vc=9 "$rows" "$tmp/e.raw" >"$tmp/e"
+    awk -F'|' -v tc=8 -v vc=9 "$rows" "$tmp/r.raw" >"$tmp/r"
+    awk -F'|' -v tc=5 -v vc=6 "$rows" "$tmp/l.raw" >"$tmp/l"
+    echo
+    echo "| threads | test | edgeact | edgeact --repack | llama.cpp | edgeact at P / at 1 | --repack at P / at 1 | llama.cpp at P / at 1 | ours best / llama.cpp |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' -v t="$t" '
+        function base(v, test,   g) { g = test; sub(/ x[0-9]+$/, " x1", g); return (g in v) ? v[g] : "" }
+        function ratio(a, b) { return (a != "" && b != "" && b > 0) ? sprintf("%.2fx", a / b) : "-" }
+        FILENAME ~ /\/e$/ { e[$1] = $2; order[n++] = $1; next }
+        FILENAME ~ /\/r$/ { r[$1] = $2; next }
+        { l[$1] = $2 }
+        END {
+            for (i = 0; i < n; i++) {
+                k = order[i]; best = (r[k] > e[k]) ? r[k] : e[k]
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", t, k, e[k], r[k], (k in l) ? l[k] : "-",
+                    ratio(e[k], base(e, k)), ratio(r[k], base(r, k)), ratio(l[k], base(l, k)), ratio(best, l[k])
+            }
+        }' "$tmp/e" "$tmp/r" "$tmp/l"
+    echo
+done
+rm -r "$tmp"
+fi
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo '```'
 } | tee -a "$record"

@@ -212,6 +212,7 @@ fn bench_json_reports_each_test() {
         assert!(r["avg_ts"].as_f64().unwrap() > 0.0);
         assert_eq!(r["backend"], "CPU");
         assert_eq!(r["n_gpu_layers"], 0);
+        assert_eq!(r["n_parallel"], 1);
     }
     let table = edgeact(&["bench", "-m", m.to_str().unwrap(), "-p", "8", "-n", "0", "-r", "1"]);
     assert!(table.status.success());
@@ -221,6 +222,73 @@ fn bench_json_reports_each_test() {
     // The default device is auto: the backend column names what it chose.
     let want = if gpu_usable() { "| CUDA " } else { "| CPU | 0 |" };
     assert!(stdout.contains(want), "{stdout}");
+}
+
+/// `--parallel`: each tg test becomes one batched-decode row per sequence count (aggregate
+/// tokens/s of the sequences decoding together); pp rows are unchanged. No timing asserted.
+#[test]
+fn bench_parallel_reports_batched_decode_rows() {
+    let m = model_path();
+    let m = m.to_str().unwrap();
+    let base = [
+        "bench",
+        "-m",
+        m,
+        "-n",
+        "4",
+        "-r",
+        "1",
+        "--parallel",
+        "1,3",
+        "--device",
+        "cpu",
+    ];
+    let out = edgeact(&[&base[..], &["-p", "0", "--json"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    let tests: Vec<(&str, u64)> = rows
+        .iter()
+        .map(|r| (r["test"].as_str().unwrap(), r["n_parallel"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(tests, [("tg4 x1", 1), ("tg4 x3", 3)]);
+    for r in rows {
+        assert_eq!(r["n_gen"], 4);
+        assert_eq!(r["n_prompt"], 0);
+        assert_eq!(r["samples_ts"].as_array().unwrap().len(), 1);
+        let ts = r["avg_ts"].as_f64().unwrap();
+        assert!(ts.is_finite() && ts > 0.0, "{r}");
+    }
+    // With a pp test: the pp row stays a single sequence; the table names the batched rows.
+    let table = edgeact(&[&base[..], &["-p", "8"]].concat());
+    assert!(table.status.success(), "{}", text(&table.stderr));
+    let stdout = text(&table.stdout);
+    for want in ["| pp8 |", "| tg4 x1 |", "| tg4 x3 |"] {
+        assert!(stdout.contains(want), "{want} not in {stdout}");
+    }
+    assert!(!stdout.contains("| tg4 |"), "{stdout}");
+    let bad = edgeact(&[&base[..8], &["0", "--device", "cpu"]].concat());
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("--parallel 0"), "{}", text(&bad.stderr));
+    if gpu_usable() {
+        let cuda = edgeact(&[
+            "bench",
+            "-m",
+            m,
+            "-p",
+            "0",
+            "-n",
+            "4",
+            "-r",
+            "1",
+            "--parallel",
+            "2",
+            "--device",
+            "cuda",
+        ]);
+        assert!(!cuda.status.success());
+        assert!(text(&cuda.stderr).contains("runs on the CPU"), "{}", text(&cuda.stderr));
+    }
 }
 
 /// The printed PPL equals llama.cpp's method recomputed here through the library: chunks of

@@ -9,7 +9,8 @@
 //! - whole models: [`Model`] / [`Context`] (logits for every position, greedy decoding,
 //!   timing; [`ContextOptions`]: flash attention on/off, F32 KV cache, and capture of every
 //!   named intermediate tensor for per-layer comparisons), [`Model::tokenize`], and
-//!   [`quantize_model`] (`llama_model_quantize`).
+//!   [`quantize_model`] (`llama_model_quantize`);
+//! - batched decode of many sequences in one `llama_decode` per step: [`BatchedContext`].
 //!
 //! ggml aborts the process on a failed assert, so every wrapper validates sizes on the Rust
 //! side first. Set `GGML_NO_BACKTRACE=1` (the workspace's `.cargo/config.toml` does) so an
@@ -861,6 +862,194 @@ impl Drop for Context<'_> {
     }
 }
 
+/// llama.cpp's largest `n_seq_max` (`LLAMA_MAX_SEQ`).
+pub const MAX_SEQUENCES: usize = 256;
+
+/// A `llama_batch` from `llama_batch_init` for up to `cap` tokens of one sequence id each,
+/// freed on drop.
+struct Batch {
+    raw: sys::llama_batch,
+    cap: usize,
+}
+
+impl Batch {
+    fn new(cap: usize) -> Batch {
+        // SAFETY: allocates token/pos/n_seq_id/logits arrays of `cap` entries and `cap` seq_id
+        // arrays of one id each (no embeddings); freed once in Drop.
+        let raw = unsafe { sys::llama_batch_init(cap as i32, 0, 1) };
+        Batch { raw, cap }
+    }
+
+    /// Sets the batch to `entries`: (token, position, sequence id, logits wanted).
+    fn set(&mut self, entries: impl ExactSizeIterator<Item = (u32, usize, usize, bool)>) {
+        assert!(
+            entries.len() <= self.cap,
+            "batch of {} tokens, room for {}",
+            entries.len(),
+            self.cap
+        );
+        self.raw.n_tokens = entries.len() as i32;
+        for (i, (tok, pos, seq, logits)) in entries.enumerate() {
+            // SAFETY: i < cap (asserted above), and every array of the batch holds cap entries;
+            // seq_id[i] points at room for one id.
+            unsafe {
+                *self.raw.token.add(i) = tok as i32;
+                *self.raw.pos.add(i) = pos as i32;
+                *self.raw.n_seq_id.add(i) = 1;
+                *(*self.raw.seq_id.add(i)) = seq as i32;
+                *self.raw.logits.add(i) = logits as i8;
+            }
+        }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        // SAFETY: from llama_batch_init, freed once.
+        unsafe { sys::llama_batch_free(self.raw) }
+    }
+}
+
+/// A llama.cpp context over `n_seqs` sequences decoded together, as llama-batched-bench runs
+/// them: `n_seq_max = n_seqs`, `n_ctx = n_seqs * per_seq` split into one KV stream per sequence
+/// (not unified; llama.cpp rounds each stream up to a multiple of 256 cells), and each decode
+/// step one `llama_decode` over a batch holding one token of every sequence (token i at
+/// sequence id i), logits requested for all of them.
+pub struct BatchedContext<'m> {
+    model: &'m Model,
+    raw: *mut sys::llama_context,
+    n_seqs: usize,
+    per_seq: usize,
+}
+
+impl<'m> BatchedContext<'m> {
+    /// `n_seqs` sequences (1..=[`MAX_SEQUENCES`]) of up to `per_seq` positions each, computing
+    /// with `threads` threads.
+    pub fn new(model: &'m Model, n_seqs: usize, per_seq: usize, threads: usize) -> Result<BatchedContext<'m>> {
+        if n_seqs == 0 || n_seqs > MAX_SEQUENCES {
+            return err(format!("{n_seqs} sequences; llama.cpp takes 1..={MAX_SEQUENCES}"));
+        }
+        if per_seq == 0 || threads == 0 {
+            return err("a batched context needs positions and threads");
+        }
+        let n_ctx = n_seqs
+            .checked_mul(per_seq)
+            .filter(|&n| n <= u32::MAX as usize / 2)
+            .ok_or_else(|| OracleError(format!("{n_seqs} x {per_seq} positions overflow")))?;
+        // Big enough for every sequence's whole context in one batch (the prefill).
+        let n_batch = n_ctx.max(512);
+        // SAFETY: returns a plain struct of defaults.
+        let mut params = unsafe { sys::llama_context_default_params() };
+        params.n_ctx = n_ctx as u32;
+        params.n_batch = n_batch as u32;
+        params.n_ubatch = n_batch as u32;
+        params.n_seq_max = n_seqs as u32;
+        params.kv_unified = false;
+        params.n_threads = threads as i32;
+        params.n_threads_batch = threads as i32;
+        params.no_perf = true;
+        // SAFETY: live model, valid params (n_seq_max checked against LLAMA_MAX_SEQ above).
+        let raw = unsafe { sys::llama_init_from_model(model.raw, params) };
+        if raw.is_null() {
+            return err("llama_init_from_model failed");
+        }
+        Ok(BatchedContext {
+            model,
+            raw,
+            n_seqs,
+            per_seq,
+        })
+    }
+
+    pub fn n_seqs(&self) -> usize {
+        self.n_seqs
+    }
+
+    /// The prompt sequence `seq` starts from in [`BatchedContext::bench`]: BOS and a token of
+    /// its own (the same ids as `edgeact bench --parallel`).
+    pub fn prompt(&self, seq: usize) -> [u32; 2] {
+        let n_vocab = self.model.n_vocab() as u32;
+        [
+            self.model.bos(),
+            (seq as u32).wrapping_mul(7919).wrapping_add(1) % n_vocab,
+        ]
+    }
+
+    fn decode(&mut self, batch: &Batch) -> Result<()> {
+        // SAFETY: live context and a batch whose first n_tokens entries are set.
+        let rc = unsafe { sys::llama_decode(self.raw, batch.raw) };
+        if rc != 0 {
+            return err(format!("llama_decode returned {rc}"));
+        }
+        Ok(())
+    }
+
+    /// Argmax of the logits of batch row `i` (requested when the batch was set).
+    fn argmax_row(&self, i: usize) -> Result<u32> {
+        let n_vocab = self.model.n_vocab();
+        // SAFETY: live context; returns null for a row without logits, else n_vocab floats.
+        let ptr = unsafe { sys::llama_get_logits_ith(self.raw, i as i32) };
+        if ptr.is_null() {
+            return err(format!("no logits for batch row {i}"));
+        }
+        // SAFETY: non-null row of n_vocab logits owned by the context, read before the next
+        // decode.
+        Ok(argmax(unsafe { std::slice::from_raw_parts(ptr, n_vocab) }))
+    }
+
+    /// Aggregate decode speed: clears every sequence, prefills each with its
+    /// [`BatchedContext::prompt`] in one untimed `llama_decode`, then times `n_gen` steps, each
+    /// one `llama_decode` of one token per sequence (the argmax of its last logits). Returns
+    /// `n_seqs * n_gen / seconds`.
+    pub fn bench(&mut self, n_gen: usize) -> Result<f64> {
+        if n_gen == 0 {
+            return err("a batched bench needs generated tokens");
+        }
+        let prompt_len = self.prompt(0).len();
+        if prompt_len + n_gen > self.per_seq {
+            return err(format!(
+                "{prompt_len} prompt + {n_gen} generated positions do not fit {} per sequence",
+                self.per_seq
+            ));
+        }
+        // SAFETY: live context; clears its KV memory of every sequence.
+        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.raw), true) };
+        let n = self.n_seqs;
+        let mut batch = Batch::new(n * prompt_len);
+        let prefill: Vec<_> = (0..n)
+            .flat_map(|seq| {
+                let p = self.prompt(seq);
+                (0..p.len()).map(move |pos| (p[pos], pos, seq, pos + 1 == p.len()))
+            })
+            .collect();
+        batch.set(prefill.into_iter());
+        self.decode(&batch)?;
+        let mut next: Vec<u32> = (0..n)
+            .map(|s| self.argmax_row(s * prompt_len + prompt_len - 1))
+            .collect::<Result<_>>()?;
+        let start = Instant::now();
+        for step in 0..n_gen {
+            batch.set(
+                next.iter()
+                    .enumerate()
+                    .map(|(seq, &tok)| (tok, prompt_len + step, seq, true)),
+            );
+            self.decode(&batch)?;
+            for (i, tok) in next.iter_mut().enumerate() {
+                *tok = self.argmax_row(i)?;
+            }
+        }
+        Ok((n * n_gen) as f64 / secs(start.elapsed()))
+    }
+}
+
+impl Drop for BatchedContext<'_> {
+    fn drop(&mut self) {
+        // SAFETY: created by llama_init_from_model, freed once.
+        unsafe { sys::llama_free(self.raw) }
+    }
+}
+
 /// Index of the largest logit (the first one on ties, as llama.cpp's greedy sampler does).
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -964,6 +1153,23 @@ mod tests {
                 assert_eq!(ids, [403, 407, 261, 378, 432], "{flash_attention:?} kv_f32={kv_f32}");
             }
         }
+    }
+
+    #[test]
+    fn batched_bench_decodes_many_sequences() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K/stories260K-f32-v3.gguf");
+        let model = Model::load(&path).unwrap();
+        let mut ctx = BatchedContext::new(&model, 3, 8, 2).unwrap();
+        assert_eq!(ctx.prompt(0)[0], model.bos());
+        assert_ne!(ctx.prompt(1), ctx.prompt(2));
+        let tps = ctx.bench(6).unwrap();
+        assert!(tps.is_finite() && tps > 0.0, "{tps}");
+        // Reusable, and the context bounds the generated length.
+        assert!(ctx.bench(6).unwrap() > 0.0);
+        assert!(ctx.bench(7).is_err());
+        assert!(BatchedContext::new(&model, 0, 8, 2).is_err());
+        assert!(BatchedContext::new(&model, MAX_SEQUENCES + 1, 8, 2).is_err());
     }
 
     #[test]

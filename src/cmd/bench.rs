@@ -1,11 +1,16 @@
 //! `edgeact bench`: prompt-processing (ppN) and text-generation (tgN) speed in the style of
 //! llama-bench: each test is repeated `-r` times after one warm-up, and the table shows the
 //! mean ± standard deviation of tokens/s.
+//!
+//! `--parallel 1,2,4,...` turns each tgN test into batched-decode tests `tgN xP`: P sequences
+//! of one [`MultiSession`] each get a 2-token prompt (BOS and a token of their own, not
+//! timed), then decode N tokens together, one [`MultiSession::step`] of P single-token chunks
+//! per generated position (greedy); the row's t/s is the aggregate P * N / seconds.
 
 use super::args::{load_model_with, ActivationsArg, DeviceArgs, RepackArg};
 use anyhow::bail;
 use edgeact_runtime::kernels::cuda::Backend;
-use edgeact_runtime::model::{Activations, LlamaModel, SessionOptions};
+use edgeact_runtime::model::{Activations, LlamaModel, Logits, MultiSession, SeqChunk, SessionOptions, MAX_BATCH};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -31,6 +36,10 @@ pub struct Args {
     /// Skip the warm-up run.
     #[arg(long)]
     no_warmup: bool,
+    /// Batched decode: for each count P (comma-separated), replace each tgN test by `tgN xP`,
+    /// P sequences decoding together (aggregate tokens/s; CPU only).
+    #[arg(long, value_delimiter = ',', value_name = "P,...")]
+    parallel: Vec<usize>,
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -56,6 +65,8 @@ struct Row {
     test: String,
     n_prompt: usize,
     n_gen: usize,
+    /// Sequences decoding together (1 for the pp and plain tg tests).
+    n_parallel: usize,
     avg_ts: f64,
     stddev_ts: f64,
     samples_ts: Vec<f64>,
@@ -81,19 +92,44 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if threads.contains(&0) {
         bail!("-t 0 is not a thread count");
     }
+    if !args.parallel.is_empty() {
+        if let Backend::Cuda(g) = &backend {
+            bail!(
+                "--parallel: batched multi-sequence decode runs on the CPU, not on {} (use --device cpu)",
+                g.name
+            );
+        }
+        if let Some(&p) = args.parallel.iter().find(|&&p| p == 0 || p > MAX_BATCH) {
+            bail!("--parallel {p}: the number of sequences must be in 1..={MAX_BATCH}");
+        }
+    }
     let name = model_name(&model);
+    // (name, prompt tokens, generated tokens, sequences decoding together)
     let mut tests = Vec::new();
     for &p in args.n_prompt.iter().filter(|&&p| p > 0) {
-        tests.push((format!("pp{p}"), p, 0));
+        tests.push((format!("pp{p}"), p, 0, 1));
     }
     for &n in args.n_gen.iter().filter(|&&n| n > 0) {
-        tests.push((format!("tg{n}"), 0, n));
+        if args.parallel.is_empty() {
+            tests.push((format!("tg{n}"), 0, n, 1));
+        } else {
+            tests.extend(args.parallel.iter().map(|&par| (format!("tg{n} x{par}"), 0, n, par)));
+        }
     }
     let max_ctx = model.config().max_context;
-    if let Some((t, p, n)) = tests.iter().find(|(_, p, n)| p.saturating_add(*n) > max_ctx) {
+    // A --parallel test also holds its untimed prompt.
+    let positions = |p: usize, n: usize| {
+        let prompt = if !args.parallel.is_empty() && n > 0 {
+            PARALLEL_PROMPT
+        } else {
+            0
+        };
+        p.saturating_add(n).saturating_add(prompt)
+    };
+    if let Some((t, p, n, _)) = tests.iter().find(|(_, p, n, _)| positions(*p, *n) > max_ctx) {
         bail!(
             "test {t} needs {} positions; the model's context is {max_ctx}",
-            p.saturating_add(*n)
+            positions(*p, *n)
         );
     }
     if !args.json {
@@ -102,7 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut rows = Vec::new();
     for &t in &threads {
-        for (test, p, n) in &tests {
+        for (test, p, n, par) in &tests {
             let bench = Bench {
                 model: &model,
                 device: &args.device,
@@ -110,7 +146,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 threads: t,
                 activations,
             };
-            let (samples, n_gpu_layers) = bench.measure(*p, *n, args.repetitions, !args.no_warmup)?;
+            let (samples, n_gpu_layers) = if args.parallel.is_empty() || *n == 0 {
+                bench.measure(*p, *n, args.repetitions, !args.no_warmup)?
+            } else {
+                (bench.measure_parallel(*par, *n, args.repetitions, !args.no_warmup)?, 0)
+            };
             let (avg, sd) = mean_std(&samples);
             let row = Row {
                 model: name.clone(),
@@ -122,6 +162,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 test: test.clone(),
                 n_prompt: *p,
                 n_gen: *n,
+                n_parallel: *par,
                 avg_ts: avg,
                 stddev_ts: sd,
                 samples_ts: samples,
@@ -190,6 +231,89 @@ impl Bench<'_> {
         }
         Ok((samples, session.gpu_layers()))
     }
+
+    /// Aggregate tokens/s of each repetition of `par` sequences decoding `n` tokens together
+    /// on the CPU: each sequence is prefilled with its [`parallel_prompt`] (not timed), then
+    /// `n` steps each evaluate one token of every sequence in one forward pass, the next tokens
+    /// chosen greedily. The warm-up decodes at most 4 tokens (it only faults the mapping in).
+    fn measure_parallel(&self, par: usize, n: usize, reps: usize, warmup: bool) -> anyhow::Result<Vec<f64>> {
+        let opts = SessionOptions {
+            n_ctx: PARALLEL_PROMPT + n,
+            threads: self.threads,
+            activations: self.activations,
+            ..Default::default()
+        };
+        let mut session = MultiSession::new(Arc::clone(self.model), opts, par)?;
+        if par > session.batch_size() {
+            bail!(
+                "--parallel {par} is more than the batch size of {}",
+                session.batch_size()
+            );
+        }
+        let vocab = self.model.config().vocab_size as u32;
+        let bos = match self.model.file().get_u64("tokenizer.ggml.bos_token_id") {
+            Ok(Some(b)) if b < u64::from(vocab) => b as u32,
+            _ => 1 % vocab,
+        };
+        let mut next = vec![0u32; par];
+        let mut samples = Vec::new();
+        for rep in 0..reps + usize::from(warmup) {
+            let is_warmup = warmup && rep == 0;
+            let steps = if is_warmup { n.min(4) } else { n };
+            for (seq, tok) in next.iter_mut().enumerate() {
+                session.truncate(seq, 0);
+                let prompt = parallel_prompt(bos, seq, vocab);
+                let logits = session.step(&[SeqChunk {
+                    seq,
+                    tokens: &prompt,
+                    logits: Logits::Last,
+                }])?;
+                *tok = argmax(&logits[0]);
+            }
+            let start = Instant::now();
+            for _ in 0..steps {
+                let chunks: Vec<SeqChunk<'_>> = next
+                    .iter()
+                    .enumerate()
+                    .map(|(seq, tok)| SeqChunk {
+                        seq,
+                        tokens: std::slice::from_ref(tok),
+                        logits: Logits::Last,
+                    })
+                    .collect();
+                let logits = session.step(&chunks)?;
+                for (tok, l) in next.iter_mut().zip(&logits) {
+                    *tok = argmax(l);
+                }
+            }
+            let secs = start.elapsed().as_secs_f64().max(1e-9);
+            if !is_warmup {
+                samples.push((par * n) as f64 / secs);
+            }
+        }
+        Ok(samples)
+    }
+}
+
+/// Prompt tokens each sequence of a `--parallel` test gets before its timed decode: BOS and a
+/// token of its own, so the sequences differ.
+const PARALLEL_PROMPT: usize = 2;
+
+/// The `--parallel` prompt of sequence `seq` (the same ids as the llama.cpp oracle's batched
+/// bench uses).
+fn parallel_prompt(bos: u32, seq: usize, vocab: u32) -> [u32; PARALLEL_PROMPT] {
+    [bos, (seq as u32).wrapping_mul(7919).wrapping_add(1) % vocab]
+}
+
+/// Index of the largest value (the first on ties, as greedy sampling picks).
+fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
 
 fn mean_std(x: &[f64]) -> (f64, f64) {
