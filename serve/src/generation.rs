@@ -2,7 +2,7 @@
 //! rendering), submitting a validated request, and waiting for its events.
 
 use crate::errors::{Api, ApiError};
-use crate::prompt::{stop_tokens, ChatPrompt};
+use crate::prompt::ChatPrompt;
 use edgeact_runtime::batching::{Event, EventSink, Handle, Request, Summary, TokenEvent};
 use edgeact_runtime::generate::StopReason;
 use edgeact_runtime::sampler::SamplerConfig;
@@ -27,7 +27,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(handle: Handle, tokenizer: Arc<Tokenizer>, chat: ChatPrompt, model_id: impl Into<String>) -> Engine {
-        let stop_tokens = stop_tokens(&tokenizer);
+        let stop_tokens = tokenizer.eog_ids().to_vec();
         Engine {
             handle,
             tokenizer,

@@ -47,37 +47,3 @@ pub fn encode_tgi(tokenizer: &Tokenizer, inputs: &str) -> Vec<u32> {
 pub fn encode_completion(tokenizer: &Tokenizer, prompt: &str) -> Vec<u32> {
     chat::encode_prompt(tokenizer, prompt)
 }
-
-pub use edgeact_runtime::tokenizer::truncate_left;
-
-/// Ids that end a generation: EOS and every end-of-generation token the tokenizer knows.
-pub fn stop_tokens(tok: &Tokenizer) -> Vec<u32> {
-    let mut ids: Vec<u32> = (0..tok.n_vocab() as u32).filter(|&id| tok.is_eog(id)).collect();
-    if let Some(eos) = tok.eos_id() {
-        if !ids.contains(&eos) {
-            ids.push(eos);
-        }
-    }
-    ids
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncation_keeps_bos_and_the_last_tokens() {
-        let mut p = vec![1, 10, 11, 12, 13];
-        truncate_left(&mut p, 3, Some(1));
-        assert_eq!(p, vec![1, 12, 13]);
-        let mut p = vec![1, 10, 11];
-        truncate_left(&mut p, 3, Some(1));
-        assert_eq!(p, vec![1, 10, 11]);
-        let mut p = vec![10, 11, 12];
-        truncate_left(&mut p, 2, None);
-        assert_eq!(p, vec![11, 12]);
-        let mut p = vec![1, 10, 11];
-        truncate_left(&mut p, 1, Some(1));
-        assert_eq!(p, vec![1]);
-    }
-}

@@ -11,7 +11,7 @@
 use crate::app::AppState;
 use crate::errors::{parse_body, Api, ApiError};
 use crate::generation::{collect, random_seed, submit, tgi_finish_reason, Engine, GenRequest};
-use crate::prompt::{encode_tgi, truncate_left};
+use crate::prompt::encode_tgi;
 use crate::stream::{data, sse, Translator};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -22,6 +22,7 @@ use axum::Json;
 use edgeact_runtime::batching::{Event, Summary, TokenEvent};
 use edgeact_runtime::generate::StopReason;
 use edgeact_runtime::sampler::SamplerConfig;
+use edgeact_runtime::tokenizer::truncate_left;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;

@@ -9,7 +9,6 @@ use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::model::{LlamaModel, MultiSession, Session, SessionOptions};
 use edgeact_runtime::sampler::{Sampler, SamplerConfig};
 use edgeact_runtime::tokenizer::{StreamDecoder, Tokenizer};
-use edgeact_serve::prompt::stop_tokens;
 use edgeact_serve::{ChatPrompt, Engine, ServeOptions, Server};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
@@ -140,7 +139,7 @@ impl Harness {
         let mut decoder = StreamDecoder::new(&self.tok);
         let opts = GenerateOptions {
             max_tokens,
-            stop_tokens: stop_tokens(&self.tok),
+            stop_tokens: self.tok.eog_ids().to_vec(),
             stop_strings: Vec::new(),
         };
         generate(&mut session, &mut sampler, &mut decoder, prompt, &opts, &mut |_| {})

@@ -8,7 +8,6 @@ use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::kernels::cuda::{select_device, Backend, DeviceChoice};
 use edgeact_runtime::model::{Activations, KvType, LlamaModel, Session, SessionOptions};
 use edgeact_runtime::sampler::{Sampler, SamplerConfig};
-use edgeact_runtime::tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -151,6 +150,13 @@ impl ModelArgs {
         // The device first: a GPU that cannot be used fails before the model is mapped.
         let backend = self.device.resolve()?;
         let (file, model) = self.load_model()?;
+        let opts = self.session_options(&model)?;
+        let session = self.device.session(&backend, Arc::clone(&model), opts)?;
+        Ok((file, model, session))
+    }
+
+    /// The session settings of these flags for `model`, warning when the context is capped.
+    pub fn session_options(&self, model: &LlamaModel) -> anyhow::Result<SessionOptions> {
         let max = model.config().max_context;
         let n_ctx = match self.ctx {
             0 => bail!("--ctx 0 is not a context length"),
@@ -161,15 +167,13 @@ impl ModelArgs {
             }
             n => n.min(max),
         };
-        let opts = SessionOptions {
+        Ok(SessionOptions {
             n_ctx,
             threads: thread_count(self.threads),
             kv_type: self.kv_type,
             activations: self.activations.activations,
             ..Default::default()
-        };
-        let session = self.device.session(&backend, Arc::clone(&model), opts)?;
-        Ok((file, model, session))
+        })
     }
 }
 
@@ -223,17 +227,6 @@ impl SamplingArgs {
             .map_err(|e| anyhow::anyhow!("invalid sampling flags: {e}"))?;
         Ok(Sampler::new(cfg))
     }
-}
-
-/// Ids that end a turn: EOS and every end-of-generation token the tokenizer knows.
-pub fn stop_tokens(tok: &Tokenizer) -> Vec<u32> {
-    let mut ids: Vec<u32> = (0..tok.n_vocab() as u32).filter(|&id| tok.is_eog(id)).collect();
-    if let Some(eos) = tok.eos_id() {
-        if !ids.contains(&eos) {
-            ids.push(eos);
-        }
-    }
-    ids
 }
 
 /// Prints the speed line llama.cpp users expect, on stderr.

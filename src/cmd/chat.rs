@@ -5,7 +5,7 @@
 //! Template: the GGUF's `tokenizer.chat_template`, else the built-in Llama-2 / AgentLM format
 //! (FastChat `llama-2`), both from `edgeact_runtime::chat`.
 
-use super::args::{print_timings, stop_tokens, ModelArgs, SamplingArgs};
+use super::args::{print_timings, ModelArgs, SamplingArgs};
 use anyhow::Context;
 use edgeact_runtime::chat::{ChatTemplate, Message};
 use edgeact_runtime::generate::{generate, GenerateOptions};
@@ -46,7 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut sampler = args.sampling.sampler()?;
     let opts = GenerateOptions {
         max_tokens: args.n_predict,
-        stop_tokens: stop_tokens(&tok),
+        stop_tokens: tok.eog_ids().to_vec(),
         stop_strings: args.sampling.stop.clone(),
     };
     let mut turns = Vec::new();

@@ -1,7 +1,7 @@
 //! `edgeact run`: generate text from a prompt, streaming it to stdout, with speed figures on
 //! stderr.
 
-use super::args::{print_timings, stop_tokens, ModelArgs, SamplingArgs};
+use super::args::{print_timings, ModelArgs, SamplingArgs};
 use anyhow::{bail, Context};
 use edgeact_runtime::chat::Message;
 use edgeact_runtime::generate::{generate, GenerateOptions};
@@ -54,7 +54,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let opts = GenerateOptions {
         max_tokens: args.n_predict,
-        stop_tokens: if args.ignore_eos { Vec::new() } else { stop_tokens(&tok) },
+        stop_tokens: if args.ignore_eos {
+            Vec::new()
+        } else {
+            tok.eog_ids().to_vec()
+        },
         stop_strings: args.sampling.stop.clone(),
     };
     // From BOS alone the first token's SentencePiece space is dropped (as llama.cpp prints a

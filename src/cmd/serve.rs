@@ -1,12 +1,12 @@
 //! `edgeact serve`: the model behind an HTTP server speaking TGI's and OpenAI's APIs
 //! (`edgeact-serve`), `--parallel` sequences decoded together by the batching scheduler.
 
-use super::args::{thread_count, ModelArgs, DEFAULT_CTX};
+use super::args::ModelArgs;
 use anyhow::{bail, Context};
 use edgeact_runtime::agent::{FormatChoice, PromptFormat};
 use edgeact_runtime::batching::{Scheduler, SchedulerOptions};
 use edgeact_runtime::kernels::cuda::DeviceChoice;
-use edgeact_runtime::model::{MultiSession, SessionOptions};
+use edgeact_runtime::model::MultiSession;
 use edgeact_runtime::tokenizer::Tokenizer;
 use edgeact_serve::{ChatPrompt, Engine, ServeOptions};
 use std::process::ExitCode;
@@ -67,22 +67,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let tokenizer = Arc::new(Tokenizer::from_gguf(&file).context("loading the tokenizer")?);
     let choice = FormatChoice::from_name(&args.chat_template).unwrap_or_default();
     let format = PromptFormat::resolve(choice, &file).with_context(|| format!("--chat-template {}", choice.name()))?;
-    let max = model.config().max_context;
-    let n_ctx = match m.ctx {
-        0 => bail!("--ctx 0 is not a context length"),
-        n if n > max && n != DEFAULT_CTX => {
-            eprintln!("note: --ctx {n} is above the model's maximum; using {max}");
-            max
-        }
-        n => n.min(max),
-    };
-    let opts = SessionOptions {
-        n_ctx,
-        threads: thread_count(m.threads),
-        kv_type: m.kv_type,
-        activations: m.activations.activations,
-        ..Default::default()
-    };
+    let opts = m.session_options(&model)?;
+    let n_ctx = opts.n_ctx;
     let session = MultiSession::new(Arc::clone(&model), opts, args.parallel).context("setting up the sequences")?;
     let sched_opts = SchedulerOptions {
         queue_capacity: args.queue,

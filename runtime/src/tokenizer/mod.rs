@@ -519,3 +519,24 @@ pub fn truncate_left(prompt: &mut Vec<u32>, n: usize, bos: Option<u32>) {
         prompt.drain(..cut);
     }
 }
+
+#[cfg(test)]
+mod truncate_tests {
+    use super::truncate_left;
+
+    #[test]
+    fn truncation_keeps_bos_and_the_last_tokens() {
+        let mut p = vec![1, 10, 11, 12, 13];
+        truncate_left(&mut p, 3, Some(1));
+        assert_eq!(p, vec![1, 12, 13]);
+        let mut p = vec![1, 10, 11];
+        truncate_left(&mut p, 3, Some(1));
+        assert_eq!(p, vec![1, 10, 11]);
+        let mut p = vec![10, 11, 12];
+        truncate_left(&mut p, 2, None);
+        assert_eq!(p, vec![11, 12]);
+        let mut p = vec![1, 10, 11];
+        truncate_left(&mut p, 1, Some(1));
+        assert_eq!(p, vec![1]);
+    }
+}
