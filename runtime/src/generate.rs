@@ -144,6 +144,12 @@ impl StopMatcher {
     }
 }
 
+/// Length of the longest common prefix of two token lists (how much of a cached sequence a
+/// new prompt can reuse).
+pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 /// Generates a continuation of `prompt` (the full sequence, BOS included). The session's cached
 /// tokens that agree with `prompt` are reused; the rest of the cache is discarded. `on_text`
 /// receives the text as it becomes final.
@@ -161,7 +167,7 @@ pub fn generate(
     if prompt.is_empty() {
         return Err(ModelError::EmptyInput);
     }
-    let common = session.tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count();
+    let common = common_prefix(session.tokens(), prompt);
     // The last prompt token is always evaluated: its logits choose the first new token.
     let keep = common.min(prompt.len() - 1);
     session.truncate(keep);

@@ -272,16 +272,22 @@ mod tests {
             .map(|(protocol, turns)| {
                 let session = Session::new(Arc::clone(&m.0), opts()).unwrap();
                 let mut e = EngineModel::new(session, Arc::clone(&m.1), cfg.clone()).unwrap();
-                turns
-                    .iter()
-                    .map(|msgs| {
-                        e.reply(&ModelRequest {
-                            messages: msgs,
-                            protocol,
-                        })
-                        .unwrap()
+                reply_to_each(&mut e, protocol, &turns)
+            })
+            .collect()
+    }
+
+    /// The model's reply to each conversation prefix in `turns`, in order.
+    fn reply_to_each(model: &mut impl LanguageModel, protocol: Protocol, turns: &[Vec<Message>]) -> Vec<ModelReply> {
+        turns
+            .iter()
+            .map(|msgs| {
+                model
+                    .reply(&ModelRequest {
+                        messages: msgs,
+                        protocol,
                     })
-                    .collect()
+                    .unwrap()
             })
             .collect()
     }
@@ -313,18 +319,7 @@ mod tests {
         let mut b = BatchedModel::new(sched.handle(), Arc::clone(&m.1), cfg.clone()).unwrap();
         let sequential: Vec<Vec<ModelReply>> = conversations()
             .into_iter()
-            .map(|(protocol, turns)| {
-                turns
-                    .iter()
-                    .map(|msgs| {
-                        b.reply(&ModelRequest {
-                            messages: msgs,
-                            protocol,
-                        })
-                        .unwrap()
-                    })
-                    .collect()
-            })
+            .map(|(protocol, turns)| reply_to_each(&mut b, protocol, &turns))
             .collect();
         check_same(&engine, &sequential);
         assert!(engine[0][0].stats.truncated_tokens > 0);
@@ -339,18 +334,7 @@ mod tests {
                 .into_iter()
                 .map(|(protocol, turns)| {
                     let mut b = BatchedModel::new(sched.handle(), Arc::clone(&m.1), cfg.clone()).unwrap();
-                    s.spawn(move || {
-                        turns
-                            .iter()
-                            .map(|msgs| {
-                                b.reply(&ModelRequest {
-                                    messages: msgs,
-                                    protocol,
-                                })
-                                .unwrap()
-                            })
-                            .collect::<Vec<_>>()
-                    })
+                    s.spawn(move || reply_to_each(&mut b, protocol, &turns))
                 })
                 .collect();
             workers.into_iter().map(|w| w.join().unwrap()).collect()

@@ -13,6 +13,7 @@ use super::constrain::Constraint;
 use super::prompt::PromptFormat;
 use super::react::{LanguageModel, ModelReply, ModelRequest, TurnStats};
 use super::render::{ChatTemplate, Message};
+use crate::generate::common_prefix;
 use crate::model::Session;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
@@ -87,11 +88,6 @@ pub struct EngineModel {
 
 /// Receives generated text pieces as they are decoded.
 type TextSink = Box<dyn FnMut(&str) + Send>;
-
-/// Length of the longest common prefix.
-pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
 
 /// A conversation rendered, tokenized and left-truncated for one model call.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use super::{
     handle_for, Command, Event, EventSink, Handle, Metrics, Request, SchedulerOptions, Submission, Summary, TokenEvent,
     TokenFilter,
 };
-use crate::generate::{StopMatcher, StopReason};
+use crate::generate::{common_prefix, StopMatcher, StopReason};
 use crate::model::{Logits, ModelError, MultiSession, SeqChunk};
 use crate::sampler::Sampler;
 use crate::tokenizer::{StreamDecoder, Tokenizer};
@@ -431,8 +431,4 @@ fn log_softmax_at(logits: &[f32], id: u32) -> f32 {
         .map(|&x| ((x - max) as f64).exp())
         .sum();
     (logits[id as usize] - max) - sum.ln() as f32
-}
-
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
