@@ -4,50 +4,11 @@
 //!
 //! Set `EDGEACT_SHARED` to relocate the shared data directory (default: `../shared` beside the checkout).
 
+mod cli_support;
+
+use cli_support::{db_tasks, edgeact, fixture, os_rootfs, tiny_model};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/agent")
-        .join(name)
-}
-
-fn tiny_model() -> PathBuf {
-    PathBuf::from(
-        std::env::var("EDGEACT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into()),
-    )
-    .join("models/stories260K/stories260K-f32-v3.gguf")
-}
-
-fn edgeact(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_edgeact"))
-        .args(args)
-        .output()
-        .expect("run edgeact")
-}
-
-/// `--rootfs` for OS runs: the default built Debian root when `edgeact rootfs build` has made
-/// it, else the host's files (so the test neither fails nor starts a download without it).
-fn os_rootfs() -> &'static str {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
-    match cache {
-        Some(c) if c.join("edgeact/rootfs/.edgeact-rootfs").exists() => "built",
-        _ => "host",
-    }
-}
-
-fn db_tasks() -> Vec<Value> {
-    std::fs::read_to_string(fixture("dbbench_dev.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use std::path::Path;
 
 /// Writes a `--scripted` file: per task, one SQL operation and a final answer.
 fn write_script(path: &Path, tasks: &[Value], gold: bool) {

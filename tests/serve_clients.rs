@@ -17,6 +17,9 @@
 //! `~/.cache/edgeact/pyclients`); without it those parts are skipped with a message (CI
 //! creates it). Set `EDGEACT_SHARED` to relocate the shared data directory.
 
+mod cli_support;
+
+use cli_support::{fixture, os_rootfs, repo, smollm2, tiny_model};
 use edgeact_runtime::agent::render::{
     db_initial_history, os_initial_history, render_llama2, trim_history, ChatTemplate, Message,
 };
@@ -32,35 +35,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn shared() -> PathBuf {
-    std::env::var_os("EDGEACT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared"))
-}
-
-fn tiny_model() -> PathBuf {
-    shared().join("models/stories260K/stories260K-f32-v3.gguf")
-}
-
-/// SmolLM2-135M-Instruct Q4_1 from `scripts/fetch-smollm2.sh` (repo `.cache/models/`, or
-/// `~/.cache/models/`).
-fn smollm2() -> Option<PathBuf> {
-    let name = "SmolLM2-135M-Instruct.Q4_1.gguf";
-    let mut places = vec![repo().join(".cache/models").join(name)];
-    if let Some(h) = std::env::var_os("HOME") {
-        places.push(PathBuf::from(h).join(".cache/models").join(name));
-    }
-    places.into_iter().find(|p| p.is_file())
-}
-
-fn fixture(name: &str) -> PathBuf {
-    repo().join("tests/fixtures/agent").join(name)
 }
 
 fn client_script(name: &str) -> PathBuf {
@@ -458,18 +432,6 @@ fn os_task_history(task: &Value) -> Vec<Message> {
 
 fn os_tasks() -> Vec<Value> {
     serde_json::from_str(&std::fs::read_to_string(fixture("os_interaction/data/dev.json")).unwrap()).unwrap()
-}
-
-/// `--rootfs` for OS runs: the built root when `edgeact rootfs build` made it, else the host's.
-fn os_rootfs() -> &'static str {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
-    match cache {
-        Some(c) if c.join("edgeact/rootfs/.edgeact-rootfs").exists() => "built",
-        _ => "host",
-    }
 }
 
 /// Runs `edgeact eval PROTOCOL ARGS --log LOG`; `None` (printed) when the OS sandbox cannot
