@@ -5,9 +5,9 @@
 //! Run: `cargo bench --bench agent` (set `EDGEACT_SHARED` if the shared data is elsewhere).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use edgeact_runtime::agent::constrain::Constraint;
-use edgeact_runtime::agent::render::{os_initial_history, os_observation, render_llama2, trim_history};
-use edgeact_runtime::agent::{ChatTemplate, Message, Protocol};
+use edgeact_agent::constrain::Constraint;
+use edgeact_agent::render::{os_initial_history, os_observation, render_llama2, trim_history};
+use edgeact_agent::{ChatTemplate, Message, Protocol};
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::tokenizer::Tokenizer;
 use std::hint::black_box;

@@ -3,8 +3,12 @@
 //! decodes), so the two can be run side by side in one script:
 //!
 //! ```text
-//! cargo run --release --features oracle --example llama_cpp_bench -- -m model.gguf -p 512 -n 128 -t 2 -r 3
+//! cargo run --release --features oracle --example llama_cpp_bench -- -m model.gguf -p 512 -n 128 -t 2 -r 3 -d 0,3072
 //! ```
+//!
+//! `-d 0,3072` runs both tests at each context depth, as llama-bench's `-d` (and `edgeact
+//! bench -d`): the KV cache first holds that many tokens (evaluated once, not timed; flash
+//! attention as llama.cpp's default, on for the CPU), and rows read `pp512 @ d3072`.
 //!
 //! `--parallel 1,2,4,8` replaces the tg test by batched decode, as `edgeact bench --parallel`
 //! runs it: for each P, rows `tgN xP` with the aggregate tokens/s of P sequences (a 2-token
@@ -26,6 +30,9 @@ struct Args {
     threads: usize,
     #[arg(short, long, default_value_t = 3)]
     repetitions: usize,
+    /// Context depths (comma-separated): tokens already in the KV cache before each test.
+    #[arg(short = 'd', long = "n-depth", value_delimiter = ',', default_value = "0")]
+    n_depth: Vec<usize>,
     /// Keep the weights in the file mapping (llama-bench's `--no-repack`); by default
     /// llama.cpp repacks Q4_0/Q4_K weights for its CPU kernels at load time.
     #[arg(long)]
@@ -60,17 +67,28 @@ fn main() -> anyhow::Result<()> {
     if args.repetitions == 0 {
         anyhow::bail!("-r must be at least 1");
     }
+    if !args.parallel.is_empty() && args.n_depth.iter().any(|&d| d > 0) {
+        anyhow::bail!("-d applies to the single-sequence tests, not to --parallel");
+    }
     // With --parallel the single-sequence context only runs the pp test.
     let single_gen = if args.parallel.is_empty() { args.n_gen } else { 0 };
-    let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    // (depth, pp samples, tg samples) for each depth.
+    let mut by_depth = Vec::new();
     if args.n_prompt > 0 || single_gen > 0 {
-        let mut ctx = edgeact_oracle::Context::new(&model, args.n_prompt + single_gen + 1, args.threads)?;
-        // One warm-up run, as llama-bench does, so page faults of the mmap are not measured.
-        ctx.bench(args.n_prompt.min(32), single_gen.min(4))?;
-        for _ in 0..args.repetitions {
-            let (p, g) = ctx.bench(args.n_prompt, single_gen)?;
-            pp.push(p);
-            tg.push(g);
+        let max_depth = args.n_depth.iter().copied().max().unwrap_or(0);
+        let n_ctx = max_depth + args.n_prompt.max(single_gen) + 1;
+        let mut ctx = edgeact_oracle::Context::new(&model, n_ctx, args.threads)?;
+        for &depth in &args.n_depth {
+            // One warm-up run, as llama-bench does, so page faults of the mmap are not measured
+            // (it also evaluates the depth, which later runs keep).
+            ctx.bench(args.n_prompt.min(32), single_gen.min(4), depth)?;
+            let (mut pp, mut tg) = (Vec::new(), Vec::new());
+            for _ in 0..args.repetitions {
+                let (p, g) = ctx.bench(args.n_prompt, single_gen, depth)?;
+                pp.push(p);
+                tg.push(g);
+            }
+            by_depth.push((depth, pp, tg));
         }
     }
     // (P, mean, standard deviation) of the aggregate tokens/s of each --parallel count.
@@ -86,8 +104,7 @@ fn main() -> anyhow::Result<()> {
             batched.push((par, m, s));
         }
     }
-    let (ppm, pps) = if pp.is_empty() { (0.0, 0.0) } else { mean_std(&pp) };
-    let (tgm, tgs) = if tg.is_empty() { (0.0, 0.0) } else { mean_std(&tg) };
+    let stats = |xs: &[f64]| if xs.is_empty() { (0.0, 0.0) } else { mean_std(xs) };
     let file = args
         .model
         .file_name()
@@ -98,29 +115,47 @@ fn main() -> anyhow::Result<()> {
     } else {
         file
     };
+    let at = |d: usize| if d > 0 { format!(" @ d{d}") } else { String::new() };
     if args.json {
+        // Top-level pp/tg: the first depth (as before -d existed); `depths`: every depth.
+        let depth_json = |(d, pp, tg): &(usize, Vec<f64>, Vec<f64>)| {
+            let ((ppm, pps), (tgm, tgs)) = (stats(pp), stats(tg));
+            serde_json::json!({"n_depth": d, "pp": {"n": args.n_prompt, "tps_mean": ppm, "tps_std": pps},
+                "tg": {"n": single_gen, "tps_mean": tgm, "tps_std": tgs}})
+        };
+        let first = by_depth
+            .first()
+            .map(depth_json)
+            .unwrap_or_else(|| depth_json(&(0, vec![], vec![])));
         println!(
             "{}",
             serde_json::json!({"engine": "llama.cpp", "model": name, "threads": args.threads,
-                "repack": !args.no_repack, "pp": {"n": args.n_prompt, "tps_mean": ppm, "tps_std": pps},
-                "tg": {"n": single_gen, "tps_mean": tgm, "tps_std": tgs},
+                "repack": !args.no_repack, "pp": first["pp"], "tg": first["tg"],
+                "depths": by_depth.iter().map(depth_json).collect::<Vec<_>>(),
                 "parallel": batched.iter().map(|&(par, m, s)| serde_json::json!(
                     {"n_parallel": par, "n": args.n_gen, "tps_mean": m, "tps_std": s})).collect::<Vec<_>>()})
         );
     } else {
         println!("| engine    | model | threads | test | t/s |");
         println!("| --------- | ----- | ------: | ---- | --: |");
-        if args.n_prompt > 0 {
-            println!(
-                "| llama.cpp | {name} | {} | pp{} | {ppm:.2} ± {pps:.2} |",
-                args.threads, args.n_prompt
-            );
-        }
-        if single_gen > 0 {
-            println!(
-                "| llama.cpp | {name} | {} | tg{} | {tgm:.2} ± {tgs:.2} |",
-                args.threads, args.n_gen
-            );
+        for (depth, pp, tg) in &by_depth {
+            let ((ppm, pps), (tgm, tgs)) = (stats(pp), stats(tg));
+            if args.n_prompt > 0 {
+                println!(
+                    "| llama.cpp | {name} | {} | pp{}{} | {ppm:.2} ± {pps:.2} |",
+                    args.threads,
+                    args.n_prompt,
+                    at(*depth)
+                );
+            }
+            if single_gen > 0 {
+                println!(
+                    "| llama.cpp | {name} | {} | tg{}{} | {tgm:.2} ± {tgs:.2} |",
+                    args.threads,
+                    args.n_gen,
+                    at(*depth)
+                );
+            }
         }
         for (par, m, s) in &batched {
             println!(

@@ -6,6 +6,13 @@
 # README.md's figures come from these files.
 # usage: scripts/bench-side-by-side.sh MODEL.gguf [THREADS...]
 #   env: PP (default 512), TG (default 128), REPS (default 2), RUNS_DIR (default bench/runs)
+#   DEPTHS (default 0): context depths, comma-separated, as llama-bench's -d: each pp/tg test
+#   also runs after that many tokens already in the KV cache (rows `pp512 @ d3072`), ours and
+#   llama.cpp's (flash attention on, its default) in the same run; DEPTHS=0,3072 for agent-like
+#   contexts (the model's context must hold depth + PP and depth + TG).
+#   The tg roofline: scripts/membw.c's read bandwidth with 1 thread and with each thread count
+#   is printed beside the figures as tg t/s <= bandwidth / bytes read per generated token
+#   (every weight except token_embd, plus the F16 KV cache at the depth).
 #   Batched decode (off by default): BATCHED=1 adds, for each thread count, `edgeact bench
 #   --parallel` (from the mapping and with --repack) and the oracle's `--parallel` (llama.cpp's
 #   default repacking) over PARALLEL (default 1,2,4,8,16) sequences decoding BATCHED_TG
@@ -21,9 +28,12 @@ reps=${REPS:-2}
 batched=${BATCHED:-0}
 parallel=${PARALLEL:-1,2,4,8,16}
 batched_tg=${BATCHED_TG:-32}
+depths=${DEPTHS:-0}
 cargo build --release --quiet
 cargo build --release --quiet --features oracle --example llama_cpp_bench
 bin=target/release
+mkdir -p target
+cc -O3 -march=native -ffast-math -fopenmp scripts/membw.c -o target/membw
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1 | tr -cs 'A-Za-z0-9' '-' | sed 's/-*$//')
 runs_dir=${RUNS_DIR:-bench/runs}
 mkdir -p "$runs_dir"
@@ -34,12 +44,18 @@ record="$runs_dir/$(date -u +%F)-$(nproc)core-${cpu:-unknown}.md"
 echo
 echo '```'
 if [ "$batched" != only ]; then
-echo "# $(basename "$model") pp$pp tg$tg, $reps repetitions, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(basename "$model") pp$pp tg$tg depths $depths, $reps repetitions, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
 for t in $threads; do
-    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -t "$t" -r "$reps" 2>/dev/null | tail -n +3 | sed 's/^/edgeact          /'
-    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -t "$t" -r "$reps" --repack 2>/dev/null | tail -n +3 | sed 's/^/edgeact --repack /'
-    $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -t "$t" -r "$reps" 2>/dev/null | tail -n +3
-    $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -t "$t" -r "$reps" --no-repack 2>/dev/null | tail -n +3
+    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" 2>/dev/null | tail -n +3 | sed 's/^/edgeact          /'
+    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --repack 2>/dev/null | tail -n +3 | sed 's/^/edgeact --repack /'
+    $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" 2>/dev/null | tail -n +3
+    $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --no-repack 2>/dev/null | tail -n +3
+done
+# Roofline of tg: bandwidth / bytes read per generated token.
+bytes=$(python3 scripts/gguf-bytes-per-token.py "$model" "$depths")
+for t in $(printf '1\n%s\n' $threads | sort -nu); do
+    bw=$(target/membw 1024 "$t" | sed -n 's/.*read \([0-9.]*\) GB\/s.*/\1/p')
+    echo "$bytes" | awk -v bw="$bw" -v t="$t" '{ printf "roofline %d thread(s): read %s GB/s, depth %s: %.3f GB per token -> tg <= %.2f t/s\n", t, bw, $1, $2 / 1e9, bw * 1e9 / $2 }'
 done
 fi
 if [ "$batched" != 0 ]; then

@@ -32,16 +32,18 @@ scripts/fetch-smollm2.sh >/dev/null && echo "setup: SmolLM2-135M-Instruct in .ca
 # rendered AgentLM's prompts. FastChat goes in without its dependencies (torch, transformers…):
 # the clients use only its conversation templates. A stamp of the pins makes a rerun a no-op.
 PYCLIENTS="${EDGEACT_PYCLIENTS:-$HOME/.cache/edgeact/pyclients}"
-PYCLIENTS_PINS="openai==2.54.0 requests==2.34.2 fschat==0.2.31(no-deps)"
+PYCLIENTS_PINS="openai==2.54.0 requests==2.34.2 fschat==0.2.31(no-deps) numpy==2.2.6"
 if [ "$(cat "$PYCLIENTS/.edgeact-pins" 2>/dev/null)" != "$PYCLIENTS_PINS" ]; then
   rm -rf "$PYCLIENTS"
   python3 -m venv "$PYCLIENTS"
   "$PYCLIENTS/bin/python" -m pip install --quiet --disable-pip-version-check openai==2.54.0 requests==2.34.2
   "$PYCLIENTS/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps fschat==0.2.31
-  "$PYCLIENTS/bin/python" -c 'import openai, requests, fastchat.conversation'
+  # numpy: scripts/lora-reference.py, the LoRA merge reference of tests/convert_lora.rs.
+  "$PYCLIENTS/bin/python" -m pip install --quiet --disable-pip-version-check numpy==2.2.6
+  "$PYCLIENTS/bin/python" -c 'import openai, requests, fastchat.conversation, numpy'
   echo "$PYCLIENTS_PINS" > "$PYCLIENTS/.edgeact-pins"
 fi
-echo "setup: Python clients (openai, requests, fschat 0.2.31) in $PYCLIENTS"
+echo "setup: Python clients (openai, requests, fschat 0.2.31, numpy) in $PYCLIENTS"
 # The NEON kernels are build-checked for aarch64 by scripts/test.sh.
 rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 && echo "setup: rust target aarch64-unknown-linux-gnu" \
   || echo "setup: could not add the aarch64 target; the NEON build check will be skipped"

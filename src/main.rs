@@ -1,7 +1,6 @@
 //! The `edgeact` command line: quantize, inspect, pull, run/chat, bench, perplexity, agent,
-//! eval, sandbox, rootfs.
+//! eval, export, sandbox, rootfs.
 
-mod agent_glue;
 mod cmd;
 mod hub;
 
@@ -24,6 +23,8 @@ enum Command {
     Quantize(cmd::quantize::Args),
     /// Print a GGUF file's metadata and tensor table.
     Inspect(cmd::inspect::Args),
+    /// PEFT LoRA adapters: `lora convert` writes one as a GGUF LoRA adapter.
+    Lora(cmd::lora::Args),
     /// Download a Hugging Face model and quantize it in one step.
     Pull(cmd::pull::Args),
     /// Generate text from a prompt.
@@ -38,6 +39,8 @@ enum Command {
     Agent(cmd::agent::Args),
     /// Run AgentBench OS/DB task files and score them.
     Eval(cmd::eval::Args),
+    /// Export `eval`/`agent --log` transcripts as training data (AgentInstruct rows).
+    Export(cmd::export::Args),
     /// Run one command in the OS sandbox exactly as the agent's tool would.
     Sandbox(cmd::sandbox::Args),
     /// Build or inspect the cached Debian root filesystem used by `eval os`.
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Quantize(a) => cmd::quantize::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Lora(a) => cmd::lora::run(a),
         Command::Pull(a) => cmd::pull::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Chat(a) => cmd::chat::run(a),
@@ -58,6 +62,7 @@ fn main() -> std::process::ExitCode {
         Command::Perplexity(a) => cmd::perplexity::run(a),
         Command::Agent(a) => cmd::agent::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Export(a) => cmd::export::run(a),
         Command::Sandbox(a) => cmd::sandbox::run(a),
         Command::Rootfs(a) => cmd::rootfs::run(a),
         Command::Serve(a) => cmd::serve::run(a),

@@ -10,7 +10,8 @@
 //!   timing; [`ContextOptions`]: flash attention on/off, F32 KV cache, and capture of every
 //!   named intermediate tensor for per-layer comparisons), [`Model::tokenize`], and
 //!   [`quantize_model`] (`llama_model_quantize`);
-//! - batched decode of many sequences in one `llama_decode` per step: [`BatchedContext`].
+//! - batched decode of many sequences in one `llama_decode` per step: [`BatchedContext`];
+//! - LoRA adapters applied by llama.cpp: [`LoraAdapter`], [`Context::with_lora`].
 //!
 //! ggml aborts the process on a failed assert, so every wrapper validates sizes on the Rust
 //! side first. Set `GGML_NO_BACKTRACE=1` (the workspace's `.cargo/config.toml` does) so an
@@ -819,15 +820,48 @@ impl<'m> Context<'m> {
         Ok(out)
     }
 
-    /// llama-bench's two tests on this context: a prompt of `n_prompt` tokens in batches
-    /// (pp) and `n_gen` single-token decodes (tg), returning (pp tokens/s, tg tokens/s).
-    pub fn bench(&mut self, n_prompt: usize, n_gen: usize) -> Result<(f64, f64)> {
+    /// Forgets the cached positions from `n` on (keeps `0..n`).
+    pub fn truncate(&mut self, n: usize) {
+        if n >= self.n_past {
+            return;
+        }
+        // SAFETY: live context; removes positions n.. of sequence 0 from its KV memory.
+        unsafe { sys::llama_memory_seq_rm(sys::llama_get_memory(self.raw), 0, n as i32, -1) };
+        self.n_past = n;
+    }
+
+    /// llama-bench's two tests on this context at context depth `n_depth` (llama-bench's `-d`):
+    /// a prompt of `n_prompt` tokens in batches (pp) and `n_gen` single-token decodes (tg), each
+    /// after the same `n_depth` tokens in the KV cache, returning (pp tokens/s, tg tokens/s).
+    /// The depth is evaluated (not timed) only when the cache holds fewer than `n_depth`
+    /// positions; otherwise the cache is truncated back to `n_depth` (speed does not depend on
+    /// which ids fill it), so repetitions pay for the depth once.
+    pub fn bench(&mut self, n_prompt: usize, n_gen: usize, n_depth: usize) -> Result<(f64, f64)> {
         let bos = self.model.bos();
         let n_vocab = self.model.n_vocab() as u32;
-        let prompt: Vec<u32> = (0..n_prompt)
-            .map(|i| if i == 0 { bos } else { (i as u32 * 7919) % n_vocab })
-            .collect();
-        self.clear();
+        if n_depth + n_prompt.max(n_gen) > self.n_ctx {
+            return err(format!(
+                "bench at depth {n_depth} with pp{n_prompt}/tg{n_gen} needs more than the context's {} positions",
+                self.n_ctx
+            ));
+        }
+        // Position i holds the same id in every call.
+        let token = |i: usize| {
+            if i == 0 {
+                bos
+            } else {
+                (i as u32).wrapping_mul(7919) % n_vocab
+            }
+        };
+        if self.n_past < n_depth {
+            self.clear();
+            if n_depth > 0 {
+                let depth: Vec<u32> = (0..n_depth).map(token).collect();
+                self.eval(&depth)?;
+            }
+        }
+        let prompt: Vec<u32> = (n_depth..n_depth + n_prompt).map(token).collect();
+        self.truncate(n_depth);
         let pp = if n_prompt > 0 {
             let t = Instant::now();
             self.eval(&prompt)?;
@@ -835,7 +869,7 @@ impl<'m> Context<'m> {
         } else {
             0.0
         };
-        self.clear();
+        self.truncate(n_depth);
         let tg = if n_gen > 0 {
             let t = Instant::now();
             let mut tok = bos;
@@ -1061,6 +1095,62 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
+/// A LoRA adapter loaded by llama.cpp (`llama_adapter_lora_init`) for one [`Model`]; use it
+/// in contexts with [`Context::with_lora`]. Freed on drop, which the borrow keeps before the
+/// model's.
+pub struct LoraAdapter<'m> {
+    raw: *mut sys::llama_adapter_lora,
+    _model: &'m Model,
+}
+
+impl<'m> LoraAdapter<'m> {
+    /// Loads a GGUF LoRA adapter file for `model` (llama.cpp checks its type, architecture
+    /// and every tensor's shape against the model, and refuses it otherwise).
+    pub fn load(model: &'m Model, path: &Path) -> Result<LoraAdapter<'m>> {
+        if !path.is_file() {
+            return err(format!("{} is not a file", path.display()));
+        }
+        let p = cstring(path.to_str().ok_or_else(|| OracleError("non-UTF-8 path".into()))?)?;
+        // SAFETY: live model, NUL-terminated path; returns NULL on any error.
+        let raw = unsafe { sys::llama_adapter_lora_init(model.raw, p.as_ptr()) };
+        if raw.is_null() {
+            return err(format!("llama.cpp could not load the LoRA adapter {}", path.display()));
+        }
+        Ok(LoraAdapter { raw, _model: model })
+    }
+}
+
+impl Drop for LoraAdapter<'_> {
+    fn drop(&mut self) {
+        // SAFETY: created by llama_adapter_lora_init, freed once, before its model (borrowed).
+        unsafe { sys::llama_adapter_lora_free(self.raw) }
+    }
+}
+
+impl<'m> Context<'m> {
+    /// A context like [`Context::with_options`] whose forward pass adds each adapter's
+    /// `scale · alpha/r · B·A` term (`llama_set_adapters_lora`). The adapters must outlive the
+    /// context.
+    pub fn with_lora(
+        model: &'m Model,
+        n_ctx: usize,
+        threads: usize,
+        opts: ContextOptions,
+        adapters: &[(&'m LoraAdapter<'m>, f32)],
+    ) -> Result<Context<'m>> {
+        let ctx = Self::with_options(model, n_ctx, threads, opts)?;
+        let mut raws: Vec<*mut sys::llama_adapter_lora> = adapters.iter().map(|(a, _)| a.raw).collect();
+        let mut scales: Vec<f32> = adapters.iter().map(|&(_, s)| s).collect();
+        // SAFETY: live context; `raws` and `scales` hold `adapters.len()` entries each, and
+        // every adapter belongs to this context's model and outlives the context ('m).
+        let rc = unsafe { sys::llama_set_adapters_lora(ctx.raw, raws.as_mut_ptr(), raws.len(), scales.as_mut_ptr()) };
+        if rc != 0 {
+            return err(format!("llama_set_adapters_lora returned {rc}"));
+        }
+        Ok(ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1153,6 +1243,35 @@ mod tests {
                 assert_eq!(ids, [403, 407, 261, 378, 432], "{flash_attention:?} kv_f32={kv_f32}");
             }
         }
+    }
+
+    #[test]
+    fn bench_at_depth_keeps_the_depth_and_bounds_the_context() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K/stories260K-f32-v3.gguf");
+        let model = Model::load(&path).unwrap();
+        let mut ctx = Context::new(&model, 40, 2).unwrap();
+        let (pp, tg) = ctx.bench(8, 4, 24).unwrap();
+        assert!(pp > 0.0 && tg > 0.0, "{pp} {tg}");
+        // The cache ends at depth + tg; the next run truncates back to the depth.
+        assert_eq!(ctx.n_past(), 28);
+        // pp16 fills the context exactly; it is truncated back to the depth afterwards.
+        ctx.bench(16, 0, 24).unwrap();
+        assert_eq!(ctx.n_past(), 24);
+        assert!(ctx.bench(17, 0, 24).is_err());
+        // Truncation keeps the prefix: the next token's logits equal a fresh evaluation's.
+        ctx.clear();
+        let fresh = ctx.eval(&[1, 403, 407]).unwrap();
+        ctx.eval(&[261, 378]).unwrap();
+        ctx.truncate(2);
+        assert_eq!(ctx.n_past(), 2);
+        let again = ctx.eval(&[407]).unwrap();
+        let diff = fresh
+            .iter()
+            .zip(&again)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "{diff}");
     }
 
     #[test]

@@ -6,10 +6,16 @@
 //! (permuted for Q/K, dequantized for GGUF inputs), quantized on `threads` threads, measured
 //! against the source for the RMSE summary, and written. Memory use is a few chunks, not the
 //! model.
+//!
+//! [`convert_with_lora`] also merges a PEFT LoRA adapter: each adapted row gets
+//! `scale * B[row] · A` added as it is read, before the Q/K permutation and quantization
+//! (see [`crate::lora::merge`]); the adapter is the only thing held whole.
 
 use crate::checkpoint::{map_file, Checkpoint, MappedFile, TensorMeta};
 use crate::gguf_writer::{GgufWriter, TensorDecl, TensorSink};
 use crate::hf::{map_name, permuted_row, LlamaConfig, BLOCK_TENSORS};
+use crate::lora::merge::add_delta_row;
+use crate::lora::LoraMerge;
 use crate::mix::{Mix, MixPlanner};
 use crate::vocab::Vocab;
 use anyhow::{anyhow, bail, Context};
@@ -86,6 +92,8 @@ pub struct Report {
     pub tensor_bytes: u64,
     pub per_type: Vec<TypeStats>,
     pub elapsed: Duration,
+    /// Tensors a LoRA adapter was merged into.
+    pub lora_merged: usize,
 }
 
 impl Report {
@@ -134,8 +142,15 @@ impl Input {
 /// Where the rows of an output tensor come from.
 #[derive(Clone, Debug)]
 enum Src {
-    Hf { name: String, permute_heads: Option<u32> },
-    Gguf { name: String },
+    Hf {
+        name: String,
+        permute_heads: Option<u32>,
+        /// The adapter pair merged into this tensor (an index into the adapter's pairs).
+        lora: Option<usize>,
+    },
+    Gguf {
+        name: String,
+    },
 }
 
 struct Item {
@@ -146,6 +161,18 @@ struct Item {
 
 /// Converts `input` (an HF model directory or a `.gguf` file) into `output`.
 pub fn convert(input: &Path, output: &Path, opts: &Options, progress: &mut dyn Progress) -> anyhow::Result<Report> {
+    convert_with_lora(input, output, opts, None, progress)
+}
+
+/// [`convert`], merging the LoRA adapter `lora` (if any) into the weights it adapts. Merging
+/// needs the base model's f16/f32 source, so a GGUF input with an adapter is refused.
+pub fn convert_with_lora(
+    input: &Path,
+    output: &Path,
+    opts: &Options,
+    lora: Option<&LoraMerge>,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<Report> {
     let start = Instant::now();
     // Each thread gets its own chunk buffers, so an absurd count would be an absurd allocation.
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -156,8 +183,14 @@ pub fn convert(input: &Path, output: &Path, opts: &Options, progress: &mut dyn P
     };
     let input_meta = std::fs::metadata(input).with_context(|| format!("cannot read {}", input.display()))?;
     let (source, writer, items) = if input_meta.is_dir() {
-        plan_hf(input, opts)?
+        plan_hf(input, opts, lora)?
     } else if input_meta.is_file() {
+        if lora.is_some() {
+            bail!(
+                "{} is a GGUF file: merging a LoRA adapter needs the base model's f16/f32 Hugging Face checkpoint directory (or apply the adapter at load: `edgeact lora convert` writes it as a GGUF adapter)",
+                input.display()
+            );
+        }
         plan_gguf(input, opts)?
     } else {
         bail!(
@@ -192,11 +225,14 @@ pub fn convert(input: &Path, output: &Path, opts: &Options, progress: &mut dyn P
             protected.push(input.join(name));
         }
     }
+    if let Some(l) = lora {
+        protected.extend(l.adapter.files.iter().cloned());
+    }
     let inputs: Vec<&Path> = protected.iter().map(PathBuf::as_path).collect();
     let summary = writer
         .write_file(output, &inputs, |i, decl, sink| -> anyhow::Result<()> {
             progress.tensor(i, &decl.name, decl.ty);
-            let (e, s) = write_tensor(&source, &items[i], decl, sink, threads, progress)
+            let (e, s) = write_tensor(&source, &items[i], lora, decl, sink, threads, progress)
                 .with_context(|| format!("converting tensor {:?}", decl.name))?;
             let entry = match stats.iter_mut().position(|t| t.ty == decl.ty) {
                 Some(p) => &mut stats[p],
@@ -242,11 +278,15 @@ pub fn convert(input: &Path, output: &Path, opts: &Options, progress: &mut dyn P
         tensor_bytes: writer.tensors().iter().map(TensorDecl::n_bytes).sum(),
         per_type: stats,
         elapsed: start.elapsed(),
+        lora_merged: items
+            .iter()
+            .filter(|it| matches!(it.src, Src::Hf { lora: Some(_), .. }))
+            .count(),
     })
 }
 
 /// Plans the conversion of an HF Llama directory.
-fn plan_hf(dir: &Path, opts: &Options) -> anyhow::Result<(Input, GgufWriter, Vec<Item>)> {
+fn plan_hf(dir: &Path, opts: &Options, lora: Option<&LoraMerge>) -> anyhow::Result<(Input, GgufWriter, Vec<Item>)> {
     let cfg = LlamaConfig::from_file(&dir.join("config.json"))?;
     let ck = Checkpoint::open_dir(dir)?;
     let mut mapped = Vec::new();
@@ -357,6 +397,14 @@ fn plan_hf(dir: &Path, opts: &Options) -> anyhow::Result<(Input, GgufWriter, Vec
         }
     }
 
+    if let Some(l) = lora {
+        l.check_against_base(&cfg, |name| ck.get(name).map(|t| t.shape.clone()))?;
+    }
+    let lora_pair = |hf_name: &str| -> Option<usize> {
+        let pairs = &lora?.adapter.pairs;
+        pairs.iter().position(|p| p.hf_weight_name() == hf_name)
+    };
+
     let names: Vec<&str> = mapped.iter().map(|(m, _)| m.gguf_name.as_str()).collect();
     let mut planner = MixPlanner::new(opts.mix, cfg.n_layer, names);
     let mut items = Vec::new();
@@ -370,6 +418,7 @@ fn plan_hf(dir: &Path, opts: &Options) -> anyhow::Result<(Input, GgufWriter, Vec
             src: Src::Hf {
                 name: t.name.clone(),
                 permute_heads: m.permute_heads,
+                lora: lora_pair(&t.name),
             },
             src_ty: None,
         });
@@ -413,6 +462,7 @@ fn plan_gguf(path: &Path, opts: &Options) -> anyhow::Result<(Input, GgufWriter, 
 fn write_tensor(
     source: &Input,
     item: &Item,
+    lora: Option<&LoraMerge>,
     decl: &TensorDecl,
     sink: &mut TensorSink<'_>,
     threads: usize,
@@ -438,7 +488,7 @@ fn write_tensor(
         let n = chunk_rows.min(n_rows - first);
         let src = &mut src[..n * row_len];
         let dst = &mut dst[..n * row_bytes];
-        read_rows(source, &item.src, first, n, n_rows, row_len, src)?;
+        read_rows(source, &item.src, lora, first, n, n_rows, row_len, src)?;
         let (e, s) =
             quantize_parallel(decl.ty, src, dst, row_len, row_bytes, threads).map_err(|(row, err)| match err {
                 QuantError::NonFinite { index } => anyhow!(
@@ -457,10 +507,13 @@ fn write_tensor(
     Ok((sq_err, sq_ref))
 }
 
-/// Fills `out` with rows `first..first + n` of the output tensor, as f32.
+/// Fills `out` with rows `first..first + n` of the output tensor, as f32 (merged with the
+/// LoRA update first, when the tensor has one).
+#[allow(clippy::too_many_arguments)]
 fn read_rows(
     source: &Input,
     src: &Src,
+    lora: Option<&LoraMerge>,
     first: usize,
     n: usize,
     n_rows: usize,
@@ -468,14 +521,37 @@ fn read_rows(
     out: &mut [f32],
 ) -> anyhow::Result<()> {
     match (source, src) {
-        (Input::Hf(ck), Src::Hf { name, permute_heads }) => {
+        (
+            Input::Hf(ck),
+            Src::Hf {
+                name,
+                permute_heads,
+                lora: pair,
+            },
+        ) => {
             let t: &TensorMeta = ck.require(name)?;
+            // The update of source row `from`, added before the permutation moves the row.
+            let merge = pair.and_then(|i| {
+                let l = lora?;
+                Some((&l.adapter.pairs[i], l.scale() as f32))
+            });
+            let add = |from: usize, row: &mut [f32]| {
+                if let Some((p, scale)) = merge {
+                    add_delta_row(p, scale, from, row);
+                }
+            };
             match permute_heads {
-                None => ck.read_rows_f32(t, first, out)?,
+                None => {
+                    ck.read_rows_f32(t, first, out)?;
+                    for (r, row) in out.chunks_exact_mut(row_len).enumerate() {
+                        add(first + r, row);
+                    }
+                }
                 Some(heads) => {
                     for (r, row) in out.chunks_exact_mut(row_len).enumerate() {
                         let from = permuted_row(first + r, n_rows, *heads as usize);
                         ck.read_rows_f32(t, from, row)?;
+                        add(from, row);
                     }
                 }
             }

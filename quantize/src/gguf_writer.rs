@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::partial::{self, PartialFile};
+use edgeact_runtime::files::{AtomicOutput, OutputError};
 
 /// Why a GGUF file could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,16 @@ pub enum WriteError {
     },
     #[error("tensor {tensor:?}: the producer wrote {got} bytes, the declared shape needs {expected}")]
     WrongSize { tensor: String, expected: u64, got: u64 },
+}
+
+impl From<OutputError> for WriteError {
+    fn from(e: OutputError) -> WriteError {
+        match e {
+            OutputError::Io { context, source } => WriteError::Io { context, source },
+            OutputError::WouldOverwriteInput(p) => WriteError::WouldOverwriteInput(p),
+            OutputError::BadOutput(m) => WriteError::BadOutput(m),
+        }
+    }
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> WriteError {
@@ -224,36 +234,13 @@ impl GgufWriter {
         F: FnMut(usize, &TensorDecl, &mut TensorSink<'_>) -> Result<(), E>,
         E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     {
-        let dest = absolute_target(path)?;
-        let dest_meta = std::fs::metadata(&dest).ok();
-        for input in inputs {
-            let same_path = input.canonicalize().is_ok_and(|canon| canon == dest);
-            // A hard link to an input is the same file under another name.
-            let same_inode = match (&dest_meta, std::fs::metadata(input)) {
-                (Some(d), Ok(i)) => partial::same_file(d, &i),
-                _ => false,
-            };
-            if same_path || same_inode {
-                return Err(WriteError::WouldOverwriteInput(input.to_path_buf()));
-            }
-        }
-        let tmp = PartialFile::create(&dest).map_err(io_err(format!(
-            "cannot create a temporary file beside {}",
-            dest.display()
-        )))?;
-        let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        let tmp = AtomicOutput::create(path, inputs)?;
+        let mut out = BufWriter::with_capacity(1 << 20, tmp.file());
         let mut summary = self.write_to(&mut out, produce)?;
         out.flush()
-            .map_err(io_err(format!("cannot write {}", dest.display())))?;
+            .map_err(io_err(format!("cannot write {}", tmp.dest().display())))?;
         drop(out);
-        tmp.as_file()
-            .sync_all()
-            .map_err(io_err(format!("cannot sync {}", dest.display())))?;
-        tmp.persist(&dest).map_err(io_err(format!(
-            "cannot rename the temporary file to {}",
-            dest.display()
-        )))?;
-        summary.path = Some(dest);
+        summary.path = Some(tmp.commit()?);
         Ok(summary)
     }
 
@@ -345,44 +332,6 @@ impl GgufWriter {
 
 fn align_up(x: u64, a: u64) -> u64 {
     x.div_ceil(a) * a
-}
-
-/// The canonical path `path` will have: the canonical parent directory plus the file name
-/// (or the canonical file itself if it exists, so a symlink to an input is caught).
-///
-/// The output must be a regular file or not exist: a directory, FIFO, device or socket is
-/// refused (renaming over `/dev/null` as root would replace the device). A symbolic link to a
-/// regular file is followed: the file it points to is replaced, and the link kept.
-fn absolute_target(path: &Path) -> Result<PathBuf, WriteError> {
-    if let Ok(link) = std::fs::symlink_metadata(path) {
-        let canon = path.canonicalize().map_err(|e| {
-            WriteError::BadOutput(format!(
-                "output path {} is {} that cannot be resolved: {e}",
-                path.display(),
-                edgeact_runtime::files::file_kind(link.file_type())
-            ))
-        })?;
-        let meta = std::fs::metadata(&canon).map_err(io_err(format!("output path {}", path.display())))?;
-        if !meta.file_type().is_file() {
-            return Err(WriteError::BadOutput(format!(
-                "output path {} is {}; the output must be a regular file or not exist",
-                path.display(),
-                edgeact_runtime::files::file_kind(meta.file_type())
-            )));
-        }
-        return Ok(canon);
-    }
-    let name = path
-        .file_name()
-        .ok_or_else(|| WriteError::Invalid(format!("output path {} has no file name", path.display())))?;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let parent = parent
-        .canonicalize()
-        .map_err(io_err(format!("output directory {}", parent.display())))?;
-    Ok(parent.join(name))
 }
 
 fn validate_value(key: &str, v: &Value, depth: usize) -> Result<(), WriteError> {

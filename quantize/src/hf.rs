@@ -35,7 +35,7 @@ pub struct LlamaConfig {
 
 impl LlamaConfig {
     pub fn from_file(path: &Path) -> anyhow::Result<LlamaConfig> {
-        let bytes = crate::partial::read_regular(path, MAX_CONFIG_BYTES)
+        let bytes = edgeact_runtime::files::read_regular(path, MAX_CONFIG_BYTES)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8", path.display()))?;
         LlamaConfig::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))

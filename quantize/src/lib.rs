@@ -7,23 +7,27 @@
 //! - [`hf`]: `config.json` → `llama.*` metadata, tensor names, the Q/K RoPE permutation.
 //! - [`vocab`]: `tokenizer.model` / `tokenizer.json` → `tokenizer.*` metadata.
 //! - [`mix`]: per-tensor type choice of each quantization mix (llama.cpp's rules).
-//! - [`convert()`]: the streaming, multi-threaded conversion pipeline.
-//! - [`partial`]: the output's `.partial` file (removed on SIGINT/SIGTERM, stale ones swept)
-//!   and the regular-file checks on inputs and outputs.
+//! - [`convert()`]: the streaming, multi-threaded conversion pipeline
+//!   ([`convert_with_lora`] merges a PEFT LoRA adapter on the way).
+//! - [`lora`]: PEFT LoRA adapters (read, merge at conversion, llama.cpp's GGUF adapter format).
+//!
+//! Outputs are written through `edgeact_runtime::files::AtomicOutput` (a `.partial` file beside
+//! the destination, removed on SIGINT/SIGTERM, never over an input).
+//! - [`torch_save`]: writes the `torch.save` zip format (tests and fixtures).
 
 pub mod checkpoint;
 pub mod convert;
 pub mod gguf_writer;
 pub mod hf;
+pub mod lora;
 pub mod mix;
-pub mod partial;
 pub mod pickle;
 pub mod pytorch;
 pub mod safetensors;
+pub mod torch_save;
 pub mod vocab;
 
 pub use checkpoint::{Checkpoint, CheckpointError, DType, TensorMeta};
-pub use convert::{convert, Options, Progress, Report, TypeStats};
+pub use convert::{convert, convert_with_lora, Options, Progress, Report, TypeStats};
 pub use gguf_writer::{GgufWriter, TensorDecl, TensorSink, WriteError, WriteSummary};
 pub use mix::Mix;
-pub use partial::remove_partial_files_on_signal;

@@ -274,11 +274,11 @@ impl Vocab {
         let spm = dir.join("tokenizer.model");
         let json = dir.join("tokenizer.json");
         let mut v = if spm.is_file() {
-            let bytes = crate::partial::read_regular(&spm, MAX_TOKENIZER_BYTES)
+            let bytes = edgeact_runtime::files::read_regular(&spm, MAX_TOKENIZER_BYTES)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", spm.display()))?;
             Vocab::from_sentencepiece(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", spm.display()))?
         } else if json.is_file() {
-            let bytes = crate::partial::read_regular(&json, MAX_TOKENIZER_BYTES)
+            let bytes = edgeact_runtime::files::read_regular(&json, MAX_TOKENIZER_BYTES)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", json.display()))?;
             let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8", json.display()))?;
             Vocab::from_tokenizer_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", json.display()))?
@@ -290,7 +290,7 @@ impl Vocab {
         };
         let cfg_path = dir.join("tokenizer_config.json");
         if cfg_path.is_file() {
-            let bytes = crate::partial::read_regular(&cfg_path, MAX_TOKENIZER_BYTES)
+            let bytes = edgeact_runtime::files::read_regular(&cfg_path, MAX_TOKENIZER_BYTES)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", cfg_path.display()))?;
             let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8", cfg_path.display()))?;
             let cfg: Json =

@@ -3,8 +3,8 @@
 //! regular files or are an input under another name, and `.partial` files left by killed runs.
 
 use edgeact_quantize::gguf_writer::{GgufWriter, TensorDecl, TensorSink, WriteError};
-use edgeact_quantize::partial::{self, PartialFile, PARTIAL_SUFFIX};
 use edgeact_quantize::{convert, Checkpoint, Mix, Options};
+use edgeact_runtime::files::partial::{self, PartialFile, PARTIAL_SUFFIX};
 use edgeact_runtime::quant::GgmlType;
 use std::io::{self, Write};
 use std::os::unix::fs::FileTypeExt;

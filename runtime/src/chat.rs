@@ -349,7 +349,7 @@ fn render_llama2(
     add_generation_prompt: bool,
 ) -> Result<String, ChatError> {
     let (system, turns) = match messages.first() {
-        Some(m) if m.role == "system" => (Some(crate::agent::py::strip(&m.content)), &messages[1..]),
+        Some(m) if m.role == "system" => (Some(crate::py::strip(&m.content)), &messages[1..]),
         _ => (default_system, messages),
     };
     for (i, m) in turns.iter().enumerate() {
@@ -375,7 +375,7 @@ fn render_llama2(
 /// AgentBench's client does (the system prompt is used as given). The one Llama-2 renderer: chat templates and
 /// the agent's prompts (`agent::render`) both come here. The string starts without BOS: the
 /// tokenizer adds it, and turns `</s><s>` into the EOS/BOS special tokens.
-pub(crate) fn fastchat_llama2<'a>(
+pub fn fastchat_llama2<'a>(
     system: Option<&str>,
     turns: impl IntoIterator<Item = &'a str>,
     add_generation_prompt: bool,
@@ -388,7 +388,7 @@ pub(crate) fn fastchat_llama2<'a>(
     };
     let mut n = 0;
     for (i, content) in turns.into_iter().enumerate() {
-        let content = crate::agent::py::strip(content);
+        let content = crate::py::strip(content);
         // FastChat treats an empty message like a missing one: only the role tag is written.
         if content.is_empty() {
             out.push_str(ROLES[i % 2]);

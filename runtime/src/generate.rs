@@ -8,16 +8,12 @@
 
 use crate::model::{ModelError, Session};
 use crate::sampler::Sampler;
+use crate::speculate::{self, DecodeEnd, DecodeHooks, DecodeStats, SpeculateConfig};
 use std::time::{Duration, Instant};
 
-/// Turns tokens into text incrementally (a token may end in the middle of a UTF-8 character,
-/// so the decoder may return nothing for it and more for the next one).
-pub trait TokenDecoder {
-    /// Text completed by `token`.
-    fn push(&mut self, token: u32) -> String;
-    /// Whatever is still buffered at the end of the stream.
-    fn finish(&mut self) -> String;
-}
+/// The decoder trait lives with the tokenizer (a leaf); re-exported here for callers that
+/// name it `generate::TokenDecoder`.
+pub use crate::tokenizer::TokenDecoder;
 
 /// Limits and stop conditions of one generation.
 #[derive(Clone, Debug)]
@@ -81,6 +77,8 @@ pub struct Generation {
     pub prompt_time: Duration,
     /// Time from the first sampled token to the end.
     pub gen_time: Duration,
+    /// Forward passes, drafted/accepted draft tokens of the decode loop.
+    pub decode: DecodeStats,
 }
 
 impl Generation {
@@ -150,18 +148,79 @@ pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// What [`generate`] does with each chosen token: stop tokens, streaming, stop strings.
+struct TextHooks<'a> {
+    opts: &'a GenerateOptions,
+    decoder: &'a mut dyn TokenDecoder,
+    stops: StopMatcher,
+    on_text: &'a mut dyn FnMut(&str),
+    tokens: Vec<u32>,
+    text: String,
+}
+
+impl TextHooks<'_> {
+    fn emit(&mut self, s: &str) {
+        if !s.is_empty() {
+            (self.on_text)(s);
+            self.text.push_str(s);
+        }
+    }
+}
+
+impl DecodeHooks for TextHooks<'_> {
+    type Stop = StopReason;
+
+    fn allowed(&mut self, _remaining: usize) -> Option<Vec<u32>> {
+        None
+    }
+
+    fn push(&mut self, tok: u32) -> Option<StopReason> {
+        self.tokens.push(tok);
+        if self.opts.stop_tokens.contains(&tok) {
+            return Some(StopReason::StopToken(tok));
+        }
+        let (out, hit) = self.stops.push(&self.decoder.push(tok));
+        self.emit(&out);
+        hit.map(StopReason::StopString)
+    }
+}
+
 /// Generates a continuation of `prompt` (the full sequence, BOS included). The session's cached
 /// tokens that agree with `prompt` are reused; the rest of the cache is discarded. `on_text`
 /// receives the text as it becomes final.
 ///
-/// Afterwards the session holds the prompt and every generated token except the last one
-/// (which was sampled but never evaluated).
+/// Afterwards the session holds the prompt and the generated tokens except the last one (which
+/// was sampled but never evaluated); with speculation, draft positions past the end are
+/// dropped.
 pub fn generate(
     session: &mut Session,
     sampler: &mut Sampler,
     decoder: &mut dyn TokenDecoder,
     prompt: &[u32],
     opts: &GenerateOptions,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Generation, ModelError> {
+    generate_speculative(
+        session,
+        sampler,
+        decoder,
+        prompt,
+        opts,
+        &SpeculateConfig::off(),
+        on_text,
+    )
+}
+
+/// [`generate`] with prompt-lookup speculative decoding as `speculate` sets it (`run
+/// --speculate`; see [`crate::speculate`]): greedy output is the same as without, sampled
+/// output has the same distribution; [`Generation::decode`] counts the forward passes saved.
+pub fn generate_speculative(
+    session: &mut Session,
+    sampler: &mut Sampler,
+    decoder: &mut dyn TokenDecoder,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    speculate: &SpeculateConfig,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation, ModelError> {
     if prompt.is_empty() {
@@ -172,52 +231,35 @@ pub fn generate(
     let keep = common.min(prompt.len() - 1);
     session.truncate(keep);
     let start = Instant::now();
-    let mut logits = session.eval(&prompt[keep..])?;
+    let logits = session.eval(&prompt[keep..])?;
     let prompt_time = start.elapsed();
 
     let gen_start = Instant::now();
-    let mut history = prompt.to_vec();
-    let mut tokens = Vec::new();
-    let mut text = String::new();
-    let mut stops = StopMatcher::new(&opts.stop_strings);
-    let mut emit = |s: &str, text: &mut String| {
-        if !s.is_empty() {
-            on_text(s);
-            text.push_str(s);
-        }
+    let mut hooks = TextHooks {
+        opts,
+        decoder,
+        stops: StopMatcher::new(&opts.stop_strings),
+        on_text,
+        tokens: Vec::new(),
+        text: String::new(),
     };
-    let stop = loop {
-        if tokens.len() >= opts.max_tokens {
-            break StopReason::MaxTokens;
-        }
-        let Some(tok) = sampler.sample(&logits, &history) else {
-            break StopReason::NoCandidates;
-        };
-        tokens.push(tok);
-        history.push(tok);
-        if opts.stop_tokens.contains(&tok) {
-            break StopReason::StopToken(tok);
-        }
-        let (out, hit) = stops.push(&decoder.push(tok));
-        emit(&out, &mut text);
-        if let Some(s) = hit {
-            break StopReason::StopString(s);
-        }
-        if tokens.len() >= opts.max_tokens {
-            break StopReason::MaxTokens;
-        }
-        if session.tokens().len() >= session.n_ctx() {
-            break StopReason::ContextFull;
-        }
-        logits = session.eval(&[tok])?;
+    let (end, decode) = speculate::decode(session, sampler, prompt, logits, opts.max_tokens, speculate, &mut hooks)?;
+    let stop = match end {
+        DecodeEnd::Hook(reason) => reason,
+        DecodeEnd::MaxTokens => StopReason::MaxTokens,
+        DecodeEnd::ContextFull => StopReason::ContextFull,
+        DecodeEnd::NoCandidates => StopReason::NoCandidates,
     };
     if !matches!(stop, StopReason::StopString(_)) {
-        let (out, hit) = stops.push(&decoder.finish());
-        emit(&out, &mut text);
+        let tail = hooks.decoder.finish();
+        let (out, hit) = hooks.stops.push(&tail);
+        hooks.emit(&out);
         if hit.is_none() {
-            emit(&stops.finish(), &mut text);
+            let rest = hooks.stops.finish();
+            hooks.emit(&rest);
         }
     }
+    let TextHooks { tokens, text, .. } = hooks;
     Ok(Generation {
         n_generated: tokens.len(),
         tokens,
@@ -227,6 +269,7 @@ pub fn generate(
         n_prompt_evaluated: prompt.len() - keep,
         prompt_time,
         gen_time: gen_start.elapsed(),
+        decode,
     })
 }
 

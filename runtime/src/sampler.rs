@@ -124,17 +124,7 @@ impl Sampler {
     /// Like [`Sampler::sample`] but only ids in `allowed` can be chosen (ids outside the vocabulary
     /// are ignored). `None` when no allowed id is in the vocabulary.
     pub fn sample_masked(&mut self, logits: &[f32], history: &[u32], allowed: &[u32]) -> Option<u32> {
-        let mut cands: Vec<Cand> = allowed
-            .iter()
-            .filter(|&&id| (id as usize) < logits.len())
-            .map(|&id| Cand {
-                id,
-                logit: logits[id as usize],
-            })
-            .collect();
-        cands.sort_unstable_by_key(|c| c.id);
-        cands.dedup_by_key(|c| c.id);
-        self.sample_candidates(cands, history)
+        self.sample_candidates(masked_candidates(logits, allowed), history)
     }
 
     /// Like [`Sampler::sample`] but only ids for which `keep(id)` holds can be chosen.
@@ -149,17 +139,40 @@ impl Sampler {
         self.sample_candidates(cands, history)
     }
 
-    fn sample_candidates(&mut self, mut c: Vec<Cand>, history: &[u32]) -> Option<u32> {
+    fn sample_candidates(&mut self, c: Vec<Cand>, history: &[u32]) -> Option<u32> {
+        if self.config.temperature <= 0.0 {
+            return self.greedy_pick(c, history);
+        }
+        let dist = self.distribution_of(c, history);
+        let r = self.rng.next_f64();
+        let mut cum = 0.0;
+        for &(id, pi) in &dist {
+            cum += pi;
+            if r < cum {
+                return Some(id);
+            }
+        }
+        dist.last().map(|&(id, _)| id)
+    }
+
+    /// The argmax after the repetition penalty (greedy decoding).
+    fn greedy_pick(&self, mut c: Vec<Cand>, history: &[u32]) -> Option<u32> {
+        c.retain(|x| !x.logit.is_nan());
+        apply_repeat_penalty(&mut c, history, self.config.repeat_penalty, self.config.repeat_last_n);
+        argmax(&c)
+    }
+
+    /// The distribution a sampling draw is taken from: every transform applied (penalty,
+    /// top-k, top-p, min-p, temperature), as (id, probability) pairs in descending order of
+    /// probability (ties: lower id first). Empty when nothing is left.
+    fn distribution_of(&self, mut c: Vec<Cand>, history: &[u32]) -> Vec<(u32, f64)> {
         // NaN logits would poison every comparison below; treat them as impossible.
         c.retain(|x| !x.logit.is_nan());
         if c.is_empty() {
-            return None;
+            return Vec::new();
         }
-        let cfg = self.config.clone();
+        let cfg = &self.config;
         apply_repeat_penalty(&mut c, history, cfg.repeat_penalty, cfg.repeat_last_n);
-        if cfg.temperature <= 0.0 {
-            return argmax(&c);
-        }
         sort_desc(&mut c);
         if cfg.top_k > 0 && cfg.top_k < c.len() {
             c.truncate(cfg.top_k);
@@ -187,16 +200,23 @@ impl Sampler {
             x.logit /= cfg.temperature;
         }
         let p = softmax(&c);
-        let r = self.rng.next_f64();
-        let mut cum = 0.0;
-        for (x, pi) in c.iter().zip(&p) {
-            cum += pi;
-            if r < cum {
-                return Some(x.id);
-            }
-        }
-        c.last().map(|x| x.id)
+        c.iter().map(|x| x.id).zip(p).collect()
     }
+}
+
+/// The ids of `allowed` inside the vocabulary, sorted and deduplicated, as candidates.
+fn masked_candidates(logits: &[f32], allowed: &[u32]) -> Vec<Cand> {
+    let mut cands: Vec<Cand> = allowed
+        .iter()
+        .filter(|&&id| (id as usize) < logits.len())
+        .map(|&id| Cand {
+            id,
+            logit: logits[id as usize],
+        })
+        .collect();
+    cands.sort_unstable_by_key(|c| c.id);
+    cands.dedup_by_key(|c| c.id);
+    cands
 }
 
 /// llama.cpp's penalty: each distinct recent token's logit is divided by the penalty when
@@ -218,6 +238,18 @@ fn apply_repeat_penalty(c: &mut [Cand], history: &[u32], penalty: f32, last_n: u
             };
         }
     }
+}
+
+/// Greedy decoding's choice over a row of logits: the highest, ties to the lowest id (what
+/// [`Sampler`] picks at temperature 0 without penalties). 0 for an empty row.
+pub fn greedy_token(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
 
 /// The highest logit; ties go to the lowest id (as a plain argmax over the vocabulary would).

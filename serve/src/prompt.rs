@@ -2,7 +2,7 @@
 //! as special tokens, optionally left-truncated), OpenAI's prompt string, and OpenAI's chat
 //! messages rendered with the chosen chat template.
 
-use edgeact_runtime::agent::PromptFormat;
+use edgeact_agent::PromptFormat;
 use edgeact_runtime::chat::{self, ChatTemplate, Message};
 use edgeact_runtime::tokenizer::Tokenizer;
 use std::sync::Arc;

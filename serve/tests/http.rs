@@ -2,7 +2,7 @@
 //! TGI and OpenAI endpoints, their error shapes, limits, cancellation, metrics and shutdown.
 //! Set `EDGEACT_SHARED` to relocate the shared data directory.
 
-use edgeact_runtime::agent::PromptFormat;
+use edgeact_agent::PromptFormat;
 use edgeact_runtime::batching::{Scheduler, SchedulerOptions};
 use edgeact_runtime::generate::{generate, GenerateOptions};
 use edgeact_runtime::gguf::GgufFile;
@@ -501,28 +501,38 @@ async fn bad_requests_get_4xx_in_each_api_shape() {
             "{body}"
         );
     };
-    let (s, b) = h.post_raw("/generate", "not json").await;
-    tgi_err(s, &b, 400);
-    let (s, b) = h.post_raw("/generate", r#"{"inputs": 5}"#).await;
-    tgi_err(s, &b, 422);
-    let (s, b) = h
-        .post_raw("/generate", r#"{"inputs": "x", "parameters": {"max_new_tokens": -1}}"#)
-        .await;
-    tgi_err(s, &b, 422);
-    let (s, b) = h
-        .post_raw("/generate", r#"{"inputs": "x", "parameters": {"max_new_tokens": 0}}"#)
-        .await;
-    tgi_err(s, &b, 422);
-    let (s, b) = h.post_raw("/generate", r#"{"inputs": ""}"#).await;
-    tgi_err(s, &b, 422);
-    let (s, b) = h
-        .post_raw("/generate", r#"{"inputs": "x", "parameters": {"temperature": 0}}"#)
-        .await;
-    tgi_err(s, &b, 422);
-    let (s, b) = h
-        .post_raw("/generate_stream", r#"{"inputs": "x", "parameters": {"top_p": 2}}"#)
-        .await;
-    tgi_err(s, &b, 422);
+    // Malformed or out-of-range TGI requests: (route, raw body, status).
+    let tgi_cases = [
+        ("/generate", "not json", 400),
+        ("/generate", r#"{"inputs": 5}"#, 422),
+        (
+            "/generate",
+            r#"{"inputs": "x", "parameters": {"max_new_tokens": -1}}"#,
+            422,
+        ),
+        (
+            "/generate",
+            r#"{"inputs": "x", "parameters": {"max_new_tokens": 0}}"#,
+            422,
+        ),
+        ("/generate", r#"{"inputs": ""}"#, 422),
+        ("/generate", r#"{"inputs": "x", "parameters": {"temperature": 0}}"#, 422),
+        (
+            "/generate_stream",
+            r#"{"inputs": "x", "parameters": {"top_p": 2}}"#,
+            422,
+        ),
+        // Beyond TGI's u32: refused, as TGI's deserializer does.
+        (
+            "/generate",
+            r#"{"inputs": "x", "parameters": {"max_new_tokens": 1000000000000}}"#,
+            422,
+        ),
+    ];
+    for (route, body, want) in tgi_cases {
+        let (s, b) = h.post_raw(route, body).await;
+        tgi_err(s, &b, want);
+    }
     // Longer than the context without truncate: refused; with truncate: served.
     let long = "Once upon a time there was a dog. ".repeat(40);
     let (s, b) = h.post("/generate", &json!({"inputs": long})).await;
@@ -544,14 +554,6 @@ async fn bad_requests_get_4xx_in_each_api_shape() {
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert!(b["details"]["generated_tokens"].as_u64().unwrap() < CTX as u64);
-    // Beyond TGI's u32: refused, as TGI's deserializer does.
-    let (s, b) = h
-        .post(
-            "/generate",
-            &json!({"inputs": "x", "parameters": {"max_new_tokens": 1_000_000_000_000u64}}),
-        )
-        .await;
-    tgi_err(s, &b.to_string(), 422);
 
     let chat = |extra: Value| {
         let mut b = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
@@ -560,28 +562,28 @@ async fn bad_requests_get_4xx_in_each_api_shape() {
         }
         b
     };
-    let (s, b) = h.post_raw("/v1/chat/completions", "{").await;
-    oai_err(s, &b, 400);
-    let (s, b) = h.post_raw("/v1/chat/completions", r#"{"messages": 5}"#).await;
-    oai_err(s, &b, 400);
-    let (s, b) = h.post("/v1/chat/completions", &chat(json!({"n": 2}))).await;
-    oai_err(s, &b.to_string(), 400);
-    assert_eq!(b["error"]["param"], "n");
-    let (s, b) = h.post("/v1/chat/completions", &chat(json!({"max_tokens": -5}))).await;
-    oai_err(s, &b.to_string(), 400);
-    let (s, b) = h.post("/v1/chat/completions", &chat(json!({"temperature": 7}))).await;
-    oai_err(s, &b.to_string(), 400);
-    let (s, b) = h.post("/v1/chat/completions", &json!({"messages": []})).await;
-    oai_err(s, &b.to_string(), 400);
-    let (s, b) = h
-        .post(
+    // Malformed or out-of-range OpenAI requests: (route, body, status).
+    let oai_cases = [
+        ("/v1/chat/completions", "{".to_string(), 400),
+        ("/v1/chat/completions", r#"{"messages": 5}"#.to_string(), 400),
+        ("/v1/chat/completions", chat(json!({"n": 2})).to_string(), 400),
+        ("/v1/chat/completions", chat(json!({"max_tokens": -5})).to_string(), 400),
+        ("/v1/chat/completions", chat(json!({"temperature": 7})).to_string(), 400),
+        ("/v1/chat/completions", json!({"messages": []}).to_string(), 400),
+        (
             "/v1/chat/completions",
-            &json!({"messages": [{"role": "assistant", "content": "x"}]}),
-        )
-        .await;
-    oai_err(s, &b.to_string(), 400);
-    let (s, b) = h.post("/v1/completions", &json!({"prompt": ""})).await;
-    oai_err(s, &b.to_string(), 400);
+            json!({"messages": [{"role": "assistant", "content": "x"}]}).to_string(),
+            400,
+        ),
+        ("/v1/completions", json!({"prompt": ""}).to_string(), 400),
+    ];
+    for (route, body, want) in oai_cases {
+        let (s, b) = h.post_raw(route, body).await;
+        oai_err(s, &b, want);
+    }
+    // The offending parameter is named.
+    let (_, b) = h.post("/v1/chat/completions", &chat(json!({"n": 2}))).await;
+    assert_eq!(b["error"]["param"], "n");
     let (s, b) = h.post("/v1/completions", &json!({"prompt": long})).await;
     oai_err(s, &b.to_string(), 400);
     assert_eq!(b["error"]["code"], "context_length_exceeded");

@@ -3,14 +3,16 @@
 //! speeds) and optionally writing it as JSONL (`--log`).
 
 use super::args::ModelArgs;
-use crate::agent_glue::model::LoadedModel;
-use crate::agent_glue::os::{Backend, MachineOptions, RootfsChoice, SandboxMachine, ROOTFS_HELP};
-use crate::agent_glue::sql::{default_add_description, SqlEngine, SqlTool};
-use crate::agent_glue::transcript::Transcript;
+use crate::cmd::agent_model::LoadedModel;
 use anyhow::{bail, Context};
-use edgeact_runtime::agent::react::ParsedAction;
-use edgeact_runtime::agent::{
-    run_db, ChatTemplate, DbAction, EngineConfig, Event, FormatChoice, LoopLimits, OsAction, Run, Status, Tool,
+use edgeact_agent::os::{Backend, MachineOptions, RootfsChoice, SandboxMachine, ROOTFS_HELP};
+use edgeact_agent::react::ParsedAction;
+use edgeact_agent::render::{db_initial_history, os_initial_history, Message};
+use edgeact_agent::sql::{default_add_description, SqlEngine, SqlTool};
+use edgeact_agent::transcript::{RecordingModel, RunEnd, RunStart, Transcript};
+use edgeact_agent::{
+    run_db, ChatTemplate, DbAction, EngineConfig, EngineModel, Event, FormatChoice, LanguageModel, LoopLimits,
+    OsAction, Protocol, Run, Status, Tool,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -58,6 +60,9 @@ pub struct GenArgs {
     /// Re-evaluate the whole prompt every turn instead of reusing the cached prefix.
     #[arg(long)]
     pub no_prefix_reuse: bool,
+    /// Turn off prompt-lookup speculative decoding and jump-forward of forced tokens.
+    #[arg(long)]
+    pub no_speculate: bool,
     /// Write the transcript as JSON Lines.
     #[arg(long)]
     pub log: Option<PathBuf>,
@@ -76,6 +81,7 @@ impl GenArgs {
         c.template = template;
         c.constrained = !self.no_constrain;
         c.reuse_prefix = !self.no_prefix_reuse;
+        c.speculate.enabled = !self.no_speculate;
         c.max_new_tokens = self.max_new_tokens;
         c.sampler.temperature = self.temp;
         c.sampler.seed = self.seed;
@@ -93,7 +99,7 @@ struct OsArgs {
     #[arg(long)]
     clean_output: bool,
     /// Isolation of the agent's machine: namespace sandbox (default), docker or podman.
-    #[arg(long, value_enum, default_value_t = Backend::Namespace)]
+    #[arg(long, default_value = "namespace", value_parser = super::agent::backend_parser())]
     backend: Backend,
     /// Container image for --backend docker|podman (default edgeact/os-default).
     #[arg(long)]
@@ -139,13 +145,22 @@ impl LiveView {
             Event::Reply { round, reply, action } => {
                 let s = &reply.stats;
                 println!();
+                let passes = if s.forward_passes > 0 {
+                    format!(
+                        " in {} passes ({} drafted, {} forced)",
+                        s.forward_passes, s.draft_accepted, s.forced_tokens
+                    )
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "\x1b[2m[round {}] prompt {} tok ({} prefilled, {:.0} tok/s) | {} generated ({:.1} tok/s) | stop: {}\x1b[0m",
+                    "\x1b[2m[round {}] prompt {} tok ({} prefilled, {:.0} tok/s) | {} generated{} ({:.1} tok/s) | stop: {}\x1b[0m",
                     round + 1,
                     s.prompt_tokens,
                     s.prefilled_tokens,
                     s.prompt_tps(),
                     s.generated_tokens,
+                    passes,
                     s.gen_tps(),
                     stop_in_words(&s.stop)
                 );
@@ -176,7 +191,14 @@ impl LiveView {
     }
 }
 
-fn finish(run: &Run, view: &mut LiveView, extra: serde_json::Value) -> anyhow::Result<ExitCode> {
+/// Prints the outcome and writes the transcript's `end` record (`final_prompt`: the last
+/// model call's prompt).
+fn finish(
+    run: &Run,
+    view: &mut LiveView,
+    final_prompt: Option<String>,
+    extra: serde_json::Value,
+) -> anyhow::Result<ExitCode> {
     let status = match run.status {
         Status::Completed => "completed",
         Status::InvalidAction => "invalid action",
@@ -194,14 +216,16 @@ fn finish(run: &Run, view: &mut LiveView, extra: serde_json::Value) -> anyhow::R
         None => println!("answer: None"),
     }
     if let Some(t) = view.log.as_mut() {
-        t.write(&serde_json::json!({
-            "event": "end",
-            "status": run.status,
-            "answer": run.answer,
-            "prefilled_tokens": run.prefilled_tokens(),
-            "generated_tokens": run.generated_tokens(),
-            "extra": extra,
-        }))?;
+        let end = RunEnd {
+            status: Some(run.status),
+            answer: run.answer.clone(),
+            correct: None,
+            error: None,
+            prefilled_tokens: run.prefilled_tokens(),
+            generated_tokens: run.generated_tokens(),
+            final_prompt,
+        };
+        t.end(None, None, &end, serde_json::json!({ "extra": extra }))?;
     }
     if let Some(e) = view.log_error.take() {
         return Err(e.context("writing the transcript"));
@@ -213,18 +237,33 @@ fn finish(run: &Run, view: &mut LiveView, extra: serde_json::Value) -> anyhow::R
     })
 }
 
-fn open_view(gen: &GenArgs, start: &serde_json::Value) -> anyhow::Result<LiveView> {
+/// Opens the `--log` transcript, if any, with the run's `start` record: `history` is the
+/// loop's initial history, `extra` the command's own fields.
+fn open_view(
+    gen: &GenArgs,
+    engine: &EngineModel,
+    protocol: Protocol,
+    history: Vec<Message>,
+    extra: serde_json::Value,
+) -> anyhow::Result<LiveView> {
     let mut log = match &gen.log {
         Some(p) => Some(Transcript::create(p)?),
         None => None,
     };
     if let Some(t) = log.as_mut() {
-        t.write(start)?;
+        let start = RunStart {
+            protocol,
+            history,
+            system: engine.config().template.system().map(str::to_string),
+            chat_template: Some(engine.config().format.name().to_string()),
+            seeds: None,
+        };
+        t.start(None, None, &start, extra)?;
     }
     Ok(LiveView { log, log_error: None })
 }
 
-fn engine_for(gen: &GenArgs) -> anyhow::Result<edgeact_runtime::agent::EngineModel> {
+fn engine_for(gen: &GenArgs) -> anyhow::Result<edgeact_agent::EngineModel> {
     let loaded = LoadedModel::load(&gen.model)?;
     let mut config = gen.engine_config()?;
     config.format = loaded.prompt_format(gen.format_choice())?;
@@ -252,13 +291,18 @@ fn run_os_task(a: OsArgs) -> anyhow::Result<ExitCode> {
     let mut engine = engine_for(&a.gen)?;
     let mut view = open_view(
         &a.gen,
-        &serde_json::json!({"event": "start", "protocol": "os", "task": a.task, "model": a.gen.model.model,
-            "chat_template": engine.config().format.name()}),
+        &engine,
+        Protocol::Os,
+        os_initial_history(&a.task),
+        serde_json::json!({"task": a.task, "model": a.gen.model.model}),
     )?;
-    let run = edgeact_runtime::agent::run_os(&mut engine, &mut tool, &a.task, LoopLimits::default(), &mut |ev| {
+    let (format, template) = (engine.config().format.clone(), engine.config().template.clone());
+    let mut model = RecordingModel::new(&mut engine);
+    let run = edgeact_agent::run_os(&mut model, &mut tool, &a.task, LoopLimits::default(), &mut |ev| {
         view.on_event(ev)
     })?;
-    finish(&run, &mut view, serde_json::Value::Null)
+    let final_prompt = model.last_prompt(&format, &template);
+    finish(&run, &mut view, final_prompt, serde_json::Value::Null)
 }
 
 fn run_db_task(a: DbArgs) -> anyhow::Result<ExitCode> {
@@ -286,19 +330,23 @@ fn run_db_task(a: DbArgs) -> anyhow::Result<ExitCode> {
     let mut engine = engine_for(&a.gen)?;
     let mut view = open_view(
         &a.gen,
-        &serde_json::json!({"event": "start", "protocol": "db", "question": a.question,
-            "add_description": add, "model": a.gen.model.model,
-            "chat_template": engine.config().format.name()}),
+        &engine,
+        Protocol::Db,
+        db_initial_history(&a.question, &add),
+        serde_json::json!({"question": a.question, "add_description": add, "model": a.gen.model.model}),
     )?;
+    let (format, template) = (engine.config().format.clone(), engine.config().template.clone());
+    let mut model = RecordingModel::new(&mut engine);
     let run = run_db(
-        &mut engine,
+        &mut model as &mut dyn LanguageModel,
         &mut tool as &mut dyn Tool,
         &a.question,
         &add,
         LoopLimits::default(),
         &mut |ev| view.on_event(ev),
     )?;
-    finish(&run, &mut view, serde_json::Value::Null)
+    let final_prompt = model.last_prompt(&format, &template);
+    finish(&run, &mut view, final_prompt, serde_json::Value::Null)
 }
 
 /// The engine's stop code (as transcripts record it) in words for the terminal.
@@ -311,4 +359,10 @@ fn stop_in_words(code: &str) -> &str {
         "no_candidates" => "no token left to sample",
         other => other,
     }
+}
+
+/// `--backend`: the machine's isolation, with its possible values listed in `--help`.
+pub fn backend_parser() -> impl clap::builder::TypedValueParser<Value = Backend> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Backend::NAMES).try_map(|s| s.parse::<Backend>())
 }

@@ -1,12 +1,12 @@
 //! The flags every model command shares (model file and context, device, activations,
-//! repacking, threads, sampling) and the helpers built on them: every session `run`, `chat`,
+//! repacking, LoRA adapters, threads, sampling) and the helpers built on them: every session `run`, `chat`,
 //! `bench`, `perplexity`, `agent` and `eval` open goes through [`DeviceArgs::session`].
 
 use anyhow::{bail, Context};
 use edgeact_runtime::generate::Generation;
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::kernels::cuda::{select_device, Backend, DeviceChoice};
-use edgeact_runtime::model::{Activations, KvType, LlamaModel, Session, SessionOptions};
+use edgeact_runtime::model::{Activations, KvType, LlamaModel, LoraAdapter, Session, SessionOptions};
 use edgeact_runtime::sampler::{Sampler, SamplerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,6 +71,77 @@ pub struct ModelArgs {
     pub device: DeviceArgs,
     #[command(flatten)]
     pub repack: RepackArg,
+    #[command(flatten)]
+    pub lora: LoraArgs,
+}
+
+/// `--lora FILE[:SCALE]`, shared by every command that runs the model.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LoraArgs {
+    /// LoRA adapter (llama.cpp's GGUF adapter format) applied at load, the model file untouched;
+    /// repeatable, the adapters add up. SCALE (default 1.0) multiplies the adapter's alpha/r.
+    /// See docs/model.md (LoRA adapters at load).
+    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
+    pub lora: Vec<LoraSpec>,
+}
+
+/// One `--lora` value: an adapter file and its scale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraSpec {
+    pub path: PathBuf,
+    pub scale: f32,
+}
+
+impl std::str::FromStr for LoraSpec {
+    type Err = String;
+    /// `FILE` or `FILE:SCALE`. Paths may hold ':' themselves, so the text after the last ':'
+    /// is a scale only when it parses as a number (`a:b.gguf` is a path; `a:b.gguf:1` is the
+    /// same path at scale 1).
+    fn from_str(s: &str) -> Result<LoraSpec, String> {
+        let (path, scale) = match s.rsplit_once(':') {
+            Some((path, scale)) => match scale.trim().parse::<f32>() {
+                Ok(v) if !v.is_finite() => return Err(format!("scale {scale:?} of {path:?} is not a finite number")),
+                Ok(v) => (path, v),
+                Err(_) => (s, 1.0),
+            },
+            None => (s, 1.0),
+        };
+        if path.is_empty() {
+            return Err(format!("{s:?}: no adapter file before the scale"));
+        }
+        Ok(LoraSpec {
+            path: PathBuf::from(path),
+            scale,
+        })
+    }
+}
+
+/// Opens each adapter of `specs` and attaches it to `model`, with one stderr line each.
+pub fn apply_loras(model: &mut LlamaModel, specs: &[LoraSpec]) -> anyhow::Result<()> {
+    for spec in specs {
+        let adapter = LoraAdapter::open(&spec.path).with_context(|| format!("--lora {}", spec.path.display()))?;
+        let n = model
+            .apply_lora(&adapter, spec.scale)
+            .with_context(|| format!("--lora {}", spec.path.display()))?;
+        let (r_min, r_max) = adapter.rank_range();
+        let rank = if r_min == r_max {
+            format!("{r_min}")
+        } else {
+            format!("{r_min}..{r_max}")
+        };
+        let alpha = if adapter.alpha() == 0.0 {
+            "none".to_string()
+        } else {
+            format!("{}", adapter.alpha())
+        };
+        eprintln!(
+            "edgeact: LoRA adapter {}: {n} matrices, rank {rank}, alpha {alpha}, scale {} (x alpha/r = {})",
+            spec.path.display(),
+            spec.scale,
+            adapter.scale_for(r_max, spec.scale)
+        );
+    }
+    Ok(())
 }
 
 /// `--activations`, shared by every command that runs the model.
@@ -108,15 +179,17 @@ pub fn thread_count(requested: Option<usize>) -> usize {
     }
 }
 
-/// Opens and checks a model file, repacking the weights when asked (with `threads` threads,
-/// default all cores).
+/// Opens and checks a model file, attaches the `--lora` adapters, and repacks the weights when
+/// asked (with `threads` threads, default all cores).
 pub fn load_model_with(
     path: &Path,
     repack: RepackArg,
+    lora: &LoraArgs,
     threads: Option<usize>,
 ) -> anyhow::Result<(Arc<GgufFile>, Arc<LlamaModel>)> {
     let file = Arc::new(GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?);
     let mut model = LlamaModel::load(Arc::clone(&file)).with_context(|| format!("loading {}", path.display()))?;
+    apply_loras(&mut model, &lora.lora)?;
     if repack.repack {
         let threads = match threads {
             None | Some(0) => edgeact_runtime::kernels::cpu::physical_cores(),
@@ -142,7 +215,7 @@ pub fn load_model_with(
 impl ModelArgs {
     /// Maps and checks the model file, repacked if `--repack` was given.
     pub fn load_model(&self) -> anyhow::Result<(Arc<GgufFile>, Arc<LlamaModel>)> {
-        load_model_with(&self.model, self.repack, self.threads)
+        load_model_with(&self.model, self.repack, &self.lora, self.threads)
     }
 
     /// Loads the model and opens a session with these flags, warning when the context is capped.
@@ -243,4 +316,27 @@ pub fn print_timings(g: &Generation) {
         g.gen_tps(),
         g.stop
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LoraSpec;
+    use std::path::PathBuf;
+
+    fn spec(s: &str) -> Result<(PathBuf, f32), String> {
+        s.parse::<LoraSpec>().map(|l| (l.path, l.scale))
+    }
+
+    #[test]
+    fn lora_spec_takes_the_scale_after_the_last_colon_only_when_it_is_a_number() {
+        assert_eq!(spec("a.gguf"), Ok(("a.gguf".into(), 1.0)));
+        assert_eq!(spec("a.gguf:0.5"), Ok(("a.gguf".into(), 0.5)));
+        assert_eq!(spec("a.gguf:-1"), Ok(("a.gguf".into(), -1.0)));
+        assert_eq!(spec("my:adapter.gguf"), Ok(("my:adapter.gguf".into(), 1.0)));
+        assert_eq!(spec("my:adapter.gguf:2"), Ok(("my:adapter.gguf".into(), 2.0)));
+        assert_eq!(spec("/x/a.gguf:"), Ok(("/x/a.gguf:".into(), 1.0)));
+        assert!(spec(":0.5").is_err());
+        assert!(spec("a.gguf:nan").is_err());
+        assert!(spec("a.gguf:inf").is_err());
+    }
 }

@@ -2,12 +2,16 @@
 //! llama-bench: each test is repeated `-r` times after one warm-up, and the table shows the
 //! mean ± standard deviation of tokens/s.
 //!
+//! `-d 0,1024,3072` measures each test at a context depth, as llama-bench's `-d`: the KV cache
+//! first holds `d` tokens (evaluated once per test, not timed; each repetition truncates back to
+//! them), then the pp prompt or the tg decodes follow them. Rows read `pp512 @ d3072`.
+//!
 //! `--parallel 1,2,4,...` turns each tgN test into batched-decode tests `tgN xP`: P sequences
 //! of one [`MultiSession`] each get a 2-token prompt (BOS and a token of their own, not
 //! timed), then decode N tokens together, one [`MultiSession::step`] of P single-token chunks
 //! per generated position (greedy); the row's t/s is the aggregate P * N / seconds.
 
-use super::args::{load_model_with, ActivationsArg, DeviceArgs, RepackArg};
+use super::args::{load_model_with, ActivationsArg, DeviceArgs, LoraArgs, RepackArg};
 use anyhow::bail;
 use edgeact_runtime::kernels::cuda::Backend;
 use edgeact_runtime::model::{Activations, LlamaModel, Logits, MultiSession, SeqChunk, SessionOptions, MAX_BATCH};
@@ -30,6 +34,10 @@ pub struct Args {
     /// Thread counts to test (comma-separated; default: all cores).
     #[arg(short = 't', long, value_delimiter = ',')]
     threads: Vec<usize>,
+    /// Context depths (comma-separated): each test runs after this many tokens already in the
+    /// KV cache (filled first, not timed), as llama-bench's `-d`.
+    #[arg(short = 'd', long = "n-depth", value_delimiter = ',', default_value = "0")]
+    n_depth: Vec<usize>,
     /// Repetitions of each test.
     #[arg(short = 'r', long, default_value_t = 3)]
     repetitions: usize,
@@ -49,6 +57,8 @@ pub struct Args {
     repack: RepackArg,
     #[command(flatten)]
     activations: ActivationsArg,
+    #[command(flatten)]
+    lora: LoraArgs,
 }
 
 /// One line of results.
@@ -65,6 +75,8 @@ struct Row {
     test: String,
     n_prompt: usize,
     n_gen: usize,
+    /// Tokens in the KV cache before the timed part (`-d`).
+    n_depth: usize,
     /// Sequences decoding together (1 for the pp and plain tg tests).
     n_parallel: usize,
     avg_ts: f64,
@@ -83,7 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Backend::Cpu => "CPU".to_string(),
         Backend::Cuda(g) => format!("CUDA {}", g.name),
     };
-    let (_file, model) = load_model_with(&args.model, args.repack, args.threads.iter().copied().max())?;
+    let (_file, model) = load_model_with(&args.model, args.repack, &args.lora, args.threads.iter().copied().max())?;
     let threads = if args.threads.is_empty() {
         vec![std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)]
     } else {
@@ -103,33 +115,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             bail!("--parallel {p}: the number of sequences must be in 1..={MAX_BATCH}");
         }
     }
+    if !args.parallel.is_empty() && args.n_depth.iter().any(|&d| d > 0) {
+        bail!("-d: depths apply to the single-sequence tests, not to --parallel");
+    }
     let name = model_name(&model);
-    // (name, prompt tokens, generated tokens, sequences decoding together)
-    let mut tests = Vec::new();
-    for &p in args.n_prompt.iter().filter(|&&p| p > 0) {
-        tests.push((format!("pp{p}"), p, 0, 1));
-    }
-    for &n in args.n_gen.iter().filter(|&&n| n > 0) {
-        if args.parallel.is_empty() {
-            tests.push((format!("tg{n}"), 0, n, 1));
-        } else {
-            tests.extend(args.parallel.iter().map(|&par| (format!("tg{n} x{par}"), 0, n, par)));
-        }
-    }
+    let tests = plan_tests(&args.n_prompt, &args.n_gen, &args.n_depth, &args.parallel);
     let max_ctx = model.config().max_context;
     // A --parallel test also holds its untimed prompt.
-    let positions = |p: usize, n: usize| {
-        let prompt = if !args.parallel.is_empty() && n > 0 {
+    let positions = |t: &Test| {
+        let prompt = if !args.parallel.is_empty() && t.n_gen > 0 {
             PARALLEL_PROMPT
         } else {
             0
         };
-        p.saturating_add(n).saturating_add(prompt)
+        t.n_depth
+            .saturating_add(t.n_prompt)
+            .saturating_add(t.n_gen)
+            .saturating_add(prompt)
     };
-    if let Some((t, p, n, _)) = tests.iter().find(|(_, p, n, _)| positions(*p, *n) > max_ctx) {
+    if let Some(t) = tests.iter().find(|t| positions(t) > max_ctx) {
         bail!(
-            "test {t} needs {} positions; the model's context is {max_ctx}",
-            positions(*p, *n)
+            "test {} needs {} positions; the model's context is {max_ctx}",
+            t.name,
+            positions(t)
         );
     }
     if !args.json {
@@ -138,7 +146,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut rows = Vec::new();
     for &t in &threads {
-        for (test, p, n, par) in &tests {
+        for test in &tests {
             let bench = Bench {
                 model: &model,
                 device: &args.device,
@@ -146,10 +154,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 threads: t,
                 activations,
             };
-            let (samples, n_gpu_layers) = if args.parallel.is_empty() || *n == 0 {
-                bench.measure(*p, *n, args.repetitions, !args.no_warmup)?
+            let (samples, n_gpu_layers) = if args.parallel.is_empty() || test.n_gen == 0 {
+                bench.measure(test, args.repetitions, !args.no_warmup)?
             } else {
-                (bench.measure_parallel(*par, *n, args.repetitions, !args.no_warmup)?, 0)
+                (
+                    bench.measure_parallel(test.n_parallel, test.n_gen, args.repetitions, !args.no_warmup)?,
+                    0,
+                )
             };
             let (avg, sd) = mean_std(&samples);
             let row = Row {
@@ -159,10 +170,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 backend: backend_name.clone(),
                 n_gpu_layers,
                 threads: t,
-                test: test.clone(),
-                n_prompt: *p,
-                n_gen: *n,
-                n_parallel: *par,
+                test: test.name.clone(),
+                n_prompt: test.n_prompt,
+                n_gen: test.n_gen,
+                n_depth: test.n_depth,
+                n_parallel: test.n_parallel,
                 avg_ts: avg,
                 stddev_ts: sd,
                 samples_ts: samples,
@@ -190,6 +202,48 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One table row to measure: `pp512`, `tg128`, `tg128 @ d3072`, `tg32 x4`.
+#[derive(Clone, Debug, PartialEq)]
+struct Test {
+    name: String,
+    n_prompt: usize,
+    n_gen: usize,
+    n_depth: usize,
+    n_parallel: usize,
+}
+
+/// The tests in llama-bench's order: for each depth, every pp test then every tg test (each tg
+/// test replaced by its `--parallel` variants when those are asked for). Zero lengths are skipped;
+/// depth 0 adds no ` @ d0` to the name.
+fn plan_tests(n_prompt: &[usize], n_gen: &[usize], n_depth: &[usize], parallel: &[usize]) -> Vec<Test> {
+    let mut tests = Vec::new();
+    let mut depths = n_depth.to_vec();
+    if depths.is_empty() {
+        depths.push(0);
+    }
+    for &d in &depths {
+        let suffix = if d > 0 { format!(" @ d{d}") } else { String::new() };
+        let test = |name: String, n_prompt, n_gen, n_parallel| Test {
+            name: name + &suffix,
+            n_prompt,
+            n_gen,
+            n_depth: d,
+            n_parallel,
+        };
+        for &p in n_prompt.iter().filter(|&&p| p > 0) {
+            tests.push(test(format!("pp{p}"), p, 0, 1));
+        }
+        for &n in n_gen.iter().filter(|&&n| n > 0) {
+            if parallel.is_empty() {
+                tests.push(test(format!("tg{n}"), 0, n, 1));
+            } else {
+                tests.extend(parallel.iter().map(|&par| test(format!("tg{n} x{par}"), 0, n, par)));
+            }
+        }
+    }
+    tests
+}
+
 /// One model on one backend with one thread count.
 struct Bench<'a> {
     model: &'a Arc<LlamaModel>,
@@ -201,21 +255,29 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     /// Tokens/s of each repetition: `p` prompt tokens in one batched eval, or `n` tokens
-    /// generated one at a time from an empty context (as llama-bench does), and the number of
-    /// blocks the session ran on the GPU. Token ids are arbitrary; speed does not depend on them.
-    fn measure(&self, p: usize, n: usize, reps: usize, warmup: bool) -> anyhow::Result<(Vec<f64>, usize)> {
+    /// generated one at a time (as llama-bench does), after `test.n_depth` tokens already in the
+    /// cache, and the number of blocks the session ran on the GPU. The depth is evaluated once
+    /// (not timed); each repetition truncates the cache back to it. Token ids are arbitrary;
+    /// speed does not depend on them.
+    fn measure(&self, test: &Test, reps: usize, warmup: bool) -> anyhow::Result<(Vec<f64>, usize)> {
+        let (p, n, depth) = (test.n_prompt, test.n_gen, test.n_depth);
         let opts = SessionOptions {
-            n_ctx: (p + n).max(1),
+            n_ctx: (depth + p + n).max(1),
             threads: self.threads,
             activations: self.activations,
             ..Default::default()
         };
         let mut session = self.device.session(self.backend, Arc::clone(self.model), opts)?;
         let vocab = self.model.config().vocab_size as u32;
-        let tokens: Vec<u32> = (0..p.max(n) as u32).map(|i| (i * 7919 + 1) % vocab).collect();
+        let token = |i: usize| ((i as u32).wrapping_mul(7919).wrapping_add(1)) % vocab;
+        if depth > 0 {
+            let context: Vec<u32> = (0..depth).map(|i| token(i + 1_000_003)).collect();
+            session.eval(&context)?;
+        }
+        let tokens: Vec<u32> = (0..p.max(n)).map(token).collect();
         let mut samples = Vec::new();
         for rep in 0..reps + usize::from(warmup) {
-            session.truncate(0);
+            session.truncate(depth);
             let start = Instant::now();
             if p > 0 {
                 session.eval(&tokens[..p])?;
@@ -343,5 +405,32 @@ fn params_label(n: u64) -> String {
         format!("{:.2} M", n / 1e6)
     } else {
         format!("{:.2} K", n / 1e3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_tests_follow_llama_bench_names_and_order() {
+        let names = |t: Vec<Test>| t.into_iter().map(|t| (t.name, t.n_depth)).collect::<Vec<_>>();
+        assert_eq!(
+            names(plan_tests(&[512], &[128], &[0, 3072], &[])),
+            [
+                ("pp512".to_string(), 0),
+                ("tg128".to_string(), 0),
+                ("pp512 @ d3072".to_string(), 3072),
+                ("tg128 @ d3072".to_string(), 3072)
+            ]
+        );
+        // No depth given means depth 0; zero lengths are skipped.
+        assert_eq!(names(plan_tests(&[0], &[16], &[], &[])), [("tg16".to_string(), 0)]);
+        let par = plan_tests(&[], &[32], &[0], &[1, 4]);
+        assert_eq!(
+            par.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["tg32 x1", "tg32 x4"]
+        );
+        assert_eq!(par[1].n_parallel, 4);
     }
 }

@@ -12,20 +12,21 @@
 //! session. `--endpoint URL[,URL...]` drives running TGI-compatible servers instead of a local
 //! model, AgentBench-style (job `j` talks to `URL[j % n]`).
 
-use super::args::{ActivationsArg, DeviceArgs, ModelArgs, RepackArg, DEFAULT_CTX};
-use crate::agent_glue::model::LoadedModel;
-use crate::agent_glue::os::{Backend, MachineOptions, RootfsChoice};
-use crate::agent_glue::remote::{parse_endpoints, RemoteConfig, RemoteModel};
-use crate::agent_glue::scripted;
-use crate::agent_glue::sql::{SqlEngine, SqlTool};
-use crate::agent_glue::tasks::load_os_tasks;
-use crate::agent_glue::transcript::Transcript;
+use super::args::{ActivationsArg, DeviceArgs, LoraArgs, ModelArgs, RepackArg, DEFAULT_CTX};
+use crate::cmd::agent_model::LoadedModel;
 use anyhow::{bail, Context};
-use edgeact_runtime::agent::judge::{judge_db_answer, judge_db_hash};
-use edgeact_runtime::agent::tasks::{load_db_tasks, DbTask, OsTask};
-use edgeact_runtime::agent::{
-    run_db, BatchedModel, ChatTemplate, EngineConfig, EngineModel, Event, FormatChoice, LanguageModel, LoopLimits, Run,
-    ScriptedModel, Status,
+use edgeact_agent::judge::{judge_db_answer, judge_db_hash};
+use edgeact_agent::os::{Backend, MachineOptions, RootfsChoice};
+use edgeact_agent::remote::{parse_endpoints, RemoteConfig, RemoteModel};
+use edgeact_agent::render::{db_initial_history, os_initial_history};
+use edgeact_agent::scripted;
+use edgeact_agent::sql::{SqlEngine, SqlTool};
+use edgeact_agent::tasks::load_os_tasks;
+use edgeact_agent::tasks::{load_db_tasks, DbTask, OsTask};
+use edgeact_agent::transcript::{RecordingModel, RunEnd, RunStart, Transcript};
+use edgeact_agent::{
+    run_db, BatchedModel, ChatTemplate, EngineConfig, EngineModel, Event, FormatChoice, LanguageModel, LoopLimits,
+    PromptFormat, Protocol, Run, ScriptedModel, Status,
 };
 use edgeact_runtime::batching::Scheduler;
 use edgeact_runtime::model::KvType;
@@ -70,8 +71,9 @@ struct EvalArgs {
     /// Script files must stay inside it (no absolute paths, `..` or links out).
     #[arg(long)]
     scripts: Option<PathBuf>,
-    /// Tasks run in parallel. CPU: as sequences of one shared batching engine (all threads);
-    /// GPU: one session each; --endpoint: concurrent requests.
+    /// Tasks run in parallel. CPU: as sequences of one shared batching engine (all threads;
+    /// no speculative decoding), --jobs 1: the single-sequence engine (speculates unless
+    /// --no-speculate); GPU: one session each; --endpoint: concurrent requests.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
     /// Only the first N tasks.
@@ -102,6 +104,10 @@ struct EvalArgs {
     /// Protocol-constrained decoding (off by default to reproduce the published setup).
     #[arg(long)]
     constrain: bool,
+    /// Turn off prompt-lookup speculative decoding and jump-forward of forced tokens (on by
+    /// default with --jobs 1; --jobs N>1 runs the batched engine, which never speculates).
+    #[arg(long)]
+    no_speculate: bool,
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
     /// Context length in tokens (capped at the model's maximum).
@@ -118,6 +124,8 @@ struct EvalArgs {
     device: DeviceArgs,
     #[command(flatten)]
     repack: RepackArg,
+    #[command(flatten)]
+    lora: LoraArgs,
     /// OS: root file system of the sandboxes: `built` (default: the Debian root of `edgeact
     /// rootfs build`, built and cached on first use), `host` (the host's files read-only,
     /// private places masked) or a root directory.
@@ -127,7 +135,7 @@ struct EvalArgs {
     #[arg(long)]
     clean_output: bool,
     /// OS: isolation of the task machines: namespace sandbox (default), docker or podman.
-    #[arg(long, value_enum, default_value_t = Backend::Namespace)]
+    #[arg(long, default_value = "namespace", value_parser = super::agent::backend_parser())]
     backend: Backend,
     /// OS: container image for --backend docker|podman (default edgeact/os-default).
     #[arg(long)]
@@ -151,6 +159,11 @@ struct TaskResult {
     model_calls: usize,
     prefilled_tokens: usize,
     generated_tokens: usize,
+    /// Decode time and forward passes of the replies (passes: 0 where not counted).
+    gen_seconds: f64,
+    forward_passes: usize,
+    draft_accepted: usize,
+    forced_tokens: usize,
     seconds: f64,
 }
 
@@ -187,10 +200,48 @@ struct Report {
     /// The prompt format used (`llama2`/`gguf`; the `--chat-template` choice when scripted).
     chat_template: String,
     constrained: bool,
+    /// Speculative decoding and jump-forward were on.
+    speculate: bool,
+    decode: DecodeSummary,
     seeds: Vec<SeedSummary>,
     score_mean: f64,
     score_std: f64,
     results: Vec<TaskResult>,
+}
+
+/// Decode figures over all runs: generated tokens per second of decode time, forward passes
+/// per generated token, draft tokens accepted and tokens forced by the constraint.
+#[derive(Clone, Debug, Default, Serialize)]
+struct DecodeSummary {
+    generated_tokens: usize,
+    gen_seconds: f64,
+    tokens_per_second: f64,
+    forward_passes: usize,
+    passes_per_token: f64,
+    draft_accepted: usize,
+    forced_tokens: usize,
+}
+
+impl DecodeSummary {
+    fn of(results: &[TaskResult]) -> DecodeSummary {
+        let mut d = DecodeSummary::default();
+        for r in results {
+            d.generated_tokens += r.generated_tokens;
+            d.gen_seconds += r.gen_seconds;
+            d.forward_passes += r.forward_passes;
+            d.draft_accepted += r.draft_accepted;
+            d.forced_tokens += r.forced_tokens;
+        }
+        d.tokens_per_second = d.generated_tokens as f64 / d.gen_seconds.max(1e-9);
+        d.passes_per_token = d.forward_passes as f64 / d.generated_tokens.max(1) as f64;
+        d
+    }
+}
+
+/// A sum over the replies of a run (0 without one).
+fn reply_sum(run: &Option<Run>, f: impl Fn(&edgeact_agent::TurnStats) -> f64) -> f64 {
+    run.as_ref()
+        .map_or(0.0, |r| r.steps.iter().map(|s| f(&s.reply.stats)).sum())
 }
 
 /// Where replies come from.
@@ -299,9 +350,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 activations: a.activations,
                 device: a.device.clone(),
                 repack: a.repack,
+                lora: a.lora.clone(),
             })?;
             // The batching engine runs on the CPU; on a GPU each job keeps its own session.
-            let scheduler = if m.on_cpu() { Some(m.scheduler(n_jobs)?) } else { None };
+            // One job runs the single-sequence engine (which speculates; the batched one does
+            // not).
+            let scheduler = if m.on_cpu() && n_jobs > 1 {
+                Some(m.scheduler(n_jobs)?)
+            } else {
+                None
+            };
             Source::Engine(Box::new(m), scheduler)
         }
         (None, None, None) => bail!("give a model with -m (or --endpoint URL, or --scripted FILE)"),
@@ -336,6 +394,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     config.constrained = a.constrain;
     config.max_new_tokens = a.max_new_tokens;
+    if a.no_speculate {
+        config.speculate.enabled = false;
+    }
     if a.greedy {
         config.sampler.temperature = 0.0;
     }
@@ -373,12 +434,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         backend: a.backend,
         image: a.image.clone(),
     };
+    // The format the transcript's prompts are rendered in: the model's; llama2 for servers
+    // and for scripted replies (what a llama-2 model would have been given), none for
+    // scripted replies under `--chat-template gguf` (no template to render with).
+    let log_format = match &source {
+        Source::Engine(..) => Some(config.format.clone()),
+        Source::Remote(_) => Some(PromptFormat::Llama2),
+        Source::Scripted(_) => (choice != FormatChoice::Gguf).then_some(PromptFormat::Llama2),
+    };
     let env = Env {
         tasks: &tasks,
         source: &source,
         sql_engine: &sql_engine,
         machine: &machine,
         log: log.as_ref(),
+        log_format: log_format.as_ref(),
+        template: &config.template,
+        seeds: seeds.len() as u64,
     };
     std::thread::scope(|scope| {
         for _ in 0..n_jobs {
@@ -426,6 +498,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         model_calls: run.as_ref().map_or(0, |r| r.steps.len()),
                         prefilled_tokens: run.as_ref().map_or(0, Run::prefilled_tokens),
                         generated_tokens: run.as_ref().map_or(0, Run::generated_tokens),
+                        gen_seconds: reply_sum(&run, |s| s.gen_ms) / 1e3,
+                        forward_passes: reply_sum(&run, |s| s.forward_passes as f64) as usize,
+                        draft_accepted: reply_sum(&run, |s| s.draft_accepted as f64) as usize,
+                        forced_tokens: reply_sum(&run, |s| s.forced_tokens as f64) as usize,
                         seconds: t0.elapsed().as_secs_f64(),
                     };
                     if let Some(e) = &r.error {
@@ -467,6 +543,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "{} run(s) in {seconds:.1} s with {n_jobs} job(s): {tasks_per_minute:.2} tasks/min",
         results.len()
     );
+    let decode = DecodeSummary::of(&results);
+    if decode.forward_passes > 0 {
+        eprintln!(
+            "decode: {} tokens in {:.1} s ({:.1} tok/s), {} forward passes ({:.3} per token), \
+             {} draft tokens accepted, {} forced",
+            decode.generated_tokens,
+            decode.gen_seconds,
+            decode.tokens_per_second,
+            decode.forward_passes,
+            decode.passes_per_token,
+            decode.draft_accepted,
+            decode.forced_tokens
+        );
+    }
     let errors = results.iter().filter(|r| r.error.is_some()).count();
     if errors > 0 {
         eprintln!("{errors} run(s) ended with an error (counted as failed)");
@@ -485,6 +575,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             template: a.template.clone(),
             chat_template: format_name.to_string(),
             constrained: a.constrain,
+            speculate: config.speculate.enabled && n_jobs == 1,
+            decode,
             seeds: summaries,
             score_mean: mean,
             score_std: std,
@@ -503,10 +595,16 @@ struct Env<'a> {
     sql_engine: &'a SqlEngine,
     machine: &'a MachineOptions,
     log: Option<&'a Mutex<Transcript>>,
+    /// The prompt format of the transcript's `final_prompt` (none: not rendered).
+    log_format: Option<&'a PromptFormat>,
+    template: &'a ChatTemplate,
+    /// Seeds the command runs (recorded in each run's `start`).
+    seeds: u64,
 }
 
 /// Runs and judges one task; returns the run, whether it passed, and the recorded answer
-/// when it is not the agent's (the table hash for mutating DB tasks).
+/// when it is not the agent's (the table hash for mutating DB tasks). With `--log`, the run's
+/// `start`, events and `end` (verdict, final prompt; the error when it failed) are written.
 fn run_one(
     env: &Env<'_>,
     index: usize,
@@ -516,9 +614,11 @@ fn run_one(
     let Env {
         tasks,
         source,
-        sql_engine,
-        machine,
         log,
+        log_format,
+        template,
+        seeds,
+        ..
     } = *env;
     let mut scripted_model;
     let model: &mut dyn LanguageModel = match (source, engine) {
@@ -533,28 +633,92 @@ fn run_one(
         }
         (Source::Engine(..) | Source::Remote(_), None) => bail!("no model for this worker"),
     };
+    let mut model = RecordingModel::new(model);
     let mut log_err = None;
-    let mut on_event = |ev: Event<'_>| {
+    let mut write_log = |write: &mut dyn FnMut(&mut Transcript) -> anyhow::Result<()>| {
         if let Some(l) = log {
             if let Ok(mut t) = l.lock() {
-                if let Err(e) = t.event(Some(index), Some(seed), &ev) {
+                if let Err(e) = write(&mut t) {
                     log_err.get_or_insert(e);
                 }
             }
         }
     };
+    write_log(&mut |t| {
+        let (protocol, history, extra) = match tasks {
+            Tasks::Os(list) => (
+                Protocol::Os,
+                os_initial_history(&list[index].description),
+                serde_json::json!({"description": list[index].description}),
+            ),
+            Tasks::Db(list) => {
+                let task = &list[index];
+                (
+                    Protocol::Db,
+                    db_initial_history(&task.description, &task.add_description),
+                    serde_json::json!({"description": task.description,
+                        "add_description": task.add_description, "kind": task.kind()}),
+                )
+            }
+        };
+        let start = RunStart {
+            protocol,
+            history,
+            system: template.system().map(str::to_string),
+            chat_template: log_format.map(|f| f.name().to_string()),
+            seeds: Some(seeds),
+        };
+        t.start(Some(index), Some(seed), &start, extra)
+    });
+    let result = {
+        let mut on_event = |ev: Event<'_>| write_log(&mut |t| t.event(Some(index), Some(seed), &ev));
+        run_and_judge(env, index, &mut model, &mut on_event)
+    };
+    // Rendered only for a transcript: a Jinja template costs a render per task.
+    let final_prompt = log.and(log_format).and_then(|f| model.last_prompt(f, template));
+    let end = match &result {
+        Ok((run, correct, _)) => RunEnd {
+            status: Some(run.status),
+            answer: run.answer.clone(),
+            correct: Some(*correct),
+            error: None,
+            prefilled_tokens: run.prefilled_tokens(),
+            generated_tokens: run.generated_tokens(),
+            final_prompt,
+        },
+        Err(e) => RunEnd {
+            correct: Some(false),
+            error: Some(format!("{e:#}")),
+            final_prompt,
+            ..RunEnd::default()
+        },
+    };
+    write_log(&mut |t| t.end(Some(index), Some(seed), &end, serde_json::Value::Null));
+    if let Some(e) = log_err {
+        return Err(e.context("writing the transcript"));
+    }
+    result
+}
+
+/// The loop of task `index` with `model`, and the judge's verdict.
+fn run_and_judge(
+    env: &Env<'_>,
+    index: usize,
+    model: &mut dyn LanguageModel,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> anyhow::Result<(Run, bool, Option<String>)> {
     let limits = LoopLimits::default();
-    let result = match tasks {
+    Ok(match env.tasks {
         Tasks::Db(list) => {
             let task = &list[index];
-            let mut tool = SqlTool::new(sql_engine, &task.table)?;
+            let mut tool = SqlTool::new(env.sql_engine, &task.table)?;
             let run = run_db(
                 model,
                 &mut tool,
                 &task.description,
                 &task.add_description,
                 limits,
-                &mut on_event,
+                on_event,
             )?;
             if task.is_mutation() {
                 let hash = tool.hash_answer()?;
@@ -567,14 +731,10 @@ fn run_one(
         }
         Tasks::Os(list) => {
             let task = &list[index];
-            let (run, ok) = crate::agent_glue::os::run_and_judge(task, machine, model, limits, &mut on_event)?;
+            let (run, ok) = edgeact_agent::os::run_and_judge(task, env.machine, model, limits, on_event)?;
             (run, ok, None)
         }
-    };
-    if let Some(e) = log_err {
-        return Err(e.context("writing the transcript"));
-    }
-    Ok(result)
+    })
 }
 
 /// Per-type accuracies of one seed, and the headline score.

@@ -1,9 +1,11 @@
 //! `edgeact quantize`: convert a Hugging Face Llama checkpoint directory (safetensors or
 //! PyTorch `.bin`, with `config.json` and a tokenizer) or requantize a GGUF file, with a
 //! progress bar and a closing summary (sizes, bits per weight, time, RMSE per tensor type).
+//! `--lora DIR` merges a PEFT LoRA adapter into the weights on the way (docs/quantize.md).
 
 use anyhow::Context;
-use edgeact_quantize::{convert, Mix, Options, Progress, Report};
+use edgeact_quantize::lora::LoraMerge;
+use edgeact_quantize::{convert_with_lora, Mix, Options, Progress, Report};
 use edgeact_runtime::quant::GgmlType;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
@@ -30,6 +32,19 @@ pub struct Args {
     /// Convert the weights without tokenizer metadata (the model cannot tokenize text then).
     #[arg(long)]
     pub no_tokenizer: bool,
+    /// A PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors or .bin)
+    /// to merge into the weights before quantization; the input must be an HF directory.
+    #[arg(long, value_name = "ADAPTER_DIR")]
+    pub lora: Option<PathBuf>,
+    /// Multiplies the adapter's own scale (lora_alpha / r, or lora_alpha / sqrt(r) with rsLoRA).
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 1.0,
+        requires = "lora",
+        allow_negative_numbers = true
+    )]
+    pub lora_scale: f64,
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
@@ -58,7 +73,7 @@ impl Progress for Bar {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Ctrl-C or a SIGTERM mid-conversion removes the partial output instead of leaving
     // hundreds of MB behind.
-    edgeact_quantize::remove_partial_files_on_signal().context("cannot install the signal handlers")?;
+    edgeact_runtime::files::partial::remove_partial_files_on_signal().context("cannot install the signal handlers")?;
     let opts = Options {
         mix: args.ty,
         threads: super::args::thread_count(Some(args.threads)),
@@ -76,13 +91,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         b
     };
+    let lora = match &args.lora {
+        Some(dir) => {
+            let l = LoraMerge::open(dir, args.lora_scale)?;
+            for note in &l.adapter.notes {
+                eprintln!("note: {note}");
+            }
+            Some(l)
+        }
+        None => None,
+    };
     let mut progress = Bar { bar: bar.clone() };
-    let report = convert(&args.input, &args.output, &opts, &mut progress)
+    let report = convert_with_lora(&args.input, &args.output, &opts, lora.as_ref(), &mut progress)
         .with_context(|| format!("cannot convert {}", args.input.display()))?;
     bar.finish_and_clear();
     if !args.quiet {
         // The file is written; a closed stdout (`| head`) must not turn success into an error.
-        let _ = print_summary(&mut std::io::stdout().lock(), &report, args.ty);
+        let mut out = std::io::stdout().lock();
+        if let Some(l) = &lora {
+            let _ = writeln!(
+                out,
+                "merged the LoRA adapter {} into {} tensors (scale {})",
+                l.adapter.dir.display(),
+                report.lora_merged,
+                l.scale()
+            );
+        }
+        let _ = print_summary(&mut out, &report, args.ty);
     }
     Ok(ExitCode::SUCCESS)
 }

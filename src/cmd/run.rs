@@ -4,7 +4,8 @@
 use super::args::{print_timings, ModelArgs, SamplingArgs};
 use anyhow::{bail, Context};
 use edgeact_runtime::chat::Message;
-use edgeact_runtime::generate::{generate, GenerateOptions};
+use edgeact_runtime::generate::{generate_speculative, GenerateOptions};
+use edgeact_runtime::speculate::SpeculateConfig;
 use edgeact_runtime::tokenizer::{StreamDecoder, Tokenizer};
 use std::io::Write;
 use std::process::ExitCode;
@@ -30,6 +31,10 @@ pub struct Args {
     /// Keep generating after end-of-sequence tokens.
     #[arg(long)]
     ignore_eos: bool,
+    /// Prompt-lookup speculative decoding: drafts copied from the prompt and the text so far,
+    /// verified in one forward pass (same greedy output; same distribution when sampling).
+    #[arg(long)]
+    speculate: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -69,11 +74,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         StreamDecoder::after_prompt(&tok)
     };
     let mut stdout = std::io::stdout();
-    let g = generate(&mut session, &mut sampler, &mut decoder, &prompt, &opts, &mut |s| {
-        let _ = stdout.write_all(s.as_bytes());
-        let _ = stdout.flush();
-    })?;
+    let speculate = if args.speculate {
+        SpeculateConfig::default()
+    } else {
+        SpeculateConfig::off()
+    };
+    let g = generate_speculative(
+        &mut session,
+        &mut sampler,
+        &mut decoder,
+        &prompt,
+        &opts,
+        &speculate,
+        &mut |s| {
+            let _ = stdout.write_all(s.as_bytes());
+            let _ = stdout.flush();
+        },
+    )?;
     println!();
     print_timings(&g);
+    if args.speculate {
+        let d = &g.decode;
+        eprintln!(
+            "speculate: {} forward passes for {} tokens ({:.3} per token), {} of {} draft tokens accepted",
+            d.passes,
+            d.tokens,
+            d.passes_per_token(),
+            d.accepted,
+            d.drafted
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::agent_glue::os::{start_session, Backend, RootfsChoice, ROOTFS_HELP};
 use anyhow::Context;
+use edgeact_agent::judge::judge_os;
+use edgeact_agent::os::{start_session, Backend, RootfsChoice, ROOTFS_HELP};
 use edgeact_tools::os::{truncate_os_output, EndReason, OsTask, RootFs, SandboxConfig};
 
 #[derive(clap::Args)]
@@ -29,13 +30,14 @@ pub struct Args {
     #[arg(long, default_value = "built", help = ROOTFS_HELP)]
     rootfs: RootfsChoice,
     /// Isolation: the namespace sandbox (default), or a Docker/Podman container.
-    #[arg(long, value_enum, default_value_t = Backend::Namespace)]
+    #[arg(long, default_value = "namespace", value_parser = super::agent::backend_parser())]
     backend: Backend,
     /// Container image for --backend docker|podman (default edgeact/os-default, imported
     /// from the `edgeact rootfs build` root when missing).
     #[arg(long)]
     image: Option<String>,
-    /// After the command, run the task's check scripts with this answer and report the verdict.
+    /// After the command, judge this answer as `eval os` does (match, or the check scripts run
+    /// in this sandbox) and report the verdict.
     #[arg(long)]
     answer: Option<String>,
     /// The command: one argument is typed into the sandbox's shell as is (a command line, e.g.
@@ -108,10 +110,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     };
     if let (Some(t), Some(ans)) = (&task, &a.answer) {
-        match t.check(sb.as_mut(), Some(ans)).context("run the check scripts")? {
-            Some(ok) => eprintln!("check: {}", if ok { "pass" } else { "fail" }),
-            None => eprintln!("check: this task is judged by match, not scripts"),
-        }
+        let ok = judge_os(Some(ans), &t.evaluation, sb.as_mut()).context("judging the answer")?;
+        eprintln!("check: {}", if ok { "pass" } else { "fail" });
     }
     Ok(ExitCode::from(status))
 }

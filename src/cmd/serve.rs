@@ -3,7 +3,7 @@
 
 use super::args::ModelArgs;
 use anyhow::{bail, Context};
-use edgeact_runtime::agent::{FormatChoice, PromptFormat};
+use edgeact_agent::{FormatChoice, PromptFormat};
 use edgeact_runtime::batching::{Scheduler, SchedulerOptions};
 use edgeact_runtime::kernels::cuda::DeviceChoice;
 use edgeact_runtime::model::MultiSession;

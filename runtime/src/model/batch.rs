@@ -222,6 +222,7 @@ impl MultiSession {
         self.blocks.pool.n_threads()
     }
 
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // the GPU forward's CPU layers
     pub(super) fn activations(&self) -> Activations {
         self.blocks.activations
     }
@@ -242,6 +243,7 @@ impl MultiSession {
     }
 
     /// Records tokens evaluated elsewhere (the GPU forward keeps their keys and values).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(super) fn record(&mut self, seq: usize, tokens: &[u32]) {
         self.seqs[seq].extend_from_slice(tokens);
     }

@@ -57,6 +57,8 @@ pub(super) struct CpuBlocks {
     pub(super) caches: Vec<KvCache>,
     first_layer: usize,
     scratch: Scratch,
+    /// The row positions [`CpuBlocks::run`] builds (the GPU forward's one-sequence chunks).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     rows: Vec<RowPos>,
 }
 
@@ -81,6 +83,7 @@ impl CpuBlocks {
 
     /// Runs blocks `first_layer..` over the residual stream `x` (`n` rows of `dim`) of the
     /// first sequence's tokens at positions `pos0..`, storing their keys and values.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(super) fn run(&mut self, model: &LlamaModel, x: &mut [f32], n: usize, pos0: usize) -> Result<(), ModelError> {
         let mut rows = std::mem::take(&mut self.rows);
         rows.clear();
@@ -254,7 +257,8 @@ fn add_in_place(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// One weight matrix times the chunk's activations, naming the tensor on failure.
+/// One weight matrix times the chunk's activations, plus the matrix's LoRA terms if it has any,
+/// naming the tensor on failure.
 pub(super) fn matmul(
     pool: &ThreadPool,
     activations: Activations,
@@ -265,5 +269,9 @@ pub(super) fn matmul(
     out: &mut [f32],
 ) -> Result<(), ModelError> {
     ops::matmul(pool, activations, &model.qmatrix(w), x, n, out)
-        .map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))
+        .map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))?;
+    for delta in &w.lora {
+        delta.add_to(pool, x, n, out)?;
+    }
+    Ok(())
 }

@@ -9,13 +9,21 @@
 //!
 //! By default as many blocks are offloaded as fit the GPU's free memory, after an estimate
 //! that is printed on stderr; `gpu_layers` overrides it.
+//!
+//! LoRA terms of offloaded matrices ([`LlamaModel::apply_lora`]) are uploaded as F32 matrices
+//! and computed with the same matmul kernel: `y += B'·(A'·x)`, where A' is A with its rank
+//! padded to a multiple of 32 rows of zeros (the kernel's column granularity) and B' is
+//! `scale · B` with as many columns (zero past the rank), so the padding adds exact zeros. An
+//! adapted `output.weight` keeps the output projection on the CPU.
 
 use super::blocks::CpuBlocks;
 use super::kv_cache::{KvCache, KvType};
-use super::ops::{Activations, RopeTable, ThreadPool};
+use super::lora::LoraDelta;
+use super::ops::{self, Activations, RopeTable, ThreadPool};
 use super::weights::{Layer, LlamaModel, Weight};
 use super::{ModelError, RopeScaling};
 use crate::kernels::cuda::{rope_table, Backend, CudaError, GpuBuffer, GpuContext, GpuMatrix, GPU_WEIGHT_TYPES};
+use crate::quant::GgmlType;
 use std::sync::Arc;
 
 /// Memory left free on the GPU after the estimate (driver, kernels' stacks, fragmentation).
@@ -73,6 +81,75 @@ struct GpuLayer {
     w_down: GpuMatrix,
     k_cache: GpuBuffer<u16>,
     v_cache: GpuBuffer<u16>,
+    /// LoRA terms of wq, wk, wv, wo, w_gate, w_up, w_down (the order of `layer_weights`).
+    lora: [Vec<GpuLora>; 7],
+}
+
+/// One LoRA term on the GPU (see the module comment): `b·(a·x) = scale · B·(A·x)`.
+struct GpuLora {
+    a: GpuMatrix,
+    b: GpuMatrix,
+}
+
+/// The CUDA matmul's column granularity, to which LoRA ranks are padded.
+const LORA_RANK_ALIGN: usize = 32;
+
+/// Bytes of `d` once uploaded as padded F32 matrices.
+fn lora_bytes(d: &LoraDelta) -> usize {
+    let r = d.rank().next_multiple_of(LORA_RANK_ALIGN);
+    4 * r * (d.a_matrix().cols + d.b_matrix().rows)
+}
+
+/// A LoRA term as the padded F32 matrices the GPU gets (see the module comment): A' (`r_pad`
+/// rows of `n_in`) and `scale · B` padded to `r_pad` columns (`n_out` rows), and `r_pad`.
+pub(super) fn padded_lora(d: &LoraDelta) -> Result<(Vec<f32>, Vec<f32>, usize), String> {
+    let (am, bm) = (d.a_matrix(), d.b_matrix());
+    let (r, r_pad) = (d.rank(), d.rank().next_multiple_of(LORA_RANK_ALIGN));
+    let mut a = vec![0f32; r_pad * am.cols];
+    for (k, row) in a.chunks_exact_mut(am.cols).take(r).enumerate() {
+        ops::dequantize_row(am.ty, am.row(k), row).map_err(|e| e.to_string())?;
+    }
+    let mut b = vec![0f32; bm.rows * r_pad];
+    let mut row = vec![0f32; r];
+    for (i, out) in b.chunks_exact_mut(r_pad).enumerate() {
+        ops::dequantize_row(bm.ty, bm.row(i), &mut row).map_err(|e| e.to_string())?;
+        for (o, v) in out.iter_mut().zip(&row) {
+            *o = d.scale() * v;
+        }
+    }
+    Ok((a, b, r_pad))
+}
+
+/// Uploads one LoRA term as padded F32 matrices, the scale folded into B.
+fn upload_lora(gpu: &GpuContext, d: &LoraDelta) -> Result<GpuLora, ModelError> {
+    let fail = |e: String| ModelError::Compute(format!("uploading LoRA of {}: {e}", d.source()));
+    let (a, b, r_pad) = padded_lora(d).map_err(fail)?;
+    let up = |v: &[f32], rows, cols| {
+        gpu.upload_matrix(GgmlType::F32, rows, cols, bytemuck::cast_slice(v))
+            .map_err(|e| fail(e.to_string()))
+    };
+    Ok(GpuLora {
+        a: up(&a, r_pad, d.a_matrix().cols)?,
+        b: up(&b, d.b_matrix().rows, r_pad)?,
+    })
+}
+
+/// `out += b·(a·x)` for each term, through the scratch buffers `mid` and `tmp`.
+fn add_lora(
+    g: &GpuContext,
+    terms: &[GpuLora],
+    x: &GpuBuffer<f32>,
+    n: usize,
+    out: &mut GpuBuffer<f32>,
+    mid: &mut GpuBuffer<f32>,
+    tmp: &mut GpuBuffer<f32>,
+) -> Result<(), CudaError> {
+    for t in terms {
+        g.matmul(&t.a, &x.slice(..), n, &mut mid.slice_mut(..))?;
+        g.matmul(&t.b, &mid.slice(..), n, &mut tmp.slice_mut(..))?;
+        g.add_inplace(&mut out.slice_mut(..), &tmp.slice(..), n * t.b.rows)?;
+    }
+    Ok(())
 }
 
 /// Device activation buffers for up to `max_batch` tokens.
@@ -88,6 +165,9 @@ struct GpuScratch {
     hb2: GpuBuffer<f32>,
     hb3: GpuBuffer<f32>,
     logits: GpuBuffer<f32>,
+    /// LoRA intermediates: `A·x` (padded rank) and `B·(A·x)` (one element when no adapter).
+    lora_mid: GpuBuffer<f32>,
+    lora_out: GpuBuffer<f32>,
 }
 
 /// A GPU (or GPU + CPU) forward pass for one sequence.
@@ -142,7 +222,14 @@ impl GpuForward {
         let per_layer: Vec<usize> = model
             .layers
             .iter()
-            .map(|l| layer_weights(l).iter().map(|w| weight_bytes(w)).sum::<usize>() + 2 * dim * 4 + kv_bytes)
+            .map(|l| {
+                layer_weights(l)
+                    .iter()
+                    .map(|w| weight_bytes(w) + w.lora.iter().map(|d| lora_bytes(d)).sum::<usize>())
+                    .sum::<usize>()
+                    + 2 * dim * 4
+                    + kv_bytes
+            })
             .collect();
         let out_bytes = weight_bytes(&model.output) + dim * 4;
         let b = opts.max_batch;
@@ -175,7 +262,9 @@ impl GpuForward {
             Some(n) => n.min(n_layers),
             None => fit,
         };
-        let all_on_gpu = n_gpu == n_layers && GPU_WEIGHT_TYPES.contains(&model.output.ty);
+        // An adapted output projection stays on the CPU, whose matmul adds its LoRA terms.
+        let all_on_gpu =
+            n_gpu == n_layers && GPU_WEIGHT_TYPES.contains(&model.output.ty) && model.output.lora.is_empty();
         let need: usize =
             per_layer[..n_gpu].iter().sum::<usize>() + scratch_bytes + if all_on_gpu { out_bytes } else { 0 };
         eprintln!(
@@ -214,6 +303,15 @@ impl GpuForward {
                 w_down: upload(&l.w_down)?,
                 k_cache: gpu.zeros(opts.n_ctx * kv_dim).map_err(gpu_err)?,
                 v_cache: gpu.zeros(opts.n_ctx * kv_dim).map_err(gpu_err)?,
+                lora: {
+                    let mut terms: [Vec<GpuLora>; 7] = Default::default();
+                    for (slot, w) in terms.iter_mut().zip(layer_weights(l)) {
+                        for d in &w.lora {
+                            slot.push(upload_lora(&gpu, d)?);
+                        }
+                    }
+                    terms
+                },
             });
             progress.advance(per_layer[i], &format!("block {}/{n_gpu}", i + 1));
         }
@@ -233,6 +331,12 @@ impl GpuForward {
             .upload(&rope_table(cfg.head_dim, cfg.rope_freq_base, freq_scale, opts.n_ctx))
             .map_err(gpu_err)?;
         let z = |n: usize| gpu.zeros::<f32>(n).map_err(gpu_err);
+        let lora_rank_max = model.layers[..n_gpu]
+            .iter()
+            .flat_map(layer_weights)
+            .flat_map(|w| w.lora.iter().map(|d| d.rank().next_multiple_of(LORA_RANK_ALIGN)))
+            .max()
+            .unwrap_or(0);
         let s = GpuScratch {
             x: z(b * dim)?,
             xb: z(b * dim)?,
@@ -245,6 +349,12 @@ impl GpuForward {
             hb2: z(b * ffn)?,
             hb3: z(b * ffn)?,
             logits: z(cfg.vocab_size * b)?,
+            lora_mid: z(b * lora_rank_max)?,
+            lora_out: z(if lora_rank_max > 0 {
+                b * dim.max(ffn).max(kv_dim)
+            } else {
+                0
+            })?,
         };
         let tail = (n_gpu < n_layers || output.is_none()).then(|| {
             CpuBlocks::new(
@@ -383,6 +493,9 @@ impl GpuForward {
         g.matmul(&layer.wq, &s.xb.slice(..), n, &mut s.q.slice_mut(..))?;
         g.matmul(&layer.wk, &s.xb.slice(..), n, &mut s.k.slice_mut(..))?;
         g.matmul(&layer.wv, &s.xb.slice(..), n, &mut s.v.slice_mut(..))?;
+        add_lora(g, &layer.lora[0], &s.xb, n, &mut s.q, &mut s.lora_mid, &mut s.lora_out)?;
+        add_lora(g, &layer.lora[1], &s.xb, n, &mut s.k, &mut s.lora_mid, &mut s.lora_out)?;
+        add_lora(g, &layer.lora[2], &s.xb, n, &mut s.v, &mut s.lora_mid, &mut s.lora_out)?;
         let rope = self.rope.slice(..);
         g.rope(&mut s.q.slice_mut(..), &rope, self.n_ctx, n, cfg.n_heads, hd, pos0)?;
         g.rope(&mut s.k.slice_mut(..), &rope, self.n_ctx, n, cfg.n_kv_heads, hd, pos0)?;
@@ -407,6 +520,15 @@ impl GpuForward {
             pos0,
         )?;
         g.matmul(&layer.wo, &s.att.slice(..), n, &mut s.xb2.slice_mut(..))?;
+        add_lora(
+            g,
+            &layer.lora[3],
+            &s.att,
+            n,
+            &mut s.xb2,
+            &mut s.lora_mid,
+            &mut s.lora_out,
+        )?;
         g.add_inplace(&mut s.x.slice_mut(..), &s.xb2.slice(..), n * dim)?;
         g.rms_norm(
             &s.x.slice(..),
@@ -418,8 +540,27 @@ impl GpuForward {
         )?;
         g.matmul(&layer.w_gate, &s.xb.slice(..), n, &mut s.hb.slice_mut(..))?;
         g.matmul(&layer.w_up, &s.xb.slice(..), n, &mut s.hb2.slice_mut(..))?;
+        add_lora(g, &layer.lora[4], &s.xb, n, &mut s.hb, &mut s.lora_mid, &mut s.lora_out)?;
+        add_lora(
+            g,
+            &layer.lora[5],
+            &s.xb,
+            n,
+            &mut s.hb2,
+            &mut s.lora_mid,
+            &mut s.lora_out,
+        )?;
         g.swiglu(&s.hb.slice(..), &s.hb2.slice(..), &mut s.hb3.slice_mut(..), n * ffn)?;
         g.matmul(&layer.w_down, &s.hb3.slice(..), n, &mut s.xb2.slice_mut(..))?;
+        add_lora(
+            g,
+            &layer.lora[6],
+            &s.hb3,
+            n,
+            &mut s.xb2,
+            &mut s.lora_mid,
+            &mut s.lora_out,
+        )?;
         g.add_inplace(&mut s.x.slice_mut(..), &s.xb2.slice(..), n * dim)
     }
 }

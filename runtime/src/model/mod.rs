@@ -7,6 +7,8 @@
 //! - [`MultiSession`]: the KV caches of many sequences and one forward pass over tokens of any
 //!   of them (continuous batching).
 //! - [`Session`]: one sequence; batched prefill and decode, on the CPU or a GPU.
+//! - [`LoraAdapter`]: a LoRA adapter file (llama.cpp's GGUF format), attached to a model with
+//!   [`LlamaModel::apply_lora`] and computed next to the base matmuls.
 
 mod attention;
 mod batch;
@@ -16,6 +18,7 @@ mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod kv_cache;
+mod lora;
 mod ops;
 mod session;
 mod weights;
@@ -23,6 +26,7 @@ mod weights;
 pub use batch::{context_memory_bytes, Logits, MultiSession, SeqChunk, SessionOptions, MAX_BATCH, MAX_CONTEXT};
 pub use config::{LlamaConfig, RopeScaling, SUPPORTED_ARCHITECTURES};
 pub use kv_cache::KvType;
+pub use lora::{LoraAdapter, LoraDelta, LoraPair, LORA_TENSOR_TYPES};
 pub use ops::Activations;
 pub use session::Session;
 pub use weights::{LlamaModel, Weight};
@@ -66,4 +70,6 @@ pub enum ModelError {
     Compute(String),
     #[error("invalid session options: {0}")]
     Options(String),
+    #[error("LoRA adapter {file}: {msg}")]
+    Lora { file: String, msg: String },
 }

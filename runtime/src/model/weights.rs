@@ -4,6 +4,7 @@
 //! dequantization; only the (tiny) RMSNorm weight vectors are converted to f32 up front.
 
 use super::config::LlamaConfig;
+use super::lora::{LoraAdapter, LoraDelta};
 use super::ops::{self, QMatrix};
 use super::ModelError;
 use crate::gguf::GgufFile;
@@ -22,6 +23,9 @@ pub struct Weight {
     pub range: Range<usize>,
     /// The repacked form (see [`LlamaModel::repack`]), used instead of the mapping's bytes.
     pub packed: Option<Arc<ops::PackedMatrix>>,
+    /// LoRA terms added to this matrix's product (see [`LlamaModel::apply_lora`]); empty for
+    /// an unadapted model, which then does no extra work.
+    pub lora: Vec<Arc<LoraDelta>>,
 }
 
 /// One transformer block's weights.
@@ -183,6 +187,97 @@ impl LlamaModel {
         Ok(total)
     }
 
+    /// Attaches `adapter` at `user_scale` to the matrices it adapts: from now on each of them
+    /// computes `W·x + scale · B·(A·x)` with `scale = user_scale · alpha / r` (`user_scale` when
+    /// the adapter has no alpha), the base weights untouched. Several adapters add up. Checks
+    /// everything first (architecture, every target is a matrix of this model with the
+    /// adapter's shape) and attaches nothing on an error. Returns the number of matrices
+    /// adapted.
+    pub fn apply_lora(&mut self, adapter: &LoraAdapter, user_scale: f32) -> Result<usize, ModelError> {
+        let err = |msg: String| ModelError::Lora {
+            file: adapter.source().to_string(),
+            msg,
+        };
+        if !user_scale.is_finite() {
+            return Err(err(format!("scale {user_scale} is not a finite number")));
+        }
+        if adapter.architecture() != self.config.architecture {
+            return Err(err(format!(
+                "made for architecture {:?}, the model is {:?}",
+                adapter.architecture(),
+                self.config.architecture
+            )));
+        }
+        let mut planned = Vec::with_capacity(adapter.pairs().len());
+        for pair in adapter.pairs() {
+            let target = pair.target.as_str();
+            if target == self.token_embd.name {
+                return Err(err(format!(
+                    "adapts {target}: LoRA on the token embeddings is not supported (merge it at conversion \
+                     with `edgeact quantize --lora`)"
+                )));
+            }
+            let Some(w) = self.matrices_mut().find(|w| w.name == target) else {
+                return Err(err(if self.file.try_tensor(target).is_some() {
+                    format!(
+                        "adapts {target}, which is not a matrix a LoRA can apply to (attention and FFN projections and \
+                         output.weight)"
+                    )
+                } else {
+                    format!("adapts {target}, which this model does not have (an adapter for another model?)")
+                }));
+            };
+            if pair.n_in() != w.cols || pair.n_out() != w.rows {
+                return Err(err(format!(
+                    "{target}: the adapter maps {} inputs to {} outputs (lora_a [{}, {r}], lora_b [{r}, {}]), the \
+                     model's matrix {} to {} (an adapter for another model?)",
+                    pair.n_in(),
+                    pair.n_out(),
+                    pair.n_in(),
+                    pair.n_out(),
+                    w.cols,
+                    w.rows,
+                    r = pair.rank(),
+                )));
+            }
+            planned.push(Arc::new(adapter.delta(pair, user_scale)));
+        }
+        let n = planned.len();
+        for (pair, delta) in adapter.pairs().iter().zip(planned) {
+            if let Some(w) = self.matrices_mut().find(|w| w.name == pair.target) {
+                w.lora.push(delta);
+            }
+        }
+        Ok(n)
+    }
+
+    /// True when any matrix has a LoRA term attached.
+    pub fn has_lora(&self) -> bool {
+        !self.output.lora.is_empty()
+            || self
+                .layers
+                .iter()
+                .any(|l| layer_matrices(l).iter().any(|w| !w.lora.is_empty()))
+    }
+
+    /// Every matrix the forward pass multiplies with: the blocks' projections and the output.
+    fn matrices_mut(&mut self) -> impl Iterator<Item = &mut Weight> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                [
+                    &mut l.wq,
+                    &mut l.wk,
+                    &mut l.wv,
+                    &mut l.wo,
+                    &mut l.w_gate,
+                    &mut l.w_up,
+                    &mut l.w_down,
+                ]
+            })
+            .chain(std::iter::once(&mut self.output))
+    }
+
     /// Writes the embedding of `token` (checked `< vocab_size` by the caller) into `out`.
     pub(crate) fn embed(&self, token: u32, out: &mut [f32]) -> Result<(), ModelError> {
         let w = &self.token_embd;
@@ -191,6 +286,11 @@ impl LlamaModel {
         ops::dequantize_row(w.ty, &self.file.bytes()[start..start + row_bytes], out)
             .map_err(|e| ModelError::Compute(format!("token_embd.weight row {token}: {e}")))
     }
+}
+
+/// The seven projection matrices of a block.
+pub(crate) fn layer_matrices(l: &Layer) -> [&Weight; 7] {
+    [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
 }
 
 /// What a matrix is read by, which decides the types it may have.
@@ -239,6 +339,7 @@ fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize, usage: Use) -> 
         cols,
         range: start..start + t.data.len(),
         packed: None,
+        lora: Vec::new(),
     })
 }
 

@@ -9,11 +9,14 @@
 //! Face `tokenizers` do; [`StreamDecoder`] turns generated ids back into text without ever
 //! emitting a broken UTF-8 character.
 
+// Byte-level BPE needs a regex engine for its pre-tokenizer; crates that never tokenize
+// (`edgeact-quantize`) build without it.
+#[cfg(feature = "tokenizer-bpe")]
 pub mod bpe;
 pub mod spm;
 mod stream;
 
-pub use stream::StreamDecoder;
+pub use stream::{StreamDecoder, TokenDecoder};
 
 use crate::gguf::{GgufError, GgufFile};
 use std::collections::HashMap;
@@ -116,6 +119,7 @@ pub struct Tokenizer {
 /// Boxed: both models carry 256-entry byte tables inline.
 enum Model {
     Spm(Box<spm::SpmModel>),
+    #[cfg(feature = "tokenizer-bpe")]
     Bpe(Box<bpe::BpeModel>),
 }
 
@@ -329,10 +333,18 @@ impl Tokenizer {
                     bytes,
                 )
             }
+            #[cfg(feature = "tokenizer-bpe")]
             TokenizerKind::Bpe { pre } => {
                 let model = bpe::BpeModel::new(pre, &merges, &token_to_id, unk_id)?;
                 let bytes = bpe::token_bytes(&tokens, &types);
                 (Model::Bpe(Box::new(model)), bytes)
+            }
+            #[cfg(not(feature = "tokenizer-bpe"))]
+            TokenizerKind::Bpe { .. } => {
+                let _ = merges;
+                return Err(TokenizerError::UnsupportedModel(
+                    "gpt2 (byte-level BPE: edgeact-runtime was built without its `tokenizer-bpe` feature)".into(),
+                ));
             }
         };
         Ok(Tokenizer {
@@ -377,6 +389,7 @@ impl Tokenizer {
                         Model::Spm(m) => {
                             m.encode(t, self.add_space_prefix && prev_special, &self.token_to_id, &mut out)
                         }
+                        #[cfg(feature = "tokenizer-bpe")]
                         Model::Bpe(m) => m.encode(t, &self.token_to_id, &mut out),
                     }
                     prev_special = false;

@@ -7,7 +7,16 @@
 //! per maximal invalid subsequence), so the whole stream equals [`Tokenizer::decode`].
 
 use super::Tokenizer;
-use crate::generate::TokenDecoder;
+
+/// Turns tokens into text incrementally (a token may end in the middle of a UTF-8 character,
+/// so the decoder may return nothing for it and more for the next one). `generate` streams its
+/// text through one; [`StreamDecoder`] is the tokenizer's.
+pub trait TokenDecoder {
+    /// Text completed by `token`.
+    fn push(&mut self, token: u32) -> String;
+    /// Whatever is still buffered at the end of the stream.
+    fn finish(&mut self) -> String;
+}
 
 /// Incremental decoder over one [`Tokenizer`].
 pub struct StreamDecoder<'a> {

@@ -280,30 +280,6 @@ impl OsTask {
         }
         Ok(())
     }
-
-    /// Runs the check scripts with the answer (`"None"` when there is none) and each previous
-    /// script's output as arguments; `Ok(None)` for match-type tasks.
-    pub fn check(&self, sb: &mut dyn ShellSession, answer: Option<&str>) -> Result<Option<bool>> {
-        let Evaluation::Check { scripts, example } = &self.evaluation else {
-            return Ok(None);
-        };
-        let mut params: Vec<String> = vec![answer.unwrap_or("None").to_string()];
-        for s in scripts {
-            let script = match s {
-                Some(s) => s,
-                None => example
-                    .as_ref()
-                    .ok_or_else(|| OsError::Task("check uses a missing example script".into()))?,
-            };
-            let refs: Vec<&str> = params.iter().map(|s| s.as_str()).collect();
-            let out = sb.run_script(script, &refs)?;
-            if !out.success() {
-                return Ok(Some(false));
-            }
-            params.push(String::from_utf8_lossy(&out.output).into_owned());
-        }
-        Ok(Some(true))
-    }
 }
 
 /// Largest script file a task's `file` field may name (AgentBench's largest is a few KiB).

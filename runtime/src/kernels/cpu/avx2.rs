@@ -9,6 +9,10 @@
 //! Signed weights (Q4_0, Q8_0) go through the sign trick `|w| * sign(y, w)`; the k-quants are
 //! unpacked to unsigned 4/5/6-bit values with their offsets folded into a per-group "min"
 //! applied through the Q8_K `bsums`, so one generic loop serves Q4_K, Q5_K and Q6_K.
+//!
+//! Kernel `tile_<stem>` (e.g. `tile_q4_0_q8_0`; the stems are the type table's, `table.rs`) is
+//! the twin of the scalar specification `scalar::vec_dot_<stem>`; the macro-generated ones are
+//! named in their macro invocations below.
 
 // Kernel loops index several arrays (weights, per-token sums, scales) with one counter over
 // const-generic bounds the compiler unrolls; iterator chains would only obscure that.
@@ -81,17 +85,17 @@ pub(super) unsafe fn tile(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out:
         }};
     }
     match ty {
-        GgmlType::F32 => go!(tile_f32, n),
-        GgmlType::F16 => go!(tile_f16, n),
-        GgmlType::BF16 => go!(tile_bf16, n),
-        GgmlType::Q4_0 => go!(tile_q4_0, n / 32),
-        GgmlType::Q4_1 => go!(tile_q4_1, n / 32),
-        GgmlType::Q8_0 => go!(tile_q8_0, n / 32),
-        GgmlType::Q5_0 => go!(tile_q5_0, n / 32),
-        GgmlType::Q5_1 => go!(tile_q5_1, n / 32),
-        GgmlType::Q4_K => go!(tile_q4_k, n / QK_K),
-        GgmlType::Q5_K => go!(tile_q5_k, n / QK_K),
-        GgmlType::Q6_K => go!(tile_q6_k, n / QK_K),
+        GgmlType::F32 => go!(tile_f32_f32, n),
+        GgmlType::F16 => go!(tile_f16_f32, n),
+        GgmlType::BF16 => go!(tile_bf16_f32, n),
+        GgmlType::Q4_0 => go!(tile_q4_0_q8_0, n / 32),
+        GgmlType::Q4_1 => go!(tile_q4_1_q8_1, n / 32),
+        GgmlType::Q8_0 => go!(tile_q8_0_q8_0, n / 32),
+        GgmlType::Q5_0 => go!(tile_q5_0_q8_0, n / 32),
+        GgmlType::Q5_1 => go!(tile_q5_1_q8_1, n / 32),
+        GgmlType::Q4_K => go!(tile_q4_k_q8_k, n / QK_K),
+        GgmlType::Q5_K => go!(tile_q5_k_q8_k, n / QK_K),
+        GgmlType::Q6_K => go!(tile_q6_k_q8_k, n / QK_K),
         _ => scalar::tile(ty, n, w, acts, out),
     }
 }
@@ -136,17 +140,17 @@ macro_rules! float_tile {
 }
 
 float_tile!(
-    tile_f32,
+    tile_f32_f32,
     |w: *const u8, i| _mm256_loadu_ps(w.cast::<f32>().add(i)),
     |w: *const u8, j| w.cast::<f32>().add(j).read_unaligned()
 );
 float_tile!(
-    tile_f16,
+    tile_f16_f32,
     |w: *const u8, i| _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * i).cast())),
     |w: *const u8, j| h2f_last(w.add(2 * j))
 );
 float_tile!(
-    tile_bf16,
+    tile_bf16_f32,
     |w: *const u8, i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(
         w.add(2 * i).cast()
     )))),
@@ -283,15 +287,15 @@ macro_rules! min_legacy_tile {
 
 signed_legacy_tile!(
     /// Q4_0: nibbles minus 8.
-    tile_q4_0, Q4_0, { let m8 = _mm256_set1_epi8(8); }, |wb| _mm256_sub_epi8(nibbles32(wb.add(2)), m8)
+    tile_q4_0_q8_0, Q4_0, { let m8 = _mm256_set1_epi8(8); }, |wb| _mm256_sub_epi8(nibbles32(wb.add(2)), m8)
 );
 signed_legacy_tile!(
     /// Q8_0: the quants as stored.
-    tile_q8_0, Q8_0, {}, |wb| load256(wb.add(2))
+    tile_q8_0_q8_0, Q8_0, {}, |wb| load256(wb.add(2))
 );
 min_legacy_tile!(
     /// Q4_1: the nibbles.
-    tile_q4_1, Q4_1, {}, |wb| nibbles32(wb.add(4))
+    tile_q4_1_q8_1, Q4_1, {}, |wb| nibbles32(wb.add(4))
 );
 
 // --- 5-bit legacy blocks -------------------------------------------------------------------
@@ -323,12 +327,12 @@ signed_legacy_tile!(
     /// Q5_0 against Q8_0. `q - 16` as i8 is the nibble when the fifth bit is set and the
     /// nibble with 0xF0 or-ed in (nibble - 16) when it is not, so one `andnot` + `or` yields
     /// the signed weights.
-    tile_q5_0, Q5_0, { let hi4 = _mm256_set1_epi8(0xf0u8 as i8); },
+    tile_q5_0_q8_0, Q5_0, { let hi4 = _mm256_set1_epi8(0xf0u8 as i8); },
     |wb| _mm256_or_si256(nibbles32(wb.add(6)), _mm256_andnot_si256(q5_high_bits(wb.add(2)), hi4))
 );
 min_legacy_tile!(
     /// Q5_1: unsigned quants, the nibble | 0x10 where the fifth bit is set.
-    tile_q5_1, Q5_1, { let b4 = _mm256_set1_epi8(0x10); },
+    tile_q5_1_q8_1, Q5_1, { let b4 = _mm256_set1_epi8(0x10); },
     |wb| _mm256_or_si256(nibbles32(wb.add(8)), _mm256_and_si256(q5_high_bits(wb.add(4)), b4))
 );
 
@@ -393,7 +397,7 @@ unsafe fn dup_groups(v: u64) -> __m256i {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q4_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
+unsafe fn tile_q4_k_q8_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
     let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
@@ -417,7 +421,7 @@ unsafe fn tile_q4_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, 
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q5_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
+unsafe fn tile_q5_k_q8_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
     let m4 = _mm256_set1_epi8(0x0f);
     let m16 = _mm256_set1_epi8(16);
     let mut acc = [_mm256_setzero_ps(); T];
@@ -448,7 +452,7 @@ unsafe fn tile_q5_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, 
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q6_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
+unsafe fn tile_q6_k_q8_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
     let m4 = _mm256_set1_epi8(0x0f);
     let m3 = _mm256_set1_epi8(0x30);
     let mut acc = [_mm256_setzero_ps(); T];

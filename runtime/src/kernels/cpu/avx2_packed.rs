@@ -26,8 +26,7 @@
 // the compiler unrolls; iterator chains would only obscure that.
 #![allow(clippy::needless_range_loop)]
 
-use super::matmul::SyncPtr;
-use super::repack::{Line, PackedActivations, PackedMatrix, PANEL_ROWS};
+use super::types::{Line, PackedActivations, PackedMatrix, SyncPtr, PANEL_ROWS};
 use super::ThreadPool;
 use crate::quant::{GgmlType, QK_K};
 use std::arch::x86_64::*;
@@ -91,7 +90,7 @@ unsafe fn byte_pairs(a: *const u8, b: *const u8) -> __m256i {
 /// `w.cols()` elements; `p < w.n_panels()`; `h0 + H <= 2`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn panel_q4_0<const T: usize, const H: usize>(
+unsafe fn panel_q4_0_q8_0<const T: usize, const H: usize>(
     w: &PackedMatrix,
     xs: [&PackedActivations; T],
     p: usize,
@@ -123,7 +122,7 @@ unsafe fn panel_q4_0<const T: usize, const H: usize>(
 /// `w.cols()` elements; `p < w.n_panels()`; `h0 + H <= 2`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn panel_q4_k<const T: usize, const H: usize>(
+unsafe fn panel_q4_k_q8_k<const T: usize, const H: usize>(
     w: &PackedMatrix,
     xs: [&PackedActivations; T],
     p: usize,
@@ -180,7 +179,7 @@ unsafe fn panel_q4_k<const T: usize, const H: usize>(
 /// row `r` of token `t` to `out[t * stride + r - row0]`.
 ///
 /// # Safety
-/// As [`panel_q4_0`] / [`panel_q4_k`] for `w.ty()`; `row0 <= 16 * p`, `rows <= w.rows()`, and
+/// As [`panel_q4_0_q8_0`] / [`panel_q4_k_q8_k`] for `w.ty()`; `row0 <= 16 * p`, `rows <= w.rows()`, and
 /// `out` must have room for every row `row0..rows` of every token at that stride.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
@@ -195,9 +194,9 @@ unsafe fn run_tile<const T: usize, const H: usize>(
     rows: usize,
 ) {
     let res = if w.ty() == GgmlType::Q4_0 {
-        panel_q4_0::<T, H>(w, xs, p, h0)
+        panel_q4_0_q8_0::<T, H>(w, xs, p, h0)
     } else {
-        panel_q4_k::<T, H>(w, xs, p, h0)
+        panel_q4_k_q8_k::<T, H>(w, xs, p, h0)
     };
     for h in 0..H {
         let r0 = PANEL_ROWS * p + HALF * (h0 + h);

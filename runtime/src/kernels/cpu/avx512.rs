@@ -2,8 +2,9 @@
 //!
 //! Decode is bound by memory bandwidth, where 512-bit vectors gain nothing, so single tokens
 //! and small batches use the AVX2 tile kernels (every AVX-512 CPU has AVX2/FMA/F16C;
-//! `Backend::Avx512` requires them). With VNNI, the legacy formats' tiles (Q4_0, Q4_1, Q5_0,
-//! Q5_1, Q8_0: `vnni_legacy_tile!`) use 256-bit `vpdpbusd`.
+//! `Backend::Avx512` requires them). With VNNI, the legacy formats' tiles (`vnni_legacy_tile!`:
+//! `tile_q4_0_q8_0_vnni`, `tile_q4_1_q8_1_vnni`, `tile_q5_0_q8_0_vnni`, `tile_q5_1_q8_1_vnni`,
+//! `tile_q8_0_q8_0_vnni`, twins of the AVX2 `tile_<stem>`) use 256-bit `vpdpbusd`.
 //!
 //! Prefill with VNNI (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K): a task unpacks a panel
 //! of 16 weight rows once into unsigned 8-bit quants laid out "row-interleaved" (for each 4
@@ -22,8 +23,8 @@
 // The AVX-512 intrinsics are stable since Rust 1.89, the workspace's minimum Rust version.
 
 use super::avx2::{self, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1};
-use super::matmul::{QMatrix, SyncPtr};
-use super::repack::{Line, PackedMatrix};
+use super::table::act_type;
+use super::types::{Line, PackedMatrix, QMatrix, SyncPtr};
 use super::ThreadPool;
 use crate::quant::{GgmlType, QK_K};
 use std::arch::x86_64::*;
@@ -39,8 +40,6 @@ const TT: usize = 8;
 /// 30.8 to 35.9 t/s (Q4_K_M) and 29.7 to 34.6 (Q4_0), although the activations then stream
 /// from L3 rather than L2.
 const TOK_CHUNK: usize = 512;
-/// Smallest batch for the panel path; below it the AVX2 tiles win.
-pub(super) const MIN_TOKENS: usize = 16;
 
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL plus AVX2, FMA and F16C; `w` and every `acts[t]` must
@@ -61,11 +60,11 @@ pub(super) unsafe fn tile(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out:
         };
     }
     match ty {
-        GgmlType::Q4_0 if vnni => by_tokens!(vnni_q4_0),
-        GgmlType::Q5_0 if vnni => by_tokens!(vnni_q5_0),
-        GgmlType::Q8_0 if vnni => by_tokens!(vnni_q8_0),
-        GgmlType::Q4_1 if vnni => by_tokens!(vnni_q4_1),
-        GgmlType::Q5_1 if vnni => by_tokens!(vnni_q5_1),
+        GgmlType::Q4_0 if vnni => by_tokens!(tile_q4_0_q8_0_vnni),
+        GgmlType::Q5_0 if vnni => by_tokens!(tile_q5_0_q8_0_vnni),
+        GgmlType::Q8_0 if vnni => by_tokens!(tile_q8_0_q8_0_vnni),
+        GgmlType::Q4_1 if vnni => by_tokens!(tile_q4_1_q8_1_vnni),
+        GgmlType::Q5_1 if vnni => by_tokens!(tile_q5_1_q8_1_vnni),
         _ => avx2::tile(ty, n, w, acts, out),
     }
 }
@@ -151,48 +150,40 @@ unsafe fn q5_quants(qh: *const u8, qs: *const u8) -> __m256i {
 
 vnni_legacy_tile!(
     /// Q4_0: nibbles, offset 8.
-    vnni_q4_0, Q4_0, min: false, { let m8 = _mm256_set1_epi8(8); },
+    tile_q4_0_q8_0_vnni, Q4_0, min: false, { let m8 = _mm256_set1_epi8(8); },
     |wb| avx2::nibbles32(wb.add(2)), |q, y| dot_offset(q, y, m8)
 );
 vnni_legacy_tile!(
     /// Q5_0: five-bit quants, offset 16.
-    vnni_q5_0, Q5_0, min: false, { let m16 = _mm256_set1_epi8(16); },
+    tile_q5_0_q8_0_vnni, Q5_0, min: false, { let m16 = _mm256_set1_epi8(16); },
     |wb| q5_quants(wb.add(2), wb.add(6)), |q, y| dot_offset(q, y, m16)
 );
 vnni_legacy_tile!(
     /// Q8_0: signed quants; |q| times y with q's sign moved onto y.
-    vnni_q8_0, Q8_0, min: false, {},
+    tile_q8_0_q8_0_vnni, Q8_0, min: false, {},
     |wb| _mm256_loadu_si256(wb.add(2).cast()),
     |q, y| _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q))
 );
 vnni_legacy_tile!(
     /// Q4_1: nibbles and a min.
-    vnni_q4_1, Q4_1, min: true, {},
+    tile_q4_1_q8_1_vnni, Q4_1, min: true, {},
     |wb| avx2::nibbles32(wb.add(4)), |q, y| _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y)
 );
 vnni_legacy_tile!(
     /// Q5_1: five-bit quants and a min.
-    vnni_q5_1, Q5_1, min: true, {},
+    tile_q5_1_q8_1_vnni, Q5_1, min: true, {},
     |wb| q5_quants(wb.add(4), wb.add(8)), |q, y| _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y)
 );
 
-/// Whether the panel path handles `ty` on this CPU.
-pub(super) fn panel_supported(ty: GgmlType) -> bool {
-    (is_legacy(ty) || matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K))
-        && is_x86_feature_detected!("avx512vnni")
-}
-
-/// The 32-element formats, whose panels go through [`micro_legacy`].
+/// The 32-element formats (of the panel types, the table's `vnni_panels`), whose panels go
+/// through [`micro_legacy`]; the others are the k-quants.
 fn is_legacy(ty: GgmlType) -> bool {
-    matches!(
-        ty,
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0
-    )
+    ty.block_size() == 32
 }
 
 /// Whether `ty`'s activations are Q8_1 (else Q8_0) among the 32-element formats.
 fn has_min(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1)
+    act_type(ty) == GgmlType::Q8_1
 }
 
 /// Elements per scale group of the unpacked panel.
@@ -561,8 +552,8 @@ unsafe fn run_micro(
 /// holds `n_tokens` rows of `arb` bytes in the partner format of `w.ty`.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F/BW/VL/VNNI plus AVX2, FMA and F16C, [`panel_supported`]
-/// must hold for `w.ty`, `acts` must hold `n_tokens` activation rows of `w.cols` elements and
+/// The CPU must support AVX-512 F/BW/VL/VNNI plus AVX2, FMA and F16C, the type table's
+/// `vnni_panels` must hold for `w.ty`, `acts` must hold `n_tokens` activation rows of `w.cols` elements and
 /// `out` must hold `n_tokens * w.rows` floats.
 pub(super) unsafe fn matmul_panels(
     pool: &ThreadPool,

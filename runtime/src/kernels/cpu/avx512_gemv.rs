@@ -11,7 +11,7 @@
 //! mins times the activation's sub-block sums (from Q8_K's `bsums`) give the `dmin` term.
 //! So for both types the integer sums equal the scalar specification's.
 
-use super::repack::{Line, PackedActivations, PackedMatrix, PANEL_ROWS};
+use super::types::{Line, PackedActivations, PackedMatrix, PANEL_ROWS};
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
@@ -50,19 +50,19 @@ pub(super) unsafe fn matvec_packed(
             while t0 < xs.len() {
                 let g = &xs[t0..(t0 + 4).min(xs.len())];
                 match g.len() {
-                    4 => panel_q4_0::<4>(w, g, p)
+                    4 => panel_q4_0_q8_0::<4>(w, g, p)
                         .into_iter()
                         .enumerate()
                         .for_each(|(t, v)| store(t0 + t, v)),
-                    3 => panel_q4_0::<3>(w, g, p)
+                    3 => panel_q4_0_q8_0::<3>(w, g, p)
                         .into_iter()
                         .enumerate()
                         .for_each(|(t, v)| store(t0 + t, v)),
-                    2 => panel_q4_0::<2>(w, g, p)
+                    2 => panel_q4_0_q8_0::<2>(w, g, p)
                         .into_iter()
                         .enumerate()
                         .for_each(|(t, v)| store(t0 + t, v)),
-                    _ => panel_q4_0::<1>(w, g, p)
+                    _ => panel_q4_0_q8_0::<1>(w, g, p)
                         .into_iter()
                         .enumerate()
                         .for_each(|(t, v)| store(t0 + t, v)),
@@ -71,7 +71,7 @@ pub(super) unsafe fn matvec_packed(
             }
         } else {
             for (t, x) in xs.iter().enumerate() {
-                store(t, panel_q4_k(w, x, p));
+                store(t, panel_q4_k_q8_k(w, x, p));
             }
         }
     }
@@ -101,7 +101,7 @@ unsafe fn line_sums(lines: &[Line], quads: &[u32], start: __m512i) -> __m512i {
 /// the same for every `T` (integer sums, then two alternating float accumulators), so a token
 /// gets the same result alone or in a batch.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn panel_q4_0<const T: usize>(w: &PackedMatrix, xs: &[PackedActivations], p: usize) -> [__m512; T] {
+unsafe fn panel_q4_0_q8_0<const T: usize>(w: &PackedMatrix, xs: &[PackedActivations], p: usize) -> [__m512; T] {
     let xs = &xs[..T];
     let low = _mm512_set1_epi8(0x0f);
     let mut acc = [[_mm512_setzero_ps(); 2]; T];
@@ -131,7 +131,7 @@ unsafe fn panel_q4_0<const T: usize>(w: &PackedMatrix, xs: &[PackedActivations],
 
 /// One panel of Q4_K rows against the whole activation row.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn panel_q4_k(w: &PackedMatrix, x: &PackedActivations, p: usize) -> __m512 {
+unsafe fn panel_q4_k_q8_k(w: &PackedMatrix, x: &PackedActivations, p: usize) -> __m512 {
     let mut acc = _mm512_setzero_ps();
     for b in 0..w.cols() / 256 {
         let lines = w.q4_k_block(p, b);

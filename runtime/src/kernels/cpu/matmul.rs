@@ -1,74 +1,28 @@
-//! The quantized matrix multiply the model uses: `out[t*rows + r] = w[r] . x[t]`.
+//! The quantized matrix multiply the model uses: `out[t*rows + r] = w[r] . x[t]`; the runner
+//! that validates a call, picks its path ([`choose_path`], in `dispatch.rs`) and runs it.
 //!
-//! Activations are quantized once per call to the weight type's partner format, as ggml
-//! does (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the k-quants; float weights keep f32
-//! activations), then every dot product is an integer kernel. Decode (`n_tokens == 1`) splits
-//! rows over the pool. Prefill tiles rows x tokens: a task owns a block of rows and a block of
-//! tokens, and every weight row is multiplied with several tokens per kernel call (each weight
-//! block is unpacked once per tile), while the token block's activations stay in L2.
+//! Activations are quantized once per call to the weight type's partner format (the table's
+//! `act` column: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the k-quants; float
+//! weights keep f32 activations), as ggml does, then every dot product is an integer kernel.
+//! Decode (`n_tokens == 1`) splits rows over the pool. Prefill tiles rows x tokens: a task owns
+//! a block of rows and a block of tokens, and every weight row is multiplied with several
+//! tokens per kernel call (each weight block is unpacked once per tile), while the token
+//! block's activations stay in L2.
 
-use super::repack::PackedMatrix;
-use super::{backend, tile, Backend, KernelError, ThreadPool, DOT_MAX_T};
+use super::dispatch::{choose_path, CpuFeatures, MatmulPath};
+use super::scalar;
+use super::table::act_type;
+use super::types::{Activations, QMatrix, SyncPtr, DOT_MAX_T};
+use super::{backend, Backend, KernelError, ThreadPool};
 use crate::quant::{dequantize_row, quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k, GgmlType};
 
-/// How a matmul with quantized weights treats the activations.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Activations {
-    /// Quantized per token to the weight type's partner format ([`act_type`]), then integer
-    /// dot products: ggml's CPU arithmetic, and the fast one.
-    #[default]
-    Quantized,
-    /// Kept in f32 against weight rows dequantized to f32.
-    F32,
-}
-
-impl Activations {
-    pub fn name(self) -> &'static str {
-        match self {
-            Activations::Quantized => "quantized",
-            Activations::F32 => "f32",
-        }
-    }
-}
-
-impl std::str::FromStr for Activations {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "quantized" | "q8" => Ok(Activations::Quantized),
-            "f32" => Ok(Activations::F32),
-            _ => Err(format!(
-                "unknown activation arithmetic `{s}` (expected quantized or f32)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Activations {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Weight types with a matmul kernel.
-pub const SUPPORTED: [GgmlType; 11] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
-
-/// Whether [`matmul`] has a kernel for weights of type `ty` (check at model load).
-pub fn supported(ty: GgmlType) -> bool {
-    SUPPORTED.contains(&ty)
-}
+#[cfg(target_arch = "aarch64")]
+use super::neon;
+#[cfg(target_arch = "x86_64")]
+use super::{
+    avx2, avx2_packed, avx512, avx512_gemv,
+    types::{PackedActivations, PackedMatrix, PANEL_ROWS},
+};
 
 /// Rows per prefill task.
 const ROW_BLOCK: usize = 16;
@@ -76,115 +30,13 @@ const ROW_BLOCK: usize = 16;
 /// in L2 while the task's rows stream past.
 const TOKEN_BLOCK: usize = 32;
 
-/// A row-major weight matrix borrowed from a model file: each of `rows` rows is `cols`
-/// elements of `ty`; optionally also the same matrix repacked (see [`PackedMatrix`]), which the
-/// x86 SIMD paths (AVX2, AVX-512) then read instead of `data`.
-#[derive(Debug, Clone, Copy)]
-pub struct QMatrix<'a> {
-    pub ty: GgmlType,
-    pub rows: usize,
-    pub cols: usize,
-    pub data: &'a [u8],
-    pub packed: Option<&'a PackedMatrix>,
-}
-
-impl<'a> QMatrix<'a> {
-    /// Checks the type has a kernel, `cols` is a whole number of blocks and `data` holds
-    /// exactly `rows` rows.
-    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, KernelError> {
-        if !SUPPORTED.contains(&ty) {
-            return Err(KernelError::UnsupportedType(ty));
-        }
-        let block = ty.block_size();
-        if !cols.is_multiple_of(block) {
-            return Err(KernelError::Columns { ty, cols, block });
-        }
-        let expected = (cols / block)
-            .checked_mul(ty.type_size())
-            .and_then(|rb| rb.checked_mul(rows));
-        if expected != Some(data.len()) {
-            return Err(KernelError::DataSize {
-                ty,
-                rows,
-                cols,
-                expected: expected.unwrap_or(usize::MAX),
-                got: data.len(),
-            });
-        }
-        Ok(QMatrix {
-            ty,
-            rows,
-            cols,
-            data,
-            packed: None,
-        })
-    }
-
-    /// Attaches the repacked form of this same matrix.
-    pub fn with_packed(self, packed: &'a PackedMatrix) -> Result<Self, KernelError> {
-        if self.ty != packed.ty() || packed.rows() != self.rows || packed.cols() != self.cols {
-            return Err(KernelError::Packed {
-                ty: self.ty,
-                rows: self.rows,
-                cols: self.cols,
-            });
-        }
-        Ok(QMatrix {
-            packed: Some(packed),
-            ..self
-        })
-    }
-
-    /// Bytes per row.
-    pub fn row_bytes(&self) -> usize {
-        self.cols / self.ty.block_size() * self.ty.type_size()
-    }
-
-    /// The bytes of row `r`.
-    pub fn row(&self, r: usize) -> &'a [u8] {
-        let rb = self.row_bytes();
-        &self.data[r * rb..(r + 1) * rb]
-    }
-}
-
-/// The activation format paired with weights of type `ty`.
-pub fn act_type(ty: GgmlType) -> GgmlType {
-    match ty {
-        GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q5_0 => GgmlType::Q8_0,
-        GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q8_1,
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => GgmlType::Q8_K,
-        _ => GgmlType::F32,
-    }
-}
-
 fn act_row_bytes(ty: GgmlType, cols: usize) -> usize {
     let a = act_type(ty);
     cols / a.block_size() * a.type_size()
 }
 
-/// A raw pointer the pool's tasks share to write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-pub(super) struct SyncPtr<T>(pub(super) *mut T);
-// SAFETY: only used for writes to disjoint elements (each task's own rows/tokens), and the
-// pool's `run` returns only after every task is done.
-unsafe impl<T> Sync for SyncPtr<T> {}
-// SAFETY: as above.
-unsafe impl<T> Send for SyncPtr<T> {}
-
-impl<T> SyncPtr<T> {
-    /// Through a method so closures capture the whole (Sync) wrapper, not the raw field.
-    pub(super) fn get(&self) -> *mut T {
-        self.0
-    }
-}
-
 /// Weight bytes below which a decode task is not worth waking a worker for (~10 µs of work).
 const MIN_TASK_BYTES: usize = 128 << 10;
-
-/// Most tokens the repacked VNNI decode kernel takes at once (a batch of decodes of several
-/// sequences): each weight panel is read from memory once for all of them, and each token's
-/// result is the one it gets alone. Larger chunks (prefill) go to the panel GEMM.
-const SMALL_BATCH: usize = 16;
 
 /// How many tasks a decode matvec over `bytes` of weights in `units` rows (or panels) is split
 /// into: a few per thread, so the dynamic scheduler evens out stragglers, but none smaller
@@ -421,96 +273,183 @@ pub fn try_matmul_with(
         Some(q) => (q.bytes(), q.row_bytes),
         None => (bytemuck::cast_slice(x), w.cols * 4),
     };
-    // Repacked weights: AVX-512 VNNI kernels where the CPU has VNNI and the path is avx512,
-    // the AVX2 ones for avx2 (and avx512 without VNNI); scalar and NEON read `w.data`.
-    #[cfg(target_arch = "x86_64")]
-    if let Some(packed) = w
-        .packed
-        .filter(|_| matches!(backend, Backend::Avx2 | Backend::Avx512) && super::repack::repack_supported())
-    {
-        use super::repack::{PackedActivations, PANEL_ROWS};
-        let vnni = backend == Backend::Avx512 && is_x86_feature_detected!("avx512vnni");
-        if n_tokens == 1 || (vnni && n_tokens <= SMALL_BATCH) {
-            let xs: Vec<PackedActivations> = (0..n_tokens)
-                .map(|t| PackedActivations::new(w.ty, &acts[t * arb..(t + 1) * arb]))
-                .collect();
-            let n_panels = packed.n_panels();
-            // A few chunks per thread so the dynamic scheduler can even out stragglers.
-            let per = n_panels.div_ceil(decode_tasks(pool, w.data.len(), n_panels));
-            let out_ptr = SyncPtr(out.as_mut_ptr());
-            let rows = w.rows;
-            pool.run(n_panels.div_ceil(per), &|c| {
-                let first = c * per * PANEL_ROWS;
-                let end = ((c + 1) * per * PANEL_ROWS).min(rows);
-                // SAFETY: chunk c owns rows first..end of every token's output row, which no
-                // other task writes, and `out` (n_tokens * rows floats, checked above) outlives
-                // the pool's `run`; `backend.is_available()` (and for the VNNI kernel the
-                // feature check above) checked the CPU, and each of `xs` was made from an
-                // activation row of this matrix's width.
-                unsafe {
-                    if vnni {
-                        super::avx512_gemv::matvec_packed(packed, &xs, c * per, end - first, out_ptr.get(), rows);
-                    } else {
-                        let o = std::slice::from_raw_parts_mut(out_ptr.get().add(first), end - first);
-                        super::avx2_packed::matvec_packed(packed, &xs[0], c * per, o);
-                    }
-                }
-            });
-        } else if vnni {
-            // SAFETY: as below; the panel path reads the repacked form.
-            unsafe { super::avx512::matmul_panels(pool, &w, acts, arb, n_tokens, out) };
-        } else {
-            let xs: Vec<PackedActivations> = (0..n_tokens)
-                .map(|t| PackedActivations::new(w.ty, &acts[t * arb..(t + 1) * arb]))
-                .collect();
-            // SAFETY: `backend.is_available()` checked AVX2/FMA/F16C (both paths require them);
-            // each of `xs` comes from an activation row of `w.cols` elements, and `out` holds
-            // n_tokens * rows floats (checked above).
-            unsafe { super::avx2_packed::matmul_packed(pool, packed, &xs, out) };
-        }
-        return Ok(());
-    }
-    #[cfg(target_arch = "x86_64")]
-    if backend == Backend::Avx512 && n_tokens >= super::avx512::MIN_TOKENS && super::avx512::panel_supported(w.ty) {
-        // SAFETY: `backend.is_available()` was checked above and `panel_supported` checked
-        // VNNI; `acts` holds n_tokens rows of `arb` bytes and `out` n_tokens * rows floats.
-        unsafe { super::avx512::matmul_panels(pool, &w, acts, arb, n_tokens, out) };
-        return Ok(());
-    }
-    let act = |t: usize| &acts[t * arb..(t + 1) * arb];
-    let rows = w.rows;
-    let n = w.cols;
-    let out_ptr = SyncPtr(out.as_mut_ptr());
-    let write = |t: usize, r: usize, v: f32| {
-        // SAFETY: t < n_tokens and r < rows, so the index is inside `out`, and each (t, r)
-        // pair is written by exactly one task; `out` outlives the pool's `run`.
-        unsafe { *out_ptr.get().add(t * rows + r) = v };
+    let call = Call {
+        backend,
+        pool,
+        w: &w,
+        acts,
+        arb,
+        n_tokens,
     };
+    let path = choose_path(backend, CpuFeatures::detect(), w.ty, w.packed.is_some(), n_tokens);
+    match path {
+        MatmulPath::FileDecode => run_file_decode(&call, out),
+        MatmulPath::FileTiles => run_file_tiles(&call, out),
+        // SAFETY (all x86 paths): `checked_call` checked `backend.is_available()` (AVX2, FMA,
+        // F16C, and AVX-512 F/BW/VL for avx512), `choose_path` returns the VNNI paths only
+        // when the CPU has VNNI and the `Packed*` paths only when `w.packed` is set; `acts`
+        // holds n_tokens activation rows of `w.cols` elements and `out` n_tokens * rows floats.
+        #[cfg(target_arch = "x86_64")]
+        MatmulPath::PackedDecodeVnni => unsafe { run_packed_decode(&call, true, out) },
+        #[cfg(target_arch = "x86_64")]
+        MatmulPath::PackedDecodeAvx2 => unsafe { run_packed_decode(&call, false, out) },
+        #[cfg(target_arch = "x86_64")]
+        MatmulPath::PackedTilesAvx2 => unsafe { run_packed_tiles_avx2(&call, out) },
+        // The panels read `w.packed` when it is set and the file layout otherwise.
+        #[cfg(target_arch = "x86_64")]
+        MatmulPath::PackedPanelsVnni | MatmulPath::FilePanelsVnni => unsafe {
+            avx512::matmul_panels(pool, &w, acts, arb, n_tokens, out)
+        },
+        #[cfg(not(target_arch = "x86_64"))]
+        MatmulPath::PackedDecodeVnni
+        | MatmulPath::PackedDecodeAvx2
+        | MatmulPath::PackedTilesAvx2
+        | MatmulPath::PackedPanelsVnni
+        | MatmulPath::FilePanelsVnni => {
+            unreachable!("choose_path picks x86 paths only for the x86 backends, unavailable here")
+        }
+    }
+    Ok(())
+}
 
-    if n_tokens == 1 {
-        // Decode: a few chunks per thread so the dynamic scheduler can even out stragglers.
-        let n_chunks = decode_tasks(pool, w.data.len(), rows);
-        let per = rows.div_ceil(n_chunks);
-        let a0 = act(0);
-        pool.run(rows.div_ceil(per), &|c| {
-            let mut o = [0f32];
-            for r in c * per..((c + 1) * per).min(rows) {
-                tile(backend, w.ty, n, w.row(r), &[a0], &mut o);
-                write(0, r, o[0]);
-            }
-        });
-        return Ok(());
+/// One validated matmul call, as the runners take it: `acts` holds `n_tokens` activation rows
+/// of `arb` bytes each (quantized, or the f32 input for float weights).
+struct Call<'c, 'w> {
+    backend: Backend,
+    pool: &'c ThreadPool,
+    w: &'c QMatrix<'w>,
+    acts: &'c [u8],
+    arb: usize,
+    n_tokens: usize,
+}
+
+impl Call<'_, '_> {
+    fn act(&self, t: usize) -> &[u8] {
+        &self.acts[t * self.arb..(t + 1) * self.arb]
     }
 
+    /// Every token's activation row prepared for the kernels for repacked weights.
+    #[cfg(target_arch = "x86_64")]
+    fn packed_acts(&self) -> Vec<PackedActivations> {
+        (0..self.n_tokens)
+            .map(|t| PackedActivations::new(self.w.ty, self.act(t)))
+            .collect()
+    }
+}
+
+/// [`MatmulPath::FileDecode`]: one token, the path's tile kernel per row.
+fn run_file_decode(c: &Call, out: &mut [f32]) {
+    let (w, backend) = (c.w, c.backend);
+    let (rows, n) = (w.rows, w.cols);
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    // A few chunks per thread so the dynamic scheduler can even out stragglers.
+    let n_chunks = decode_tasks(c.pool, w.data.len(), rows);
+    let per = rows.div_ceil(n_chunks);
+    let a0 = c.act(0);
+    c.pool.run(rows.div_ceil(per), &|chunk| {
+        let mut o = [0f32];
+        for r in chunk * per..((chunk + 1) * per).min(rows) {
+            tile(backend, w.ty, n, w.row(r), &[a0], &mut o);
+            // SAFETY: r < rows, so the index is inside `out`, and row r belongs to this chunk
+            // only; `out` outlives the pool's `run`.
+            unsafe { *out_ptr.get().add(r) = o[0] };
+        }
+    });
+}
+
+/// [`MatmulPath::FileTiles`]: tasks of [`ROW_BLOCK`] rows x [`TOKEN_BLOCK`] tokens, each row
+/// times up to the path's tile width of tokens per kernel call.
+fn run_file_tiles(c: &Call, out: &mut [f32]) {
+    let (w, backend, n_tokens) = (c.w, c.backend, c.n_tokens);
+    let (rows, n) = (w.rows, w.cols);
+    let out_ptr = SyncPtr(out.as_mut_ptr());
     let n_rb = rows.div_ceil(ROW_BLOCK);
     let n_tb = n_tokens.div_ceil(TOKEN_BLOCK);
-    pool.run(n_rb * n_tb, &|task| {
+    c.pool.run(n_rb * n_tb, &|task| {
         // Token block outermost, so threads working at the same time share activations.
         let (tb, rb) = (task / n_rb, task % n_rb);
         let tokens = tb * TOKEN_BLOCK..((tb + 1) * TOKEN_BLOCK).min(n_tokens);
         for r in rb * ROW_BLOCK..((rb + 1) * ROW_BLOCK).min(rows) {
-            row_times_tokens(backend, w.ty, n, w.row(r), tokens.clone(), act, |t, v| write(t, r, v));
+            row_times_tokens(
+                backend,
+                w.ty,
+                n,
+                w.row(r),
+                tokens.clone(),
+                |t| c.act(t),
+                |t, v| {
+                    // SAFETY: t < n_tokens and r < rows, so the index is inside `out`, and each
+                    // (t, r) pair is written by exactly one task; `out` outlives the pool's `run`.
+                    unsafe { *out_ptr.get().add(t * rows + r) = v };
+                },
+            );
         }
     });
-    Ok(())
+}
+
+/// [`MatmulPath::PackedDecodeVnni`] (`vnni`) and [`MatmulPath::PackedDecodeAvx2`]: chunks of
+/// panels of the repacked weights, every token of the call against each panel.
+///
+/// # Safety
+/// `w.packed` must be set; the CPU must have AVX2/FMA/F16C, and with `vnni` AVX-512
+/// F/BW/VL/VNNI (then up to [`SMALL_BATCH`](super::dispatch::SMALL_BATCH) tokens, else one).
+#[cfg(target_arch = "x86_64")]
+unsafe fn run_packed_decode(c: &Call, vnni: bool, out: &mut [f32]) {
+    let (w, n_tokens) = (c.w, c.n_tokens);
+    let packed: &PackedMatrix = w.packed.expect("choose_path: a Packed* path needs the repacked form");
+    let xs = c.packed_acts();
+    let n_panels = packed.n_panels();
+    // A few chunks per thread so the dynamic scheduler can even out stragglers.
+    let per = n_panels.div_ceil(decode_tasks(c.pool, w.data.len(), n_panels));
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    let rows = w.rows;
+    debug_assert!(vnni || n_tokens == 1);
+    c.pool.run(n_panels.div_ceil(per), &|chunk| {
+        let first = chunk * per * PANEL_ROWS;
+        let end = ((chunk + 1) * per * PANEL_ROWS).min(rows);
+        // SAFETY: chunk owns rows first..end of every token's output row, which no other task
+        // writes, and `out` (n_tokens * rows floats) outlives the pool's `run`; the caller
+        // checked the CPU, and each of `xs` was made from an activation row of this matrix's
+        // width.
+        unsafe {
+            if vnni {
+                avx512_gemv::matvec_packed(packed, &xs, chunk * per, end - first, out_ptr.get(), rows);
+            } else {
+                let o = std::slice::from_raw_parts_mut(out_ptr.get().add(first), end - first);
+                avx2_packed::matvec_packed(packed, &xs[0], chunk * per, o);
+            }
+        }
+    });
+}
+
+/// [`MatmulPath::PackedTilesAvx2`]: micro-tiles of tokens over the repacked weights.
+///
+/// # Safety
+/// `w.packed` must be set and the CPU must have AVX2/FMA/F16C.
+#[cfg(target_arch = "x86_64")]
+unsafe fn run_packed_tiles_avx2(c: &Call, out: &mut [f32]) {
+    let packed = c.w.packed.expect("choose_path: a Packed* path needs the repacked form");
+    let xs = c.packed_acts();
+    // SAFETY: the caller checked AVX2/FMA/F16C; each of `xs` comes from an activation row of
+    // `w.cols` elements, and `out` holds n_tokens * rows floats.
+    unsafe { avx2_packed::matmul_packed(c.pool, packed, &xs, out) };
+}
+
+/// One weight row against up to [`DOT_MAX_T`] activation rows through `backend`: the tile
+/// kernel of that instruction set for `ty` (each kernel file's `tile` picks it by type).
+/// The caller guarantees `backend.is_available()` and the row lengths.
+pub(crate) fn tile(backend: Backend, ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
+    match backend {
+        // SAFETY: callers only pass backends for which `is_available()` returned true, so the
+        // CPU has the features these functions are compiled for; row sizes were validated.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => unsafe { avx2::tile(ty, n, w, acts, out) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => unsafe { avx512::tile(ty, n, w, acts, out) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "aarch64")]
+        Backend::Neon => unsafe { neon::tile(ty, n, w, acts, out) },
+        _ => scalar::tile(ty, n, w, acts, out),
+    }
 }

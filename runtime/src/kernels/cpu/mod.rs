@@ -5,13 +5,22 @@
 //! forces one (tests and benches). Every entry point also has a `*_with(backend, ..)` form so
 //! one process can compare paths. [`scalar`] is the specification the SIMD paths are tested
 //! against.
+//!
+//! Layout, imports flowing one way (runner -> kernels -> leaves):
+//! - leaves: [`backend`] (instruction-set paths, errors), [`table`] (one row of kernel facts
+//!   per weight type), [`types`] (`QMatrix`, `PackedMatrix`, `Activations`, shared pointers);
+//! - kernels: [`scalar`] (`vec_dot_<stem>`), `avx2`/`avx512`/`neon` (`tile_<stem>`),
+//!   `avx2_packed`/`avx512_gemv` (`panel_<stem>`, repacked weights), [`repack`] (the panel
+//!   layout), [`ops`] (element-wise), [`pool`];
+//! - runner: [`dispatch`] ([`choose_path`], pure) and [`matmul`] (validation, activation
+//!   quantization, one runner per [`MatmulPath`]). docs/kernels.md has the dispatch table.
 
-pub mod matmul;
-pub mod ops;
-pub mod pool;
-pub mod repack;
-pub mod scalar;
+// Leaves: shared types and facts, importing no kernel.
+pub mod backend;
+pub mod table;
+pub mod types;
 
+// Kernels: import the leaves (and `pool`), never the runner.
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -22,204 +31,29 @@ mod avx512;
 mod avx512_gemv;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+pub mod ops;
+pub mod pool;
+pub mod repack;
+pub mod scalar;
 
+// The runner: picks a path (`dispatch`) and calls the kernels.
+pub mod dispatch;
+pub mod matmul;
+
+pub use backend::{available_backends, backend, Backend, KernelError};
+pub use dispatch::{choose_path, CpuFeatures, MatmulPath};
 pub use matmul::{
-    act_type, matmul, matmul_with, quantize_activations, supported, try_matmul, try_matmul_as, try_matmul_with,
-    vec_dot, Activations, QMatrix,
+    matmul, matmul_with, quantize_activations, try_matmul, try_matmul_as, try_matmul_with, vec_dot,
+    QuantizedActivations,
 };
 pub use ops::{
     axpy_f16, dot_f16, dot_f16_rows, f16_to_f32_row, f32_to_f16_row, rms_norm, rope, silu, softmax, swiglu,
     weighted_sum_f16_rows, RopeTable,
 };
 pub use pool::{physical_cores, ThreadPool};
-pub use repack::{repack_supported, repackable, PackedMatrix};
-
-use crate::quant::GgmlType;
-use std::sync::OnceLock;
-
-/// The most activation rows one tile kernel call takes.
-pub const DOT_MAX_T: usize = 8;
-
-/// Why a kernel call was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KernelError {
-    #[error(
-        "weight type {0} has no CPU matmul kernel (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)"
-    )]
-    UnsupportedType(GgmlType),
-    #[error("{ty} matrix: {cols} columns is not a multiple of the block size {block}")]
-    Columns { ty: GgmlType, cols: usize, block: usize },
-    #[error("{ty} matrix {rows}x{cols} needs {expected} bytes, got {got}")]
-    DataSize {
-        ty: GgmlType,
-        rows: usize,
-        cols: usize,
-        expected: usize,
-        got: usize,
-    },
-    #[error("{what} has length {got}, expected {expected}")]
-    Length {
-        what: &'static str,
-        expected: usize,
-        got: usize,
-    },
-    #[error("a repacked matrix must be the matrix it was made from (got {ty} {rows}x{cols})")]
-    Packed { ty: GgmlType, rows: usize, cols: usize },
-    #[error("kernel path {0} is not supported by this CPU or build")]
-    Unavailable(Backend),
-    #[error("EDGEACT_KERNELS={0:?} is not one of scalar, avx2, avx512, neon")]
-    BadBackendName(String),
-}
-
-/// An instruction-set path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// Portable Rust; the specification.
-    Scalar,
-    /// AVX2 + FMA + F16C.
-    Avx2,
-    /// AVX-512 F/BW/VL (+ VNNI where present) on top of AVX2.
-    Avx512,
-    /// aarch64 NEON (+ dotprod where present).
-    Neon,
-}
-
-// `Backend::is_available` indexes its table by discriminant.
-const _: () = {
-    let mut i = 0;
-    while i < Backend::ALL.len() {
-        assert!(
-            Backend::ALL[i] as usize == i,
-            "Backend::ALL must list the variants in order"
-        );
-        i += 1;
-    }
-};
-
-impl Backend {
-    pub const ALL: [Backend; 4] = [Backend::Scalar, Backend::Avx2, Backend::Avx512, Backend::Neon];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Scalar => "scalar",
-            Backend::Avx2 => "avx2",
-            Backend::Avx512 => "avx512",
-            Backend::Neon => "neon",
-        }
-    }
-
-    /// Parses an `EDGEACT_KERNELS` value.
-    pub fn from_name(s: &str) -> Result<Backend, KernelError> {
-        Backend::ALL
-            .into_iter()
-            .find(|b| b.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| KernelError::BadBackendName(s.to_string()))
-    }
-
-    /// Whether this CPU (and this build's target) can run the path. Detected once: the
-    /// element-wise kernels ask on every call (attention asks per cached position).
-    pub fn is_available(self) -> bool {
-        static AVAILABLE: OnceLock<[bool; Backend::ALL.len()]> = OnceLock::new();
-        // `ALL` lists the variants in declaration order, so the discriminant is the index.
-        AVAILABLE.get_or_init(|| Backend::ALL.map(Backend::detect_available))[self as usize]
-    }
-
-    fn detect_available(self) -> bool {
-        match self {
-            Backend::Scalar => true,
-            #[cfg(target_arch = "x86_64")]
-            Backend::Avx2 => {
-                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
-            }
-            #[cfg(target_arch = "x86_64")]
-            Backend::Avx512 => {
-                Backend::Avx2.detect_available()
-                    && is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx512bw")
-                    && is_x86_feature_detected!("avx512vl")
-            }
-            #[cfg(target_arch = "aarch64")]
-            Backend::Neon => std::arch::is_aarch64_feature_detected!("neon"),
-            #[allow(unreachable_patterns)]
-            _ => false,
-        }
-    }
-
-    /// The best path this CPU supports.
-    pub fn detect() -> Backend {
-        [Backend::Avx512, Backend::Avx2, Backend::Neon]
-            .into_iter()
-            .find(|b| b.is_available())
-            .unwrap_or(Backend::Scalar)
-    }
-
-    /// `EDGEACT_KERNELS` if set (an error if it names an unknown or unavailable path),
-    /// otherwise [`detect`](Self::detect).
-    pub fn from_env() -> Result<Backend, KernelError> {
-        match std::env::var("EDGEACT_KERNELS") {
-            Ok(v) if !v.trim().is_empty() => {
-                let b = Backend::from_name(&v)?;
-                if b.is_available() {
-                    Ok(b)
-                } else {
-                    Err(KernelError::Unavailable(b))
-                }
-            }
-            _ => Ok(Backend::detect()),
-        }
-    }
-
-    /// Tokens per tile in the prefill kernel.
-    pub(crate) fn tile_tokens(self) -> usize {
-        match self {
-            Backend::Scalar => 1,
-            _ => 4,
-        }
-    }
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Every path this CPU can run (scalar first).
-pub fn available_backends() -> Vec<Backend> {
-    Backend::ALL.into_iter().filter(|b| b.is_available()).collect()
-}
-
-/// The process-wide path, chosen once: `EDGEACT_KERNELS` or the best available. A bad
-/// `EDGEACT_KERNELS` value is reported on stderr once and the detected path is used.
-pub fn backend() -> Backend {
-    static CHOSEN: OnceLock<Backend> = OnceLock::new();
-    *CHOSEN.get_or_init(|| match Backend::from_env() {
-        Ok(b) => b,
-        Err(e) => {
-            let b = Backend::detect();
-            eprintln!("edgeact: {e}; using {b}");
-            b
-        }
-    })
-}
-
-/// One weight row against up to [`DOT_MAX_T`] activation rows through `backend`.
-/// The caller guarantees `backend.is_available()` and the row lengths.
-pub(crate) fn tile(backend: Backend, ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
-    match backend {
-        // SAFETY: callers only pass backends for which `is_available()` returned true, so the
-        // CPU has the features these functions are compiled for; row sizes were validated.
-        #[cfg(target_arch = "x86_64")]
-        Backend::Avx2 => unsafe { avx2::tile(ty, n, w, acts, out) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        Backend::Avx512 => unsafe { avx512::tile(ty, n, w, acts, out) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "aarch64")]
-        Backend::Neon => unsafe { neon::tile(ty, n, w, acts, out) },
-        _ => scalar::tile(ty, n, w, acts, out),
-    }
-}
+pub use repack::repack_supported;
+pub use table::{act_type, kernel_type, repackable, supported, KernelType, KERNEL_TYPES, SUPPORTED};
+pub use types::{Activations, PackedMatrix, QMatrix, DOT_MAX_T};
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,11 @@
 //!
 //! Q8_0, Q4_0, Q5_0, Q5_1 and F32 weights have vector kernels; the k-quants decode each super-block once
 //! per tile with the scalar decoder and then run vector integer dots against every token;
-//! F16, BF16 and Q4_1 use the scalar kernels.
+//! F16, BF16 and Q4_1 use the scalar kernels (the type table's `neon_tile` column).
+//!
+//! Kernel `tile_<stem>` (with `_dotprod` for `sdot`) is the twin of `scalar::vec_dot_<stem>`:
+//! `tile_f32_f32`, `tile_q4_0_q8_0`, `tile_q8_0_q8_0`, `tile_q5_0_q8_0`, `tile_q5_1_q8_1`,
+//! `tile_q4_k_q8_k`, `tile_q5_k_q8_k`, `tile_q6_k_q8_k`.
 
 // Kernel loops index several arrays (weights, per-token sums, scales) with one counter over
 // const-generic bounds the compiler unrolls; iterator chains would only obscure that.
@@ -31,32 +35,34 @@ pub(super) unsafe fn tile(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out:
     }
     let dot = std::arch::is_aarch64_feature_detected!("dotprod");
     macro_rules! go {
-        ($f:ident $(, $extra:expr)*) => {
+        ($f:ident) => {
             match acts.len() {
-                1 => $f::<1>($($extra,)* w.as_ptr(), std::array::from_fn(|t| acts[t].as_ptr()), n, out),
-                2 => $f::<2>($($extra,)* w.as_ptr(), std::array::from_fn(|t| acts[t].as_ptr()), n, out),
-                3 => $f::<3>($($extra,)* w.as_ptr(), std::array::from_fn(|t| acts[t].as_ptr()), n, out),
-                _ => $f::<4>($($extra,)* w.as_ptr(), std::array::from_fn(|t| acts[t].as_ptr()), n, out),
+                1 => $f::<1>(w.as_ptr(), std::array::from_fn(|t| acts[t].as_ptr()), n, out),
+                2 => $f::<2>(w.as_ptr(), std::array::from_fn(|t| acts[t].as_ptr()), n, out),
+                3 => $f::<3>(w.as_ptr(), std::array::from_fn(|t| acts[t].as_ptr()), n, out),
+                _ => $f::<4>(w.as_ptr(), std::array::from_fn(|t| acts[t].as_ptr()), n, out),
             }
         };
     }
     match ty {
-        GgmlType::F32 => go!(tile_f32),
-        GgmlType::Q8_0 if dot => go!(tile_q8_dot, false),
-        GgmlType::Q4_0 if dot => go!(tile_q8_dot, true),
-        GgmlType::Q8_0 => go!(tile_q8, false),
-        GgmlType::Q4_0 => go!(tile_q8, true),
-        GgmlType::Q5_0 if dot => go!(tile_q5_dot, false),
-        GgmlType::Q5_1 if dot => go!(tile_q5_dot, true),
-        GgmlType::Q5_0 => go!(tile_q5, false),
-        GgmlType::Q5_1 => go!(tile_q5, true),
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => go!(tile_k, ty),
+        GgmlType::F32 => go!(tile_f32_f32),
+        GgmlType::Q8_0 if dot => go!(tile_q8_0_q8_0_dotprod),
+        GgmlType::Q4_0 if dot => go!(tile_q4_0_q8_0_dotprod),
+        GgmlType::Q8_0 => go!(tile_q8_0_q8_0),
+        GgmlType::Q4_0 => go!(tile_q4_0_q8_0),
+        GgmlType::Q5_0 if dot => go!(tile_q5_0_q8_0_dotprod),
+        GgmlType::Q5_1 if dot => go!(tile_q5_1_q8_1_dotprod),
+        GgmlType::Q5_0 => go!(tile_q5_0_q8_0),
+        GgmlType::Q5_1 => go!(tile_q5_1_q8_1),
+        GgmlType::Q4_K => go!(tile_q4_k_q8_k),
+        GgmlType::Q5_K => go!(tile_q5_k_q8_k),
+        GgmlType::Q6_K => go!(tile_q6_k_q8_k),
         _ => scalar::tile(ty, n, w, acts, out),
     }
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn tile_f32<const T: usize>(w: *const u8, a: [*const u8; T], n: usize, out: &mut [f32]) {
+unsafe fn tile_f32_f32<const T: usize>(w: *const u8, a: [*const u8; T], n: usize, out: &mut [f32]) {
     let mut acc = [vdupq_n_f32(0.0); T];
     let n4 = n / 4 * 4;
     let mut i = 0;
@@ -99,10 +105,13 @@ unsafe fn dot16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     vpadalq_s16(vpadalq_s16(acc, lo), hi)
 }
 
+/// A Q4_0 (`q4: true`) or Q8_0 kernel against Q8_0 activations, with `$dot` for the integer
+/// dot of 16 byte pairs.
 macro_rules! legacy_tile {
-    ($name:ident, $feat:literal, $dot:path) => {
+    ($name:ident, $feat:literal, $dot:path, q4: $q4:expr) => {
         #[target_feature(enable = $feat)]
-        unsafe fn $name<const T: usize>(q4: bool, w: *const u8, a: [*const u8; T], n: usize, out: &mut [f32]) {
+        unsafe fn $name<const T: usize>(w: *const u8, a: [*const u8; T], n: usize, out: &mut [f32]) {
+            let q4: bool = $q4;
             let wstride = if q4 { 18 } else { 34 };
             let mut acc = [vdupq_n_f32(0.0); T];
             for b in 0..n / 32 {
@@ -139,8 +148,10 @@ unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     r
 }
 
-legacy_tile!(tile_q8, "neon", dot16);
-legacy_tile!(tile_q8_dot, "neon,dotprod", sdot);
+legacy_tile!(tile_q4_0_q8_0, "neon", dot16, q4: true);
+legacy_tile!(tile_q4_0_q8_0_dotprod, "neon,dotprod", sdot, q4: true);
+legacy_tile!(tile_q8_0_q8_0, "neon", dot16, q4: false);
+legacy_tile!(tile_q8_0_q8_0_dotprod, "neon,dotprod", sdot, q4: false);
 
 /// Byte i of a 16-byte vector selects byte i / 8 of a `qh` word (the table lookup below) and
 /// tests bit i % 8 of it: the fifth bits of Q5 elements 0..16 (bytes 0, 1) and 16..32 (2, 3).
@@ -169,9 +180,10 @@ unsafe fn load_q5(p: *const u8) -> (uint8x16_t, uint8x16_t) {
 /// Q5_0 against Q8_0 (`q5_1` false: weights `q - 16`) or Q5_1 against Q8_1 (weights `q`,
 /// the min added as `m_w * s_a` per block).
 macro_rules! q5_tile {
-    ($name:ident, $feat:literal, $dot:path) => {
+    ($name:ident, $feat:literal, $dot:path, q5_1: $q5_1:expr) => {
         #[target_feature(enable = $feat)]
-        unsafe fn $name<const T: usize>(q5_1: bool, w: *const u8, a: [*const u8; T], n: usize, out: &mut [f32]) {
+        unsafe fn $name<const T: usize>(w: *const u8, a: [*const u8; T], n: usize, out: &mut [f32]) {
+            let q5_1: bool = $q5_1;
             // Block strides and the offsets of `qh` (weights) and of the quants (activations).
             let (wstride, astride, qh_off, aq_off) = if q5_1 { (24, 36, 4, 4) } else { (22, 34, 2, 2) };
             let off = vdupq_n_s8(if q5_1 { 0 } else { 16 });
@@ -201,13 +213,30 @@ macro_rules! q5_tile {
     };
 }
 
-q5_tile!(tile_q5, "neon", dot16);
-q5_tile!(tile_q5_dot, "neon,dotprod", sdot);
+q5_tile!(tile_q5_0_q8_0, "neon", dot16, q5_1: false);
+q5_tile!(tile_q5_0_q8_0_dotprod, "neon,dotprod", sdot, q5_1: false);
+q5_tile!(tile_q5_1_q8_1, "neon", dot16, q5_1: true);
+q5_tile!(tile_q5_1_q8_1_dotprod, "neon,dotprod", sdot, q5_1: true);
+
+/// The k-quant kernels `tile_q4_k_q8_k`, `tile_q5_k_q8_k` and `tile_q6_k_q8_k`: one body
+/// ([`tile_kquant_q8_k`]) for the three formats.
+macro_rules! kquant_tile {
+    ($name:ident, $ty:expr) => {
+        #[target_feature(enable = "neon")]
+        unsafe fn $name<const T: usize>(w: *const u8, a: [*const u8; T], n: usize, out: &mut [f32]) {
+            tile_kquant_q8_k::<T>($ty, w, a, n, out)
+        }
+    };
+}
+
+kquant_tile!(tile_q4_k_q8_k, GgmlType::Q4_K);
+kquant_tile!(tile_q5_k_q8_k, GgmlType::Q5_K);
+kquant_tile!(tile_q6_k_q8_k, GgmlType::Q6_K);
 
 /// k-quants: each super-block decoded once (scalar decoder), then per token and 16-element
 /// group a widening integer dot times the group scale; mins through the Q8_K `bsums`.
 #[target_feature(enable = "neon")]
-unsafe fn tile_k<const T: usize>(ty: GgmlType, w: *const u8, a: [*const u8; T], n: usize, out: &mut [f32]) {
+unsafe fn tile_kquant_q8_k<const T: usize>(ty: GgmlType, w: *const u8, a: [*const u8; T], n: usize, out: &mut [f32]) {
     let bs = ty.type_size();
     let mut acc = [0f32; T];
     for b in 0..n / QK_K {

@@ -4,8 +4,12 @@
 //! Dot products follow ggml's formulation exactly: integer sums inside each block, then the
 //! block's float scales applied once (`d_w * d_a * sumi`, minus the min terms for Q4_1 and the
 //! k-quants), accumulated in f32 block by block. All inputs are raw bytes of any alignment.
+//!
+//! `vec_dot_<stem>` (stems from the type table, `table.rs`: `<weight>_<activation>`, e.g.
+//! `vec_dot_q4_0_q8_0`) is the specification of the SIMD twins `tile_<stem>` in `avx2.rs`,
+//! `avx512.rs` (`tile_<stem>_vnni`) and `neon.rs`, and `panel_<stem>` for repacked weights.
 
-use super::DOT_MAX_T;
+use super::types::DOT_MAX_T;
 use crate::quant::blocks::{
     BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
 };
@@ -32,19 +36,17 @@ fn u16_at(bytes: &[u8], i: usize) -> u16 {
 /// elements. The caller has checked both lengths.
 pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
     match ty {
-        GgmlType::F32 => (0..n).map(|i| f32_at(w, i) * f32_at(a, i)).sum(),
-        GgmlType::F16 => (0..n)
-            .map(|i| f16_to_f32(f16::from_bits(u16_at(w, i))) * f32_at(a, i))
-            .sum(),
-        GgmlType::BF16 => (0..n)
-            .map(|i| bf16_to_f32(half::bf16::from_bits(u16_at(w, i))) * f32_at(a, i))
-            .sum(),
-        GgmlType::Q4_0 => dot_q4_0(w, a),
-        GgmlType::Q4_1 => dot_q4_1(w, a),
-        GgmlType::Q8_0 => dot_q8_0(w, a),
-        GgmlType::Q5_0 => dot_q5_0(w, a),
-        GgmlType::Q5_1 => dot_q5_1(w, a),
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => dot_kquant(ty, w, a),
+        GgmlType::F32 => vec_dot_f32_f32(n, w, a),
+        GgmlType::F16 => vec_dot_f16_f32(n, w, a),
+        GgmlType::BF16 => vec_dot_bf16_f32(n, w, a),
+        GgmlType::Q4_0 => vec_dot_q4_0_q8_0(w, a),
+        GgmlType::Q4_1 => vec_dot_q4_1_q8_1(w, a),
+        GgmlType::Q8_0 => vec_dot_q8_0_q8_0(w, a),
+        GgmlType::Q5_0 => vec_dot_q5_0_q8_0(w, a),
+        GgmlType::Q5_1 => vec_dot_q5_1_q8_1(w, a),
+        GgmlType::Q4_K => vec_dot_q4_k_q8_k(w, a),
+        GgmlType::Q5_K => vec_dot_q5_k_q8_k(w, a),
+        GgmlType::Q6_K => vec_dot_q6_k_q8_k(w, a),
         _ => unreachable!("QMatrix::new rejects {ty}"),
     }
 }
@@ -58,7 +60,23 @@ pub fn tile(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
     }
 }
 
-fn dot_q4_0(w: &[u8], a: &[u8]) -> f32 {
+fn vec_dot_f32_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    (0..n).map(|i| f32_at(w, i) * f32_at(a, i)).sum()
+}
+
+fn vec_dot_f16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    (0..n)
+        .map(|i| f16_to_f32(f16::from_bits(u16_at(w, i))) * f32_at(a, i))
+        .sum()
+}
+
+fn vec_dot_bf16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    (0..n)
+        .map(|i| bf16_to_f32(half::bf16::from_bits(u16_at(w, i))) * f32_at(a, i))
+        .sum()
+}
+
+fn vec_dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     let mut sum = 0f32;
     for (x, y) in blocks::<BlockQ4_0>(w).zip(blocks::<BlockQ8_0>(a)) {
         let mut sumi = 0i32;
@@ -72,7 +90,7 @@ fn dot_q4_0(w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
-fn dot_q4_1(w: &[u8], a: &[u8]) -> f32 {
+fn vec_dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
     let mut sum = 0f32;
     for (x, y) in blocks::<BlockQ4_1>(w).zip(blocks::<BlockQ8_1>(a)) {
         let mut sumi = 0i32;
@@ -85,7 +103,7 @@ fn dot_q4_1(w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
-fn dot_q8_0(w: &[u8], a: &[u8]) -> f32 {
+fn vec_dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     let mut sum = 0f32;
     for (x, y) in blocks::<BlockQ8_0>(w).zip(blocks::<BlockQ8_0>(a)) {
         let sumi: i32 = x.qs.iter().zip(&y.qs).map(|(&p, &q)| p as i32 * q as i32).sum();
@@ -95,7 +113,7 @@ fn dot_q8_0(w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// Q5_0 against Q8_0: `w = d * (q - 16)` with the fifth bit of element j in bit j of `qh`.
-pub(crate) fn dot_q5_0(w: &[u8], a: &[u8]) -> f32 {
+fn vec_dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     let mut sum = 0f32;
     for (x, y) in blocks::<BlockQ5_0>(w).zip(blocks::<BlockQ8_0>(a)) {
         let q = unpack5(&x.qs, x.qh);
@@ -106,7 +124,7 @@ pub(crate) fn dot_q5_0(w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// Q5_1 against Q8_1: `w = d * q + m`, the min folded in through `y.s = d_y * sum(y.qs)`.
-pub(crate) fn dot_q5_1(w: &[u8], a: &[u8]) -> f32 {
+fn vec_dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
     let mut sum = 0f32;
     for (x, y) in blocks::<BlockQ5_1>(w).zip(blocks::<BlockQ8_1>(a)) {
         let q = unpack5(&x.qs, x.qh);
@@ -214,8 +232,21 @@ pub(crate) fn decode_kquant(ty: GgmlType, blk: &[u8]) -> KDecoded {
     }
 }
 
-/// Q4_K, Q5_K, Q6_K against Q8_K.
-fn dot_kquant(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
+fn vec_dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    vec_dot_kquant_q8_k(GgmlType::Q4_K, w, a)
+}
+
+fn vec_dot_q5_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    vec_dot_kquant_q8_k(GgmlType::Q5_K, w, a)
+}
+
+fn vec_dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    vec_dot_kquant_q8_k(GgmlType::Q6_K, w, a)
+}
+
+/// Q4_K, Q5_K, Q6_K against Q8_K: each super-block decoded ([`decode_kquant`]), then one
+/// integer dot per 16-element group.
+fn vec_dot_kquant_q8_k(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
     let bs = ty.type_size();
     let mut sum = 0f32;
     for (x, y) in w.chunks_exact(bs).zip(blocks::<BlockQ8K>(a)) {

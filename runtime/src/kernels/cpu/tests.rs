@@ -1,9 +1,10 @@
 //! Every SIMD path against the scalar specification (random and edge inputs), and the scalar
 //! specification against an f64 dot of the dequantized operands.
 
-use super::matmul::SUPPORTED;
+use super::dispatch::SMALL_BATCH;
+use super::table::SUPPORTED;
 use super::*;
-use crate::quant::{dequantize_row, f32_to_f16, quantize_row};
+use crate::quant::{dequantize_row, f32_to_f16, quantize_row, GgmlType};
 use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -482,4 +483,167 @@ fn rope_softmax_swiglu_semantics() {
     let mut sx = g;
     silu(&mut sx);
     assert!((sx[2] - 3.0 / (1.0 + (-3f32).exp())).abs() < 1e-6);
+}
+
+/// The matmul over repacked weights (the runner's `Packed*` paths).
+mod repacked_matmul {
+    use super::*;
+
+    /// The kernels for repacked weights (decode and the prefill panels) against the scalar
+    /// specification on the file layout, over row counts that end mid-panel, token counts on
+    /// both sides of the decode/prefill split, and extreme quants.
+    #[test]
+    fn repacked_matmul_matches_scalar() {
+        if !repack_supported() {
+            eprintln!("skipped: this CPU has no kernel for repacked weights (needs x86-64 AVX2+FMA+F16C)");
+            return;
+        }
+        let mut rng = StdRng::seed_from_u64(21);
+        let pools = [ThreadPool::new(1), ThreadPool::new(3)];
+        let shapes = [
+            (GgmlType::Q4_0, 16, 32),
+            (GgmlType::Q4_0, 37, 64),
+            (GgmlType::Q4_0, 50, 4096),
+            (GgmlType::Q4_0, 7, 352),
+            (GgmlType::Q4_K, 16, 256),
+            (GgmlType::Q4_K, 37, 512),
+            (GgmlType::Q4_K, 20, 4096),
+            // A full first half and a partial second half of the last panel (AVX2: 8 rows each).
+            (GgmlType::Q4_0, 28, 128),
+            (GgmlType::Q4_0, 172, 64),
+            (GgmlType::Q4_K, 12, 768),
+        ];
+        for (ty, rows, cols) in shapes {
+            let xs: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+            let mut data = vec![0u8; rows * row_bytes];
+            quantize_row(ty, &xs, &mut data).unwrap();
+            // Row 1: every nibble 0, row 2: every nibble 15 (Q4_0: scale 0.5; Q4_K: largest
+            // 6-bit scales and mins, d = 0.5, dmin = 0.25).
+            for (r, fill) in [(1usize, 0x00u8), (2, 0xff)] {
+                if r < rows {
+                    let row = &mut data[r * row_bytes..(r + 1) * row_bytes];
+                    for blk in row.chunks_exact_mut(ty.type_size()) {
+                        blk[..2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+                        if ty == GgmlType::Q4_0 {
+                            blk[2..].fill(fill);
+                        } else {
+                            blk[2..4].copy_from_slice(&half::f16::from_f32(0.25).to_le_bytes());
+                            blk[4..16].fill(0xff);
+                            blk[16..].fill(fill);
+                        }
+                    }
+                }
+            }
+            let plain = QMatrix::new(ty, rows, cols, &data).unwrap();
+            let packed = PackedMatrix::new(&pools[1], &plain).unwrap();
+            let w = plain.with_packed(&packed).unwrap();
+            // Token counts: decode, tiles of 2, 3 and 4 (AVX2: 4) with every tail, the VNNI
+            // small-batch kernel's groups of 4 up to its limit of 16, and token chunks (AVX2:
+            // 64) with tails.
+            for n_tokens in [1, 2, 3, 4, 5, 7, 8, 16, 17, 40, 67, 130] {
+                let mut x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.random_range(-3.0..3.0)).collect();
+                // Extreme activations: a constant row quantizes to all -127/-128 or all 127, the
+                // largest products, against the all-15 weight row.
+                x[..cols].fill(-2.5);
+                if n_tokens > 2 {
+                    x[2 * cols..3 * cols].fill(2.5);
+                }
+                let mut expected = vec![0f32; n_tokens * rows];
+                matmul_with(Backend::Scalar, &pools[0], &plain, &x, n_tokens, &mut expected);
+                for b in available_backends() {
+                    for pool in &pools {
+                        let mut got = vec![f32::NAN; n_tokens * rows];
+                        matmul_with(b, pool, &w, &x, n_tokens, &mut got);
+                        // Integer block sums are exact; only float summation order differs.
+                        for (i, (&g, &e)) in got.iter().zip(&expected).enumerate() {
+                            assert!(
+                                (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                                "{ty} {b} {rows}x{cols} tokens {n_tokens} threads {} i {i}: {g} vs {e}",
+                                pool.n_threads()
+                            );
+                        }
+                        // A batch of decodes (several sequences' tokens) on the VNNI kernel:
+                        // each token's products are exactly the ones it gets alone.
+                        if b == Backend::Avx512 && CpuFeatures::detect().avx512_vnni && n_tokens <= SMALL_BATCH {
+                            for t in 0..n_tokens {
+                                let mut alone = vec![f32::NAN; rows];
+                                matmul_with(b, pool, &w, &x[t * cols..(t + 1) * cols], 1, &mut alone);
+                                assert_eq!(
+                                    &got[t * rows..(t + 1) * rows],
+                                    &alone[..],
+                                    "{ty} {rows}x{cols} token {t} of {n_tokens}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Which form each path reads: the packed form of matrix A attached to matrix B of the
+    /// same shape (a misuse, which only shape checks can catch) gives A's products on the x86
+    /// SIMD paths, so those really run the packed kernels, and B's on the scalar path.
+    #[test]
+    fn simd_paths_read_the_repacked_form() {
+        if !repack_supported() {
+            eprintln!("skipped: this CPU has no kernel for repacked weights (needs x86-64 AVX2+FMA+F16C)");
+            return;
+        }
+        let mut rng = StdRng::seed_from_u64(8);
+        let pool = ThreadPool::new(2);
+        for (ty, rows, cols) in [(GgmlType::Q4_0, 24, 64), (GgmlType::Q4_K, 24, 256)] {
+            let quantized = |rng: &mut StdRng| {
+                let xs: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let mut data = vec![0u8; rows * ty.row_bytes(cols as u64).unwrap() as usize];
+                quantize_row(ty, &xs, &mut data).unwrap();
+                data
+            };
+            let (da, db) = (quantized(&mut rng), quantized(&mut rng));
+            let a = QMatrix::new(ty, rows, cols, &da).unwrap();
+            let b = QMatrix::new(ty, rows, cols, &db).unwrap();
+            let packed_a = PackedMatrix::new(&pool, &a).unwrap();
+            let mixed = b.with_packed(&packed_a).unwrap();
+            for n_tokens in [1, 6] {
+                let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let product = |b: Backend, w: &QMatrix| {
+                    let mut out = vec![0f32; n_tokens * rows];
+                    matmul_with(b, &pool, w, &x, n_tokens, &mut out);
+                    out
+                };
+                let (want_a, want_b) = (product(Backend::Scalar, &a), product(Backend::Scalar, &b));
+                let close =
+                    |g: &[f32], e: &[f32]| g.iter().zip(e).all(|(g, e)| (g - e).abs() <= 1e-4 * (1.0 + e.abs()));
+                assert!(close(&product(Backend::Scalar, &mixed), &want_b), "{ty} scalar");
+                for backend in [Backend::Avx2, Backend::Avx512]
+                    .into_iter()
+                    .filter(|b| b.is_available())
+                {
+                    let got = product(backend, &mixed);
+                    assert!(
+                        close(&got, &want_a),
+                        "{ty} {backend} tokens {n_tokens}: not the packed form"
+                    );
+                    assert!(
+                        !close(&got, &want_b),
+                        "{ty} {backend} tokens {n_tokens}: read the file layout"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_packed_form_of_another_matrix_is_refused() {
+        let pool = ThreadPool::new(1);
+        let data = vec![0u8; 2 * 18];
+        let a = QMatrix::new(GgmlType::Q4_0, 2, 32, &data).unwrap();
+        let b = QMatrix::new(GgmlType::Q4_0, 1, 64, &data).unwrap();
+        let packed = PackedMatrix::new(&pool, &a).unwrap();
+        assert!(matches!(b.with_packed(&packed), Err(KernelError::Packed { .. })));
+        let data = vec![0u8; 144];
+        let k = QMatrix::new(GgmlType::Q4_K, 1, 256, &data).unwrap();
+        assert!(matches!(k.with_packed(&packed), Err(KernelError::Packed { .. })));
+    }
 }

@@ -1,0 +1,7 @@
+//! Agent tests, one binary: the AgentBench protocol byte for byte ([`protocol`]: prompts,
+//! parsers, judges against the harness), DB judge parity with Python's `eval`
+//! ([`judge_parity`]) and the OS dev tasks set up and judged in the sandbox ([`dev_tasks`]).
+
+mod dev_tasks;
+mod judge_parity;
+mod protocol;

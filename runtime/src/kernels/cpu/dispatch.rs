@@ -1,0 +1,193 @@
+//! Which kernels a matmul runs: [`choose_path`], a pure function of the instruction-set path,
+//! the CPU's extra features, the weight type, whether a repacked form is attached and the
+//! token count. The runners (one per [`MatmulPath`]) are in `matmul.rs`; the per-type facts
+//! the choice reads are in `table.rs`. docs/kernels.md has the whole table.
+
+use super::table::{repackable, vnni_panels};
+use super::Backend;
+use crate::quant::GgmlType;
+
+/// Most tokens the repacked VNNI decode kernel takes at once (a batch of decodes of several
+/// sequences): each weight panel is read from memory once for all of them, and each token's
+/// result is the one it gets alone. Larger chunks (prefill) go to the panel GEMM.
+pub const SMALL_BATCH: usize = 16;
+
+/// Smallest token count for the VNNI prefill panels on the file layout; below it the tile
+/// kernels win.
+pub const PANEL_MIN_TOKENS: usize = 16;
+
+/// CPU features beyond what a [`Backend`] guarantees that change the choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuFeatures {
+    /// AVX-512 VNNI (`vpdpbusd`): the repacked decode kernel and the prefill panels.
+    pub avx512_vnni: bool,
+}
+
+impl CpuFeatures {
+    /// This CPU's features (the standard library caches the detection).
+    pub fn detect() -> CpuFeatures {
+        #[cfg(target_arch = "x86_64")]
+        {
+            CpuFeatures {
+                avx512_vnni: is_x86_feature_detected!("avx512vnni"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            CpuFeatures::default()
+        }
+    }
+}
+
+/// The kernels one matmul call runs. The `Packed*` paths read the repacked weights
+/// ([`PackedMatrix`](super::PackedMatrix)), the others the file's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatmulPath {
+    /// Repacked weights, 1..=[`SMALL_BATCH`] tokens, AVX-512 VNNI: `avx512_gemv::matvec_packed`
+    /// (each panel read once for all tokens).
+    PackedDecodeVnni,
+    /// Repacked weights, one token, AVX2 (or AVX-512 without VNNI): `avx2_packed::matvec_packed`.
+    PackedDecodeAvx2,
+    /// Repacked weights, more than [`SMALL_BATCH`] tokens, AVX-512 VNNI: the prefill panels
+    /// (`avx512::matmul_panels`) unpacked from the repacked form.
+    PackedPanelsVnni,
+    /// Repacked weights, 2 or more tokens, AVX2 (or AVX-512 without VNNI): micro-tiles of
+    /// `avx2_packed::matmul_packed`.
+    PackedTilesAvx2,
+    /// File layout, at least [`PANEL_MIN_TOKENS`] tokens, AVX-512 VNNI and a type with panels:
+    /// `avx512::matmul_panels`.
+    FilePanelsVnni,
+    /// File layout, one token: the path's tile kernel per row, rows split over the pool.
+    FileDecode,
+    /// File layout, several tokens: blocks of rows x tokens, each row times up to the path's
+    /// tile width of tokens per kernel call.
+    FileTiles,
+}
+
+impl MatmulPath {
+    /// Whether the path reads the repacked form.
+    pub fn is_packed(self) -> bool {
+        matches!(
+            self,
+            MatmulPath::PackedDecodeVnni
+                | MatmulPath::PackedDecodeAvx2
+                | MatmulPath::PackedPanelsVnni
+                | MatmulPath::PackedTilesAvx2
+        )
+    }
+}
+
+/// The path for `n_tokens` (at least 1) activation rows against weights of type `ty`, with or
+/// without a repacked form attached, on `backend` (which the caller has checked is available:
+/// the x86 paths are only chosen for `Avx2`/`Avx512`, which exist only on x86-64).
+///
+/// Repacked weights go to the AVX-512 VNNI kernels where the path is avx512 and the CPU has
+/// VNNI, to the AVX2 ones for avx2 (and avx512 without VNNI); scalar and NEON ignore the
+/// repacked form and read the file layout.
+pub fn choose_path(backend: Backend, cpu: CpuFeatures, ty: GgmlType, packed: bool, n_tokens: usize) -> MatmulPath {
+    let x86_simd = matches!(backend, Backend::Avx2 | Backend::Avx512);
+    let vnni = backend == Backend::Avx512 && cpu.avx512_vnni;
+    if x86_simd && packed && repackable(ty) {
+        return match (vnni, n_tokens) {
+            (true, n) if n <= SMALL_BATCH => MatmulPath::PackedDecodeVnni,
+            (true, _) => MatmulPath::PackedPanelsVnni,
+            (false, 1) => MatmulPath::PackedDecodeAvx2,
+            (false, _) => MatmulPath::PackedTilesAvx2,
+        };
+    }
+    if vnni && n_tokens >= PANEL_MIN_TOKENS && vnni_panels(ty) {
+        return MatmulPath::FilePanelsVnni;
+    }
+    if n_tokens == 1 {
+        MatmulPath::FileDecode
+    } else {
+        MatmulPath::FileTiles
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use GgmlType as G;
+    use MatmulPath as P;
+
+    const VNNI: CpuFeatures = CpuFeatures { avx512_vnni: true };
+    const NO_VNNI: CpuFeatures = CpuFeatures { avx512_vnni: false };
+
+    #[test]
+    fn repacked_weights_on_x86_simd_paths() {
+        for ty in [G::Q4_0, G::Q4_K] {
+            assert_eq!(choose_path(Backend::Avx512, VNNI, ty, true, 1), P::PackedDecodeVnni);
+            assert_eq!(
+                choose_path(Backend::Avx512, VNNI, ty, true, SMALL_BATCH),
+                P::PackedDecodeVnni
+            );
+            assert_eq!(
+                choose_path(Backend::Avx512, VNNI, ty, true, SMALL_BATCH + 1),
+                P::PackedPanelsVnni
+            );
+            assert_eq!(choose_path(Backend::Avx512, VNNI, ty, true, 512), P::PackedPanelsVnni);
+            // Without VNNI, AVX-512 runs the AVX2 kernels; and avx2 never uses VNNI.
+            for (b, cpu) in [
+                (Backend::Avx512, NO_VNNI),
+                (Backend::Avx2, VNNI),
+                (Backend::Avx2, NO_VNNI),
+            ] {
+                assert_eq!(choose_path(b, cpu, ty, true, 1), P::PackedDecodeAvx2, "{b} {cpu:?}");
+                assert_eq!(choose_path(b, cpu, ty, true, 2), P::PackedTilesAvx2, "{b} {cpu:?}");
+                assert_eq!(choose_path(b, cpu, ty, true, 512), P::PackedTilesAvx2, "{b} {cpu:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn scalar_and_neon_ignore_the_repacked_form() {
+        for b in [Backend::Scalar, Backend::Neon] {
+            for cpu in [VNNI, NO_VNNI] {
+                assert_eq!(choose_path(b, cpu, G::Q4_0, true, 1), P::FileDecode);
+                assert_eq!(choose_path(b, cpu, G::Q4_K, true, 64), P::FileTiles);
+                assert_eq!(choose_path(b, cpu, G::Q8_0, false, 512), P::FileTiles);
+            }
+        }
+    }
+
+    #[test]
+    fn file_layout_panels_need_vnni_enough_tokens_and_a_panel_type() {
+        let b = Backend::Avx512;
+        for ty in [G::Q4_0, G::Q4_1, G::Q5_0, G::Q5_1, G::Q8_0, G::Q4_K, G::Q5_K, G::Q6_K] {
+            assert_eq!(
+                choose_path(b, VNNI, ty, false, PANEL_MIN_TOKENS),
+                P::FilePanelsVnni,
+                "{ty}"
+            );
+            assert_eq!(
+                choose_path(b, VNNI, ty, false, PANEL_MIN_TOKENS - 1),
+                P::FileTiles,
+                "{ty}"
+            );
+            assert_eq!(choose_path(b, VNNI, ty, false, 1), P::FileDecode, "{ty}");
+            assert_eq!(choose_path(b, NO_VNNI, ty, false, 512), P::FileTiles, "{ty}");
+            assert_eq!(choose_path(Backend::Avx2, VNNI, ty, false, 512), P::FileTiles, "{ty}");
+        }
+        for ty in [G::F32, G::F16, G::BF16] {
+            assert_eq!(choose_path(b, VNNI, ty, false, 512), P::FileTiles, "{ty}");
+        }
+    }
+
+    #[test]
+    fn only_repacked_paths_read_the_repacked_form() {
+        for b in Backend::ALL {
+            for cpu in [VNNI, NO_VNNI] {
+                for ty in crate::kernels::cpu::SUPPORTED {
+                    for n in [1, 2, 15, 16, 17, 512] {
+                        let p = choose_path(b, cpu, ty, false, n);
+                        assert!(!p.is_packed(), "{b} {ty} {n}: {p:?} without a repacked form");
+                        let p = choose_path(b, cpu, ty, true, n);
+                        let x86 = matches!(b, Backend::Avx2 | Backend::Avx512);
+                        assert_eq!(p.is_packed(), x86 && repackable(ty), "{b} {ty} {n}: {p:?}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The types the kernels and the matmul runner share: the weight matrix ([`QMatrix`]) and its
+//! repacked form ([`PackedMatrix`], made by `repack.rs`), activation handling
+//! ([`Activations`], [`PackedActivations`]), and the pointer the pool's tasks write through
+//! ([`SyncPtr`]). A leaf: it imports no kernel, so imports flow one way, from the runner
+//! (`matmul.rs`) to the kernels to this module.
+
+use super::table::supported;
+use super::KernelError;
+use crate::quant::GgmlType;
+
+/// The most activation rows one tile kernel call takes.
+pub const DOT_MAX_T: usize = 8;
+
+/// How a matmul with quantized weights treats the activations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Activations {
+    /// Quantized per token to the weight type's partner format ([`act_type`]), then integer
+    /// dot products: ggml's CPU arithmetic, and the fast one.
+    #[default]
+    Quantized,
+    /// Kept in f32 against weight rows dequantized to f32.
+    F32,
+}
+
+impl Activations {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activations::Quantized => "quantized",
+            Activations::F32 => "f32",
+        }
+    }
+}
+
+impl std::str::FromStr for Activations {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "quantized" | "q8" => Ok(Activations::Quantized),
+            "f32" => Ok(Activations::F32),
+            _ => Err(format!(
+                "unknown activation arithmetic `{s}` (expected quantized or f32)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Activations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A row-major weight matrix borrowed from a model file: each of `rows` rows is `cols`
+/// elements of `ty`; optionally also the same matrix repacked (see [`PackedMatrix`]), which the
+/// x86 SIMD paths (AVX2, AVX-512) then read instead of `data`.
+#[derive(Debug, Clone, Copy)]
+pub struct QMatrix<'a> {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+    pub packed: Option<&'a PackedMatrix>,
+}
+
+impl<'a> QMatrix<'a> {
+    /// Checks the type has a kernel, `cols` is a whole number of blocks and `data` holds
+    /// exactly `rows` rows.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, KernelError> {
+        if !supported(ty) {
+            return Err(KernelError::UnsupportedType(ty));
+        }
+        let block = ty.block_size();
+        if !cols.is_multiple_of(block) {
+            return Err(KernelError::Columns { ty, cols, block });
+        }
+        let expected = (cols / block)
+            .checked_mul(ty.type_size())
+            .and_then(|rb| rb.checked_mul(rows));
+        if expected != Some(data.len()) {
+            return Err(KernelError::DataSize {
+                ty,
+                rows,
+                cols,
+                expected: expected.unwrap_or(usize::MAX),
+                got: data.len(),
+            });
+        }
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            data,
+            packed: None,
+        })
+    }
+
+    /// Attaches the repacked form of this same matrix.
+    pub fn with_packed(self, packed: &'a PackedMatrix) -> Result<Self, KernelError> {
+        if self.ty != packed.ty() || packed.rows() != self.rows || packed.cols() != self.cols {
+            return Err(KernelError::Packed {
+                ty: self.ty,
+                rows: self.rows,
+                cols: self.cols,
+            });
+        }
+        Ok(QMatrix {
+            packed: Some(packed),
+            ..self
+        })
+    }
+
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> usize {
+        self.cols / self.ty.block_size() * self.ty.type_size()
+    }
+
+    /// The bytes of row `r`.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let rb = self.row_bytes();
+        &self.data[r * rb..(r + 1) * rb]
+    }
+}
+
+/// A raw pointer the pool's tasks share to write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+pub(super) struct SyncPtr<T>(pub(super) *mut T);
+// SAFETY: only used for writes to disjoint elements (each task's own rows/tokens), and the
+// pool's `run` returns only after every task is done.
+unsafe impl<T> Sync for SyncPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Send for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    /// Through a method so closures capture the whole (Sync) wrapper, not the raw field.
+    pub(super) fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// Rows per panel: the 16 i32 lanes of a 512-bit vector (two 256-bit vectors with AVX2).
+pub const PANEL_ROWS: usize = 16;
+
+/// One 64-byte line, aligned for 512-bit (and aligned 256-bit) loads.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(super) struct Line(pub(super) [u8; 64]);
+
+/// Lines per panel and Q4_K super-block: `d`/`dmin`, 2 of scales, 2 of mins, 32 of quants.
+pub(super) const Q4K_LINES: usize = 37;
+
+/// A Q4_0 or Q4_K matrix in the panel layout (see `repack.rs`, which makes it).
+pub struct PackedMatrix {
+    pub(super) ty: GgmlType,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    /// Q4_0 only: the f16 block scales.
+    pub(super) scales: Vec<u16>,
+    pub(super) lines: Vec<Line>,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedMatrix")
+            .field("ty", &self.ty)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .finish()
+    }
+}
+
+/// One token's activation row (Q8_0 for Q4_0 weights, Q8_K for Q4_K) prepared for
+/// the kernels for repacked weights.
+#[cfg(target_arch = "x86_64")]
+pub(super) struct PackedActivations {
+    /// The quads (4 quants each) of every block, as little-endian u32.
+    pub(super) quads: Vec<u32>,
+    /// Per block (Q8_0) or super-block (Q8_K): the activation scale.
+    pub(super) scales: Vec<f32>,
+    /// Q8_0: per block, `-8 * sum(y)`, the start of each row's integer sum.
+    /// Q8_K: per sub-block of 32, `sum(y)` (from `bsums`), paired with the mins.
+    pub(super) sums: Vec<i32>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PackedActivations {
+    /// From one activation row in the partner format of weights of type `ty`.
+    pub(super) fn new(ty: GgmlType, act: &[u8]) -> PackedActivations {
+        let quads_of = |q: &[u8]| {
+            q.chunks_exact(4)
+                .map(|q| u32::from_le_bytes([q[0], q[1], q[2], q[3]]))
+                .collect::<Vec<_>>()
+        };
+        let mut x = PackedActivations {
+            quads: Vec::new(),
+            scales: Vec::new(),
+            sums: Vec::new(),
+        };
+        if ty == GgmlType::Q4_0 {
+            for blk in act.chunks_exact(34) {
+                x.scales.push(half::f16::from_le_bytes([blk[0], blk[1]]).to_f32());
+                x.sums.push(-8 * blk[2..].iter().map(|&q| q as i8 as i32).sum::<i32>());
+                x.quads.extend(quads_of(&blk[2..]));
+            }
+        } else {
+            // Q8_K: f32 d, 256 quants, 16 i16 sums of 16 quants each.
+            for blk in act.chunks_exact(292) {
+                x.scales.push(f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]));
+                x.quads.extend(quads_of(&blk[4..260]));
+                let bsum = |i: usize| i16::from_le_bytes([blk[260 + 2 * i], blk[261 + 2 * i]]) as i32;
+                x.sums.extend((0..8).map(|j| bsum(2 * j) + bsum(2 * j + 1)));
+            }
+        }
+        x
+    }
+}
+
+impl PackedMatrix {
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held (about the file's bytes for the same weights).
+    pub fn bytes(&self) -> usize {
+        self.scales.len() * 2 + self.lines.len() * 64
+    }
+
+    // Only the x86 kernels walk panels; elsewhere the repacked form is never read.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) fn n_panels(&self) -> usize {
+        self.rows.div_ceil(PANEL_ROWS)
+    }
+
+    /// Q4_0 block `b` of panel `p`: its 16 f16 scales and its 4 quant lines.
+    pub(super) fn q4_0_block(&self, p: usize, b: usize) -> (&[u16], &[Line]) {
+        let i = p * (self.cols / 32) + b;
+        (
+            &self.scales[i * PANEL_ROWS..(i + 1) * PANEL_ROWS],
+            &self.lines[i * 4..(i + 1) * 4],
+        )
+    }
+
+    /// Q4_K super-block `b` of panel `p`: its [`Q4K_LINES`] lines.
+    pub(super) fn q4_k_block(&self, p: usize, b: usize) -> &[Line] {
+        let i = p * (self.cols / 256) + b;
+        &self.lines[i * Q4K_LINES..(i + 1) * Q4K_LINES]
+    }
+}

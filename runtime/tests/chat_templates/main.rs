@@ -1,0 +1,3 @@
+//! Chat templates against reference renderings made by transformers and FastChat.
+
+mod templates;
