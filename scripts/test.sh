@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GGML_NO_BACKTRACE=1
+# One build from scratch per run: incremental compilation's caches only cost time and disk here
+# (set CARGO_INCREMENTAL=1 to keep them when running this script repeatedly).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
