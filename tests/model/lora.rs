@@ -341,29 +341,40 @@ fn mismatched_adapters_are_refused_with_clear_errors() {
     // Ranks of A and B differ (or A not transposed).
     let mut bad_rank = good.clone();
     bad_rank.b = weights(9, HIDDEN * 4);
-    let mut w = GgufWriter::new();
-    w.set_str("general.type", "adapter").unwrap();
-    w.set_str("general.architecture", "llama").unwrap();
-    w.set_str("adapter.type", "lora").unwrap();
-    w.add_tensor("blk.0.attn_q.weight.lora_a", &[HIDDEN as u64, 8], GgmlType::F32)
-        .unwrap();
-    w.add_tensor("blk.0.attn_q.weight.lora_b", &[4, HIDDEN as u64], GgmlType::F32)
-        .unwrap();
-    let data = [encode(GgmlType::F32, &good.a), encode(GgmlType::F32, &bad_rank.b)];
-    w.write_file(&p("ranks.gguf"), &[], |i, _, s| std::io::Write::write_all(s, &data[i]))
-        .unwrap();
+    let q = "blk.0.attn_q.weight";
+    write_raw_adapter(
+        &p("ranks.gguf"),
+        "llama",
+        "lora",
+        &[
+            (
+                format!("{q}.lora_a"),
+                [HIDDEN as u64, 8],
+                GgmlType::F32,
+                encode(GgmlType::F32, &good.a),
+            ),
+            (
+                format!("{q}.lora_b"),
+                [4, HIDDEN as u64],
+                GgmlType::F32,
+                encode(GgmlType::F32, &bad_rank.b),
+            ),
+        ],
+    );
     expect_error(&p("ranks.gguf"), &["rank 8", "rank 4"]);
 
     // A lonely A (and a lonely B).
-    let mut w = GgufWriter::new();
-    w.set_str("general.type", "adapter").unwrap();
-    w.set_str("general.architecture", "llama").unwrap();
-    w.set_str("adapter.type", "lora").unwrap();
-    w.add_tensor("blk.0.attn_q.weight.lora_a", &[HIDDEN as u64, 8], GgmlType::F32)
-        .unwrap();
-    let a = encode(GgmlType::F32, &good.a);
-    w.write_file(&p("lonely.gguf"), &[], |_, _, s| std::io::Write::write_all(s, &a))
-        .unwrap();
+    write_raw_adapter(
+        &p("lonely.gguf"),
+        "llama",
+        "lora",
+        &[(
+            format!("{q}.lora_a"),
+            [HIDDEN as u64, 8],
+            GgmlType::F32,
+            encode(GgmlType::F32, &good.a),
+        )],
+    );
     expect_error(&p("lonely.gguf"), &["blk.0.attn_q.weight.lora_a", "lora_b"]);
 
     // NaN in B.
@@ -374,41 +385,42 @@ fn mismatched_adapters_are_refused_with_clear_errors() {
 
     // Not an adapter: the base model itself, and a file of another adapter type.
     expect_error(&base(Mix::F32), &["not a LoRA adapter"]);
-    let mut w = GgufWriter::new();
-    w.set_str("general.type", "adapter").unwrap();
-    w.set_str("general.architecture", "llama").unwrap();
-    w.set_str("adapter.type", "control_vector").unwrap();
-    w.write_file(&p("cv.gguf"), &[], |_, _, _| Ok::<(), std::io::Error>(()))
-        .unwrap();
+    write_raw_adapter(&p("cv.gguf"), "llama", "control_vector", &[]);
     expect_error(&p("cv.gguf"), &["adapter.type", "control_vector"]);
 
     // Another architecture.
-    let mut w = GgufWriter::new();
-    w.set_str("general.type", "adapter").unwrap();
-    w.set_str("general.architecture", "gpt2").unwrap();
-    w.set_str("adapter.type", "lora").unwrap();
-    w.add_tensor("blk.0.attn_q.weight.lora_a", &[HIDDEN as u64, 8], GgmlType::F32)
-        .unwrap();
-    w.add_tensor("blk.0.attn_q.weight.lora_b", &[8, HIDDEN as u64], GgmlType::F32)
-        .unwrap();
-    let data = [encode(GgmlType::F32, &good.a), encode(GgmlType::F32, &good.b)];
-    w.write_file(&p("arch.gguf"), &[], |i, _, s| std::io::Write::write_all(s, &data[i]))
-        .unwrap();
+    write_raw_adapter(
+        &p("arch.gguf"),
+        "gpt2",
+        "lora",
+        &[
+            (
+                format!("{q}.lora_a"),
+                [HIDDEN as u64, 8],
+                GgmlType::F32,
+                encode(GgmlType::F32, &good.a),
+            ),
+            (
+                format!("{q}.lora_b"),
+                [8, HIDDEN as u64],
+                GgmlType::F32,
+                encode(GgmlType::F32, &good.b),
+            ),
+        ],
+    );
     expect_error(&p("arch.gguf"), &["gpt2", "llama"]);
 
     // An unsupported tensor type (Q4_0 adapters are not a thing llama.cpp writes).
-    let mut w = GgufWriter::new();
-    w.set_str("general.type", "adapter").unwrap();
-    w.set_str("general.architecture", "llama").unwrap();
-    w.set_str("adapter.type", "lora").unwrap();
-    w.add_tensor("blk.0.attn_q.weight.lora_a", &[HIDDEN as u64, 32], GgmlType::Q4_0)
-        .unwrap();
-    w.add_tensor("blk.0.attn_q.weight.lora_b", &[32, HIDDEN as u64], GgmlType::Q4_0)
-        .unwrap();
     let n = GgmlType::Q4_0.row_bytes(HIDDEN as u64).unwrap() as usize * 32;
-    let data = [vec![0u8; n], vec![0u8; n]];
-    w.write_file(&p("q4.gguf"), &[], |i, _, s| std::io::Write::write_all(s, &data[i]))
-        .unwrap();
+    write_raw_adapter(
+        &p("q4.gguf"),
+        "llama",
+        "lora",
+        &[
+            (format!("{q}.lora_a"), [HIDDEN as u64, 32], GgmlType::Q4_0, vec![0u8; n]),
+            (format!("{q}.lora_b"), [32, HIDDEN as u64], GgmlType::Q4_0, vec![0u8; n]),
+        ],
+    );
     expect_error(&p("q4.gguf"), &["Q4_0", "F32"]);
 
     // Empty and truncated files, and a missing one.
@@ -643,4 +655,18 @@ fn merged_at_convert_equals_applied_at_load() {
             assert!(d <= 2.0 * format, "{ty}: applied vs merged {d} > 2 x {format}");
         }
     }
+}
+
+/// Writes an adapter GGUF by hand: the three header keys and `(name, ggml dims, type, bytes)`
+/// tensors as given, for files `write_adapter` would never produce.
+fn write_raw_adapter(path: &Path, arch: &str, adapter_type: &str, tensors: &[(String, [u64; 2], GgmlType, Vec<u8>)]) {
+    let mut w = GgufWriter::new();
+    w.set_str("general.type", "adapter").unwrap();
+    w.set_str("general.architecture", arch).unwrap();
+    w.set_str("adapter.type", adapter_type).unwrap();
+    for (name, dims, ty, _) in tensors {
+        w.add_tensor(name, dims, *ty).unwrap();
+    }
+    w.write_file(path, &[], |i, _, s| std::io::Write::write_all(s, &tensors[i].3))
+        .unwrap();
 }
