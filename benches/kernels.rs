@@ -10,7 +10,7 @@
 //! and computed on a persistent ggml thread pool with the same thread count, activations in
 //! f32 (ggml quantizes them inside the op, as ours does), so both sides do the same work. Its
 //! weights are in a plain CPU buffer, so ggml does not repack them (llama.cpp's model loader
-//! would); `edgeact-repacked` is ours on weights repacked as `--repack` does (Q4_0 and Q4_K,
+//! would); `edgeact-repacked` is ours on weights repacked as `--repack` does (Q4_0, Q4_K and Q6_K,
 //! x86 CPUs with AVX2 or AVX-512).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

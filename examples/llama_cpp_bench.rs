@@ -14,6 +14,9 @@
 //! runs it: for each P, rows `tgN xP` with the aggregate tokens/s of P sequences (a 2-token
 //! prompt each, not timed) decoding N tokens together, one `llama_decode` of P tokens per step
 //! ([`edgeact_oracle::BatchedContext`]).
+//!
+//! `--first-token` loads, evaluates a 2-token prompt, decodes one token and exits, for timing
+//! exec -> first token from outside (scripts/bench-side-by-side.sh does).
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -44,6 +47,10 @@ struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Only load the model, evaluate a 2-token prompt and decode one token, then exit: time
+    /// the whole process for exec -> first token (as `edgeact run -p hi -n 1`).
+    #[arg(long)]
+    first_token: bool,
 }
 
 fn mean_std(xs: &[f64]) -> (f64, f64) {
@@ -64,6 +71,11 @@ fn main() -> anyhow::Result<()> {
     } else {
         edgeact_oracle::Model::load(&args.model)?
     };
+    if args.first_token {
+        let mut ctx = edgeact_oracle::Context::new(&model, 8, args.threads)?;
+        ctx.bench(2, 1, 0)?;
+        return Ok(());
+    }
     if args.repetitions == 0 {
         anyhow::bail!("-r must be at least 1");
     }

@@ -1,7 +1,10 @@
 #!/bin/sh
 # Whole-model speed of edgeact beside llama.cpp (through the oracle member), one run, one
-# machine: pp and tg tokens/s for each model and thread count, edgeact from the mapping and
-# with --repack, llama.cpp with its default repacking and with --no-repack. Prints the raw
+# machine: pp and tg tokens/s for each model and thread count, edgeact by default (the weight
+# types whose repacked kernels measured faster are repacked), with --no-repack (everything in
+# the mapping) and with --repack (every Q4_0/Q4_K matrix), llama.cpp with its default
+# repacking and with --no-repack; then exec -> first token (a 2-token prompt, one token, warm
+# page cache; best of REPS) of each of those five. Prints the raw
 # tables and appends them to bench/runs/<UTC date>-<machine>.md (a dated record of the run);
 # README.md's figures come from these files.
 # usage: scripts/bench-side-by-side.sh MODEL.gguf [THREADS...]
@@ -18,6 +21,8 @@
 #   default repacking) over PARALLEL (default 1,2,4,8,16) sequences decoding BATCHED_TG
 #   (default 32) tokens each, and a table of aggregate t/s with the ratios "at P / at 1" and
 #   "ours / llama.cpp"; BATCHED=only runs just that section.
+#   EDGEACT_KERNELS=avx2 (or scalar) in the environment runs edgeact's kernels of that path
+#   (the header line says so); llama.cpp keeps its own.
 set -eu
 model=$1
 shift
@@ -44,12 +49,33 @@ record="$runs_dir/$(date -u +%F)-$(nproc)core-${cpu:-unknown}.md"
 echo
 echo '```'
 if [ "$batched" != only ]; then
-echo "# $(basename "$model") pp$pp tg$tg depths $depths, $reps repetitions, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(basename "$model") pp$pp tg$tg depths $depths, $reps repetitions, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)${EDGEACT_KERNELS:+, EDGEACT_KERNELS=$EDGEACT_KERNELS}"
 for t in $threads; do
-    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" 2>/dev/null | tail -n +3 | sed 's/^/edgeact          /'
-    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --repack 2>/dev/null | tail -n +3 | sed 's/^/edgeact --repack /'
+    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu 2>/dev/null | tail -n +3 | sed 's/^/edgeact             /'
+    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu --no-repack 2>/dev/null | tail -n +3 | sed 's/^/edgeact --no-repack /'
+    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu --repack 2>/dev/null | tail -n +3 | sed 's/^/edgeact --repack    /'
     $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" 2>/dev/null | tail -n +3
     $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --no-repack 2>/dev/null | tail -n +3
+done
+# exec -> first token, warm page cache (one untimed run first), best of $reps, at the most threads.
+t_max=$(printf '%s\n' $threads | sort -n | tail -n 1)
+cat "$model" >/dev/null
+first_token() {
+    best=
+    for _ in $(seq 0 "$reps"); do
+        start=$(date +%s%N)
+        "$@" >/dev/null 2>&1
+        ms=$(( ($(date +%s%N) - start) / 1000000 ))
+        [ -z "$best" ] || [ "$ms" -lt "$best" ] && best=$ms
+    done
+    echo "$best"
+}
+for engine in "edgeact" "edgeact --no-repack" "edgeact --repack" "llama.cpp" "llama.cpp --no-repack"; do
+    case $engine in
+    edgeact*) flag=${engine#edgeact}; ms=$(first_token $bin/edgeact run -m "$model" -p hi -n 1 -t "$t_max" --device cpu $flag) ;;
+    llama.cpp*) flag=${engine#llama.cpp}; ms=$(first_token $bin/examples/llama_cpp_bench -m "$model" -t "$t_max" --first-token $flag) ;;
+    esac
+    echo "first token: $engine, $t_max thread(s): $ms ms from exec"
 done
 # Roofline of tg: bandwidth / bytes read per generated token.
 bytes=$(python3 scripts/gguf-bytes-per-token.py "$model" "$depths")

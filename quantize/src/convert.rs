@@ -488,16 +488,23 @@ fn write_tensor(
         let n = chunk_rows.min(n_rows - first);
         let src = &mut src[..n * row_len];
         let dst = &mut dst[..n * row_bytes];
-        read_rows(source, &item.src, lora, first, n, n_rows, row_len, src)?;
+        // Each worker reads (converts to f32, merges, permutes) its own rows before quantizing
+        // them, so that reading a GGUF's F16 data is spread over the threads too.
+        let read = |row0: usize, rows: usize, out: &mut [f32]| {
+            read_rows(source, &item.src, lora, first + row0, rows, n_rows, row_len, out)
+        };
         let (e, s) =
-            quantize_parallel(decl.ty, src, dst, row_len, row_bytes, threads).map_err(|(row, err)| match err {
-                QuantError::NonFinite { index } => anyhow!(
-                    "non-finite value (NaN or infinity) at row {}, column {} of the source tensor",
-                    first + row + index / row_len,
-                    index % row_len
-                ),
-                other => anyhow!(other),
-            })?;
+            quantize_parallel(decl.ty, &read, src, dst, row_len, row_bytes, threads).map_err(
+                |failure| match failure {
+                    WorkerError::Read(err) => err,
+                    WorkerError::Quantize(row, QuantError::NonFinite { index }) => anyhow!(
+                        "non-finite value (NaN or infinity) at row {}, column {} of the source tensor",
+                        first + row + index / row_len,
+                        index % row_len
+                    ),
+                    WorkerError::Quantize(_, other) => anyhow!(other),
+                },
+            )?;
         sq_err += e;
         sq_ref += s;
         sink.write_all(dst)?;
@@ -568,31 +575,68 @@ fn read_rows(
     Ok(())
 }
 
-/// Quantizes whole rows on up to `threads` threads and measures the error. On failure returns
-/// the first row of the failing slice (relative to `src`) and the error.
+/// `(sum((x - y)^2), sum(x^2))` in f64, over 8 interleaved partial sums so the loop vectorizes
+/// (one serial f64 chain per sum made this statistic cost as much as quantizing Q4_0).
+fn squared_sums(x: &[f32], y: &[f32]) -> (f64, f64) {
+    const LANES: usize = 8;
+    let (mut err, mut norm) = ([0f64; LANES], [0f64; LANES]);
+    let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let (x_rest, y_rest) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for k in 0..LANES {
+            let d = (a[k] - b[k]) as f64;
+            err[k] += d * d;
+            norm[k] += a[k] as f64 * a[k] as f64;
+        }
+    }
+    for (&a, &b) in x_rest.iter().zip(y_rest) {
+        let d = (a - b) as f64;
+        err[0] += d * d;
+        norm[0] += a as f64 * a as f64;
+    }
+    (err.iter().sum(), norm.iter().sum())
+}
+
+/// Fills `out` with `rows` rows of the current chunk from the given first row.
+type ReadRows<'a> = dyn Fn(usize, usize, &mut [f32]) -> anyhow::Result<()> + Sync + 'a;
+
+/// Why a worker of [`quantize_parallel`] stopped.
+enum WorkerError {
+    /// Reading its rows failed.
+    Read(anyhow::Error),
+    /// Quantizing failed at this row (relative to the chunk).
+    Quantize(usize, QuantError),
+}
+
+/// Reads whole rows of a chunk (`read(first_row, rows, out)`), quantizes them on up to
+/// `threads` threads (each reading and quantizing its own slice) and measures the error.
+/// On failure returns the first failing slice's error.
 fn quantize_parallel(
     ty: GgmlType,
-    src: &[f32],
+    read: &ReadRows<'_>,
+    src: &mut [f32],
     dst: &mut [u8],
     row_len: usize,
     row_bytes: usize,
     threads: usize,
-) -> Result<(f64, f64), (usize, QuantError)> {
+) -> Result<(f64, f64), WorkerError> {
     let n_rows = src.len() / row_len;
     let per = n_rows.div_ceil(threads.max(1)).max(1);
-    let work = |row0: usize, x: &[f32], y: &mut [u8]| -> Result<(f64, f64), (usize, QuantError)> {
-        quantize_row(ty, x, y).map_err(|e| (row0, e))?;
+    let work = |row0: usize, x: &mut [f32], y: &mut [u8]| -> Result<(f64, f64), WorkerError> {
+        read(row0, x.len() / row_len, x).map_err(WorkerError::Read)?;
+        quantize_row(ty, x, y).map_err(|e| WorkerError::Quantize(row0, e))?;
         if ty == GgmlType::F32 {
             return Ok((0.0, x.iter().map(|&v| (v as f64) * (v as f64)).sum()));
         }
-        let mut back = vec![0f32; x.len()];
-        dequantize_row(ty, y, &mut back).map_err(|e| (row0, e))?;
-        let mut e = 0f64;
-        let mut s = 0f64;
-        for (&a, &b) in x.iter().zip(&back) {
-            let d = (a - b) as f64;
-            e += d * d;
-            s += (a as f64) * (a as f64);
+        // One row at a time into a small buffer: a whole-chunk one would be megabytes of
+        // fresh zeroed pages per call.
+        let mut back = vec![0f32; row_len];
+        let (mut e, mut s) = (0f64, 0f64);
+        for (xr, yr) in x.chunks_exact(row_len).zip(y.chunks_exact(row_bytes)) {
+            dequantize_row(ty, yr, &mut back).map_err(|e| WorkerError::Quantize(row0, e))?;
+            let (re, rs) = squared_sums(xr, &back);
+            e += re;
+            s += rs;
         }
         Ok((e, s))
     };
@@ -601,7 +645,7 @@ fn quantize_parallel(
     }
     std::thread::scope(|scope| {
         let handles: Vec<_> = src
-            .chunks(per * row_len)
+            .chunks_mut(per * row_len)
             .zip(dst.chunks_mut(per * row_bytes))
             .enumerate()
             .map(|(i, (x, y))| scope.spawn(move || work(i * per, x, y)))

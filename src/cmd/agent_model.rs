@@ -26,7 +26,7 @@ pub struct LoadedModel {
 impl LoadedModel {
     pub fn load(args: &ModelArgs) -> anyhow::Result<LoadedModel> {
         let backend = args.device.resolve()?;
-        let (file, model): (Arc<GgufFile>, Arc<LlamaModel>) = args.load_model()?;
+        let (file, model): (Arc<GgufFile>, Arc<LlamaModel>) = args.load_model(matches!(backend, Backend::Cpu))?;
         let tokenizer =
             Tokenizer::from_gguf(&file).with_context(|| format!("tokenizer of {}", args.model.display()))?;
         Ok(LoadedModel {

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use edgeact_runtime::generate::Generation;
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::kernels::cuda::{select_device, Backend, DeviceChoice};
-use edgeact_runtime::model::{Activations, KvType, LlamaModel, LoraAdapter, Session, SessionOptions};
+use edgeact_runtime::model::{Activations, KvType, LlamaModel, LoraAdapter, RepackChoice, Session, SessionOptions};
 use edgeact_runtime::sampler::{Sampler, SamplerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,6 +73,9 @@ pub struct ModelArgs {
     pub repack: RepackArg,
     #[command(flatten)]
     pub lora: LoraArgs,
+    /// Print what loading took (mapping, repacking, peak resident memory) on stderr.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
 }
 
 /// `--lora FILE[:SCALE]`, shared by every command that runs the model.
@@ -154,14 +157,121 @@ pub struct ActivationsArg {
     pub activations: Activations,
 }
 
-/// `--repack`, shared by every command that runs the model.
+/// `--repack` / `--no-repack`, shared by every command that runs the model. Without either,
+/// the weight types whose repacked kernels measured faster on this CPU are repacked when the
+/// model runs on the CPU (docs/kernels.md "Default path").
 #[derive(clap::Args, Debug, Clone, Copy, Default)]
 pub struct RepackArg {
-    /// Copy Q4_0/Q4_K weights into 16-row panels for the x86 AVX2 and AVX-512 VNNI kernels
-    /// (faster decode; costs the weights' size in anonymous memory instead of using the file
-    /// mapping in place). No effect on other CPUs.
-    #[arg(long)]
+    /// Repack every Q4_0/Q4_K/Q6_K matrix into 16-row panels for the x86 AVX2 and AVX-512
+    /// VNNI kernels, also where the default would not (no effect on other CPUs).
+    #[arg(long, conflicts_with = "no_repack")]
     pub repack: bool,
+    /// Use every weight in place from the file mapping: zero-copy (pages shared with other
+    /// processes and the page cache) and the fastest start, but slower x86 decode.
+    #[arg(long)]
+    pub no_repack: bool,
+}
+
+impl RepackArg {
+    /// What to repack at load: `None` for nothing.
+    fn choice(self, on_cpu: bool) -> Option<RepackChoice> {
+        match (self.repack, self.no_repack) {
+            (true, _) => Some(RepackChoice::All),
+            (false, true) => None,
+            // A model offloaded to a GPU keeps its CPU copy in the mapping.
+            (false, false) => on_cpu.then_some(RepackChoice::Measured),
+        }
+    }
+}
+
+/// What loading a model took (`-v`, `bench --json`).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct LoadStats {
+    /// Mapping and checking the file and attaching adapters.
+    pub load_seconds: f64,
+    pub repack_seconds: f64,
+    pub repacked_tensors: usize,
+    pub repacked_bytes: u64,
+    /// The process's peak resident memory after loading (Linux `VmHWM`).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl LoadStats {
+    /// One line for stderr.
+    pub fn summary(&self) -> String {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let repacked = if self.repacked_tensors == 0 {
+            "nothing repacked".to_string()
+        } else {
+            format!(
+                "repacked {} matrices ({:.2} GiB) in {:.2} s",
+                self.repacked_tensors,
+                gib(self.repacked_bytes),
+                self.repack_seconds
+            )
+        };
+        let rss = self
+            .peak_rss_bytes
+            .map(|b| format!(", peak RSS {:.2} GiB", gib(b)))
+            .unwrap_or_default();
+        format!("load: {:.2} s mapping and checking, {repacked}{rss}", self.load_seconds)
+    }
+}
+
+/// The process's peak resident set size (`VmHWM` of /proc/self/status), where the OS says.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// A repacking progress line on stderr when it is a terminal and the repacking has taken more
+/// than a second (a 7B model takes a few on two cores), redrawn at most ten times a second
+/// and erased at the end.
+struct RepackProgress {
+    start: std::time::Instant,
+    last: Option<std::time::Instant>,
+    tty: bool,
+}
+
+impl RepackProgress {
+    fn new() -> RepackProgress {
+        use std::io::IsTerminal;
+        RepackProgress {
+            start: std::time::Instant::now(),
+            last: None,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn update(&mut self, done: u64, todo: u64) {
+        let now = std::time::Instant::now();
+        let due = self.last.is_none_or(|t| now.duration_since(t).as_millis() >= 100);
+        if !self.tty || now.duration_since(self.start).as_secs_f64() < 1.0 || !due || todo == 0 {
+            return;
+        }
+        self.last = Some(now);
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        eprint!(
+            "\rrepacking weights: {:3.0}% ({:.2} of {:.2} GiB)",
+            100.0 * done as f64 / todo as f64,
+            gib(done),
+            gib(todo)
+        );
+    }
+
+    fn finish(&self) {
+        if self.last.is_some() {
+            eprint!("\r\x1b[2K");
+        }
+    }
 }
 
 /// `--threads` as used: `None` or 0 means every core; a request above the CPU count is
@@ -179,50 +289,61 @@ pub fn thread_count(requested: Option<usize>) -> usize {
     }
 }
 
-/// Opens and checks a model file, attaches the `--lora` adapters, and repacks the weights when
-/// asked (with `threads` threads, default all cores).
+/// Opens and checks a model file, attaches the `--lora` adapters, and repacks the weights as
+/// `repack` and the device say (with `threads` threads, default all physical cores).
 pub fn load_model_with(
     path: &Path,
     repack: RepackArg,
     lora: &LoraArgs,
     threads: Option<usize>,
-) -> anyhow::Result<(Arc<GgufFile>, Arc<LlamaModel>)> {
+    on_cpu: bool,
+) -> anyhow::Result<(Arc<GgufFile>, Arc<LlamaModel>, LoadStats)> {
+    let start = std::time::Instant::now();
     let file = Arc::new(GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?);
     let mut model = LlamaModel::load(Arc::clone(&file)).with_context(|| format!("loading {}", path.display()))?;
     apply_loras(&mut model, &lora.lora)?;
-    if repack.repack {
+    let mut stats = LoadStats {
+        load_seconds: start.elapsed().as_secs_f64(),
+        ..LoadStats::default()
+    };
+    if let Some(which) = repack.choice(on_cpu) {
         let threads = match threads {
             None | Some(0) => edgeact_runtime::kernels::cpu::physical_cores(),
             Some(_) => thread_count(threads),
         };
-        let start = std::time::Instant::now();
-        let bytes = model
-            .repack(threads)
-            .with_context(|| format!("repacking {}", path.display()))?;
-        if bytes == 0 {
-            eprintln!("edgeact: --repack: nothing repacked (needs Q4_0/Q4_K weights and an x86-64 CPU with AVX2)");
-        } else {
-            eprintln!(
-                "edgeact: repacked {:.2} GiB of Q4_0/Q4_K weights in {:.1} s",
-                bytes as f64 / (1u64 << 30) as f64,
-                start.elapsed().as_secs_f64()
-            );
+        let mut progress = RepackProgress::new();
+        let report = model
+            .repack(which, threads, &mut |done, todo| progress.update(done, todo))
+            .with_context(|| format!("repacking {}", path.display()));
+        progress.finish();
+        let report = report?;
+        if report.tensors == 0 && which == RepackChoice::All {
+            eprintln!("edgeact: --repack: nothing repacked (needs Q4_0/Q4_K/Q6_K weights and an x86-64 CPU with AVX2)");
         }
+        stats.repack_seconds = report.seconds;
+        stats.repacked_tensors = report.tensors;
+        stats.repacked_bytes = report.bytes;
     }
-    Ok((file, Arc::new(model)))
+    stats.peak_rss_bytes = peak_rss_bytes();
+    Ok((file, Arc::new(model), stats))
 }
 
 impl ModelArgs {
-    /// Maps and checks the model file, repacked if `--repack` was given.
-    pub fn load_model(&self) -> anyhow::Result<(Arc<GgufFile>, Arc<LlamaModel>)> {
-        load_model_with(&self.model, self.repack, &self.lora, self.threads)
+    /// Maps and checks the model file, repacked as `--repack`/`--no-repack` and the device
+    /// (`on_cpu`) say; with `-v`, prints what it took.
+    pub fn load_model(&self, on_cpu: bool) -> anyhow::Result<(Arc<GgufFile>, Arc<LlamaModel>)> {
+        let (file, model, stats) = load_model_with(&self.model, self.repack, &self.lora, self.threads, on_cpu)?;
+        if self.verbose {
+            eprintln!("{}", stats.summary());
+        }
+        Ok((file, model))
     }
 
     /// Loads the model and opens a session with these flags, warning when the context is capped.
     pub fn open(&self) -> anyhow::Result<(Arc<GgufFile>, Arc<LlamaModel>, Session)> {
         // The device first: a GPU that cannot be used fails before the model is mapped.
         let backend = self.device.resolve()?;
-        let (file, model) = self.load_model()?;
+        let (file, model) = self.load_model(backend == Backend::Cpu)?;
         let opts = self.session_options(&model)?;
         let session = self.device.session(&backend, Arc::clone(&model), opts)?;
         Ok((file, model, session))

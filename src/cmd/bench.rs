@@ -11,7 +11,7 @@
 //! timed), then decode N tokens together, one [`MultiSession::step`] of P single-token chunks
 //! per generated position (greedy); the row's t/s is the aggregate P * N / seconds.
 
-use super::args::{load_model_with, ActivationsArg, DeviceArgs, LoraArgs, RepackArg};
+use super::args::{load_model_with, ActivationsArg, DeviceArgs, LoadStats, LoraArgs, RepackArg};
 use anyhow::bail;
 use edgeact_runtime::kernels::cuda::Backend;
 use edgeact_runtime::model::{Activations, LlamaModel, Logits, MultiSession, SeqChunk, SessionOptions, MAX_BATCH};
@@ -82,6 +82,8 @@ struct Row {
     avg_ts: f64,
     stddev_ts: f64,
     samples_ts: Vec<f64>,
+    /// What loading the model took (the same for every row of a run).
+    load: LoadStats,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -95,7 +97,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Backend::Cpu => "CPU".to_string(),
         Backend::Cuda(g) => format!("CUDA {}", g.name),
     };
-    let (_file, model) = load_model_with(&args.model, args.repack, &args.lora, args.threads.iter().copied().max())?;
+    let (_file, model, load) = load_model_with(
+        &args.model,
+        args.repack,
+        &args.lora,
+        args.threads.iter().copied().max(),
+        matches!(backend, Backend::Cpu),
+    )?;
     let threads = if args.threads.is_empty() {
         vec![std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)]
     } else {
@@ -141,6 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     if !args.json {
+        eprintln!("{}", load.summary());
         println!("| model | size | params | backend | ngl | threads | test | t/s |");
         println!("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
     }
@@ -178,6 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 avg_ts: avg,
                 stddev_ts: sd,
                 samples_ts: samples,
+                load,
             };
             if !args.json {
                 println!(

@@ -351,6 +351,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 device: a.device.clone(),
                 repack: a.repack,
                 lora: a.lora.clone(),
+                verbose: false,
             })?;
             // The batching engine runs on the CPU; on a GPU each job keeps its own session.
             // One job runs the single-sequence engine (which speculates; the batched one does

@@ -63,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.queue == 0 {
         bail!("--queue must be at least 1");
     }
-    let (file, model) = m.load_model()?;
+    let (file, model) = m.load_model(true)?;
     let tokenizer = Arc::new(Tokenizer::from_gguf(&file).context("loading the tokenizer")?);
     let choice = FormatChoice::from_name(&args.chat_template).unwrap_or_default();
     let format = PromptFormat::resolve(choice, &file).with_context(|| format!("--chat-template {}", choice.name()))?;

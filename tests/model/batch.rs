@@ -18,7 +18,9 @@ use crate::convert_support;
 
 use edgeact_quantize::{convert, Mix, Options};
 use edgeact_runtime::gguf::GgufFile;
-use edgeact_runtime::model::{Activations, LlamaModel, Logits, MultiSession, SeqChunk, Session, SessionOptions};
+use edgeact_runtime::model::{
+    Activations, LlamaModel, Logits, MultiSession, RepackChoice, SeqChunk, Session, SessionOptions,
+};
 use edgeact_runtime::sampler::greedy_token;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,7 +54,7 @@ fn repo(rel: &str) -> PathBuf {
 fn load(path: &Path, repack: bool) -> Arc<LlamaModel> {
     let mut m = LlamaModel::load(Arc::new(GgufFile::open(path).unwrap())).unwrap();
     if repack {
-        m.repack(2).unwrap();
+        m.repack(RepackChoice::All, 2, &mut |_, _| {}).unwrap();
     }
     Arc::new(m)
 }

@@ -19,7 +19,7 @@ use convert_support::{weights, FF, HEAD_DIM, HIDDEN, KV_HEADS, VOCAB};
 use edgeact_quantize::{convert, GgufWriter, Mix, Options};
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::model::{
-    Activations, KvType, LlamaModel, Logits, LoraAdapter, MultiSession, SeqChunk, Session, SessionOptions,
+    Activations, KvType, LlamaModel, Logits, LoraAdapter, MultiSession, RepackChoice, SeqChunk, Session, SessionOptions,
 };
 use edgeact_runtime::quant::GgmlType;
 use lora_adapter_support::{adapter_pairs, encode, pair, write_adapter, write_merged};
@@ -214,7 +214,7 @@ fn repacked_q4_0_base_with_adapter() {
             m.apply_lora(&adapter, 1.0).unwrap();
         }
         if repack {
-            m.repack(2).unwrap();
+            m.repack(RepackChoice::All, 2, &mut |_, _| {}).unwrap();
         }
         logits(m, Activations::Quantized)
     };

@@ -1,16 +1,16 @@
-//! `--repack`: a model whose Q4_0/Q4_K weights are repacked must compute what the same model
+//! `--repack`: a model whose Q4_0/Q4_K/Q6_K weights are repacked must compute what the same model
 //! computes from the file mapping: the same logits up to float summation order, the same greedy
 //! tokens. The kernels are the process-wide path's: AVX-512 VNNI where present, AVX2 otherwise
 //! (run it also with `EDGEACT_KERNELS=avx2` on a VNNI machine to cover both). Models: stories260K quantized to Q4_0 by
 //! `edgeact quantize`, and the converter tests' tiny random checkpoint (256 wide) converted to
-//! Q4_K_M (Q4_K and Q6_K tensors; only the Q4_K ones are repacked).
+//! Q4_K_M (Q4_K and Q6_K tensors, both repacked by `RepackChoice::All`).
 
 use crate::convert_support;
 
 use edgeact_quantize::{convert, Mix, Options};
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::kernels::cpu::repack_supported;
-use edgeact_runtime::model::{LlamaModel, Session, SessionOptions};
+use edgeact_runtime::model::{LlamaModel, RepackChoice, Session, SessionOptions};
 use edgeact_runtime::sampler::greedy_token;
 use std::path::Path;
 use std::process::Command;
@@ -24,8 +24,12 @@ const STORIES: &str = concat!(
 fn load(path: &Path, repack: bool) -> (Arc<LlamaModel>, usize) {
     let file = Arc::new(GgufFile::open(path).unwrap());
     let mut model = LlamaModel::load(file).unwrap();
-    let bytes = if repack { model.repack(2).unwrap() } else { 0 };
-    (Arc::new(model), bytes)
+    let bytes = if repack {
+        model.repack(RepackChoice::All, 2, &mut |_, _| {}).unwrap().bytes
+    } else {
+        0
+    };
+    (Arc::new(model), bytes as usize)
 }
 
 /// The model at `path` from the mapping and repacked, or `None` (with the reason printed)
@@ -139,5 +143,118 @@ fn compare(plain: &Arc<LlamaModel>, packed: &Arc<LlamaModel>, bound: f32) {
             ra = a.eval(&[ta]).unwrap();
             rb = b.eval(&[tb]).unwrap();
         }
+    }
+}
+
+/// The default choice repacks exactly the matrices `repack_by_default` names for this CPU's
+/// kernel path (Q4_K_M: Q4_K and Q6_K tensors), `All` every Q4_0/Q4_K/Q6_K one; progress reports
+/// climb to the total of the repacked matrices' file bytes, once per matrix.
+#[test]
+fn default_repacking_follows_the_measured_table_and_reports_progress() {
+    use edgeact_runtime::kernels::cpu::{backend, repack_by_default, repackable};
+    use edgeact_runtime::quant::GgmlType;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    std::fs::create_dir(&ck).unwrap();
+    convert_support::write_checkpoint(&ck, false, None);
+    let path = dir.path().join("tiny-q4_k_m.gguf");
+    convert(
+        &ck,
+        &path,
+        &Options::new(Mix::Q4KM),
+        &mut edgeact_quantize::convert::Silent,
+    )
+    .unwrap();
+    let file = Arc::new(GgufFile::open(&path).unwrap());
+    let measured: fn(GgmlType) -> bool = |ty| repack_by_default(backend(), ty);
+    for (which, wanted) in [(RepackChoice::Measured, measured), (RepackChoice::All, repackable)] {
+        let mut model = LlamaModel::load(Arc::clone(&file)).unwrap();
+        let expected: Vec<(String, u64)> = file
+            .tensors()
+            .iter()
+            .filter(|t| (t.name.starts_with("blk.") || t.name == "output.weight") && t.dims.len() == 2)
+            .filter(|t| repack_supported() && wanted(t.ty))
+            .map(|t| (t.name.clone(), t.n_bytes()))
+            .collect();
+        let total: u64 = expected.iter().map(|(_, n)| n).sum();
+        let mut seen = Vec::new();
+        let report = model
+            .repack(which, 2, &mut |done, todo| seen.push((done, todo)))
+            .unwrap();
+        assert_eq!(report.tensors, expected.len(), "{which:?}");
+        assert_eq!(seen.len(), expected.len(), "{which:?}: one report per matrix");
+        assert!(seen.iter().all(|&(_, todo)| todo == total), "{which:?}: {seen:?}");
+        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{which:?}: {seen:?}");
+        assert_eq!(seen.last().map(|s| s.0), (!seen.is_empty()).then_some(total));
+        // The panels hold the same quants and scales as the file: about its size.
+        assert!(
+            report.bytes >= total && report.bytes < total + total / 4 + 4096,
+            "{which:?}: {report:?}"
+        );
+    }
+}
+
+/// The CLI's choice: by default the measured table's types are repacked (stories260K Q4_0:
+/// its Q4_0 matrices, where Q4_0 is repacked by default on this CPU's path), `--no-repack`
+/// repacks nothing, `--repack` everything repackable, both flags together are refused; `-v`
+/// and `bench --json` report it.
+#[test]
+fn cli_repacks_by_default_where_measured_and_reports_the_load() {
+    use edgeact_runtime::kernels::cpu::{backend, repack_by_default};
+    use edgeact_runtime::quant::GgmlType;
+    let dir = tempfile::tempdir().unwrap();
+    let q4 = dir.path().join("stories260K-q4_0.gguf");
+    let q4 = q4.to_str().unwrap();
+    let edgeact = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_edgeact")).args(args).output().unwrap();
+    let res = edgeact(&["quantize", STORIES, "-o", q4, "--type", "q4_0", "-q"]);
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let default_repacks = repack_supported() && repack_by_default(backend(), GgmlType::Q4_0);
+    let n_q4_0 = GgufFile::open(Path::new(q4))
+        .unwrap()
+        .tensors()
+        .iter()
+        .filter(|t| t.name.starts_with("blk.") && t.ty == GgmlType::Q4_0)
+        .count();
+    assert!(n_q4_0 > 0);
+    let run = ["run", "-m", q4, "-p", "Once", "-n", "2", "--device", "cpu", "-v"];
+    for (flag, repacked) in [
+        (None, default_repacks),
+        (Some("--no-repack"), false),
+        (Some("--repack"), repack_supported()),
+    ] {
+        let out = edgeact(&[&run[..], flag.as_slice()].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{flag:?}: {err}");
+        let line = err.lines().find(|l| l.starts_with("load: ")).expect("a load line");
+        let want = if repacked {
+            format!("repacked {n_q4_0} matrices")
+        } else {
+            "nothing repacked".to_string()
+        };
+        assert!(line.contains(&want), "{flag:?}: {line}");
+        assert!(!cfg!(target_os = "linux") || line.contains("peak RSS"), "{line}");
+    }
+    let out = edgeact(&[&run[..], &["--repack", "--no-repack"]].concat());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+
+    let out = edgeact(&[
+        "bench", "-m", q4, "-p", "4", "-n", "2", "-r", "1", "--json", "--device", "cpu",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for r in rows.as_array().unwrap() {
+        let load = &r["load"];
+        assert_eq!(
+            load["repacked_tensors"],
+            if default_repacks { n_q4_0 } else { 0 },
+            "{r}"
+        );
+        assert!(load["load_seconds"].as_f64().unwrap() >= 0.0, "{r}");
+        assert_eq!(load["repack_seconds"].as_f64().unwrap() > 0.0, default_repacks, "{r}");
+        assert!(
+            !cfg!(target_os = "linux") || load["peak_rss_bytes"].as_u64().unwrap() > 0,
+            "{r}"
+        );
     }
 }

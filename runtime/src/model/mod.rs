@@ -29,7 +29,7 @@ pub use kv_cache::KvType;
 pub use lora::{LoraAdapter, LoraDelta, LoraPair, LORA_TENSOR_TYPES};
 pub use ops::Activations;
 pub use session::Session;
-pub use weights::{LlamaModel, Weight};
+pub use weights::{LlamaModel, RepackChoice, RepackReport, Weight};
 
 use crate::gguf::GgufError;
 use crate::quant::GgmlType;

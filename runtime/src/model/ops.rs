@@ -8,7 +8,8 @@ use crate::quant::{GgmlType, QuantError};
 use half::f16;
 
 pub use crate::kernels::cpu::{
-    repack_supported, repackable, Activations, KernelError, PackedMatrix, QMatrix, RopeTable, ThreadPool,
+    backend, repack_by_default, repack_supported, repackable, Activations, KernelError, PackedMatrix, QMatrix,
+    RopeTable, ThreadPool,
 };
 
 /// Checks that a weight can go through the matmul (type has a kernel, bytes match the shape).

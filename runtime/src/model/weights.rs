@@ -28,6 +28,27 @@ pub struct Weight {
     pub lora: Vec<Arc<LoraDelta>>,
 }
 
+/// Which matrices [`LlamaModel::repack`] copies into the panel layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepackChoice {
+    /// The types whose repacked kernels measured faster on this CPU's kernel path
+    /// (`kernels::cpu::repack_by_default`): the default at load.
+    Measured,
+    /// Every type with a repacked form (Q4_0, Q4_K): `--repack`.
+    All,
+}
+
+/// What [`LlamaModel::repack`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RepackReport {
+    /// Matrices repacked.
+    pub tensors: usize,
+    /// Bytes of repacked weights held in anonymous memory.
+    pub bytes: u64,
+    /// Wall time of the repacking (0 when nothing was repacked).
+    pub seconds: f64,
+}
+
 /// One transformer block's weights.
 #[derive(Debug)]
 pub(crate) struct Layer {
@@ -40,6 +61,33 @@ pub(crate) struct Layer {
     pub w_gate: Weight,
     pub w_up: Weight,
     pub w_down: Weight,
+}
+
+impl Layer {
+    /// The seven matrices, in file order.
+    pub(crate) fn matrices(&self) -> [&Weight; 7] {
+        [
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.wo,
+            &self.w_gate,
+            &self.w_up,
+            &self.w_down,
+        ]
+    }
+
+    fn matrices_mut(&mut self) -> [&mut Weight; 7] {
+        [
+            &mut self.wq,
+            &mut self.wk,
+            &mut self.wv,
+            &mut self.wo,
+            &mut self.w_gate,
+            &mut self.w_up,
+            &mut self.w_down,
+        ]
+    }
 }
 
 /// A loaded Llama model: configuration plus checked handles to its weights in the mapping.
@@ -124,7 +172,7 @@ impl LlamaModel {
     pub fn main_type(&self) -> GgmlType {
         let mut counts: Vec<(GgmlType, u64)> = Vec::new();
         for l in &self.layers {
-            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+            for w in l.matrices() {
                 match counts.iter_mut().find(|(t, _)| *t == w.ty) {
                     Some((_, n)) => *n += (w.rows * w.cols) as u64,
                     None => counts.push((w.ty, (w.rows * w.cols) as u64)),
@@ -149,42 +197,72 @@ impl LlamaModel {
         }
     }
 
-    /// Repacks every Q4_0 and Q4_K matrix of the transformer blocks for the x86 SIMD kernels (see
-    /// `kernels::cpu::repack`), using `threads` threads. This copies those weights out of the
-    /// mapping into anonymous memory; returns the bytes copied (0 where the CPU has no kernel
-    /// for repacked weights, which then keeps using the mapping). The mapping's pages of the
-    /// repacked tensors are released, so resident memory holds one copy of those weights.
-    pub fn repack(&mut self, threads: usize) -> Result<usize, ModelError> {
+    /// Repacks the matrices of the transformer blocks and the output projection (unless tied
+    /// to the embeddings) chosen by `which` for the x86 SIMD
+    /// kernels (see `kernels::cpu::repack`), using `threads` threads, and reports progress
+    /// after each matrix as `(bytes done, bytes to do)` of file bytes. This copies those
+    /// weights out of the mapping into anonymous memory; nothing is repacked where the CPU
+    /// has no kernel for repacked weights (which then keeps using the mapping). The mapping's
+    /// pages of the repacked tensors are released, so resident memory holds one copy of
+    /// those weights.
+    pub fn repack(
+        &mut self,
+        which: RepackChoice,
+        threads: usize,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<RepackReport, ModelError> {
+        let start = std::time::Instant::now();
         if !ops::repack_supported() {
-            return Ok(0);
+            return Ok(RepackReport::default());
         }
+        let backend = ops::backend();
+        let chosen = |w: &Weight| {
+            w.packed.is_none()
+                && match which {
+                    RepackChoice::Measured => ops::repack_by_default(backend, w.ty),
+                    RepackChoice::All => ops::repackable(w.ty),
+                }
+        };
+        // The output projection too, unless it is the token embeddings (whose rows the
+        // embedding lookup keeps reading from the mapping).
+        let tied = self.tied_embeddings();
+        let todo: u64 = self
+            .layers
+            .iter()
+            .flat_map(Layer::matrices)
+            .chain((!tied).then_some(&self.output))
+            .filter(|w| chosen(w))
+            .map(|w| w.range.len() as u64)
+            .sum();
         let pool = ops::ThreadPool::new(threads.max(1));
         let bytes = self.file.bytes();
-        let mut total = 0;
-        for layer in &mut self.layers {
-            for w in [
-                &mut layer.wq,
-                &mut layer.wk,
-                &mut layer.wv,
-                &mut layer.wo,
-                &mut layer.w_gate,
-                &mut layer.w_up,
-                &mut layer.w_down,
-            ] {
-                if !ops::repackable(w.ty) || w.packed.is_some() {
-                    continue;
-                }
-                let m = QMatrix::new(w.ty, w.rows, w.cols, &bytes[w.range.clone()])
-                    .map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))?;
-                let packed =
-                    ops::PackedMatrix::new(&pool, &m).map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))?;
-                total += packed.bytes();
-                w.packed = Some(Arc::new(packed));
-                // The mapped copy is no longer read; keep resident memory at one copy.
-                self.file.release(w.range.clone());
+        let mut report = RepackReport::default();
+        let mut done = 0;
+        let matrices = self
+            .layers
+            .iter_mut()
+            .flat_map(Layer::matrices_mut)
+            .chain((!tied).then_some(&mut self.output));
+        for w in matrices {
+            if !chosen(w) {
+                continue;
             }
+            let m = QMatrix::new(w.ty, w.rows, w.cols, &bytes[w.range.clone()])
+                .map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))?;
+            let packed =
+                ops::PackedMatrix::new(&pool, &m).map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))?;
+            report.tensors += 1;
+            report.bytes += packed.bytes() as u64;
+            w.packed = Some(Arc::new(packed));
+            // The mapped copy is no longer read; keep resident memory at one copy.
+            self.file.release(w.range.clone());
+            done += w.range.len() as u64;
+            progress(done, todo);
         }
-        Ok(total)
+        if report.tensors > 0 {
+            report.seconds = start.elapsed().as_secs_f64();
+        }
+        Ok(report)
     }
 
     /// Attaches `adapter` at `user_scale` to the matrices it adapts: from now on each of them

@@ -18,7 +18,9 @@ pub trait BlockFormat: Pod + Codec {
     /// Elements per block.
     const BLOCK: usize;
 
-    /// Quantizes `xs` (exactly `ys.len() * BLOCK` values) into `ys`.
+    /// Quantizes `xs` (exactly `ys.len() * BLOCK` values) into `ys`. Inlined everywhere so
+    /// that `quantize_row`'s AVX2 build gets its own copy of the loops.
+    #[inline(always)]
     fn from_float(xs: &[f32], ys: &mut [Self]) -> Result<(), QuantError> {
         check_lengths::<Self>(xs.len(), ys.len())?;
         for (x, y) in xs.chunks_exact(Self::BLOCK).zip(ys.iter_mut()) {
@@ -27,7 +29,9 @@ pub trait BlockFormat: Pod + Codec {
         Ok(())
     }
 
-    /// Dequantizes `xs` into `ys` (exactly `xs.len() * BLOCK` values).
+    /// Dequantizes `xs` into `ys` (exactly `xs.len() * BLOCK` values). Inlined everywhere,
+    /// as `from_float`, for `dequantize_row`'s SIMD builds.
+    #[inline(always)]
     fn to_float(xs: &[Self], ys: &mut [f32]) -> Result<(), QuantError> {
         check_lengths::<Self>(ys.len(), xs.len())?;
         for (x, y) in xs.iter().zip(ys.chunks_exact_mut(Self::BLOCK)) {
@@ -50,7 +54,8 @@ pub(crate) mod sealed {
 }
 pub(crate) use sealed::Codec;
 
-fn check_lengths<B: BlockFormat>(n_floats: usize, n_blocks: usize) -> Result<(), QuantError> {
+/// Checks that `n_floats` values make exactly `n_blocks` blocks of `B`.
+pub(crate) fn check_lengths<B: BlockFormat>(n_floats: usize, n_blocks: usize) -> Result<(), QuantError> {
     if !n_floats.is_multiple_of(B::BLOCK) {
         return Err(QuantError::RowLength {
             ty: B::TYPE,

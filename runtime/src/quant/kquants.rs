@@ -12,106 +12,161 @@
 use super::blocks::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, K_SCALE_SIZE};
 use super::float::{f16_to_f32, f32_to_f16};
 use super::format::{BlockFormat, Codec};
-use super::rounding::nearest_int;
+use super::rounding::{nearest_clamped, nearest_int};
 use super::types::{GgmlType, QK_K};
 use bytemuck::Zeroable;
 
 /// Below this group magnitude ggml treats a group as all zeros.
 const GROUP_MAX_EPS: f32 = 1e-15;
 
-/// Weighted affine fit of `x` to `scale * L + min` with `L` in `0..=nmax` (ggml's
-/// `make_qkx2_quants`, squared error). Tries `nstep + 1` inverse scales
-/// `(rmin + rdelta * is + nmax) / (max - min)` and keeps the best least-squares solution.
-/// Writes the quants to `l`, returns `(scale, -min)` (the stored min is positive).
-#[allow(clippy::too_many_arguments)]
-fn make_qkx2_quants(
+/// Sub-blocks (32 weights each) of a Q4_K/Q5_K super-block.
+const SUBS: usize = QK_K / 32;
+
+/// One value per sub-block of a super-block: the lanes of the vectorized fits below.
+type Lanes = [f32; SUBS];
+
+/// Weighted affine fits of the eight 32-weight sub-blocks of a super-block, each to
+/// `scale * L + min` with `L` in `0..=nmax` (ggml's `make_qkx2_quants`, squared error, run on
+/// every sub-block). `x[i][j]` and `weights[i][j]` are element `i` of sub-block `j`. Each fit
+/// starts from the inverse scale `nmax / (max - min)` and tries `nstep + 1` more,
+/// `(rmin + rdelta * is + nmax) / (max - min)`, keeping the one with the smallest weighted
+/// error; ggml lets a better candidate's min feed the next candidates' scales, so the
+/// candidates stay in sequence. Writes the quants to `l[i][j]`, returns each sub-block's
+/// `(scale, -min)` (the stored min is positive).
+///
+/// ggml fits the sub-blocks one after another, each a chain of serial float additions whose
+/// order fixes the bits, so it runs at the latency of those additions. Here the sub-blocks
+/// are the lanes of fixed-size arrays: each lane performs exactly ggml's operations in ggml's
+/// order (identical bits), and the loops over lanes vectorize. `reference::make_qkx2_quants`
+/// keeps ggml's structure and is tested against this one.
+#[inline(always)]
+pub(super) fn make_qkx2_quants(
     nmax: i32,
-    x: &[f32],
-    weights: &[f32],
-    l: &mut [u8],
-    laux: &mut [u8],
+    x: &[Lanes; 32],
+    weights: &[Lanes; 32],
+    l: &mut [[u8; SUBS]; 32],
     rmin: f32,
     rdelta: f32,
-    nstep: i32,
-) -> (f32, f32) {
-    let n = x.len();
-    let (x, weights, l, laux) = (&x[..n], &weights[..n], &mut l[..n], &mut laux[..n]);
+    nstep: usize,
+) -> (Lanes, Lanes) {
     let mut min = x[0];
     let mut max = x[0];
     let mut sum_w = weights[0];
-    let mut sum_x = sum_w * x[0];
-    for i in 1..n {
-        if x[i] < min {
-            min = x[i];
+    let mut sum_x: Lanes = std::array::from_fn(|j| sum_w[j] * x[0][j]);
+    for (xi, wi) in x.iter().zip(weights).skip(1) {
+        for j in 0..SUBS {
+            let v = xi[j];
+            min[j] = if v < min[j] { v } else { min[j] };
+            max[j] = if v > max[j] { v } else { max[j] };
+            sum_w[j] += wi[j];
+            sum_x[j] += wi[j] * v;
         }
-        if x[i] > max {
-            max = x[i];
+    }
+    for m in &mut min {
+        // The min is subtracted, so it is never allowed above zero.
+        if *m > 0.0 {
+            *m = 0.0;
         }
-        let w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
     }
-    // The min is subtracted, so it is never allowed above zero.
-    if min > 0.0 {
-        min = 0.0;
-    }
-    if max == min {
-        l.fill(0);
-        return (0.0, -min);
-    }
+    // Flat sub-blocks (ggml returns early for them) run through the search harmlessly (their
+    // NaN and infinite candidates are never better) and are overwritten at the end.
+    let flat: [bool; SUBS] = std::array::from_fn(|j| max[j] == min[j]);
+    let flat_min = min;
     let nmax_f = nmax as f32;
-    let mut iscale = nmax_f / (max - min);
-    let mut scale = 1.0 / iscale;
-    let mut best_error = 0.0f32;
-    for i in 0..n {
-        let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-        l[i] = q as u8;
-        let diff = scale * q as f32 + min - x[i];
-        best_error += weights[i] * (diff * diff);
+    let quant = |iscale: f32, v: f32, min: f32| nearest_clamped(iscale * (v - min), 0.0, nmax_f);
+    let mut iscale: Lanes = std::array::from_fn(|j| nmax_f / (max[j] - min[j]));
+    let mut scale: Lanes = std::array::from_fn(|j| 1.0 / iscale[j]);
+    let mut best_error = [0f32; SUBS];
+    for (xi, wi) in x.iter().zip(weights) {
+        for j in 0..SUBS {
+            let diff = scale[j] * quant(iscale[j], xi[j], min[j]) + min[j] - xi[j];
+            best_error[j] += wi[j] * (diff * diff);
+        }
     }
+    // The quants of the best candidate so far are recomputed at the end from its inverse
+    // scale and the min it was computed with.
+    let mut best_iscale = iscale;
+    let mut best_min = min;
+    let mut laux = [[0f32; SUBS]; 32];
     for is in 0..=nstep {
-        iscale = (rmin + rdelta * is as f32 + nmax_f) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
-        for i in 0..n {
-            let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            laux[i] = q as u8;
-            let w = weights[i];
-            let qf = q as f32;
-            sum_l += w * qf;
-            sum_l2 += w * qf * qf;
-            sum_xl += w * qf * x[i];
+        for j in 0..SUBS {
+            iscale[j] = (rmin + rdelta * is as f32 + nmax_f) / (max[j] - min[j]);
         }
-        let det = sum_w * sum_l2 - sum_l * sum_l;
-        if det > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
+        let mut sum_l = [0f32; SUBS];
+        let mut sum_l2 = [0f32; SUBS];
+        let mut sum_xl = [0f32; SUBS];
+        for ((xi, wi), qi) in x.iter().zip(weights).zip(laux.iter_mut()) {
+            for j in 0..SUBS {
+                let q = quant(iscale[j], xi[j], min[j]);
+                qi[j] = q;
+                let w = wi[j];
+                sum_l[j] += w * q;
+                sum_l2[j] += w * q * q;
+                sum_xl[j] += w * q * xi[j];
             }
-            let mut cur_error = 0.0f32;
-            for i in 0..n {
-                let diff = this_scale * laux[i] as f32 + this_min - x[i];
-                cur_error += weights[i] * (diff * diff);
+        }
+        let mut this_scale = [0f32; SUBS];
+        let mut this_min = [0f32; SUBS];
+        let mut fits = [false; SUBS];
+        for j in 0..SUBS {
+            let det = sum_w[j] * sum_l2[j] - sum_l[j] * sum_l[j];
+            let mut sc = (sum_w[j] * sum_xl[j] - sum_x[j] * sum_l[j]) / det;
+            let mut mn = (sum_l2[j] * sum_x[j] - sum_l[j] * sum_xl[j]) / det;
+            if mn > 0.0 {
+                mn = 0.0;
+                sc = sum_xl[j] / sum_l2[j];
             }
-            if cur_error < best_error {
-                l.copy_from_slice(laux);
-                best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
+            this_scale[j] = sc;
+            this_min[j] = mn;
+            fits[j] = det > 0.0;
+        }
+        let mut cur_error = [0f32; SUBS];
+        for ((xi, wi), qi) in x.iter().zip(weights).zip(laux.iter()) {
+            for j in 0..SUBS {
+                let diff = this_scale[j] * qi[j] + this_min[j] - xi[j];
+                cur_error[j] += wi[j] * (diff * diff);
+            }
+        }
+        for j in 0..SUBS {
+            if fits[j] && cur_error[j] < best_error[j] {
+                best_error[j] = cur_error[j];
+                scale[j] = this_scale[j];
+                best_iscale[j] = iscale[j];
+                best_min[j] = min[j];
+                min[j] = this_min[j];
             }
         }
     }
-    (scale, -min)
+    for (xi, li) in x.iter().zip(l.iter_mut()) {
+        for j in 0..SUBS {
+            li[j] = if flat[j] {
+                0
+            } else {
+                quant(best_iscale[j], xi[j], best_min[j]) as u8
+            };
+        }
+    }
+    for j in 0..SUBS {
+        if flat[j] {
+            scale[j] = 0.0;
+            min[j] = flat_min[j];
+        }
+    }
+    (scale, min.map(|m| -m))
 }
 
-/// Symmetric fit of `x` to `scale * (L - nmax)` with `L - nmax` in `-nmax..nmax`, weights
-/// `x^2` (ggml's `make_qx_quants` with `rmse_type == 1` and no importance weights, the only
-/// form Q6_K uses). Tries 18 perturbed scales around `-nmax / max`. Writes `L` to `l`, returns
-/// the scale (its sign follows the extreme value's).
-fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
-    let n = x.len();
-    let l = &mut l[..n];
+/// Candidate scales [`make_qx_quants`] evaluates side by side, one per lane: the initial
+/// scale and 18 steps, padded to a multiple of 8.
+const SEARCH_LANES: usize = 24;
+
+/// Symmetric fit of a 16-weight sub-block to `scale * (L - nmax)` with `L - nmax` in
+/// `-nmax..nmax`, weights `x^2` (ggml's `make_qx_quants` with `rmse_type == 1` and no
+/// importance weights, the only form Q6_K uses). Tries 18 perturbed scales around
+/// `-nmax / max`. Writes `L` to `l`, returns the scale (its sign follows the extreme value's).
+/// As [`make_qkx2_quants`], the candidates are evaluated as lanes (each summing in ggml's
+/// element order) and chosen in ggml's order.
+#[inline(always)]
+pub(super) fn make_qx_quants(nmax: i32, x: &[f32; 16], l: &mut [i8; 16]) -> f32 {
     let (mut max, mut amax) = (0.0f32, 0.0f32);
     for &v in x {
         let ax = v.abs();
@@ -125,39 +180,38 @@ fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
         return 0.0;
     }
     let nmax_f = nmax as f32;
-    let quant = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
-    let mut iscale = -nmax_f / max;
-    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
-    for (q, &v) in l.iter_mut().zip(x) {
-        let li = quant(iscale, v);
-        *q = (li + nmax) as i8;
-        let w = v * v;
-        let lf = li as f32;
-        sumlx += w * v * lf;
-        suml2 += w * lf * lf;
+    // Lane 0 is the initial `-nmax / max`; lanes 1..=18 are is = -9..=-1, 1..=9; the spare
+    // lanes repeat lane 0 and are never chosen.
+    const CANDIDATES: usize = 19;
+    let mut iscale = [-nmax_f / max; SEARCH_LANES];
+    for (s, is) in iscale[1..CANDIDATES].iter_mut().zip((-9..=-1).chain(1..=9)) {
+        *s = -(nmax_f + 0.1 * is as f32) / max;
     }
-    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
-    let mut best = scale * sumlx;
-    for is in -9..=9 {
-        if is == 0 {
-            continue;
+    let mut quants = [[0f32; SEARCH_LANES]; 16];
+    let mut sumlx = [0f32; SEARCH_LANES];
+    let mut suml2 = [0f32; SEARCH_LANES];
+    for (&v, q_row) in x.iter().zip(quants.iter_mut()) {
+        let w = v * v;
+        let wv = w * v;
+        for k in 0..SEARCH_LANES {
+            let q = nearest_clamped(iscale[k] * v, -nmax_f, nmax_f - 1.0);
+            q_row[k] = q;
+            sumlx[k] += wv * q;
+            suml2[k] += w * q * q;
         }
-        iscale = -(nmax_f + 0.1 * is as f32) / max;
-        sumlx = 0.0;
-        suml2 = 0.0;
-        for &v in x {
-            let w = v * v;
-            let lf = quant(iscale, v) as f32;
-            sumlx += w * v * lf;
-            suml2 += w * lf * lf;
+    }
+    let mut scale = if suml2[0] != 0.0 { sumlx[0] / suml2[0] } else { 0.0 };
+    let mut best = scale * sumlx[0];
+    let mut chosen = 0;
+    for k in 1..CANDIDATES {
+        if suml2[k] > 0.0 && sumlx[k] * sumlx[k] > best * suml2[k] {
+            chosen = k;
+            scale = sumlx[k] / suml2[k];
+            best = scale * sumlx[k];
         }
-        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
-            for (q, &v) in l.iter_mut().zip(x) {
-                *q = (quant(iscale, v) + nmax) as i8;
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
+    }
+    for (q, q_row) in l.iter_mut().zip(quants.iter()) {
+        *q = (q_row[chosen] as i32 + nmax) as i8;
     }
     scale
 }
@@ -209,42 +263,34 @@ pub fn pack_q4k_scales(sc: &[u8; 8], mn: &[u8; 8]) -> [u8; K_SCALE_SIZE] {
 /// The shared first half of Q4_K and Q5_K: per 32-weight sub-block affine fits, 6-bit
 /// quantization of the scales and mins, then the weights re-quantized against the stored
 /// scales. Returns `(d, dmin, packed scales, L)` with `L` in `0..=nmax`.
+#[inline(always)]
 fn quantize_affine_superblock(
     x: &[f32],
     nmax: i32,
     rmin: f32,
-    nstep: i32,
+    nstep: usize,
 ) -> (half::f16, half::f16, [u8; K_SCALE_SIZE], [u8; QK_K]) {
-    let x = &x[..QK_K];
-    let mut l = [0u8; QK_K];
-    let mut laux = [0u8; 32];
-    let mut weights = [0f32; 32];
-    let mut scales = [0f32; QK_K / 32];
-    let mut mins = [0f32; QK_K / 32];
+    let x: &[f32; QK_K] = x[..QK_K].try_into().expect("a 256-element block");
+    // Sub-block j's element i at [i][j]: the sub-blocks become the lanes of the fits.
+    let mut xt = [[0f32; SUBS]; 32];
+    for (j, xs) in x.chunks_exact(32).enumerate() {
+        for (row, &v) in xt.iter_mut().zip(xs) {
+            row[j] = v;
+        }
+    }
+    let mut sum_x2 = [0f32; SUBS];
+    for row in &xt {
+        for j in 0..SUBS {
+            sum_x2[j] += row[j] * row[j];
+        }
+    }
+    // Weight each value by its sub-block's RMS plus its own magnitude: large weights matter more.
+    let av_x: Lanes = sum_x2.map(|s| (s / 32.0).sqrt());
+    let weights: [Lanes; 32] = xt.map(|row| std::array::from_fn(|j| av_x[j] + row[j].abs()));
+    let mut lt = [[0u8; SUBS]; 32];
+    let (scales, mins) = make_qkx2_quants(nmax, &xt, &weights, &mut lt, rmin, 0.1, nstep);
     let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
-    for j in 0..QK_K / 32 {
-        let xs = &x[32 * j..32 * j + 32];
-        let mut sum_x2 = 0.0f32;
-        for &v in xs {
-            sum_x2 += v * v;
-        }
-        // Weight each value by the group's RMS plus its own magnitude: large weights matter more.
-        let av_x = (sum_x2 / 32.0).sqrt();
-        for (w, &v) in weights.iter_mut().zip(xs) {
-            *w = av_x + v.abs();
-        }
-        let (scale, min) = make_qkx2_quants(
-            nmax,
-            xs,
-            &weights,
-            &mut l[32 * j..32 * j + 32],
-            &mut laux,
-            rmin,
-            0.1,
-            nstep,
-        );
-        scales[j] = scale;
-        mins[j] = min;
+    for (&scale, &min) in scales.iter().zip(&mins) {
         if scale > max_scale {
             max_scale = scale;
         }
@@ -256,7 +302,7 @@ fn quantize_affine_superblock(
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
-    for j in 0..QK_K / 32 {
+    for j in 0..SUBS {
         // ggml stores nearest_int into a uint8_t before clamping: keep that wrap.
         ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
         lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
@@ -264,16 +310,20 @@ fn quantize_affine_superblock(
     let packed = pack_q4k_scales(&ls, &lm);
     let d = f32_to_f16(max_scale / 63.0);
     let dmin = f32_to_f16(max_min / 63.0);
-    for j in 0..QK_K / 32 {
+    let mut l = [0u8; QK_K];
+    for (j, (xs, lj)) in x.chunks_exact(32).zip(l.chunks_exact_mut(32)).enumerate() {
         let (sc, m) = get_scale_min_k4(j, &packed);
         let dj = f16_to_f32(d) * sc as f32;
         // A zero sub-scale keeps the fit's quants (they dequantize to -min regardless).
         if dj == 0.0 {
+            for (q, row) in lj.iter_mut().zip(&lt) {
+                *q = row[j];
+            }
             continue;
         }
         let dm = f16_to_f32(dmin) * m as f32;
-        for ii in 0..32 {
-            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / dj).clamp(0, nmax) as u8;
+        for (q, &v) in lj.iter_mut().zip(xs) {
+            *q = nearest_int((v + dm) / dj).clamp(0, nmax) as u8;
         }
     }
     (d, dmin, packed, l)
@@ -285,6 +335,7 @@ impl BlockFormat for BlockQ4K {
 }
 
 impl Codec for BlockQ4K {
+    #[inline(always)]
     fn quantize_block(x: &[f32]) -> Self {
         let (d, dmin, scales, l) = quantize_affine_superblock(x, 15, -1.0, 20);
         let mut qs = [0u8; QK_K / 2];
@@ -297,6 +348,7 @@ impl Codec for BlockQ4K {
         BlockQ4K { d, dmin, scales, qs }
     }
 
+    #[inline(always)]
     fn dequantize_block(&self, y: &mut [f32]) {
         let d = f16_to_f32(self.d);
         let min = f16_to_f32(self.dmin);
@@ -319,6 +371,7 @@ impl BlockFormat for BlockQ5K {
 }
 
 impl Codec for BlockQ5K {
+    #[inline(always)]
     fn quantize_block(x: &[f32]) -> Self {
         let (d, dmin, scales, l) = quantize_affine_superblock(x, 31, -0.5, 15);
         let mut qs = [0u8; QK_K / 2];
@@ -341,6 +394,7 @@ impl Codec for BlockQ5K {
         }
     }
 
+    #[inline(always)]
     fn dequantize_block(&self, y: &mut [f32]) {
         let d = f16_to_f32(self.d);
         let min = f16_to_f32(self.dmin);
@@ -365,13 +419,16 @@ impl BlockFormat for BlockQ6K {
 }
 
 impl Codec for BlockQ6K {
+    #[inline(always)]
     fn quantize_block(x: &[f32]) -> Self {
-        let x = &x[..QK_K];
+        let x: &[f32; QK_K] = x[..QK_K].try_into().expect("a 256-element block");
         let mut l = [0i8; QK_K];
         let mut scales = [0f32; QK_K / 16];
         let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
-        for (ib, s) in scales.iter_mut().enumerate() {
-            *s = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16]);
+        for ((s, xs), ls) in scales.iter_mut().zip(x.chunks_exact(16)).zip(l.chunks_exact_mut(16)) {
+            let xs: &[f32; 16] = xs.try_into().expect("16-element chunk");
+            let ls: &mut [i8; 16] = ls.try_into().expect("16-element chunk");
+            *s = make_qx_quants(32, xs, ls);
             if s.abs() > max_abs_scale {
                 max_abs_scale = s.abs();
                 max_scale = *s;
@@ -387,13 +444,13 @@ impl Codec for BlockQ6K {
         for (q, &s) in sc.iter_mut().zip(&scales) {
             *q = nearest_int(iscale * s).min(127) as i8;
         }
-        for j in 0..QK_K / 16 {
-            let dj = f16_to_f32(d) * sc[j] as f32;
+        for ((&scj, xs), ls) in sc.iter().zip(x.chunks_exact(16)).zip(l.chunks_exact_mut(16)) {
+            let dj = f16_to_f32(d) * scj as f32;
             if dj == 0.0 {
                 continue;
             }
-            for ii in 0..16 {
-                l[16 * j + ii] = (nearest_int(x[16 * j + ii] / dj).clamp(-32, 31) + 32) as i8;
+            for (q, &v) in ls.iter_mut().zip(xs) {
+                *q = (nearest_int(v / dj).clamp(-32, 31) + 32) as i8;
             }
         }
         let mut ql = [0u8; QK_K / 2];
@@ -412,6 +469,7 @@ impl Codec for BlockQ6K {
         BlockQ6K { ql, qh, scales: sc, d }
     }
 
+    #[inline(always)]
     fn dequantize_block(&self, y: &mut [f32]) {
         let d = f16_to_f32(self.d);
         for h in 0..2 {
@@ -440,6 +498,7 @@ impl BlockFormat for BlockQ8K {
 }
 
 impl Codec for BlockQ8K {
+    #[inline(always)]
     fn quantize_block(x: &[f32]) -> Self {
         let x = &x[..QK_K];
         let (mut max, mut amax) = (0.0f32, 0.0f32);
@@ -466,6 +525,7 @@ impl Codec for BlockQ8K {
         y
     }
 
+    #[inline(always)]
     fn dequantize_block(&self, y: &mut [f32]) {
         for (o, &q) in y.iter_mut().zip(&self.qs) {
             *o = self.d * q as f32;

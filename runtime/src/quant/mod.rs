@@ -15,6 +15,8 @@ pub mod format;
 pub mod kquants;
 pub mod legacy;
 pub mod q5;
+#[cfg(test)]
+mod reference;
 mod rounding;
 pub mod types;
 
@@ -94,8 +96,9 @@ pub const QUANTIZE_TYPES: [GgmlType; 13] = [
 /// as ggml's `ggml_quantize_chunk` without an importance matrix.
 ///
 /// Errors: `src.len()` not a multiple of the block size, `dst.len()` not the matching byte
-/// count, a non-finite value in `src` ([`QuantError::NonFinite`]), or a type without a
-/// quantizer (see [`QUANTIZE_TYPES`]). `dst` may have any alignment.
+/// count, a non-finite value in `src` ([`QuantError::NonFinite`]; `dst` may then be partly
+/// written), or a type without a quantizer (see [`QUANTIZE_TYPES`]). `dst` may have any
+/// alignment.
 pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
     if !QUANTIZE_TYPES.contains(&ty) {
         return Err(QuantError::Unsupported { ty, op: "quantize" });
@@ -109,9 +112,76 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qua
             got: dst.len(),
         });
     }
-    if let Some(index) = src.iter().position(|v| !v.is_finite()) {
-        return Err(QuantError::NonFinite { index });
+    quantize_dispatch(ty, src, dst)
+}
+
+/// The widest build of [`quantize_checked`] this CPU runs.
+fn quantize_dispatch(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            // SAFETY: `quantize_checked_avx512` only lets the compiler use AVX-512 F/BW/VL
+            // (and AVX2) for the portable code, and the CPU was just found to support them.
+            return unsafe { quantize_checked_avx512(ty, src, dst) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above, for AVX2.
+            return unsafe { quantize_checked_avx2(ty, src, dst) };
+        }
     }
+    quantize_checked(ty, src, dst)
+}
+
+/// [`quantize_checked`] compiled with AVX-512 F/BW/VL enabled (16 lanes, mask registers);
+/// see [`quantize_checked_avx2`].
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VL, and AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+unsafe fn quantize_checked_avx512(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    quantize_checked(ty, src, dst)
+}
+
+/// [`quantize_checked`] compiled with AVX2 enabled: the same Rust, so the same float
+/// operations in the same order (Rust never contracts `a * b + c` into an FMA), vectorized
+/// 8 lanes wide instead of baseline x86-64's 4. Tested against the portable build in
+/// `tests::simd_builds_match_the_portable_build`.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_checked_avx2(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    quantize_checked(ty, src, dst)
+}
+
+/// The non-finite check and quantizer dispatch of [`quantize_row`] after its length checks. Everything it calls down to
+/// the per-block loops is `#[inline(always)]`, so each build of it (portable, AVX2) carries
+/// its own vectorized copy of the loops.
+#[inline(always)]
+fn quantize_checked(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    // A piece at a time, checked for NaN/inf and then quantized while its values are still
+    // in the L1 cache (a separate pass over the whole row first cost a tenth of Q4_0's time).
+    const PIECE: usize = 8192;
+    let piece_bytes = PIECE / ty.block_size() * ty.type_size();
+    for (i, (x, y)) in src.chunks(PIECE).zip(dst.chunks_mut(piece_bytes)).enumerate() {
+        if let Some(index) = first_non_finite(x) {
+            return Err(QuantError::NonFinite {
+                index: i * PIECE + index,
+            });
+        }
+        quantize_piece(ty, x, y)?;
+    }
+    Ok(())
+}
+
+/// The type dispatch of [`quantize_checked`] for one piece (whole blocks).
+#[inline(always)]
+fn quantize_piece(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
     match ty {
         GgmlType::F32 => {
             for (d, s) in dst.chunks_exact_mut(4).zip(src) {
@@ -158,6 +228,52 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Q
             got: src.len(),
         });
     }
+    dequantize_dispatch(ty, src, dst)
+}
+
+/// The widest build of [`dequantize_checked`] this CPU runs (as [`quantize_dispatch`]).
+fn dequantize_dispatch(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            // SAFETY: the function only lets the compiler use AVX-512 F/BW/VL (and AVX2) for
+            // the portable code, and the CPU was just found to support them.
+            return unsafe { dequantize_checked_avx512(ty, src, dst) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above, for AVX2.
+            return unsafe { dequantize_checked_avx2(ty, src, dst) };
+        }
+    }
+    dequantize_checked(ty, src, dst)
+}
+
+/// [`dequantize_checked`] with AVX-512 F/BW/VL enabled.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VL, and AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+unsafe fn dequantize_checked_avx512(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+    dequantize_checked(ty, src, dst)
+}
+
+/// [`dequantize_checked`] with AVX2 enabled.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dequantize_checked_avx2(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+    dequantize_checked(ty, src, dst)
+}
+
+/// The type dispatch of [`dequantize_row`] after its checks, inlined into each build.
+#[inline(always)]
+fn dequantize_checked(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     match ty {
         GgmlType::F32 => {
             for (d, s) in dst.iter_mut().zip(src.chunks_exact(4)) {
@@ -189,6 +305,23 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Q
     Ok(())
 }
 
+/// The index of the first NaN or ±inf in `x`. Scans 256-value chunks with a branch-free OR
+/// (which vectorizes) and looks for the index only in a chunk that has one.
+#[inline(always)]
+fn first_non_finite(x: &[f32]) -> Option<usize> {
+    const EXPONENT: u32 = 0x7f80_0000;
+    x.chunks(256).enumerate().find_map(|(c, chunk)| {
+        let any = chunk
+            .iter()
+            .fold(false, |acc, v| acc | (v.to_bits() & EXPONENT == EXPONENT));
+        if any {
+            chunk.iter().position(|v| !v.is_finite()).map(|i| c * 256 + i)
+        } else {
+            None
+        }
+    })
+}
+
 /// Bytes of `n` elements of `ty`, or the row-length error.
 fn expected_bytes(ty: GgmlType, n: usize) -> Result<usize, QuantError> {
     let block = ty.block_size();
@@ -203,6 +336,7 @@ const STAGING_BLOCKS: usize = 16;
 
 /// Quantizes into raw bytes: in place when `dst` is aligned for `B`, else through a small
 /// aligned staging buffer (tensor data in a file need not be aligned).
+#[inline(always)]
 fn quantize_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
     if let Ok(blocks) = bytemuck::try_cast_slice_mut::<u8, B>(dst) {
         return B::from_float(src, blocks);
@@ -220,6 +354,7 @@ fn quantize_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8]) -> Result<(), Qu
 }
 
 /// Dequantizes from raw bytes, copying unaligned blocks out first.
+#[inline(always)]
 fn dequantize_blocks<B: BlockFormat>(src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     if let Ok(blocks) = bytemuck::try_cast_slice::<u8, B>(src) {
         return B::to_float(blocks, dst);

@@ -16,7 +16,7 @@ use super::types::GgmlType;
 
 /// Splits 32 five-bit quants into the 16 nibble bytes (elements j and j + 16 share byte j)
 /// and the little-endian `qh` word holding bit 4 of element j in bit j.
-#[inline]
+#[inline(always)]
 fn pack5(q: &[u8; 32]) -> ([u8; 16], [u8; 4]) {
     let mut qs = [0u8; 16];
     let mut qh = 0u32;
@@ -47,6 +47,7 @@ impl BlockFormat for BlockQ5_0 {
 }
 
 impl Codec for BlockQ5_0 {
+    #[inline(always)]
     fn quantize_block(x: &[f32]) -> Self {
         // The signed value of largest magnitude (first on ties) maps to -16, the full range on
         // that side, as in Q4_0.
@@ -69,6 +70,7 @@ impl Codec for BlockQ5_0 {
         }
     }
 
+    #[inline(always)]
     fn dequantize_block(&self, y: &mut [f32]) {
         let d = f16_to_f32(self.d);
         for (o, q) in y.iter_mut().zip(unpack5(&self.qs, self.qh)) {
@@ -83,6 +85,7 @@ impl BlockFormat for BlockQ5_1 {
 }
 
 impl Codec for BlockQ5_1 {
+    #[inline(always)]
     fn quantize_block(x: &[f32]) -> Self {
         let (mut min, mut max) = (f32::MAX, -f32::MAX);
         for &v in &x[..QK5_1] {
@@ -107,6 +110,7 @@ impl Codec for BlockQ5_1 {
         }
     }
 
+    #[inline(always)]
     fn dequantize_block(&self, y: &mut [f32]) {
         let d = f16_to_f32(self.d);
         let m = f16_to_f32(self.m);

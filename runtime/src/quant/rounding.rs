@@ -20,9 +20,11 @@ pub(crate) fn nearest_int(v: f32) -> i32 {
 /// instead, which would diverge from ggml on those rows).
 #[inline(always)]
 pub(crate) fn c_trunc_i32(v: f32) -> i32 {
-    // `abs() < 2^31` is false for NaN too; -2^31 itself lands on i32::MIN either way.
+    // `abs() < 2^31` is false for NaN too; -2^31 itself lands on i32::MIN either way. Both
+    // arms are computed (a select, not a branch) so loops over blocks vectorize.
+    let saturated = v as i32;
     if v.abs() < 2_147_483_648.0 {
-        v as i32
+        saturated
     } else {
         i32::MIN
     }
@@ -40,12 +42,57 @@ pub(crate) fn c_trunc_i8(v: f32) -> i8 {
 /// (and for NaN) `roundf` returns `v` unchanged and the conversion yields `i32::MIN`.
 #[inline(always)]
 pub(crate) fn c_round_i8(v: f32) -> i8 {
+    // Branch-free (both arms computed, then selected) so loops over blocks vectorize; the
+    // wrapping add only matters in the discarded arm, where `v as i32` saturated.
+    let i = v as i32;
+    let frac = v - i as f32;
+    let rounded = i.wrapping_add((frac >= 0.5) as i32 - (frac <= -0.5) as i32) as i8;
     if v.abs() < 2_147_483_648.0 {
-        let i = v as i32;
-        let frac = v - i as f32;
-        (i + (frac >= 0.5) as i32 - (frac <= -0.5) as i32) as i8
+        rounded
     } else {
         i32::MIN as i8
+    }
+}
+
+/// Below this magnitude [`trunc_small`] and [`round_away_small`] are exact; the block
+/// quantizers take their fast path only when every product is known to stay under it.
+pub(crate) const SMALL_LIMIT: f32 = 2_097_152.0; // 2^21
+
+/// `v` truncated toward zero, for `|v| < 2^22`, in float arithmetic only: baseline x86-64
+/// (SSE2) has no vector form of Rust's saturating `as i32`, so loops using it stay scalar,
+/// while these adds, compares and selects vectorize. Adding and removing 2^23 rounds `|v|`
+/// to the nearest integer (exact below 2^23); one is taken off when that rounded up.
+#[inline(always)]
+pub(crate) fn trunc_small(v: f32) -> f32 {
+    const TWO_23: f32 = 8_388_608.0;
+    let a = v.abs();
+    let r = (a + TWO_23) - TWO_23;
+    let floor = if r > a { r - 1.0 } else { r };
+    floor.copysign(v)
+}
+
+/// C's `roundf(v)` (half away from zero) for `|v| < 2^22`, as [`c_round_i8`] computes it
+/// (`trunc(v)` plus a step when the exact fraction reaches one half), in float arithmetic.
+#[inline(always)]
+pub(crate) fn round_away_small(v: f32) -> f32 {
+    let t = trunc_small(v);
+    let frac = v - t;
+    let up = if frac >= 0.5 { 1.0 } else { 0.0 };
+    let down = if frac <= -0.5 { 1.0 } else { 0.0 };
+    t + up - down
+}
+
+/// `nearest_int(v).clamp(lo, hi)` as an f32, clamping after the conversion: `nearest_int`
+/// always returns an integer of magnitude at most 2^22, which converts exactly, so the float
+/// clamp (min/max instructions) equals the integer one (which baseline SSE2 lacks).
+#[inline(always)]
+pub(crate) fn nearest_clamped(v: f32, lo: f32, hi: f32) -> f32 {
+    let f = nearest_int(v) as f32;
+    let f = if f < lo { lo } else { f };
+    if f > hi {
+        hi
+    } else {
+        f
     }
 }
 
@@ -77,6 +124,37 @@ mod tests {
         assert_eq!(c_trunc_i8(f32::NAN), 0);
         assert_eq!(c_trunc_i8(f32::INFINITY), 0);
         assert_eq!(c_trunc_i32(3e9), i32::MIN);
+    }
+
+    #[test]
+    fn small_forms_match_the_c_conversions() {
+        // The largest float below one half, both signs: `x + 0.5` would round it up to 1.
+        let below_half = f32::from_bits(0x3eff_ffff);
+        let mut values = vec![0.0f32, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, below_half, -below_half];
+        values.extend([8.5f32, 16.5, 126.5, -127.5, 4_194_303.5, -4_194_303.5, 2_097_151.5]);
+        for k in -2_000_000..=2_000_000 {
+            values.push(k as f32 * 0.000_37);
+        }
+        let mut bits = 0x3f80_0000u32;
+        for _ in 0..200_000 {
+            bits = bits.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let v = f32::from_bits(bits);
+            if v.abs() < 4_194_304.0 {
+                values.push(v);
+            }
+        }
+        for v in values {
+            assert_eq!(trunc_small(v) as i32, c_trunc_i32(v), "trunc {v}");
+            assert_eq!(round_away_small(v) as i32 as i8, c_round_i8(v), "round {v}");
+            assert_eq!(round_away_small(v), v.round(), "round {v}");
+            for (lo, hi) in [(0.0f32, 15.0f32), (-32.0, 31.0)] {
+                let want = nearest_int(v).clamp(lo as i32, hi as i32) as f32;
+                assert_eq!(nearest_clamped(v, lo, hi), want, "nearest {v}");
+            }
+        }
+        for v in [f32::NAN, f32::INFINITY, -1e30, 1e30] {
+            assert_eq!(nearest_clamped(v, 0.0, 15.0), nearest_int(v).clamp(0, 15) as f32, "{v}");
+        }
     }
 
     #[test]

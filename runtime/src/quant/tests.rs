@@ -367,3 +367,208 @@ fn f16_and_bf16_rows_use_ggml_rounding() {
     let bits: Vec<u16> = b.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
     assert_eq!(bits, [0x3F80, 0xC020, 0x4780, 0x3586, 0x4053]);
 }
+
+/// Blocks of `n` values that stress the restructured (vectorized) quantizers: Gaussian at
+/// several scales, heavy tails, exact rounding ties on coarse grids, all zero, constants,
+/// a single non-zero value, repeated extreme values (ties for the signed maximum, of both
+/// signs), subnormals, values near f32::MAX, and, for the quantizers that accept them
+/// directly, NaN and ±inf.
+fn stress_blocks(n: usize, with_non_finite: bool) -> Vec<Vec<f32>> {
+    let mut rng = Rng(0x5EED_BA5E);
+    let mut out = Vec::new();
+    for sigma in [0.02f32, 1.0, 300.0, 1e-30, 1e30, 1e-41] {
+        for _ in 0..200 {
+            out.push(rng.normal_row(n, sigma));
+        }
+    }
+    for _ in 0..200 {
+        out.push((0..n).map(|_| (rng.uniform() - 0.5) / (rng.uniform() + 0.01)).collect());
+    }
+    for step in [0.25f32, 0.5, 1.0, 1.0 / 3.0] {
+        for _ in 0..200 {
+            out.push((0..n).map(|_| ((rng.next_u64() % 33) as f32 - 16.0) * step).collect());
+        }
+    }
+    out.push(vec![0.0; n]);
+    out.push(vec![-0.0; n]);
+    for c in [1.0f32, -3.5, 1e-3, f32::MAX, -f32::MAX, f32::MIN_POSITIVE, 1e-45] {
+        out.push(vec![c; n]);
+    }
+    for i in 0..n {
+        let mut one = vec![0.0f32; n];
+        one[i] = if i % 2 == 0 { 2.5 } else { -7.0 };
+        out.push(one);
+        // The extreme magnitude twice, with opposite signs: the first one sets the sign.
+        let mut tie = rng.normal_row(n, 0.1);
+        tie[i] = -4.0;
+        tie[(i * 7 + 3) % n] = 4.0;
+        out.push(tie);
+    }
+    for _ in 0..100 {
+        // Partly zero, partly huge: overflowing intermediate scales and sums.
+        out.push(
+            (0..n)
+                .map(|_| match rng.next_u64() % 4 {
+                    0 => 0.0,
+                    1 => rng.normal() * 3e38,
+                    _ => rng.normal(),
+                })
+                .collect(),
+        );
+    }
+    if with_non_finite {
+        for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for _ in 0..50 {
+                let mut x = rng.normal_row(n, 1.0);
+                for _ in 0..=(rng.next_u64() % 3) {
+                    x[(rng.next_u64() % n as u64) as usize] = special;
+                }
+                out.push(x);
+            }
+            let mut last = rng.normal_row(n, 1.0);
+            last[n - 1] = special;
+            out.push(last);
+        }
+    }
+    out
+}
+
+fn same_bits(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits()
+}
+
+#[test]
+fn q4_0_and_q8_0_match_the_reference_loops() {
+    for x in stress_blocks(32, true) {
+        let mut q4 = [BlockQ4_0::zeroed()];
+        BlockQ4_0::from_float(&x, &mut q4).unwrap();
+        let (d, qs) = reference::q4_0_block(&x);
+        assert_eq!(
+            (q4[0].d.to_bits(), q4[0].qs),
+            (f32_to_f16(d).to_bits(), qs),
+            "Q4_0 {x:?}"
+        );
+        let mut q8 = [BlockQ8_0::zeroed()];
+        BlockQ8_0::from_float(&x, &mut q8).unwrap();
+        let (d, qs) = reference::q8_0_block(&x);
+        assert_eq!(
+            (q8[0].d.to_bits(), q8[0].qs),
+            (f32_to_f16(d).to_bits(), qs),
+            "Q8_0 {x:?}"
+        );
+    }
+}
+
+#[test]
+fn k_quant_searches_match_the_reference_loops() {
+    let mut rng = Rng(0xC0FFEE);
+    // Eight sub-blocks at a time, as a Q4_K/Q5_K super-block fits them.
+    for group in stress_blocks(32, true).chunks(8) {
+        let n = group.len();
+        let x: [[f32; 8]; 32] = std::array::from_fn(|i| std::array::from_fn(|j| group[j % n][i]));
+        // Q4_K's weights (RMS plus magnitude) and arbitrary positive ones.
+        let rms: [f32; 8] = std::array::from_fn(|j| (x.iter().map(|r| r[j] * r[j]).sum::<f32>() / 32.0).sqrt());
+        let q4k_weights: [[f32; 8]; 32] = std::array::from_fn(|i| std::array::from_fn(|j| rms[j] + x[i][j].abs()));
+        let random_weights: [[f32; 8]; 32] = std::array::from_fn(|_| std::array::from_fn(|_| rng.uniform() * 2.0));
+        for weights in [q4k_weights, random_weights] {
+            for (nmax, rmin, nstep) in [(15, -1.0f32, 20usize), (31, -0.5, 15)] {
+                let mut fast = [[0u8; 8]; 32];
+                let (scales, mins) = kquants::make_qkx2_quants(nmax, &x, &weights, &mut fast, rmin, 0.1, nstep);
+                for j in 0..8 {
+                    let xs: Vec<f32> = x.iter().map(|r| r[j]).collect();
+                    let ws: Vec<f32> = weights.iter().map(|r| r[j]).collect();
+                    let mut want = [0u8; 32];
+                    let exp = reference::make_qkx2_quants(nmax, &xs, &ws, &mut want, rmin, 0.1, nstep as i32);
+                    let got_l: Vec<u8> = fast.iter().map(|r| r[j]).collect();
+                    assert!(
+                        same_bits(scales[j], exp.0) && same_bits(mins[j], exp.1) && got_l == want,
+                        "make_qkx2_quants nmax {nmax}: ({}, {}) vs {exp:?} on {xs:?}",
+                        scales[j],
+                        mins[j]
+                    );
+                }
+            }
+        }
+    }
+    for x in stress_blocks(16, true) {
+        let x: &[f32; 16] = x.as_slice().try_into().unwrap();
+        let mut fast = [0i8; 16];
+        let mut want = [0i8; 16];
+        let got = kquants::make_qx_quants(32, x, &mut fast);
+        let exp = reference::make_qx_quants(32, x, &mut want);
+        assert!(
+            same_bits(got, exp) && fast == want,
+            "make_qx_quants: {got} vs {exp} on {x:?}"
+        );
+    }
+}
+
+#[test]
+fn q4_0_pairs_match_single_blocks() {
+    // `BlockQ4_0::from_float` quantizes two blocks per step; an odd count exercises the tail.
+    let x: Vec<f32> = stress_blocks(32, true).concat();
+    let x = &x[..x.len() - 32];
+    let mut pairs = vec![BlockQ4_0::zeroed(); x.len() / 32];
+    BlockQ4_0::from_float(x, &mut pairs).unwrap();
+    assert!(pairs.len() % 2 == 1);
+    for (block, xs) in pairs.iter().zip(x.chunks_exact(32)) {
+        let (d, qs) = reference::q4_0_block(xs);
+        assert_eq!((block.d.to_bits(), block.qs), (f32_to_f16(d).to_bits(), qs), "{xs:?}");
+    }
+}
+
+/// Every type through the portable build of the quantizer and dequantizer dispatch and
+/// through each SIMD build this CPU runs (the same Rust compiled with AVX2 / AVX-512
+/// enabled): the bytes and floats must be identical.
+#[test]
+fn simd_builds_match_the_portable_build() {
+    // `quantize_row` rejects non-finite input; the few products that overflowed become f32::MAX.
+    let x: Vec<f32> = stress_blocks(256, false)
+        .concat()
+        .into_iter()
+        .map(|v| if v.is_finite() { v } else { f32::MAX })
+        .collect();
+    for ty in QUANTIZE_TYPES {
+        let n = ty.row_bytes(x.len() as u64).unwrap() as usize;
+        let mut portable = vec![0u8; n];
+        quantize_checked(ty, &x, &mut portable).unwrap();
+        let mut back = vec![0f32; x.len()];
+        dequantize_checked(ty, &portable, &mut back).unwrap();
+        let back_bits: Vec<u32> = back.iter().map(|v| v.to_bits()).collect();
+        let mut builds: Vec<(&str, Vec<u8>, Vec<u32>)> = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx512 = is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl");
+            if is_x86_feature_detected!("avx2") {
+                let (mut q, mut f) = (vec![0u8; n], vec![0f32; x.len()]);
+                // SAFETY: AVX2 support was just checked.
+                unsafe {
+                    quantize_checked_avx2(ty, &x, &mut q).unwrap();
+                    dequantize_checked_avx2(ty, &portable, &mut f).unwrap();
+                }
+                builds.push(("avx2", q, f.iter().map(|v| v.to_bits()).collect()));
+            }
+            if avx512 {
+                let (mut q, mut f) = (vec![0u8; n], vec![0f32; x.len()]);
+                // SAFETY: AVX-512 F/BW/VL (and so AVX2) support was just checked.
+                unsafe {
+                    quantize_checked_avx512(ty, &x, &mut q).unwrap();
+                    dequantize_checked_avx512(ty, &portable, &mut f).unwrap();
+                }
+                builds.push(("avx512", q, f.iter().map(|v| v.to_bits()).collect()));
+            }
+        }
+        for (name, q, f) in builds {
+            assert!(
+                q == portable,
+                "{ty}: {name} quantizer bytes differ from the portable build"
+            );
+            assert!(
+                f == back_bits,
+                "{ty}: {name} dequantizer differs from the portable build"
+            );
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! AVX2 + FMA kernels (no AVX-512, no VNNI) over repacked Q4_0 and Q4_K weights
+//! AVX2 + FMA kernels (no AVX-512, no VNNI) over repacked Q4_0, Q4_K and Q6_K weights
 //! ([`PackedMatrix`]), for every token count: decode (one token) and batches (micro-tiles of up
 //! to [`TILE`] tokens, each loaded quant line used for all of them).
 //!
@@ -17,6 +17,14 @@
 //! the Q4_K mins as `vpmaddwd` of (min, min) pairs of two sub-blocks with the Q8_K sub-block
 //! sums, so for both types every integer sum equals the scalar specification's; only the
 //! order of the float additions differs.
+//!
+//! Q6_K: per group of 16 elements and half, the two quant lines and the high-bit line give
+//! the 6-bit quants of 4 element quads (0..63, one OR each); `vpmaddubsw` of a quad with the
+//! activations is at most `2 * 63 * 128 = 16128` in magnitude per i16, so the two of one quant
+//! line sum without overflow, and one `vpmaddwd` per quant line with the row's i8 group scale
+//! in both halves of the lane gives `scale * sum(q * y)` in i32. The offset of 32 is
+//! `vpmaddwd` of (32 * scale) pairs of two groups with the pairs of Q8_K `bsums`, subtracted
+//! in integers before the one FMA with `d`.
 //!
 //! Registers (16 ymm): decode keeps both halves live (2 group sums, 2 float accumulators);
 //! batches of 3 or more tokens run one half at a time (a group sum and a float accumulator
@@ -175,11 +183,115 @@ unsafe fn panel_q4_k_q8_k<const T: usize, const H: usize>(
     acc
 }
 
+/// 8 i8 at `a` and 8 at `b` as i32 lanes holding the i16 pair `(a[r], b[r])` (sign-extended),
+/// for `vpmaddwd`.
+///
+/// # Safety
+/// AVX2 must be present; 8 bytes must be readable at `a` and at `b`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn signed_byte_pairs(a: *const u8, b: *const u8) -> __m256i {
+    let a = _mm_loadl_epi64(a.cast());
+    let b = _mm_loadl_epi64(b.cast());
+    _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b))
+}
+
+/// Halves `h0..h0 + H` of panel `p` of Q6_K rows against `T` whole activation rows.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present; every `xs[t]` must come from a Q8_K row of
+/// `w.cols()` elements prepared for Q6_K; `p < w.n_panels()`; `h0 + H <= 2`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn panel_q6_k_q8_k<const T: usize, const H: usize>(
+    w: &PackedMatrix,
+    xs: [&PackedActivations; T],
+    p: usize,
+    h0: usize,
+) -> [[__m256; H]; T] {
+    let low = _mm256_set1_epi8(0x0f);
+    let high = _mm256_set1_epi8(0x30);
+    let mut acc = [[_mm256_setzero_ps(); H]; T];
+    for b in 0..w.cols() / QK_K {
+        let lines = w.q6_k_block(p, b);
+        let lp = lines.as_ptr();
+        // Byte `r` of half `h` of group `g`'s row bytes in the scale lines (1..5).
+        let scale_bytes = |g: usize, h: usize| lp.add(1 + g / 4).cast::<u8>().add(16 * (g % 4) + HALF * h);
+        let mut scaled = [[_mm256_setzero_si256(); H]; T];
+        for g in 0..16 {
+            let group = lp.add(5 + 3 * g).cast::<u8>();
+            // The 16 rows' scales of the group, each byte doubled: (scale, scale) i16 pairs.
+            let scales = _mm_load_si128(scale_bytes(g, 0).cast());
+            for h in 0..H {
+                let hh = h0 + h;
+                let sc = _mm256_cvtepi8_epi16(if hh == 0 {
+                    _mm_unpacklo_epi8(scales, scales)
+                } else {
+                    _mm_unpackhi_epi8(scales, scales)
+                });
+                let q0 = _mm256_load_si256(group.add(32 * hh).cast());
+                let q1 = _mm256_load_si256(group.add(64 + 32 * hh).cast());
+                let hb = _mm256_load_si256(group.add(128 + 32 * hh).cast());
+                // Quads 0..4 of the group (see repack.rs); 16-bit shifts, stray bits masked.
+                let q = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(q0, low),
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(hb), high),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(q0), low),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(hb), high),
+                    ),
+                    _mm256_or_si256(_mm256_and_si256(q1, low), _mm256_and_si256(hb, high)),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(q1), low),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(hb), high),
+                    ),
+                ];
+                for t in 0..T {
+                    let quads = xs[t].quads.as_ptr().add(64 * b + 4 * g);
+                    let y = |k: usize| _mm256_set1_epi32(quads.add(k).read() as i32);
+                    // No saturation: |each i16| <= 16128, two of them < 32768.
+                    let s01 = _mm256_add_epi16(_mm256_maddubs_epi16(q[0], y(0)), _mm256_maddubs_epi16(q[1], y(1)));
+                    let s23 = _mm256_add_epi16(_mm256_maddubs_epi16(q[2], y(2)), _mm256_maddubs_epi16(q[3], y(3)));
+                    let s = _mm256_add_epi32(_mm256_madd_epi16(s01, sc), _mm256_madd_epi16(s23, sc));
+                    scaled[t][h] = _mm256_add_epi32(scaled[t][h], s);
+                }
+            }
+        }
+        // Per token, the Q8_K group sums of this super-block as i16 pairs (|sum| <= 2048).
+        let y_pairs: [[i32; 8]; T] = std::array::from_fn(|t| {
+            let s = xs[t].sums.as_ptr().add(16 * b);
+            std::array::from_fn(|i| {
+                (s.add(2 * i).read() as u16 as u32 | ((s.add(2 * i + 1).read() as u32) << 16)) as i32
+            })
+        });
+        for h in 0..H {
+            let hh = h0 + h;
+            let d = _mm256_cvtph_ps(_mm_load_si128(lp.cast::<u8>().add(16 * hh).cast()));
+            let mut offsets = [_mm256_setzero_si256(); T];
+            for i in 0..8 {
+                // (32 * scale) of groups 2i and 2i + 1: within i16 (|32 * -128| = 4096).
+                let m = _mm256_slli_epi16::<5>(signed_byte_pairs(scale_bytes(2 * i, hh), scale_bytes(2 * i + 1, hh)));
+                for t in 0..T {
+                    offsets[t] = _mm256_add_epi32(offsets[t], _mm256_madd_epi16(m, _mm256_set1_epi32(y_pairs[t][i])));
+                }
+            }
+            for t in 0..T {
+                let dy = _mm256_mul_ps(d, _mm256_set1_ps(*xs[t].scales.get_unchecked(b)));
+                let total = _mm256_sub_epi32(scaled[t][h], offsets[t]);
+                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), dy, acc[t][h]);
+            }
+        }
+    }
+    acc
+}
+
 /// Halves `h0..h0 + H` of panel `p` against `T` tokens, stored for the rows below `rows`:
 /// row `r` of token `t` to `out[t * stride + r - row0]`.
 ///
 /// # Safety
-/// As [`panel_q4_0_q8_0`] / [`panel_q4_k_q8_k`] for `w.ty()`; `row0 <= 16 * p`, `rows <= w.rows()`, and
+/// As [`panel_q4_0_q8_0`] / [`panel_q4_k_q8_k`] / [`panel_q6_k_q8_k`] for `w.ty()`; `row0 <= 16 * p`, `rows <= w.rows()`, and
 /// `out` must have room for every row `row0..rows` of every token at that stride.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
@@ -193,10 +305,10 @@ unsafe fn run_tile<const T: usize, const H: usize>(
     row0: usize,
     rows: usize,
 ) {
-    let res = if w.ty() == GgmlType::Q4_0 {
-        panel_q4_0_q8_0::<T, H>(w, xs, p, h0)
-    } else {
-        panel_q4_k_q8_k::<T, H>(w, xs, p, h0)
+    let res = match w.ty() {
+        GgmlType::Q4_0 => panel_q4_0_q8_0::<T, H>(w, xs, p, h0),
+        GgmlType::Q4_K => panel_q4_k_q8_k::<T, H>(w, xs, p, h0),
+        _ => panel_q6_k_q8_k::<T, H>(w, xs, p, h0),
     };
     for h in 0..H {
         let r0 = PANEL_ROWS * p + HALF * (h0 + h);

@@ -23,6 +23,7 @@
 // The AVX-512 intrinsics are stable since Rust 1.89, the workspace's minimum Rust version.
 
 use super::avx2::{self, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1};
+use super::avx512_gemv;
 use super::table::act_type;
 use super::types::{Line, PackedMatrix, QMatrix, SyncPtr};
 use super::ThreadPool;
@@ -360,8 +361,9 @@ unsafe fn unpack_panel(w: &QMatrix, r0: usize, nr: usize, p: &mut Panel) {
     }
 }
 
-/// Unpacks panel `pi` of repacked (Q4_0 or Q4_K) weights into `p`: the quant lines are
-/// already row-interleaved, so each splits into its low and high nibbles (two quads).
+/// Unpacks panel `pi` of repacked (Q4_0, Q4_K or Q6_K) weights into `p`: the quant lines are
+/// already row-interleaved, so each splits into its low and high nibbles (two quads; Q6_K
+/// ORs in the high bits from its high-bit line).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
     let low = _mm512_set1_epi8(0x0f);
@@ -383,6 +385,32 @@ unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
             for (r, &h) in sc.iter().enumerate() {
                 p.scf[b * PR + r] = f16(h);
                 p.mn[b * PR + r] = (8.0 * f16(h)).to_bits();
+            }
+        }
+        return;
+    }
+    if w.ty() == GgmlType::Q6_K {
+        for b in 0..w.cols() / QK_K {
+            let lines = w.q6_k_block(pi, b);
+            for g in 0..16 {
+                let quads = avx512_gemv::q6_group_quants(&lines[5 + 3 * g..8 + 3 * g]);
+                for (k, v) in quads.iter().enumerate() {
+                    _mm512_storeu_si512(p.q.as_mut_ptr().add((b * 64 + 4 * g + k) * 64).cast(), *v);
+                }
+            }
+            for r in 0..PR {
+                let d = f16(u16::from_le_bytes([lines[0].0[2 * r], lines[0].0[2 * r + 1]]));
+                let sc = |g: usize| lines[1 + g / 4].0[16 * (g % 4) + r] as i8 as i32;
+                for g in 0..16 {
+                    p.scf[(b * 16 + g) * PR + r] = d * sc(g) as f32;
+                }
+                // As `unpack_block`: the offset of 32 as a min of 32 * scale, paired.
+                for pr in 0..8 {
+                    let lo = (32 * sc(2 * pr)) as u16 as u32;
+                    let hi = (32 * sc(2 * pr + 1)) as u16 as u32;
+                    p.mn[(b * 8 + pr) * PR + r] = lo | (hi << 16);
+                }
+                p.dm[b * PR + r] = d;
             }
         }
         return;

@@ -1,4 +1,4 @@
-//! AVX-512 VNNI matrix-vector products (decode) over repacked Q4_0 and Q4_K weights
+//! AVX-512 VNNI matrix-vector products (decode) over repacked Q4_0, Q4_K and Q6_K weights
 //! ([`PackedMatrix`]): 16 rows per 512-bit vector, one `vpdpbusd` per 8 elements of 16 rows.
 //!
 //! Q4_0, per block of 32 elements and panel of 16 rows: 4 line loads, 8 nibble masks/shifts,
@@ -9,10 +9,17 @@
 //! Q4_K, per super-block of 256: the same per sub-block of 32, whose integer sums are
 //! multiplied by the 16 rows' 6-bit scales and summed in integers, then one FMA with `d`; the
 //! mins times the activation's sub-block sums (from Q8_K's `bsums`) give the `dmin` term.
-//! So for both types the integer sums equal the scalar specification's.
+//!
+//! Q6_K, per group of 16 elements: two quant lines and the high-bit line give, with one OR
+//! each, the unsigned 6-bit quants of the 4 element quads ([`q6_group_quants`]); 4 `vpdpbusd`
+//! from the start value `-32 * sum(y)` of the group (Q8_K's `bsums`: Q6_K's offset of 32,
+//! exactly), times the 16 rows' i8 group scales, summed in integers, then one FMA with `d`.
+//!
+//! So for every type the integer sums equal the scalar specification's.
 
 use super::types::{Line, PackedActivations, PackedMatrix, PANEL_ROWS};
 use crate::quant::GgmlType;
+use crate::quant::QK_K;
 use std::arch::x86_64::*;
 
 /// `out[t * stride + r] = row r of w . xs[t]` for the `n_rows` rows from panel `first_panel`
@@ -44,34 +51,30 @@ pub(super) unsafe fn matvec_packed(
             (1u16 << in_panel) - 1
         };
         let store = |t: usize, total: __m512| _mm512_mask_storeu_ps(out.add(t * stride + PANEL_ROWS * p), mask, total);
-        if w.ty() == GgmlType::Q4_0 {
-            // Groups of up to 4 tokens share each unpacked weight line.
-            let mut t0 = 0;
-            while t0 < xs.len() {
-                let g = &xs[t0..(t0 + 4).min(xs.len())];
-                match g.len() {
-                    4 => panel_q4_0_q8_0::<4>(w, g, p)
-                        .into_iter()
-                        .enumerate()
-                        .for_each(|(t, v)| store(t0 + t, v)),
-                    3 => panel_q4_0_q8_0::<3>(w, g, p)
-                        .into_iter()
-                        .enumerate()
-                        .for_each(|(t, v)| store(t0 + t, v)),
-                    2 => panel_q4_0_q8_0::<2>(w, g, p)
-                        .into_iter()
-                        .enumerate()
-                        .for_each(|(t, v)| store(t0 + t, v)),
-                    _ => panel_q4_0_q8_0::<1>(w, g, p)
-                        .into_iter()
-                        .enumerate()
-                        .for_each(|(t, v)| store(t0 + t, v)),
+        // Groups of up to 4 tokens share each unpacked weight line (Q4_0, Q6_K).
+        macro_rules! by_groups {
+            ($kernel:ident) => {{
+                let mut t0 = 0;
+                while t0 < xs.len() {
+                    let g = &xs[t0..(t0 + 4).min(xs.len())];
+                    let put = |res: &[__m512]| res.iter().enumerate().for_each(|(t, &v)| store(t0 + t, v));
+                    match g.len() {
+                        4 => put(&$kernel::<4>(w, g, p)),
+                        3 => put(&$kernel::<3>(w, g, p)),
+                        2 => put(&$kernel::<2>(w, g, p)),
+                        _ => put(&$kernel::<1>(w, g, p)),
+                    }
+                    t0 += g.len();
                 }
-                t0 += g.len();
-            }
-        } else {
-            for (t, x) in xs.iter().enumerate() {
-                store(t, panel_q4_k_q8_k(w, x, p));
+            }};
+        }
+        match w.ty() {
+            GgmlType::Q4_0 => by_groups!(panel_q4_0_q8_0),
+            GgmlType::Q6_K => by_groups!(panel_q6_k_q8_k),
+            _ => {
+                for (t, x) in xs.iter().enumerate() {
+                    store(t, panel_q4_k_q8_k(w, x, p));
+                }
             }
         }
     }
@@ -158,6 +161,71 @@ unsafe fn panel_q4_k_q8_k(w: &PackedMatrix, x: &PackedActivations, p: usize) -> 
         let dmin = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dd)), dy);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled), d, acc);
         acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins), dmin, acc);
+    }
+    acc
+}
+
+/// The unsigned 6-bit quants (0..63) of the 4 element quads of one Q6_K group of 16 rows,
+/// from its two quant lines and its high-bit line (`group[..3]`, see `repack.rs`): quad `k`
+/// is the low or high nibbles of quant line `k / 2`, ORed with bits `2k..2k+2` of the high
+/// line moved to bits 4..6.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW; `group` must hold at least 3 lines.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub(super) unsafe fn q6_group_quants(group: &[Line]) -> [__m512i; 4] {
+    let low = _mm512_set1_epi8(0x0f);
+    let high = _mm512_set1_epi8(0x30);
+    let q0 = _mm512_load_si512(group[0].0.as_ptr().cast());
+    let q1 = _mm512_load_si512(group[1].0.as_ptr().cast());
+    let h = _mm512_load_si512(group[2].0.as_ptr().cast());
+    // 16-bit shifts: the bits that cross into the neighbouring byte are masked off.
+    [
+        _mm512_or_si512(
+            _mm512_and_si512(q0, low),
+            _mm512_and_si512(_mm512_slli_epi16::<4>(h), high),
+        ),
+        _mm512_or_si512(
+            _mm512_and_si512(_mm512_srli_epi16::<4>(q0), low),
+            _mm512_and_si512(_mm512_slli_epi16::<2>(h), high),
+        ),
+        _mm512_or_si512(_mm512_and_si512(q1, low), _mm512_and_si512(h, high)),
+        _mm512_or_si512(
+            _mm512_and_si512(_mm512_srli_epi16::<4>(q1), low),
+            _mm512_and_si512(_mm512_srli_epi16::<2>(h), high),
+        ),
+    ]
+}
+
+/// One panel of Q6_K rows against the whole activation rows of `T` tokens (`xs[..T]`): each
+/// group's quants are unpacked once for all of them, and per token the arithmetic is the same
+/// for every `T`, so a token gets the same result alone or in a batch.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn panel_q6_k_q8_k<const T: usize>(w: &PackedMatrix, xs: &[PackedActivations], p: usize) -> [__m512; T] {
+    let xs = &xs[..T];
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..w.cols() / QK_K {
+        let lines = w.q6_k_block(p, b);
+        let mut scaled = [_mm512_setzero_si512(); T];
+        for g in 0..16 {
+            let q = q6_group_quants(&lines[5 + 3 * g..8 + 3 * g]);
+            let sc = _mm512_cvtepi8_epi32(_mm_load_si128(lines[1 + g / 4].0.as_ptr().add(16 * (g % 4)).cast()));
+            for t in 0..T {
+                let quads = &xs[t].quads[64 * b + 4 * g..64 * b + 4 * g + 4];
+                // The offset of 32 as the start: the sum is exactly sum((q - 32) * y).
+                let mut sum = _mm512_set1_epi32(-32 * xs[t].sums[16 * b + g]);
+                for k in 0..4 {
+                    sum = _mm512_dpbusd_epi32(sum, q[k], _mm512_set1_epi32(quads[k] as i32));
+                }
+                scaled[t] = _mm512_add_epi32(scaled[t], _mm512_mullo_epi32(sum, sc));
+            }
+        }
+        let d = _mm512_cvtph_ps(_mm256_load_si256(lines[0].0.as_ptr().cast()));
+        for t in 0..T {
+            let scale = _mm512_mul_ps(d, _mm512_set1_ps(xs[t].scales[b]));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled[t]), scale, acc[t]);
+        }
     }
     acc
 }

@@ -33,6 +33,8 @@ pub enum KernelError {
     Unavailable(Backend),
     #[error("EDGEACT_KERNELS={0:?} is not one of scalar, avx2, avx512, neon")]
     BadBackendName(String),
+    #[error("could not allocate {bytes} bytes for repacked weights: {reason}")]
+    Allocation { bytes: usize, reason: String },
 }
 
 /// An instruction-set path.

@@ -105,6 +105,32 @@ pub fn choose_path(backend: Backend, cpu: CpuFeatures, ty: GgmlType, packed: boo
     }
 }
 
+/// Whether weights of type `ty` are repacked at load unless the user says otherwise
+/// (`--repack` / `--no-repack`): where the kernels for the repacked form measured faster than
+/// the file-layout kernels, in decode and in prefill, at 1 and 2 threads (7B Q4_0 and Q4_K_M
+/// random-weight files; the figures and the command are in docs/kernels.md "Default path").
+/// Only the x86 SIMD paths have such kernels.
+///
+/// Measured so far: Q4_0 and Q4_K everywhere they have panels (AVX2: 1.6-2.4x prefill and
+/// 1.2-1.8x decode; AVX-512 VNNI: decode 1.1-1.4x, prefill equal or faster). Q6_K only with
+/// AVX-512 VNNI (decode 1.1-1.9x, prefill 1.02-1.04x); its AVX2 kernels (also AVX-512
+/// without VNNI) win prefill by 1.3-1.6x but decode only ties the file layout (0.95-1.2x,
+/// both near the memory bandwidth), so there the mapping is kept.
+pub fn repack_by_default(backend: Backend, ty: GgmlType) -> bool {
+    repack_by_default_on(backend, CpuFeatures::detect(), ty)
+}
+
+/// [`repack_by_default`] for a CPU with features `cpu`.
+pub fn repack_by_default_on(backend: Backend, cpu: CpuFeatures, ty: GgmlType) -> bool {
+    let x86_simd = matches!(backend, Backend::Avx2 | Backend::Avx512);
+    let vnni = backend == Backend::Avx512 && cpu.avx512_vnni;
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q4_K => x86_simd,
+        GgmlType::Q6_K => vnni,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,8 +141,33 @@ mod tests {
     const NO_VNNI: CpuFeatures = CpuFeatures { avx512_vnni: false };
 
     #[test]
+    fn default_repacking_only_where_a_repacked_kernel_exists() {
+        for backend in [Backend::Scalar, Backend::Avx2, Backend::Avx512, Backend::Neon] {
+            for cpu in [VNNI, NO_VNNI] {
+                for ty in crate::kernels::cpu::SUPPORTED {
+                    if repack_by_default_on(backend, cpu, ty) {
+                        assert!(repackable(ty), "{ty} has no repacked form");
+                        assert!(
+                            choose_path(backend, cpu, ty, true, 1).is_packed(),
+                            "{backend} {cpu:?} {ty}: repacked by default but never read"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(repack_by_default_on(Backend::Avx512, NO_VNNI, G::Q4_0));
+        assert!(repack_by_default_on(Backend::Avx2, VNNI, G::Q4_K));
+        assert!(repack_by_default_on(Backend::Avx512, VNNI, G::Q6_K));
+        assert!(!repack_by_default_on(Backend::Avx512, NO_VNNI, G::Q6_K));
+        assert!(!repack_by_default_on(Backend::Avx2, VNNI, G::Q6_K));
+        assert!(!repack_by_default_on(Backend::Avx512, VNNI, G::Q5_K));
+        assert!(!repack_by_default_on(Backend::Scalar, VNNI, G::Q4_0));
+        assert!(!repack_by_default_on(Backend::Neon, VNNI, G::Q4_0));
+    }
+
+    #[test]
     fn repacked_weights_on_x86_simd_paths() {
-        for ty in [G::Q4_0, G::Q4_K] {
+        for ty in [G::Q4_0, G::Q4_K, G::Q6_K] {
             assert_eq!(choose_path(Backend::Avx512, VNNI, ty, true, 1), P::PackedDecodeVnni);
             assert_eq!(
                 choose_path(Backend::Avx512, VNNI, ty, true, SMALL_BATCH),

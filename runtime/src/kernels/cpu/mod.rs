@@ -41,7 +41,7 @@ pub mod dispatch;
 pub mod matmul;
 
 pub use backend::{available_backends, backend, Backend, KernelError};
-pub use dispatch::{choose_path, CpuFeatures, MatmulPath};
+pub use dispatch::{choose_path, repack_by_default, CpuFeatures, MatmulPath};
 pub use matmul::{
     matmul, matmul_with, quantize_activations, try_matmul, try_matmul_as, try_matmul_with, vec_dot,
     QuantizedActivations,

@@ -93,7 +93,7 @@ pub const KERNEL_TYPES: [KernelType; 11] = [
     row(G::Q5_1, G::Q8_1, "q5_1_q8_1", true,  true,  false, true),
     row(G::Q4_K, G::Q8_K, "q4_k_q8_k", false, true,  true,  true),
     row(G::Q5_K, G::Q8_K, "q5_k_q8_k", false, true,  false, true),
-    row(G::Q6_K, G::Q8_K, "q6_k_q8_k", false, true,  false, true),
+    row(G::Q6_K, G::Q8_K, "q6_k_q8_k", false, true,  true,  true),
 ];
 
 /// Weight types with a matmul kernel (the first column of [`KERNEL_TYPES`]).
@@ -174,7 +174,7 @@ mod tests {
         assert_eq!(act_type(GgmlType::F16), GgmlType::F32);
         assert_eq!(act_type(GgmlType::Q3_K), GgmlType::F32);
         let repacked: Vec<_> = SUPPORTED.into_iter().filter(|&t| repackable(t)).collect();
-        assert_eq!(repacked, [GgmlType::Q4_0, GgmlType::Q4_K]);
+        assert_eq!(repacked, [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K]);
         assert!(!vnni_panels(GgmlType::F32) && vnni_panels(GgmlType::Q6_K));
         assert_eq!(
             supported_names(),

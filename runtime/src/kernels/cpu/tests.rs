@@ -489,6 +489,34 @@ fn rope_softmax_swiglu_semantics() {
 mod repacked_matmul {
     use super::*;
 
+    /// Per output `t * rows + r`: the sum over blocks of `|block b of row r . block b of
+    /// token t|` (scalar specification, quantized activations), the scale of the float
+    /// rounding in a sum of block terms, whatever their order.
+    fn block_magnitudes(pool: &ThreadPool, w: &QMatrix, x: &[f32], n_tokens: usize) -> Vec<f32> {
+        let q = quantize_activations(pool, w.ty, x, w.cols).expect("quantized weights");
+        let (bs, wb) = (w.ty.block_size(), w.ty.type_size());
+        let ab = act_type(w.ty).type_size() * bs / act_type(w.ty).block_size();
+        let mut out = vec![0f32; n_tokens * w.rows];
+        for t in 0..n_tokens {
+            for r in 0..w.rows {
+                let (row, act) = (w.row(r), q.row(t));
+                out[t * w.rows + r] = (0..w.cols / bs)
+                    .map(|b| {
+                        let dot = vec_dot(
+                            Backend::Scalar,
+                            w.ty,
+                            bs,
+                            &row[b * wb..(b + 1) * wb],
+                            &act[b * ab..(b + 1) * ab],
+                        );
+                        dot.expect("one block").abs()
+                    })
+                    .sum();
+            }
+        }
+        out
+    }
+
     /// The kernels for repacked weights (decode and the prefill panels) against the scalar
     /// specification on the file layout, over row counts that end mid-panel, token counts on
     /// both sides of the decode/prefill split, and extreme quants.
@@ -512,6 +540,12 @@ mod repacked_matmul {
             (GgmlType::Q4_0, 28, 128),
             (GgmlType::Q4_0, 172, 64),
             (GgmlType::Q4_K, 12, 768),
+            // Q6_K: 1, 2, 3 and 16 super-blocks, rows ending mid-panel and mid-half.
+            (GgmlType::Q6_K, 16, 256),
+            (GgmlType::Q6_K, 37, 512),
+            (GgmlType::Q6_K, 12, 768),
+            (GgmlType::Q6_K, 20, 4096),
+            (GgmlType::Q6_K, 3, 256),
         ];
         for (ty, rows, cols) in shapes {
             let xs: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -519,11 +553,19 @@ mod repacked_matmul {
             let mut data = vec![0u8; rows * row_bytes];
             quantize_row(ty, &xs, &mut data).unwrap();
             // Row 1: every nibble 0, row 2: every nibble 15 (Q4_0: scale 0.5; Q4_K: largest
-            // 6-bit scales and mins, d = 0.5, dmin = 0.25).
-            for (r, fill) in [(1usize, 0x00u8), (2, 0xff)] {
-                if r < rows {
+            // 6-bit scales and mins, d = 0.5, dmin = 0.25). Q6_K: d = 0.5 and row 1 every quant
+            // 0 with scales -128, row 2 every quant 63 with scales 127, row 3 every quant 63
+            // with scales -128.
+            for (r, fill) in [(1usize, 0x00u8), (2, 0xff), (3, 0xff)] {
+                if r < rows && (r < 3 || ty == GgmlType::Q6_K) {
                     let row = &mut data[r * row_bytes..(r + 1) * row_bytes];
                     for blk in row.chunks_exact_mut(ty.type_size()) {
+                        if ty == GgmlType::Q6_K {
+                            blk[..192].fill(fill);
+                            blk[192..208].fill(if r == 2 { 127 } else { 0x80 });
+                            blk[208..].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+                            continue;
+                        }
                         blk[..2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
                         if ty == GgmlType::Q4_0 {
                             blk[2..].fill(fill);
@@ -551,14 +593,16 @@ mod repacked_matmul {
                 }
                 let mut expected = vec![0f32; n_tokens * rows];
                 matmul_with(Backend::Scalar, &pools[0], &plain, &x, n_tokens, &mut expected);
+                let magnitude = block_magnitudes(&pools[0], &plain, &x, n_tokens);
                 for b in available_backends() {
                     for pool in &pools {
                         let mut got = vec![f32::NAN; n_tokens * rows];
                         matmul_with(b, pool, &w, &x, n_tokens, &mut got);
-                        // Integer block sums are exact; only float summation order differs.
+                        // Integer block sums are exact; only float summation order differs,
+                        // whose error scales with the blocks' terms (which can cancel out).
                         for (i, (&g, &e)) in got.iter().zip(&expected).enumerate() {
                             assert!(
-                                (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                                (g - e).abs() <= 1e-4 * (1.0 + e.abs()) + 4e-6 * magnitude[i],
                                 "{ty} {b} {rows}x{cols} tokens {n_tokens} threads {} i {i}: {g} vs {e}",
                                 pool.n_threads()
                             );
@@ -593,7 +637,11 @@ mod repacked_matmul {
         }
         let mut rng = StdRng::seed_from_u64(8);
         let pool = ThreadPool::new(2);
-        for (ty, rows, cols) in [(GgmlType::Q4_0, 24, 64), (GgmlType::Q4_K, 24, 256)] {
+        for (ty, rows, cols) in [
+            (GgmlType::Q4_0, 24, 64),
+            (GgmlType::Q4_K, 24, 256),
+            (GgmlType::Q6_K, 24, 512),
+        ] {
             let quantized = |rng: &mut StdRng| {
                 let xs: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
                 let mut data = vec![0u8; rows * ty.row_bytes(cols as u64).unwrap() as usize];
@@ -605,7 +653,7 @@ mod repacked_matmul {
             let b = QMatrix::new(ty, rows, cols, &db).unwrap();
             let packed_a = PackedMatrix::new(&pool, &a).unwrap();
             let mixed = b.with_packed(&packed_a).unwrap();
-            for n_tokens in [1, 6] {
+            for n_tokens in [1, 6, 20] {
                 let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
                 let product = |b: Backend, w: &QMatrix| {
                     let mut out = vec![0f32; n_tokens * rows];

@@ -148,14 +148,68 @@ pub(super) struct Line(pub(super) [u8; 64]);
 /// Lines per panel and Q4_K super-block: `d`/`dmin`, 2 of scales, 2 of mins, 32 of quants.
 pub(super) const Q4K_LINES: usize = 37;
 
-/// A Q4_0 or Q4_K matrix in the panel layout (see `repack.rs`, which makes it).
+/// Lines per panel and Q6_K super-block: `d`, 4 of scales, then per group of 16 elements two
+/// quant lines (low 4 bits) and one line of the high 2 bits.
+pub(super) const Q6K_LINES: usize = 5 + 3 * 16;
+
+/// A Q4_0, Q4_K or Q6_K matrix in the panel layout (see `repack.rs`, which makes it).
 pub struct PackedMatrix {
     pub(super) ty: GgmlType,
     pub(super) rows: usize,
     pub(super) cols: usize,
     /// Q4_0 only: the f16 block scales.
     pub(super) scales: Vec<u16>,
-    pub(super) lines: Vec<Line>,
+    pub(super) lines: LineBuf,
+}
+
+/// Zeroed memory for `len` [`Line`]s in an anonymous mapping: page-aligned (so 64-byte
+/// aligned), its zero pages committed by whichever thread first writes them (repacking on all
+/// threads faults them in in parallel, where a `Vec` would be zero-filled by one thread
+/// first), and on Linux advised for transparent huge pages (512x fewer page faults while
+/// repacking, fewer TLB misses while the kernels stream the weights).
+pub(super) struct LineBuf {
+    /// `None` for zero lines (an empty mapping is an error).
+    map: Option<memmap2::MmapMut>,
+    len: usize,
+}
+
+impl LineBuf {
+    pub(super) fn zeroed(len: usize) -> Result<LineBuf, super::KernelError> {
+        let bytes = len * std::mem::size_of::<Line>();
+        if len == 0 {
+            return Ok(LineBuf { map: None, len });
+        }
+        let map = memmap2::MmapMut::map_anon(bytes).map_err(|e| super::KernelError::Allocation {
+            bytes,
+            reason: e.to_string(),
+        })?;
+        // Only a hint: without huge pages the buffer works the same, with more page faults.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        Ok(LineBuf { map: Some(map), len })
+    }
+}
+
+impl std::ops::Deref for LineBuf {
+    type Target = [Line];
+    fn deref(&self) -> &[Line] {
+        match &self.map {
+            // SAFETY: the mapping is page-aligned (Line needs 64), `len * 64` bytes long, zero
+            // initialized by the kernel, and any byte pattern is a valid Line.
+            Some(m) => unsafe { std::slice::from_raw_parts(m.as_ptr().cast::<Line>(), self.len) },
+            None => &[],
+        }
+    }
+}
+
+impl std::ops::DerefMut for LineBuf {
+    fn deref_mut(&mut self) -> &mut [Line] {
+        match &mut self.map {
+            // SAFETY: as in `deref`; the mapping is uniquely borrowed through `self`.
+            Some(m) => unsafe { std::slice::from_raw_parts_mut(m.as_mut_ptr().cast::<Line>(), self.len) },
+            None => &mut [],
+        }
+    }
 }
 
 impl std::fmt::Debug for PackedMatrix {
@@ -168,7 +222,7 @@ impl std::fmt::Debug for PackedMatrix {
     }
 }
 
-/// One token's activation row (Q8_0 for Q4_0 weights, Q8_K for Q4_K) prepared for
+/// One token's activation row (Q8_0 for Q4_0 weights, Q8_K for Q4_K and Q6_K) prepared for
 /// the kernels for repacked weights.
 #[cfg(target_arch = "x86_64")]
 pub(super) struct PackedActivations {
@@ -177,7 +231,8 @@ pub(super) struct PackedActivations {
     /// Per block (Q8_0) or super-block (Q8_K): the activation scale.
     pub(super) scales: Vec<f32>,
     /// Q8_0: per block, `-8 * sum(y)`, the start of each row's integer sum.
-    /// Q8_K: per sub-block of 32, `sum(y)` (from `bsums`), paired with the mins.
+    /// Q8_K for Q4_K: per sub-block of 32, `sum(y)` (from `bsums`), paired with the mins.
+    /// Q8_K for Q6_K: per group of 16, `sum(y)` (the `bsums`), for the offset of 32.
     pub(super) sums: Vec<i32>,
 }
 
@@ -203,11 +258,16 @@ impl PackedActivations {
             }
         } else {
             // Q8_K: f32 d, 256 quants, 16 i16 sums of 16 quants each.
+            let per_group = ty == GgmlType::Q6_K;
             for blk in act.chunks_exact(292) {
                 x.scales.push(f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]));
                 x.quads.extend(quads_of(&blk[4..260]));
                 let bsum = |i: usize| i16::from_le_bytes([blk[260 + 2 * i], blk[261 + 2 * i]]) as i32;
-                x.sums.extend((0..8).map(|j| bsum(2 * j) + bsum(2 * j + 1)));
+                if per_group {
+                    x.sums.extend((0..16).map(bsum));
+                } else {
+                    x.sums.extend((0..8).map(|j| bsum(2 * j) + bsum(2 * j + 1)));
+                }
             }
         }
         x
@@ -251,5 +311,11 @@ impl PackedMatrix {
     pub(super) fn q4_k_block(&self, p: usize, b: usize) -> &[Line] {
         let i = p * (self.cols / 256) + b;
         &self.lines[i * Q4K_LINES..(i + 1) * Q4K_LINES]
+    }
+
+    /// Q6_K super-block `b` of panel `p`: its [`Q6K_LINES`] lines.
+    pub(super) fn q6_k_block(&self, p: usize, b: usize) -> &[Line] {
+        let i = p * (self.cols / 256) + b;
+        &self.lines[i * Q6K_LINES..(i + 1) * Q6K_LINES]
     }
 }
