@@ -119,7 +119,8 @@ fn check_limits(sb: &mut dyn ShellSession) {
         &out.output[..out.output.len().min(80)]
     );
     assert!(t.elapsed() < Duration::from_secs(14), "{:?}", t.elapsed());
-    assert!(sb.run("echo alive").unwrap().output.contains("alive\r\n"));
+    let alive = sb.run("echo alive").unwrap();
+    assert!(alive.output.contains("alive\r\n"), "{alive:?}");
     let out = sb.run("yes").unwrap();
     assert_eq!(out.end, EndReason::OutputCap);
     assert!(out.raw.len() <= 64 << 10);
