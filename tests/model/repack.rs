@@ -21,6 +21,19 @@ const STORIES: &str = concat!(
     "/../shared/models/stories260K/stories260K-f32-v3.gguf"
 );
 
+/// stories260K quantized to Q4_0 by `edgeact quantize`, in `dir`.
+fn stories_q4_0(dir: &Path) -> std::path::PathBuf {
+    let q4 = dir.join("stories260K-q4_0.gguf");
+    let res = Command::new(env!("CARGO_BIN_EXE_edgeact"))
+        .args(["quantize", STORIES, "-o"])
+        .arg(&q4)
+        .args(["--type", "q4_0", "-q"])
+        .output()
+        .unwrap();
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    q4
+}
+
 fn load(path: &Path, repack: bool) -> (Arc<LlamaModel>, usize) {
     let file = Arc::new(GgufFile::open(path).unwrap());
     let mut model = LlamaModel::load(file).unwrap();
@@ -49,14 +62,7 @@ fn mapped_and_repacked(path: &Path) -> Option<(Arc<LlamaModel>, Arc<LlamaModel>)
 #[test]
 fn repacked_q4_0_model_matches_the_mapped_one() {
     let dir = tempfile::tempdir().unwrap();
-    let q4 = dir.path().join("stories260K-q4_0.gguf");
-    let res = Command::new(env!("CARGO_BIN_EXE_edgeact"))
-        .args(["quantize", STORIES, "-o"])
-        .arg(&q4)
-        .args(["--type", "q4_0", "-q"])
-        .output()
-        .unwrap();
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let q4 = stories_q4_0(dir.path());
 
     // 5 layers x 7 Q4_0 matrices of 64-wide rows; the embeddings stay in the mapping.
     if let Some((plain, packed)) = mapped_and_repacked(&q4) {
@@ -83,16 +89,23 @@ fn prefill_bound() -> f32 {
     0.5
 }
 
-#[test]
-fn repacked_q4_k_m_model_matches_the_mapped_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let ck = dir.path().join("ck");
+/// The converter tests' tiny random checkpoint converted to Q4_K_M in `dir` (Q4_K and Q6_K
+/// tensors).
+fn tiny_q4_k_m(dir: &Path) -> std::path::PathBuf {
+    let ck = dir.join("ck");
     std::fs::create_dir(&ck).unwrap();
     convert_support::write_checkpoint(&ck, false, None);
-    let path = dir.path().join("tiny-q4_k_m.gguf");
+    let path = dir.join("tiny-q4_k_m.gguf");
     let mut opts = Options::new(Mix::Q4KM);
     opts.threads = 2;
     convert(&ck, &path, &opts, &mut edgeact_quantize::convert::Silent).unwrap();
+    path
+}
+
+#[test]
+fn repacked_q4_k_m_model_matches_the_mapped_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_q4_k_m(dir.path());
     // This model's logits are small (about +-0.07), so the bound is absolute and tight.
     if let Some((plain, packed)) = mapped_and_repacked(&path) {
         compare(&plain, &packed, 1e-5);
@@ -154,17 +167,7 @@ fn default_repacking_follows_the_measured_table_and_reports_progress() {
     use edgeact_runtime::kernels::cpu::{backend, repack_by_default, repackable};
     use edgeact_runtime::quant::GgmlType;
     let dir = tempfile::tempdir().unwrap();
-    let ck = dir.path().join("ck");
-    std::fs::create_dir(&ck).unwrap();
-    convert_support::write_checkpoint(&ck, false, None);
-    let path = dir.path().join("tiny-q4_k_m.gguf");
-    convert(
-        &ck,
-        &path,
-        &Options::new(Mix::Q4KM),
-        &mut edgeact_quantize::convert::Silent,
-    )
-    .unwrap();
+    let path = tiny_q4_k_m(dir.path());
     let file = Arc::new(GgufFile::open(&path).unwrap());
     let measured: fn(GgmlType) -> bool = |ty| repack_by_default(backend(), ty);
     for (which, wanted) in [(RepackChoice::Measured, measured), (RepackChoice::All, repackable)] {
@@ -203,11 +206,9 @@ fn cli_repacks_by_default_where_measured_and_reports_the_load() {
     use edgeact_runtime::kernels::cpu::{backend, repack_by_default};
     use edgeact_runtime::quant::GgmlType;
     let dir = tempfile::tempdir().unwrap();
-    let q4 = dir.path().join("stories260K-q4_0.gguf");
+    let q4 = stories_q4_0(dir.path());
     let q4 = q4.to_str().unwrap();
     let edgeact = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_edgeact")).args(args).output().unwrap();
-    let res = edgeact(&["quantize", STORIES, "-o", q4, "--type", "q4_0", "-q"]);
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     let default_repacks = repack_supported() && repack_by_default(backend(), GgmlType::Q4_0);
     let n_q4_0 = GgufFile::open(Path::new(q4))
         .unwrap()
