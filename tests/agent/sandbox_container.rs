@@ -245,6 +245,31 @@ on_both_backends! {
     check_script_timeout with short_wall_limits: container_script_timeout_stops_the_script, namespace_script_timeout_stops_the_script;
 }
 
+/// A host that starts edgeact with SIGINT ignored (a background job of a non-interactive
+/// shell does) must not hand that disposition to the sandbox, or a timeout's ^C cannot stop
+/// `while true; do echo y; sleep 0.1; done` there. Reruns the limits check in a copy of this
+/// test binary started with SIGINT and SIGQUIT ignored.
+#[test]
+fn namespace_limits_hold_when_the_host_ignores_sigint() {
+    if std::env::var_os("EDGEACT_TEST_HOST_IGNORES_SIGINT").is_some() {
+        return; // the copy: only the named test runs there
+    }
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"trap '' INT QUIT; exec "$0" --exact sandbox_container::namespace_silence_wall_clock_and_output_cap"#)
+        .arg(std::env::current_exe().unwrap())
+        .env("EDGEACT_TEST_HOST_IGNORES_SIGINT", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+}
+
 #[test]
 fn container_has_no_network_and_limits() {
     let Some(mut cfg) = container_config(quick_limits()) else {

@@ -435,10 +435,12 @@ impl ContainerSandbox {
         .stdin(Stdio::from(s_in))
         .stdout(Stdio::from(s_out))
         .stderr(Stdio::from(s_err));
-        // SAFETY: only async-signal-safe calls between fork and exec: a new session, then the
-        // pty slave (already on fd 0) becomes its controlling terminal, as a login shell's.
+        // SAFETY: only async-signal-safe calls between fork and exec: default signal state, a
+        // new session, then the pty slave (already on fd 0) becomes its controlling terminal,
+        // as a login shell's.
         unsafe {
             cmd.pre_exec(|| {
+                sys::reset_signals();
                 if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }

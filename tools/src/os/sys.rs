@@ -551,15 +551,21 @@ fn idmapped_bind(src: &CString, dst: &CString, userns: RawFd) -> bool {
     }
 }
 
-/// Signal state a fresh program expects: nothing blocked, SIGPIPE back to its default
-/// (Rust ignores it, and an ignored disposition survives `execve`).
-fn reset_signals() {
-    // SAFETY: plain syscalls on a stack sigset.
+/// Signal state a fresh program expects: nothing blocked, every disposition at its default.
+/// An ignored disposition survives `execve`: Rust ignores SIGPIPE, and a host that started
+/// edgeact with SIGINT ignored (a background job of a non-interactive shell, `nohup`-style
+/// wrappers) would otherwise hand that to the sandbox, where a timeout's ^C then cannot stop
+/// `while :; do sleep 0.1; done`.
+pub(crate) fn reset_signals() {
+    // SAFETY: plain async-signal-safe syscalls on a stack sigset; `signal` fails harmlessly
+    // (EINVAL) for SIGKILL, SIGSTOP and the numbers libc reserves.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        for sig in 1..=64 {
+            libc::signal(sig, libc::SIG_DFL);
+        }
     }
 }
 
