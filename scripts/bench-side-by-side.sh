@@ -39,12 +39,7 @@ cargo build --release --quiet --features oracle --example llama_cpp_bench
 bin=target/release
 mkdir -p target
 cc -O3 -march=native -ffast-math -fopenmp scripts/membw.c -o target/membw
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1 | tr -cs 'A-Za-z0-9' '-' | sed 's/-*$//')
-runs_dir=${RUNS_DIR:-bench/runs}
-mkdir -p "$runs_dir"
-record="$runs_dir/$(date -u +%F)-$(nproc)core-${cpu:-unknown}.md"
-[ -s "$record" ] || printf '# Side-by-side runs, %s, %s CPUs (%s)\n\nRaw output of scripts/bench-side-by-side.sh; t/s.\n' \
-    "$(date -u +%F)" "$(nproc)" "${cpu:-unknown CPU}" >"$record"
+. "$(dirname "$0")/lib/run-record.sh"
 {
 echo
 echo '```'

@@ -21,12 +21,7 @@ cargo build --release --quiet --bin edgeact
 cargo build --release --quiet -p edgeact-oracle --example llama_quantize
 bin=target/release
 mkdir -p "$out"
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1 | tr -cs 'A-Za-z0-9' '-' | sed 's/-*$//')
-runs_dir=${RUNS_DIR:-bench/runs}
-mkdir -p "$runs_dir"
-record="$runs_dir/$(date -u +%F)-$(nproc)core-${cpu:-unknown}.md"
-[ -s "$record" ] || printf '# Side-by-side runs, %s, %s CPUs (%s)\n\nRaw output of scripts/bench-side-by-side.sh; t/s.\n' \
-    "$(date -u +%F)" "$(nproc)" "${cpu:-unknown CPU}" >"$record"
+. "$(dirname "$0")/lib/run-record.sh"
 # Read the input once so that neither tool pays for the cold page cache.
 cat "$in" >/dev/null
 tmp=$(mktemp -d)
