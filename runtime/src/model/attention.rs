@@ -133,6 +133,43 @@ pub(crate) fn attend_head(
     }
 }
 
+/// [`attend_head`] for all query heads of KV head `kv_head` of one token at once (grouped-query
+/// attention: `n_heads / n_kv_heads` heads read the same cached keys and values): `q` and `out`
+/// hold the group's heads one after another, `scores` is scratch of at least `group * n_seen`.
+/// With an f16 cache each key and value row is widened once for the group; every head's
+/// result is bit-identical to its own [`attend_head`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend_group(
+    h: Heads,
+    kv_head: usize,
+    q: &[f32],
+    keys: &Row,
+    values: &Row,
+    n_seen: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let (hd, group) = (h.head_dim, h.n_heads / h.n_kv_heads);
+    match (keys, values) {
+        (Row::F16(k), Row::F16(v)) if group > 1 => {
+            let (kv_dim, kv_off) = (h.n_kv_heads * hd, kv_head * hd);
+            let scores = &mut scores[..group * n_seen];
+            ops::dot_f16_rows_grouped(&k[kv_off..], kv_dim, q, hd, scores);
+            let scale = 1.0 / (hd as f32).sqrt();
+            for s in scores.chunks_exact_mut(n_seen) {
+                softmax_scaled(s, scale);
+            }
+            ops::weighted_sum_f16_rows_grouped(&v[kv_off..], kv_dim, scores, n_seen, out);
+        }
+        _ => {
+            for g in 0..group {
+                let (qh, oh) = (&q[g * hd..(g + 1) * hd], &mut out[g * hd..(g + 1) * hd]);
+                attend_head(h, kv_head * group + g, qh, keys, values, n_seen, scores, oh);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,13 +181,15 @@ impl CpuBlocks {
         let n_seen_sum: usize = rows.iter().map(|r| r.pos + 1).sum();
         let caches = &self.caches;
         let att = sized(&mut s.att, n * dim);
-        // One output slot per (token, head); tasks take work items strided so that the causal
-        // prefill's longer rows spread over all threads. Each slot is locked by one task only.
-        // Items run in the order (KV head, token, query head of its group): a task's next
-        // item reads the same cached keys and values, which are then still in its core's
-        // cache (one head's K and V at depth 3000 is ~1 MB); (token, head) order re-read them
-        // from L3 or memory for every item.
-        let slots: Vec<Mutex<&mut [f32]>> = att.chunks_mut(hd).map(Mutex::new).collect();
+        // One output slot per (token, KV head): the `group` query heads that share a KV head
+        // are one work item, so each cached key and value row is widened from f16 once for
+        // all of them. Tasks take items strided so that the causal prefill's longer rows
+        // spread over all threads; each slot is locked by one task only. Items run in the
+        // order (KV head, token): a task's next item reads the same cached keys and values,
+        // which are then still in its core's cache (one head's K and V at depth 3000 is
+        // ~1 MB); (token, head) order re-read them from L3 or memory for every item.
+        let group = cfg.n_heads / cfg.n_kv_heads;
+        let slots: Vec<Mutex<&mut [f32]>> = att.chunks_mut(group * hd).map(Mutex::new).collect();
         let q: &[f32] = q;
         // Waking the workers costs more than a small attention (short contexts, tiny models).
         let work = n_seen_sum * cfg.n_heads * hd;
@@ -196,20 +198,20 @@ impl CpuBlocks {
         } else {
             self.pool.n_threads().min(slots.len())
         };
-        let group = cfg.n_heads / cfg.n_kv_heads;
         let task_fn = |task: usize| {
-            let mut scores = vec![0f32; n_seen_max];
+            let mut scores = vec![0f32; group * n_seen_max];
             for item in (task..slots.len()).step_by(n_tasks) {
-                let (kv_head, rest) = (item / (n * group), item % (n * group));
-                let (t, head) = (rest / group, kv_head * group + rest % group);
-                let i = t * cfg.n_heads + head;
-                let mut out = slots[i].lock().unwrap_or_else(|p| p.into_inner());
+                let (kv_head, t) = (item / n, item % n);
+                let mut out = slots[t * cfg.n_kv_heads + kv_head]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
                 // Causal mask: row t sees its sequence's cache up to and including itself.
                 let RowPos { seq, pos } = rows[t];
                 let keys = caches[seq].keys(cache_layer, pos + 1);
                 let values = caches[seq].values(cache_layer, pos + 1);
-                let qh = &q[t * dim + head * hd..t * dim + (head + 1) * hd];
-                attention::attend_head(heads, head, qh, &keys, &values, pos + 1, &mut scores, &mut out);
+                let first = t * dim + kv_head * group * hd;
+                let qg = &q[first..first + group * hd];
+                attention::attend_group(heads, kv_head, qg, &keys, &values, pos + 1, &mut scores, &mut out);
             }
         };
         if n_tasks == 1 {

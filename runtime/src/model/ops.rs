@@ -68,6 +68,18 @@ pub fn dot_f16_rows(rows: &[f16], stride: usize, q: &[f32], scores: &mut [f32]) 
     k::dot_f16_rows(rows, stride, q, scores)
 }
 
+/// [`dot_f16_rows`] for the `qs.len() / hd` query heads of one KV head (`scores` holds
+/// `n` per head), each key row widened once for all of them.
+pub fn dot_f16_rows_grouped(rows: &[f16], stride: usize, qs: &[f32], hd: usize, scores: &mut [f32]) {
+    k::dot_f16_rows_grouped(rows, stride, qs, hd, scores)
+}
+
+/// [`weighted_sum_f16_rows`] for the query heads of one KV head (`weights` holds `n` per
+/// head, `outs` one head vector per head), each value row widened once for all of them.
+pub fn weighted_sum_f16_rows_grouped(rows: &[f16], stride: usize, weights: &[f32], n: usize, outs: &mut [f32]) {
+    k::weighted_sum_f16_rows_grouped(rows, stride, weights, n, outs)
+}
+
 /// `out = sum_j weights[j] * rows[j * stride..][..out.len()]` with the rows in half precision.
 pub fn weighted_sum_f16_rows(rows: &[f16], stride: usize, weights: &[f32], out: &mut [f32]) {
     k::weighted_sum_f16_rows(rows, stride, weights, out)

@@ -112,6 +112,85 @@ pub fn weighted_sum_f16_rows_with(bk: Backend, rows: &[f16], stride: usize, weig
     }
 }
 
+/// [`dot_f16_rows`] for the query heads that share one KV head (grouped-query attention):
+/// `scores[g * n + j] = rows[j] · qs[g * hd..(g + 1) * hd]`, `n = scores.len() / (qs.len() /
+/// hd)`. Each key row is widened from f16 once for the whole group instead of once per head
+/// (the widening, not the multiply, bounds the per-head loop); every head's scores are
+/// bit-identical to its own [`dot_f16_rows`].
+pub fn dot_f16_rows_grouped(rows: &[f16], stride: usize, qs: &[f32], hd: usize, scores: &mut [f32]) {
+    dot_f16_rows_grouped_with(backend(), rows, stride, qs, hd, scores)
+}
+
+/// [`dot_f16_rows_grouped`] through an explicit path.
+pub fn dot_f16_rows_grouped_with(bk: Backend, rows: &[f16], stride: usize, qs: &[f32], hd: usize, scores: &mut [f32]) {
+    let n = group_rows("dot_f16_rows_grouped", qs.len(), hd, scores.len());
+    rows_fit("dot_f16_rows_grouped", rows.len(), n, stride, hd);
+    match bk {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: availability checked in the guard, row bounds above.
+        Backend::Avx2 | Backend::Avx512 if bk.is_available() => unsafe {
+            x86::dot_f16_rows_grouped(rows, stride, qs, hd, scores)
+        },
+        _ => {
+            for (q, s) in qs.chunks_exact(hd).zip(scores.chunks_exact_mut(n.max(1))) {
+                dot_f16_rows_with(bk, rows, stride, q, &mut s[..n]);
+            }
+        }
+    }
+}
+
+/// [`weighted_sum_f16_rows`] for the query heads of one KV head: `outs[g * hd..][..hd] =
+/// sum_j weights[g * n + j] * rows[j]`, `hd = outs.len() / (weights.len() / n)`. Each value
+/// row is widened once for the group; every head's output is bit-identical to its own
+/// [`weighted_sum_f16_rows`].
+pub fn weighted_sum_f16_rows_grouped(rows: &[f16], stride: usize, weights: &[f32], n: usize, outs: &mut [f32]) {
+    weighted_sum_f16_rows_grouped_with(backend(), rows, stride, weights, n, outs)
+}
+
+/// [`weighted_sum_f16_rows_grouped`] through an explicit path.
+pub fn weighted_sum_f16_rows_grouped_with(
+    bk: Backend,
+    rows: &[f16],
+    stride: usize,
+    weights: &[f32],
+    n: usize,
+    outs: &mut [f32],
+) {
+    if n == 0 {
+        outs.fill(0.0);
+        return;
+    }
+    let hd = group_rows("weighted_sum_f16_rows_grouped", weights.len(), n, outs.len());
+    rows_fit("weighted_sum_f16_rows_grouped", rows.len(), n, stride, hd);
+    match bk {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: availability checked in the guard, row bounds above.
+        Backend::Avx2 | Backend::Avx512 if bk.is_available() => unsafe {
+            x86::weighted_sum_f16_rows_grouped(rows, stride, weights, n, outs)
+        },
+        _ => {
+            for (w, o) in weights.chunks_exact(n).zip(outs.chunks_exact_mut(hd.max(1))) {
+                weighted_sum_f16_rows_with(bk, rows, stride, w, o);
+            }
+        }
+    }
+}
+
+/// Checks that `len` is a whole number of `width`-element head vectors and that `other` splits
+/// into as many; returns `other / heads` (rows per head: the score count).
+fn group_rows(what: &str, len: usize, width: usize, other: usize) -> usize {
+    assert!(
+        width > 0 && len.is_multiple_of(width),
+        "{what}: {len} elements are not heads of {width}"
+    );
+    let heads = len / width;
+    assert!(
+        heads > 0 && other.is_multiple_of(heads),
+        "{what}: {other} elements do not split into {heads} heads"
+    );
+    other / heads
+}
+
 /// Widens a row of f16 to f32.
 pub fn f16_to_f32_row(src: &[f16], dst: &mut [f32]) {
     f16_to_f32_row_with(backend(), src, dst)
@@ -352,6 +431,122 @@ mod x86 {
         }
     }
 
+    /// Rows widened per block by the grouped kernels, and the widest head they take (wider
+    /// heads go head by head): a block is at most 16 KiB of f32, resident in L1.
+    const GROUP_ROWS: usize = 16;
+    const GROUP_MAX_HD: usize = 256;
+
+    /// Widens rows `j0..j0 + count` (`hd` elements each, `stride` apart) into `buf`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn widen_rows(rows: &[f16], stride: usize, j0: usize, count: usize, hd: usize, buf: &mut [f32]) {
+        for r in 0..count {
+            let src = rows.as_ptr().add((j0 + r) * stride);
+            let dst = buf.as_mut_ptr().add(r * hd);
+            for i in (0..hd).step_by(8) {
+                _mm256_storeu_ps(dst.add(i), _mm256_cvtph_ps(_mm_loadu_si128(src.add(i).cast())));
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX2+FMA+F16C available; `scores.len() / heads` rows of `hd` every `stride` fit in
+    /// `rows`, `qs.len()` and `scores.len()` split into the same number of heads.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16_rows_grouped(rows: &[f16], stride: usize, qs: &[f32], hd: usize, scores: &mut [f32]) {
+        let heads = qs.len() / hd;
+        let n = scores.len() / heads;
+        if !hd.is_multiple_of(8) || hd > GROUP_MAX_HD || heads == 1 {
+            for (q, s) in qs.chunks_exact(hd).zip(scores.chunks_exact_mut(n.max(1))) {
+                dot_f16_rows(rows, stride, q, &mut s[..n]);
+            }
+            return;
+        }
+        // The same four-row blocks, multiply order and reduction as `dot_f16_rows`, reading
+        // the keys widened once (the widening is exact), so each head's sums are its own.
+        let mut buf = [0f32; 4 * GROUP_MAX_HD];
+        let mut j = 0;
+        while j + 4 <= n {
+            widen_rows(rows, stride, j, 4, hd, &mut buf);
+            for (q, s) in qs.chunks_exact(hd).zip(scores.chunks_exact_mut(n)) {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for i in (0..hd).step_by(8) {
+                    let qv = _mm256_loadu_ps(q.as_ptr().add(i));
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(_mm256_loadu_ps(buf.as_ptr().add(r * hd + i)), qv, *a);
+                    }
+                }
+                let h = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+                let sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+                _mm_storeu_ps(s.as_mut_ptr().add(j), sums);
+            }
+            j += 4;
+        }
+        for (q, s) in qs.chunks_exact(hd).zip(scores.chunks_exact_mut(n)) {
+            for (k, v) in s.iter_mut().enumerate().skip(j) {
+                *v = dot_f16(&rows[k * stride..k * stride + hd], q);
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX2+FMA+F16C available; `n` rows of `outs.len() / heads` every `stride` fit in `rows`,
+    /// `weights.len() == heads * n`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn weighted_sum_f16_rows_grouped(
+        rows: &[f16],
+        stride: usize,
+        weights: &[f32],
+        n: usize,
+        outs: &mut [f32],
+    ) {
+        let heads = weights.len() / n.max(1);
+        let hd = outs.len() / heads.max(1);
+        if n == 0 || !hd.is_multiple_of(8) || hd > GROUP_MAX_HD || heads == 1 {
+            for (w, o) in weights.chunks_exact(n.max(1)).zip(outs.chunks_exact_mut(hd.max(1))) {
+                weighted_sum_f16_rows(rows, stride, &w[..n], o);
+            }
+            return;
+        }
+        // Each output element is the sum over rows in `weighted_sum_f16_rows`'s order (one
+        // FMA per row, from zero), kept in `outs` between blocks of widened rows: bit-identical.
+        outs.fill(0.0);
+        let mut buf = [0f32; GROUP_ROWS * GROUP_MAX_HD];
+        let mut j0 = 0;
+        while j0 < n {
+            let count = GROUP_ROWS.min(n - j0);
+            widen_rows(rows, stride, j0, count, hd, &mut buf);
+            for (w, out) in weights.chunks_exact(n).zip(outs.chunks_exact_mut(hd)) {
+                let w = &w[j0..j0 + count];
+                let mut c = 0;
+                while c + 64 <= hd {
+                    let o = out.as_mut_ptr().add(c);
+                    let mut acc: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(o.add(8 * i)));
+                    for (r, &wr) in w.iter().enumerate() {
+                        let a = _mm256_set1_ps(wr);
+                        let v = buf.as_ptr().add(r * hd + c);
+                        for (i, s) in acc.iter_mut().enumerate() {
+                            *s = _mm256_fmadd_ps(a, _mm256_loadu_ps(v.add(8 * i)), *s);
+                        }
+                    }
+                    for (i, s) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(o.add(8 * i), *s);
+                    }
+                    c += 64;
+                }
+                while c + 8 <= hd {
+                    let o = out.as_mut_ptr().add(c);
+                    let mut acc = _mm256_loadu_ps(o);
+                    for (r, &wr) in w.iter().enumerate() {
+                        acc = _mm256_fmadd_ps(_mm256_set1_ps(wr), _mm256_loadu_ps(buf.as_ptr().add(r * hd + c)), acc);
+                    }
+                    _mm256_storeu_ps(o, acc);
+                    c += 8;
+                }
+            }
+            j0 += count;
+        }
+    }
+
     /// # Safety
     /// AVX2+FMA+F16C available; `weights.len()` rows of `out.len()` every `stride` fit in `rows`.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -418,5 +613,65 @@ mod x86 {
             _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), h);
         }
         crate::quant::float::f32_to_f16_row(&src[n8..], &mut dst[n8..]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in about -2..2, f16-exact for the rows.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ((x >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    /// The grouped attention kernels give each head exactly (bit for bit) what the per-head
+    /// kernels give it, on every path this CPU has: head widths inside and outside the
+    /// grouped fast path (not a multiple of 8, wider than 256), ragged row counts, 1..8 heads.
+    #[test]
+    fn grouped_attention_kernels_equal_the_per_head_ones() {
+        for bk in Backend::ALL.into_iter().filter(|b| b.is_available()) {
+            for hd in [8, 12, 64, 80, 128, 264] {
+                for n in [1, 3, 4, 5, 16, 17, 33, 70] {
+                    for heads in [1, 2, 3, 8] {
+                        let stride = hd * 2 + 8; // two KV heads per cache row, plus padding
+                        let rows: Vec<f16> = values(n * stride, (hd * n) as u64)
+                            .into_iter()
+                            .map(f16::from_f32)
+                            .collect();
+                        let qs = values(heads * hd, 7 + heads as u64);
+                        let mut grouped = vec![f32::NAN; heads * n];
+                        dot_f16_rows_grouped_with(bk, &rows[hd..], stride, &qs, hd, &mut grouped);
+                        let weights = values(heads * n, 11 + n as u64);
+                        let mut outs = vec![f32::NAN; heads * hd];
+                        weighted_sum_f16_rows_grouped_with(bk, &rows[hd..], stride, &weights, n, &mut outs);
+                        for g in 0..heads {
+                            let mut s = vec![0f32; n];
+                            dot_f16_rows_with(bk, &rows[hd..], stride, &qs[g * hd..(g + 1) * hd], &mut s);
+                            let same = s
+                                .iter()
+                                .zip(&grouped[g * n..(g + 1) * n])
+                                .all(|(a, b)| a.to_bits() == b.to_bits());
+                            assert!(same, "{bk} scores hd {hd} n {n} head {g}/{heads}");
+                            let mut o = vec![0f32; hd];
+                            weighted_sum_f16_rows_with(bk, &rows[hd..], stride, &weights[g * n..(g + 1) * n], &mut o);
+                            let same = o
+                                .iter()
+                                .zip(&outs[g * hd..(g + 1) * hd])
+                                .all(|(a, b)| a.to_bits() == b.to_bits());
+                            assert!(same, "{bk} sums hd {hd} n {n} head {g}/{heads}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }
