@@ -143,6 +143,7 @@ impl BatchedModel {
             stop_tokens: self.tokenizer.eog_ids().to_vec(),
             stop_strings: Vec::new(),
             filter,
+            prompt_logprobs: false,
         };
         self.handle
             .submit(request, Box::new(tx))

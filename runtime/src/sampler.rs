@@ -4,8 +4,10 @@
 //! 1. logit mask (optional, see below) — tokens not allowed are removed first;
 //! 2. repetition penalty over the last `repeat_last_n` tokens of the history
 //!    (positive logits divided by the penalty, negative ones multiplied);
-//! 3. top-k; 4. top-p (nucleus); 5. min-p; 6. temperature; 7. draw from the softmax with a
-//!    seeded, deterministic RNG. With `temperature <= 0` steps 3-7 become an argmax.
+//! 3. top-k; 4. top-p (nucleus); 5. min-p; 6. locally typical sampling (`typical_p`, on the
+//!    distribution at the sampling temperature: TGI applies it last, after its temperature
+//!    warper); 7. temperature; 8. draw from the softmax with a seeded, deterministic RNG. With
+//!    `temperature <= 0` steps 3-8 become an argmax.
 //!
 //! # Logit mask hook (constrained decoding)
 //! [`Sampler::sample_masked`] takes the list of token ids that may be produced (for example the
@@ -24,6 +26,10 @@ pub struct SamplerConfig {
     pub top_p: f32,
     /// Drop tokens less likely than `min_p` times the most likely one; 0.0 disables.
     pub min_p: f32,
+    /// Locally typical sampling (Meister et al. 2022, Hugging Face's `TypicalLogitsWarper`):
+    /// keep the tokens whose surprisal is closest to the distribution's entropy until their
+    /// mass reaches `typical_p`; 1.0 disables.
+    pub typical_p: f32,
     /// Repetition penalty; 1.0 disables.
     pub repeat_penalty: f32,
     /// How many of the most recent history tokens the penalty looks at (0: none).
@@ -38,6 +44,7 @@ impl Default for SamplerConfig {
             top_k: 40,
             top_p: 0.95,
             min_p: 0.05,
+            typical_p: 1.0,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
             seed: 0,
@@ -64,6 +71,9 @@ impl SamplerConfig {
         }
         if !(0.0..=1.0).contains(&self.min_p) {
             return Err(format!("min-p {} is not in 0..=1", self.min_p));
+        }
+        if !(0.0..=1.0).contains(&self.typical_p) {
+            return Err(format!("typical-p {} is not in 0..=1", self.typical_p));
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
             return Err(format!("repeat penalty {} must be positive", self.repeat_penalty));
@@ -163,7 +173,7 @@ impl Sampler {
     }
 
     /// The distribution a sampling draw is taken from: every transform applied (penalty,
-    /// top-k, top-p, min-p, temperature), as (id, probability) pairs in descending order of
+    /// top-k, top-p, min-p, typical, temperature), as (id, probability) pairs in descending order of
     /// probability (ties: lower id first). Empty when nothing is left.
     fn distribution_of(&self, mut c: Vec<Cand>, history: &[u32]) -> Vec<(u32, f64)> {
         // NaN logits would poison every comparison below; treat them as impossible.
@@ -196,12 +206,65 @@ impl Sampler {
             let keep = c.iter().take_while(|x| x.logit >= threshold).count().max(1);
             c.truncate(keep);
         }
+        if cfg.typical_p < 1.0 {
+            keep_locally_typical(&mut c, cfg.typical_p, cfg.temperature);
+        }
         for x in c.iter_mut() {
             x.logit /= cfg.temperature;
         }
         let p = softmax(&c);
         c.iter().map(|x| x.id).zip(p).collect()
     }
+}
+
+/// Locally typical sampling with Hugging Face's `TypicalLogitsWarper` semantics, on the
+/// candidates' distribution at `temperature` (TGI applies its temperature warper first): with
+/// H the entropy of that distribution, candidates are ranked by |-ln p - H| (ascending) and
+/// the shortest run of that ranking whose mass reaches `mass` is kept, plus any candidate tied
+/// with its last score; so at least one token always stays. Keeps `c`'s order.
+fn keep_locally_typical(c: &mut Vec<Cand>, mass: f32, temperature: f32) {
+    if c.len() <= 1 {
+        return;
+    }
+    let scaled: Vec<Cand> = c
+        .iter()
+        .map(|x| Cand {
+            id: x.id,
+            logit: x.logit / temperature,
+        })
+        .collect();
+    let p = softmax(&scaled);
+    let entropy: f64 = -p.iter().filter(|&&pi| pi > 0.0).map(|&pi| pi * pi.ln()).sum::<f64>();
+    // A candidate of probability 0 (a -inf logit) is as atypical as can be.
+    let distance: Vec<f64> = p
+        .iter()
+        .map(|&pi| {
+            if pi > 0.0 {
+                (-pi.ln() - entropy).abs()
+            } else {
+                f64::INFINITY
+            }
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..c.len()).collect();
+    order.sort_by(|&a, &b| distance[a].total_cmp(&distance[b]));
+    let mut cum = 0.0;
+    // The first rank whose cumulative mass reaches `mass` (the last one if rounding never does).
+    let mut last = order[order.len() - 1];
+    for &i in &order {
+        cum += p[i];
+        if cum >= mass as f64 {
+            last = i;
+            break;
+        }
+    }
+    let threshold = distance[last];
+    let mut i = 0;
+    c.retain(|_| {
+        let keep = distance[i] <= threshold;
+        i += 1;
+        keep
+    });
 }
 
 /// The ids of `allowed` inside the vocabulary, sorted and deduplicated, as candidates.
@@ -290,6 +353,7 @@ mod tests {
             top_k: 0,
             top_p: 1.0,
             min_p: 0.0,
+            typical_p: 1.0,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
             seed: 42,
@@ -363,6 +427,77 @@ mod tests {
         assert_eq!(support(cfg(5.0)), vec![0, 1, 2, 3, 4]);
     }
 
+    /// The support of the distribution a draw is taken from.
+    fn support_of(c: SamplerConfig, logits: &[f32]) -> Vec<u32> {
+        let s = Sampler::new(c);
+        let cands = (0..logits.len() as u32)
+            .map(|id| Cand {
+                id,
+                logit: logits[id as usize],
+            })
+            .collect();
+        let mut ids: Vec<u32> = s.distribution_of(cands, &[]).into_iter().map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn typical_keeps_tokens_closest_to_the_entropy() {
+        // p = 1/2, 1/4, 1/8, 1/8: H = 1.75 ln 2; the distances |-ln p - H| are 0.75 ln 2,
+        // 0.25 ln 2, 1.25 ln 2, 1.25 ln 2, so the ranking is 1 (mass 0.25), 0 (0.75), then 2
+        // and 3 tied (1.0).
+        let logits = [0.5f32.ln(), 0.25f32.ln(), 0.125f32.ln(), 0.125f32.ln()];
+        let typical = |typical_p: f32| {
+            let mut c = cfg(1.0);
+            c.typical_p = typical_p;
+            support_of(c, &logits)
+        };
+        // The most likely token is not the most typical one: a mass of 0.2 keeps token 1 alone.
+        assert_eq!(typical(0.2), vec![1]);
+        assert_eq!(typical(0.5), vec![0, 1]);
+        // Reaching 0.8 needs token 2; token 3 ties with it and stays too.
+        assert_eq!(typical(0.8), vec![0, 1, 2, 3]);
+        assert_eq!(typical(1.0), vec![0, 1, 2, 3]);
+        // Even a mass of 0 keeps one token.
+        assert_eq!(typical(0.0), vec![1]);
+        // The kept tokens' probabilities are renormalized (2/3 and 1/3 at typical_p 0.5).
+        let mut c = cfg(1.0);
+        c.typical_p = 0.5;
+        let s = Sampler::new(c);
+        let cands = logits
+            .iter()
+            .enumerate()
+            .map(|(id, &logit)| Cand { id: id as u32, logit })
+            .collect();
+        let dist = s.distribution_of(cands, &[]);
+        assert_eq!(dist.len(), 2);
+        assert!((dist[0].1 - 2.0 / 3.0).abs() < 1e-6 && dist[0].0 == 0, "{dist:?}");
+        assert!((dist[1].1 - 1.0 / 3.0).abs() < 1e-6 && dist[1].0 == 1, "{dist:?}");
+    }
+
+    #[test]
+    fn typical_sees_the_distribution_at_the_sampling_temperature() {
+        // At T = 0.5 the same logits give p ~ 0.727, 0.182, 0.045, 0.045 and H ~ 0.823: the
+        // distances are ~0.50, 0.88, 2.27, 2.27, so the most typical token is now token 0
+        // (TGI applies its temperature warper before the typical one).
+        let logits = [0.5f32.ln(), 0.25f32.ln(), 0.125f32.ln(), 0.125f32.ln()];
+        let mut c = cfg(0.5);
+        c.typical_p = 0.2;
+        assert_eq!(support_of(c.clone(), &logits), vec![0]);
+        c.temperature = 1.0;
+        assert_eq!(support_of(c, &logits), vec![1]);
+        // After top-k 2 (p = 2/3, 1/3 at T = 1: H ~ 0.637, distances 0.23, 0.46) token 0 wins.
+        let mut c = cfg(1.0);
+        c.typical_p = 0.2;
+        c.top_k = 2;
+        assert_eq!(support_of(c, &logits), vec![0]);
+        // Sampling draws only from the kept tokens.
+        let mut c = cfg(1.0);
+        c.typical_p = 0.2;
+        let mut s = Sampler::new(c);
+        assert!((0..200).all(|_| s.sample(&logits, &[]) == Some(1)));
+    }
+
     #[test]
     fn mask_is_applied_before_everything() {
         let logits = [9.0f32, 1.0, 2.0, 0.5];
@@ -388,6 +523,11 @@ mod tests {
         assert!(c.validate().is_err());
         let c = SamplerConfig {
             repeat_penalty: 0.0,
+            ..Default::default()
+        };
+        assert!(c.validate().is_err());
+        let c = SamplerConfig {
+            typical_p: 1.2,
             ..Default::default()
         };
         assert!(c.validate().is_err());

@@ -366,6 +366,7 @@ mod tests {
             top_k: 0,
             top_p: 1.0,
             min_p: 0.0,
+            typical_p: 1.0,
             repeat_penalty: 1.0,
             repeat_last_n: 0,
             seed,

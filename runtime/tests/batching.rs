@@ -53,6 +53,7 @@ fn request(f: &Fixture, text: &str, max_tokens: usize, sampler: SamplerConfig) -
         stop_tokens: f.tok.eos_id().into_iter().collect(),
         stop_strings: vec![],
         filter: None,
+        prompt_logprobs: false,
     }
 }
 

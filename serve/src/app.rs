@@ -24,6 +24,8 @@ use tokio::task::JoinHandle;
 
 /// Default request body limit (4 MiB): far above any prompt that fits a context.
 pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
+/// Default `--max-best-of` (TGI's default).
+pub const DEFAULT_MAX_BEST_OF: usize = 2;
 /// Default time in-flight requests get to finish after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long connections get to close once the remaining requests were aborted.
@@ -40,6 +42,8 @@ pub struct ServeOptions {
     pub body_limit: usize,
     /// Time in-flight requests get to finish after a shutdown signal before they are aborted.
     pub shutdown_grace: Duration,
+    /// `--max-best-of`: the largest TGI `best_of` accepted (1 refuses `best_of` > 1).
+    pub max_best_of: usize,
 }
 
 impl Default for ServeOptions {
@@ -49,6 +53,7 @@ impl Default for ServeOptions {
             default_seed: None,
             body_limit: DEFAULT_BODY_LIMIT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_best_of: DEFAULT_MAX_BEST_OF,
         }
     }
 }

@@ -72,6 +72,7 @@ impl EventSink for ChannelSink {
 }
 
 /// A request checked at the edge, ready for the scheduler.
+#[derive(Clone)]
 pub struct GenRequest {
     pub prompt: Vec<u32>,
     pub sampler: SamplerConfig,
@@ -80,10 +81,12 @@ pub struct GenRequest {
     pub stop_strings: Vec<String>,
     /// Keep generating after EOS (llama.cpp's `ignore_eos`).
     pub ignore_eos: bool,
+    /// Score the prompt's tokens (TGI's `decoder_input_details`; bypasses the prefix cache).
+    pub prompt_logprobs: bool,
 }
 
-/// Checks the prompt against the context, caps `max_tokens` to the room left, and queues the
-/// request. Its events arrive on the returned channel; dropping it cancels the generation.
+/// Checks the prompt against the context, caps `max_tokens` to the room left (the TGI routes
+/// have already refused a request that does not fit, as TGI does), and queues the request. Its events arrive on the returned channel; dropping it cancels the generation.
 pub fn submit(engine: &Engine, api: Api, r: GenRequest) -> Result<(UnboundedReceiver<Event>, usize), ApiError> {
     let n_ctx = engine.n_ctx();
     if r.prompt.is_empty() {
@@ -117,6 +120,7 @@ pub fn submit(engine: &Engine, api: Api, r: GenRequest) -> Result<(UnboundedRece
         },
         stop_strings: r.stop_strings,
         filter: None,
+        prompt_logprobs: r.prompt_logprobs,
     };
     let (tx, rx) = unbounded_channel();
     engine

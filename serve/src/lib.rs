@@ -24,6 +24,9 @@ pub mod prompt;
 mod stream;
 pub mod tgi;
 
-pub use app::{router, serve, shutdown_signal, ServeOptions, Server, DEFAULT_BODY_LIMIT, DEFAULT_SHUTDOWN_GRACE};
+pub use app::{
+    router, serve, shutdown_signal, ServeOptions, Server, DEFAULT_BODY_LIMIT, DEFAULT_MAX_BEST_OF,
+    DEFAULT_SHUTDOWN_GRACE,
+};
 pub use generation::Engine;
 pub use prompt::ChatPrompt;

@@ -2,7 +2,7 @@
 //! `stream: true` as server-sent `chunk`s ending in `data: [DONE]`) and `GET /v1/models`.
 //!
 //! One choice per request (`n` > 1 is refused). Sampling follows OpenAI's defaults
-//! (`temperature` 1, `top_p` 1; `temperature: 0` is greedy); `top_k`, `min_p` and
+//! (`temperature` 1, `top_p` 1; `temperature: 0` is greedy); `top_k`, `min_p`, `typical_p`,
 //! `repetition_penalty` and `ignore_eos` are accepted as extensions; `frequency_penalty`, `presence_penalty`,
 //! `logprobs` and other fields are accepted and ignored.
 
@@ -54,6 +54,7 @@ struct Common {
     top_p: Option<f32>,
     top_k: Option<i64>,
     min_p: Option<f32>,
+    typical_p: Option<f32>,
     repetition_penalty: Option<f32>,
     stop: Option<Stop>,
     seed: Option<u64>,
@@ -171,6 +172,14 @@ fn settings(engine: &Engine, default_seed: Option<u64>, c: Common) -> Result<Set
     if !(0.0..=1.0).contains(&min_p) {
         return Err(ApiError::invalid_param(API, "min_p", "min_p must be between 0 and 1"));
     }
+    let typical_p = c.typical_p.unwrap_or(1.0);
+    if !(typical_p > 0.0 && typical_p <= 1.0) {
+        return Err(ApiError::invalid_param(
+            API,
+            "typical_p",
+            "typical_p must be > 0 and <= 1",
+        ));
+    }
     let repeat_penalty = c.repetition_penalty.unwrap_or(1.0);
     if !(repeat_penalty > 0.0 && repeat_penalty.is_finite()) {
         return Err(ApiError::invalid_param(
@@ -197,6 +206,7 @@ fn settings(engine: &Engine, default_seed: Option<u64>, c: Common) -> Result<Set
         top_k,
         top_p,
         min_p,
+        typical_p,
         repeat_penalty,
         repeat_last_n: engine.n_ctx(),
         seed: c.seed.or(default_seed).unwrap_or_else(random_seed),
@@ -376,6 +386,7 @@ async fn respond(state: &AppState, kind: Kind, prompt: Vec<u32>, s: Settings) ->
         max_tokens: s.max_tokens,
         stop_strings: s.stop,
         ignore_eos: s.ignore_eos,
+        prompt_logprobs: false,
     };
     let (rx, _) = submit(&state.engine, API, gen)?;
     let meta = Meta::new(kind, s.model);

@@ -3,14 +3,17 @@
 //!
 //! Semantics kept from TGI: `inputs` is tokenized with BOS first and special-token texts
 //! (`</s><s>`) parsed; `truncate` keeps the last tokens; sampling is on when `do_sample` is
-//! true OR any warper is set (`temperature` ≠ 1, `top_k`, `top_p` < 1), so
+//! true OR any warper is set (`temperature` ≠ 1, `top_k`, `top_p` < 1, `typical_p` < 1), so
 //! `{"do_sample": false, "temperature": 0.7}` samples at T = 0.7; the repetition penalty looks
-//! at the whole sequence; `max_new_tokens` defaults to 20; `generated_text` of a stop-sequence
-//! end includes the stop sequence; the seed is reported in `details` when sampling.
+//! at the whole sequence; `max_new_tokens` defaults to 20 and `inputs` tokens +
+//! `max_new_tokens` must fit the context (else 422, as TGI's `max_total_tokens`);
+//! `generated_text` of a stop-sequence end includes the stop sequence; the seed is reported in
+//! `details` when sampling; `best_of` runs that many candidates and answers the one with the
+//! highest mean token log-probability; `decoder_input_details` scores the prompt.
 
 use crate::app::AppState;
 use crate::errors::{parse_body, Api, ApiError};
-use crate::generation::{collect, random_seed, submit, tgi_finish_reason, Engine, GenRequest};
+use crate::generation::{collect, random_seed, submit, tgi_finish_reason, Completed, Engine, GenRequest};
 use crate::prompt::encode_tgi;
 use crate::stream::{data, sse, Translator};
 use axum::body::Bytes;
@@ -67,10 +70,16 @@ pub struct Parameters {
 
 /// A request validated as TGI's router does.
 struct Checked {
+    /// The request of the first candidate; the others differ only in their seed.
     gen: GenRequest,
-    /// Reported in `details` when sampling.
-    seed: Option<u64>,
+    /// The seed of each candidate (one unless `best_of` > 1).
+    seeds: Vec<u64>,
+    /// Whether the sampling switch is on (seeds are reported in `details` only then).
+    sampling: bool,
+    /// `details` or `decoder_input_details` (TGI answers `details` for either).
     details: bool,
+    /// `decoder_input_details`: `details.prefill` lists the prompt tokens and their logprobs.
+    prefill: bool,
     /// `return_full_text`: the inputs, to put before the generated text.
     prefix: Option<String>,
 }
@@ -88,14 +97,51 @@ fn positive(v: Option<i64>, name: &str) -> Result<Option<usize>, ApiError> {
     }
 }
 
-fn check(engine: &Engine, default_seed: Option<u64>, r: GenerateRequest) -> Result<Checked, ApiError> {
-    let p = r.parameters.unwrap_or_default();
-    let _ = (p.decoder_input_details, p.watermark, p.top_n_tokens);
-    if r.inputs.is_empty() {
-        return Err(ApiError::invalid(API, "`inputs` cannot be empty"));
+/// TGI's `validate_best_of` (plus its refusal of `best_of` with streaming): how many
+/// candidates to generate.
+fn check_best_of(best_of: Option<i64>, max_best_of: usize, stream: bool) -> Result<usize, ApiError> {
+    let Some(n) = best_of else { return Ok(1) };
+    if stream && n != 1 {
+        return Err(ApiError::invalid(
+            API,
+            "`best_of` != 1 is not supported when streaming tokens",
+        ));
     }
-    if p.best_of.is_some_and(|b| b > 1) {
-        return Err(ApiError::invalid(API, "`best_of` > 1 is not supported by this server"));
+    if max_best_of <= 1 && n != 1 {
+        return Err(ApiError::invalid(
+            API,
+            "`best_of` != 1 is not allowed for this endpoint",
+        ));
+    }
+    if n < 1 || n as u64 > max_best_of as u64 {
+        return Err(ApiError::invalid(
+            API,
+            format!("`best_of` must be > 0 and <= {max_best_of}. Given: {n}"),
+        ));
+    }
+    Ok(n as usize)
+}
+
+fn check(state: &AppState, r: GenerateRequest, stream: bool) -> Result<Checked, ApiError> {
+    let engine = &state.engine;
+    let p = r.parameters.unwrap_or_default();
+    let _ = (p.watermark, p.top_n_tokens);
+    let best_of = check_best_of(p.best_of, state.opts.max_best_of, stream)?;
+    let prefill = p.decoder_input_details.unwrap_or(false);
+    if stream && prefill {
+        return Err(ApiError::invalid(
+            API,
+            "`decoder_input_details` == true is not supported when streaming tokens",
+        ));
+    }
+    // TGI's router asks for a sampling parameter to be present (whatever its value).
+    let sampling_asked = p.do_sample.unwrap_or(false)
+        || p.temperature.is_some()
+        || p.top_k.is_some()
+        || p.top_p.is_some()
+        || p.typical_p.is_some();
+    if best_of > 1 && !sampling_asked {
+        return Err(ApiError::invalid(API, "you must use sampling when `best_of` is > 1"));
     }
     if let Some(t) = p.temperature {
         if !(t > 0.0 && t.is_finite()) {
@@ -116,13 +162,9 @@ fn check(engine: &Engine, default_seed: Option<u64>, r: GenerateRequest) -> Resu
         if !(tp > 0.0 && tp <= 1.0) {
             return Err(ApiError::invalid(API, "`typical_p` must be > 0.0 and <= 1.0"));
         }
-        if tp < 1.0 {
-            return Err(ApiError::invalid(API, "`typical_p` is not supported by this server"));
-        }
     }
     let top_k = positive(p.top_k, "top_k")?;
     let max_new_tokens = positive(p.max_new_tokens, "max_new_tokens")?.unwrap_or(DEFAULT_MAX_NEW_TOKENS);
-    let truncate = positive(p.truncate, "truncate")?;
     let stop = p.stop.unwrap_or_default();
     if stop.len() > MAX_STOP_SEQUENCES {
         return Err(ApiError::invalid(
@@ -136,26 +178,62 @@ fn check(engine: &Engine, default_seed: Option<u64>, r: GenerateRequest) -> Resu
     if stop.iter().any(String::is_empty) {
         return Err(ApiError::invalid(API, "`stop` sequences cannot be empty"));
     }
+    if best_of > 1 && p.seed.is_some() {
+        return Err(ApiError::invalid(API, "`seed` must not be set when `best_of` > 1"));
+    }
+    if r.inputs.is_empty() {
+        return Err(ApiError::invalid(API, "`inputs` cannot be empty"));
+    }
+    let n_ctx = engine.n_ctx();
+    let max_input_length = n_ctx - 1;
+    let truncate = positive(p.truncate, "truncate")?;
+    if let Some(n) = truncate.filter(|&n| n > max_input_length) {
+        return Err(ApiError::invalid(
+            API,
+            format!("`truncate` must be strictly positive and less than {max_input_length}. Given: {n}"),
+        ));
+    }
 
     let tok = &engine.tokenizer;
     let mut prompt = encode_tgi(tok, &r.inputs);
     if let Some(n) = truncate {
         truncate_left(&mut prompt, n, tok.bos_id());
     }
+    // TGI validates the whole request against `--max-total-tokens` (here the context of a
+    // sequence) instead of shortening the generation.
+    if prompt.len() + max_new_tokens > n_ctx {
+        return Err(ApiError::invalid(
+            API,
+            format!(
+                "`inputs` tokens + `max_new_tokens` must be <= {n_ctx}. Given: {} `inputs` tokens and {max_new_tokens} `max_new_tokens`",
+                prompt.len()
+            ),
+        )
+        .with_code("context_length_exceeded"));
+    }
     // TGI 4cce843: any warper switches sampling on, whatever `do_sample` says.
     let temperature = p.temperature.unwrap_or(1.0);
     let top_p = p.top_p.unwrap_or(1.0);
-    let sampling = p.do_sample.unwrap_or(false) || temperature != 1.0 || top_k.is_some() || top_p < 1.0;
-    let seed = p.seed.or(default_seed).unwrap_or_else(random_seed);
+    let typical_p = p.typical_p.unwrap_or(1.0);
+    let sampling =
+        p.do_sample.unwrap_or(false) || temperature != 1.0 || top_k.is_some() || top_p < 1.0 || typical_p < 1.0;
+    // One seed per candidate: TGI draws a random one for each (a request seed is refused with
+    // `best_of` > 1); with `--seed S` the candidates get S, S + 1, ... (reproducible, distinct).
+    let seeds: Vec<u64> = match (p.seed, state.opts.default_seed) {
+        (Some(seed), _) => vec![seed],
+        (None, Some(base)) => (0..best_of as u64).map(|i| base.wrapping_add(i)).collect(),
+        (None, None) => (0..best_of).map(|_| random_seed()).collect(),
+    };
     let sampler = SamplerConfig {
         temperature: if sampling { temperature } else { 0.0 },
         top_k: top_k.unwrap_or(0),
         top_p,
         min_p: 0.0,
+        typical_p,
         repeat_penalty: p.repetition_penalty.unwrap_or(1.0),
         // TGI's penalty looks at every token of the sequence.
-        repeat_last_n: engine.n_ctx(),
-        seed,
+        repeat_last_n: n_ctx,
+        seed: seeds[0],
     };
     Ok(Checked {
         gen: GenRequest {
@@ -164,9 +242,12 @@ fn check(engine: &Engine, default_seed: Option<u64>, r: GenerateRequest) -> Resu
             max_tokens: Some(max_new_tokens),
             stop_strings: stop,
             ignore_eos: false,
+            prompt_logprobs: prefill,
         },
-        seed: sampling.then_some(seed),
-        details: p.details.unwrap_or(false),
+        seeds,
+        sampling,
+        details: p.details.unwrap_or(false) || prefill,
+        prefill,
         prefix: p.return_full_text.unwrap_or(false).then_some(r.inputs),
     })
 }
@@ -175,10 +256,22 @@ fn token_json(engine: &Engine, t: &TokenEvent) -> Value {
     json!({"id": t.id, "text": t.text, "logprob": t.logprob, "special": engine.is_special(t.id)})
 }
 
-/// The stop token that ended a generation: the scheduler sends no event for it, so its
-/// log-probability is not known (reported as 0).
-fn stop_token_json(engine: &Engine, id: u32) -> Value {
-    json!({"id": id, "text": engine.token_text(id), "logprob": 0.0, "special": true})
+/// The stop token that ended a generation (the scheduler sends no token event for it; its
+/// log-probability comes with the summary).
+fn stop_token_json(engine: &Engine, id: u32, logprob: Option<f32>) -> Value {
+    json!({"id": id, "text": engine.token_text(id), "logprob": logprob, "special": true})
+}
+
+/// TGI's `details.prefill`: the prompt's tokens, the first without a log-probability.
+fn prefill_json(engine: &Engine, prompt: &[u32], logprobs: &[f32]) -> Vec<Value> {
+    prompt
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            let logprob = i.checked_sub(1).and_then(|j| logprobs.get(j));
+            json!({"id": id, "text": engine.token_text(id), "logprob": logprob})
+        })
+        .collect()
 }
 
 /// The whole generated text as TGI reports it (a stop sequence included).
@@ -191,25 +284,92 @@ fn generated_text(prefix: Option<&str>, s: &Summary) -> String {
     text
 }
 
+/// One finished candidate as TGI describes it.
+struct Sequence {
+    generated_text: String,
+    finish_reason: &'static str,
+    generated_tokens: usize,
+    seed: Option<u64>,
+    /// `details.tokens`, the stop token included.
+    tokens: Vec<Value>,
+    /// Mean log-probability of its tokens: TGI's `best_of` picks the highest.
+    mean_logprob: f32,
+}
+
+fn sequence(engine: &Engine, c: &Checked, seed: u64, done: &Completed) -> Sequence {
+    let s = &done.summary;
+    let mut tokens: Vec<Value> = done.tokens.iter().map(|t| token_json(engine, t)).collect();
+    let mut logprobs: Vec<f32> = done.tokens.iter().map(|t| t.logprob).collect();
+    if let StopReason::StopToken(id) = s.stop {
+        tokens.push(stop_token_json(engine, id, s.stop_logprob));
+        logprobs.extend(s.stop_logprob);
+    }
+    Sequence {
+        generated_text: generated_text(c.prefix.as_deref(), s),
+        finish_reason: tgi_finish_reason(&s.stop),
+        generated_tokens: s.generated_tokens,
+        seed: c.sampling.then_some(seed),
+        tokens,
+        mean_logprob: logprobs.iter().sum::<f32>() / logprobs.len().max(1) as f32,
+    }
+}
+
 async fn run_generate(state: &AppState, r: GenerateRequest) -> Result<Value, ApiError> {
     let engine = &state.engine;
-    let c = check(engine, state.opts.default_seed, r)?;
-    let (rx, _) = submit(engine, API, c.gen)?;
-    let done = collect(API, rx).await?;
-    let s = &done.summary;
-    let mut out = json!({"generated_text": generated_text(c.prefix.as_deref(), s)});
-    if c.details {
-        let mut tokens: Vec<Value> = done.tokens.iter().map(|t| token_json(engine, t)).collect();
-        if let StopReason::StopToken(id) = s.stop {
-            tokens.push(stop_token_json(engine, id));
+    let c = check(state, r, false)?;
+    // `best_of` candidates run as that many sequences of the batching engine at once; only the
+    // first scores the prompt (the others would compute the same `prefill`).
+    let mut receivers = Vec::with_capacity(c.seeds.len());
+    for (i, &seed) in c.seeds.iter().enumerate() {
+        let mut gen = c.gen.clone();
+        gen.sampler.seed = seed;
+        gen.prompt_logprobs = c.prefill && i == 0;
+        receivers.push(submit(engine, API, gen)?.0);
+    }
+    let done = futures_util::future::try_join_all(receivers.into_iter().map(|rx| collect(API, rx))).await?;
+    let prefill = match done[0].summary.prompt_logprobs.as_deref() {
+        Some(logprobs) if c.prefill => prefill_json(engine, &c.gen.prompt, logprobs),
+        _ => Vec::new(),
+    };
+    let mut sequences: Vec<Sequence> = c
+        .seeds
+        .iter()
+        .zip(&done)
+        .map(|(&seed, d)| sequence(engine, &c, seed, d))
+        .collect();
+    // TGI's choice: the highest mean log-probability per token, the first on ties.
+    let mut best = 0;
+    for (i, s) in sequences.iter().enumerate() {
+        if s.mean_logprob > sequences[best].mean_logprob {
+            best = i;
         }
-        out["details"] = json!({
-            "finish_reason": tgi_finish_reason(&s.stop),
-            "generated_tokens": s.generated_tokens,
-            "seed": c.seed,
-            "prefill": [],
-            "tokens": tokens,
+    }
+    let chosen = sequences.remove(best);
+    let mut out = json!({"generated_text": chosen.generated_text});
+    if c.details {
+        let mut details = json!({
+            "finish_reason": chosen.finish_reason,
+            "generated_tokens": chosen.generated_tokens,
+            "seed": chosen.seed,
+            "prefill": prefill,
+            "tokens": chosen.tokens,
         });
+        if c.seeds.len() > 1 {
+            details["best_of_sequences"] = sequences
+                .into_iter()
+                .map(|s| {
+                    json!({
+                        "generated_text": s.generated_text,
+                        "finish_reason": s.finish_reason,
+                        "generated_tokens": s.generated_tokens,
+                        "seed": s.seed,
+                        "prefill": prefill,
+                        "tokens": s.tokens,
+                    })
+                })
+                .collect();
+        }
+        out["details"] = details;
     }
     Ok(out)
 }
@@ -258,7 +418,7 @@ impl Translator for TgiStream {
                         if let Some(p) = self.pending.take() {
                             out.push(self.token_event(token_json(&self.engine, &p)));
                         }
-                        stop_token_json(&self.engine, id)
+                        stop_token_json(&self.engine, id, s.stop_logprob)
                     }
                     _ => match self.pending.take() {
                         Some(p) => token_json(&self.engine, &p),
@@ -288,11 +448,11 @@ impl Translator for TgiStream {
 }
 
 fn start_stream(state: &AppState, r: GenerateRequest) -> Result<Response, ApiError> {
-    let c = check(&state.engine, state.opts.default_seed, r)?;
+    let c = check(state, r, true)?;
     let (rx, _) = submit(&state.engine, API, c.gen)?;
     let t = TgiStream {
         engine: state.engine.clone(),
-        seed: c.seed,
+        seed: c.sampling.then_some(c.seeds[0]),
         prefix: c.prefix,
         pending: None,
     };
@@ -334,7 +494,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
         "model_device_type": e.device,
         "model_pipeline_tag": "text-generation",
         "max_concurrent_requests": i.parallel + i.queue_capacity,
-        "max_best_of": 1,
+        "max_best_of": state.opts.max_best_of.max(1),
         "max_stop_sequences": MAX_STOP_SEQUENCES,
         "max_input_length": i.n_ctx - 1,
         "max_total_tokens": i.n_ctx,

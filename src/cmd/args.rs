@@ -386,6 +386,9 @@ pub struct SamplingArgs {
     /// Min-p truncation (0.0 disables).
     #[arg(long, default_value_t = 0.05)]
     pub min_p: f32,
+    /// Locally typical sampling mass (1.0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    pub typical_p: f32,
     /// Repetition penalty (1.0 disables).
     #[arg(long, default_value_t = 1.0)]
     pub repeat_penalty: f32,
@@ -413,6 +416,7 @@ impl SamplingArgs {
             top_k: self.top_k,
             top_p: self.top_p,
             min_p: self.min_p,
+            typical_p: self.typical_p,
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
             seed,

@@ -49,6 +49,9 @@ pub struct Args {
     /// Seconds in-flight requests get to finish after SIGTERM / Ctrl-C before they are aborted.
     #[arg(long, default_value_t = 10)]
     shutdown_timeout: u64,
+    /// Largest TGI `best_of` (candidates generated in parallel for one request; 1 refuses it).
+    #[arg(long, default_value_t = edgeact_serve::DEFAULT_MAX_BEST_OF)]
+    max_best_of: usize,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -93,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         default_seed: args.seed,
         body_limit: args.max_body,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_timeout),
+        max_best_of: args.max_best_of,
     };
     let result = edgeact_serve::serve(engine, serve_opts, &args.host, args.port);
     // The server has shut the scheduler down (or aborted it); wait for its thread.

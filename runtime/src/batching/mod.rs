@@ -47,6 +47,11 @@ pub struct Request {
     pub stop_strings: Vec<String>,
     /// Constrained decoding, if any.
     pub filter: Option<Box<dyn TokenFilter>>,
+    /// Report the log-probability of every prompt token after the first
+    /// ([`Summary::prompt_logprobs`], TGI's `decoder_input_details`). The whole prompt is then
+    /// evaluated again, bypassing the prefix cache (a cached prefix has no logits), and every
+    /// prompt position goes through the output projection: ask only when needed.
+    pub prompt_logprobs: bool,
 }
 
 /// A token made by a request.
@@ -72,6 +77,12 @@ pub struct Summary {
     /// Prompt tokens whose keys and values were reused from an earlier request.
     pub cached_tokens: usize,
     pub generated_tokens: usize,
+    /// Natural log of the probability of the stop token that ended the generation (when
+    /// `stop` is [`StopReason::StopToken`]; that token gets no [`TokenEvent`]).
+    pub stop_logprob: Option<f32>,
+    /// With [`Request::prompt_logprobs`]: for each prompt token after the first, the natural
+    /// log of the probability the model gave it after the tokens before it.
+    pub prompt_logprobs: Option<Vec<f32>>,
     /// Milliseconds spent waiting for a sequence, prefilling, and decoding.
     pub queue_ms: f64,
     pub prefill_ms: f64,

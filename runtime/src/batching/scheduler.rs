@@ -106,6 +106,10 @@ struct Active<'t> {
     generated: Vec<u32>,
     /// Sampled and not yet evaluated.
     pending: Option<u32>,
+    /// Log-probabilities of the prompt's tokens after the first, when the request asked.
+    prompt_logprobs: Option<Vec<f32>>,
+    /// The log-probability of the stop token that ended the generation.
+    stop_logprob: Option<f32>,
     text: String,
     sink: Box<dyn EventSink>,
     submitted: Instant,
@@ -193,15 +197,19 @@ impl<'t> Loop<'t> {
             }
             let busy: Vec<usize> = self.active.iter().map(|a| a.seq).collect();
             let prompt = std::mem::take(&mut s.request.prompt);
+            // Prompt log-probabilities need the logits of every position, so such a request
+            // reuses nothing: it takes the least recently used sequence, sparing the caches
+            // other requests may reuse.
+            let reuse = !s.request.prompt_logprobs;
             let Some((seq, common)) = (0..self.session.n_seqs())
                 .filter(|q| !busy.contains(q))
                 .map(|q| (q, common_prefix(self.session.tokens(q), &prompt)))
-                .max_by_key(|&(q, common)| (common, std::cmp::Reverse(self.last_used[q])))
+                .max_by_key(|&(q, common)| (if reuse { common } else { 0 }, std::cmp::Reverse(self.last_used[q])))
             else {
                 break;
             };
             // The last prompt token is always evaluated: its logits choose the first new token.
-            let keep = common.min(prompt.len() - 1);
+            let keep = if reuse { common.min(prompt.len() - 1) } else { 0 };
             self.session.truncate(seq, keep);
             self.metrics.admitted(prompt.len(), keep);
             let Submission {
@@ -215,6 +223,7 @@ impl<'t> Loop<'t> {
                 stop_tokens,
                 stop_strings,
                 filter,
+                prompt_logprobs,
                 ..
             } = request;
             self.active.push(Active {
@@ -230,6 +239,8 @@ impl<'t> Loop<'t> {
                 stop_tokens,
                 generated: Vec::new(),
                 pending: None,
+                prompt_logprobs: prompt_logprobs.then(Vec::new),
+                stop_logprob: None,
                 text: String::new(),
                 sink,
                 submitted,
@@ -278,7 +289,9 @@ impl<'t> Loop<'t> {
             chunks.push(SeqChunk {
                 seq: a.seq,
                 tokens: &a.prompt[a.prefilled..end],
-                logits: if end == a.prompt.len() {
+                logits: if a.prompt_logprobs.is_some() {
+                    Logits::All
+                } else if end == a.prompt.len() {
                     Logits::Last
                 } else {
                     Logits::None
@@ -304,16 +317,33 @@ impl<'t> Loop<'t> {
         let mut ended = Vec::new();
         for ((&i, logits), len) in owners.iter().zip(logits).zip(lens) {
             let a = &mut self.active[i];
-            if a.pending.take().is_none() {
+            let decoding = a.pending.take().is_some();
+            let start = a.prefilled;
+            if !decoding {
                 a.prefilled += len;
             }
             if logits.is_empty() {
                 continue;
             }
+            // A prompt chunk with the logits of every position: row j (position start + j)
+            // scores the prompt token after it; the prompt's last row chooses the first new token.
+            let mut logits = logits.as_slice();
+            if let (false, Some(scores)) = (decoding, a.prompt_logprobs.as_mut()) {
+                let n_vocab = logits.len() / len;
+                for (j, row) in logits.chunks_exact(n_vocab).enumerate() {
+                    if let Some(&next) = a.prompt.get(start + j + 1) {
+                        scores.push(log_softmax_at(row, next));
+                    }
+                }
+                if a.prefilled < a.prompt.len() {
+                    continue;
+                }
+                logits = &logits[(len - 1) * n_vocab..];
+            }
             if a.first_token.is_none() {
                 a.first_token = Some(Instant::now());
             }
-            if let Some(end) = sample_next(a, &self.session, &logits, &self.metrics) {
+            if let Some(end) = sample_next(a, &self.session, logits, &self.metrics) {
                 ended.push((i, end));
             }
         }
@@ -361,6 +391,8 @@ impl<'t> Loop<'t> {
                     prompt_tokens: a.prompt.len(),
                     cached_tokens: a.cached,
                     generated_tokens: a.generated.len(),
+                    stop_logprob: a.stop_logprob,
+                    prompt_logprobs: a.prompt_logprobs.take(),
                     queue_ms: ms(a.admitted - a.submitted),
                     prefill_ms: ms(first - a.admitted),
                     decode_ms: ms(now - first),
@@ -386,16 +418,14 @@ fn sample_next(a: &mut Active<'_>, session: &MultiSession, logits: &[f32], metri
     };
     a.generated.push(tok);
     metrics.step(0, 1);
+    let logprob = log_softmax_at(logits, tok);
     if a.stop_tokens.contains(&tok) {
+        a.stop_logprob = Some(logprob);
         return Some(End::Stop(StopReason::StopToken(tok)));
     }
     let (text, hit) = a.stops.push(&a.decoder.push(tok));
     a.text.push_str(&text);
-    let event = TokenEvent {
-        id: tok,
-        text,
-        logprob: log_softmax_at(logits, tok),
-    };
+    let event = TokenEvent { id: tok, text, logprob };
     if !a.sink.send(Event::Token(event)) {
         return Some(End::Cancelled);
     }
