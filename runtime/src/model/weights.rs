@@ -197,8 +197,8 @@ impl LlamaModel {
         }
     }
 
-    /// Repacks the matrices of the transformer blocks and the output projection (unless tied
-    /// to the embeddings) chosen by `which` for the x86 SIMD
+    /// Repacks the matrices of the transformer blocks and the output projection chosen by
+    /// `which` for the x86 SIMD
     /// kernels (see `kernels::cpu::repack`), using `threads` threads, and reports progress
     /// after each matrix as `(bytes done, bytes to do)` of file bytes. This copies those
     /// weights out of the mapping into anonymous memory; nothing is repacked where the CPU
@@ -223,14 +223,14 @@ impl LlamaModel {
                     RepackChoice::All => ops::repackable(w.ty),
                 }
         };
-        // The output projection too, unless it is the token embeddings (whose rows the
-        // embedding lookup keeps reading from the mapping).
-        let tied = self.tied_embeddings();
+        // The output projection too, also when it is the token embeddings: the embedding
+        // lookup keeps reading its rows from the mapping, where a released page faults back
+        // in from the page cache (a prompt touches a few rows of the table).
         let todo: u64 = self
             .layers
             .iter()
             .flat_map(Layer::matrices)
-            .chain((!tied).then_some(&self.output))
+            .chain(std::iter::once(&self.output))
             .filter(|w| chosen(w))
             .map(|w| w.range.len() as u64)
             .sum();
@@ -242,7 +242,7 @@ impl LlamaModel {
             .layers
             .iter_mut()
             .flat_map(Layer::matrices_mut)
-            .chain((!tied).then_some(&mut self.output));
+            .chain(std::iter::once(&mut self.output));
         for w in matrices {
             if !chosen(w) {
                 continue;
