@@ -10,8 +10,8 @@
 //! and computed on a persistent ggml thread pool with the same thread count, activations in
 //! f32 (ggml quantizes them inside the op, as ours does), so both sides do the same work. Its
 //! weights are in a plain CPU buffer, so ggml does not repack them (llama.cpp's model loader
-//! would); `edgeact-repacked` is ours on weights repacked as `--repack` does (Q4_0, Q4_K and Q6_K,
-//! x86 CPUs with AVX2 or AVX-512).
+//! would); `edgeact-repacked` is ours on weights repacked as `--repack` does (Q4_0, Q5_0, Q5_1,
+//! Q8_0, Q4_K and Q6_K, x86 CPUs with AVX2 or AVX-512).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use edgeact_runtime::kernels::cpu::{matmul, repack_supported, repackable, PackedMatrix, QMatrix, ThreadPool};
@@ -58,6 +58,7 @@ fn bench_matvec(c: &mut Criterion) {
         GgmlType::Q6_K,
         GgmlType::Q8_0,
         GgmlType::Q5_0,
+        GgmlType::Q5_1,
         GgmlType::Q4_1,
     ] {
         for rows in [4096usize, 11008] {
@@ -97,7 +98,9 @@ fn bench_prefill(c: &mut Criterion) {
         GgmlType::Q4_0,
         GgmlType::Q4_K,
         GgmlType::Q6_K,
+        GgmlType::Q8_0,
         GgmlType::Q5_0,
+        GgmlType::Q5_1,
         GgmlType::Q4_1,
     ] {
         let rows = 4096;

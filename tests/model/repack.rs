@@ -1,17 +1,21 @@
-//! `--repack`: a model whose Q4_0/Q4_K/Q6_K weights are repacked must compute what the same model
-//! computes from the file mapping: the same logits up to float summation order, the same greedy
-//! tokens. The kernels are the process-wide path's: AVX-512 VNNI where present, AVX2 otherwise
-//! (run it also with `EDGEACT_KERNELS=avx2` on a VNNI machine to cover both). Models: stories260K quantized to Q4_0 by
-//! `edgeact quantize`, and the converter tests' tiny random checkpoint (256 wide) converted to
-//! Q4_K_M (Q4_K and Q6_K tensors, both repacked by `RepackChoice::All`).
+//! `--repack`: a model whose repackable weights (Q4_0, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K) are repacked
+//! must compute what the same model computes from the file mapping: the same logits up to float
+//! summation order, the same greedy tokens. The kernels are the process-wide path's: AVX-512
+//! VNNI where present, AVX2 otherwise (run it also with `EDGEACT_KERNELS=avx2` on a VNNI
+//! machine to cover both). Models: stories260K quantized to Q4_0 (Q4_0 blocks and a Q8_0
+//! `output.weight`) and to Q8_0 by `edgeact quantize`, and with every 2-D weight in Q5_0 or
+//! Q5_1; the converter tests' tiny random checkpoint (256 wide) converted to Q4_K_M (Q4_K and
+//! Q6_K tensors). `RepackChoice::All` repacks all of them.
 
 use crate::convert_support;
 
-use edgeact_quantize::{convert, Mix, Options};
+use edgeact_quantize::{convert, GgufWriter, Mix, Options};
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::kernels::cpu::repack_supported;
 use edgeact_runtime::model::{LlamaModel, RepackChoice, Session, SessionOptions};
+use edgeact_runtime::quant::{quantize_row, GgmlType};
 use edgeact_runtime::sampler::greedy_token;
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -23,15 +27,20 @@ const STORIES: &str = concat!(
 
 /// stories260K quantized to Q4_0 by `edgeact quantize`, in `dir`.
 fn stories_q4_0(dir: &Path) -> std::path::PathBuf {
-    let q4 = dir.join("stories260K-q4_0.gguf");
+    stories_quantized(dir, "q4_0")
+}
+
+/// stories260K quantized to the mix `ty` (`edgeact quantize --type`), in `dir`.
+fn stories_quantized(dir: &Path, ty: &str) -> std::path::PathBuf {
+    let out = dir.join(format!("stories260K-{ty}.gguf"));
     let res = Command::new(env!("CARGO_BIN_EXE_edgeact"))
         .args(["quantize", STORIES, "-o"])
-        .arg(&q4)
-        .args(["--type", "q4_0", "-q"])
+        .arg(&out)
+        .args(["--type", ty, "-q"])
         .output()
         .unwrap();
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
-    q4
+    out
 }
 
 fn load(path: &Path, repack: bool) -> (Arc<LlamaModel>, usize) {
@@ -64,9 +73,80 @@ fn repacked_q4_0_model_matches_the_mapped_one() {
     let dir = tempfile::tempdir().unwrap();
     let q4 = stories_q4_0(dir.path());
 
-    // 5 layers x 7 Q4_0 matrices of 64-wide rows; the embeddings stay in the mapping.
+    // 5 layers of Q4_0 matrices of 64-wide rows and the Q8_0 `output.weight`; the embeddings
+    // stay in the mapping.
     if let Some((plain, packed)) = mapped_and_repacked(&q4) {
         compare(&plain, &packed, prefill_bound());
+    }
+}
+
+#[test]
+fn repacked_q8_0_model_matches_the_mapped_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let q8 = stories_quantized(dir.path(), "q8_0");
+    // Every matrix Q8_0 (the 32-element panels with their + 128 bias). The bound is the one
+    // for different float summation orders (see `prefill_bound`) on every path: the repacked
+    // Q8_0 kernels apply the + 128 exactly in integers and in the decode kernel's order (so
+    // prefill and decode agree bit for bit), the mapped model's tiles and panels in their own
+    // orders, and this model amplifies a flipped activation quant (measured: 0.17 for the
+    // 5-token prompt on AVX-512 VNNI). A wrong kernel moves the logits by whole units, and the
+    // greedy tokens must agree too.
+    if let Some((plain, packed)) = mapped_and_repacked(&q8) {
+        compare(&plain, &packed, 0.5);
+    }
+}
+
+/// stories260K with every 2-D weight whose rows are whole 32-blocks in `ty` (ffn_down's
+/// 172-wide rows stay F32), written by our GGUF writer from our quantizer's bytes, in `dir`
+/// (`edgeact quantize` has no Q5 mix).
+fn stories_all(dir: &Path, ty: GgmlType) -> std::path::PathBuf {
+    let out = dir.join(format!("stories260K-all-{ty}.gguf"));
+    let src = GgufFile::open(Path::new(STORIES)).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        // The writer sets the alignment itself.
+        if k != "general.alignment" {
+            w.set(k.clone(), v.clone()).unwrap();
+        }
+    }
+    let pick = |info: &edgeact_runtime::gguf::TensorInfo| {
+        if info.dims.len() == 2 && info.dims[0].is_multiple_of(32) {
+            ty
+        } else {
+            info.ty
+        }
+    };
+    for info in src.tensors() {
+        w.add_tensor(info.name.clone(), &info.dims, pick(info)).unwrap();
+    }
+    w.write_file(&out, &[Path::new(STORIES)], |i, decl, sink| {
+        let info = &src.tensors()[i];
+        let data = src.tensor(&info.name).unwrap().data;
+        if decl.ty == info.ty {
+            return sink.write_all(data);
+        }
+        let x: Vec<f32> = data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let mut q = vec![0u8; decl.n_bytes() as usize];
+        quantize_row(decl.ty, &x, &mut q).map_err(std::io::Error::other)?;
+        sink.write_all(&q)
+    })
+    .unwrap();
+    out
+}
+
+#[test]
+fn repacked_q5_models_match_the_mapped_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    for ty in [GgmlType::Q5_0, GgmlType::Q5_1] {
+        let path = stories_all(dir.path(), ty);
+        // As for Q8_0: the repacked Q5 kernels sum in their own float order (the offset of
+        // Q5_0 exactly in integers), so the bound for different orders.
+        if let Some((plain, packed)) = mapped_and_repacked(&path) {
+            compare(&plain, &packed, 0.5);
+        }
     }
 }
 
@@ -160,12 +240,11 @@ fn compare(plain: &Arc<LlamaModel>, packed: &Arc<LlamaModel>, bound: f32) {
 }
 
 /// The default choice repacks exactly the matrices `repack_by_default` names for this CPU's
-/// kernel path (Q4_K_M: Q4_K and Q6_K tensors), `All` every Q4_0/Q4_K/Q6_K one; progress reports
+/// kernel path (Q4_K_M: Q4_K and Q6_K tensors), `All` every repackable one; progress reports
 /// climb to the total of the repacked matrices' file bytes, once per matrix.
 #[test]
 fn default_repacking_follows_the_measured_table_and_reports_progress() {
     use edgeact_runtime::kernels::cpu::{backend, repack_by_default, repackable};
-    use edgeact_runtime::quant::GgmlType;
     let dir = tempfile::tempdir().unwrap();
     let path = tiny_q4_k_m(dir.path());
     let file = Arc::new(GgufFile::open(&path).unwrap());
@@ -198,37 +277,36 @@ fn default_repacking_follows_the_measured_table_and_reports_progress() {
 }
 
 /// The CLI's choice: by default the measured table's types are repacked (stories260K Q4_0:
-/// its Q4_0 matrices, where Q4_0 is repacked by default on this CPU's path), `--no-repack`
-/// repacks nothing, `--repack` everything repackable, both flags together are refused; `-v`
-/// and `bench --json` report it.
+/// its Q4_0 matrices and its Q8_0 `output.weight`, each where its type is repacked by default
+/// on this CPU's path), `--no-repack` repacks nothing, `--repack` everything repackable, both
+/// flags together are refused; `-v` and `bench --json` report it.
 #[test]
 fn cli_repacks_by_default_where_measured_and_reports_the_load() {
-    use edgeact_runtime::kernels::cpu::{backend, repack_by_default};
-    use edgeact_runtime::quant::GgmlType;
+    use edgeact_runtime::kernels::cpu::{backend, repack_by_default, repackable};
     let dir = tempfile::tempdir().unwrap();
     let q4 = stories_q4_0(dir.path());
     let q4 = q4.to_str().unwrap();
     let edgeact = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_edgeact")).args(args).output().unwrap();
-    let default_repacks = repack_supported() && repack_by_default(backend(), GgmlType::Q4_0);
-    let n_q4_0 = GgufFile::open(Path::new(q4))
-        .unwrap()
-        .tensors()
-        .iter()
-        .filter(|t| t.name.starts_with("blk.") && t.ty == GgmlType::Q4_0)
-        .count();
-    assert!(n_q4_0 > 0);
+    let file = GgufFile::open(Path::new(q4)).unwrap();
+    // The matrices `LlamaModel::repack` considers (as in the test above) of types `wanted`.
+    let matrices = |wanted: &dyn Fn(GgmlType) -> bool| {
+        file.tensors()
+            .iter()
+            .filter(|t| (t.name.starts_with("blk.") || t.name == "output.weight") && t.dims.len() == 2)
+            .filter(|t| repack_supported() && wanted(t.ty))
+            .count()
+    };
+    assert!(matrices(&|ty| ty == GgmlType::Q4_0) > 0);
+    let n_default = matrices(&|ty| repack_by_default(backend(), ty));
+    let n_all = matrices(&repackable);
     let run = ["run", "-m", q4, "-p", "Once", "-n", "2", "--device", "cpu", "-v"];
-    for (flag, repacked) in [
-        (None, default_repacks),
-        (Some("--no-repack"), false),
-        (Some("--repack"), repack_supported()),
-    ] {
+    for (flag, repacked) in [(None, n_default), (Some("--no-repack"), 0), (Some("--repack"), n_all)] {
         let out = edgeact(&[&run[..], flag.as_slice()].concat());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{flag:?}: {err}");
         let line = err.lines().find(|l| l.starts_with("load: ")).expect("a load line");
-        let want = if repacked {
-            format!("repacked {n_q4_0} matrices")
+        let want = if repacked > 0 {
+            format!("repacked {repacked} matrices")
         } else {
             "nothing repacked".to_string()
         };
@@ -246,13 +324,9 @@ fn cli_repacks_by_default_where_measured_and_reports_the_load() {
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for r in rows.as_array().unwrap() {
         let load = &r["load"];
-        assert_eq!(
-            load["repacked_tensors"],
-            if default_repacks { n_q4_0 } else { 0 },
-            "{r}"
-        );
+        assert_eq!(load["repacked_tensors"], n_default, "{r}");
         assert!(load["load_seconds"].as_f64().unwrap() >= 0.0, "{r}");
-        assert_eq!(load["repack_seconds"].as_f64().unwrap() > 0.0, default_repacks, "{r}");
+        assert_eq!(load["repack_seconds"].as_f64().unwrap() > 0.0, n_default > 0, "{r}");
         assert!(
             !cfg!(target_os = "linux") || load["peak_rss_bytes"].as_u64().unwrap() > 0,
             "{r}"

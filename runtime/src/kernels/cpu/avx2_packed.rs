@@ -1,6 +1,6 @@
-//! AVX2 + FMA kernels (no AVX-512, no VNNI) over repacked Q4_0, Q4_K and Q6_K weights
-//! ([`PackedMatrix`]), for every token count: decode (one token) and batches (micro-tiles of up
-//! to [`TILE`] tokens, each loaded quant line used for all of them).
+//! AVX2 + FMA kernels (no AVX-512, no VNNI) over repacked weights ([`PackedMatrix`]: Q4_0,
+//! Q5_0, Q5_1, Q8_0, Q4_K, Q6_K), for every token count: decode (one token) and batches
+//! (micro-tiles of up to [`TILE`] tokens, each loaded quant line used for all of them).
 //!
 //! A 64-byte quant line (8 elements of 16 rows) is two 256-bit halves of 8 row lanes each.
 //! Per half, its low and high nibbles are two vectors of unsigned quants; `vpmaddubsw`
@@ -91,6 +91,169 @@ unsafe fn byte_pairs(a: *const u8, b: *const u8) -> __m256i {
     _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(a, b))
 }
 
+/// Bit `k` of every byte of `high` moved to bit 4 (other bits left over, masked by the
+/// caller): 16-bit shifts by at most 4, so no bit of a neighbouring byte reaches bit 4.
+///
+/// # Safety
+/// AVX2 must be present; `k < 8`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn bit_to_4(high: __m256i, k: usize) -> __m256i {
+    match k {
+        0 => _mm256_slli_epi16::<4>(high),
+        1 => _mm256_slli_epi16::<3>(high),
+        2 => _mm256_slli_epi16::<2>(high),
+        3 => _mm256_slli_epi16::<1>(high),
+        4 => high,
+        5 => _mm256_srli_epi16::<1>(high),
+        6 => _mm256_srli_epi16::<2>(high),
+        _ => _mm256_srli_epi16::<3>(high),
+    }
+}
+
+/// The unsigned 5-bit quants (0..31) of half `hh` of quant line `v` of a Q5_0/Q5_1 block:
+/// low and high nibbles (quads `2v` and `2v + 1`), ORed with the fifth bits of the block's
+/// fifth-bit line (byte `i` of a lane holds the bit of element `4k + i` at bit `k`, see
+/// `repack.rs`) moved to bit 4.
+///
+/// # Safety
+/// AVX2 must be present; `lines` must point to the block's 5 lines, `v < 4` and `hh < 2`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q5_half_quants(lines: *const Line, v: usize, hh: usize) -> (__m256i, __m256i) {
+    let low = _mm256_set1_epi8(0x0f);
+    let fifth = _mm256_set1_epi8(0x10);
+    let q = _mm256_load_si256(lines.add(v).cast::<u8>().add(32 * hh).cast());
+    let high = _mm256_load_si256(lines.add(4).cast::<u8>().add(32 * hh).cast());
+    let lo = _mm256_or_si256(_mm256_and_si256(q, low), _mm256_and_si256(bit_to_4(high, 2 * v), fifth));
+    let hi = _mm256_or_si256(
+        _mm256_and_si256(_mm256_srli_epi16::<4>(q), low),
+        _mm256_and_si256(bit_to_4(high, 2 * v + 1), fifth),
+    );
+    (lo, hi)
+}
+
+/// Halves `h0..h0 + H` of panel `p` of Q8_0 (`Q8`) or Q5_0/Q5_1 rows against `T` whole
+/// activation rows. Q8_0: the stored `q + 128` back to signed `q`, whose sign moves onto the
+/// activations (`vpmaddubsw` of `|q|` with `sign(y, q)`: each i16 pair at most
+/// `2 * 128 * 127 = 32512`, so one `vpmaddwd` per quad), giving `sum(q * y)` directly. Q5:
+/// unsigned 0..31 quants, each `vpmaddubsw` pair at most `2 * 31 * 127 = 7874`, so 4 quads sum
+/// in i16 before one `vpmaddwd`, from the start `-16 * sum(y)` (Q5_0) or 0 (Q5_1); with `MIN`
+/// (Q5_1) the rows' mins times the activation's `s` are added per block.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present; every `xs[t]` must come from an activation row of
+/// `w.cols()` elements for `w.ty()`; `p < w.n_panels()`; `h0 + H <= 2`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn panel_legacy<const T: usize, const H: usize, const Q8: bool, const MIN: bool>(
+    w: &PackedMatrix,
+    xs: [&PackedActivations; T],
+    p: usize,
+    h0: usize,
+) -> [[__m256; H]; T] {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); H]; T];
+    for b in 0..w.cols() / 32 {
+        let (sc, lines) = w.legacy_block(p, b);
+        let lp = lines.as_ptr();
+        let quads: [*const u32; T] = std::array::from_fn(|t| xs[t].quads.as_ptr().add(8 * b));
+        let y = |t: usize, k: usize| _mm256_set1_epi32(quads[t].add(k).read() as i32);
+        let mut s32 = [[_mm256_setzero_si256(); H]; T];
+        for h in 0..H {
+            let hh = h0 + h;
+            if Q8 {
+                for k in 0..8 {
+                    let u = _mm256_load_si256(lp.add(k).cast::<u8>().add(32 * hh).cast());
+                    let q = _mm256_xor_si256(u, _mm256_set1_epi8(-128));
+                    let magnitude = _mm256_sign_epi8(q, q);
+                    for t in 0..T {
+                        let pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(y(t, k), q));
+                        s32[t][h] = _mm256_add_epi32(s32[t][h], _mm256_madd_epi16(pairs, ones));
+                    }
+                }
+            } else {
+                for half_block in 0..2 {
+                    let mut s16 = [_mm256_setzero_si256(); T];
+                    for v in 2 * half_block..2 * half_block + 2 {
+                        let (lo, hi) = q5_half_quants(lp, v, hh);
+                        for t in 0..T {
+                            // No saturation: |4 pairs| <= 4 * 7874 < 32768.
+                            s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, y(t, 2 * v)));
+                            s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, y(t, 2 * v + 1)));
+                        }
+                    }
+                    for t in 0..T {
+                        s32[t][h] = _mm256_add_epi32(s32[t][h], _mm256_madd_epi16(s16[t], ones));
+                    }
+                }
+            }
+        }
+        for h in 0..H {
+            let hh = h0 + h;
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(sc.as_ptr().add(HALF * hh).cast()));
+            for t in 0..T {
+                let mut s = s32[t][h];
+                if !Q8 {
+                    s = _mm256_add_epi32(s, _mm256_set1_epi32(*xs[t].sums.get_unchecked(b)));
+                }
+                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*xs[t].scales.get_unchecked(b)));
+                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[t][h]);
+                if MIN {
+                    let m = _mm256_cvtph_ps(_mm_loadu_si128(sc.as_ptr().add(PANEL_ROWS + HALF * hh).cast()));
+                    acc[t][h] = _mm256_fmadd_ps(m, _mm256_set1_ps(*xs[t].block_s.get_unchecked(b)), acc[t][h]);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Halves `h0..h0 + H` of panel `p` of Q8_0 rows against `T` activation rows ([`panel_legacy`]).
+///
+/// # Safety
+/// As [`panel_legacy`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn panel_q8_0_q8_0<const T: usize, const H: usize>(
+    w: &PackedMatrix,
+    xs: [&PackedActivations; T],
+    p: usize,
+    h0: usize,
+) -> [[__m256; H]; T] {
+    panel_legacy::<T, H, true, false>(w, xs, p, h0)
+}
+
+/// Halves `h0..h0 + H` of panel `p` of Q5_0 rows against `T` activation rows ([`panel_legacy`]).
+///
+/// # Safety
+/// As [`panel_legacy`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn panel_q5_0_q8_0<const T: usize, const H: usize>(
+    w: &PackedMatrix,
+    xs: [&PackedActivations; T],
+    p: usize,
+    h0: usize,
+) -> [[__m256; H]; T] {
+    panel_legacy::<T, H, false, false>(w, xs, p, h0)
+}
+
+/// Halves `h0..h0 + H` of panel `p` of Q5_1 rows against `T` activation rows ([`panel_legacy`]).
+///
+/// # Safety
+/// As [`panel_legacy`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn panel_q5_1_q8_1<const T: usize, const H: usize>(
+    w: &PackedMatrix,
+    xs: [&PackedActivations; T],
+    p: usize,
+    h0: usize,
+) -> [[__m256; H]; T] {
+    panel_legacy::<T, H, false, true>(w, xs, p, h0)
+}
+
 /// Halves `h0..h0 + H` of panel `p` of Q4_0 rows against `T` whole activation rows.
 ///
 /// # Safety
@@ -107,7 +270,7 @@ unsafe fn panel_q4_0_q8_0<const T: usize, const H: usize>(
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); H]; T];
     for b in 0..w.cols() / 32 {
-        let (sc, lines) = w.q4_0_block(p, b);
+        let (sc, lines) = w.legacy_block(p, b);
         let quads = std::array::from_fn(|t| xs[t].quads.as_ptr().add(8 * b));
         let s16 = group_sums::<T, H>(lines.as_ptr(), quads, h0);
         for h in 0..H {
@@ -291,7 +454,7 @@ unsafe fn panel_q6_k_q8_k<const T: usize, const H: usize>(
 /// row `r` of token `t` to `out[t * stride + r - row0]`.
 ///
 /// # Safety
-/// As [`panel_q4_0_q8_0`] / [`panel_q4_k_q8_k`] / [`panel_q6_k_q8_k`] for `w.ty()`; `row0 <= 16 * p`, `rows <= w.rows()`, and
+/// As [`panel_q4_0_q8_0`] / [`panel_legacy`] / [`panel_q4_k_q8_k`] / [`panel_q6_k_q8_k`] for `w.ty()`; `row0 <= 16 * p`, `rows <= w.rows()`, and
 /// `out` must have room for every row `row0..rows` of every token at that stride.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
@@ -307,6 +470,9 @@ unsafe fn run_tile<const T: usize, const H: usize>(
 ) {
     let res = match w.ty() {
         GgmlType::Q4_0 => panel_q4_0_q8_0::<T, H>(w, xs, p, h0),
+        GgmlType::Q8_0 => panel_q8_0_q8_0::<T, H>(w, xs, p, h0),
+        GgmlType::Q5_0 => panel_q5_0_q8_0::<T, H>(w, xs, p, h0),
+        GgmlType::Q5_1 => panel_q5_1_q8_1::<T, H>(w, xs, p, h0),
         GgmlType::Q4_K => panel_q4_k_q8_k::<T, H>(w, xs, p, h0),
         _ => panel_q6_k_q8_k::<T, H>(w, xs, p, h0),
     };

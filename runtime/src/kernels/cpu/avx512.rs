@@ -15,7 +15,8 @@
 //! unpacked weight vector is loaded once per `T` tokens and each activation broadcast is
 //! used for 16 rows. Offsets (Q4_0's 8, Q5_0's 16, Q8_0's +128 bias, the Q4_1/Q5_1 and k-quant
 //! mins, Q6_K's 32) are applied per group through activation sums, as in the scalar
-//! specification.
+//! specification (Q8_0 and Q5 panels from the repacked form: as integer start values, see
+//! `LegacyTables`).
 
 // Kernel loops index several arrays (weights, per-token sums, scales) with one counter over
 // const-generic bounds the compiler unrolls; iterator chains would only obscure that.
@@ -202,7 +203,8 @@ struct Panel {
     /// Per group, 16 f32 (one per row): `d * scale` (k-quants) or `d` (legacy).
     scf: Vec<f32>,
     /// Legacy: per block, 16 f32 offsets, subtracted per unit of `d_y * sum(y)` (`8 d` for
-    /// Q4_0, `16 d` for Q5_0, `128 d` for Q8_0, `-m` for Q4_1/Q5_1).
+    /// Q4_0, `16 d` for Q5_0, `128 d` for Q8_0, `-m` for Q4_1/Q5_1; see [`LegacyTables`] for
+    /// when the integer starts replace the first three).
     /// k-quants: per super-block, 8 pairs of i16 mins per row (as i32 lanes), for `vpdpwssd`
     /// with pairs of Q8_K `bsums`.
     mn: Vec<u32>,
@@ -361,9 +363,10 @@ unsafe fn unpack_panel(w: &QMatrix, r0: usize, nr: usize, p: &mut Panel) {
     }
 }
 
-/// Unpacks panel `pi` of repacked (Q4_0, Q4_K or Q6_K) weights into `p`: the quant lines are
-/// already row-interleaved, so each splits into its low and high nibbles (two quads; Q6_K
-/// ORs in the high bits from its high-bit line).
+/// Unpacks panel `pi` of repacked weights into `p`: the quant lines are already
+/// row-interleaved, so each splits into its low and high nibbles (two quads; Q5_0/Q5_1 raise
+/// them by their fifth bits, Q6_K ORs in the high bits from its high-bit line), and Q8_0's
+/// lines are the quads as they are.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
     let low = _mm512_set1_epi8(0x0f);
@@ -378,13 +381,37 @@ unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
             );
         }
     };
-    if w.ty() == GgmlType::Q4_0 {
+    if is_legacy(w.ty()) {
+        let ty = w.ty();
         for b in 0..w.cols() / 32 {
-            let (sc, lines) = w.q4_0_block(pi, b);
-            split(lines, p.q.as_mut_ptr().add(b * 8 * 64));
-            for (r, &h) in sc.iter().enumerate() {
-                p.scf[b * PR + r] = f16(h);
-                p.mn[b * PR + r] = (8.0 * f16(h)).to_bits();
+            let (sc, lines) = w.legacy_block(pi, b);
+            let dst = p.q.as_mut_ptr().add(b * 8 * 64);
+            match ty {
+                GgmlType::Q4_0 => split(lines, dst),
+                // Already unsigned (q + 128) quads.
+                GgmlType::Q8_0 => std::ptr::copy_nonoverlapping(lines.as_ptr().cast::<u8>(), dst, 8 * 64),
+                _ => {
+                    let high = _mm512_load_si512(lines[4].0.as_ptr().cast());
+                    for v in 0..4 {
+                        let (lo, hi) = avx512_gemv::q5_line_quants(&lines[v], high, v);
+                        _mm512_storeu_si512(dst.add(2 * v * 64).cast(), lo);
+                        _mm512_storeu_si512(dst.add((2 * v + 1) * 64).cast(), hi);
+                    }
+                }
+            }
+            for r in 0..PR {
+                let d = f16(sc[r]);
+                p.scf[b * PR + r] = d;
+                // The float offset per unit of d_y * sum(y), as `unpack_block` (Q8_0 and Q5
+                // panels from the packed form use the integer starts instead, see
+                // `LegacyTables::exact`).
+                let offset = match ty {
+                    GgmlType::Q4_0 => 8.0 * d,
+                    GgmlType::Q5_0 => 16.0 * d,
+                    GgmlType::Q8_0 => 128.0 * d,
+                    _ => -f16(sc[PR + r]),
+                };
+                p.mn[b * PR + r] = offset.to_bits();
             }
         }
         return;
@@ -439,20 +466,23 @@ unsafe fn bcast32(p: *const u8) -> __m512i {
 }
 
 /// Legacy micro-kernel: 16 rows x `T` tokens over all blocks. `y[t]` are activation rows of
-/// `astride`-byte blocks (Q8_0 or Q8_1, quants at `aq`); `ad[t][b]` is the activation scale
-/// `d_y`, `am[t][b]` is `d_y * sum(y)` of block `b` of token `t`.
+/// `astride`-byte blocks (Q8_0 or Q8_1, quants at `aq`); for block `b` of token `t`,
+/// `tabs.scale` is the activation scale `d_y`, `tabs.start` the integer start of the row sums
+/// and `tabs.offset_sum` what the panel's float offsets multiply (unless `EXACT` without a
+/// min: then the start holds the whole offset).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn micro_legacy<const T: usize>(
+unsafe fn micro_legacy<const T: usize, const FLOAT_OFFSET: bool>(
     p: &Panel,
     nb: usize,
     (astride, aq): (usize, usize),
     y: [*const u8; T],
-    ad: [*const f32; T],
-    am: [*const f32; T],
+    tabs: &LegacyTables,
+    t0: usize,
 ) -> [__m512; T] {
+    let at = |t: usize, b: usize| (t0 + t) * nb + b;
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..nb {
-        let mut s = [_mm512_setzero_si512(); T];
+        let mut s: [__m512i; T] = std::array::from_fn(|t| _mm512_set1_epi32(tabs.start[at(t, b)]));
         for k in 0..8 {
             let wv = _mm512_loadu_si512(p.q.as_ptr().add((b * 8 + k) * 64).cast());
             for t in 0..T {
@@ -462,9 +492,11 @@ unsafe fn micro_legacy<const T: usize>(
         let scv = _mm512_loadu_ps(p.scf.as_ptr().add(b * PR));
         let mnv = _mm512_loadu_ps(p.mn.as_ptr().add(b * PR).cast());
         for t in 0..T {
-            let v = _mm512_mul_ps(_mm512_cvtepi32_ps(s[t]), _mm512_set1_ps(*ad[t].add(b)));
+            let v = _mm512_mul_ps(_mm512_cvtepi32_ps(s[t]), _mm512_set1_ps(tabs.scale[at(t, b)]));
             acc[t] = _mm512_fmadd_ps(v, scv, acc[t]);
-            acc[t] = _mm512_fnmadd_ps(mnv, _mm512_set1_ps(*am[t].add(b)), acc[t]);
+            if FLOAT_OFFSET {
+                acc[t] = _mm512_fnmadd_ps(mnv, _mm512_set1_ps(tabs.offset_sum[at(t, b)]), acc[t]);
+            }
         }
     }
     acc
@@ -508,22 +540,59 @@ unsafe fn micro_k<const T: usize, const G: usize>(p: &Panel, nsb: usize, y: [*co
     acc
 }
 
-/// Per-block activation tables of the legacy path: `d_y` and `d_y * sum(q_y)` of every Q8_0
-/// block, token-major; for Q8_1 (`min`) the block's own f16 `s`, as ggml's dot products use.
-fn legacy_act_tables(acts: &[u8], n_tokens: usize, nb: usize, min: bool) -> (Vec<f32>, Vec<f32>) {
-    let f16 = |b: &[u8]| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
-    let mut ad = vec![0f32; n_tokens * nb];
-    let mut am = vec![0f32; n_tokens * nb];
-    let stride = if min { Q8_1 } else { Q8_0 };
-    for (i, blk) in acts.chunks_exact(stride).take(n_tokens * nb).enumerate() {
-        ad[i] = f16(blk);
-        am[i] = if min {
-            f16(&blk[2..])
-        } else {
-            ad[i] * blk[2..].iter().map(|&v| v as i8 as i32).sum::<i32>() as f32
+/// Per-block activation tables of the legacy path, token-major (`t * nb + b`).
+#[derive(Default)]
+struct LegacyTables {
+    /// Whether the weights' offset (16 for Q5_0, 128 for Q8_0's `q + 128`) enters exactly, as
+    /// the integer start `-offset * sum(y)` of each block's row sums, instead of as a float
+    /// offset times `d_y * sum(y)` (which cancels most of Q8_0's biased sum and loses its low
+    /// bits). Set for Q8_0, Q5_0 and Q5_1 panels built from the repacked form, whose decode
+    /// kernel (`avx512_gemv::panel_legacy`) computes the same integer sums and float steps, so
+    /// a token gets the same result from either; the file layout and Q4_0 keep the float
+    /// offset.
+    exact: bool,
+    /// `d_y` of every block.
+    scale: Vec<f32>,
+    /// The integer start of each block's row sums (0 unless `exact`).
+    start: Vec<i32>,
+    /// What the panel's float offsets `mn` multiply: `d_y * sum(y)` (Q8_0 activations) or, for
+    /// Q8_1 (Q4_1/Q5_1), the block's own f16 `s`, as ggml's dot products use.
+    offset_sum: Vec<f32>,
+}
+
+impl LegacyTables {
+    fn new(ty: GgmlType, packed: bool, acts: &[u8], n_tokens: usize, nb: usize) -> LegacyTables {
+        let f16 = |b: &[u8]| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+        let min = has_min(ty);
+        let exact = packed && matches!(ty, GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::Q5_1);
+        let offset = match ty {
+            GgmlType::Q5_0 => 16,
+            _ => 128,
         };
+        let stride = if min { Q8_1 } else { Q8_0 };
+        let mut tabs = LegacyTables {
+            exact,
+            ..LegacyTables::default()
+        };
+        for blk in acts.chunks_exact(stride).take(n_tokens * nb) {
+            let d = f16(blk);
+            tabs.scale.push(d);
+            if min {
+                tabs.offset_sum.push(f16(&blk[2..]));
+                tabs.start.push(0);
+            } else {
+                let sum = blk[2..].iter().map(|&v| v as i8 as i32).sum::<i32>();
+                tabs.offset_sum.push(d * sum as f32);
+                tabs.start.push(if exact { -offset * sum } else { 0 });
+            }
+        }
+        tabs
     }
-    (ad, am)
+
+    /// Whether the micro-kernel applies the panel's float offsets.
+    fn float_offset(&self, ty: GgmlType) -> bool {
+        !self.exact || has_min(ty)
+    }
 }
 
 /// Runs a micro-tile of `nt <= TT` tokens starting at `t0` for the panel at rows `r0..r0+nr`
@@ -536,7 +605,7 @@ unsafe fn run_micro(
     cols: usize,
     acts: &[u8],
     arb: usize,
-    tabs: &(Vec<f32>, Vec<f32>),
+    tabs: &LegacyTables,
     t0: usize,
     nt: usize,
     r0: usize,
@@ -549,11 +618,12 @@ unsafe fn run_micro(
             let y: [*const u8; $T] = std::array::from_fn(|i| acts.as_ptr().add((t0 + i) * arb));
             let res = match ty {
                 _ if is_legacy(ty) => {
-                    let nb = cols / 32;
-                    let ad = std::array::from_fn(|i| tabs.0.as_ptr().add((t0 + i) * nb));
-                    let am = std::array::from_fn(|i| tabs.1.as_ptr().add((t0 + i) * nb));
                     let act = if has_min(ty) { (Q8_1, 4) } else { (Q8_0, 2) };
-                    micro_legacy::<$T>(p, nb, act, y, ad, am)
+                    if tabs.float_offset(ty) {
+                        micro_legacy::<$T, true>(p, cols / 32, act, y, tabs, t0)
+                    } else {
+                        micro_legacy::<$T, false>(p, cols / 32, act, y, tabs, t0)
+                    }
                 }
                 GgmlType::Q6_K => micro_k::<$T, 16>(p, cols / QK_K, y),
                 _ => micro_k::<$T, 32>(p, cols / QK_K, y),
@@ -594,9 +664,9 @@ pub(super) unsafe fn matmul_panels(
     let ty = w.ty;
     let (rows, cols) = (w.rows, w.cols);
     let tabs = if is_legacy(ty) {
-        legacy_act_tables(acts, n_tokens, cols / 32, has_min(ty))
+        LegacyTables::new(ty, w.packed.is_some(), acts, n_tokens, cols / 32)
     } else {
-        (Vec::new(), Vec::new())
+        LegacyTables::default()
     };
     let n_groups = cols / group(ty);
     let (n_mn, n_dm) = if is_legacy(ty) {

@@ -1,6 +1,6 @@
-//! Q4_0, Q4_K and Q6_K weights re-laid out in panels of 16 rows ("repacked"), for the AVX-512 VNNI
-//! kernels (`avx512_gemv`, the VNNI prefill panels) and the AVX2 ones (`avx2_packed`, which
-//! also serve AVX-512 CPUs without VNNI).
+//! Q4_0, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K weights re-laid out in panels of 16 rows ("repacked"),
+//! for the AVX-512 VNNI kernels (`avx512_gemv`, the VNNI prefill panels) and the AVX2 ones
+//! (`avx2_packed`, which also serve AVX-512 CPUs without VNNI).
 //!
 //! In the file's layout each row's blocks are contiguous, so a `vpdpbusd` lane sees elements
 //! of one block and every block needs its own horizontal scale handling. Repacked, one 64-byte
@@ -13,16 +13,30 @@
 //!
 //! The price is a copy: the repacked weights live in anonymous memory instead of being used
 //! in place from the mapping (pages not shared with other processes). Repacking is a nibble
-//! shuffle of 4 bytes at a time on all threads, so it runs at about the speed memory is
-//! touched; which types are repacked by default is decided by `dispatch::repack_by_default`.
+//! shuffle (Q8_0, Q5's fifth bits: a copy) of 4 bytes at a time on all threads, so it runs at
+//! about the speed memory is touched; which types are repacked by default is decided by
+//! `dispatch::repack_by_default`.
 //!
-//! Quants, for every type: a *quant line* covers 8 consecutive elements of a block of the 16
+//! Quants, for every type but Q8_0: a *quant line* covers 8 consecutive elements of a block of the 16
 //! rows of a panel (rows `16p..16p+16`, missing rows zero): in lane `r` (bytes `4r..4r+4`),
 //! byte `i` holds element `i` in its low nibble and element `4 + i` in its high nibble (the
 //! unsigned 0..15 quants of the file; Q6_K: their low 4 bits).
 //!
 //! Q4_0, for panel `p` and block `b` of `nb`: `scales[(p * nb + b) * 16 + r]` is the f16 scale
 //! of row `16p + r`, and `lines[(p * nb + b) * 4 + v]` the quant line of elements `8v..8v+8`.
+//!
+//! Q5_0 and Q5_1, for panel `p` and block `b`: 5 lines from `lines[(p * nb + b) * 5]`: the 4
+//! quant lines of the low 4 bits, as Q4_0's, then a *fifth-bit line*: in lane `r`, byte `i`
+//! holds at bit `k` the fifth bit of element `4k + i` (quad `k`: the low nibbles of quant line
+//! `k / 2` for even `k`, the high ones for odd). So one test of bit `k` (AVX-512) or one shift
+//! of bit `k` to bit 4 (AVX2) lines up with quad `k`'s nibbles.
+//! Scales as Q4_0's, Q5_1 with 32 per block: `scales[(p * nb + b) * 32 + r]` is `d` and
+//! `scales[(p * nb + b) * 32 + 16 + r]` the min `m` of row `16p + r`.
+//!
+//! Q8_0, for panel `p` and block `b`: scales as Q4_0's, and 8 lines from `lines[(p * nb + b) *
+//! 8]`, line `k` holding quad `k` (elements `4k..4k+4`) of the 16 rows, lane `r` the 4 quants of
+//! row `16p + r` biased to unsigned (`q + 128`, i.e. `q ^ 0x80`): the u8 operand `vpdpbusd`
+//! takes as it is, the bias undone by the start value `-128 * sum(y)`.
 //!
 //! Q4_K, for panel `p` and super-block `b`: [`Q4K_LINES`] lines from
 //! `lines[(p * nb + b) * Q4K_LINES]`: one line of the 16 f16 `d` then the 16 f16 `dmin`, two of
@@ -40,7 +54,9 @@
 //! group's low nibbles, and one OR gives the 6-bit quants of 4 elements of 16 rows.
 
 use super::table::repackable;
-use super::types::{Line, LineBuf, PackedMatrix, QMatrix, SyncPtr, PANEL_ROWS, Q4K_LINES, Q6K_LINES};
+use super::types::{
+    legacy_lines, legacy_scales, Line, LineBuf, PackedMatrix, QMatrix, SyncPtr, PANEL_ROWS, Q4K_LINES, Q6K_LINES,
+};
 use super::{KernelError, ThreadPool};
 use crate::quant::GgmlType;
 
@@ -59,6 +75,19 @@ fn put_lane(line: &mut Line, r: usize, bytes: &[u8], high: bool) {
         (lo & 0x0f0f_0f0f) | ((hi & 0x0f0f_0f0f) << 4)
     };
     line.0[4 * r..4 * r + 4].copy_from_slice(&word.to_le_bytes());
+}
+
+/// The low 4 bits of `nibble` to bit 0 of bytes 0..4 (bit `i` to bit `8i`): one multiply, whose
+/// 4 shifted copies (by 0, 7, 14, 21) do not overlap, so no carries.
+#[inline(always)]
+fn spread_quad_bits(nibble: u32) -> u32 {
+    ((nibble & 0x0f).wrapping_mul(0x0020_4081)) & 0x0101_0101
+}
+
+/// The inverse of [`spread_quad_bits`]: bit 0 of bytes 0..4 of `bytes` to bits 0..4.
+fn gather_quad_bits(bytes: u32) -> u32 {
+    let b = bytes & 0x0101_0101;
+    (b | b >> 7 | b >> 14 | b >> 21) & 0x0f
 }
 
 /// The inverse of [`put_lane`]: element `e` of lane `r` of a block's quant lines.
@@ -86,52 +115,55 @@ pub fn repack_supported() -> bool {
 }
 
 impl PackedMatrix {
-    /// Repacks a Q4_0, Q4_K or Q6_K matrix (panels spread over the pool).
+    /// Repacks a matrix of a type with a panel form (the type table's `repack` column; panels
+    /// spread over the pool).
     pub fn new(pool: &ThreadPool, w: &QMatrix) -> Result<PackedMatrix, KernelError> {
         if !repackable(w.ty) {
             return Err(KernelError::UnsupportedType(w.ty));
         }
         let w = QMatrix::new(w.ty, w.rows, w.cols, w.data)?;
-        let q4_0 = w.ty == GgmlType::Q4_0;
+        let legacy = w.ty.block_size() == 32;
         let nb = w.cols / w.ty.block_size();
         let n_panels = w.rows.div_ceil(PANEL_ROWS);
         let lines_per_block = match w.ty {
-            GgmlType::Q4_0 => 4,
             GgmlType::Q4_K => Q4K_LINES,
-            _ => Q6K_LINES,
+            GgmlType::Q6_K => Q6K_LINES,
+            ty => legacy_lines(ty),
         };
-        let mut scales = vec![0u16; if q4_0 { n_panels * nb * PANEL_ROWS } else { 0 }];
+        let scales_per_block = if legacy { legacy_scales(w.ty) } else { 0 };
+        let mut scales = vec![0u16; n_panels * nb * scales_per_block];
         // Zeroed: the lanes of missing rows in the last panel stay zero.
         let mut lines = LineBuf::zeroed(n_panels * nb * lines_per_block)?;
         let (sp, lp) = (SyncPtr(scales.as_mut_ptr()), SyncPtr(lines.as_mut_ptr()));
+        let (block_bytes, n_scales) = (w.ty.type_size(), nb * scales_per_block);
         pool.run(n_panels, &|p| {
             let n_lines = nb * lines_per_block;
-            // SAFETY: panel p owns lines[p*n_lines..(p+1)*n_lines] and (Q4_0) its nb*16 scales,
-            // which no other task touches; both buffers outlive the pool's `run`.
+            // SAFETY: panel p owns lines[p*n_lines..(p+1)*n_lines] and (32-element formats)
+            // its nb * scales_per_block scales, which no other task touches; both buffers
+            // outlive the pool's `run`.
             let ls = unsafe { std::slice::from_raw_parts_mut(lp.get().add(p * n_lines), n_lines) };
-            let sc = if q4_0 {
-                // SAFETY: as above.
-                unsafe { std::slice::from_raw_parts_mut(sp.get().add(p * nb * PANEL_ROWS), nb * PANEL_ROWS) }
-            } else {
-                &mut []
-            };
+            // SAFETY: as above (an empty slice for the k-quants).
+            let sc = unsafe { std::slice::from_raw_parts_mut(sp.get().add(p * n_scales), n_scales) };
             for r in 0..PANEL_ROWS.min(w.rows - p * PANEL_ROWS) {
-                let row = w.row(p * PANEL_ROWS + r);
-                if q4_0 {
-                    for ((blk, lines), scale) in row
-                        .chunks_exact(18)
-                        .zip(ls.chunks_exact_mut(4))
-                        .zip(sc.chunks_exact_mut(PANEL_ROWS))
-                    {
-                        pack_q4_0_block(blk, lines, &mut scale[r], r);
+                let row = w.row(p * PANEL_ROWS + r).chunks_exact(block_bytes);
+                match w.ty {
+                    GgmlType::Q4_K => {
+                        for (blk, lines) in row.zip(ls.chunks_exact_mut(Q4K_LINES)) {
+                            pack_q4k_block(blk, lines, r);
+                        }
                     }
-                } else if w.ty == GgmlType::Q4_K {
-                    for (blk, lines) in row.chunks_exact(144).zip(ls.chunks_exact_mut(Q4K_LINES)) {
-                        pack_q4k_block(blk, lines, r);
+                    GgmlType::Q6_K => {
+                        for (blk, lines) in row.zip(ls.chunks_exact_mut(Q6K_LINES)) {
+                            pack_q6k_block(blk, lines, r);
+                        }
                     }
-                } else {
-                    for (blk, lines) in row.chunks_exact(210).zip(ls.chunks_exact_mut(Q6K_LINES)) {
-                        pack_q6k_block(blk, lines, r);
+                    ty => {
+                        let blocks = ls
+                            .chunks_exact_mut(lines_per_block)
+                            .zip(sc.chunks_exact_mut(scales_per_block));
+                        for (blk, (lines, scales)) in row.zip(blocks) {
+                            pack_legacy_block(ty, blk, lines, scales, r);
+                        }
                     }
                 }
             }
@@ -149,18 +181,11 @@ impl PackedMatrix {
     pub fn row_bytes(&self, r: usize) -> Vec<u8> {
         let (p, lane) = (r / PANEL_ROWS, r % PANEL_ROWS);
         let nb = self.cols / self.ty.block_size();
-        let mut out = vec![0u8; nb * self.ty.type_size()];
-        for b in 0..nb {
-            if self.ty == GgmlType::Q4_0 {
-                let (sc, lines) = self.q4_0_block(p, b);
-                let blk = &mut out[b * 18..(b + 1) * 18];
-                blk[..2].copy_from_slice(&sc[lane].to_le_bytes());
-                for e in 0..16 {
-                    blk[2 + e] = quant_of(lines, lane, e) | (quant_of(lines, lane, e + 16) << 4);
-                }
-            } else if self.ty == GgmlType::Q6_K {
+        let bs = self.ty.type_size();
+        let mut out = vec![0u8; nb * bs];
+        for (b, blk) in out.chunks_exact_mut(bs).enumerate() {
+            if self.ty == GgmlType::Q6_K {
                 let lines = self.q6_k_block(p, b);
-                let blk = &mut out[b * 210..(b + 1) * 210];
                 let q = |e: usize| q6_of(lines, lane, e);
                 for n in 0..2 {
                     let e0 = 128 * n;
@@ -177,9 +202,8 @@ impl PackedMatrix {
                     blk[192 + g] = lines[1 + g / 4].0[16 * (g % 4) + lane];
                 }
                 blk[208..210].copy_from_slice(&lines[0].0[2 * lane..2 * lane + 2]);
-            } else {
+            } else if self.ty == GgmlType::Q4_K {
                 let lines = self.q4_k_block(p, b);
-                let blk = &mut out[b * 144..(b + 1) * 144];
                 blk[..2].copy_from_slice(&lines[0].0[2 * lane..2 * lane + 2]);
                 blk[2..4].copy_from_slice(&lines[0].0[32 + 2 * lane..32 + 2 * lane + 2]);
                 let sc: [u8; 8] = std::array::from_fn(|j| lines[1 + j / 4].0[(j % 4) * 16 + lane]);
@@ -192,18 +216,71 @@ impl PackedMatrix {
                             quant_of(quants, lane, 64 * c + i) | (quant_of(quants, lane, 64 * c + 32 + i) << 4);
                     }
                 }
+            } else {
+                let (sc, lines) = self.legacy_block(p, b);
+                blk[..2].copy_from_slice(&sc[lane].to_le_bytes());
+                let lane_bytes =
+                    |line: &Line| -> [u8; 4] { line.0[4 * lane..4 * lane + 4].try_into().expect("4 bytes") };
+                // Where the nibbles start: after d (Q4_0), d and qh (Q5_0), d, m and qh (Q5_1).
+                let qs_at = match self.ty {
+                    GgmlType::Q8_0 => {
+                        for (k, line) in lines.iter().enumerate() {
+                            let q = u32::from_le_bytes(lane_bytes(line)) ^ 0x8080_8080;
+                            blk[2 + 4 * k..6 + 4 * k].copy_from_slice(&q.to_le_bytes());
+                        }
+                        continue;
+                    }
+                    GgmlType::Q5_0 => 6,
+                    GgmlType::Q5_1 => 8,
+                    _ => 2,
+                };
+                if self.ty == GgmlType::Q5_1 {
+                    blk[2..4].copy_from_slice(&sc[PANEL_ROWS + lane].to_le_bytes());
+                }
+                if qs_at > 2 {
+                    let bits = u32::from_le_bytes(lane_bytes(&lines[4]));
+                    let qh = (0..8).fold(0u32, |qh, k| qh | gather_quad_bits(bits >> k) << (4 * k));
+                    blk[qs_at - 4..qs_at].copy_from_slice(&qh.to_le_bytes());
+                }
+                for e in 0..16 {
+                    blk[qs_at + e] = quant_of(lines, lane, e) | (quant_of(lines, lane, e + 16) << 4);
+                }
             }
         }
         out
     }
 }
 
-/// Writes row lane `r` of one Q4_0 block (18 file bytes: f16 scale, 16 bytes holding elements
-/// `e` and `e + 16` in the low and high nibble of byte `e`) into its scale and 4 quant lines.
-fn pack_q4_0_block(blk: &[u8], lines: &mut [Line], scale: &mut u16, r: usize) {
-    *scale = u16::from_le_bytes([blk[0], blk[1]]);
-    let qs = &blk[2..18];
-    for (v, line) in lines.iter_mut().enumerate() {
+/// Writes row lane `r` of one block of a 32-element format into its panel `scales` and
+/// `lines` (see the module docs). Q4_0 (18 bytes: f16 `d`, 16 bytes holding elements `e` and
+/// `e + 16` in the low and high nibble of byte `e`), Q5_0 (22: `d`, the u32 `qh` of fifth bits,
+/// then the nibbles as Q4_0), Q5_1 (24: `d`, `m`, `qh`, nibbles), Q8_0 (34: `d`, 32 i8).
+fn pack_legacy_block(ty: GgmlType, blk: &[u8], lines: &mut [Line], scales: &mut [u16], r: usize) {
+    scales[r] = u16::from_le_bytes([blk[0], blk[1]]);
+    let qs_at = match ty {
+        GgmlType::Q8_0 => {
+            // Quad k of the block, biased to unsigned (q + 128) four bytes at a time.
+            for (k, line) in lines.iter_mut().enumerate() {
+                let q = u32::from_le_bytes(blk[2 + 4 * k..6 + 4 * k].try_into().expect("4 quants"));
+                line.0[4 * r..4 * r + 4].copy_from_slice(&(q ^ 0x8080_8080).to_le_bytes());
+            }
+            return;
+        }
+        GgmlType::Q5_0 => 6,
+        GgmlType::Q5_1 => {
+            scales[PANEL_ROWS + r] = u16::from_le_bytes([blk[2], blk[3]]);
+            8
+        }
+        _ => 2,
+    };
+    if qs_at > 2 {
+        // Quad k's 4 fifth bits (a nibble of `qh`) to bit k of the lane's 4 bytes.
+        let qh = u32::from_le_bytes(blk[qs_at - 4..qs_at].try_into().expect("4 qh bytes"));
+        let bits = (0..8).fold(0u32, |bits, k| bits | spread_quad_bits(qh >> (4 * k)) << k);
+        lines[4].0[4 * r..4 * r + 4].copy_from_slice(&bits.to_le_bytes());
+    }
+    let qs = &blk[qs_at..qs_at + 16];
+    for (v, line) in lines[..4].iter_mut().enumerate() {
         put_lane(line, r, &qs[8 * (v % 2)..], v >= 2);
     }
 }
@@ -286,6 +363,18 @@ mod tests {
             (GgmlType::Q6_K, 16, 256),
             (GgmlType::Q6_K, 19, 768),
             (GgmlType::Q6_K, 33, 4096),
+            (GgmlType::Q8_0, 1, 32),
+            (GgmlType::Q8_0, 16, 64),
+            (GgmlType::Q8_0, 37, 96),
+            (GgmlType::Q8_0, 19, 512),
+            (GgmlType::Q5_0, 1, 32),
+            (GgmlType::Q5_0, 16, 64),
+            (GgmlType::Q5_0, 37, 160),
+            (GgmlType::Q5_0, 21, 512),
+            (GgmlType::Q5_1, 1, 32),
+            (GgmlType::Q5_1, 16, 96),
+            (GgmlType::Q5_1, 37, 64),
+            (GgmlType::Q5_1, 23, 512),
         ] {
             let data: Vec<u8> = (0..rows * ty.row_bytes(cols as u64).unwrap() as usize)
                 .map(|_| rng.random())
@@ -301,8 +390,8 @@ mod tests {
     #[test]
     fn only_types_with_a_panel_form_are_repacked() {
         let pool = ThreadPool::new(1);
-        let data = vec![0u8; 34];
-        let w = QMatrix::new(GgmlType::Q8_0, 1, 32, &data).unwrap();
+        let data = vec![0u8; 20];
+        let w = QMatrix::new(GgmlType::Q4_1, 1, 32, &data).unwrap();
         assert!(matches!(
             PackedMatrix::new(&pool, &w),
             Err(KernelError::UnsupportedType(_))

@@ -86,11 +86,11 @@ pub const KERNEL_TYPES: [KernelType; 11] = [
     row(G::F32,  G::F32,  "f32_f32",   false, false, false, true),
     row(G::F16,  G::F32,  "f16_f32",   false, false, false, false),
     row(G::BF16, G::F32,  "bf16_f32",  false, false, false, false),
-    row(G::Q8_0, G::Q8_0, "q8_0_q8_0", true,  true,  false, true),
+    row(G::Q8_0, G::Q8_0, "q8_0_q8_0", true,  true,  true,  true),
     row(G::Q4_0, G::Q8_0, "q4_0_q8_0", true,  true,  true,  true),
     row(G::Q4_1, G::Q8_1, "q4_1_q8_1", true,  true,  false, false),
-    row(G::Q5_0, G::Q8_0, "q5_0_q8_0", true,  true,  false, true),
-    row(G::Q5_1, G::Q8_1, "q5_1_q8_1", true,  true,  false, true),
+    row(G::Q5_0, G::Q8_0, "q5_0_q8_0", true,  true,  true,  true),
+    row(G::Q5_1, G::Q8_1, "q5_1_q8_1", true,  true,  true,  true),
     row(G::Q4_K, G::Q8_K, "q4_k_q8_k", false, true,  true,  true),
     row(G::Q5_K, G::Q8_K, "q5_k_q8_k", false, true,  false, true),
     row(G::Q6_K, G::Q8_K, "q6_k_q8_k", false, true,  true,  true),
@@ -174,7 +174,17 @@ mod tests {
         assert_eq!(act_type(GgmlType::F16), GgmlType::F32);
         assert_eq!(act_type(GgmlType::Q3_K), GgmlType::F32);
         let repacked: Vec<_> = SUPPORTED.into_iter().filter(|&t| repackable(t)).collect();
-        assert_eq!(repacked, [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K]);
+        assert_eq!(
+            repacked,
+            [
+                GgmlType::Q8_0,
+                GgmlType::Q4_0,
+                GgmlType::Q5_0,
+                GgmlType::Q5_1,
+                GgmlType::Q4_K,
+                GgmlType::Q6_K
+            ]
+        );
         assert!(!vnni_panels(GgmlType::F32) && vnni_panels(GgmlType::Q6_K));
         assert_eq!(
             supported_names(),

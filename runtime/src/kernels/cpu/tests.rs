@@ -546,6 +546,23 @@ mod repacked_matmul {
             (GgmlType::Q6_K, 12, 768),
             (GgmlType::Q6_K, 20, 4096),
             (GgmlType::Q6_K, 3, 256),
+            // The 32-element formats: 1, 2, 3, 11 and 16 blocks, rows ending mid-panel and
+            // mid-half (AVX2: 8 rows).
+            (GgmlType::Q8_0, 16, 32),
+            (GgmlType::Q8_0, 37, 64),
+            (GgmlType::Q8_0, 12, 96),
+            (GgmlType::Q8_0, 20, 512),
+            (GgmlType::Q8_0, 3, 352),
+            (GgmlType::Q5_0, 16, 32),
+            (GgmlType::Q5_0, 37, 64),
+            (GgmlType::Q5_0, 12, 96),
+            (GgmlType::Q5_0, 20, 512),
+            (GgmlType::Q5_0, 3, 352),
+            (GgmlType::Q5_1, 16, 32),
+            (GgmlType::Q5_1, 37, 64),
+            (GgmlType::Q5_1, 12, 96),
+            (GgmlType::Q5_1, 20, 512),
+            (GgmlType::Q5_1, 3, 352),
         ];
         for (ty, rows, cols) in shapes {
             let xs: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -555,9 +572,11 @@ mod repacked_matmul {
             // Row 1: every nibble 0, row 2: every nibble 15 (Q4_0: scale 0.5; Q4_K: largest
             // 6-bit scales and mins, d = 0.5, dmin = 0.25). Q6_K: d = 0.5 and row 1 every quant
             // 0 with scales -128, row 2 every quant 63 with scales 127, row 3 every quant 63
-            // with scales -128.
+            // with scales -128. Q5_0/Q5_1: every quant 0 (row 1) or 31 (row 2), d = 0.5 (Q5_1:
+            // m = -0.25). Q8_0: d = 0.5 and every quant -128 (row 1, which no quantizer
+            // writes), 127 (row 2) or -127 (row 3).
             for (r, fill) in [(1usize, 0x00u8), (2, 0xff), (3, 0xff)] {
-                if r < rows && (r < 3 || ty == GgmlType::Q6_K) {
+                if r < rows && (r < 3 || matches!(ty, GgmlType::Q6_K | GgmlType::Q8_0)) {
                     let row = &mut data[r * row_bytes..(r + 1) * row_bytes];
                     for blk in row.chunks_exact_mut(ty.type_size()) {
                         if ty == GgmlType::Q6_K {
@@ -567,12 +586,18 @@ mod repacked_matmul {
                             continue;
                         }
                         blk[..2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
-                        if ty == GgmlType::Q4_0 {
-                            blk[2..].fill(fill);
-                        } else {
-                            blk[2..4].copy_from_slice(&half::f16::from_f32(0.25).to_le_bytes());
-                            blk[4..16].fill(0xff);
-                            blk[16..].fill(fill);
+                        match ty {
+                            GgmlType::Q4_0 | GgmlType::Q5_0 => blk[2..].fill(fill),
+                            GgmlType::Q8_0 => blk[2..].fill([0x80, 0x7f, 0x81][r - 1]),
+                            GgmlType::Q5_1 => {
+                                blk[2..4].copy_from_slice(&half::f16::from_f32(-0.25).to_le_bytes());
+                                blk[4..].fill(fill);
+                            }
+                            _ => {
+                                blk[2..4].copy_from_slice(&half::f16::from_f32(0.25).to_le_bytes());
+                                blk[4..16].fill(0xff);
+                                blk[16..].fill(fill);
+                            }
                         }
                     }
                 }
@@ -608,8 +633,14 @@ mod repacked_matmul {
                             );
                         }
                         // A batch of decodes (several sequences' tokens) on the VNNI kernel:
-                        // each token's products are exactly the ones it gets alone.
-                        if b == Backend::Avx512 && CpuFeatures::detect().avx512_vnni && n_tokens <= SMALL_BATCH {
+                        // each token's products are exactly the ones it gets alone. The
+                        // 32-element formats but Q4_0 also in the prefill panels, which repeat
+                        // the decode kernel's integer sums and float steps.
+                        let exact_panels = matches!(ty, GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::Q5_1);
+                        if b == Backend::Avx512
+                            && CpuFeatures::detect().avx512_vnni
+                            && (n_tokens <= SMALL_BATCH || exact_panels)
+                        {
                             for t in 0..n_tokens {
                                 let mut alone = vec![f32::NAN; rows];
                                 matmul_with(b, pool, &w, &x[t * cols..(t + 1) * cols], 1, &mut alone);
@@ -641,6 +672,9 @@ mod repacked_matmul {
             (GgmlType::Q4_0, 24, 64),
             (GgmlType::Q4_K, 24, 256),
             (GgmlType::Q6_K, 24, 512),
+            (GgmlType::Q8_0, 24, 64),
+            (GgmlType::Q5_0, 24, 96),
+            (GgmlType::Q5_1, 24, 64),
         ] {
             let quantized = |rng: &mut StdRng| {
                 let xs: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-1.0..1.0)).collect();

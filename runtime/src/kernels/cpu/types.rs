@@ -152,12 +152,33 @@ pub(super) const Q4K_LINES: usize = 37;
 /// quant lines (low 4 bits) and one line of the high 2 bits.
 pub(super) const Q6K_LINES: usize = 5 + 3 * 16;
 
-/// A Q4_0, Q4_K or Q6_K matrix in the panel layout (see `repack.rs`, which makes it).
+/// Lines per panel and block of a 32-element ("legacy") format: Q4_0 4 quant lines; Q5_0 and
+/// Q5_1 the same 4 plus one line of the fifth bits; Q8_0 8 lines of one element quad each.
+pub(super) const fn legacy_lines(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q5_0 | GgmlType::Q5_1 => 5,
+        GgmlType::Q8_0 => 8,
+        _ => 4,
+    }
+}
+
+/// f16 values per panel and block of a 32-element format in [`PackedMatrix::scales`]: the 16
+/// rows' `d`, then (Q5_1) their 16 mins `m`.
+pub(super) const fn legacy_scales(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q5_1 => 2 * PANEL_ROWS,
+        _ => PANEL_ROWS,
+    }
+}
+
+/// A Q4_0, Q5_0, Q5_1, Q8_0, Q4_K or Q6_K matrix in the panel layout (see `repack.rs`, which
+/// makes it).
 pub struct PackedMatrix {
     pub(super) ty: GgmlType,
     pub(super) rows: usize,
     pub(super) cols: usize,
-    /// Q4_0 only: the f16 block scales.
+    /// The 32-element formats only: the f16 block scales (and Q5_1's mins), see
+    /// [`legacy_scales`].
     pub(super) scales: Vec<u16>,
     pub(super) lines: LineBuf,
 }
@@ -222,18 +243,23 @@ impl std::fmt::Debug for PackedMatrix {
     }
 }
 
-/// One token's activation row (Q8_0 for Q4_0 weights, Q8_K for Q4_K and Q6_K) prepared for
-/// the kernels for repacked weights.
+/// One token's activation row (Q8_0 for Q4_0, Q5_0 and Q8_0 weights, Q8_1 for Q5_1, Q8_K for
+/// Q4_K and Q6_K) prepared for the kernels for repacked weights.
 #[cfg(target_arch = "x86_64")]
 pub(super) struct PackedActivations {
     /// The quads (4 quants each) of every block, as little-endian u32.
     pub(super) quads: Vec<u32>,
     /// Per block (Q8_0) or super-block (Q8_K): the activation scale.
     pub(super) scales: Vec<f32>,
-    /// Q8_0: per block, `-8 * sum(y)`, the start of each row's integer sum.
+    /// Q8_0: per block, `-offset * sum(y)`, the start of each row's integer sum (the
+    /// weights' offset: 8 for Q4_0, 16 for Q5_0, 128 for Q8_0, whose quants are stored + 128).
+    /// Q8_1 (Q5_1): per block 0 (no offset; the min enters through `block_s`).
     /// Q8_K for Q4_K: per sub-block of 32, `sum(y)` (from `bsums`), paired with the mins.
     /// Q8_K for Q6_K: per group of 16, `sum(y)` (the `bsums`), for the offset of 32.
     pub(super) sums: Vec<i32>,
+    /// Q8_1 only: per block, its f16 `s = d * sum(y)` as f32, which the weights' min `m`
+    /// multiplies (as ggml's dot product and the scalar specification use it).
+    pub(super) block_s: Vec<f32>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -249,11 +275,26 @@ impl PackedActivations {
             quads: Vec::new(),
             scales: Vec::new(),
             sums: Vec::new(),
+            block_s: Vec::new(),
         };
-        if ty == GgmlType::Q4_0 {
+        let f16_at = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
+        if ty == GgmlType::Q5_1 {
+            for blk in act.chunks_exact(36) {
+                x.scales.push(f16_at(blk, 0));
+                x.block_s.push(f16_at(blk, 2));
+                x.sums.push(0);
+                x.quads.extend(quads_of(&blk[4..]));
+            }
+        } else if ty.block_size() == 32 {
+            let offset = match ty {
+                GgmlType::Q4_0 => 8,
+                GgmlType::Q5_0 => 16,
+                _ => 128,
+            };
             for blk in act.chunks_exact(34) {
-                x.scales.push(half::f16::from_le_bytes([blk[0], blk[1]]).to_f32());
-                x.sums.push(-8 * blk[2..].iter().map(|&q| q as i8 as i32).sum::<i32>());
+                x.scales.push(f16_at(blk, 0));
+                x.sums
+                    .push(-offset * blk[2..].iter().map(|&q| q as i8 as i32).sum::<i32>());
                 x.quads.extend(quads_of(&blk[2..]));
             }
         } else {
@@ -298,13 +339,12 @@ impl PackedMatrix {
         self.rows.div_ceil(PANEL_ROWS)
     }
 
-    /// Q4_0 block `b` of panel `p`: its 16 f16 scales and its 4 quant lines.
-    pub(super) fn q4_0_block(&self, p: usize, b: usize) -> (&[u16], &[Line]) {
+    /// Block `b` of panel `p` of a 32-element format: its [`legacy_scales`] f16 values and its
+    /// [`legacy_lines`] lines.
+    pub(super) fn legacy_block(&self, p: usize, b: usize) -> (&[u16], &[Line]) {
         let i = p * (self.cols / 32) + b;
-        (
-            &self.scales[i * PANEL_ROWS..(i + 1) * PANEL_ROWS],
-            &self.lines[i * 4..(i + 1) * 4],
-        )
+        let (ns, nl) = (legacy_scales(self.ty), legacy_lines(self.ty));
+        (&self.scales[i * ns..(i + 1) * ns], &self.lines[i * nl..(i + 1) * nl])
     }
 
     /// Q4_K super-block `b` of panel `p`: its [`Q4K_LINES`] lines.
