@@ -162,8 +162,9 @@ pub struct ActivationsArg {
 /// model runs on the CPU (docs/kernels.md "Default path").
 #[derive(clap::Args, Debug, Clone, Copy, Default)]
 pub struct RepackArg {
-    /// Repack every Q4_0/Q4_K/Q6_K matrix into 16-row panels for the x86 AVX2 and AVX-512
-    /// VNNI kernels, also where the default would not (no effect on other CPUs).
+    /// Repack every matrix of a type with a panel form (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
+    /// Q6_K) into 16-row panels for the x86 AVX2 and AVX-512 VNNI kernels, also where the
+    /// default would not (no effect on other CPUs).
     #[arg(long, conflicts_with = "no_repack")]
     pub repack: bool,
     /// Use every weight in place from the file mapping: zero-copy (pages shared with other
@@ -318,7 +319,15 @@ pub fn load_model_with(
         progress.finish();
         let report = report?;
         if report.tensors == 0 && which == RepackChoice::All {
-            eprintln!("edgeact: --repack: nothing repacked (needs Q4_0/Q4_K/Q6_K weights and an x86-64 CPU with AVX2)");
+            let types: Vec<String> = edgeact_runtime::kernels::cpu::KERNEL_TYPES
+                .iter()
+                .filter(|k| k.repack)
+                .map(|k| k.ty.to_string())
+                .collect();
+            eprintln!(
+                "edgeact: --repack: nothing repacked (needs {} weights and an x86-64 CPU with AVX2)",
+                types.join("/")
+            );
         }
         stats.repack_seconds = report.seconds;
         stats.repacked_tensors = report.tensors;

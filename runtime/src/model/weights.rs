@@ -34,7 +34,7 @@ pub enum RepackChoice {
     /// The types whose repacked kernels measured faster on this CPU's kernel path
     /// (`kernels::cpu::repack_by_default`): the default at load.
     Measured,
-    /// Every type with a repacked form (Q4_0, Q4_K): `--repack`.
+    /// Every type with a repacked form (the kernel table's `repack` column): `--repack`.
     All,
 }
 
