@@ -9,6 +9,9 @@
 //! [`TokenFilter`]). The scheduler reuses the longest cached prefix of a free sequence by
 //! itself, so turns of one agent (and the shared instruction prompt of all agents) are not
 //! prefilled again. With greedy decoding the replies equal [`EngineModel`](super::EngineModel)'s.
+//! Speculative decoding is the engine's choice ([`SchedulerOptions::speculate`]
+//! (edgeact_runtime::batching::SchedulerOptions)); it changes no greedy reply, and
+//! [`EngineConfig::speculate`] is not consulted here.
 //!
 //! Sampling: every call starts a fresh random stream seeded from the task seed (set by
 //! [`BatchedModel::reseed`]) and the call's number within the task, since a request carries
@@ -197,6 +200,10 @@ impl LanguageModel for BatchedModel {
                 prompt_ms: summary.prefill_ms,
                 gen_ms: summary.decode_ms,
                 stop: stop_name(&summary.stop).to_string(),
+                // The engine steps that evaluated this reply's tokens, and its accepted drafts
+                // (the batched engine has no jump-forward: nothing is forced).
+                forward_passes: summary.decode_passes,
+                draft_accepted: summary.draft_accepted,
                 ..Default::default()
             },
         })
@@ -211,6 +218,7 @@ mod tests {
     use edgeact_runtime::batching::{Scheduler, SchedulerOptions};
     use edgeact_runtime::gguf::GgufFile;
     use edgeact_runtime::model::{LlamaModel, MultiSession, Session, SessionOptions};
+    use edgeact_runtime::speculate::SpeculateConfig;
     use std::path::PathBuf;
 
     fn load() -> (Arc<LlamaModel>, Arc<Tokenizer>) {
@@ -295,8 +303,20 @@ mod tests {
     }
 
     fn scheduler(m: &(Arc<LlamaModel>, Arc<Tokenizer>), parallel: usize) -> Scheduler {
+        speculating_scheduler(m, parallel, false)
+    }
+
+    fn speculating_scheduler(m: &(Arc<LlamaModel>, Arc<Tokenizer>), parallel: usize, speculate: bool) -> Scheduler {
         let session = MultiSession::new(Arc::clone(&m.0), opts(), parallel).unwrap();
-        Scheduler::start(session, Arc::clone(&m.1), SchedulerOptions::default()).unwrap()
+        let opts = SchedulerOptions {
+            speculate: if speculate {
+                SpeculateConfig::default()
+            } else {
+                SpeculateConfig::off()
+            },
+            ..Default::default()
+        };
+        Scheduler::start(session, Arc::clone(&m.1), opts).unwrap()
     }
 
     fn check_same(engine: &[Vec<ModelReply>], batched: &[Vec<ModelReply>]) {
@@ -312,12 +332,12 @@ mod tests {
         }
     }
 
-    fn same_replies_as_engine(constrained: bool) {
+    fn same_replies_as_engine(constrained: bool, speculate: bool) {
         let m = load();
         let cfg = config(constrained, 48);
         let engine = engine_replies(&m, &cfg);
         // One model on a one-sequence engine, in turn.
-        let sched = scheduler(&m, 1);
+        let sched = speculating_scheduler(&m, 1, speculate);
         let mut b = BatchedModel::new(sched.handle(), Arc::clone(&m.1), cfg.clone()).unwrap();
         let sequential: Vec<Vec<ModelReply>> = conversations()
             .into_iter()
@@ -330,7 +350,7 @@ mod tests {
         assert!(story2.prefilled_tokens < story2.prompt_tokens, "{story2:?}");
         sched.shutdown();
         // Three models at once on a three-sequence engine (decoded in the same steps).
-        let sched = scheduler(&m, 3);
+        let sched = speculating_scheduler(&m, 3, speculate);
         let concurrent: Vec<Vec<ModelReply>> = std::thread::scope(|s| {
             let workers: Vec<_> = conversations()
                 .into_iter()
@@ -342,17 +362,25 @@ mod tests {
             workers.into_iter().map(|w| w.join().unwrap()).collect()
         });
         check_same(&engine, &concurrent);
+        let m = sched.handle().metrics();
+        assert_eq!(m.draft_tokens > 0, speculate, "{m:?}");
         sched.shutdown();
     }
 
     #[test]
     fn greedy_replies_equal_the_engine_model() {
-        same_replies_as_engine(false);
+        same_replies_as_engine(false, false);
     }
 
     #[test]
     fn constrained_replies_equal_the_engine_model() {
-        same_replies_as_engine(true);
+        same_replies_as_engine(true, false);
+    }
+
+    #[test]
+    fn speculating_engine_replies_equal_the_engine_model() {
+        same_replies_as_engine(false, true);
+        same_replies_as_engine(true, true);
     }
 
     #[test]

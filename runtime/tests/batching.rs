@@ -1,14 +1,20 @@
 //! The continuous-batching scheduler on stories260K: requests served together give exactly
 //! what each gets alone through `generate`, cached prefixes are reused, clients that leave
-//! free their sequence, the queue is bounded, bad requests are refused, shutdown drains.
+//! free their sequence, the queue is bounded, bad requests are refused, shutdown drains;
+//! speculative decoding inside the scheduler changes no output (greedy, seeded sampling,
+//! constrained, stop strings, full contexts, drafts cut by the step budget) and rolls the
+//! KV cache back correctly.
 
-use edgeact_runtime::batching::{Event, EventSink, Handle, Request, Scheduler, SchedulerOptions, SubmitError, Summary};
+use edgeact_runtime::batching::{
+    Event, EventSink, Handle, MetricsSnapshot, Request, Scheduler, SchedulerOptions, SubmitError, Summary, TokenFilter,
+};
 use edgeact_runtime::generate::{generate, GenerateOptions, StopReason};
 use edgeact_runtime::gguf::GgufFile;
-use edgeact_runtime::model::{LlamaModel, MultiSession, Session, SessionOptions};
+use edgeact_runtime::model::{LlamaModel, Logits, MultiSession, SeqChunk, Session, SessionOptions};
 use edgeact_runtime::sampler::{Sampler, SamplerConfig};
+use edgeact_runtime::speculate::SpeculateConfig;
 use edgeact_runtime::tokenizer::{StreamDecoder, Tokenizer};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 struct Fixture {
@@ -365,4 +371,260 @@ fn bad_requests_are_refused_with_a_reason() {
         },
     );
     assert_eq!((ids.len(), s.stop), (2, StopReason::ContextFull));
+}
+
+// ---- Speculative decoding in the scheduler (issue #16 item 4, #13 item 6) ----
+
+/// Prompts whose continuations copy from them (stories260K repeats itself), so drafts are
+/// proposed and accepted, and different lengths for a ragged batch.
+const COPYING: [&str; 4] = [
+    "Once upon a time there was a cat. The cat was big. Once upon a time there was a cat. The",
+    "Lily and Ben went to the park. Lily and Ben",
+    "The dog ran. The dog ran. The dog",
+    "One day, a little bird sat on a tree. One day, a little bird",
+];
+
+fn speculating(max_draft: usize, budget: usize) -> SchedulerOptions {
+    SchedulerOptions {
+        speculate: SpeculateConfig {
+            max_draft,
+            min_ngram: 1,
+            ..SpeculateConfig::default()
+        },
+        draft_budget: budget,
+        ..Default::default()
+    }
+}
+
+/// A request's outcome: ids, streamed text, stop, tokens counted, and the filter's log.
+type Outcome = (Vec<u32>, String, StopReason, usize, Vec<String>);
+
+/// The calls a filter received, in order.
+type CallLog = Arc<Mutex<Vec<String>>>;
+
+/// Submits every request at once (in order, so admission is the same on every run) to a
+/// scheduler with `parallel` sequences and `batch_size`-token steps; their outcomes and the
+/// metrics after.
+fn serve_all(
+    f: &Fixture,
+    parallel: usize,
+    batch_size: usize,
+    opts: SchedulerOptions,
+    requests: Vec<(Request, Option<CallLog>)>,
+) -> (Vec<Outcome>, Vec<Summary>, MetricsSnapshot) {
+    let ms = MultiSession::new(f.model.clone(), SessionOptions { batch_size, ..opts_() }, parallel).unwrap();
+    let sched = Scheduler::start(
+        ms,
+        f.tok.clone(),
+        SchedulerOptions {
+            queue_capacity: 16,
+            ..opts
+        },
+    )
+    .unwrap();
+    let h = sched.handle();
+    let mut waiting = Vec::new();
+    for (r, log) in requests {
+        let (tx, rx) = mpsc::channel();
+        h.submit(r, Box::new(tx)).unwrap();
+        waiting.push((rx, log));
+    }
+    let mut outcomes = Vec::new();
+    let mut summaries = Vec::new();
+    for (rx, log) in waiting {
+        let (ids, text, s) = collect(&rx);
+        let log = log.map(|l| l.lock().unwrap().clone()).unwrap_or_default();
+        outcomes.push((ids, text, s.stop.clone(), s.generated_tokens, log));
+        summaries.push(s);
+    }
+    let m = h.metrics();
+    sched.shutdown();
+    (outcomes, summaries, m)
+}
+
+fn opts_() -> SessionOptions {
+    opts()
+}
+
+/// A stateful constraint that records every call: bans the last token chosen and every id
+/// congruent to the number of tokens so far (mod 7), and is complete after a full stop.
+struct Picky {
+    n: usize,
+    last: Option<u32>,
+    done: bool,
+    stop: u32,
+    log: CallLog,
+}
+
+impl TokenFilter for Picky {
+    fn allowed(&mut self, n_vocab: usize, remaining: usize) -> Option<Vec<u32>> {
+        self.log.lock().unwrap().push(format!("allowed {remaining}"));
+        let n = self.n;
+        Some(
+            (0..n_vocab as u32)
+                .filter(|&t| Some(t) != self.last && t as usize % 7 != n % 7)
+                .collect(),
+        )
+    }
+    fn advance(&mut self, token: u32) {
+        self.log.lock().unwrap().push(format!("advance {token}"));
+        self.n += 1;
+        self.last = Some(token);
+        self.done |= token == self.stop;
+    }
+    fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+/// The ragged mix: greedy requests of different lengths, one with a stop string, one
+/// constrained by [`Picky`], one that must stop at its context.
+fn mixed_requests(f: &Fixture, sampler: impl Fn(usize) -> SamplerConfig) -> Vec<(Request, Option<CallLog>)> {
+    let mut out = Vec::new();
+    for (i, p) in COPYING.iter().enumerate() {
+        out.push((request(f, p, 30 + 17 * i, sampler(i)), None));
+    }
+    out.push((
+        Request {
+            stop_strings: vec!["park".into()],
+            ..request(f, COPYING[1], 80, sampler(4))
+        },
+        None,
+    ));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let stop = *f.tok.encode(".", false, false).last().unwrap();
+    out.push((
+        Request {
+            filter: Some(Box::new(Picky {
+                n: 0,
+                last: None,
+                done: false,
+                stop,
+                log: Arc::clone(&log),
+            })),
+            ..request(f, COPYING[2], 60, sampler(5))
+        },
+        Some(log),
+    ));
+    // 230 prompt tokens in a 256-token context: ends with "context full" after 26 tokens.
+    let mut long = f.tok.encode(COPYING[0], true, false);
+    while long.len() < 230 {
+        long.extend_from_within(1..long.len().min(231 - long.len()));
+    }
+    long.truncate(230);
+    out.push((
+        Request {
+            prompt: long,
+            ..request(f, "", 100, sampler(6))
+        },
+        None,
+    ));
+    out
+}
+
+fn check_speculation_is_lossless(sampler: impl Fn(usize) -> SamplerConfig + Copy, greedy: bool) {
+    let f = fixture();
+    // Several draft sizes and budgets: whole drafts, drafts cut by the step budget, and a
+    // batch so small that drafts only get the rows the decodes and prefill leave.
+    for (max_draft, budget, batch) in [(8, 64, 512), (8, 3, 512), (4, 24, 5)] {
+        let (plain, _, m0) = serve_all(&f, 3, batch, SchedulerOptions::default(), mixed_requests(&f, sampler));
+        assert_eq!((m0.draft_tokens, m0.draft_accepted), (0, 0));
+        assert!(plain.iter().any(|o| o.2 == StopReason::ContextFull), "{plain:?}");
+        if greedy {
+            assert!(plain.iter().any(|o| o.2 == StopReason::StopString("park".into())));
+        }
+        assert!(!plain[5].4.is_empty(), "the filter was consulted");
+        let (spec, summaries, m) = serve_all(
+            &f,
+            3,
+            batch,
+            speculating(max_draft, budget),
+            mixed_requests(&f, sampler),
+        );
+        for (i, (p, s)) in plain.iter().zip(&spec).enumerate() {
+            assert_eq!(
+                p, s,
+                "request {i}, max_draft {max_draft}, budget {budget}, batch {batch}"
+            );
+        }
+        assert!(m.draft_accepted > 0, "no draft was accepted: {m:?}");
+        assert!(m.draft_tokens >= m.draft_accepted);
+        assert!(
+            m.steps < m0.steps,
+            "speculation saved no step: {} vs {} (max_draft {max_draft}, budget {budget}, batch {batch})",
+            m.steps,
+            m0.steps
+        );
+        assert_eq!(m.generated_tokens, m0.generated_tokens);
+        let verified: usize = summaries.iter().map(|s| s.draft_tokens).sum();
+        let accepted: usize = summaries.iter().map(|s| s.draft_accepted).sum();
+        assert_eq!((verified as u64, accepted as u64), (m.draft_tokens, m.draft_accepted));
+        for s in &summaries {
+            // Every decode pass yields at least one token; accepted drafts add theirs.
+            assert!(s.decode_passes + s.draft_accepted <= s.generated_tokens, "{s:?}");
+        }
+        let text = m.to_prometheus();
+        assert!(text.contains(&format!("edgeact_draft_tokens_total {}\n", m.draft_tokens)));
+        assert!(text.contains(&format!("edgeact_draft_tokens_accepted_total {}\n", m.draft_accepted)));
+    }
+}
+
+#[test]
+fn greedy_speculation_in_a_ragged_batch_changes_no_output() {
+    check_speculation_is_lossless(|_| SamplerConfig::greedy(), true);
+}
+
+#[test]
+fn seeded_sampling_with_speculation_draws_the_same_tokens() {
+    // The acceptance rule draws exactly as the plain loop does (one draw per token from the
+    // request's own stream), so with the same logits a seeded request gives the same tokens.
+    check_speculation_is_lossless(|i| sampled(100 + i as u64), false);
+    // And the seed matters.
+    let f = fixture();
+    let one = |seed| {
+        let (o, _, _) = serve_all(
+            &f,
+            1,
+            512,
+            speculating(8, 24),
+            vec![(request(&f, COPYING[0], 60, sampled(seed)), None)],
+        );
+        o[0].0.clone()
+    };
+    assert_eq!(one(3), one(3));
+    assert!((4..8).any(|s| one(s) != one(3)), "the seed changes nothing");
+}
+
+#[test]
+fn a_sequence_rolled_back_continues_as_if_never_extended() {
+    // The scheduler drops rejected draft positions with `MultiSession::truncate`: evaluating
+    // after the cut must give what a sequence that never saw those tokens gives.
+    let f = fixture();
+    let prompt = f.tok.encode(COPYING[1], true, false);
+    let mut ms = MultiSession::new(f.model.clone(), opts(), 2).unwrap();
+    fn chunk(seq: usize, tokens: &[u32], logits: Logits) -> SeqChunk<'_> {
+        SeqChunk { seq, tokens, logits }
+    }
+    ms.step(&[chunk(0, &prompt, Logits::None), chunk(1, &prompt[..4], Logits::None)])
+        .unwrap();
+    // A "draft" of four tokens, all rows scored, then cut back to one.
+    let draft = [prompt[1], prompt[2], prompt[3], prompt[4]];
+    let rows = ms.step(&[chunk(0, &draft, Logits::All)]).unwrap();
+    let n_vocab = rows[0].len() / draft.len();
+    ms.truncate(0, prompt.len() + 1);
+    assert_eq!(ms.tokens(0).len(), prompt.len() + 1);
+    let after = ms
+        .step(&[
+            chunk(0, &[prompt[5]], Logits::Last),
+            chunk(1, &prompt[4..6], Logits::Last),
+        ])
+        .unwrap();
+    let mut solo = Session::new(f.model.clone(), opts()).unwrap();
+    let first = solo.eval(&[prompt.as_slice(), &draft[..1]].concat()).unwrap();
+    assert_eq!(&rows[0][..n_vocab], first.as_slice(), "the kept row");
+    let want = solo.eval(&[prompt[5]]).unwrap();
+    assert_eq!(after[0], want, "logits after the rollback");
+    // The rolled-back positions were overwritten: sequence 1 is unaffected throughout.
+    let mut other = Session::new(f.model.clone(), opts()).unwrap();
+    assert_eq!(after[1], other.eval(&prompt[..6]).unwrap());
 }

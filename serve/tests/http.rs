@@ -68,6 +68,7 @@ async fn start_custom(
     let sched = SchedulerOptions {
         queue_capacity: queue,
         prefill_chunk,
+        ..Default::default()
     };
     let scheduler = Scheduler::start(session, Arc::clone(&tok), sched).unwrap();
     let mut engine = Engine::new(

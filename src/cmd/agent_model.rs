@@ -9,6 +9,7 @@ use edgeact_runtime::batching::{Scheduler, SchedulerOptions};
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::kernels::cuda::Backend;
 use edgeact_runtime::model::{LlamaModel, MultiSession, SessionOptions};
+use edgeact_runtime::speculate::SpeculateConfig;
 use edgeact_runtime::tokenizer::Tokenizer;
 use std::sync::Arc;
 
@@ -51,7 +52,7 @@ impl LoadedModel {
 
     /// One continuous-batching engine of `n_seqs` sequences of `--ctx` tokens each, using
     /// `--threads` (default all cores), for [`BatchedModel`]s sharing the model.
-    pub fn scheduler(&self, n_seqs: usize) -> anyhow::Result<Scheduler> {
+    pub fn scheduler(&self, n_seqs: usize, speculate: SpeculateConfig) -> anyhow::Result<Scheduler> {
         let max = self.model.config().max_context;
         let opts = SessionOptions {
             n_ctx: self.args.ctx.min(max),
@@ -63,6 +64,7 @@ impl LoadedModel {
         let session = MultiSession::new(Arc::clone(&self.model), opts, n_seqs)?;
         let sched = SchedulerOptions {
             queue_capacity: SchedulerOptions::default().queue_capacity.max(n_seqs),
+            speculate,
             ..Default::default()
         };
         Ok(Scheduler::start(session, Arc::clone(&self.tokenizer), sched)?)

@@ -30,6 +30,7 @@ use edgeact_agent::{
 };
 use edgeact_runtime::batching::Scheduler;
 use edgeact_runtime::model::KvType;
+use edgeact_runtime::speculate::SpeculateConfig;
 use edgeact_tools::os::task::default_scripts_dir;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -71,9 +72,9 @@ struct EvalArgs {
     /// Script files must stay inside it (no absolute paths, `..` or links out).
     #[arg(long)]
     scripts: Option<PathBuf>,
-    /// Tasks run in parallel. CPU: as sequences of one shared batching engine (all threads;
-    /// no speculative decoding), --jobs 1: the single-sequence engine (speculates unless
-    /// --no-speculate); GPU: one session each; --endpoint: concurrent requests.
+    /// Tasks run in parallel. CPU: as sequences of one shared batching engine (all threads),
+    /// --jobs 1: the single-sequence engine; both speculate unless --no-speculate. GPU: one
+    /// session each; --endpoint: concurrent requests.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
     /// Only the first N tasks.
@@ -104,8 +105,8 @@ struct EvalArgs {
     /// Protocol-constrained decoding (off by default to reproduce the published setup).
     #[arg(long)]
     constrain: bool,
-    /// Turn off prompt-lookup speculative decoding and jump-forward of forced tokens (on by
-    /// default with --jobs 1; --jobs N>1 runs the batched engine, which never speculates).
+    /// Turn off prompt-lookup speculative decoding (on by default, on one sequence and on the
+    /// batched engine of --jobs N>1) and jump-forward of forced tokens (one sequence only).
     #[arg(long)]
     no_speculate: bool,
     #[arg(long, default_value_t = 128)]
@@ -210,7 +211,10 @@ struct Report {
 }
 
 /// Decode figures over all runs: generated tokens per second of decode time, forward passes
-/// per generated token, draft tokens accepted and tokens forced by the constraint.
+/// per generated token, draft tokens accepted and tokens forced by the constraint. On the
+/// batched engine a run's forward passes are the engine steps that evaluated its generated
+/// tokens (a step shared by several runs counts for each); `engine_steps` is the engine's
+/// own count of steps (prefill included) and `draft_tokens` the drafts it verified.
 #[derive(Clone, Debug, Default, Serialize)]
 struct DecodeSummary {
     generated_tokens: usize,
@@ -220,6 +224,10 @@ struct DecodeSummary {
     passes_per_token: f64,
     draft_accepted: usize,
     forced_tokens: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine_steps: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    draft_tokens: Option<u64>,
 }
 
 impl DecodeSummary {
@@ -354,10 +362,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 verbose: false,
             })?;
             // The batching engine runs on the CPU; on a GPU each job keeps its own session.
-            // One job runs the single-sequence engine (which speculates; the batched one does
-            // not).
+            // One job runs the single-sequence engine. Both speculate unless told not to.
             let scheduler = if m.on_cpu() && n_jobs > 1 {
-                Some(m.scheduler(n_jobs)?)
+                let speculate = if a.no_speculate {
+                    SpeculateConfig::off()
+                } else {
+                    SpeculateConfig::default()
+                };
+                Some(m.scheduler(n_jobs, speculate)?)
             } else {
                 None
             };
@@ -522,7 +534,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
     bar.finish();
     let seconds = started.elapsed().as_secs_f64();
+    // Local models speculate (one sequence or batched) unless --no-speculate.
+    let speculating = config.speculate.enabled && matches!(source, Source::Engine(..));
+    let mut engine_steps = None;
     if let Source::Engine(_, Some(s)) = source {
+        let m = s.handle().metrics();
+        engine_steps = Some((m.steps, m.draft_tokens));
         s.shutdown();
     }
     if let Some(e) = worker_error.into_inner().ok().flatten() {
@@ -544,7 +561,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "{} run(s) in {seconds:.1} s with {n_jobs} job(s): {tasks_per_minute:.2} tasks/min",
         results.len()
     );
-    let decode = DecodeSummary::of(&results);
+    let mut decode = DecodeSummary::of(&results);
+    if let Some((steps, drafted)) = engine_steps {
+        decode.engine_steps = Some(steps);
+        decode.draft_tokens = Some(drafted);
+    }
     if decode.forward_passes > 0 {
         eprintln!(
             "decode: {} tokens in {:.1} s ({:.1} tok/s), {} forward passes ({:.3} per token), \
@@ -557,6 +578,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             decode.draft_accepted,
             decode.forced_tokens
         );
+    }
+    if let (Some(steps), Some(drafted)) = (decode.engine_steps, decode.draft_tokens) {
+        eprintln!("batched engine: {steps} steps, {drafted} draft tokens verified");
     }
     let errors = results.iter().filter(|r| r.error.is_some()).count();
     if errors > 0 {
@@ -576,7 +600,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             template: a.template.clone(),
             chat_template: format_name.to_string(),
             constrained: a.constrain,
-            speculate: config.speculate.enabled && n_jobs == 1,
+            speculate: speculating,
             decode,
             seeds: summaries,
             score_mean: mean,

@@ -7,6 +7,7 @@ use edgeact_agent::{FormatChoice, PromptFormat};
 use edgeact_runtime::batching::{Scheduler, SchedulerOptions};
 use edgeact_runtime::kernels::cuda::DeviceChoice;
 use edgeact_runtime::model::MultiSession;
+use edgeact_runtime::speculate::SpeculateConfig;
 use edgeact_runtime::tokenizer::Tokenizer;
 use edgeact_serve::{ChatPrompt, Engine, ServeOptions};
 use std::process::ExitCode;
@@ -52,6 +53,11 @@ pub struct Args {
     /// Largest TGI `best_of` (candidates generated in parallel for one request; 1 refuses it).
     #[arg(long, default_value_t = edgeact_serve::DEFAULT_MAX_BEST_OF)]
     max_best_of: usize,
+    /// Prompt-lookup speculative decoding: each step also verifies tokens guessed from each
+    /// request's own prompt and output (lossless; pays when replies copy their prompts, as
+    /// agents' do; costs batch rows otherwise).
+    #[arg(long)]
+    speculate: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -75,6 +81,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let session = MultiSession::new(Arc::clone(&model), opts, args.parallel).context("setting up the sequences")?;
     let sched_opts = SchedulerOptions {
         queue_capacity: args.queue,
+        speculate: if args.speculate {
+            SpeculateConfig::default()
+        } else {
+            SpeculateConfig::off()
+        },
         ..Default::default()
     };
     let mut scheduler = Scheduler::start(session, Arc::clone(&tokenizer), sched_opts)?;
@@ -85,10 +96,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| "model".into())
     });
     eprintln!(
-        "edgeact serve: {model_id}: {} x {n_ctx}-token sequences, queue {}, chat template {}",
+        "edgeact serve: {model_id}: {} x {n_ctx}-token sequences, queue {}, chat template {}{}",
         args.parallel,
         args.queue,
-        format.name()
+        format.name(),
+        if args.speculate { ", speculative decoding" } else { "" }
     );
     let engine = Engine::new(scheduler.handle(), tokenizer, ChatPrompt::new(format), model_id);
     let serve_opts = ServeOptions {

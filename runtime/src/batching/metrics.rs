@@ -18,6 +18,8 @@ pub struct Metrics {
     prefix_hits: AtomicU64,
     generated_tokens: AtomicU64,
     steps: AtomicU64,
+    draft_tokens: AtomicU64,
+    draft_accepted: AtomicU64,
     queue_depth: AtomicU64,
     busy_sequences: AtomicU64,
 }
@@ -44,6 +46,9 @@ pub struct MetricsSnapshot {
     pub generated_tokens: u64,
     /// Forward passes.
     pub steps: u64,
+    /// Draft tokens verified (speculative decoding), and those accepted.
+    pub draft_tokens: u64,
+    pub draft_accepted: u64,
     pub queue_depth: u64,
     pub busy_sequences: u64,
 }
@@ -68,6 +73,8 @@ impl Metrics {
             prefix_hits: z(),
             generated_tokens: z(),
             steps: z(),
+            draft_tokens: z(),
+            draft_accepted: z(),
             queue_depth: z(),
             busy_sequences: z(),
         }
@@ -86,10 +93,17 @@ impl Metrics {
             add(&self.prefix_hits, 1);
         }
     }
-    pub(crate) fn step(&self, prefilled: usize, generated: usize) {
+    /// A forward pass that prefilled `prefilled` prompt tokens.
+    pub(crate) fn step(&self, prefilled: usize) {
         add(&self.steps, 1);
         add(&self.prefilled_tokens, prefilled);
-        add(&self.generated_tokens, generated);
+    }
+    pub(crate) fn generated(&self, tokens: usize) {
+        add(&self.generated_tokens, tokens);
+    }
+    pub(crate) fn drafts(&self, verified: usize, accepted: usize) {
+        add(&self.draft_tokens, verified);
+        add(&self.draft_accepted, accepted);
     }
     pub(crate) fn ended(&self, cancelled: bool, failed: bool) {
         match (cancelled, failed) {
@@ -118,6 +132,8 @@ impl Metrics {
             prefix_hits: g(&self.prefix_hits),
             generated_tokens: g(&self.generated_tokens),
             steps: g(&self.steps),
+            draft_tokens: g(&self.draft_tokens),
+            draft_accepted: g(&self.draft_accepted),
             queue_depth: g(&self.queue_depth),
             busy_sequences: g(&self.busy_sequences),
         }
@@ -198,6 +214,18 @@ impl MetricsSnapshot {
             "counter",
             "Batched forward passes run.",
             self.steps,
+        );
+        metric(
+            "draft_tokens_total",
+            "counter",
+            "Draft tokens verified by speculative decoding.",
+            self.draft_tokens,
+        );
+        metric(
+            "draft_tokens_accepted_total",
+            "counter",
+            "Draft tokens the model accepted.",
+            self.draft_accepted,
         );
         metric(
             "queue_depth",

@@ -9,6 +9,15 @@
 //! turn), and a client that goes away (its sink refuses an event or reports itself closed)
 //! cancels its generation and frees its sequence.
 //!
+//! With [`SchedulerOptions::speculate`] on, each decoding sequence also carries a
+//! prompt-lookup draft ([`crate::speculate::find_draft`] over its prompt and generated tokens)
+//! in its chunk of the step; the model's logits at every draft position are checked with the
+//! single-sequence loop's acceptance rule ([`crate::speculate::choose`]: the sampler's own draw
+//! at each position, the request's [`TokenFilter`] applied as for single tokens), accepted
+//! tokens are streamed in order with every stop condition checked token by token, and the
+//! sequence's cache is cut back past the first rejected position. Greedy output is the same
+//! with and without; a seeded sampled request draws the same random numbers either way.
+//!
 //! The loop knows nothing of HTTP: `edgeact serve` and the in-process `eval --jobs` are both
 //! clients of a [`Handle`].
 
@@ -16,11 +25,12 @@ mod metrics;
 mod scheduler;
 
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use scheduler::{Scheduler, DEFAULT_PREFILL_CHUNK};
+pub use scheduler::{Scheduler, DEFAULT_DRAFT_BUDGET, DEFAULT_PREFILL_CHUNK};
 
 use crate::generate::StopReason;
 use crate::model::MultiSession;
 use crate::sampler::SamplerConfig;
+use crate::speculate::SpeculateConfig;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
@@ -83,6 +93,12 @@ pub struct Summary {
     /// With [`Request::prompt_logprobs`]: for each prompt token after the first, the natural
     /// log of the probability the model gave it after the tokens before it.
     pub prompt_logprobs: Option<Vec<f32>>,
+    /// Steps that evaluated a generated token (and its draft) of this request: its decode
+    /// passes, fewer than `generated_tokens` when drafts were accepted.
+    pub decode_passes: usize,
+    /// Draft tokens verified for this request, and those accepted.
+    pub draft_tokens: usize,
+    pub draft_accepted: usize,
     /// Milliseconds spent waiting for a sequence, prefilling, and decoding.
     pub queue_ms: f64,
     pub prefill_ms: f64,
@@ -130,6 +146,12 @@ pub struct SchedulerOptions {
     pub queue_capacity: usize,
     /// Most prompt tokens one step prefills (the rest of a long prompt waits for later steps).
     pub prefill_chunk: usize,
+    /// Prompt-lookup speculative decoding of every request (off by default: it spends step
+    /// rows on guesses, which pays where the outputs copy their prompts, as agents' do).
+    pub speculate: SpeculateConfig,
+    /// Most draft tokens in one step over all sequences. Drafts only fill what the decodes
+    /// and the prefill pieces leave of the batch, so under load they shrink first.
+    pub draft_budget: usize,
 }
 
 impl Default for SchedulerOptions {
@@ -137,6 +159,8 @@ impl Default for SchedulerOptions {
         SchedulerOptions {
             queue_capacity: 64,
             prefill_chunk: DEFAULT_PREFILL_CHUNK,
+            speculate: SpeculateConfig::off(),
+            draft_budget: DEFAULT_DRAFT_BUDGET,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The batching loop: admit queued requests into free sequences, build one step of decodes
-//! and prefill pieces, run it, sample, stream events, retire finished or abandoned requests.
+//! (each with its speculative draft, when on) and prefill pieces, run it, sample and verify,
+//! stream events, retire finished or abandoned requests.
 
 use super::{
     handle_for, Command, Event, EventSink, Handle, Metrics, Request, SchedulerOptions, Submission, Summary, TokenEvent,
@@ -8,6 +9,7 @@ use super::{
 use crate::generate::{common_prefix, StopMatcher, StopReason};
 use crate::model::{Logits, ModelError, MultiSession, SeqChunk};
 use crate::sampler::Sampler;
+use crate::speculate::{self, SpeculateConfig};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +20,12 @@ use std::time::Instant;
 /// Prompt tokens prefilled per step by default: large enough to keep prefill efficient, small
 /// enough that running decodes wait little for a new request's prompt.
 pub const DEFAULT_PREFILL_CHUNK: usize = 256;
+
+/// Draft tokens verified per step over all sequences by default. Each draft row costs a
+/// row of every matmul (and of the output projection), which on a CPU is not free beyond a
+/// few rows; 24 leaves 8 agents about 3 rows each. On the DB dev episodes (SmolLM2, 8 jobs)
+/// the adaptive draft lengths averaged ~14 draft rows a step, and a budget of 64 was no faster.
+pub const DEFAULT_DRAFT_BUDGET: usize = 24;
 
 /// The thread running the loop; [`Scheduler::handle`] gives clients.
 pub struct Scheduler {
@@ -47,6 +55,8 @@ impl Scheduler {
                     waiting,
                     metrics,
                     prefill_chunk: opts.prefill_chunk,
+                    speculate: opts.speculate,
+                    draft_budget: opts.draft_budget,
                     queue: VecDeque::new(),
                     active: Vec::new(),
                     last_used: Vec::new(),
@@ -106,6 +116,14 @@ struct Active<'t> {
     generated: Vec<u32>,
     /// Sampled and not yet evaluated.
     pending: Option<u32>,
+    /// The next draft's length: doubles (up to the configured maximum) while drafts are
+    /// accepted whole, drops to one past the accepted part on a rejection (as the
+    /// single-sequence loop's).
+    draft_len: usize,
+    /// Steps that evaluated this request's generated tokens; draft tokens verified, accepted.
+    decode_passes: usize,
+    draft_tokens: usize,
+    draft_accepted: usize,
     /// Log-probabilities of the prompt's tokens after the first, when the request asked.
     prompt_logprobs: Option<Vec<f32>>,
     /// The log-probability of the stop token that ended the generation.
@@ -124,6 +142,8 @@ struct Loop<'t> {
     waiting: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     prefill_chunk: usize,
+    speculate: SpeculateConfig,
+    draft_budget: usize,
     queue: VecDeque<Box<Submission>>,
     active: Vec<Active<'t>>,
     /// Logical time each sequence was last released (least recently used is reused first).
@@ -239,6 +259,10 @@ impl<'t> Loop<'t> {
                 stop_tokens,
                 generated: Vec::new(),
                 pending: None,
+                draft_len: self.speculate.max_draft,
+                decode_passes: 0,
+                draft_tokens: 0,
+                draft_accepted: 0,
                 prompt_logprobs: prompt_logprobs.then(Vec::new),
                 stop_logprob: None,
                 text: String::new(),
@@ -251,7 +275,8 @@ impl<'t> Loop<'t> {
     }
 
     /// One forward pass: a token of every decoding request, then prompt pieces (oldest request
-    /// first) up to the prefill chunk and the batch size.
+    /// first) up to the prefill chunk and the batch size, then the decoding requests' drafts in
+    /// what is left of the batch and the draft budget.
     fn step(&mut self) {
         // Requests whose client left are dropped before computing anything for them.
         for i in (0..self.active.len()).rev() {
@@ -265,27 +290,41 @@ impl<'t> Loop<'t> {
         let batch = self.session.batch_size();
         let n_decode = self.active.iter().filter(|a| a.pending.is_some()).count();
         let mut budget = self.prefill_chunk.min(batch.saturating_sub(n_decode));
-        let mut chunks: Vec<SeqChunk<'_>> = Vec::new();
-        let mut owners = Vec::new();
+        // Prompt pieces: (request, end of the piece).
+        let mut pieces = Vec::new();
         let mut n_prefill = 0;
-        for (i, a) in self.active.iter().enumerate() {
-            if let Some(tok) = &a.pending {
-                chunks.push(SeqChunk {
-                    seq: a.seq,
-                    tokens: std::slice::from_ref(tok),
-                    logits: Logits::Last,
-                });
-                owners.push(i);
-            }
-        }
         for (i, a) in self.active.iter().enumerate() {
             if a.pending.is_some() || a.prefilled == a.prompt.len() || budget == 0 {
                 continue;
             }
             let take = (a.prompt.len() - a.prefilled).min(budget);
-            let end = a.prefilled + take;
             budget -= take;
             n_prefill += take;
+            pieces.push((i, a.prefilled + take));
+        }
+        // The decoding requests' tokens: the pending one, then the draft.
+        let mut decodes: Vec<(usize, Vec<u32>)> = self
+            .active
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.pending.map(|t| (i, vec![t])))
+            .collect();
+        if self.speculate.enabled {
+            let room = batch.saturating_sub(n_decode + n_prefill).min(self.draft_budget);
+            self.add_drafts(&mut decodes, room);
+        }
+        let mut chunks: Vec<SeqChunk<'_>> = Vec::new();
+        let mut owners = Vec::new();
+        for (i, tokens) in &decodes {
+            chunks.push(SeqChunk {
+                seq: self.active[*i].seq,
+                tokens,
+                logits: if tokens.len() > 1 { Logits::All } else { Logits::Last },
+            });
+            owners.push(*i);
+        }
+        for &(i, end) in &pieces {
+            let a = &self.active[i];
             chunks.push(SeqChunk {
                 seq: a.seq,
                 tokens: &a.prompt[a.prefilled..end],
@@ -300,6 +339,8 @@ impl<'t> Loop<'t> {
             owners.push(i);
         }
         let lens: Vec<usize> = chunks.iter().map(|c| c.tokens.len()).collect();
+        // Cached tokens of each chunk's sequence before the step.
+        let bases: Vec<usize> = chunks.iter().map(|c| self.session.tokens(c.seq).len()).collect();
         let result = self.session.step(&chunks);
         drop(chunks);
         let logits = match result {
@@ -313,22 +354,27 @@ impl<'t> Loop<'t> {
                 return;
             }
         };
-        self.metrics.step(n_prefill, 0);
+        self.metrics.step(n_prefill);
         let mut ended = Vec::new();
-        for ((&i, logits), len) in owners.iter().zip(logits).zip(lens) {
+        for (k, ((&i, logits), len)) in owners.iter().zip(logits).zip(lens).enumerate() {
             let a = &mut self.active[i];
-            let decoding = a.pending.take().is_some();
-            let start = a.prefilled;
-            if !decoding {
-                a.prefilled += len;
+            if a.pending.is_some() {
+                // The pending token and its draft: verify, keep the accepted part.
+                let draft = &decodes[k].1[1..];
+                if let Some(end) = self.verify(i, &logits, draft, bases[k]) {
+                    ended.push((i, end));
+                }
+                continue;
             }
+            let start = a.prefilled;
+            a.prefilled += len;
             if logits.is_empty() {
                 continue;
             }
             // A prompt chunk with the logits of every position: row j (position start + j)
             // scores the prompt token after it; the prompt's last row chooses the first new token.
             let mut logits = logits.as_slice();
-            if let (false, Some(scores)) = (decoding, a.prompt_logprobs.as_mut()) {
+            if let Some(scores) = a.prompt_logprobs.as_mut() {
                 let n_vocab = logits.len() / len;
                 for (j, row) in logits.chunks_exact(n_vocab).enumerate() {
                     if let Some(&next) = a.prompt.get(start + j + 1) {
@@ -343,7 +389,8 @@ impl<'t> Loop<'t> {
             if a.first_token.is_none() {
                 a.first_token = Some(Instant::now());
             }
-            if let Some(end) = sample_next(a, &self.session, logits, &self.metrics) {
+            let history = self.session.tokens(a.seq);
+            if let Next::End(end) = sample_next(a, history, self.session.n_ctx(), logits, None, &self.metrics) {
                 ended.push((i, end));
             }
         }
@@ -351,6 +398,98 @@ impl<'t> Loop<'t> {
         for (i, end) in ended.into_iter().rev() {
             self.retire(i, end);
         }
+    }
+
+    /// Appends to each decoding request's tokens (`decodes`: request, `[pending]`) the draft
+    /// its history proposes, at most `room` draft tokens in all. When the drafts want more,
+    /// every request's draft is cut to a common length (the largest that fits; the leftover
+    /// rows go to the earliest requests), so no request's speculation starves another's.
+    fn add_drafts(&self, decodes: &mut [(usize, Vec<u32>)], room: usize) {
+        if room == 0 {
+            return;
+        }
+        let n_ctx = self.session.n_ctx();
+        let mut drafts: Vec<Vec<u32>> = decodes
+            .iter()
+            .map(|(i, tokens)| {
+                let a = &self.active[*i];
+                let cached = self.session.tokens(a.seq);
+                // Room in the context after the pending token, and in the token budget after
+                // the token the model adds behind the draft.
+                let ctx_room = n_ctx.saturating_sub(cached.len() + 1);
+                let remaining = a.max_tokens - a.generated.len();
+                let max = a.draft_len.min(ctx_room).min(remaining.saturating_sub(1));
+                if max == 0 {
+                    return Vec::new();
+                }
+                let mut history = Vec::with_capacity(cached.len() + 1);
+                history.extend_from_slice(cached);
+                history.extend_from_slice(tokens);
+                speculate::find_draft(&history, &self.speculate, max)
+            })
+            .collect();
+        let wanted: usize = drafts.iter().map(Vec::len).sum();
+        if wanted > room {
+            let fits = |cap: usize| drafts.iter().map(|d| d.len().min(cap)).sum::<usize>() <= room;
+            let mut cap = 0;
+            while fits(cap + 1) {
+                cap += 1;
+            }
+            let mut spare = room - drafts.iter().map(|d| d.len().min(cap)).sum::<usize>();
+            for d in &mut drafts {
+                let extra = usize::from(spare > 0 && d.len() > cap);
+                spare -= extra;
+                d.truncate(cap + extra);
+            }
+        }
+        for ((_, tokens), draft) in decodes.iter_mut().zip(drafts) {
+            tokens.extend(draft);
+        }
+    }
+
+    /// Chooses request `i`'s tokens after a step that evaluated its pending token followed by
+    /// `draft` (`logits`: one row per evaluated token, or the last row without a draft;
+    /// `base`: tokens cached before the step). Each draft token is checked with the
+    /// single-sequence loop's rule; the first one the model does not choose ends the check
+    /// (the model's choice replaces it), and the cache is cut back to the tokens actually
+    /// generated. `Some` when the request ends.
+    fn verify(&mut self, i: usize, logits: &[f32], draft: &[u32], base: usize) -> Option<End> {
+        let a = &mut self.active[i];
+        a.pending = None;
+        a.decode_passes += 1;
+        a.draft_tokens += draft.len();
+        let n_ctx = self.session.n_ctx();
+        let n_vocab = logits.len() / (draft.len() + 1);
+        let mut accepted = 0;
+        let mut end = None;
+        for j in 0..=draft.len() {
+            // Row j follows the pending token and the first j draft tokens.
+            let evaluated = base + 1 + j;
+            let row = &logits[j * n_vocab..(j + 1) * n_vocab];
+            let history = &self.session.tokens(a.seq)[..evaluated];
+            match sample_next(a, history, n_ctx, row, draft.get(j).copied(), &self.metrics) {
+                Next::End(e) => {
+                    end = Some(e);
+                    break;
+                }
+                // Already evaluated: the next row chooses the token after it.
+                Next::Accepted => accepted += 1,
+                Next::Pending => break,
+            }
+        }
+        let a = &mut self.active[i];
+        a.draft_accepted += accepted;
+        if !draft.is_empty() {
+            a.draft_len = if accepted == draft.len() {
+                (a.draft_len * 2).min(self.speculate.max_draft)
+            } else {
+                accepted + 1
+            };
+            self.metrics.drafts(draft.len(), accepted);
+        }
+        // Keep the pending token and the accepted draft tokens; drop what was rejected.
+        self.session.truncate(a.seq, base + 1 + accepted);
+        end
     }
 
     /// Ends request `i`: flushes its text, sends its last event, frees its sequence (whose
@@ -393,6 +532,9 @@ impl<'t> Loop<'t> {
                     generated_tokens: a.generated.len(),
                     stop_logprob: a.stop_logprob,
                     prompt_logprobs: a.prompt_logprobs.take(),
+                    decode_passes: a.decode_passes,
+                    draft_tokens: a.draft_tokens,
+                    draft_accepted: a.draft_accepted,
                     queue_ms: ms(a.admitted - a.submitted),
                     prefill_ms: ms(first - a.admitted),
                     decode_ms: ms(now - first),
@@ -405,47 +547,67 @@ impl<'t> Loop<'t> {
     }
 }
 
-/// Samples request `a`'s next token from `logits` and streams it; `Some` when the request ends.
-fn sample_next(a: &mut Active<'_>, session: &MultiSession, logits: &[f32], metrics: &Metrics) -> Option<End> {
-    let history = session.tokens(a.seq);
+/// What [`sample_next`] did with the token it chose.
+enum Next {
+    /// The request ends.
+    End(End),
+    /// The token is the draft token, already evaluated after `history`.
+    Accepted,
+    /// The token is to be evaluated next step ([`Active::pending`]).
+    Pending,
+}
+
+/// Chooses request `a`'s next token from `logits`, the model's scores after `history` (the
+/// tokens evaluated before it), and streams it; `draft` is the token already evaluated at this
+/// position, accepted when the sampler's choice equals it ([`speculate::choose`]). The stop
+/// conditions are checked on every token whether drafted or not.
+fn sample_next(
+    a: &mut Active<'_>,
+    history: &[u32],
+    n_ctx: usize,
+    logits: &[f32],
+    draft: Option<u32>,
+    metrics: &Metrics,
+) -> Next {
     let remaining = a.max_tokens - a.generated.len();
-    let tok = match a.filter.as_mut().and_then(|f| f.allowed(logits.len(), remaining)) {
-        Some(allowed) => a.sampler.sample_masked(logits, history, &allowed),
-        None => a.sampler.sample(logits, history),
-    };
-    let Some(tok) = tok else {
-        return Some(End::Stop(StopReason::NoCandidates));
+    let allowed = a.filter.as_mut().and_then(|f| f.allowed(logits.len(), remaining));
+    let Some((tok, accepted)) = speculate::choose(&mut a.sampler, logits, history, allowed.as_deref(), draft) else {
+        return Next::End(End::Stop(StopReason::NoCandidates));
     };
     a.generated.push(tok);
-    metrics.step(0, 1);
+    metrics.generated(1);
     let logprob = log_softmax_at(logits, tok);
     if a.stop_tokens.contains(&tok) {
         a.stop_logprob = Some(logprob);
-        return Some(End::Stop(StopReason::StopToken(tok)));
+        return Next::End(End::Stop(StopReason::StopToken(tok)));
     }
     let (text, hit) = a.stops.push(&a.decoder.push(tok));
     a.text.push_str(&text);
     let event = TokenEvent { id: tok, text, logprob };
     if !a.sink.send(Event::Token(event)) {
-        return Some(End::Cancelled);
+        return Next::End(End::Cancelled);
     }
     if let Some(s) = hit {
-        return Some(End::Stop(StopReason::StopString(s)));
+        return Next::End(End::Stop(StopReason::StopString(s)));
     }
     if let Some(f) = a.filter.as_mut() {
         f.advance(tok);
         if f.is_done() {
-            return Some(End::Stop(StopReason::Complete));
+            return Next::End(End::Stop(StopReason::Complete));
         }
     }
     if a.generated.len() >= a.max_tokens {
-        return Some(End::Stop(StopReason::MaxTokens));
+        return Next::End(End::Stop(StopReason::MaxTokens));
     }
-    if history.len() >= session.n_ctx() {
-        return Some(End::Stop(StopReason::ContextFull));
+    if history.len() >= n_ctx {
+        return Next::End(End::Stop(StopReason::ContextFull));
     }
-    a.pending = Some(tok);
-    None
+    if accepted {
+        Next::Accepted
+    } else {
+        a.pending = Some(tok);
+        Next::Pending
+    }
 }
 
 /// `ln softmax(logits)[id]`, computed stably.
