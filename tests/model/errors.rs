@@ -304,3 +304,33 @@ fn huge_thread_count_is_clamped_not_a_panic() {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     assert!(session.n_threads() <= cpus);
 }
+
+/// Tied embeddings in a repackable type: the output projection (which reads `token_embd`) is
+/// repacked like any other matrix, while the embedding lookup keeps reading its rows from the
+/// mapping (whose pages of the tensor were released after repacking): the logits stay those
+/// of the mapped model, within the packed kernels' float order.
+#[test]
+fn tied_embeddings_in_a_panel_type_repack_the_output_and_still_embed() {
+    use edgeact_runtime::model::RepackChoice;
+    use edgeact_runtime::quant::{quantize_row, GgmlType};
+    let mut t = tensors(false);
+    let floats: Vec<f32> = t[0].3.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let mut q8 = vec![0u8; (DIM * VOCAB / 32 * 34) as usize];
+    quantize_row(GgmlType::Q8_0, &floats, &mut q8).unwrap();
+    t[0] = ("token_embd.weight".into(), vec![DIM, VOCAB], GgmlType::Q8_0 as u32, q8);
+    let mapped = Arc::new(load(&kvs(), &t).unwrap());
+    assert!(mapped.tied_embeddings());
+    let mut repacked = load(&kvs(), &t).unwrap();
+    let report = repacked.repack(RepackChoice::All, 2, &mut |_, _| {}).unwrap();
+    if !edgeact_runtime::kernels::cpu::repack_supported() {
+        assert_eq!(report.tensors, 0);
+        return;
+    }
+    // The F32 block matrices have no panel form: the tied output is the one repacked matrix.
+    assert_eq!(report.tensors, 1);
+    let eval = |m: Arc<LlamaModel>| Session::new(m, SessionOptions::default()).unwrap().eval(&[1, 5, 9, 15]).unwrap();
+    let (a, b) = (eval(mapped), eval(Arc::new(repacked)));
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(worst <= 1e-3 * scale, "logits differ by {worst} (scale {scale})");
+}
