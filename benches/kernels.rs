@@ -10,8 +10,8 @@
 //! and computed on a persistent ggml thread pool with the same thread count, activations in
 //! f32 (ggml quantizes them inside the op, as ours does), so both sides do the same work. Its
 //! weights are in a plain CPU buffer, so ggml does not repack them (llama.cpp's model loader
-//! would); `edgeact-repacked` is ours on weights repacked as `--repack` does (Q4_0, Q5_0, Q5_1,
-//! Q8_0, Q4_K and Q6_K, x86 CPUs with AVX2 or AVX-512).
+//! would); `edgeact-repacked` is ours on weights repacked as `--repack` does (Q4_0, Q4_1, Q5_0,
+//! Q5_1, Q8_0, Q4_K and Q6_K, x86 CPUs with AVX2 or AVX-512).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use edgeact_runtime::kernels::cpu::{matmul, repack_supported, repackable, PackedMatrix, QMatrix, ThreadPool};

@@ -1,10 +1,10 @@
-//! `--repack`: a model whose repackable weights (Q4_0, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K) are repacked
-//! must compute what the same model computes from the file mapping: the same logits up to float
-//! summation order, the same greedy tokens. The kernels are the process-wide path's: AVX-512
+//! `--repack`: a model whose repackable weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K) are
+//! repacked must compute what the same model computes from the file mapping: the same logits up
+//! to float summation order, the same greedy tokens. The kernels are the process-wide path's: AVX-512
 //! VNNI where present, AVX2 otherwise (run it also with `EDGEACT_KERNELS=avx2` on a VNNI
 //! machine to cover both). Models: stories260K quantized to Q4_0 (Q4_0 blocks and a Q8_0
-//! `output.weight`) and to Q8_0 by `edgeact quantize`, and with every 2-D weight in Q5_0 or
-//! Q5_1; the converter tests' tiny random checkpoint (256 wide) converted to Q4_K_M (Q4_K and
+//! `output.weight`) and to Q8_0 by `edgeact quantize`, and with every 2-D weight in Q4_1, Q5_0
+//! or Q5_1; the converter tests' tiny random checkpoint (256 wide) converted to Q4_K_M (Q4_K and
 //! Q6_K tensors). `RepackChoice::All` repacks all of them.
 
 use crate::convert_support;
@@ -147,6 +147,17 @@ fn repacked_q5_models_match_the_mapped_ones() {
         if let Some((plain, packed)) = mapped_and_repacked(&path) {
             compare(&plain, &packed, 0.5);
         }
+    }
+}
+
+#[test]
+fn repacked_q4_1_model_matches_the_mapped_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = stories_all(dir.path(), GgmlType::Q4_1);
+    // As Q5_1 without the fifth bits: the repacked kernels sum in their own float order (the
+    // min through Q8_1's `s`, as the file layout's kernels), so the bound for different orders.
+    if let Some((plain, packed)) = mapped_and_repacked(&path) {
+        compare(&plain, &packed, 0.5);
     }
 }
 

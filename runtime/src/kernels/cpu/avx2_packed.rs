@@ -1,5 +1,5 @@
 //! AVX2 + FMA kernels (no AVX-512, no VNNI) over repacked weights ([`PackedMatrix`]: Q4_0,
-//! Q5_0, Q5_1, Q8_0, Q4_K, Q6_K), for every token count: decode (one token) and batches
+//! Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K), for every token count: decode (one token) and batches
 //! (micro-tiles of up to [`TILE`] tokens, each loaded quant line used for all of them).
 //!
 //! A 64-byte quant line (8 elements of 16 rows) is two 256-bit halves of 8 row lanes each.
@@ -133,20 +133,37 @@ unsafe fn q5_half_quants(lines: *const Line, v: usize, hh: usize) -> (__m256i, _
     (lo, hi)
 }
 
-/// Halves `h0..h0 + H` of panel `p` of Q8_0 (`Q8`) or Q5_0/Q5_1 rows against `T` whole
-/// activation rows. Q8_0: the stored `q + 128` back to signed `q`, whose sign moves onto the
-/// activations (`vpmaddubsw` of `|q|` with `sign(y, q)`: each i16 pair at most
+/// The unsigned 4-bit quants (0..15) of half `hh` of quant line `v` of a Q4_1 block: its low
+/// and high nibbles (quads `2v` and `2v + 1`).
+///
+/// # Safety
+/// AVX2 must be present; `lines` must point to the block's 4 lines, `v < 4` and `hh < 2`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn nibble_half_quants(lines: *const Line, v: usize, hh: usize) -> (__m256i, __m256i) {
+    let low = _mm256_set1_epi8(0x0f);
+    let q = _mm256_load_si256(lines.add(v).cast::<u8>().add(32 * hh).cast());
+    (
+        _mm256_and_si256(q, low),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(q), low),
+    )
+}
+
+/// Halves `h0..h0 + H` of panel `p` of Q8_0 (`Q8`), Q5_0/Q5_1 (`FIFTH`) or Q4_1 rows against
+/// `T` whole activation rows. Q8_0: the stored `q + 128` back to signed `q`, whose sign moves
+/// onto the activations (`vpmaddubsw` of `|q|` with `sign(y, q)`: each i16 pair at most
 /// `2 * 128 * 127 = 32512`, so one `vpmaddwd` per quad), giving `sum(q * y)` directly. Q5:
 /// unsigned 0..31 quants, each `vpmaddubsw` pair at most `2 * 31 * 127 = 7874`, so 4 quads sum
-/// in i16 before one `vpmaddwd`, from the start `-16 * sum(y)` (Q5_0) or 0 (Q5_1); with `MIN`
-/// (Q5_1) the rows' mins times the activation's `s` are added per block.
+/// in i16 before one `vpmaddwd`, from the start `-16 * sum(y)` (Q5_0) or 0 (Q5_1); Q4_1 the
+/// same with 0..15 nibbles. With `MIN` (Q4_1, Q5_1) the rows' mins times the activation's `s`
+/// are added per block.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be present; every `xs[t]` must come from an activation row of
 /// `w.cols()` elements for `w.ty()`; `p < w.n_panels()`; `h0 + H <= 2`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn panel_legacy<const T: usize, const H: usize, const Q8: bool, const MIN: bool>(
+unsafe fn panel_legacy<const T: usize, const H: usize, const Q8: bool, const FIFTH: bool, const MIN: bool>(
     w: &PackedMatrix,
     xs: [&PackedActivations; T],
     p: usize,
@@ -176,9 +193,13 @@ unsafe fn panel_legacy<const T: usize, const H: usize, const Q8: bool, const MIN
                 for half_block in 0..2 {
                     let mut s16 = [_mm256_setzero_si256(); T];
                     for v in 2 * half_block..2 * half_block + 2 {
-                        let (lo, hi) = q5_half_quants(lp, v, hh);
+                        let (lo, hi) = if FIFTH {
+                            q5_half_quants(lp, v, hh)
+                        } else {
+                            nibble_half_quants(lp, v, hh)
+                        };
                         for t in 0..T {
-                            // No saturation: |4 pairs| <= 4 * 7874 < 32768.
+                            // No saturation: |4 pairs| <= 4 * 7874 < 32768 (Q4_1: 4 * 3810).
                             s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, y(t, 2 * v)));
                             s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, y(t, 2 * v + 1)));
                         }
@@ -221,7 +242,7 @@ unsafe fn panel_q8_0_q8_0<const T: usize, const H: usize>(
     p: usize,
     h0: usize,
 ) -> [[__m256; H]; T] {
-    panel_legacy::<T, H, true, false>(w, xs, p, h0)
+    panel_legacy::<T, H, true, false, false>(w, xs, p, h0)
 }
 
 /// Halves `h0..h0 + H` of panel `p` of Q5_0 rows against `T` activation rows ([`panel_legacy`]).
@@ -236,7 +257,7 @@ unsafe fn panel_q5_0_q8_0<const T: usize, const H: usize>(
     p: usize,
     h0: usize,
 ) -> [[__m256; H]; T] {
-    panel_legacy::<T, H, false, false>(w, xs, p, h0)
+    panel_legacy::<T, H, false, true, false>(w, xs, p, h0)
 }
 
 /// Halves `h0..h0 + H` of panel `p` of Q5_1 rows against `T` activation rows ([`panel_legacy`]).
@@ -251,7 +272,22 @@ unsafe fn panel_q5_1_q8_1<const T: usize, const H: usize>(
     p: usize,
     h0: usize,
 ) -> [[__m256; H]; T] {
-    panel_legacy::<T, H, false, true>(w, xs, p, h0)
+    panel_legacy::<T, H, false, true, true>(w, xs, p, h0)
+}
+
+/// Halves `h0..h0 + H` of panel `p` of Q4_1 rows against `T` activation rows ([`panel_legacy`]).
+///
+/// # Safety
+/// As [`panel_legacy`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn panel_q4_1_q8_1<const T: usize, const H: usize>(
+    w: &PackedMatrix,
+    xs: [&PackedActivations; T],
+    p: usize,
+    h0: usize,
+) -> [[__m256; H]; T] {
+    panel_legacy::<T, H, false, false, true>(w, xs, p, h0)
 }
 
 /// Halves `h0..h0 + H` of panel `p` of Q4_0 rows against `T` whole activation rows.
@@ -473,6 +509,7 @@ unsafe fn run_tile<const T: usize, const H: usize>(
         GgmlType::Q8_0 => panel_q8_0_q8_0::<T, H>(w, xs, p, h0),
         GgmlType::Q5_0 => panel_q5_0_q8_0::<T, H>(w, xs, p, h0),
         GgmlType::Q5_1 => panel_q5_1_q8_1::<T, H>(w, xs, p, h0),
+        GgmlType::Q4_1 => panel_q4_1_q8_1::<T, H>(w, xs, p, h0),
         GgmlType::Q4_K => panel_q4_k_q8_k::<T, H>(w, xs, p, h0),
         _ => panel_q6_k_q8_k::<T, H>(w, xs, p, h0),
     };

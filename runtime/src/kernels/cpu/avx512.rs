@@ -387,7 +387,7 @@ unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
             let (sc, lines) = w.legacy_block(pi, b);
             let dst = p.q.as_mut_ptr().add(b * 8 * 64);
             match ty {
-                GgmlType::Q4_0 => split(lines, dst),
+                GgmlType::Q4_0 | GgmlType::Q4_1 => split(lines, dst),
                 // Already unsigned (q + 128) quads.
                 GgmlType::Q8_0 => std::ptr::copy_nonoverlapping(lines.as_ptr().cast::<u8>(), dst, 8 * 64),
                 _ => {
@@ -546,10 +546,10 @@ struct LegacyTables {
     /// Whether the weights' offset (16 for Q5_0, 128 for Q8_0's `q + 128`) enters exactly, as
     /// the integer start `-offset * sum(y)` of each block's row sums, instead of as a float
     /// offset times `d_y * sum(y)` (which cancels most of Q8_0's biased sum and loses its low
-    /// bits). Set for Q8_0, Q5_0 and Q5_1 panels built from the repacked form, whose decode
-    /// kernel (`avx512_gemv::panel_legacy`) computes the same integer sums and float steps, so
-    /// a token gets the same result from either; the file layout and Q4_0 keep the float
-    /// offset.
+    /// bits). Set for Q8_0, Q4_1, Q5_0 and Q5_1 panels built from the repacked form, whose
+    /// decode kernel (`avx512_gemv::panel_legacy`) computes the same integer sums and float
+    /// steps, so a token gets the same result from either (Q4_1 and Q5_1 have no offset: their
+    /// start is 0 either way); the file layout and Q4_0 keep the float offset.
     exact: bool,
     /// `d_y` of every block.
     scale: Vec<f32>,
@@ -564,7 +564,7 @@ impl LegacyTables {
     fn new(ty: GgmlType, packed: bool, acts: &[u8], n_tokens: usize, nb: usize) -> LegacyTables {
         let f16 = |b: &[u8]| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
         let min = has_min(ty);
-        let exact = packed && matches!(ty, GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::Q5_1);
+        let exact = packed && matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1);
         let offset = match ty {
             GgmlType::Q5_0 => 16,
             _ => 128,

@@ -1,16 +1,17 @@
 //! AVX-512 VNNI matrix-vector products (decode) over repacked weights ([`PackedMatrix`]: Q4_0,
-//! Q5_0, Q5_1, Q8_0, Q4_K, Q6_K): 16 rows per 512-bit vector, one `vpdpbusd` per 4 elements of
-//! 16 rows.
+//! Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K): 16 rows per 512-bit vector, one `vpdpbusd` per 4
+//! elements of 16 rows.
 //!
 //! Q4_0, per block of 32 elements and panel of 16 rows: 4 line loads, 8 nibble masks/shifts,
 //! 8 `vpdpbusd` against broadcast activation quads, then one conversion and one FMA with the
 //! 16 row scales times the activation scale. Q4_0's offset of 8 enters exactly, as the
 //! integer start value `-8 * sum(y)` of each block's row sums.
 //!
-//! Q8_0, Q5_0 and Q5_1 ([`panel_legacy`]), per block: 8 quads of unsigned quants (Q8_0's
-//! stored `q + 128` as they are; Q5's nibbles raised by 16 where the element's fifth bit is
-//! set, one byte test per quad), 8 `vpdpbusd` from the start `-128 * sum(y)` or `-16 * sum(y)`
-//! (0 for Q5_1, whose min `m` times Q8_1's `s` is one more FMA per block).
+//! Q8_0, Q4_1, Q5_0 and Q5_1 ([`panel_legacy`]), per block: 8 quads of unsigned quants (Q8_0's
+//! stored `q + 128` as they are; Q4_1's nibbles; Q5's nibbles raised by 16 where the element's
+//! fifth bit is set, one byte test per quad), 8 `vpdpbusd` from the start `-128 * sum(y)` or
+//! `-16 * sum(y)` (0 for Q4_1 and Q5_1, whose min `m` times Q8_1's `s` is one more FMA per
+//! block).
 //!
 //! Q4_K, per super-block of 256: the same per sub-block of 32, whose integer sums are
 //! multiplied by the 16 rows' 6-bit scales and summed in integers, then one FMA with `d`; the
@@ -79,6 +80,7 @@ pub(super) unsafe fn matvec_packed(
             GgmlType::Q8_0 => by_groups!(panel_q8_0_q8_0),
             GgmlType::Q5_0 => by_groups!(panel_q5_0_q8_0),
             GgmlType::Q5_1 => by_groups!(panel_q5_1_q8_1),
+            GgmlType::Q4_1 => by_groups!(panel_q4_1_q8_1),
             GgmlType::Q6_K => by_groups!(panel_q6_k_q8_k),
             _ => {
                 for (t, x) in xs.iter().enumerate() {
@@ -165,31 +167,44 @@ pub(super) unsafe fn q5_line_quants(line: &Line, high: __m512i, v: usize) -> (__
 }
 
 /// Quads `2v` and `2v + 1` (unsigned quants) of a block of a 32-element format of 16 rows:
-/// Q8_0's two lines as stored (q + 128), Q5's quant line `v` with its fifth bits.
+/// Q8_0's two lines as stored (q + 128), Q5's (`FIFTH`) quant line `v` with its fifth bits,
+/// Q4_1's quant line `v` split into its nibbles.
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
-unsafe fn legacy_quads<const Q8: bool>(lines: &[Line], high: __m512i, v: usize) -> (__m512i, __m512i) {
+unsafe fn legacy_quads<const Q8: bool, const FIFTH: bool>(
+    lines: &[Line],
+    high: __m512i,
+    v: usize,
+) -> (__m512i, __m512i) {
     if Q8 {
         (
             _mm512_load_si512(lines[2 * v].0.as_ptr().cast()),
             _mm512_load_si512(lines[2 * v + 1].0.as_ptr().cast()),
         )
-    } else {
+    } else if FIFTH {
         q5_line_quants(&lines[v], high, v)
+    } else {
+        let low = _mm512_set1_epi8(0x0f);
+        let q = _mm512_load_si512(lines[v].0.as_ptr().cast());
+        (
+            _mm512_and_si512(q, low),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(q), low),
+        )
     }
 }
 
-/// One panel of Q8_0 (`Q8`) or Q5_0/Q5_1 rows against `T` tokens, as [`panel_q4_0_q8_0`]:
-/// each block's 8 quads are unpacked once for all tokens, whose integer sums start from their
-/// `sums` (the offset: `-128 * sum(y)` for Q8_0's stored q + 128, `-16 * sum(y)` for Q5_0, 0
-/// for Q5_1) and so equal the scalar specification's. With `MIN` (Q5_1) the rows' mins times
+/// One panel of Q8_0 (`Q8`), Q5_0/Q5_1 (`FIFTH`) or Q4_1 rows against `T` tokens, as
+/// [`panel_q4_0_q8_0`]: each block's 8 quads are unpacked once for all tokens, whose integer
+/// sums start from their `sums` (the offset: `-128 * sum(y)` for Q8_0's stored q + 128, `-16 *
+/// sum(y)` for Q5_0, 0 for Q4_1 and Q5_1) and so equal the scalar specification's. With `MIN`
+/// (Q4_1, Q5_1) the rows' mins times
 /// the activation's `s` are added per block. The float steps per block are those of the
 /// prefill panels (`avx512::micro_legacy`: `(sum * d_y) * d`, then the min), in one
 /// accumulator, so a token's result is bit-identical whether a chunk of up to 16 tokens
 /// (this kernel) or a longer one (the panels) computes it.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn panel_legacy<const T: usize, const Q8: bool, const MIN: bool>(
+unsafe fn panel_legacy<const T: usize, const Q8: bool, const FIFTH: bool, const MIN: bool>(
     w: &PackedMatrix,
     xs: &[PackedActivations],
     p: usize,
@@ -198,15 +213,15 @@ unsafe fn panel_legacy<const T: usize, const Q8: bool, const MIN: bool>(
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..w.cols() / 32 {
         let (sc, lines) = w.legacy_block(p, b);
-        let high = if Q8 {
-            _mm512_setzero_si512()
-        } else {
+        let high = if FIFTH {
             _mm512_load_si512(lines[4].0.as_ptr().cast())
+        } else {
+            _mm512_setzero_si512()
         };
         let mut sum_lo: [__m512i; T] = std::array::from_fn(|t| _mm512_set1_epi32(xs[t].sums[b]));
         let mut sum_hi = [_mm512_setzero_si512(); T];
         for v in 0..4 {
-            let (qa, qb) = legacy_quads::<Q8>(lines, high, v);
+            let (qa, qb) = legacy_quads::<Q8, FIFTH>(lines, high, v);
             for t in 0..T {
                 let quads = &xs[t].quads[b * 8..b * 8 + 8];
                 sum_lo[t] = _mm512_dpbusd_epi32(sum_lo[t], qa, _mm512_set1_epi32(quads[2 * v] as i32));
@@ -230,19 +245,25 @@ unsafe fn panel_legacy<const T: usize, const Q8: bool, const MIN: bool>(
 /// One panel of Q8_0 rows against `T` tokens (see [`panel_legacy`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn panel_q8_0_q8_0<const T: usize>(w: &PackedMatrix, xs: &[PackedActivations], p: usize) -> [__m512; T] {
-    panel_legacy::<T, true, false>(w, xs, p)
+    panel_legacy::<T, true, false, false>(w, xs, p)
 }
 
 /// One panel of Q5_0 rows against `T` tokens (see [`panel_legacy`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn panel_q5_0_q8_0<const T: usize>(w: &PackedMatrix, xs: &[PackedActivations], p: usize) -> [__m512; T] {
-    panel_legacy::<T, false, false>(w, xs, p)
+    panel_legacy::<T, false, true, false>(w, xs, p)
 }
 
 /// One panel of Q5_1 rows against `T` tokens (see [`panel_legacy`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn panel_q5_1_q8_1<const T: usize>(w: &PackedMatrix, xs: &[PackedActivations], p: usize) -> [__m512; T] {
-    panel_legacy::<T, false, true>(w, xs, p)
+    panel_legacy::<T, false, true, true>(w, xs, p)
+}
+
+/// One panel of Q4_1 rows against `T` tokens (see [`panel_legacy`]).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn panel_q4_1_q8_1<const T: usize>(w: &PackedMatrix, xs: &[PackedActivations], p: usize) -> [__m512; T] {
+    panel_legacy::<T, false, false, true>(w, xs, p)
 }
 
 /// One panel of Q4_K rows against the whole activation row.

@@ -1,6 +1,6 @@
-//! Q4_0, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K weights re-laid out in panels of 16 rows ("repacked"),
-//! for the AVX-512 VNNI kernels (`avx512_gemv`, the VNNI prefill panels) and the AVX2 ones
-//! (`avx2_packed`, which also serve AVX-512 CPUs without VNNI).
+//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K weights re-laid out in panels of 16 rows
+//! ("repacked"), for the AVX-512 VNNI kernels (`avx512_gemv`, the VNNI prefill panels) and the
+//! AVX2 ones (`avx2_packed`, which also serve AVX-512 CPUs without VNNI).
 //!
 //! In the file's layout each row's blocks are contiguous, so a `vpdpbusd` lane sees elements
 //! of one block and every block needs its own horizontal scale handling. Repacked, one 64-byte
@@ -24,6 +24,8 @@
 //!
 //! Q4_0, for panel `p` and block `b` of `nb`: `scales[(p * nb + b) * 16 + r]` is the f16 scale
 //! of row `16p + r`, and `lines[(p * nb + b) * 4 + v]` the quant line of elements `8v..8v+8`.
+//!
+//! Q4_1: the 4 quant lines of Q4_0, and 32 scales per block as Q5_1's (`d`, then the min `m`).
 //!
 //! Q5_0 and Q5_1, for panel `p` and block `b`: 5 lines from `lines[(p * nb + b) * 5]`: the 4
 //! quant lines of the low 4 bits, as Q4_0's, then a *fifth-bit line*: in lane `r`, byte `i`
@@ -221,7 +223,8 @@ impl PackedMatrix {
                 blk[..2].copy_from_slice(&sc[lane].to_le_bytes());
                 let lane_bytes =
                     |line: &Line| -> [u8; 4] { line.0[4 * lane..4 * lane + 4].try_into().expect("4 bytes") };
-                // Where the nibbles start: after d (Q4_0), d and qh (Q5_0), d, m and qh (Q5_1).
+                // Where the nibbles start: after d (Q4_0), d and m (Q4_1), d and qh (Q5_0), d, m
+                // and qh (Q5_1).
                 let qs_at = match self.ty {
                     GgmlType::Q8_0 => {
                         for (k, line) in lines.iter().enumerate() {
@@ -230,14 +233,16 @@ impl PackedMatrix {
                         }
                         continue;
                     }
+                    GgmlType::Q4_1 => 4,
                     GgmlType::Q5_0 => 6,
                     GgmlType::Q5_1 => 8,
                     _ => 2,
                 };
-                if self.ty == GgmlType::Q5_1 {
+                let fifth_bits = matches!(self.ty, GgmlType::Q5_0 | GgmlType::Q5_1);
+                if matches!(self.ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
                     blk[2..4].copy_from_slice(&sc[PANEL_ROWS + lane].to_le_bytes());
                 }
-                if qs_at > 2 {
+                if fifth_bits {
                     let bits = u32::from_le_bytes(lane_bytes(&lines[4]));
                     let qh = (0..8).fold(0u32, |qh, k| qh | gather_quad_bits(bits >> k) << (4 * k));
                     blk[qs_at - 4..qs_at].copy_from_slice(&qh.to_le_bytes());
@@ -253,8 +258,9 @@ impl PackedMatrix {
 
 /// Writes row lane `r` of one block of a 32-element format into its panel `scales` and
 /// `lines` (see the module docs). Q4_0 (18 bytes: f16 `d`, 16 bytes holding elements `e` and
-/// `e + 16` in the low and high nibble of byte `e`), Q5_0 (22: `d`, the u32 `qh` of fifth bits,
-/// then the nibbles as Q4_0), Q5_1 (24: `d`, `m`, `qh`, nibbles), Q8_0 (34: `d`, 32 i8).
+/// `e + 16` in the low and high nibble of byte `e`), Q4_1 (20: `d`, `m`, nibbles), Q5_0 (22:
+/// `d`, the u32 `qh` of fifth bits, then the nibbles as Q4_0), Q5_1 (24: `d`, `m`, `qh`,
+/// nibbles), Q8_0 (34: `d`, 32 i8).
 fn pack_legacy_block(ty: GgmlType, blk: &[u8], lines: &mut [Line], scales: &mut [u16], r: usize) {
     scales[r] = u16::from_le_bytes([blk[0], blk[1]]);
     let qs_at = match ty {
@@ -267,13 +273,18 @@ fn pack_legacy_block(ty: GgmlType, blk: &[u8], lines: &mut [Line], scales: &mut 
             return;
         }
         GgmlType::Q5_0 => 6,
-        GgmlType::Q5_1 => {
+        GgmlType::Q4_1 | GgmlType::Q5_1 => {
             scales[PANEL_ROWS + r] = u16::from_le_bytes([blk[2], blk[3]]);
-            8
+            // Q5_1's `qh` follows the min.
+            if ty == GgmlType::Q4_1 {
+                4
+            } else {
+                8
+            }
         }
         _ => 2,
     };
-    if qs_at > 2 {
+    if matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1) {
         // Quad k's 4 fifth bits (a nibble of `qh`) to bit k of the lane's 4 bytes.
         let qh = u32::from_le_bytes(blk[qs_at - 4..qs_at].try_into().expect("4 qh bytes"));
         let bits = (0..8).fold(0u32, |bits, k| bits | spread_quad_bits(qh >> (4 * k)) << k);
@@ -375,6 +386,10 @@ mod tests {
             (GgmlType::Q5_1, 16, 96),
             (GgmlType::Q5_1, 37, 64),
             (GgmlType::Q5_1, 23, 512),
+            (GgmlType::Q4_1, 1, 32),
+            (GgmlType::Q4_1, 16, 96),
+            (GgmlType::Q4_1, 37, 64),
+            (GgmlType::Q4_1, 23, 512),
         ] {
             let data: Vec<u8> = (0..rows * ty.row_bytes(cols as u64).unwrap() as usize)
                 .map(|_| rng.random())
@@ -390,8 +405,8 @@ mod tests {
     #[test]
     fn only_types_with_a_panel_form_are_repacked() {
         let pool = ThreadPool::new(1);
-        let data = vec![0u8; 20];
-        let w = QMatrix::new(GgmlType::Q4_1, 1, 32, &data).unwrap();
+        let data = vec![0u8; 176];
+        let w = QMatrix::new(GgmlType::Q5_K, 1, 256, &data).unwrap();
         assert!(matches!(
             PackedMatrix::new(&pool, &w),
             Err(KernelError::UnsupportedType(_))

@@ -88,7 +88,7 @@ pub const KERNEL_TYPES: [KernelType; 11] = [
     row(G::BF16, G::F32,  "bf16_f32",  false, false, false, false),
     row(G::Q8_0, G::Q8_0, "q8_0_q8_0", true,  true,  true,  true),
     row(G::Q4_0, G::Q8_0, "q4_0_q8_0", true,  true,  true,  true),
-    row(G::Q4_1, G::Q8_1, "q4_1_q8_1", true,  true,  false, false),
+    row(G::Q4_1, G::Q8_1, "q4_1_q8_1", true,  true,  true,  false),
     row(G::Q5_0, G::Q8_0, "q5_0_q8_0", true,  true,  true,  true),
     row(G::Q5_1, G::Q8_1, "q5_1_q8_1", true,  true,  true,  true),
     row(G::Q4_K, G::Q8_K, "q4_k_q8_k", false, true,  true,  true),
@@ -179,6 +179,7 @@ mod tests {
             [
                 GgmlType::Q8_0,
                 GgmlType::Q4_0,
+                GgmlType::Q4_1,
                 GgmlType::Q5_0,
                 GgmlType::Q5_1,
                 GgmlType::Q4_K,

@@ -563,6 +563,11 @@ mod repacked_matmul {
             (GgmlType::Q5_1, 12, 96),
             (GgmlType::Q5_1, 20, 512),
             (GgmlType::Q5_1, 3, 352),
+            (GgmlType::Q4_1, 16, 32),
+            (GgmlType::Q4_1, 37, 64),
+            (GgmlType::Q4_1, 12, 96),
+            (GgmlType::Q4_1, 20, 512),
+            (GgmlType::Q4_1, 3, 352),
         ];
         for (ty, rows, cols) in shapes {
             let xs: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -573,8 +578,8 @@ mod repacked_matmul {
             // 6-bit scales and mins, d = 0.5, dmin = 0.25). Q6_K: d = 0.5 and row 1 every quant
             // 0 with scales -128, row 2 every quant 63 with scales 127, row 3 every quant 63
             // with scales -128. Q5_0/Q5_1: every quant 0 (row 1) or 31 (row 2), d = 0.5 (Q5_1:
-            // m = -0.25). Q8_0: d = 0.5 and every quant -128 (row 1, which no quantizer
-            // writes), 127 (row 2) or -127 (row 3).
+            // m = -0.25); Q4_1 every nibble 0 or 15, d = 0.5, m = -0.25. Q8_0: d = 0.5 and every
+            // quant -128 (row 1, which no quantizer writes), 127 (row 2) or -127 (row 3).
             for (r, fill) in [(1usize, 0x00u8), (2, 0xff), (3, 0xff)] {
                 if r < rows && (r < 3 || matches!(ty, GgmlType::Q6_K | GgmlType::Q8_0)) {
                     let row = &mut data[r * row_bytes..(r + 1) * row_bytes];
@@ -589,7 +594,7 @@ mod repacked_matmul {
                         match ty {
                             GgmlType::Q4_0 | GgmlType::Q5_0 => blk[2..].fill(fill),
                             GgmlType::Q8_0 => blk[2..].fill([0x80, 0x7f, 0x81][r - 1]),
-                            GgmlType::Q5_1 => {
+                            GgmlType::Q4_1 | GgmlType::Q5_1 => {
                                 blk[2..4].copy_from_slice(&half::f16::from_f32(-0.25).to_le_bytes());
                                 blk[4..].fill(fill);
                             }
@@ -636,7 +641,8 @@ mod repacked_matmul {
                         // each token's products are exactly the ones it gets alone. The
                         // 32-element formats but Q4_0 also in the prefill panels, which repeat
                         // the decode kernel's integer sums and float steps.
-                        let exact_panels = matches!(ty, GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::Q5_1);
+                        let exact_panels =
+                            matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1);
                         if b == Backend::Avx512
                             && CpuFeatures::detect().avx512_vnni
                             && (n_tokens <= SMALL_BATCH || exact_panels)
@@ -675,6 +681,7 @@ mod repacked_matmul {
             (GgmlType::Q8_0, 24, 64),
             (GgmlType::Q5_0, 24, 96),
             (GgmlType::Q5_1, 24, 64),
+            (GgmlType::Q4_1, 24, 96),
         ] {
             let quantized = |rng: &mut StdRng| {
                 let xs: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-1.0..1.0)).collect();

@@ -152,8 +152,9 @@ pub(super) const Q4K_LINES: usize = 37;
 /// quant lines (low 4 bits) and one line of the high 2 bits.
 pub(super) const Q6K_LINES: usize = 5 + 3 * 16;
 
-/// Lines per panel and block of a 32-element ("legacy") format: Q4_0 4 quant lines; Q5_0 and
-/// Q5_1 the same 4 plus one line of the fifth bits; Q8_0 8 lines of one element quad each.
+/// Lines per panel and block of a 32-element ("legacy") format: Q4_0 and Q4_1 4 quant lines;
+/// Q5_0 and Q5_1 the same 4 plus one line of the fifth bits; Q8_0 8 lines of one element quad
+/// each.
 pub(super) const fn legacy_lines(ty: GgmlType) -> usize {
     match ty {
         GgmlType::Q5_0 | GgmlType::Q5_1 => 5,
@@ -163,21 +164,21 @@ pub(super) const fn legacy_lines(ty: GgmlType) -> usize {
 }
 
 /// f16 values per panel and block of a 32-element format in [`PackedMatrix::scales`]: the 16
-/// rows' `d`, then (Q5_1) their 16 mins `m`.
+/// rows' `d`, then (Q4_1, Q5_1) their 16 mins `m`.
 pub(super) const fn legacy_scales(ty: GgmlType) -> usize {
     match ty {
-        GgmlType::Q5_1 => 2 * PANEL_ROWS,
+        GgmlType::Q4_1 | GgmlType::Q5_1 => 2 * PANEL_ROWS,
         _ => PANEL_ROWS,
     }
 }
 
-/// A Q4_0, Q5_0, Q5_1, Q8_0, Q4_K or Q6_K matrix in the panel layout (see `repack.rs`, which
-/// makes it).
+/// A Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K or Q6_K matrix in the panel layout (see `repack.rs`,
+/// which makes it).
 pub struct PackedMatrix {
     pub(super) ty: GgmlType,
     pub(super) rows: usize,
     pub(super) cols: usize,
-    /// The 32-element formats only: the f16 block scales (and Q5_1's mins), see
+    /// The 32-element formats only: the f16 block scales (and Q4_1's and Q5_1's mins), see
     /// [`legacy_scales`].
     pub(super) scales: Vec<u16>,
     pub(super) lines: LineBuf,
@@ -243,8 +244,8 @@ impl std::fmt::Debug for PackedMatrix {
     }
 }
 
-/// One token's activation row (Q8_0 for Q4_0, Q5_0 and Q8_0 weights, Q8_1 for Q5_1, Q8_K for
-/// Q4_K and Q6_K) prepared for the kernels for repacked weights.
+/// One token's activation row (Q8_0 for Q4_0, Q5_0 and Q8_0 weights, Q8_1 for Q4_1 and Q5_1,
+/// Q8_K for Q4_K and Q6_K) prepared for the kernels for repacked weights.
 #[cfg(target_arch = "x86_64")]
 pub(super) struct PackedActivations {
     /// The quads (4 quants each) of every block, as little-endian u32.
@@ -253,7 +254,7 @@ pub(super) struct PackedActivations {
     pub(super) scales: Vec<f32>,
     /// Q8_0: per block, `-offset * sum(y)`, the start of each row's integer sum (the
     /// weights' offset: 8 for Q4_0, 16 for Q5_0, 128 for Q8_0, whose quants are stored + 128).
-    /// Q8_1 (Q5_1): per block 0 (no offset; the min enters through `block_s`).
+    /// Q8_1 (Q4_1, Q5_1): per block 0 (no offset; the min enters through `block_s`).
     /// Q8_K for Q4_K: per sub-block of 32, `sum(y)` (from `bsums`), paired with the mins.
     /// Q8_K for Q6_K: per group of 16, `sum(y)` (the `bsums`), for the offset of 32.
     pub(super) sums: Vec<i32>,
@@ -278,7 +279,7 @@ impl PackedActivations {
             block_s: Vec::new(),
         };
         let f16_at = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
-        if ty == GgmlType::Q5_1 {
+        if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
             for blk in act.chunks_exact(36) {
                 x.scales.push(f16_at(blk, 0));
                 x.block_s.push(f16_at(blk, 2));
