@@ -314,7 +314,11 @@ fn tied_embeddings_in_a_panel_type_repack_the_output_and_still_embed() {
     use edgeact_runtime::model::RepackChoice;
     use edgeact_runtime::quant::{quantize_row, GgmlType};
     let mut t = tensors(false);
-    let floats: Vec<f32> = t[0].3.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let floats: Vec<f32> = t[0]
+        .3
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
     let mut q8 = vec![0u8; (DIM * VOCAB / 32 * 34) as usize];
     quantize_row(GgmlType::Q8_0, &floats, &mut q8).unwrap();
     t[0] = ("token_embd.weight".into(), vec![DIM, VOCAB], GgmlType::Q8_0 as u32, q8);
@@ -328,7 +332,12 @@ fn tied_embeddings_in_a_panel_type_repack_the_output_and_still_embed() {
     }
     // The F32 block matrices have no panel form: the tied output is the one repacked matrix.
     assert_eq!(report.tensors, 1);
-    let eval = |m: Arc<LlamaModel>| Session::new(m, SessionOptions::default()).unwrap().eval(&[1, 5, 9, 15]).unwrap();
+    let eval = |m: Arc<LlamaModel>| {
+        Session::new(m, SessionOptions::default())
+            .unwrap()
+            .eval(&[1, 5, 9, 15])
+            .unwrap()
+    };
     let (a, b) = (eval(mapped), eval(Arc::new(repacked)));
     let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
     let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
