@@ -11,7 +11,8 @@
 use crate::cli_support;
 use crate::hf_golden_support;
 
-use cli_support::{edgeact, fixture, tiny_model};
+use crate::eval_batched::outcomes;
+use cli_support::tiny_model;
 use edgeact_quantize::{convert, Mix, Options};
 use edgeact_runtime::batching::{Event, MetricsSnapshot, Request, Scheduler, SchedulerOptions, TokenFilter};
 use edgeact_runtime::generate::StopReason;
@@ -152,19 +153,13 @@ fn batched_greedy_speculation_changes_nothing_tiny_checkpoint() {
     }
 }
 
-/// `eval db --greedy --jobs 3` on the dev fixture with `args` added: the JSON report.
+/// `eval db --greedy --jobs 3` on the first 6 dev tasks with the tiny model and `args` added:
+/// the JSON report.
 fn eval_db(args: &[&str]) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("r.json");
-    let tasks = fixture("dbbench_dev.jsonl");
     let model = tiny_model();
-    let mut all = vec![
-        "eval",
-        "db",
+    let base = [
         "-m",
         model.to_str().unwrap(),
-        "--tasks",
-        tasks.to_str().unwrap(),
         "--greedy",
         "--threads",
         "2",
@@ -172,34 +167,8 @@ fn eval_db(args: &[&str]) -> Value {
         "3",
         "--limit",
         "6",
-        "--json",
-        report.to_str().unwrap(),
     ];
-    all.extend_from_slice(args);
-    let out = edgeact(&all);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap()
-}
-
-/// Per-task outcomes (what must not depend on speculation).
-fn outcomes(r: &Value) -> Vec<Value> {
-    r["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| {
-            let keep = [
-                "index",
-                "status",
-                "answer",
-                "correct",
-                "error",
-                "model_calls",
-                "generated_tokens",
-            ];
-            keep.iter().map(|k| (k.to_string(), x[*k].clone())).collect()
-        })
-        .collect()
+    crate::eval_batched::eval_db(&[&base[..], args].concat()).0
 }
 
 #[test]

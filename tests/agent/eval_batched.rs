@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// `eval db` on the dev set with `args` added; the JSON report and stderr.
-fn eval_db(args: &[&str]) -> (Value, String) {
+pub(crate) fn eval_db(args: &[&str]) -> (Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
     let tasks = fixture("dbbench_dev.jsonl");
@@ -36,8 +36,8 @@ fn eval_db(args: &[&str]) -> (Value, String) {
     (r, stderr)
 }
 
-/// The per-task outcome fields that must not depend on --jobs.
-fn outcomes(r: &Value) -> Vec<Value> {
+/// The per-task outcome fields that must not depend on --jobs (nor on speculation).
+pub(crate) fn outcomes(r: &Value) -> Vec<Value> {
     r["results"]
         .as_array()
         .unwrap()
