@@ -378,7 +378,7 @@ impl<'t> Loop<'t> {
                 let n_vocab = logits.len() / len;
                 for (j, row) in logits.chunks_exact(n_vocab).enumerate() {
                     if let Some(&next) = a.prompt.get(start + j + 1) {
-                        scores.push(log_softmax_at(row, next));
+                        scores.push(crate::model::log_softmax_at(row, next));
                     }
                 }
                 if a.prefilled < a.prompt.len() {
@@ -576,7 +576,7 @@ fn sample_next(
     };
     a.generated.push(tok);
     metrics.generated(1);
-    let logprob = log_softmax_at(logits, tok);
+    let logprob = crate::model::log_softmax_at(logits, tok);
     if a.stop_tokens.contains(&tok) {
         a.stop_logprob = Some(logprob);
         return Next::End(End::Stop(StopReason::StopToken(tok)));
@@ -608,19 +608,4 @@ fn sample_next(
         a.pending = Some(tok);
         Next::Pending
     }
-}
-
-/// `ln softmax(logits)[id]`, computed stably.
-fn log_softmax_at(logits: &[f32], id: u32) -> f32 {
-    let max = logits
-        .iter()
-        .copied()
-        .filter(|x| !x.is_nan())
-        .fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits
-        .iter()
-        .filter(|x| !x.is_nan())
-        .map(|&x| ((x - max) as f64).exp())
-        .sum();
-    (logits[id as usize] - max) - sum.ln() as f32
 }

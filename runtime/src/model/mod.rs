@@ -23,6 +23,7 @@ mod ops;
 mod session;
 mod weights;
 
+pub(crate) use attention::log_softmax_at;
 pub use batch::{context_memory_bytes, Logits, MultiSession, SeqChunk, SessionOptions, MAX_BATCH, MAX_CONTEXT};
 pub use config::{LlamaConfig, RopeScaling, SUPPORTED_ARCHITECTURES};
 pub use kv_cache::KvType;
