@@ -26,3 +26,5 @@ mod hf_golden_support;
 mod lora_adapter_support;
 #[path = "../lora_support/mod.rs"]
 mod lora_support;
+#[path = "../stories_support/mod.rs"]
+mod stories_support;

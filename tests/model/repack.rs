@@ -8,14 +8,14 @@
 //! Q6_K tensors). `RepackChoice::All` repacks all of them.
 
 use crate::convert_support;
+use crate::stories_support;
 
-use edgeact_quantize::{convert, GgufWriter, Mix, Options};
+use edgeact_quantize::{convert, Mix, Options};
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::kernels::cpu::repack_supported;
 use edgeact_runtime::model::{LlamaModel, RepackChoice, Session, SessionOptions};
-use edgeact_runtime::quant::{quantize_row, GgmlType};
+use edgeact_runtime::quant::GgmlType;
 use edgeact_runtime::sampler::greedy_token;
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -96,44 +96,10 @@ fn repacked_q8_0_model_matches_the_mapped_one() {
     }
 }
 
-/// stories260K with every 2-D weight whose rows are whole 32-blocks in `ty` (ffn_down's
-/// 172-wide rows stay F32), written by our GGUF writer from our quantizer's bytes, in `dir`
-/// (`edgeact quantize` has no Q5 mix).
+/// stories260K with every 2-D weight whose rows are whole 32-blocks in `ty`, in `dir`.
 fn stories_all(dir: &Path, ty: GgmlType) -> std::path::PathBuf {
     let out = dir.join(format!("stories260K-all-{ty}.gguf"));
-    let src = GgufFile::open(Path::new(STORIES)).unwrap();
-    let mut w = GgufWriter::new();
-    for (k, v) in src.metadata() {
-        // The writer sets the alignment itself.
-        if k != "general.alignment" {
-            w.set(k.clone(), v.clone()).unwrap();
-        }
-    }
-    let pick = |info: &edgeact_runtime::gguf::TensorInfo| {
-        if info.dims.len() == 2 && info.dims[0].is_multiple_of(32) {
-            ty
-        } else {
-            info.ty
-        }
-    };
-    for info in src.tensors() {
-        w.add_tensor(info.name.clone(), &info.dims, pick(info)).unwrap();
-    }
-    w.write_file(&out, &[Path::new(STORIES)], |i, decl, sink| {
-        let info = &src.tensors()[i];
-        let data = src.tensor(&info.name).unwrap().data;
-        if decl.ty == info.ty {
-            return sink.write_all(data);
-        }
-        let x: Vec<f32> = data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let mut q = vec![0u8; decl.n_bytes() as usize];
-        quantize_row(decl.ty, &x, &mut q).map_err(std::io::Error::other)?;
-        sink.write_all(&q)
-    })
-    .unwrap();
+    stories_support::stories_all(Path::new(STORIES), ty, &out);
     out
 }
 

@@ -18,3 +18,5 @@ mod convert_support;
 mod hf_golden_support;
 #[path = "../lora_adapter_support/mod.rs"]
 mod lora_adapter_support;
+#[path = "../stories_support/mod.rs"]
+mod stories_support;

@@ -6,12 +6,11 @@
 //! Run: `GGML_NO_BACKTRACE=1 cargo test --features oracle --test real_models_oracle -- --nocapture`
 #![cfg(feature = "oracle")]
 
+use crate::stories_support;
 use edgeact_oracle as oracle;
-use edgeact_quantize::GgufWriter;
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::model::{LlamaModel, Session, SessionOptions};
-use edgeact_runtime::quant::{quantize_row, GgmlType};
-use std::io::Write;
+use edgeact_runtime::quant::GgmlType;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -215,45 +214,6 @@ fn stories260k_q4_k_m_same_bytes_and_ids_as_llama_cpp() {
     assert_eq!(ours, theirs, "same bytes must give the same ids");
 }
 
-/// stories260K with every 2-D weight whose rows are whole 32-blocks in `ty` (ffn_down's
-/// 172-wide rows stay F32), written by our GGUF writer from our quantizer's bytes.
-fn stories_all(ty: GgmlType, out: &Path) {
-    let src = GgufFile::open(Path::new(STORIES)).expect("open stories260K");
-    let mut w = GgufWriter::new();
-    for (k, v) in src.metadata() {
-        // The writer sets the alignment itself.
-        if k != "general.alignment" {
-            w.set(k.clone(), v.clone()).expect("copy metadata");
-        }
-    }
-    let pick = |info: &edgeact_runtime::gguf::TensorInfo| {
-        if info.dims.len() == 2 && info.dims[0].is_multiple_of(32) {
-            ty
-        } else {
-            info.ty
-        }
-    };
-    for info in src.tensors() {
-        w.add_tensor(info.name.clone(), &info.dims, pick(info))
-            .expect("declare tensor");
-    }
-    w.write_file(out, &[Path::new(STORIES)], |i, decl, sink| {
-        let info = &src.tensors()[i];
-        let data = src.tensor(&info.name).expect("tensor").data;
-        if decl.ty == info.ty {
-            return sink.write_all(data);
-        }
-        let x: Vec<f32> = data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let mut q = vec![0u8; decl.n_bytes() as usize];
-        quantize_row(decl.ty, &x, &mut q).map_err(std::io::Error::other)?;
-        sink.write_all(&q)
-    })
-    .expect("write GGUF");
-}
-
 /// Q5_0 and Q5_1 weights in the forward pass: our engine and llama.cpp's decode the same 20
 /// greedy ids from stories260K with all 2-D weights in that type, and their logits at position
 /// 0 agree to f32 summation order (no F16 tensor, and no attention mixing yet: see
@@ -265,7 +225,7 @@ fn stories260k_q5_weights_decode_as_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
     for ty in [GgmlType::Q5_0, GgmlType::Q5_1] {
         let path = dir.path().join(format!("stories-{ty}.gguf"));
-        stories_all(ty, &path);
+        stories_support::stories_all(Path::new(STORIES), ty, &path);
         let ours = ours_greedy(&path, &[1], 20).expect("edgeact engine");
         let llama = llama_greedy(&path, &[1], 20).expect("llama.cpp engine");
         let file = GgufFile::open(&path).unwrap();
