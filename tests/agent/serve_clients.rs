@@ -413,7 +413,7 @@ fn calls_from_log(initial: Vec<Message>, log: &Path) -> Vec<Value> {
             _ => {}
         }
     }
-    assert!(!calls.is_empty(), "no model call in {}", log.display());
+    assert!(!calls.is_empty(), "no model call in {}:\n{body}", log.display());
     calls
 }
 
@@ -449,6 +449,17 @@ fn eval_episode(protocol: &str, args: &[&str], log: &Path) -> Option<()> {
         return None;
     }
     assert!(out.status.success(), "eval {protocol} {args:?}: {err}");
+    // `eval` counts a run that stopped on an error as failed and still exits 0: its `end`
+    // record says why, which is what a replay without model calls would otherwise hide.
+    let body = std::fs::read_to_string(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    for line in body.lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        if e["event"] == "end" {
+            if let Some(why) = e["error"].as_str() {
+                panic!("eval {protocol} {args:?}: the run stopped on an error: {why}\nstderr: {err}");
+            }
+        }
+    }
     Some(())
 }
 

@@ -123,10 +123,19 @@ impl PtyShell {
 
     /// Interrupts the foreground job (^C), then kills it if the prompt does not come back;
     /// discards what it prints meanwhile.
+    ///
+    /// The ^C is repeated (up to 3 times, 0.7 s apart): one can be lost when it lands just as
+    /// a loop's child exits on its own, before the shell takes the terminal back (nobody is in
+    /// the foreground group then, and `while :; do echo y; sleep 0.1; done` carries on; under
+    /// load that window is wide). A ^C that reaches an idle prompt only prints a new prompt,
+    /// which the final short drain swallows.
     fn interrupt(&mut self) -> Result<bool> {
-        let _ = sys::write_all(self.master.as_raw_fd(), b"\x03", Duration::from_secs(1));
-        if self.drain_until_prompt(Duration::from_secs(2))? {
-            return Ok(true);
+        for _ in 0..3 {
+            let _ = sys::write_all(self.master.as_raw_fd(), b"\x03", Duration::from_secs(1));
+            if self.drain_until_prompt(Duration::from_millis(700))? {
+                self.drain_quiet(Duration::from_millis(150))?;
+                return Ok(true);
+            }
         }
         match &self.stuck {
             Stuck::KillForegroundGroup => {
@@ -157,6 +166,24 @@ impl PtyShell {
             }
         }
         self.drain_until_prompt(Duration::from_secs(2))
+    }
+
+    /// Discards output until the shell has been quiet for `quiet` (at most 1 s): a second
+    /// prompt from a repeated ^C.
+    fn drain_quiet(&mut self, quiet: Duration) -> Result<()> {
+        let end = Instant::now() + Duration::from_secs(1);
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < end {
+            match self.read_chunk(&mut buf, quiet)? {
+                None => return Ok(()),
+                Some(0) => {
+                    self.alive = false;
+                    return Ok(());
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 
     fn drain_until_prompt(&mut self, limit: Duration) -> Result<bool> {
