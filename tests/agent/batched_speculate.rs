@@ -13,7 +13,7 @@ use crate::hf_golden_support;
 
 use crate::eval_batched::outcomes;
 use cli_support::tiny_model;
-use edgeact_quantize::{convert, Mix, Options};
+use edgeact_quantize::Mix;
 use edgeact_runtime::batching::{Event, MetricsSnapshot, Request, Scheduler, SchedulerOptions, TokenFilter};
 use edgeact_runtime::generate::StopReason;
 use edgeact_runtime::gguf::GgufFile;
@@ -107,14 +107,7 @@ fn serve(
 #[test]
 fn batched_greedy_speculation_changes_nothing_tiny_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let ck = dir.path().join("ck");
-    std::fs::create_dir(&ck).unwrap();
-    hf_golden_support::write_sharpened_checkpoint(&ck);
-    for mix in [Mix::F16, Mix::Q4_0] {
-        let out = dir.path().join(format!("tiny-{mix}.gguf"));
-        let mut o = Options::new(mix);
-        o.threads = 2;
-        convert(&ck, &out, &o, &mut edgeact_quantize::convert::Silent).unwrap();
+    for (mix, out) in hf_golden_support::sharpened_ggufs(dir.path(), &[Mix::F16, Mix::Q4_0]) {
         let file = Arc::new(GgufFile::open(&out).unwrap());
         let tok = Arc::new(Tokenizer::from_gguf(&file).unwrap());
         let model = Arc::new(LlamaModel::load(file).unwrap());

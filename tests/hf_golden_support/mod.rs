@@ -8,8 +8,8 @@
 
 use crate::convert_support::{f16_bytes, write_checkpoint};
 use edgeact_quantize::safetensors::to_bytes;
-use edgeact_quantize::DType;
-use std::path::Path;
+use edgeact_quantize::{convert, DType, Mix, Options};
+use std::path::{Path, PathBuf};
 
 /// Rescales one tensor in place, in f32 arithmetic rounded to f16 (as the Python script).
 pub fn sharpen(name: &str, v: &mut [f32]) {
@@ -34,4 +34,22 @@ pub fn write_sharpened_checkpoint(dir: &Path) -> Vec<(String, Vec<usize>, Vec<f3
         .collect();
     std::fs::write(dir.join("model.safetensors"), to_bytes(&st)).unwrap();
     tensors
+}
+
+/// The sharpened checkpoint (in `dir/ck`) converted by our converter, 2 threads, to each of
+/// `mixes`: `dir/tiny-<mix>.gguf`, in the order given.
+pub fn sharpened_ggufs(dir: &Path, mixes: &[Mix]) -> Vec<(Mix, PathBuf)> {
+    let ck = dir.join("ck");
+    std::fs::create_dir(&ck).unwrap();
+    write_sharpened_checkpoint(&ck);
+    mixes
+        .iter()
+        .map(|&mix| {
+            let out = dir.join(format!("tiny-{mix}.gguf"));
+            let mut opts = Options::new(mix);
+            opts.threads = 2;
+            convert(&ck, &out, &opts, &mut edgeact_quantize::convert::Silent).unwrap();
+            (mix, out)
+        })
+        .collect()
 }

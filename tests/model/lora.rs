@@ -16,7 +16,7 @@ use crate::lora_adapter_support;
 use crate::lora_support;
 
 use convert_support::{weights, FF, HEAD_DIM, HIDDEN, KV_HEADS, VOCAB};
-use edgeact_quantize::{convert, GgufWriter, Mix, Options};
+use edgeact_quantize::{GgufWriter, Mix};
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::model::{
     Activations, KvType, LlamaModel, Logits, LoraAdapter, MultiSession, RepackChoice, SeqChunk, Session, SessionOptions,
@@ -39,20 +39,7 @@ fn bases() -> &'static Bases {
     static BASES: OnceLock<Bases> = OnceLock::new();
     BASES.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let ck = dir.path().join("ck");
-        std::fs::create_dir(&ck).unwrap();
-        hf_golden_support::write_sharpened_checkpoint(&ck);
-        for mix in [Mix::F32, Mix::F16, Mix::Q8_0, Mix::Q4_0] {
-            let mut opts = Options::new(mix);
-            opts.threads = 2;
-            convert(
-                &ck,
-                &dir.path().join(format!("tiny-{mix}.gguf")),
-                &opts,
-                &mut edgeact_quantize::convert::Silent,
-            )
-            .unwrap();
-        }
+        hf_golden_support::sharpened_ggufs(dir.path(), &[Mix::F32, Mix::F16, Mix::Q8_0, Mix::Q4_0]);
         Bases {
             dir: dir.path().to_path_buf(),
             _dir: dir,

@@ -17,7 +17,7 @@ use crate::cli_support;
 use crate::hf_golden_support;
 
 use cli_support::{edgeact, fixture, smollm2, tiny_model};
-use edgeact_quantize::{convert, Mix, Options};
+use edgeact_quantize::Mix;
 use edgeact_runtime::generate::{generate, generate_speculative, GenerateOptions, Generation};
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::model::{Activations, LlamaModel, Session, SessionOptions};
@@ -155,14 +155,7 @@ fn greedy_generation_is_identical_smollm2() {
 #[test]
 fn greedy_generation_is_identical_tiny_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let ck = dir.path().join("ck");
-    std::fs::create_dir(&ck).unwrap();
-    hf_golden_support::write_sharpened_checkpoint(&ck);
-    for mix in [Mix::F16, Mix::Q4_0] {
-        let out = dir.path().join(format!("tiny-{mix}.gguf"));
-        let mut o = Options::new(mix);
-        o.threads = 2;
-        convert(&ck, &out, &o, &mut edgeact_quantize::convert::Silent).unwrap();
+    for (mix, out) in hf_golden_support::sharpened_ggufs(dir.path(), &[Mix::F16, Mix::Q4_0]) {
         let m = load(&out);
         // The random model does not copy from its context, so its drafts are mostly rejected;
         // the prompt (its own greedy text, twice) makes drafts appear, and the test checks

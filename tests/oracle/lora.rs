@@ -16,7 +16,7 @@ use crate::hf_golden_support;
 use crate::lora_adapter_support;
 
 use edgeact_oracle as oracle;
-use edgeact_quantize::{convert, Mix, Options};
+use edgeact_quantize::Mix;
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::model::{KvType, LlamaModel, LoraAdapter, Session, SessionOptions};
 use edgeact_runtime::quant::GgmlType;
@@ -82,18 +82,12 @@ const F16_BOUND: f32 = 1e-2;
 #[test]
 fn llama_cpp_applies_our_adapter_file_with_the_same_logits() {
     let dir = tempfile::tempdir().unwrap();
-    let ck = dir.path().join("ck");
-    std::fs::create_dir(&ck).unwrap();
-    hf_golden_support::write_sharpened_checkpoint(&ck);
     let one = dir.path().join("one.gguf");
     let two = dir.path().join("two.gguf");
     write_adapter(&one, &adapter_pairs(100), Some(16.0), GgmlType::F32);
     write_adapter(&two, &adapter_pairs(200)[..3], None, GgmlType::F32);
-    for (mix, bound) in [(Mix::F32, F32_BOUND), (Mix::F16, F16_BOUND)] {
-        let base = dir.path().join(format!("tiny-{mix}.gguf"));
-        let mut opts = Options::new(mix);
-        opts.threads = 2;
-        convert(&ck, &base, &opts, &mut edgeact_quantize::convert::Silent).unwrap();
+    let bases = hf_golden_support::sharpened_ggufs(dir.path(), &[Mix::F32, Mix::F16]);
+    for ((mix, base), bound) in bases.into_iter().zip([F32_BOUND, F16_BOUND]) {
         let (ours_base, theirs_base) = (ours(&base, &[]), theirs(&base, &[]));
         let base_diff = max_diff(&ours_base, &theirs_base);
         for adapters in [
