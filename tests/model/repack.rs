@@ -61,7 +61,7 @@ fn mapped_and_repacked(path: &Path) -> Option<(Arc<LlamaModel>, Arc<LlamaModel>)
     let (packed, bytes) = load(path, true);
     if !repack_supported() {
         assert_eq!(bytes, 0, "nothing may be repacked without a kernel for it");
-        eprintln!("skipped the comparison: this CPU has no kernel for repacked weights (x86-64 AVX2)");
+        eprintln!("skipped the comparison: this CPU has no kernel for repacked weights (AVX2 or NEON)");
         return None;
     }
     assert!(bytes > 0, "no weights were repacked");

@@ -198,8 +198,8 @@ impl LlamaModel {
     }
 
     /// Repacks the matrices of the transformer blocks and the output projection chosen by
-    /// `which` for the x86 SIMD
-    /// kernels (see `kernels::cpu::repack`), using `threads` threads, and reports progress
+    /// `which` for the panel kernels (AVX2, AVX-512 VNNI, NEON; see `kernels::cpu::repack`),
+    /// using `threads` threads, and reports progress
     /// after each matrix as `(bytes done, bytes to do)` of file bytes. This copies those
     /// weights out of the mapping into anonymous memory; nothing is repacked where the CPU
     /// has no kernel for repacked weights (which then keeps using the mapping). The mapping's

@@ -3,7 +3,7 @@
 //! token count. The runners (one per [`MatmulPath`]) are in `matmul.rs`; the per-type facts
 //! the choice reads are in `table.rs`. docs/kernels.md has the whole table.
 
-use super::table::{repackable, vnni_panels};
+use super::table::{neon_panels, repackable, vnni_panels};
 use super::Backend;
 use crate::quant::GgmlType;
 
@@ -54,6 +54,12 @@ pub enum MatmulPath {
     /// Repacked weights, 2 or more tokens, AVX2 (or AVX-512 without VNNI): micro-tiles of
     /// `avx2_packed::matmul_packed`.
     PackedTilesAvx2,
+    /// Repacked weights of a type with NEON panels (the table's `neon_panels`), one token, NEON:
+    /// `neon_packed::matvec_packed` (`sdot` where the CPU has dotprod).
+    PackedDecodeNeon,
+    /// Repacked weights of a type with NEON panels, 2 or more tokens, NEON: micro-tiles of
+    /// `neon_packed::matmul_packed`.
+    PackedTilesNeon,
     /// File layout, at least [`PANEL_MIN_TOKENS`] tokens, AVX-512 VNNI and a type with panels:
     /// `avx512::matmul_panels`.
     FilePanelsVnni,
@@ -73,6 +79,8 @@ impl MatmulPath {
                 | MatmulPath::PackedDecodeAvx2
                 | MatmulPath::PackedPanelsVnni
                 | MatmulPath::PackedTilesAvx2
+                | MatmulPath::PackedDecodeNeon
+                | MatmulPath::PackedTilesNeon
         )
     }
 }
@@ -82,8 +90,9 @@ impl MatmulPath {
 /// the x86 paths are only chosen for `Avx2`/`Avx512`, which exist only on x86-64).
 ///
 /// Repacked weights go to the AVX-512 VNNI kernels where the path is avx512 and the CPU has
-/// VNNI, to the AVX2 ones for avx2 (and avx512 without VNNI); scalar and NEON ignore the
-/// repacked form and read the file layout.
+/// VNNI, to the AVX2 ones for avx2 (and avx512 without VNNI), and on NEON to `neon_packed`
+/// for the types with NEON panels (the table's `neon_panels`: today every repacked type);
+/// scalar ignores the repacked form and reads the file layout.
 pub fn choose_path(backend: Backend, cpu: CpuFeatures, ty: GgmlType, packed: bool, n_tokens: usize) -> MatmulPath {
     let x86_simd = matches!(backend, Backend::Avx2 | Backend::Avx512);
     let vnni = backend == Backend::Avx512 && cpu.avx512_vnni;
@@ -93,6 +102,13 @@ pub fn choose_path(backend: Backend, cpu: CpuFeatures, ty: GgmlType, packed: boo
             (true, _) => MatmulPath::PackedPanelsVnni,
             (false, 1) => MatmulPath::PackedDecodeAvx2,
             (false, _) => MatmulPath::PackedTilesAvx2,
+        };
+    }
+    if backend == Backend::Neon && packed && neon_panels(ty) {
+        return if n_tokens == 1 {
+            MatmulPath::PackedDecodeNeon
+        } else {
+            MatmulPath::PackedTilesNeon
         };
     }
     if vnni && n_tokens >= PANEL_MIN_TOKENS && vnni_panels(ty) {
@@ -105,11 +121,22 @@ pub fn choose_path(backend: Backend, cpu: CpuFeatures, ty: GgmlType, packed: boo
     }
 }
 
+/// Whether `backend` on this CPU reads the repacked form of weights of type `ty` when one is
+/// attached (for every token count alike): what `--repack` should repack, so that no weights
+/// are copied that the kernels then ignore (scalar reads none; a type added to the table with
+/// x86 panels but no NEON ones would be read on x86 only).
+pub fn reads_repacked(backend: Backend, ty: GgmlType) -> bool {
+    choose_path(backend, CpuFeatures::detect(), ty, true, 1).is_packed()
+}
+
 /// Whether weights of type `ty` are repacked at load unless the user says otherwise
 /// (`--repack` / `--no-repack`): where the kernels for the repacked form measured faster than
 /// the file-layout kernels, in decode and in prefill, at 1 and 2 threads (7B Q4_0 and Q4_K_M
 /// random-weight files; the figures and the command are in docs/kernels.md "Default path").
-/// Only the x86 SIMD paths have such kernels.
+/// Only the x86 SIMD paths have been measured: NEON has kernels for the repacked form
+/// (`neon_packed`, every repacked type), but no ARM machine was at hand to time them (qemu's
+/// timings say nothing about a real core), so on NEON nothing is repacked by default and
+/// `--repack` forces it.
 ///
 /// Measured so far: Q4_0 and Q4_K everywhere they have panels (AVX2: 1.6-2.4x prefill and
 /// 1.2-1.8x decode; AVX-512 VNNI: decode 1.1-1.4x, prefill equal or faster). Q8_0 too (AVX2:
@@ -181,6 +208,10 @@ mod tests {
         assert!(!repack_by_default_on(Backend::Neon, VNNI, G::Q4_1));
         assert!(!repack_by_default_on(Backend::Scalar, VNNI, G::Q4_0));
         assert!(!repack_by_default_on(Backend::Neon, VNNI, G::Q4_0));
+        // NEON has panel kernels, but nothing measured on ARM hardware: the file layout stays.
+        for ty in crate::kernels::cpu::SUPPORTED {
+            assert!(!repack_by_default_on(Backend::Neon, NO_VNNI, ty), "{ty}");
+        }
     }
 
     #[test]
@@ -210,13 +241,41 @@ mod tests {
     }
 
     #[test]
-    fn scalar_and_neon_ignore_the_repacked_form() {
-        for b in [Backend::Scalar, Backend::Neon] {
-            for cpu in [VNNI, NO_VNNI] {
-                assert_eq!(choose_path(b, cpu, G::Q4_0, true, 1), P::FileDecode);
-                assert_eq!(choose_path(b, cpu, G::Q4_K, true, 64), P::FileTiles);
-                assert_eq!(choose_path(b, cpu, G::Q8_0, false, 512), P::FileTiles);
-                assert_eq!(choose_path(b, cpu, G::Q5_1, true, 1), P::FileDecode);
+    fn scalar_ignores_the_repacked_form() {
+        for cpu in [VNNI, NO_VNNI] {
+            for ty in crate::kernels::cpu::SUPPORTED {
+                assert_eq!(choose_path(Backend::Scalar, cpu, ty, true, 1), P::FileDecode, "{ty}");
+                assert_eq!(choose_path(Backend::Scalar, cpu, ty, true, 64), P::FileTiles, "{ty}");
+            }
+            assert_eq!(choose_path(Backend::Scalar, cpu, G::Q8_0, false, 512), P::FileTiles);
+        }
+    }
+
+    #[test]
+    fn neon_reads_the_repacked_form_of_types_with_neon_panels() {
+        for cpu in [VNNI, NO_VNNI] {
+            for ty in [G::Q4_0, G::Q4_1, G::Q5_0, G::Q5_1, G::Q8_0, G::Q4_K, G::Q6_K] {
+                assert!(neon_panels(ty), "{ty}");
+                assert_eq!(
+                    choose_path(Backend::Neon, cpu, ty, true, 1),
+                    P::PackedDecodeNeon,
+                    "{ty}"
+                );
+                for n in [2, 3, 16, 17, 512] {
+                    assert_eq!(
+                        choose_path(Backend::Neon, cpu, ty, true, n),
+                        P::PackedTilesNeon,
+                        "{ty} {n}"
+                    );
+                }
+                assert_eq!(choose_path(Backend::Neon, cpu, ty, false, 1), P::FileDecode, "{ty}");
+                assert_eq!(choose_path(Backend::Neon, cpu, ty, false, 64), P::FileTiles, "{ty}");
+            }
+            // No NEON panels (nor a repacked form): a packed flag alone changes nothing.
+            for ty in [G::F32, G::F16, G::BF16, G::Q5_K] {
+                assert!(!neon_panels(ty), "{ty}");
+                assert_eq!(choose_path(Backend::Neon, cpu, ty, true, 1), P::FileDecode, "{ty}");
+                assert_eq!(choose_path(Backend::Neon, cpu, ty, true, 64), P::FileTiles, "{ty}");
             }
         }
     }
@@ -253,8 +312,15 @@ mod tests {
                         let p = choose_path(b, cpu, ty, false, n);
                         assert!(!p.is_packed(), "{b} {ty} {n}: {p:?} without a repacked form");
                         let p = choose_path(b, cpu, ty, true, n);
-                        let x86 = matches!(b, Backend::Avx2 | Backend::Avx512);
-                        assert_eq!(p.is_packed(), x86 && repackable(ty), "{b} {ty} {n}: {p:?}");
+                        let reads = match b {
+                            Backend::Avx2 | Backend::Avx512 => repackable(ty),
+                            Backend::Neon => neon_panels(ty),
+                            Backend::Scalar => false,
+                        };
+                        assert_eq!(p.is_packed(), reads, "{b} {ty} {n}: {p:?}");
+                        if cpu == CpuFeatures::detect() {
+                            assert_eq!(reads_repacked(b, ty), reads, "{b} {ty}");
+                        }
                     }
                 }
             }

@@ -10,8 +10,8 @@
 //! - leaves: [`backend`] (instruction-set paths, errors), [`table`] (one row of kernel facts
 //!   per weight type), [`types`] (`QMatrix`, `PackedMatrix`, `Activations`, shared pointers);
 //! - kernels: [`scalar`] (`vec_dot_<stem>`), `avx2`/`avx512`/`neon` (`tile_<stem>`),
-//!   `avx2_packed`/`avx512_gemv` (`panel_<stem>`, repacked weights), [`repack`] (the panel
-//!   layout), [`ops`] (element-wise), [`pool`];
+//!   `avx2_packed`/`avx512_gemv`/`neon_packed` (`panel_<stem>`, repacked weights), [`repack`]
+//!   (the panel layout), [`ops`] (element-wise), [`pool`];
 //! - runner: [`dispatch`] ([`choose_path`], pure) and [`matmul`] (validation, activation
 //!   quantization, one runner per [`MatmulPath`]). docs/kernels.md has the dispatch table.
 
@@ -31,6 +31,8 @@ mod avx512;
 mod avx512_gemv;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+#[cfg(target_arch = "aarch64")]
+mod neon_packed;
 pub mod ops;
 pub mod pool;
 pub mod repack;
@@ -41,7 +43,7 @@ pub mod dispatch;
 pub mod matmul;
 
 pub use backend::{available_backends, backend, Backend, KernelError};
-pub use dispatch::{choose_path, repack_by_default, CpuFeatures, MatmulPath};
+pub use dispatch::{choose_path, reads_repacked, repack_by_default, CpuFeatures, MatmulPath};
 pub use matmul::{
     matmul, matmul_with, quantize_activations, try_matmul, try_matmul_as, try_matmul_with, vec_dot,
     QuantizedActivations,

@@ -250,6 +250,7 @@ pub fn swiglu_with(b: Backend, gate: &[f32], up: &[f32], out: &mut [f32]) {
 /// `silu(g) * u` with `e^-|g|` by [`exp_nonpositive`], branch-free so that a loop of it
 /// vectorizes: `sigmoid(g)` is `1 / (1 + e)` for `g >= 0` and `e / (1 + e)` below, `e =
 /// e^-|g|` (never overflows, unlike `e^-g` for very negative `g`).
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn swiglu1(g: f32, u: f32) -> f32 {
     let e = exp_nonpositive(-g.abs());

@@ -1,6 +1,8 @@
 //! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K weights re-laid out in panels of 16 rows
-//! ("repacked"), for the AVX-512 VNNI kernels (`avx512_gemv`, the VNNI prefill panels) and the
-//! AVX2 ones (`avx2_packed`, which also serve AVX-512 CPUs without VNNI).
+//! ("repacked"), for the AVX-512 VNNI kernels (`avx512_gemv`, the VNNI prefill panels), the
+//! AVX2 ones (`avx2_packed`, which also serve AVX-512 CPUs without VNNI) and the NEON ones
+//! (`neon_packed`: a line is four 128-bit quarters of 4 row lanes, each `sdot` by element
+//! against one activation quad advancing 4 rows).
 //!
 //! In the file's layout each row's blocks are contiguous, so a `vpdpbusd` lane sees elements
 //! of one block and every block needs its own horizontal scale handling. Repacked, one 64-byte
@@ -103,14 +105,19 @@ fn quant_of(lines: &[Line], r: usize, e: usize) -> u8 {
 }
 
 /// Whether this CPU runs kernels for repacked weights: x86-64 with AVX2, FMA and F16C (the
-/// AVX2 kernels of `avx2_packed`; AVX-512 VNNI CPUs use `avx512_gemv` and the VNNI panels).
-/// Elsewhere (NEON, scalar) nothing is repacked.
+/// AVX2 kernels of `avx2_packed`; AVX-512 VNNI CPUs use `avx512_gemv` and the VNNI panels), and
+/// aarch64 (NEON, `neon_packed`, for the types with NEON panels; which types a path reads in
+/// packed form: `dispatch::reads_repacked`). Elsewhere nothing is repacked.
 pub fn repack_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         super::Backend::Avx2.is_available()
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        super::Backend::Neon.is_available()
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         false
     }

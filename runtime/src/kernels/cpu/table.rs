@@ -11,7 +11,7 @@
 //! Kernel names share the row's [`stem`](KernelType::stem) `<weight>_<activation>`: the scalar
 //! specification is `scalar::vec_dot_<stem>`, the SIMD twins `tile_<stem>` in `avx2.rs` and
 //! `neon.rs`, `tile_<stem>_vnni` in `avx512.rs` and `panel_<stem>` in the kernels for repacked
-//! weights, so `grep -rn q4_0_q8_0 runtime/src/kernels/cpu` finds all of Q4_0's kernels.
+//! weights (`avx2_packed.rs`, `avx512_gemv.rs`, `neon_packed.rs`), so `grep -rn q4_0_q8_0 runtime/src/kernels/cpu` finds all of Q4_0's kernels.
 //! A test below checks that every kernel the table claims exists under that name.
 
 use crate::quant::GgmlType;
@@ -40,6 +40,10 @@ pub struct KernelType {
     /// NEON tile kernel (`neon::tile_<stem>`, with a `_dotprod` variant for the legacy
     /// formats); without one, NEON runs the scalar specification.
     pub neon_tile: bool,
+    /// NEON kernels for the repacked form (`neon_packed::panel_<stem>`, `sdot` and plain
+    /// variants); implies `repack`. Without them NEON reads the file layout even when a
+    /// repacked form is attached.
+    pub neon_panels: bool,
 }
 
 impl KernelType {
@@ -64,6 +68,7 @@ const fn row(
     vnni_panels: bool,
     repack: bool,
     neon_tile: bool,
+    neon_panels: bool,
 ) -> KernelType {
     KernelType {
         ty,
@@ -74,6 +79,7 @@ const fn row(
         vnni_panels,
         repack,
         neon_tile,
+        neon_panels,
     }
 }
 
@@ -82,18 +88,18 @@ use GgmlType as G;
 /// Every weight type the CPU matmul takes, in the order errors list them.
 #[rustfmt::skip]
 pub const KERNEL_TYPES: [KernelType; 11] = [
-    //   weight   activation  stem          vnni_tile vnni_panels repack neon_tile
-    row(G::F32,  G::F32,  "f32_f32",   false, false, false, true),
-    row(G::F16,  G::F32,  "f16_f32",   false, false, false, false),
-    row(G::BF16, G::F32,  "bf16_f32",  false, false, false, false),
-    row(G::Q8_0, G::Q8_0, "q8_0_q8_0", true,  true,  true,  true),
-    row(G::Q4_0, G::Q8_0, "q4_0_q8_0", true,  true,  true,  true),
-    row(G::Q4_1, G::Q8_1, "q4_1_q8_1", true,  true,  true,  false),
-    row(G::Q5_0, G::Q8_0, "q5_0_q8_0", true,  true,  true,  true),
-    row(G::Q5_1, G::Q8_1, "q5_1_q8_1", true,  true,  true,  true),
-    row(G::Q4_K, G::Q8_K, "q4_k_q8_k", false, true,  true,  true),
-    row(G::Q5_K, G::Q8_K, "q5_k_q8_k", false, true,  false, true),
-    row(G::Q6_K, G::Q8_K, "q6_k_q8_k", false, true,  true,  true),
+    //   weight   activation  stem          vnni_tile vnni_panels repack neon_tile neon_panels
+    row(G::F32,  G::F32,  "f32_f32",   false, false, false, true,  false),
+    row(G::F16,  G::F32,  "f16_f32",   false, false, false, false, false),
+    row(G::BF16, G::F32,  "bf16_f32",  false, false, false, false, false),
+    row(G::Q8_0, G::Q8_0, "q8_0_q8_0", true,  true,  true,  true,  true),
+    row(G::Q4_0, G::Q8_0, "q4_0_q8_0", true,  true,  true,  true,  true),
+    row(G::Q4_1, G::Q8_1, "q4_1_q8_1", true,  true,  true,  false, true),
+    row(G::Q5_0, G::Q8_0, "q5_0_q8_0", true,  true,  true,  true,  true),
+    row(G::Q5_1, G::Q8_1, "q5_1_q8_1", true,  true,  true,  true,  true),
+    row(G::Q4_K, G::Q8_K, "q4_k_q8_k", false, true,  true,  true,  true),
+    row(G::Q5_K, G::Q8_K, "q5_k_q8_k", false, true,  false, true,  false),
+    row(G::Q6_K, G::Q8_K, "q6_k_q8_k", false, true,  true,  true,  true),
 ];
 
 /// Weight types with a matmul kernel (the first column of [`KERNEL_TYPES`]).
@@ -139,6 +145,12 @@ pub fn act_type(ty: GgmlType) -> GgmlType {
 /// Whether [`PackedMatrix::new`](super::PackedMatrix::new) takes weights of type `ty`.
 pub fn repackable(ty: GgmlType) -> bool {
     kernel_type(ty).is_some_and(|k| k.repack)
+}
+
+/// Whether the NEON kernels for repacked weights (`neon_packed`) take weights of type `ty`
+/// (the table's `neon_panels` column): only then does NEON read a repacked form.
+pub fn neon_panels(ty: GgmlType) -> bool {
+    kernel_type(ty).is_some_and(|k| k.neon_panels)
 }
 
 /// Whether the AVX-512 VNNI prefill panels take weights of type `ty` (the CPU check is the
@@ -187,6 +199,11 @@ mod tests {
             ]
         );
         assert!(!vnni_panels(GgmlType::F32) && vnni_panels(GgmlType::Q6_K));
+        let neon: Vec<_> = SUPPORTED.into_iter().filter(|&t| neon_panels(t)).collect();
+        assert_eq!(neon, repacked, "NEON reads every repacked type");
+        for k in KERNEL_TYPES {
+            assert!(!k.neon_panels || k.repack, "{}: NEON panels need a repacked form", k.ty);
+        }
         assert_eq!(
             supported_names(),
             "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K"
@@ -210,6 +227,7 @@ mod tests {
             include_str!("neon.rs"),
         );
         let (avx2_packed, avx512_gemv) = (include_str!("avx2_packed.rs"), include_str!("avx512_gemv.rs"));
+        let neon_packed = include_str!("neon_packed.rs");
         for k in KERNEL_TYPES {
             let s = k.stem;
             assert!(has(scalar, format!("vec_dot_{s}")), "scalar vec_dot_{s}");
@@ -229,6 +247,11 @@ mod tests {
                 has(avx512_gemv, format!("panel_{s}")),
                 k.repack,
                 "avx512_gemv panel_{s}"
+            );
+            assert_eq!(
+                has(neon_packed, format!("panel_{s}")),
+                k.neon_panels,
+                "neon_packed panel_{s}"
             );
         }
     }

@@ -523,7 +523,7 @@ mod repacked_matmul {
     #[test]
     fn repacked_matmul_matches_scalar() {
         if !repack_supported() {
-            eprintln!("skipped: this CPU has no kernel for repacked weights (needs x86-64 AVX2+FMA+F16C)");
+            eprintln!("skipped: this CPU has no kernel for repacked weights (needs x86-64 AVX2+FMA+F16C, or aarch64)");
             return;
         }
         let mut rng = StdRng::seed_from_u64(21);
@@ -568,6 +568,29 @@ mod repacked_matmul {
             (GgmlType::Q4_1, 12, 96),
             (GgmlType::Q4_1, 20, 512),
             (GgmlType::Q4_1, 3, 352),
+            // Every block count 1..=16 of the NEON panel types once more (Q4_K: 1..=4 and 16
+            // super-blocks), with rows ending in every quarter of a panel (NEON: 4 rows each).
+            (GgmlType::Q4_0, 5, 96),
+            (GgmlType::Q4_0, 18, 128),
+            (GgmlType::Q4_0, 31, 160),
+            (GgmlType::Q4_0, 9, 192),
+            (GgmlType::Q4_0, 14, 224),
+            (GgmlType::Q4_0, 33, 256),
+            (GgmlType::Q4_0, 6, 288),
+            (GgmlType::Q4_0, 19, 320),
+            (GgmlType::Q4_0, 10, 384),
+            (GgmlType::Q4_0, 23, 416),
+            (GgmlType::Q4_0, 13, 448),
+            (GgmlType::Q4_0, 26, 480),
+            (GgmlType::Q4_0, 17, 512),
+            (GgmlType::Q8_0, 6, 128),
+            (GgmlType::Q8_0, 23, 160),
+            (GgmlType::Q8_0, 9, 224),
+            (GgmlType::Q8_0, 14, 288),
+            (GgmlType::Q8_0, 33, 448),
+            (GgmlType::Q4_K, 6, 1024),
+            (GgmlType::Q4_K, 33, 256),
+            (GgmlType::Q4_K, 3, 512),
         ];
         for (ty, rows, cols) in shapes {
             let xs: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -580,6 +603,21 @@ mod repacked_matmul {
             // with scales -128. Q5_0/Q5_1: every quant 0 (row 1) or 31 (row 2), d = 0.5 (Q5_1:
             // m = -0.25); Q4_1 every nibble 0 or 15, d = 0.5, m = -0.25. Q8_0: d = 0.5 and every
             // quant -128 (row 1, which no quantizer writes), 127 (row 2) or -127 (row 3).
+            // Rows 4 and 5: random quants with every f16 scale (and min) the largest finite
+            // (65504) or a subnormal (3 * 2^-24), so the kernels' f16 conversions are checked
+            // at both ends. Q6_K: 2048, as its AVX-512 VNNI prefill panels (float offsets) are
+            // 1.6e-4 off the scalar result at d = 65504, past the bound below.
+            let largest = if ty == GgmlType::Q6_K { 2048.0 } else { 65504.0f32 };
+            for (r, scale) in [(4usize, largest), (5, 3.0 * 2f32.powi(-24))] {
+                if r < rows {
+                    let row = &mut data[r * row_bytes..(r + 1) * row_bytes];
+                    for blk in row.chunks_exact_mut(ty.type_size()) {
+                        for &o in scale_offsets(ty) {
+                            blk[o..o + 2].copy_from_slice(&half::f16::from_f32(scale).to_le_bytes());
+                        }
+                    }
+                }
+            }
             for (r, fill) in [(1usize, 0x00u8), (2, 0xff), (3, 0xff)] {
                 if r < rows && (r < 3 || matches!(ty, GgmlType::Q6_K | GgmlType::Q8_0)) {
                     let row = &mut data[r * row_bytes..(r + 1) * row_bytes];
@@ -669,7 +707,7 @@ mod repacked_matmul {
     #[test]
     fn simd_paths_read_the_repacked_form() {
         if !repack_supported() {
-            eprintln!("skipped: this CPU has no kernel for repacked weights (needs x86-64 AVX2+FMA+F16C)");
+            eprintln!("skipped: this CPU has no kernel for repacked weights (needs x86-64 AVX2+FMA+F16C, or aarch64)");
             return;
         }
         let mut rng = StdRng::seed_from_u64(8);
@@ -705,19 +743,19 @@ mod repacked_matmul {
                 let close =
                     |g: &[f32], e: &[f32]| g.iter().zip(e).all(|(g, e)| (g - e).abs() <= 1e-4 * (1.0 + e.abs()));
                 assert!(close(&product(Backend::Scalar, &mixed), &want_b), "{ty} scalar");
-                for backend in [Backend::Avx2, Backend::Avx512]
+                for backend in [Backend::Avx2, Backend::Avx512, Backend::Neon]
                     .into_iter()
                     .filter(|b| b.is_available())
                 {
                     let got = product(backend, &mixed);
-                    assert!(
-                        close(&got, &want_a),
-                        "{ty} {backend} tokens {n_tokens}: not the packed form"
-                    );
-                    assert!(
-                        !close(&got, &want_b),
-                        "{ty} {backend} tokens {n_tokens}: read the file layout"
-                    );
+                    // NEON reads the packed form of the types with NEON panels only.
+                    let (want, other, what) = if reads_repacked(backend, ty) {
+                        (&want_a, &want_b, "read the file layout")
+                    } else {
+                        (&want_b, &want_a, "read the packed form")
+                    };
+                    assert!(close(&got, want), "{ty} {backend} tokens {n_tokens}: {what}");
+                    assert!(!close(&got, other), "{ty} {backend} tokens {n_tokens}: {what}");
                 }
             }
         }

@@ -52,7 +52,7 @@ impl std::fmt::Display for Activations {
 
 /// A row-major weight matrix borrowed from a model file: each of `rows` rows is `cols`
 /// elements of `ty`; optionally also the same matrix repacked (see [`PackedMatrix`]), which the
-/// x86 SIMD paths (AVX2, AVX-512) then read instead of `data`.
+/// SIMD paths with panel kernels (AVX2, AVX-512, NEON) then read instead of `data`.
 #[derive(Debug, Clone, Copy)]
 pub struct QMatrix<'a> {
     pub ty: GgmlType,
@@ -334,8 +334,8 @@ impl PackedMatrix {
         self.scales.len() * 2 + self.lines.len() * 64
     }
 
-    // Only the x86 kernels walk panels; elsewhere the repacked form is never read.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    // Only the x86 and NEON kernels walk panels; elsewhere the repacked form is never read.
+    #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
     pub(super) fn n_panels(&self) -> usize {
         self.rows.div_ceil(PANEL_ROWS)
     }
