@@ -16,12 +16,16 @@ use super::types::{Activations, QMatrix, SyncPtr, DOT_MAX_T};
 use super::{backend, Backend, KernelError, ThreadPool};
 use crate::quant::{dequantize_row, quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k, GgmlType};
 
-#[cfg(target_arch = "aarch64")]
-use super::neon;
 #[cfg(target_arch = "x86_64")]
 use super::{
     avx2, avx2_packed, avx512, avx512_gemv,
     types::{PackedActivations, PackedMatrix, PANEL_ROWS},
+};
+#[cfg(target_arch = "aarch64")]
+use super::{
+    neon, neon_packed,
+    neon_packed::PanelActivations,
+    types::{PackedMatrix, PANEL_ROWS},
 };
 
 /// Rows per prefill task.
@@ -88,7 +92,9 @@ pub fn quantize_activations(pool: &ThreadPool, ty: GgmlType, x: &[f32], cols: us
         };
         r.expect("activation rows are sized by their own block size");
     };
-    if n_tokens >= 4 {
+    // Below ~32K elements (a few tokens of a 4096-wide model, or a 135M model's decode
+    // batch) waking the workers costs more than the rounding.
+    if n_tokens * cols >= 1 << 15 {
         pool.run(n_tokens, &quantize);
     } else {
         (0..n_tokens).for_each(quantize);
@@ -308,6 +314,17 @@ pub fn try_matmul_with(
         | MatmulPath::FilePanelsVnni => {
             unreachable!("choose_path picks x86 paths only for the x86 backends, unavailable here")
         }
+        // SAFETY (both NEON paths): `choose_path` returns them only for the Neon backend
+        // (available: aarch64), with `w.packed` set and a type with NEON panels; `acts` holds
+        // n_tokens activation rows of `w.cols` elements and `out` n_tokens * rows floats.
+        #[cfg(target_arch = "aarch64")]
+        MatmulPath::PackedDecodeNeon => unsafe { run_packed_decode_neon(&call, out) },
+        #[cfg(target_arch = "aarch64")]
+        MatmulPath::PackedTilesNeon => unsafe { run_packed_tiles_neon(&call, out) },
+        #[cfg(not(target_arch = "aarch64"))]
+        MatmulPath::PackedDecodeNeon | MatmulPath::PackedTilesNeon => {
+            unreachable!("choose_path picks NEON paths only for the Neon backend, unavailable here")
+        }
     }
     Ok(())
 }
@@ -399,8 +416,10 @@ unsafe fn run_packed_decode(c: &Call, vnni: bool, out: &mut [f32]) {
     let packed: &PackedMatrix = w.packed.expect("choose_path: a Packed* path needs the repacked form");
     let xs = c.packed_acts();
     let n_panels = packed.n_panels();
-    // A few chunks per thread so the dynamic scheduler can even out stragglers.
-    let per = n_panels.div_ceil(decode_tasks(c.pool, w.data.len(), n_panels));
+    // A few chunks per thread so the dynamic scheduler can even out stragglers. Each panel is
+    // read once for all tokens but multiplied with each: the work grows with the token count,
+    // so a matrix too small to split for one token (a 135M model's) is split for several.
+    let per = n_panels.div_ceil(decode_tasks(c.pool, w.data.len() * n_tokens, n_panels));
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let rows = w.rows;
     debug_assert!(vnni || n_tokens == 1);
@@ -433,6 +452,51 @@ unsafe fn run_packed_tiles_avx2(c: &Call, out: &mut [f32]) {
     // SAFETY: the caller checked AVX2/FMA/F16C; each of `xs` comes from an activation row of
     // `w.cols` elements, and `out` holds n_tokens * rows floats.
     unsafe { avx2_packed::matmul_packed(c.pool, packed, &xs, out) };
+}
+
+/// [`MatmulPath::PackedDecodeNeon`]: chunks of panels of the repacked weights, one token.
+///
+/// # Safety
+/// `w.packed` must be set, of a type with NEON panels (the table's `neon_panels`), and
+/// `n_tokens == 1`.
+#[cfg(target_arch = "aarch64")]
+unsafe fn run_packed_decode_neon(c: &Call, out: &mut [f32]) {
+    let w = c.w;
+    let packed: &PackedMatrix = w.packed.expect("choose_path: a Packed* path needs the repacked form");
+    debug_assert!(c.n_tokens == 1 && super::table::neon_panels(w.ty));
+    let x = PanelActivations::new(w.ty, c.act(0));
+    let n_panels = packed.n_panels();
+    // A few chunks per thread so the dynamic scheduler can even out stragglers.
+    let per = n_panels.div_ceil(decode_tasks(c.pool, w.data.len(), n_panels));
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    let rows = w.rows;
+    c.pool.run(n_panels.div_ceil(per), &|chunk| {
+        let first = chunk * per * PANEL_ROWS;
+        let end = ((chunk + 1) * per * PANEL_ROWS).min(rows);
+        // SAFETY: chunk owns rows first..end of the output, which no other task writes, and
+        // `out` (rows floats) outlives the pool's `run`; the caller checked the type, and `x`
+        // was made from an activation row of this matrix's width.
+        unsafe {
+            let o = std::slice::from_raw_parts_mut(out_ptr.get().add(first), end - first);
+            neon_packed::matvec_packed(packed, &x, chunk * per, o);
+        }
+    });
+}
+
+/// [`MatmulPath::PackedTilesNeon`]: micro-tiles of tokens over the repacked weights.
+///
+/// # Safety
+/// `w.packed` must be set, of a type with NEON panels (the table's `neon_panels`).
+#[cfg(target_arch = "aarch64")]
+unsafe fn run_packed_tiles_neon(c: &Call, out: &mut [f32]) {
+    let packed = c.w.packed.expect("choose_path: a Packed* path needs the repacked form");
+    debug_assert!(super::table::neon_panels(c.w.ty));
+    let xs: Vec<PanelActivations> = (0..c.n_tokens)
+        .map(|t| PanelActivations::new(c.w.ty, c.act(t)))
+        .collect();
+    // SAFETY: the caller checked the type; each of `xs` comes from an activation row of
+    // `w.cols` elements, and `out` holds n_tokens * rows floats.
+    unsafe { neon_packed::matmul_packed(c.pool, packed, &xs, out) };
 }
 
 /// One weight row against up to [`DOT_MAX_T`] activation rows through `backend`: the tile
