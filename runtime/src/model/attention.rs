@@ -2,77 +2,30 @@
 
 use super::kv_cache::Row;
 use super::ops;
-use crate::kernels::cpu::ops::exp_nonpositive;
 
-/// Lanes of the independent partial results below: plain Rust loops over `[f32; LANES]`
-/// chunks, which the compiler turns into SIMD (a single running max or sum would be one
-/// serial dependency chain, and `f32::exp` a libm call per element).
-const LANES: usize = 8;
-
-/// `x = softmax(x * scale)` in place, the attention weights of one head: the max and the sum
-/// in `LANES` partial results, `exp` by [`exp_nonpositive`]. At depth 3072 a decoded token
-/// runs this over 3072 scores for each head of each layer; libm's `expf` one element at a time
-/// was a tenth of TinyLlama's attention time.
+/// `x = softmax(x * scale)` in place, the attention weights of one head: max, then `exp` by
+/// the vectorized `kernels::cpu::ops::exp_in_place` (lane partial sums). At depth 3072 a
+/// decoded token runs this over 3072 scores for each head of each layer; libm's `expf` one
+/// element at a time was a tenth of TinyLlama's attention time.
 fn softmax_scaled(x: &mut [f32], scale: f32) {
-    let max = lane_max(x);
+    let max = ops::max_f32(x);
     if max == f32::NEG_INFINITY || max.is_nan() {
         // No finite score (or a NaN): the reference softmax's answer.
         x.iter_mut().for_each(|v| *v *= scale);
         ops::softmax(x);
         return;
     }
-    let mut sums = [0f32; LANES];
-    let mut chunks = x.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for (s, v) in sums.iter_mut().zip(c.iter_mut()) {
-            *v = exp_nonpositive((*v - max) * scale);
-            *s += *v;
-        }
-    }
-    let mut sum: f32 = 0.0;
-    for v in chunks.into_remainder() {
-        *v = exp_nonpositive((*v - max) * scale);
-        sum += *v;
-    }
-    let inv = 1.0 / (sum + sums.iter().sum::<f32>());
+    let inv = 1.0 / ops::exp_in_place(x, max, scale);
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// `ln softmax(logits)[id]`: the log-probability of token `id` (NaN logits count for nothing).
-/// Once per generated token over the whole vocabulary when a server reports log-probabilities,
-/// so the sum runs in `LANES` f32 partial sums of [`exp_nonpositive`] (every term <= 1; f64
-/// libm `exp` per entry was ~0.4 ms per token for a 49152-entry vocabulary).
+/// Once per generated token over the whole vocabulary when a server reports log-probabilities:
+/// vectorized max and sum of exponentials (`kernels::cpu::ops`; a serial max and libm `exp`
+/// per entry cost ~0.25-0.4 ms per token at 49152 entries).
 pub(crate) fn log_softmax_at(logits: &[f32], id: u32) -> f32 {
-    let max = lane_max(logits);
-    let mut lanes = [0f32; LANES];
-    let mut chunks = logits.chunks_exact(LANES);
-    let term = |x: f32| if x.is_nan() { 0.0 } else { exp_nonpositive(x - max) };
-    for c in &mut chunks {
-        for (s, &x) in lanes.iter_mut().zip(c) {
-            *s += term(x);
-        }
-    }
-    let sum: f32 = chunks.remainder().iter().map(|&x| term(x)).sum::<f32>() + lanes.iter().sum::<f32>();
-    (logits[id as usize] - max) - sum.ln()
-}
-
-/// The largest non-NaN element (`-inf` for none), in `LANES` partial maxima: `f32::max` folded
-/// over the slice is one serial chain that does not vectorize (~65 µs over 49152 logits).
-fn lane_max(x: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (m, &v) in lanes.iter_mut().zip(c) {
-            // `v > m` is false for a NaN `v`, which is skipped as `f32::max` skips it.
-            *m = if v > *m { v } else { *m };
-        }
-    }
-    chunks
-        .remainder()
-        .iter()
-        .chain(&lanes)
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max)
+    let max = ops::max_f32(logits);
+    (logits[id as usize] - max) - ops::sum_exp(logits, max, 1.0).ln()
 }
 
 /// Geometry of the attention heads.

@@ -54,6 +54,21 @@ pub fn softmax(x: &mut [f32]) {
     k::softmax(x)
 }
 
+/// The largest non-NaN element (`-inf` for none).
+pub fn max_f32(x: &[f32]) -> f32 {
+    k::max_f32(x)
+}
+
+/// `sum(e^((x[i] - shift) * scale))` over the non-NaN elements, `shift` at least the max.
+pub fn sum_exp(x: &[f32], shift: f32, scale: f32) -> f32 {
+    k::sum_exp(x, shift, scale)
+}
+
+/// `x[i] = e^((x[i] - shift) * scale)`, `shift` at least the max; returns the sum.
+pub fn exp_in_place(x: &mut [f32], shift: f32, scale: f32) -> f32 {
+    k::exp_in_place(x, shift, scale)
+}
+
 /// `out = silu(gate) * up`, element-wise.
 pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
     k::swiglu(gate, up, out)

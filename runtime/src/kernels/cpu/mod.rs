@@ -49,8 +49,8 @@ pub use matmul::{
     QuantizedActivations,
 };
 pub use ops::{
-    axpy_f16, dot_f16, dot_f16_rows, dot_f16_rows_grouped, f16_to_f32_row, f32_to_f16_row, rms_norm, rope, silu,
-    softmax, swiglu, weighted_sum_f16_rows, weighted_sum_f16_rows_grouped, RopeTable,
+    axpy_f16, dot_f16, dot_f16_rows, dot_f16_rows_grouped, exp_in_place, f16_to_f32_row, f32_to_f16_row, max_f32,
+    rms_norm, rope, silu, softmax, sum_exp, swiglu, weighted_sum_f16_rows, weighted_sum_f16_rows_grouped, RopeTable,
 };
 pub use pool::{physical_cores, ThreadPool};
 pub use repack::repack_supported;

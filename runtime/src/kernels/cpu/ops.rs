@@ -247,6 +247,96 @@ pub fn swiglu_with(b: Backend, gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Lanes of the partial results of [`max_f32`], [`sum_exp`] and [`exp_in_place`]: a single
+/// running max or sum is one serial dependency chain; `LANES` independent ones are plain loops
+/// that the compiler turns into SIMD (AVX2 inside the x86 wrappers, whose `target_feature`
+/// lets it use 256-bit vectors; the crate's baseline is SSE2). Every path adds the same
+/// elements in the same order, so the results are bit-identical across paths.
+const LANES: usize = 8;
+
+/// The largest non-NaN element of `x` (`-inf` for none).
+pub fn max_f32(x: &[f32]) -> f32 {
+    match backend() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the path is only chosen when available (checked here).
+        b @ (Backend::Avx2 | Backend::Avx512) if b.is_available() => unsafe { x86::max_f32(x) },
+        _ => max_lanes(x),
+    }
+}
+
+/// `sum(e^((x[i] - shift) * scale))` over the non-NaN elements, `e^` by [`exp_nonpositive`]:
+/// `shift` must be at least every element (the max) and `scale` positive, so each term is at
+/// most 1. The normalizer of a softmax or a log-probability.
+pub fn sum_exp(x: &[f32], shift: f32, scale: f32) -> f32 {
+    match backend() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `max_f32`.
+        b @ (Backend::Avx2 | Backend::Avx512) if b.is_available() => unsafe { x86::sum_exp(x, shift, scale) },
+        _ => sum_exp_lanes(x, shift, scale),
+    }
+}
+
+/// `x[i] = e^((x[i] - shift) * scale)` (as in [`sum_exp`], no NaN allowed); returns their sum.
+pub fn exp_in_place(x: &mut [f32], shift: f32, scale: f32) -> f32 {
+    match backend() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `max_f32`.
+        b @ (Backend::Avx2 | Backend::Avx512) if b.is_available() => unsafe { x86::exp_in_place(x, shift, scale) },
+        _ => exp_in_place_lanes(x, shift, scale),
+    }
+}
+
+#[inline(always)]
+fn max_lanes(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            // `v > m` is false for a NaN `v`, which is skipped as `f32::max` skips it.
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+#[inline(always)]
+fn sum_exp_lanes(x: &[f32], shift: f32, scale: f32) -> f32 {
+    // A NaN element's term is 0 by `exp_nonpositive` itself (no select that would keep the
+    // loop from vectorizing).
+    let term = |v: f32| exp_nonpositive((v - shift) * scale);
+    let mut lanes = [0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (s, &v) in lanes.iter_mut().zip(c) {
+            *s += term(v);
+        }
+    }
+    chunks.remainder().iter().map(|&v| term(v)).sum::<f32>() + lanes.iter().sum::<f32>()
+}
+
+#[inline(always)]
+fn exp_in_place_lanes(x: &mut [f32], shift: f32, scale: f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (s, v) in lanes.iter_mut().zip(c.iter_mut()) {
+            *v = exp_nonpositive((*v - shift) * scale);
+            *s += *v;
+        }
+    }
+    let mut tail = 0f32;
+    for v in chunks.into_remainder() {
+        *v = exp_nonpositive((*v - shift) * scale);
+        tail += *v;
+    }
+    tail + lanes.iter().sum::<f32>()
+}
+
 /// `silu(g) * u` with `e^-|g|` by [`exp_nonpositive`], branch-free so that a loop of it
 /// vectorizes: `sigmoid(g)` is `1 / (1 + e)` for `g >= 0` and `e / (1 + e)` below, `e =
 /// e^-|g|` (never overflows, unlike `e^-g` for very negative `g`).
@@ -262,10 +352,11 @@ fn swiglu1(g: f32, u: f32) -> f32 {
 /// negligible beside the max's 1): `x = n ln2 + r`, `|r| <= ln2/2`, `e^r` by the degree-6
 /// Cephes `expf` polynomial, `2^n` built in the exponent bits. Branch-free so that it
 /// vectorizes; `n` is rounded with the 1.5 * 2^23 trick (the sum's low mantissa bits hold it).
+/// A NaN gives 0 (the clamp's comparison is false for it), so it counts for nothing in a sum.
 #[inline(always)]
 pub fn exp_nonpositive(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
-    let x = if x < -87.0 { -87.0 } else { x };
+    let x = if x >= -87.0 { x } else { -87.0 };
     let t = x * std::f32::consts::LOG2_E + ROUND;
     let n = t - ROUND;
     // ln2 split in two (Cody-Waite) so that n * LN2_HI is exact.
@@ -372,6 +463,27 @@ mod x86 {
     use super::f16;
     use crate::kernels::cpu::avx2::hsum;
     use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2+FMA available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn max_f32(x: &[f32]) -> f32 {
+        super::max_lanes(x)
+    }
+
+    /// # Safety
+    /// AVX2+FMA available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn sum_exp(x: &[f32], shift: f32, scale: f32) -> f32 {
+        super::sum_exp_lanes(x, shift, scale)
+    }
+
+    /// # Safety
+    /// AVX2+FMA available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exp_in_place(x: &mut [f32], shift: f32, scale: f32) -> f32 {
+        super::exp_in_place_lanes(x, shift, scale)
+    }
 
     /// Plain loops over 8-wide chunks that the compiler vectorizes with AVX2 here.
     ///
@@ -706,6 +818,38 @@ mod tests {
         assert_eq!(exp_nonpositive(0.0), 1.0);
         assert_eq!(exp_nonpositive(-100.0), 0.0);
         assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_nonpositive(f32::NAN), 0.0);
+    }
+
+    #[test]
+    fn lane_reductions_are_the_same_on_every_path() {
+        for n in [0, 1, 7, 8, 9, 100, 3073, 49157] {
+            let mut x: Vec<f32> = values(n, 11).iter().map(|v| v * 20.0).collect();
+            if n > 8 {
+                x[3] = f32::NAN;
+                x[5] = f32::NEG_INFINITY;
+            }
+            let max = max_lanes(&x);
+            let finite: Vec<f32> = x.iter().copied().filter(|v| !v.is_nan()).collect();
+            assert_eq!(max, finite.iter().copied().fold(f32::NEG_INFINITY, f32::max), "n {n}");
+            let sum = sum_exp_lanes(&x, max, 0.5);
+            let want: f64 = finite.iter().map(|&v| ((v - max) as f64 * 0.5).exp()).sum();
+            assert!((sum as f64 - want).abs() <= 1e-5 * want.max(1.0), "n {n}: {sum} vs {want}");
+            let mut e = finite.clone();
+            let total = exp_in_place_lanes(&mut e, max, 0.5);
+            assert!((total as f64 - want).abs() <= 1e-5 * want.max(1.0), "n {n}: {total} vs {want}");
+            #[cfg(target_arch = "x86_64")]
+            if Backend::Avx2.is_available() {
+                // SAFETY: AVX2 and FMA were just checked.
+                unsafe {
+                    assert_eq!(x86::max_f32(&x).to_bits(), max.to_bits());
+                    assert_eq!(x86::sum_exp(&x, max, 0.5).to_bits(), sum.to_bits());
+                    let mut e2 = finite.clone();
+                    assert_eq!(x86::exp_in_place(&mut e2, max, 0.5).to_bits(), total.to_bits());
+                    assert!(e2.iter().zip(&e).all(|(a, b)| a.to_bits() == b.to_bits()));
+                }
+            }
+        }
     }
 
     #[test]
