@@ -834,10 +834,16 @@ mod tests {
             assert_eq!(max, finite.iter().copied().fold(f32::NEG_INFINITY, f32::max), "n {n}");
             let sum = sum_exp_lanes(&x, max, 0.5);
             let want: f64 = finite.iter().map(|&v| ((v - max) as f64 * 0.5).exp()).sum();
-            assert!((sum as f64 - want).abs() <= 1e-5 * want.max(1.0), "n {n}: {sum} vs {want}");
+            assert!(
+                (sum as f64 - want).abs() <= 1e-5 * want.max(1.0),
+                "n {n}: {sum} vs {want}"
+            );
             let mut e = finite.clone();
             let total = exp_in_place_lanes(&mut e, max, 0.5);
-            assert!((total as f64 - want).abs() <= 1e-5 * want.max(1.0), "n {n}: {total} vs {want}");
+            assert!(
+                (total as f64 - want).abs() <= 1e-5 * want.max(1.0),
+                "n {n}: {total} vs {want}"
+            );
             #[cfg(target_arch = "x86_64")]
             if Backend::Avx2.is_available() {
                 // SAFETY: AVX2 and FMA were just checked.
