@@ -70,6 +70,16 @@ for p in protocols:
                       f"{d['tokens_per_second'] / base['decode']['tokens_per_second']:.2f}x")
         print(f"| {p.upper()} | {label} | {len(r['results'])} | {d['generated_tokens']} | {decode} | "
               f"{r['tasks_per_minute']:.1f} | {r['tasks_per_minute'] / base['tasks_per_minute']:.2f}x |")
+if len(protocols) > 1:
+    # All episodes together: total tokens over total decode time, per single-sequence engine.
+    def overall(name):
+        ds = [json.load(open(f"{out}/{p}-{name}.json"))["decode"] for p in protocols]
+        tokens = sum(d["generated_tokens"] for d in ds)
+        seconds = sum(d["generated_tokens"] / d["tokens_per_second"] for d in ds if d["tokens_per_second"] > 0)
+        return tokens, tokens / seconds
+    (tp, rp), (ts, rs) = overall("plain"), overall("speculate")
+    print(f"| all | 1 sequence, --no-speculate | | {tp} | | {rp:.1f} | 1.00x | | |")
+    print(f"| all | 1 sequence, speculating | | {ts} | | {rs:.1f} | {rs / rp:.2f}x | | |")
 PY
 } | tee -a "$record"
 echo "recorded in $record" >&2
