@@ -8,8 +8,11 @@
 //!
 //! Prefill with VNNI (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K): a task unpacks a panel
 //! of 16 weight rows once into unsigned 8-bit quants laid out "row-interleaved" (for each 4
-//! consecutive elements, the 4 bytes of row 0, then of row 1, ... row 15: one 64-byte vector), plus f32
-//! scales per group and the group offsets. One `vpdpbusd` then multiplies 4 elements of 16
+//! consecutive elements, the 4 bytes of row 0, then of row 1, ... row 15: one 64-byte vector), plus
+//! the scales (f32 `d` per block of the 32-element formats; for the k-quants the integer group
+//! scales, whose products with the group sums are added in integers per super-block and
+//! scaled by `d` once, as the scalar specification and the decode kernels do) and the group
+//! offsets. One `vpdpbusd` then multiplies 4 elements of 16
 //! rows with the same 4 activation bytes of one token (a broadcast), accumulating 16 row sums
 //! at once; a micro-tile keeps the sums of 16 rows x `T` tokens in registers, so each
 //! unpacked weight vector is loaded once per `T` tokens and each activation broadcast is
@@ -200,8 +203,14 @@ fn group(ty: GgmlType) -> usize {
 struct Panel {
     /// `cols / 4` vectors of 64 bytes: element quad `k` of rows 0..16.
     q: Vec<u8>,
-    /// Per group, 16 f32 (one per row): `d * scale` (k-quants) or `d` (legacy).
+    /// Legacy: per block, 16 f32 (one per row): `d`.
     scf: Vec<f32>,
+    /// k-quants: per group, 16 i32 (one per row): the group's scale. A super-block's group
+    /// sums are multiplied by them and added in integers (exact, as the scalar specification
+    /// and the decode kernel do), then scaled by `d` once.
+    sci: Vec<i32>,
+    /// k-quants: per super-block, 16 f32 `d`.
+    dk: Vec<f32>,
     /// Legacy: per block, 16 f32 offsets, subtracted per unit of `d_y * sum(y)` (`8 d` for
     /// Q4_0, `16 d` for Q5_0, `128 d` for Q8_0, `-m` for Q4_1/Q5_1; see [`LegacyTables`] for
     /// when the integer starts replace the first three).
@@ -285,10 +294,11 @@ unsafe fn unpack_block(ty: GgmlType, row: *const u8, b: usize, q: &mut [u8], p: 
             }
             for j in 0..8 {
                 let (sc, m) = crate::quant::get_scale_min_k4(j, &s);
-                p.scf[(b * 8 + j) * PR + r] = d * sc as f32;
+                p.sci[(b * 8 + j) * PR + r] = sc as i32;
                 // Both groups of 16 in sub-block j share its min.
                 p.mn[(b * 8 + j) * PR + r] = (m as u32) | ((m as u32) << 16);
             }
+            p.dk[b * PR + r] = d;
             p.dm[b * PR + r] = dmin;
         }
         GgmlType::Q6_K => {
@@ -323,7 +333,7 @@ unsafe fn unpack_block(ty: GgmlType, row: *const u8, b: usize, q: &mut [u8], p: 
             }
             let sc = blk.add(192).cast::<[i8; 16]>().read_unaligned();
             for g in 0..16 {
-                p.scf[(b * 16 + g) * PR + r] = d * sc[g] as f32;
+                p.sci[(b * 16 + g) * PR + r] = sc[g] as i32;
             }
             // The -32 offset: a min of 32 * scale per group of 16, paired for vpdpwssd.
             for pr in 0..8 {
@@ -331,6 +341,7 @@ unsafe fn unpack_block(ty: GgmlType, row: *const u8, b: usize, q: &mut [u8], p: 
                 let hi = (32 * sc[2 * pr + 1] as i32) as u16 as u32;
                 p.mn[(b * 8 + pr) * PR + r] = lo | (hi << 16);
             }
+            p.dk[b * PR + r] = d;
             p.dm[b * PR + r] = d;
         }
         _ => unreachable!("panel_supported"),
@@ -346,6 +357,8 @@ unsafe fn unpack_panel(w: &QMatrix, r0: usize, nr: usize, p: &mut Panel) {
     let mut q = vec![0u8; bsz];
     p.q.fill(0);
     p.scf.fill(0.0);
+    p.sci.fill(0);
+    p.dk.fill(0.0);
     p.mn.fill(0);
     p.dm.fill(0.0);
     let quads = bsz / 4;
@@ -429,7 +442,7 @@ unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
                 let d = f16(u16::from_le_bytes([lines[0].0[2 * r], lines[0].0[2 * r + 1]]));
                 let sc = |g: usize| lines[1 + g / 4].0[16 * (g % 4) + r] as i8 as i32;
                 for g in 0..16 {
-                    p.scf[(b * 16 + g) * PR + r] = d * sc(g) as f32;
+                    p.sci[(b * 16 + g) * PR + r] = sc(g);
                 }
                 // As `unpack_block`: the offset of 32 as a min of 32 * scale, paired.
                 for pr in 0..8 {
@@ -437,6 +450,7 @@ unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
                     let hi = (32 * sc(2 * pr + 1)) as u16 as u32;
                     p.mn[(b * 8 + pr) * PR + r] = lo | (hi << 16);
                 }
+                p.dk[b * PR + r] = d;
                 p.dm[b * PR + r] = d;
             }
         }
@@ -451,9 +465,10 @@ unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
             for j in 0..8 {
                 let sc = lines[1 + j / 4].0[(j % 4) * 16 + r];
                 let m = lines[3 + j / 4].0[(j % 4) * 16 + r] as u32;
-                p.scf[(b * 8 + j) * PR + r] = d * sc as f32;
+                p.sci[(b * 8 + j) * PR + r] = sc as i32;
                 p.mn[(b * 8 + j) * PR + r] = m | (m << 16);
             }
+            p.dk[b * PR + r] = d;
             p.dm[b * PR + r] = dmin;
         }
     }
@@ -508,7 +523,9 @@ unsafe fn micro_k<const T: usize, const G: usize>(p: &Panel, nsb: usize, y: [*co
     let gps = QK_K / G;
     let mut acc = [_mm512_setzero_ps(); T];
     for sb in 0..nsb {
-        let mut sacc = [_mm512_setzero_ps(); T];
+        // Group sums times the group scales, added in integers: |scale * sum| * groups stays
+        // below 2^28 for every k-quant (Q6_K: 127 * (63 * 127 * 16) * 16).
+        let mut scaled = [_mm512_setzero_si512(); T];
         for g in 0..gps {
             let mut s = [_mm512_setzero_si512(); T];
             for k in 0..G / 4 {
@@ -518,9 +535,9 @@ unsafe fn micro_k<const T: usize, const G: usize>(p: &Panel, nsb: usize, y: [*co
                     s[t] = _mm512_dpbusd_epi32(s[t], wv, bcast32(y[t].add(sb * 292 + 4 + 4 * (quad - sb * 64))));
                 }
             }
-            let scv = _mm512_loadu_ps(p.scf.as_ptr().add((sb * gps + g) * PR));
+            let scv = _mm512_loadu_si512(p.sci.as_ptr().add((sb * gps + g) * PR).cast());
             for t in 0..T {
-                sacc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]), scv, sacc[t]);
+                scaled[t] = _mm512_add_epi32(scaled[t], _mm512_mullo_epi32(s[t], scv));
             }
         }
         let mut macc = [_mm512_setzero_si512(); T];
@@ -530,11 +547,18 @@ unsafe fn micro_k<const T: usize, const G: usize>(p: &Panel, nsb: usize, y: [*co
                 macc[t] = _mm512_dpwssd_epi32(macc[t], mv, bcast32(y[t].add(sb * 292 + 4 + QK_K + 4 * pr)));
             }
         }
+        let dkv = _mm512_loadu_ps(p.dk.as_ptr().add(sb * PR));
         let dmv = _mm512_loadu_ps(p.dm.as_ptr().add(sb * PR));
         for t in 0..T {
             let dy = _mm512_set1_ps(y[t].add(sb * 292).cast::<f32>().read_unaligned());
-            acc[t] = _mm512_fmadd_ps(sacc[t], dy, acc[t]);
-            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(macc[t]), _mm512_mul_ps(dmv, dy), acc[t]);
+            if G == 16 {
+                // Q6_K: the offset of 32 shares `d`, so it is taken off exactly, in integers.
+                let total = _mm512_sub_epi32(scaled[t], macc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_mul_ps(dkv, dy), acc[t]);
+            } else {
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled[t]), _mm512_mul_ps(dkv, dy), acc[t]);
+                acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(macc[t]), _mm512_mul_ps(dmv, dy), acc[t]);
+            }
         }
     }
     acc
@@ -685,7 +709,9 @@ pub(super) unsafe fn matmul_panels(
         let nr = PR.min(rows - r0);
         let mut p = Panel {
             q: vec![0u8; cols * PR],
-            scf: vec![0f32; n_groups * PR],
+            scf: vec![0f32; if is_legacy(ty) { n_groups * PR } else { 0 }],
+            sci: vec![0i32; if is_legacy(ty) { 0 } else { n_groups * PR }],
+            dk: vec![0f32; n_dm * PR],
             mn: vec![0u32; n_mn * PR],
             dm: vec![0f32; n_dm * PR],
         };
