@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use edgeact_quantize::safetensors::to_bytes;
-use edgeact_quantize::DType;
+use edgeact_quantize::{convert, DType, Mix, Options};
 use std::path::{Path, PathBuf};
 
 pub const HIDDEN: usize = 256;
@@ -98,4 +98,19 @@ pub fn write_checkpoint(dir: &Path, tied: bool, poison: Option<&str>) -> Vec<(St
     std::fs::write(dir.join("config.json"), config).unwrap();
     std::fs::copy(shared_tokenizer(), dir.join("tokenizer.model")).unwrap();
     tensors
+}
+
+/// The checkpoint in `ck` converted by our converter, 2 threads, to each of `mixes`:
+/// `dir/tiny-<mix>.gguf`, in the order given.
+pub fn convert_to_mixes(ck: &Path, dir: &Path, mixes: &[Mix]) -> Vec<(Mix, PathBuf)> {
+    mixes
+        .iter()
+        .map(|&mix| {
+            let out = dir.join(format!("tiny-{mix}.gguf"));
+            let mut opts = Options::new(mix);
+            opts.threads = 2;
+            convert(ck, &out, &opts, &mut edgeact_quantize::convert::Silent).unwrap();
+            (mix, out)
+        })
+        .collect()
 }

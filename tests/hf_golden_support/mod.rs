@@ -6,9 +6,9 @@
 //! scripts/make-hf-golden.py builds the same weights (its `sharpen`) for the golden logits.
 #![allow(dead_code)]
 
-use crate::convert_support::{f16_bytes, write_checkpoint};
+use crate::convert_support::{convert_to_mixes, f16_bytes, write_checkpoint};
 use edgeact_quantize::safetensors::to_bytes;
-use edgeact_quantize::{convert, DType, Mix, Options};
+use edgeact_quantize::{DType, Mix};
 use std::path::{Path, PathBuf};
 
 /// Rescales one tensor in place, in f32 arithmetic rounded to f16 (as the Python script).
@@ -42,14 +42,5 @@ pub fn sharpened_ggufs(dir: &Path, mixes: &[Mix]) -> Vec<(Mix, PathBuf)> {
     let ck = dir.join("ck");
     std::fs::create_dir(&ck).unwrap();
     write_sharpened_checkpoint(&ck);
-    mixes
-        .iter()
-        .map(|&mix| {
-            let out = dir.join(format!("tiny-{mix}.gguf"));
-            let mut opts = Options::new(mix);
-            opts.threads = 2;
-            convert(&ck, &out, &opts, &mut edgeact_quantize::convert::Silent).unwrap();
-            (mix, out)
-        })
-        .collect()
+    convert_to_mixes(&ck, dir, mixes)
 }

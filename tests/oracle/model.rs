@@ -30,7 +30,7 @@ use crate::convert_support;
 use crate::hf_golden_support;
 
 use edgeact_oracle as oracle;
-use edgeact_quantize::{convert, GgufWriter, Mix, Options};
+use edgeact_quantize::{GgufWriter, Mix};
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::model::{LlamaModel, Session, SessionOptions};
 use edgeact_runtime::quant::{quantize_row_q8_0, quantize_row_q8_1, BlockQ8_0, BlockQ8_1, GgmlType};
@@ -260,24 +260,14 @@ fn widened_quantized_models_agree_before_attention() {
 
 /// The tiny checkpoint (plain or sharpened) converted by our converter to each issue-#3 type.
 fn tiny_models(dir: &Path, sharpened: bool) -> Vec<(Mix, PathBuf)> {
-    let tag = if sharpened { "sharp" } else { "plain" };
-    let ck = dir.join(format!("ck-{tag}"));
-    std::fs::create_dir(&ck).unwrap();
+    let mixes = [Mix::F16, Mix::Q8_0, Mix::Q4_0, Mix::Q4KM];
     if sharpened {
-        hf_golden_support::write_sharpened_checkpoint(&ck);
-    } else {
-        convert_support::write_checkpoint(&ck, false, None);
+        return hf_golden_support::sharpened_ggufs(dir, &mixes);
     }
-    [Mix::F16, Mix::Q8_0, Mix::Q4_0, Mix::Q4KM]
-        .into_iter()
-        .map(|mix| {
-            let out = dir.join(format!("tiny-{tag}-{mix}.gguf"));
-            let mut opts = Options::new(mix);
-            opts.threads = 2;
-            convert(&ck, &out, &opts, &mut edgeact_quantize::convert::Silent).unwrap();
-            (mix, out)
-        })
-        .collect()
+    let ck = dir.join("ck");
+    std::fs::create_dir(&ck).unwrap();
+    convert_support::write_checkpoint(&ck, false, None);
+    convert_support::convert_to_mixes(&ck, dir, &mixes)
 }
 
 /// Issue #3 item 7: the converter tests' tiny random checkpoint (2 layers, 256 wide, vocabulary

@@ -244,7 +244,7 @@ impl CpuBlocks {
         matmul(&self.pool, self.activations, model, &layer.w_gate, xb, n, gate)?;
         matmul(&self.pool, self.activations, model, &layer.w_up, xb, n, up)?;
         let act = sized(&mut s.hb3, n * ffn);
-        swiglu_rows(&self.pool, gate, up, act, ffn);
+        swiglu_chunks(&self.pool, gate, up, act);
         let out = sized(&mut s.xb2, n * dim);
         matmul(&self.pool, self.activations, model, &layer.w_down, act, n, out)?;
         add_in_place(x, out);
@@ -255,14 +255,14 @@ impl CpuBlocks {
 /// Elements of FFN activation below which it runs on the calling thread (a decode step's).
 const PARALLEL_SWIGLU_ELEMENTS: usize = 1 << 15;
 
-/// `act = silu(gate) * up` for rows of `ffn` elements, the rows spread over the pool for a
-/// prefill chunk (on one thread it was ~2 % of a 7B prefill, with the other threads idle).
-fn swiglu_rows(pool: &ThreadPool, gate: &[f32], up: &[f32], act: &mut [f32], ffn: usize) {
+/// `act = silu(gate) * up`, element-wise, in chunks spread over the pool for a prefill chunk
+/// (on one thread it was ~2 % of a 7B prefill, with the other threads idle).
+fn swiglu_chunks(pool: &ThreadPool, gate: &[f32], up: &[f32], act: &mut [f32]) {
     if act.len() < PARALLEL_SWIGLU_ELEMENTS {
         ops::swiglu(gate, up, act);
         return;
     }
-    let per = ffn * (PARALLEL_SWIGLU_ELEMENTS / ffn).max(1);
+    let per = PARALLEL_SWIGLU_ELEMENTS;
     let slots: Vec<Mutex<&mut [f32]>> = act.chunks_mut(per).map(Mutex::new).collect();
     pool.run(slots.len(), &|i| {
         let mut out = slots[i].lock().unwrap_or_else(|p| p.into_inner());

@@ -485,21 +485,13 @@ mod x86 {
         super::exp_in_place_lanes(x, shift, scale)
     }
 
-    /// Plain loops over 8-wide chunks that the compiler vectorizes with AVX2 here.
+    /// A plain element-wise loop, which the compiler vectorizes with AVX2 here.
     ///
     /// # Safety
     /// AVX2+FMA available; equal lengths.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
-        let mut o = out.chunks_exact_mut(8);
-        let (mut g, mut u) = (gate.chunks_exact(8), up.chunks_exact(8));
-        for ((o, g), u) in (&mut o).zip(&mut g).zip(&mut u) {
-            for i in 0..8 {
-                o[i] = super::swiglu1(g[i], u[i]);
-            }
-        }
-        let tail = o.into_remainder().iter_mut().zip(g.remainder()).zip(u.remainder());
-        for ((o, &g), &u) in tail {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
             *o = super::swiglu1(g, u);
         }
     }
