@@ -11,7 +11,7 @@
 //! f32 (ggml quantizes them inside the op, as ours does), so both sides do the same work. Its
 //! weights are in a plain CPU buffer, so ggml does not repack them (llama.cpp's model loader
 //! would); `edgeact-repacked` is ours on weights repacked as `--repack` does (Q4_0, Q4_1, Q5_0,
-//! Q5_1, Q8_0, Q4_K and Q6_K, x86 CPUs with AVX2 or AVX-512).
+//! Q5_1, Q8_0, Q4_K, Q5_K and Q6_K, x86 CPUs with AVX2 or AVX-512).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use edgeact_runtime::kernels::cpu::{matmul, repack_supported, repackable, PackedMatrix, QMatrix, ThreadPool};
@@ -55,6 +55,7 @@ fn bench_matvec(c: &mut Criterion) {
     for ty in [
         GgmlType::Q4_0,
         GgmlType::Q4_K,
+        GgmlType::Q5_K,
         GgmlType::Q6_K,
         GgmlType::Q8_0,
         GgmlType::Q5_0,
@@ -97,6 +98,7 @@ fn bench_prefill(c: &mut Criterion) {
     for ty in [
         GgmlType::Q4_0,
         GgmlType::Q4_K,
+        GgmlType::Q5_K,
         GgmlType::Q6_K,
         GgmlType::Q8_0,
         GgmlType::Q5_0,

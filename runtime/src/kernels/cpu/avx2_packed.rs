@@ -1,5 +1,5 @@
 //! AVX2 + FMA kernels (no AVX-512, no VNNI) over repacked weights ([`PackedMatrix`]: Q4_0,
-//! Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K), for every token count: decode (one token) and batches
+//! Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K), for every token count: decode (one token) and batches
 //! (micro-tiles of up to [`TILE`] tokens, each loaded quant line used for all of them).
 //!
 //! A 64-byte quant line (8 elements of 16 rows) is two 256-bit halves of 8 row lanes each.
@@ -17,6 +17,13 @@
 //! the Q4_K mins as `vpmaddwd` of (min, min) pairs of two sub-blocks with the Q8_K sub-block
 //! sums, so for both types every integer sum equals the scalar specification's; only the
 //! order of the float additions differs.
+//!
+//! Q5_K: Q4_K with 5-bit quants (0..31, Q5_0's fifth bits ORed in per quad): a `vpmaddubsw`
+//! pair is then up to `2 * 31 * 128 = 7936`, so each sub-block sums 4 of them (one half of
+//! its lines) in i16 and folds each half with its own `vpmaddwd` by the (scale, scale) pairs.
+//! It prefetches its lines four super-blocks ahead: without, decode of a matrix streaming from
+//! memory ran at about 16 GB/s against Q4_K's 27 (the vector work per line, about 1.7x Q4_K's,
+//! left too few loads in flight) and lost to the file layout.
 //!
 //! Q6_K: per group of 16 elements and half, the two quant lines and the high-bit line give
 //! the 6-bit quants of 4 element quads (0..63, one OR each); `vpmaddubsw` of a quad with the
@@ -39,6 +46,8 @@ use super::ThreadPool;
 use crate::quant::{GgmlType, QK_K};
 use std::arch::x86_64::*;
 
+/// How far ahead (in lines) the Q5_K kernel prefetches its weights: four super-blocks.
+const PREFETCH_LINES: usize = 180;
 /// Row lanes per 256-bit half of a quant line.
 const HALF: usize = 8;
 /// Tokens per micro-tile of the batch kernel.
@@ -121,10 +130,20 @@ unsafe fn bit_to_4(high: __m256i, k: usize) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn q5_half_quants(lines: *const Line, v: usize, hh: usize) -> (__m256i, __m256i) {
+    let high = _mm256_load_si256(lines.add(4).cast::<u8>().add(32 * hh).cast());
+    q5_half_quants_with(lines, high, v, hh)
+}
+
+/// [`q5_half_quants`] with half `hh` of the fifth-bit line already loaded (`high`).
+///
+/// # Safety
+/// AVX2 must be present; `lines` must point to the block's 5 lines, `v < 4` and `hh < 2`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q5_half_quants_with(lines: *const Line, high: __m256i, v: usize, hh: usize) -> (__m256i, __m256i) {
     let low = _mm256_set1_epi8(0x0f);
     let fifth = _mm256_set1_epi8(0x10);
     let q = _mm256_load_si256(lines.add(v).cast::<u8>().add(32 * hh).cast());
-    let high = _mm256_load_si256(lines.add(4).cast::<u8>().add(32 * hh).cast());
     let lo = _mm256_or_si256(_mm256_and_si256(q, low), _mm256_and_si256(bit_to_4(high, 2 * v), fifth));
     let hi = _mm256_or_si256(
         _mm256_and_si256(_mm256_srli_epi16::<4>(q), low),
@@ -322,11 +341,11 @@ unsafe fn panel_q4_0_q8_0<const T: usize, const H: usize>(
     acc
 }
 
-/// Halves `h0..h0 + H` of panel `p` of Q4_K rows against `T` whole activation rows.
+/// Halves `h0..h0 + H` of panel `p` of Q4_K rows against `T` whole activation rows
+/// ([`panel_kquant`]).
 ///
 /// # Safety
-/// AVX2, FMA and F16C must be present; every `xs[t]` must come from a Q8_K row of
-/// `w.cols()` elements; `p < w.n_panels()`; `h0 + H <= 2`.
+/// As [`panel_kquant`].
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn panel_q4_k_q8_k<const T: usize, const H: usize>(
@@ -335,22 +354,101 @@ unsafe fn panel_q4_k_q8_k<const T: usize, const H: usize>(
     p: usize,
     h0: usize,
 ) -> [[__m256; H]; T] {
+    panel_kquant::<T, H, false>(w, xs, p, h0)
+}
+
+/// Halves `h0..h0 + H` of panel `p` of Q5_K rows against `T` whole activation rows
+/// ([`panel_kquant`]).
+///
+/// # Safety
+/// As [`panel_kquant`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn panel_q5_k_q8_k<const T: usize, const H: usize>(
+    w: &PackedMatrix,
+    xs: [&PackedActivations; T],
+    p: usize,
+    h0: usize,
+) -> [[__m256; H]; T] {
+    panel_kquant::<T, H, true>(w, xs, p, h0)
+}
+
+/// Halves `h0..h0 + H` of panel `p` of Q4_K rows (Q5_K with `FIFTH`) against `T` whole
+/// activation rows: per sub-block the i16 group sums times the row's 6-bit scale in one
+/// `vpmaddwd`, the mins with the Q8_K sub-block sums, then one FMA each with `d` and `dmin`
+/// per super-block.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present; every `xs[t]` must come from a Q8_K row of
+/// `w.cols()` elements; `w.ty()` must be Q5_K with `FIFTH`, else Q4_K; `p < w.n_panels()`;
+/// `h0 + H <= 2`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn panel_kquant<const T: usize, const H: usize, const FIFTH: bool>(
+    w: &PackedMatrix,
+    xs: [&PackedActivations; T],
+    p: usize,
+    h0: usize,
+) -> [[__m256; H]; T] {
     let mut acc = [[_mm256_setzero_ps(); H]; T];
+    // Lines per sub-block: 4 quant lines, plus Q5_K's fifth-bit line.
+    let per_sub = if FIFTH { 5 } else { 4 };
     for b in 0..w.cols() / QK_K {
-        let lines = w.q4_k_block(p, b);
+        let lines = if FIFTH { w.q5_k_block(p, b) } else { w.q4_k_block(p, b) };
         let lp = lines.as_ptr();
         // Byte `r` of sub-block `j`'s row bytes in a scale (line 1) or min (line 3) line pair.
         let sub = |first: usize, j: usize, h: usize| lp.add(first + j / 4).cast::<u8>().add((j % 4) * 16 + HALF * h);
         let mut scaled = [[_mm256_setzero_si256(); H]; T];
         for j in 0..8 {
-            let quads = std::array::from_fn(|t| xs[t].quads.as_ptr().add(64 * b + 8 * j));
-            let s16 = group_sums::<T, H>(lp.add(5 + 4 * j), quads, h0);
-            for h in 0..H {
-                let s = sub(1, j, h0 + h);
-                let sc = byte_pairs(s, s);
-                for t in 0..T {
-                    // (scale, scale) x the two i16 halves: scale * group sum, exact in i32.
-                    scaled[t][h] = _mm256_add_epi32(scaled[t][h], _mm256_madd_epi16(s16[t][h], sc));
+            let quads: [*const u32; T] = std::array::from_fn(|t| xs[t].quads.as_ptr().add(64 * b + 8 * j));
+            let sub_lines = lp.add(5 + per_sub * j);
+            if FIFTH {
+                // 6 lines per sub-block: all 45 lines of the super-block PREFETCH_LINES ahead
+                // (see the module docs). A prefetch never faults, so past the last panel it
+                // only wastes a slot; `wrapping_add` as the address may lie outside `lines`.
+                for i in 0..6 {
+                    _mm_prefetch::<_MM_HINT_T0>(lp.wrapping_add(PREFETCH_LINES + 6 * j + i).cast());
+                }
+                let sc: [__m256i; H] = std::array::from_fn(|h| {
+                    let s = sub(1, j, h0 + h);
+                    byte_pairs(s, s)
+                });
+                let high: [__m256i; H] =
+                    std::array::from_fn(|h| _mm256_load_si256(sub_lines.add(4).cast::<u8>().add(32 * (h0 + h)).cast()));
+                for half_block in 0..2 {
+                    let mut s16 = [[_mm256_setzero_si256(); H]; T];
+                    for v in 2 * half_block..2 * half_block + 2 {
+                        let y: [[__m256i; 2]; T] = std::array::from_fn(|t| {
+                            let q = quads[t].add(2 * v);
+                            [
+                                _mm256_set1_epi32(q.read() as i32),
+                                _mm256_set1_epi32(q.add(1).read() as i32),
+                            ]
+                        });
+                        for h in 0..H {
+                            let (lo, hi) = q5_half_quants_with(sub_lines, high[h], v, h0 + h);
+                            for t in 0..T {
+                                // No saturation: |4 pairs| <= 4 * 7936 < 32768.
+                                s16[t][h] = _mm256_add_epi16(s16[t][h], _mm256_maddubs_epi16(lo, y[t][0]));
+                                s16[t][h] = _mm256_add_epi16(s16[t][h], _mm256_maddubs_epi16(hi, y[t][1]));
+                            }
+                        }
+                    }
+                    for t in 0..T {
+                        for h in 0..H {
+                            scaled[t][h] = _mm256_add_epi32(scaled[t][h], _mm256_madd_epi16(s16[t][h], sc[h]));
+                        }
+                    }
+                }
+            } else {
+                let s16 = group_sums::<T, H>(sub_lines, quads, h0);
+                for h in 0..H {
+                    let s = sub(1, j, h0 + h);
+                    let sc = byte_pairs(s, s);
+                    for t in 0..T {
+                        // (scale, scale) x the two i16 halves: scale * group sum, exact in i32.
+                        scaled[t][h] = _mm256_add_epi32(scaled[t][h], _mm256_madd_epi16(s16[t][h], sc));
+                    }
                 }
             }
         }
@@ -490,7 +588,7 @@ unsafe fn panel_q6_k_q8_k<const T: usize, const H: usize>(
 /// row `r` of token `t` to `out[t * stride + r - row0]`.
 ///
 /// # Safety
-/// As [`panel_q4_0_q8_0`] / [`panel_legacy`] / [`panel_q4_k_q8_k`] / [`panel_q6_k_q8_k`] for `w.ty()`; `row0 <= 16 * p`, `rows <= w.rows()`, and
+/// As [`panel_q4_0_q8_0`] / [`panel_legacy`] / [`panel_kquant`] / [`panel_q6_k_q8_k`] for `w.ty()`; `row0 <= 16 * p`, `rows <= w.rows()`, and
 /// `out` must have room for every row `row0..rows` of every token at that stride.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
@@ -511,6 +609,7 @@ unsafe fn run_tile<const T: usize, const H: usize>(
         GgmlType::Q5_1 => panel_q5_1_q8_1::<T, H>(w, xs, p, h0),
         GgmlType::Q4_1 => panel_q4_1_q8_1::<T, H>(w, xs, p, h0),
         GgmlType::Q4_K => panel_q4_k_q8_k::<T, H>(w, xs, p, h0),
+        GgmlType::Q5_K => panel_q5_k_q8_k::<T, H>(w, xs, p, h0),
         _ => panel_q6_k_q8_k::<T, H>(w, xs, p, h0),
     };
     for h in 0..H {

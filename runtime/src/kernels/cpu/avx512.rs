@@ -377,8 +377,8 @@ unsafe fn unpack_panel(w: &QMatrix, r0: usize, nr: usize, p: &mut Panel) {
 }
 
 /// Unpacks panel `pi` of repacked weights into `p`: the quant lines are already
-/// row-interleaved, so each splits into its low and high nibbles (two quads; Q5_0/Q5_1 raise
-/// them by their fifth bits, Q6_K ORs in the high bits from its high-bit line), and Q8_0's
+/// row-interleaved, so each splits into its low and high nibbles (two quads; Q5_0/Q5_1/Q5_K
+/// raise them by their fifth bits, Q6_K ORs in the high bits from its high-bit line), and Q8_0's
 /// lines are the quads as they are.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
@@ -456,9 +456,24 @@ unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
         }
         return;
     }
+    let q5 = w.ty() == GgmlType::Q5_K;
     for b in 0..w.cols() / QK_K {
-        let lines = w.q4_k_block(pi, b);
-        split(&lines[5..], p.q.as_mut_ptr().add(b * 64 * 64));
+        let lines = if q5 { w.q5_k_block(pi, b) } else { w.q4_k_block(pi, b) };
+        let dst = p.q.as_mut_ptr().add(b * 64 * 64);
+        if q5 {
+            // Each sub-block's 5 lines are a Q5_0 block's: the same quads as the decode kernel.
+            for j in 0..8 {
+                let sub = &lines[5 + 5 * j..10 + 5 * j];
+                let high = _mm512_load_si512(sub[4].0.as_ptr().cast());
+                for v in 0..4 {
+                    let (lo, hi) = avx512_gemv::q5_line_quants(&sub[v], high, v);
+                    _mm512_storeu_si512(dst.add((8 * j + 2 * v) * 64).cast(), lo);
+                    _mm512_storeu_si512(dst.add((8 * j + 2 * v + 1) * 64).cast(), hi);
+                }
+            }
+        } else {
+            split(&lines[5..], dst);
+        }
         for r in 0..PR {
             let half_at = |at: usize| u16::from_le_bytes([lines[0].0[at], lines[0].0[at + 1]]);
             let (d, dmin) = (f16(half_at(2 * r)), f16(half_at(32 + 2 * r)));

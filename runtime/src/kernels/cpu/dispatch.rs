@@ -143,11 +143,14 @@ pub fn reads_repacked(backend: Backend, ty: GgmlType) -> bool {
 /// decode 1.1-1.7x, prefill 1.5-1.7x; VNNI: decode 1.1-2.5x, prefill 1.0-1.2x, the same
 /// micro-kernel fed by a copy instead of the per-row unpacking). Q4_1 too (AVX2: decode
 /// 2.2-3.1x, prefill 2.1-2.8x; VNNI: decode 2.4-4.7x, prefill 1.05-1.13x; criterion, see
-/// docs/kernels.md "Q4_1 panels"). Q6_K, Q5_0 and Q5_1 only with AVX-512 VNNI (Q6_K: decode
-/// 1.1-1.9x, prefill 1.02-1.04x; Q5: decode 1.1-3.8x, prefill 1.05-1.3x for Q5_0 and about
-/// equal for Q5_1); their AVX2 kernels (also AVX-512 without VNNI) win prefill by 1.3-2.5x but
-/// decode of a large matrix only ties the file layout (Q6_K 0.95-1.2x, Q5 0.9-1.1x: more
-/// vector work per element than Q4_0), so there the mapping is kept.
+/// docs/kernels.md "Q4_1 panels"). Q5_K too (AVX2: decode 1.2-2.4x, prefill 1.6-2.7x, with
+/// its kernel's prefetch; VNNI: decode 1.5-2.4x, prefill 1.03-1.24x; criterion and an
+/// interleaved harness, see docs/kernels.md "Q5_K panels"). Q6_K, Q5_0 and Q5_1 only with
+/// AVX-512 VNNI (Q6_K: decode 1.1-1.9x, prefill 1.02-1.04x; Q5: decode 1.1-3.8x, prefill
+/// 1.05-1.3x for Q5_0 and about equal for Q5_1); their AVX2 kernels (also AVX-512 without
+/// VNNI) win prefill by 1.3-2.5x but decode of a large matrix only ties the file layout (Q6_K
+/// 0.95-1.2x, Q5 0.9-1.1x: more vector work per element than Q4_0), so there the mapping is
+/// kept.
 pub fn repack_by_default(backend: Backend, ty: GgmlType) -> bool {
     repack_by_default_on(backend, CpuFeatures::detect(), ty)
 }
@@ -157,7 +160,7 @@ pub fn repack_by_default_on(backend: Backend, cpu: CpuFeatures, ty: GgmlType) ->
     let x86_simd = matches!(backend, Backend::Avx2 | Backend::Avx512);
     let vnni = backend == Backend::Avx512 && cpu.avx512_vnni;
     match ty {
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::Q8_0 => x86_simd,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q8_0 => x86_simd,
         GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q6_K => vnni,
         _ => false,
     }
@@ -196,16 +199,19 @@ mod tests {
             assert!(!repack_by_default_on(Backend::Avx512, NO_VNNI, ty), "{ty}");
             assert!(!repack_by_default_on(Backend::Avx2, VNNI, ty), "{ty}");
         }
-        assert!(!repack_by_default_on(Backend::Avx512, VNNI, G::Q5_K));
         for (backend, cpu) in [
             (Backend::Avx512, VNNI),
             (Backend::Avx512, NO_VNNI),
             (Backend::Avx2, NO_VNNI),
         ] {
-            assert!(repack_by_default_on(backend, cpu, G::Q4_1), "{backend} {cpu:?}");
+            for ty in [G::Q4_1, G::Q5_K] {
+                assert!(repack_by_default_on(backend, cpu, ty), "{backend} {cpu:?} {ty}");
+            }
         }
-        assert!(!repack_by_default_on(Backend::Scalar, VNNI, G::Q4_1));
-        assert!(!repack_by_default_on(Backend::Neon, VNNI, G::Q4_1));
+        for ty in [G::Q4_1, G::Q5_K] {
+            assert!(!repack_by_default_on(Backend::Scalar, VNNI, ty), "{ty}");
+            assert!(!repack_by_default_on(Backend::Neon, VNNI, ty), "{ty}");
+        }
         assert!(!repack_by_default_on(Backend::Scalar, VNNI, G::Q4_0));
         assert!(!repack_by_default_on(Backend::Neon, VNNI, G::Q4_0));
         // NEON has panel kernels, but nothing measured on ARM hardware: the file layout stays.
@@ -216,7 +222,7 @@ mod tests {
 
     #[test]
     fn repacked_weights_on_x86_simd_paths() {
-        for ty in [G::Q4_0, G::Q4_1, G::Q5_0, G::Q5_1, G::Q8_0, G::Q4_K, G::Q6_K] {
+        for ty in [G::Q4_0, G::Q4_1, G::Q5_0, G::Q5_1, G::Q8_0, G::Q4_K, G::Q5_K, G::Q6_K] {
             assert_eq!(choose_path(Backend::Avx512, VNNI, ty, true, 1), P::PackedDecodeVnni);
             assert_eq!(
                 choose_path(Backend::Avx512, VNNI, ty, true, SMALL_BATCH),
@@ -254,7 +260,7 @@ mod tests {
     #[test]
     fn neon_reads_the_repacked_form_of_types_with_neon_panels() {
         for cpu in [VNNI, NO_VNNI] {
-            for ty in [G::Q4_0, G::Q4_1, G::Q5_0, G::Q5_1, G::Q8_0, G::Q4_K, G::Q6_K] {
+            for ty in [G::Q4_0, G::Q4_1, G::Q5_0, G::Q5_1, G::Q8_0, G::Q4_K, G::Q5_K, G::Q6_K] {
                 assert!(neon_panels(ty), "{ty}");
                 assert_eq!(
                     choose_path(Backend::Neon, cpu, ty, true, 1),
@@ -272,7 +278,7 @@ mod tests {
                 assert_eq!(choose_path(Backend::Neon, cpu, ty, false, 64), P::FileTiles, "{ty}");
             }
             // No NEON panels (nor a repacked form): a packed flag alone changes nothing.
-            for ty in [G::F32, G::F16, G::BF16, G::Q5_K] {
+            for ty in [G::F32, G::F16, G::BF16] {
                 assert!(!neon_panels(ty), "{ty}");
                 assert_eq!(choose_path(Backend::Neon, cpu, ty, true, 1), P::FileDecode, "{ty}");
                 assert_eq!(choose_path(Backend::Neon, cpu, ty, true, 64), P::FileTiles, "{ty}");

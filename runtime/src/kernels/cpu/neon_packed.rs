@@ -1,5 +1,5 @@
 //! aarch64 NEON kernels over repacked weights ([`PackedMatrix`]: Q4_0, Q4_1, Q5_0, Q5_1,
-//! Q8_0, Q4_K and Q6_K, the type table's `neon_panels` column), for every token count: decode
+//! Q8_0, Q4_K, Q5_K and Q6_K, the type table's `neon_panels` column), for every token count: decode
 //! (one token) and batches (micro-tiles of up to [`TILE`] tokens, each loaded quant line used
 //! for all of them).
 //!
@@ -20,10 +20,10 @@
 //!   overflow for any input.
 //!
 //! Q4_0's offset of 8 (Q5_0's 16) enters as the integer start `-8 * sum(y)` of each block's
-//! row sums; Q5's fifth bits are tested per quad (`cmtst`) and ORed in as 0x10; Q4_1's and
+//! row sums; Q5's (and Q5_K's) fifth bits are tested per quad (`cmtst`) and ORed in as 0x10; Q4_1's and
 //! Q5_1's mins meet the Q8_1 `s` in one float FMA per block; Q8_0's stored `q + 128` is turned
-//! back to signed `q` (one `eor`); the Q4_K sub-block scales and the Q6_K group scales
-//! multiply the i32 sums (`mla`), Q4_K's mins meet the Q8_K sums of 32 (`bsums` pairs) and
+//! back to signed `q` (one `eor`); the Q4_K/Q5_K sub-block scales and the Q6_K group scales
+//! multiply the i32 sums (`mla`), Q4_K's/Q5_K's mins meet the Q8_K sums of 32 (`bsums` pairs) and
 //! Q6_K's offset of 32 is `32 * sum(scale * bsum)` in i32. So every integer sum equals the
 //! scalar specification's; only the order of the float additions differs (one FMA per block
 //! and 4 rows, as the file-layout NEON kernels do per block).
@@ -56,7 +56,7 @@ const TILE: usize = 4;
 const TOKEN_CHUNK: usize = 64;
 
 /// One token's activation row (Q8_0 for Q4_0, Q5_0 and Q8_0 weights, Q8_1 for Q4_1 and Q5_1,
-/// Q8_K for Q4_K and Q6_K) prepared for the NEON kernels over repacked weights.
+/// Q8_K for Q4_K, Q5_K and Q6_K) prepared for the NEON kernels over repacked weights.
 pub(super) struct PanelActivations {
     /// The i8 quants of every block, contiguous: 32 per Q8_0 block, 256 per Q8_K super-block.
     quants: Vec<i8>,
@@ -64,7 +64,7 @@ pub(super) struct PanelActivations {
     scales: Vec<f32>,
     /// Q8_0 activations: per block `-offset * sum(y)`, the start of each row's integer sum
     /// (the weights' offset: 8 for Q4_0, 16 for Q5_0, 0 for Q8_0, stored signed here). Q8_1
-    /// (Q4_1, Q5_1): per block 0. Q8_K for Q4_K: per sub-block of 32, `sum(y)` (two `bsums`),
+    /// (Q4_1, Q5_1): per block 0. Q8_K for Q4_K and Q5_K: per sub-block of 32, `sum(y)` (two `bsums`),
     /// which the mins multiply; for Q6_K: per group of 16, `sum(y)` (the `bsums`), for the
     /// offset of 32.
     sums: Vec<i32>,
@@ -85,7 +85,7 @@ impl PanelActivations {
             block_s: Vec::new(),
         };
         let f16_at = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
-        if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+        if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K) {
             // Q8_K: f32 d, 256 quants, 16 i16 sums of 16 quants each.
             for blk in act.chunks_exact(292) {
                 x.scales.push(f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]));
@@ -431,11 +431,10 @@ macro_rules! panel_kernels {
                 acc
             }
 
-            /// Quarters `q0..q0 + Q` of panel `p` of Q4_K rows against `T` whole activation rows.
+            /// Quarters `q0..q0 + Q` of panel `p` of Q4_K rows ([`panel_kquant`]).
             ///
             /// # Safety
-            /// The CPU must have `$feat`; every `xs[t]` must come from a Q8_K row of
-            /// `w.cols()` elements; `p < w.n_panels()`; `q0 + Q <= 4`.
+            /// As [`panel_kquant`].
             #[target_feature(enable = $feat)]
             #[inline]
             pub(super) unsafe fn panel_q4_k_q8_k<const T: usize, const Q: usize>(
@@ -444,9 +443,51 @@ macro_rules! panel_kernels {
                 p: usize,
                 q0: usize,
             ) -> [[float32x4_t; Q]; T] {
+                panel_kquant::<T, Q, false>(w, xs, p, q0)
+            }
+
+            /// Quarters `q0..q0 + Q` of panel `p` of Q5_K rows ([`panel_kquant`]).
+            ///
+            /// # Safety
+            /// As [`panel_kquant`].
+            #[target_feature(enable = $feat)]
+            #[inline]
+            pub(super) unsafe fn panel_q5_k_q8_k<const T: usize, const Q: usize>(
+                w: &PackedMatrix,
+                xs: [&PanelActivations; T],
+                p: usize,
+                q0: usize,
+            ) -> [[float32x4_t; Q]; T] {
+                panel_kquant::<T, Q, true>(w, xs, p, q0)
+            }
+
+            /// Quarters `q0..q0 + Q` of panel `p` of Q4_K rows (Q5_K with `FIFTH`: each
+            /// sub-block's nibbles ORed with its fifth-bit line's bits, as Q5_0's) against `T`
+            /// whole activation rows: the i32 sub-block sums times the 6-bit scales (`mla`), the
+            /// mins times the Q8_K sums of 32, one FMA each with `d` and `dmin` per super-block.
+            ///
+            /// # Safety
+            /// The CPU must have `$feat`; every `xs[t]` must come from a Q8_K row of
+            /// `w.cols()` elements; `w.ty()` must be Q5_K with `FIFTH`, else Q4_K;
+            /// `p < w.n_panels()`; `q0 + Q <= 4`.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn panel_kquant<const T: usize, const Q: usize, const FIFTH: bool>(
+                w: &PackedMatrix,
+                xs: [&PanelActivations; T],
+                p: usize,
+                q0: usize,
+            ) -> [[float32x4_t; Q]; T] {
+                // Lines per sub-block: 4 quant lines, plus Q5_K's fifth-bit line.
+                let per_sub = if FIFTH { 5 } else { 4 };
                 let mut acc = [[vdupq_n_f32(0.0); Q]; T];
                 for b in 0..w.cols() / QK_K {
-                    let lp = w.q4_k_block(p, b).as_ptr().cast::<u8>();
+                    let block = if FIFTH {
+                        w.q5_k_block(p, b)
+                    } else {
+                        w.q4_k_block(p, b)
+                    };
+                    let lp = block.as_ptr().cast::<u8>();
                     for qq in 0..Q {
                         let quarter = q0 + qq;
                         // Sub-block j's scale (line 1 + j / 4) or min (line 3 + j / 4) of the
@@ -457,13 +498,18 @@ macro_rules! panel_kernels {
                         let mut scaled = [vdupq_n_s32(0); T];
                         let mut mins = [vdupq_n_s32(0); T];
                         for j in 0..8 {
-                            // SAFETY (the loads): the super-block's 37 lines, and in every
-                            // xs[t] super-block b's quants and sums (the caller's guarantee).
-                            let sub = lp.add(64 * (5 + 4 * j) + 16 * quarter);
-                            let (l0, h0) = nibbles(sub);
-                            let (l1, h1) = nibbles(sub.add(64));
-                            let (l2, h2) = nibbles(sub.add(128));
-                            let (l3, h3) = nibbles(sub.add(192));
+                            // SAFETY (the loads): the super-block's 37 (Q5_K: 45) lines, and in
+                            // every xs[t] super-block b's quants and sums (the caller's guarantee).
+                            let sub = lp.add(64 * (5 + per_sub * j) + 16 * quarter);
+                            let mut q: [(int8x16_t, int8x16_t); 4] = std::array::from_fn(|v| nibbles(sub.add(64 * v)));
+                            if FIFTH {
+                                let fifth = vld1q_u8(sub.add(256));
+                                for (v, (lo, hi)) in q.iter_mut().enumerate() {
+                                    *lo = vorrq_s8(*lo, fifth_bits(fifth, 2 * v));
+                                    *hi = vorrq_s8(*hi, fifth_bits(fifth, 2 * v + 1));
+                                }
+                            }
+                            let [(l0, h0), (l1, h1), (l2, h2), (l3, h3)] = q;
                             let (sc, mn) = (row_bytes(1, j), row_bytes(3, j));
                             for t in 0..T {
                                 let q = xs[t].quants.as_ptr().add(QK_K * b + 32 * j);
@@ -477,7 +523,7 @@ macro_rules! panel_kernels {
                                 s = $nib::<1>(s, h2, y1);
                                 s = $nib::<2>(s, l3, y1);
                                 s = $nib::<3>(s, h3, y1);
-                                // |scale * sum| <= 63 * 32 * 15 * 128 per sub-block: 8 fit i32.
+                                // |scale * sum| <= 63 * 32 * 31 * 128 per sub-block: 8 fit i32.
                                 scaled[t] = vmlaq_s32(scaled[t], s, sc);
                                 mins[t] = vmlaq_n_s32(mins[t], mn, *xs[t].sums.get_unchecked(8 * b + j));
                             }
@@ -586,6 +632,7 @@ macro_rules! panel_kernels {
                     GgmlType::Q5_0 => panel_q5_0_q8_0::<T, Q>(w, xs, p, q0),
                     GgmlType::Q5_1 => panel_q5_1_q8_1::<T, Q>(w, xs, p, q0),
                     GgmlType::Q4_K => panel_q4_k_q8_k::<T, Q>(w, xs, p, q0),
+                    GgmlType::Q5_K => panel_q5_k_q8_k::<T, Q>(w, xs, p, q0),
                     GgmlType::Q6_K => panel_q6_k_q8_k::<T, Q>(w, xs, p, q0),
                     ty => unreachable!("choose_path sends only types with NEON panels here, not {ty}"),
                 };
@@ -753,6 +800,7 @@ mod tests {
             (GgmlType::Q5_1, 19, 96),
             (GgmlType::Q8_0, 35, 128),
             (GgmlType::Q4_K, 23, 512),
+            (GgmlType::Q5_K, 21, 768),
             (GgmlType::Q6_K, 18, 512),
         ] {
             let floats: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-1.0..1.0)).collect();

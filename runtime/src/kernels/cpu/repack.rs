@@ -1,4 +1,4 @@
-//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K weights re-laid out in panels of 16 rows
+//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weights re-laid out in panels of 16 rows
 //! ("repacked"), for the AVX-512 VNNI kernels (`avx512_gemv`, the VNNI prefill panels), the
 //! AVX2 ones (`avx2_packed`, which also serve AVX-512 CPUs without VNNI) and the NEON ones
 //! (`neon_packed`: a line is four 128-bit quarters of 4 row lanes, each `sdot` by element
@@ -47,6 +47,15 @@
 //! the 6-bit sub-block scales as bytes (`[sub-block][row]`), two of the mins (same order),
 //! then the 32 quant lines of elements `8v..8v+8`.
 //!
+//! Q5_K, for panel `p` and super-block `b`: [`Q5K_LINES`] lines from
+//! `lines[(p * nb + b) * Q5K_LINES]`: Q4_K's first 5 lines (`d`/`dmin`, scales, mins), then per
+//! sub-block `j` of 32 elements 5 lines from `5 + 5j`, laid out as a Q5_0 block: the 4 quant
+//! lines of elements `32j + 8v..32j + 8v + 8` (low 4 bits) and a fifth-bit line, whose lane `r`
+//! byte `i` holds at bit `k` the fifth bit of element `32j + 4k + i`. So a sub-block's quants
+//! come out of the same per-quad bit test (AVX-512, NEON) or shift (AVX2) as Q5_0's, and its
+//! scale and min are Q4_K's. (The file keeps the fifth bit of element `32j + l` at bit `j` of
+//! `qh[l]`; packing moves bit `j` of four `qh` bytes at a time.)
+//!
 //! Q6_K, for panel `p` and super-block `b`: [`Q6K_LINES`] lines from
 //! `lines[(p * nb + b) * Q6K_LINES]`: one line whose first 32 bytes are the 16 f16 `d`, four
 //! of the i8 group scales as bytes (`[group][row]`: group `g` of row `r` at line `1 + g / 4`,
@@ -59,7 +68,8 @@
 
 use super::table::repackable;
 use super::types::{
-    legacy_lines, legacy_scales, Line, LineBuf, PackedMatrix, QMatrix, SyncPtr, PANEL_ROWS, Q4K_LINES, Q6K_LINES,
+    legacy_lines, legacy_scales, Line, LineBuf, PackedMatrix, PanelBuf, QMatrix, SyncPtr, PANEL_ROWS, Q4K_LINES,
+    Q5K_LINES, Q6K_LINES,
 };
 use super::{KernelError, ThreadPool};
 use crate::quant::GgmlType;
@@ -123,6 +133,17 @@ pub fn repack_supported() -> bool {
     }
 }
 
+/// Lines and f16 scales per panel and block of a type with a panel form (k-quants keep their
+/// scales in lines).
+pub(super) fn per_block(ty: GgmlType) -> (usize, usize) {
+    match ty {
+        GgmlType::Q4_K => (Q4K_LINES, 0),
+        GgmlType::Q5_K => (Q5K_LINES, 0),
+        GgmlType::Q6_K => (Q6K_LINES, 0),
+        ty => (legacy_lines(ty), legacy_scales(ty)),
+    }
+}
+
 impl PackedMatrix {
     /// Repacks a matrix of a type with a panel form (the type table's `repack` column; panels
     /// spread over the pool).
@@ -131,16 +152,10 @@ impl PackedMatrix {
             return Err(KernelError::UnsupportedType(w.ty));
         }
         let w = QMatrix::new(w.ty, w.rows, w.cols, w.data)?;
-        let legacy = w.ty.block_size() == 32;
         let nb = w.cols / w.ty.block_size();
         let n_panels = w.rows.div_ceil(PANEL_ROWS);
-        let lines_per_block = match w.ty {
-            GgmlType::Q4_K => Q4K_LINES,
-            GgmlType::Q6_K => Q6K_LINES,
-            ty => legacy_lines(ty),
-        };
-        let scales_per_block = if legacy { legacy_scales(w.ty) } else { 0 };
-        let mut scales = vec![0u16; n_panels * nb * scales_per_block];
+        let (lines_per_block, scales_per_block) = per_block(w.ty);
+        let mut scales = PanelBuf::<u16>::zeroed(n_panels * nb * scales_per_block)?;
         // Zeroed: the lanes of missing rows in the last panel stay zero.
         let mut lines = LineBuf::zeroed(n_panels * nb * lines_per_block)?;
         let (sp, lp) = (SyncPtr(scales.as_mut_ptr()), SyncPtr(lines.as_mut_ptr()));
@@ -159,6 +174,11 @@ impl PackedMatrix {
                     GgmlType::Q4_K => {
                         for (blk, lines) in row.zip(ls.chunks_exact_mut(Q4K_LINES)) {
                             pack_q4k_block(blk, lines, r);
+                        }
+                    }
+                    GgmlType::Q5_K => {
+                        for (blk, lines) in row.zip(ls.chunks_exact_mut(Q5K_LINES)) {
+                            pack_q5k_block(blk, lines, r);
                         }
                     }
                     GgmlType::Q6_K => {
@@ -211,18 +231,35 @@ impl PackedMatrix {
                     blk[192 + g] = lines[1 + g / 4].0[16 * (g % 4) + lane];
                 }
                 blk[208..210].copy_from_slice(&lines[0].0[2 * lane..2 * lane + 2]);
-            } else if self.ty == GgmlType::Q4_K {
-                let lines = self.q4_k_block(p, b);
+            } else if matches!(self.ty, GgmlType::Q4_K | GgmlType::Q5_K) {
+                let q5 = self.ty == GgmlType::Q5_K;
+                let lines = if q5 {
+                    self.q5_k_block(p, b)
+                } else {
+                    self.q4_k_block(p, b)
+                };
                 blk[..2].copy_from_slice(&lines[0].0[2 * lane..2 * lane + 2]);
                 blk[2..4].copy_from_slice(&lines[0].0[32 + 2 * lane..32 + 2 * lane + 2]);
                 let sc: [u8; 8] = std::array::from_fn(|j| lines[1 + j / 4].0[(j % 4) * 16 + lane]);
                 let mn: [u8; 8] = std::array::from_fn(|j| lines[3 + j / 4].0[(j % 4) * 16 + lane]);
                 blk[4..16].copy_from_slice(&crate::quant::pack_q4k_scales(&sc, &mn));
-                let quants = &lines[5..];
+                // Sub-block j's quant lines start at 5 + 4j (Q4_K) or 5 + 5j (Q5_K).
+                let per_sub = if q5 { 5 } else { 4 };
+                let nibble = |e: usize| quant_of(&lines[5 + per_sub * (e / 32)..], lane, e % 32);
+                let qs_at = if q5 { 48 } else { 16 };
                 for c in 0..4 {
                     for i in 0..32 {
-                        blk[16 + 32 * c + i] =
-                            quant_of(quants, lane, 64 * c + i) | (quant_of(quants, lane, 64 * c + 32 + i) << 4);
+                        blk[qs_at + 32 * c + i] = nibble(64 * c + i) | (nibble(64 * c + 32 + i) << 4);
+                    }
+                }
+                if q5 {
+                    // qh[l] bit j: the fifth bit of element 32j + l, at bit l / 4 of byte l % 4
+                    // of the lane in sub-block j's fifth-bit line.
+                    for (l, qh) in blk[16..48].iter_mut().enumerate() {
+                        *qh = (0..8).fold(0u8, |qh, j| {
+                            let bits = lines[9 + 5 * j].0[4 * lane + l % 4];
+                            qh | (((bits >> (l / 4)) & 1) << j)
+                        });
                     }
                 }
             } else {
@@ -303,8 +340,9 @@ fn pack_legacy_block(ty: GgmlType, blk: &[u8], lines: &mut [Line], scales: &mut 
     }
 }
 
-/// Writes row lane `r` of one Q4_K super-block (144 file bytes) into its panel lines.
-fn pack_q4k_block(blk: &[u8], lines: &mut [Line], r: usize) {
+/// Writes row lane `r` of the first 16 bytes of a Q4_K or Q5_K super-block (f16 `d`, `dmin`,
+/// the 12 bytes of packed 6-bit scales and mins) into its first 5 panel lines.
+fn pack_k_scales(blk: &[u8], lines: &mut [Line], r: usize) {
     lines[0].0[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
     lines[0].0[32 + 2 * r..32 + 2 * r + 2].copy_from_slice(&blk[2..4]);
     let packed: &[u8; 12] = blk[4..16].try_into().expect("12 scale bytes");
@@ -313,10 +351,42 @@ fn pack_q4k_block(blk: &[u8], lines: &mut [Line], r: usize) {
         lines[1 + j / 4].0[(j % 4) * 16 + r] = sc[j];
         lines[3 + j / 4].0[(j % 4) * 16 + r] = mn[j];
     }
-    // File order: 32 bytes per 64 elements, low nibbles the first 32, high nibbles the next.
-    for (v, line) in lines[5..].iter_mut().enumerate() {
+}
+
+/// Writes row lane `r` of the 128 nibble bytes `qs` of a Q4_K or Q5_K super-block into the
+/// quant lines of its 8 sub-blocks, which start every `per_sub` lines of `lines`. File order:
+/// 32 bytes per 64 elements, low nibbles the first 32, high nibbles the next.
+fn pack_k_quants(qs: &[u8], lines: &mut [Line], per_sub: usize, r: usize) {
+    for v in 0..32 {
         let (chunk, at) = (v / 8, 8 * (v % 8));
-        put_lane(line, r, &blk[16 + 32 * chunk + at % 32..], at >= 32);
+        put_lane(
+            &mut lines[per_sub * (v / 4) + v % 4],
+            r,
+            &qs[32 * chunk + at % 32..],
+            at >= 32,
+        );
+    }
+}
+
+/// Writes row lane `r` of one Q4_K super-block (144 file bytes) into its panel lines.
+fn pack_q4k_block(blk: &[u8], lines: &mut [Line], r: usize) {
+    pack_k_scales(blk, lines, r);
+    pack_k_quants(&blk[16..144], &mut lines[5..], 4, r);
+}
+
+/// Writes row lane `r` of one Q5_K super-block (176 file bytes: `d`, `dmin`, 12 scale bytes,
+/// `qh[32]`, `qs[128]`) into its panel lines: Q4_K's, with a fifth-bit line after each
+/// sub-block's 4 quant lines.
+fn pack_q5k_block(blk: &[u8], lines: &mut [Line], r: usize) {
+    pack_k_scales(blk, lines, r);
+    pack_k_quants(&blk[48..176], &mut lines[5..], 5, r);
+    // Quad k of every sub-block is qh bytes 4k..4k+4 (element 32j + 4k + i at bit j of
+    // qh[4k + i]): bit j of each byte to bit k of the lane's bytes, four bytes at a time.
+    let qh: [u32; 8] =
+        std::array::from_fn(|k| u32::from_le_bytes(blk[16 + 4 * k..20 + 4 * k].try_into().expect("4 qh bytes")));
+    for j in 0..8 {
+        let bits = (0..8).fold(0u32, |bits, k| bits | ((qh[k] >> j) & 0x0101_0101) << k);
+        lines[9 + 5 * j].0[4 * r..4 * r + 4].copy_from_slice(&bits.to_le_bytes());
     }
 }
 
@@ -377,6 +447,11 @@ mod tests {
             (GgmlType::Q4_K, 1, 256),
             (GgmlType::Q4_K, 21, 512),
             (GgmlType::Q4_K, 32, 256),
+            (GgmlType::Q5_K, 1, 256),
+            (GgmlType::Q5_K, 16, 256),
+            (GgmlType::Q5_K, 21, 512),
+            (GgmlType::Q5_K, 37, 768),
+            (GgmlType::Q5_K, 19, 4096),
             (GgmlType::Q6_K, 1, 256),
             (GgmlType::Q6_K, 16, 256),
             (GgmlType::Q6_K, 19, 768),
@@ -412,8 +487,9 @@ mod tests {
     #[test]
     fn only_types_with_a_panel_form_are_repacked() {
         let pool = ThreadPool::new(1);
-        let data = vec![0u8; 176];
-        let w = QMatrix::new(GgmlType::Q5_K, 1, 256, &data).unwrap();
+        // Float weights have no panel form.
+        let data = vec![0u8; 2 * 256];
+        let w = QMatrix::new(GgmlType::F16, 1, 256, &data).unwrap();
         assert!(matches!(
             PackedMatrix::new(&pool, &w),
             Err(KernelError::UnsupportedType(_))

@@ -98,7 +98,7 @@ pub const KERNEL_TYPES: [KernelType; 11] = [
     row(G::Q5_0, G::Q8_0, "q5_0_q8_0", true,  true,  true,  true,  true),
     row(G::Q5_1, G::Q8_1, "q5_1_q8_1", true,  true,  true,  true,  true),
     row(G::Q4_K, G::Q8_K, "q4_k_q8_k", false, true,  true,  true,  true),
-    row(G::Q5_K, G::Q8_K, "q5_k_q8_k", false, true,  false, true,  false),
+    row(G::Q5_K, G::Q8_K, "q5_k_q8_k", false, true,  true,  true,  true),
     row(G::Q6_K, G::Q8_K, "q6_k_q8_k", false, true,  true,  true,  true),
 ];
 
@@ -195,6 +195,7 @@ mod tests {
                 GgmlType::Q5_0,
                 GgmlType::Q5_1,
                 GgmlType::Q4_K,
+                GgmlType::Q5_K,
                 GgmlType::Q6_K
             ]
         );

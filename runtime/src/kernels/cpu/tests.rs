@@ -591,6 +591,17 @@ mod repacked_matmul {
             (GgmlType::Q4_K, 6, 1024),
             (GgmlType::Q4_K, 33, 256),
             (GgmlType::Q4_K, 3, 512),
+            // Q5_K: 1, 2, 3, 4, 5, 8 and 16 super-blocks, rows ending mid-panel, mid-half (AVX2) and
+            // in every quarter (NEON).
+            (GgmlType::Q5_K, 16, 256),
+            (GgmlType::Q5_K, 37, 512),
+            (GgmlType::Q5_K, 12, 768),
+            (GgmlType::Q5_K, 6, 1024),
+            (GgmlType::Q5_K, 20, 4096),
+            (GgmlType::Q5_K, 3, 256),
+            (GgmlType::Q5_K, 30, 512),
+            (GgmlType::Q5_K, 9, 1280),
+            (GgmlType::Q5_K, 25, 2048),
         ];
         for (ty, rows, cols) in shapes {
             let xs: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -598,7 +609,8 @@ mod repacked_matmul {
             let mut data = vec![0u8; rows * row_bytes];
             quantize_row(ty, &xs, &mut data).unwrap();
             // Row 1: every nibble 0, row 2: every nibble 15 (Q4_0: scale 0.5; Q4_K: largest
-            // 6-bit scales and mins, d = 0.5, dmin = 0.25). Q6_K: d = 0.5 and row 1 every quant
+            // 6-bit scales and mins, d = 0.5, dmin = 0.25; Q5_K the same with every quant 0 or
+            // 31). Q6_K: d = 0.5 and row 1 every quant
             // 0 with scales -128, row 2 every quant 63 with scales 127, row 3 every quant 63
             // with scales -128. Q5_0/Q5_1: every quant 0 (row 1) or 31 (row 2), d = 0.5 (Q5_1:
             // m = -0.25); Q4_1 every nibble 0 or 15, d = 0.5, m = -0.25. Q8_0: d = 0.5 and every
@@ -714,6 +726,7 @@ mod repacked_matmul {
         for (ty, rows, cols) in [
             (GgmlType::Q4_0, 24, 64),
             (GgmlType::Q4_K, 24, 256),
+            (GgmlType::Q5_K, 24, 512),
             (GgmlType::Q6_K, 24, 512),
             (GgmlType::Q8_0, 24, 64),
             (GgmlType::Q5_0, 24, 96),

@@ -148,6 +148,11 @@ pub(super) struct Line(pub(super) [u8; 64]);
 /// Lines per panel and Q4_K super-block: `d`/`dmin`, 2 of scales, 2 of mins, 32 of quants.
 pub(super) const Q4K_LINES: usize = 37;
 
+/// Lines per panel and Q5_K super-block: Q4_K's 5 lines of `d`/`dmin`, scales and mins, then
+/// per sub-block of 32 elements 5 lines laid out as a Q5_0 block's: its 4 quant lines (low 4
+/// bits) and one line of the fifth bits.
+pub(super) const Q5K_LINES: usize = 5 + 5 * 8;
+
 /// Lines per panel and Q6_K super-block: `d`, 4 of scales, then per group of 16 elements two
 /// quant lines (low 4 bits) and one line of the high 2 bits.
 pub(super) const Q6K_LINES: usize = 5 + 3 * 16;
@@ -172,7 +177,7 @@ pub(super) const fn legacy_scales(ty: GgmlType) -> usize {
     }
 }
 
-/// A Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K or Q6_K matrix in the panel layout (see `repack.rs`,
+/// A Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K matrix in the panel layout (see `repack.rs`,
 /// which makes it).
 pub struct PackedMatrix {
     pub(super) ty: GgmlType,
@@ -180,55 +185,127 @@ pub struct PackedMatrix {
     pub(super) cols: usize,
     /// The 32-element formats only: the f16 block scales (and Q4_1's and Q5_1's mins), see
     /// [`legacy_scales`].
-    pub(super) scales: Vec<u16>,
-    pub(super) lines: LineBuf,
+    pub(super) scales: PanelBuf<u16>,
+    pub(super) lines: PanelBuf<Line>,
 }
 
-/// Zeroed memory for `len` [`Line`]s in an anonymous mapping: page-aligned (so 64-byte
-/// aligned), its zero pages committed by whichever thread first writes them (repacking on all
-/// threads faults them in in parallel, where a `Vec` would be zero-filled by one thread
-/// first), and on Linux advised for transparent huge pages (512x fewer page faults while
-/// repacking, fewer TLB misses while the kernels stream the weights).
-pub(super) struct LineBuf {
-    /// `None` for zero lines (an empty mapping is an error).
+/// Element types a [`PanelBuf`] holds: plain data, valid for any byte pattern, no drop.
+///
+/// # Safety
+/// Implementors must be `Copy` types for which every bit pattern of their size is a value.
+pub(super) unsafe trait PanelElem: Copy {}
+// SAFETY: a Line is 64 plain bytes; a u16 any 2 bytes.
+unsafe impl PanelElem for Line {}
+// SAFETY: as above.
+unsafe impl PanelElem for u16 {}
+
+/// The storage of a repacked matrix's lines or scales: a private memory mapping, page-aligned
+/// (so 64-byte aligned for [`Line`]s). Made two ways:
+/// - [`PanelBuf::zeroed`]: anonymous zero pages, committed by whichever thread first writes
+///   them (repacking on all threads faults them in in parallel, where a `Vec` would be
+///   zero-filled by one thread first), and on Linux advised for transparent huge pages (512x
+///   fewer page faults while repacking, fewer TLB misses while the kernels stream the weights);
+/// - [`PanelBuf::map_file`]: a copy-on-write mapping of a range of a file written earlier (the
+///   repack cache): its pages are the page cache's, shared with other processes, nothing to
+///   zero or copy at load.
+pub(super) struct PanelBuf<T> {
+    /// `None` for zero elements (an empty mapping is an error).
     map: Option<memmap2::MmapMut>,
     len: usize,
+    _elem: std::marker::PhantomData<T>,
 }
 
-impl LineBuf {
-    pub(super) fn zeroed(len: usize) -> Result<LineBuf, super::KernelError> {
-        let bytes = len * std::mem::size_of::<Line>();
+/// The repacked form's line buffer.
+pub(super) type LineBuf = PanelBuf<Line>;
+
+impl<T: PanelElem> PanelBuf<T> {
+    pub(super) fn zeroed(len: usize) -> Result<PanelBuf<T>, super::KernelError> {
+        let bytes = len * std::mem::size_of::<T>();
         if len == 0 {
-            return Ok(LineBuf { map: None, len });
+            return Ok(PanelBuf::empty());
         }
         let map = memmap2::MmapMut::map_anon(bytes).map_err(|e| super::KernelError::Allocation {
             bytes,
             reason: e.to_string(),
         })?;
-        // Only a hint: without huge pages the buffer works the same, with more page faults.
+        Ok(PanelBuf::of(map, len))
+    }
+
+    /// `len` elements of `file` from byte `offset` (a multiple of `T`'s alignment), mapped
+    /// copy-on-write: writes through the buffer never reach the file.
+    pub(super) fn map_file(file: &std::fs::File, offset: u64, len: usize) -> Result<PanelBuf<T>, super::KernelError> {
+        let bytes = len * std::mem::size_of::<T>();
+        if !offset.is_multiple_of(std::mem::align_of::<T>() as u64) {
+            return Err(super::KernelError::Allocation {
+                bytes,
+                reason: format!("offset {offset} is not aligned to {}", std::mem::align_of::<T>()),
+            });
+        }
+        if len == 0 {
+            return Ok(PanelBuf::empty());
+        }
+        // SAFETY: the mapping is private (copy-on-write), so no write of ours reaches the
+        // file; the cache file is ours and written once (renamed into place complete). If
+        // another process truncated it, reading the missing pages would fault (SIGBUS), as for
+        // the mapped model file itself; any bytes are valid elements (`PanelElem`).
+        let map = unsafe { memmap2::MmapOptions::new().offset(offset).len(bytes).map_copy(file) }.map_err(|e| {
+            super::KernelError::Allocation {
+                bytes,
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(PanelBuf::of(map, len))
+    }
+
+    /// `len` elements in `map`, advised for huge pages: only a hint (anonymous memory gets
+    /// them where transparent huge pages are on; the page cache's large folios are mapped so
+    /// on file systems that have them); without, the buffer works the same, with more page
+    /// faults and TLB misses.
+    fn of(map: memmap2::MmapMut, len: usize) -> PanelBuf<T> {
         #[cfg(target_os = "linux")]
         let _ = map.advise(memmap2::Advice::HugePage);
-        Ok(LineBuf { map: Some(map), len })
+        PanelBuf {
+            map: Some(map),
+            len,
+            _elem: std::marker::PhantomData,
+        }
     }
-}
 
-impl std::ops::Deref for LineBuf {
-    type Target = [Line];
-    fn deref(&self) -> &[Line] {
+    fn empty() -> PanelBuf<T> {
+        PanelBuf {
+            map: None,
+            len: 0,
+            _elem: std::marker::PhantomData,
+        }
+    }
+
+    /// The elements as bytes (what the repack cache stores).
+    pub(super) fn as_bytes(&self) -> &[u8] {
         match &self.map {
-            // SAFETY: the mapping is page-aligned (Line needs 64), `len * 64` bytes long, zero
-            // initialized by the kernel, and any byte pattern is a valid Line.
-            Some(m) => unsafe { std::slice::from_raw_parts(m.as_ptr().cast::<Line>(), self.len) },
+            Some(m) => &m[..self.len * std::mem::size_of::<T>()],
             None => &[],
         }
     }
 }
 
-impl std::ops::DerefMut for LineBuf {
-    fn deref_mut(&mut self) -> &mut [Line] {
+impl<T: PanelElem> std::ops::Deref for PanelBuf<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match &self.map {
+            // SAFETY: the mapping is page-aligned plus an offset aligned for T (`map_file`
+            // checks it; memmap2 maps from the page below and points at the offset), holds
+            // `len * size_of::<T>()` bytes, and any bytes are a valid T (`PanelElem`).
+            Some(m) => unsafe { std::slice::from_raw_parts(m.as_ptr().cast::<T>(), self.len) },
+            None => &[],
+        }
+    }
+}
+
+impl<T: PanelElem> std::ops::DerefMut for PanelBuf<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
         match &mut self.map {
             // SAFETY: as in `deref`; the mapping is uniquely borrowed through `self`.
-            Some(m) => unsafe { std::slice::from_raw_parts_mut(m.as_mut_ptr().cast::<Line>(), self.len) },
+            Some(m) => unsafe { std::slice::from_raw_parts_mut(m.as_mut_ptr().cast::<T>(), self.len) },
             None => &mut [],
         }
     }
@@ -245,7 +322,7 @@ impl std::fmt::Debug for PackedMatrix {
 }
 
 /// One token's activation row (Q8_0 for Q4_0, Q5_0 and Q8_0 weights, Q8_1 for Q4_1 and Q5_1,
-/// Q8_K for Q4_K and Q6_K) prepared for the kernels for repacked weights.
+/// Q8_K for Q4_K, Q5_K and Q6_K) prepared for the kernels for repacked weights.
 #[cfg(target_arch = "x86_64")]
 pub(super) struct PackedActivations {
     /// The quads (4 quants each) of every block, as little-endian u32.
@@ -255,7 +332,8 @@ pub(super) struct PackedActivations {
     /// Q8_0: per block, `-offset * sum(y)`, the start of each row's integer sum (the
     /// weights' offset: 8 for Q4_0, 16 for Q5_0, 128 for Q8_0, whose quants are stored + 128).
     /// Q8_1 (Q4_1, Q5_1): per block 0 (no offset; the min enters through `block_s`).
-    /// Q8_K for Q4_K: per sub-block of 32, `sum(y)` (from `bsums`), paired with the mins.
+    /// Q8_K for Q4_K and Q5_K: per sub-block of 32, `sum(y)` (from `bsums`), paired with the
+    /// mins.
     /// Q8_K for Q6_K: per group of 16, `sum(y)` (the `bsums`), for the offset of 32.
     pub(super) sums: Vec<i32>,
     /// Q8_1 only: per block, its f16 `s = d * sum(y)` as f32, which the weights' min `m`
@@ -352,6 +430,12 @@ impl PackedMatrix {
     pub(super) fn q4_k_block(&self, p: usize, b: usize) -> &[Line] {
         let i = p * (self.cols / 256) + b;
         &self.lines[i * Q4K_LINES..(i + 1) * Q4K_LINES]
+    }
+
+    /// Q5_K super-block `b` of panel `p`: its [`Q5K_LINES`] lines.
+    pub(super) fn q5_k_block(&self, p: usize, b: usize) -> &[Line] {
+        let i = p * (self.cols / 256) + b;
+        &self.lines[i * Q5K_LINES..(i + 1) * Q5K_LINES]
     }
 
     /// Q6_K super-block `b` of panel `p`: its [`Q6K_LINES`] lines.
