@@ -159,9 +159,8 @@ impl CpuBlocks {
         let q = sized(&mut s.q, n * dim);
         let k = sized(&mut s.k, n * kv_dim);
         let v = sized(&mut s.v, n * kv_dim);
-        matmul(&self.pool, self.activations, model, &layer.wq, xb, n, q)?;
-        matmul(&self.pool, self.activations, model, &layer.wk, xb, n, k)?;
-        matmul(&self.pool, self.activations, model, &layer.wv, xb, n, v)?;
+        let mut qkv = [(&layer.wq, &mut *q), (&layer.wk, &mut *k), (&layer.wv, &mut *v)];
+        matmul_group(&self.pool, self.activations, model, &mut qkv, xb, n)?;
         for (t, row) in rows.iter().enumerate() {
             ops::rope(&self.rope, &mut q[t * dim..(t + 1) * dim], row.pos);
             ops::rope(&self.rope, &mut k[t * kv_dim..(t + 1) * kv_dim], row.pos);
@@ -241,8 +240,8 @@ impl CpuBlocks {
         rms_norm_rows(xb, x, &layer.ffn_norm, cfg.rms_eps, dim);
         let gate = sized(&mut s.hb, n * ffn);
         let up = sized(&mut s.hb2, n * ffn);
-        matmul(&self.pool, self.activations, model, &layer.w_gate, xb, n, gate)?;
-        matmul(&self.pool, self.activations, model, &layer.w_up, xb, n, up)?;
+        let mut gate_up = [(&layer.w_gate, &mut *gate), (&layer.w_up, &mut *up)];
+        matmul_group(&self.pool, self.activations, model, &mut gate_up, xb, n)?;
         let act = sized(&mut s.hb3, n * ffn);
         swiglu_chunks(&self.pool, gate, up, act);
         let out = sized(&mut s.xb2, n * dim);
@@ -283,6 +282,34 @@ fn add_in_place(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
     }
+}
+
+/// Weight matrices that read the same activations (q/k/v, gate/up) times the chunk: as
+/// [`matmul`] on each, in one pool job where the kernels allow it.
+fn matmul_group(
+    pool: &ThreadPool,
+    activations: Activations,
+    model: &LlamaModel,
+    parts: &mut [(&Weight, &mut [f32])],
+    x: &[f32],
+    n: usize,
+) -> Result<(), ModelError> {
+    let matrices: Vec<_> = parts.iter().map(|(w, _)| model.qmatrix(w)).collect();
+    let mut kernel_parts: Vec<_> = matrices
+        .iter()
+        .zip(parts.iter_mut())
+        .map(|(m, (_, out))| (m, &mut **out))
+        .collect();
+    ops::matmul_group(pool, activations, &mut kernel_parts, x, n).map_err(|e| {
+        let names: Vec<&str> = parts.iter().map(|(w, _)| w.name.as_str()).collect();
+        ModelError::Compute(format!("{}: {e}", names.join(", ")))
+    })?;
+    for (w, out) in parts.iter_mut() {
+        for delta in &w.lora {
+            delta.add_to(pool, x, n, out)?;
+        }
+    }
+    Ok(())
 }
 
 /// One weight matrix times the chunk's activations, plus the matrix's LoRA terms if it has any,

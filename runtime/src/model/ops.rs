@@ -39,6 +39,18 @@ pub fn matmul(
     k::try_matmul_as(k::backend(), activations, pool, w, x, n_tokens, out)
 }
 
+/// [`matmul`] of several matrices on the same activations (`out_i` for `w_i`): one activation
+/// rounding and, for decode, one pool job for all of them; results equal separate calls.
+pub fn matmul_group(
+    pool: &ThreadPool,
+    activations: Activations,
+    parts: &mut [(&QMatrix, &mut [f32])],
+    x: &[f32],
+    n_tokens: usize,
+) -> Result<(), KernelError> {
+    k::try_matmul_group_as(k::backend(), activations, pool, parts, x, n_tokens)
+}
+
 /// `out = x / rms(x) * w`.
 pub fn rms_norm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     k::rms_norm(x, w, eps, out)

@@ -63,6 +63,10 @@ impl QuantizedActivations {
     pub fn row(&self, t: usize) -> &[u8] {
         &self.bytes()[t * self.row_bytes..(t + 1) * self.row_bytes]
     }
+    /// Bytes per token.
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
 }
 
 /// Quantizes `n_tokens` rows of `cols` floats to the partner format of `ty` (tokens spread
@@ -156,7 +160,7 @@ pub fn matmul_with(backend: Backend, pool: &ThreadPool, w: &QMatrix, x: &[f32], 
 }
 
 /// Validates a matmul call; `None` when there is nothing to compute (`out` is then final).
-fn checked_call<'a>(
+pub(super) fn checked_call<'a>(
     backend: Backend,
     w: &QMatrix<'a>,
     x: &[f32],
@@ -288,17 +292,25 @@ pub fn try_matmul_with(
         n_tokens,
     };
     let path = choose_path(backend, CpuFeatures::detect(), w.ty, w.packed.is_some(), n_tokens);
+    // SAFETY: `checked_call` checked `backend.is_available()` and `path` comes from
+    // `choose_path` for this backend, this CPU and this matrix.
+    let out = match unsafe { decode_plan(&call, path, out) } {
+        Ok(plan) => {
+            plan.run(pool);
+            return Ok(());
+        }
+        Err(out) => out,
+    };
     match path {
-        MatmulPath::FileDecode => run_file_decode(&call, out),
+        MatmulPath::FileDecode
+        | MatmulPath::PackedDecodeVnni
+        | MatmulPath::PackedDecodeAvx2
+        | MatmulPath::PackedDecodeNeon => unreachable!("decode paths run as plans"),
         MatmulPath::FileTiles => run_file_tiles(&call, out),
         // SAFETY (all x86 paths): `checked_call` checked `backend.is_available()` (AVX2, FMA,
         // F16C, and AVX-512 F/BW/VL for avx512), `choose_path` returns the VNNI paths only
         // when the CPU has VNNI and the `Packed*` paths only when `w.packed` is set; `acts`
         // holds n_tokens activation rows of `w.cols` elements and `out` n_tokens * rows floats.
-        #[cfg(target_arch = "x86_64")]
-        MatmulPath::PackedDecodeVnni => unsafe { run_packed_decode(&call, true, out) },
-        #[cfg(target_arch = "x86_64")]
-        MatmulPath::PackedDecodeAvx2 => unsafe { run_packed_decode(&call, false, out) },
         #[cfg(target_arch = "x86_64")]
         MatmulPath::PackedTilesAvx2 => unsafe { run_packed_tiles_avx2(&call, out) },
         // The panels read `w.packed` when it is set and the file layout otherwise.
@@ -307,22 +319,16 @@ pub fn try_matmul_with(
             avx512::matmul_panels(pool, &w, acts, arb, n_tokens, out)
         },
         #[cfg(not(target_arch = "x86_64"))]
-        MatmulPath::PackedDecodeVnni
-        | MatmulPath::PackedDecodeAvx2
-        | MatmulPath::PackedTilesAvx2
-        | MatmulPath::PackedPanelsVnni
-        | MatmulPath::FilePanelsVnni => {
+        MatmulPath::PackedTilesAvx2 | MatmulPath::PackedPanelsVnni | MatmulPath::FilePanelsVnni => {
             unreachable!("choose_path picks x86 paths only for the x86 backends, unavailable here")
         }
-        // SAFETY (both NEON paths): `choose_path` returns them only for the Neon backend
-        // (available: aarch64), with `w.packed` set and a type with NEON panels; `acts` holds
-        // n_tokens activation rows of `w.cols` elements and `out` n_tokens * rows floats.
-        #[cfg(target_arch = "aarch64")]
-        MatmulPath::PackedDecodeNeon => unsafe { run_packed_decode_neon(&call, out) },
+        // SAFETY: `choose_path` returns it only for the Neon backend (available: aarch64), with
+        // `w.packed` set and a type with NEON panels; `acts` holds n_tokens activation rows of
+        // `w.cols` elements and `out` n_tokens * rows floats.
         #[cfg(target_arch = "aarch64")]
         MatmulPath::PackedTilesNeon => unsafe { run_packed_tiles_neon(&call, out) },
         #[cfg(not(target_arch = "aarch64"))]
-        MatmulPath::PackedDecodeNeon | MatmulPath::PackedTilesNeon => {
+        MatmulPath::PackedTilesNeon => {
             unreachable!("choose_path picks NEON paths only for the Neon backend, unavailable here")
         }
     }
@@ -331,13 +337,27 @@ pub fn try_matmul_with(
 
 /// One validated matmul call, as the runners take it: `acts` holds `n_tokens` activation rows
 /// of `arb` bytes each (quantized, or the f32 input for float weights).
-struct Call<'c, 'w> {
-    backend: Backend,
-    pool: &'c ThreadPool,
-    w: &'c QMatrix<'w>,
-    acts: &'c [u8],
-    arb: usize,
-    n_tokens: usize,
+pub(super) struct Call<'c, 'w> {
+    pub(super) backend: Backend,
+    pub(super) pool: &'c ThreadPool,
+    pub(super) w: &'c QMatrix<'w>,
+    pub(super) acts: &'c [u8],
+    pub(super) arb: usize,
+    pub(super) n_tokens: usize,
+}
+
+/// The tasks of one matmul as a parallel-for, to run alone ([`Plan::run`]) or, with the plans
+/// of other matrices that read the same activations, in one pool run (`group.rs`): a pool
+/// run's wake-up and final wait cost microseconds, a large share of a small model's matvec.
+pub(super) struct Plan<'a> {
+    pub(super) n_tasks: usize,
+    pub(super) task: Box<dyn Fn(usize) + Sync + 'a>,
+}
+
+impl Plan<'_> {
+    pub(super) fn run(&self, pool: &ThreadPool) {
+        pool.run(self.n_tasks, &*self.task);
+    }
 }
 
 impl Call<'_, '_> {
@@ -354,8 +374,33 @@ impl Call<'_, '_> {
     }
 }
 
+/// The plan of a decode path (one token, or a few over the VNNI panels: every task a chunk of
+/// rows for all tokens), or `out` back for the other paths, which run their own pool jobs.
+///
+/// # Safety
+/// `path` must be what `choose_path` returns for `c.backend` (available on this CPU), this CPU's
+/// features and `c.w`; `c.acts` must hold `c.n_tokens` activation rows of `c.w.cols` elements
+/// and `out` `c.n_tokens * c.w.rows` floats.
+pub(super) unsafe fn decode_plan<'a>(
+    c: &'a Call,
+    path: MatmulPath,
+    out: &'a mut [f32],
+) -> Result<Plan<'a>, &'a mut [f32]> {
+    // SAFETY (x86 and NEON plans): the caller's contract is each plan maker's.
+    match path {
+        MatmulPath::FileDecode => Ok(file_decode_plan(c, out)),
+        #[cfg(target_arch = "x86_64")]
+        MatmulPath::PackedDecodeVnni => Ok(unsafe { packed_decode_plan(c, true, out) }),
+        #[cfg(target_arch = "x86_64")]
+        MatmulPath::PackedDecodeAvx2 => Ok(unsafe { packed_decode_plan(c, false, out) }),
+        #[cfg(target_arch = "aarch64")]
+        MatmulPath::PackedDecodeNeon => Ok(unsafe { packed_decode_neon_plan(c, out) }),
+        _ => Err(out),
+    }
+}
+
 /// [`MatmulPath::FileDecode`]: one token, the path's tile kernel per row.
-fn run_file_decode(c: &Call, out: &mut [f32]) {
+pub(super) fn file_decode_plan<'a>(c: &'a Call, out: &'a mut [f32]) -> Plan<'a> {
     let (w, backend) = (c.w, c.backend);
     let (rows, n) = (w.rows, w.cols);
     let out_ptr = SyncPtr(out.as_mut_ptr());
@@ -363,15 +408,19 @@ fn run_file_decode(c: &Call, out: &mut [f32]) {
     let n_chunks = decode_tasks(c.pool, w.data.len(), rows);
     let per = rows.div_ceil(n_chunks);
     let a0 = c.act(0);
-    c.pool.run(rows.div_ceil(per), &|chunk| {
+    let task = move |chunk: usize| {
         let mut o = [0f32];
         for r in chunk * per..((chunk + 1) * per).min(rows) {
             tile(backend, w.ty, n, w.row(r), &[a0], &mut o);
             // SAFETY: r < rows, so the index is inside `out`, and row r belongs to this chunk
-            // only; `out` outlives the pool's `run`.
+            // only; the plan borrows `out` for as long as it can run.
             unsafe { *out_ptr.get().add(r) = o[0] };
         }
-    });
+    };
+    Plan {
+        n_tasks: rows.div_ceil(per),
+        task: Box::new(task),
+    }
 }
 
 /// [`MatmulPath::FileTiles`]: tasks of [`ROW_BLOCK`] rows x [`TOKEN_BLOCK`] tokens, each row
@@ -411,7 +460,7 @@ fn run_file_tiles(c: &Call, out: &mut [f32]) {
 /// `w.packed` must be set; the CPU must have AVX2/FMA/F16C, and with `vnni` AVX-512
 /// F/BW/VL/VNNI (then up to [`SMALL_BATCH`](super::dispatch::SMALL_BATCH) tokens, else one).
 #[cfg(target_arch = "x86_64")]
-unsafe fn run_packed_decode(c: &Call, vnni: bool, out: &mut [f32]) {
+pub(super) unsafe fn packed_decode_plan<'a>(c: &'a Call, vnni: bool, out: &'a mut [f32]) -> Plan<'a> {
     let (w, n_tokens) = (c.w, c.n_tokens);
     let packed: &PackedMatrix = w.packed.expect("choose_path: a Packed* path needs the repacked form");
     let xs = c.packed_acts();
@@ -423,13 +472,13 @@ unsafe fn run_packed_decode(c: &Call, vnni: bool, out: &mut [f32]) {
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let rows = w.rows;
     debug_assert!(vnni || n_tokens == 1);
-    c.pool.run(n_panels.div_ceil(per), &|chunk| {
+    let task = move |chunk: usize| {
         let first = chunk * per * PANEL_ROWS;
         let end = ((chunk + 1) * per * PANEL_ROWS).min(rows);
         // SAFETY: chunk owns rows first..end of every token's output row, which no other task
-        // writes, and `out` (n_tokens * rows floats) outlives the pool's `run`; the caller
-        // checked the CPU, and each of `xs` was made from an activation row of this matrix's
-        // width.
+        // writes, and the plan borrows `out` (n_tokens * rows floats) for as long as it can
+        // run; the plan's maker checked the CPU, and each of `xs` was made from an activation
+        // row of this matrix's width.
         unsafe {
             if vnni {
                 avx512_gemv::matvec_packed(packed, &xs, chunk * per, end - first, out_ptr.get(), rows);
@@ -438,7 +487,11 @@ unsafe fn run_packed_decode(c: &Call, vnni: bool, out: &mut [f32]) {
                 avx2_packed::matvec_packed(packed, &xs[0], chunk * per, o);
             }
         }
-    });
+    };
+    Plan {
+        n_tasks: n_panels.div_ceil(per),
+        task: Box::new(task),
+    }
 }
 
 /// [`MatmulPath::PackedTilesAvx2`]: micro-tiles of tokens over the repacked weights.
@@ -460,7 +513,7 @@ unsafe fn run_packed_tiles_avx2(c: &Call, out: &mut [f32]) {
 /// `w.packed` must be set, of a type with NEON panels (the table's `neon_panels`), and
 /// `n_tokens == 1`.
 #[cfg(target_arch = "aarch64")]
-unsafe fn run_packed_decode_neon(c: &Call, out: &mut [f32]) {
+pub(super) unsafe fn packed_decode_neon_plan<'a>(c: &'a Call, out: &'a mut [f32]) -> Plan<'a> {
     let w = c.w;
     let packed: &PackedMatrix = w.packed.expect("choose_path: a Packed* path needs the repacked form");
     debug_assert!(c.n_tokens == 1 && super::table::neon_panels(w.ty));
@@ -470,17 +523,21 @@ unsafe fn run_packed_decode_neon(c: &Call, out: &mut [f32]) {
     let per = n_panels.div_ceil(decode_tasks(c.pool, w.data.len(), n_panels));
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let rows = w.rows;
-    c.pool.run(n_panels.div_ceil(per), &|chunk| {
+    let task = move |chunk: usize| {
         let first = chunk * per * PANEL_ROWS;
         let end = ((chunk + 1) * per * PANEL_ROWS).min(rows);
         // SAFETY: chunk owns rows first..end of the output, which no other task writes, and
-        // `out` (rows floats) outlives the pool's `run`; the caller checked the type, and `x`
-        // was made from an activation row of this matrix's width.
+        // the plan borrows `out` (rows floats) for as long as it can run; the plan's maker
+        // checked the type, and `x` was made from an activation row of this matrix's width.
         unsafe {
             let o = std::slice::from_raw_parts_mut(out_ptr.get().add(first), end - first);
             neon_packed::matvec_packed(packed, &x, chunk * per, o);
         }
-    });
+    };
+    Plan {
+        n_tasks: n_panels.div_ceil(per),
+        task: Box::new(task),
+    }
 }
 
 /// [`MatmulPath::PackedTilesNeon`]: micro-tiles of tokens over the repacked weights.
