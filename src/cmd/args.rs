@@ -6,7 +6,9 @@ use anyhow::{bail, Context};
 use edgeact_runtime::generate::Generation;
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::kernels::cuda::{select_device, Backend, DeviceChoice};
-use edgeact_runtime::model::{Activations, KvType, LlamaModel, LoraAdapter, RepackChoice, Session, SessionOptions};
+use edgeact_runtime::model::{
+    repack_cache, Activations, CacheUse, KvType, LlamaModel, LoraAdapter, RepackChoice, Session, SessionOptions,
+};
 use edgeact_runtime::sampler::{Sampler, SamplerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -172,6 +174,12 @@ pub struct RepackArg {
     /// processes and the page cache) and the fastest start, but slower x86 decode.
     #[arg(long)]
     pub no_repack: bool,
+    /// Repack at every start. By default the repacked weights are written once to the repack
+    /// cache ($EDGEACT_CACHE_DIR, else $XDG_CACHE_HOME/edgeact/panels, else
+    /// ~/.cache/edgeact/panels; about the model's size) and mapped from there at later starts,
+    /// which then cost what `--no-repack` costs (docs/kernels.md "Repack cache").
+    #[arg(long, conflicts_with = "no_repack")]
+    pub no_repack_cache: bool,
 }
 
 impl RepackArg {
@@ -187,13 +195,15 @@ impl RepackArg {
 }
 
 /// What loading a model took (`-v`, `bench --json`).
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct LoadStats {
     /// Mapping and checking the file and attaching adapters.
     pub load_seconds: f64,
     pub repack_seconds: f64,
     pub repacked_tensors: usize,
     pub repacked_bytes: u64,
+    /// What the repack cache did, in words (empty when unused).
+    pub repack_cache: String,
     /// The process's peak resident memory after loading (Linux `VmHWM`).
     pub peak_rss_bytes: Option<u64>,
 }
@@ -205,8 +215,13 @@ impl LoadStats {
         let repacked = if self.repacked_tensors == 0 {
             "nothing repacked".to_string()
         } else {
+            let cache = if self.repack_cache.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", self.repack_cache)
+            };
             format!(
-                "repacked {} matrices ({:.2} GiB) in {:.2} s",
+                "repacked {} matrices ({:.2} GiB) in {:.2} s{cache}",
                 self.repacked_tensors,
                 gib(self.repacked_bytes),
                 self.repack_seconds
@@ -314,11 +329,35 @@ pub fn load_model_with(
             Some(_) => thread_count(threads),
         };
         let mut progress = RepackProgress::new();
-        let report = model
-            .repack(which, threads, &mut |done, todo| progress.update(done, todo))
-            .with_context(|| format!("repacking {}", path.display()));
+        let mut update = |done, todo| progress.update(done, todo);
+        let report = match repack_cache::default_dir().filter(|_| !repack.no_repack_cache) {
+            Some(dir) => {
+                let written = Box::new(|result: Result<u64, String>| {
+                    if let Err(e) = result {
+                        eprintln!("edgeact: repack cache not written: {e}");
+                    }
+                });
+                model.repack_cached(which, threads, &dir, &mut update, written)
+            }
+            None => model.repack(which, threads, &mut update),
+        }
+        .with_context(|| format!("repacking {}", path.display()));
         progress.finish();
         let report = report?;
+        stats.repack_cache = match &report.cache {
+            CacheUse::Unused => String::new(),
+            CacheUse::Loaded(path) => format!("mapped from the repack cache {}", path.display()),
+            CacheUse::Writing { path, miss } => {
+                format!(
+                    "repack cache miss ({miss}): writing {} in the background",
+                    path.display()
+                )
+            }
+            CacheUse::NotWritten { miss, error } => {
+                eprintln!("edgeact: repack cache not written: {error}");
+                format!("repack cache miss ({miss}), not written")
+            }
+        };
         if report.tensors == 0 && which == RepackChoice::All {
             let types: Vec<String> = edgeact_runtime::kernels::cpu::KERNEL_TYPES
                 .iter()

@@ -104,6 +104,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.threads.iter().copied().max(),
         matches!(backend, Backend::Cpu),
     )?;
+    // A first run writes the repack cache in the background: not while measuring.
+    model.finish_cache_write();
     let threads = if args.threads.is_empty() {
         vec![std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)]
     } else {
@@ -187,7 +189,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 avg_ts: avg,
                 stddev_ts: sd,
                 samples_ts: samples,
-                load,
+                load: load.clone(),
             };
             if !args.json {
                 println!(

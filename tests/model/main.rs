@@ -14,6 +14,7 @@ mod hostile_cli;
 mod lora;
 mod real_models;
 mod repack;
+mod repack_cache;
 mod speculate;
 
 #[path = "../cli_support/mod.rs"]

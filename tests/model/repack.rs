@@ -148,7 +148,7 @@ fn prefill_bound() -> f32 {
 
 /// The converter tests' tiny random checkpoint converted to Q4_K_M in `dir` (Q4_K and Q6_K
 /// tensors).
-fn tiny_q4_k_m(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn tiny_q4_k_m(dir: &Path) -> std::path::PathBuf {
     let ck = dir.join("ck");
     std::fs::create_dir(&ck).unwrap();
     convert_support::write_checkpoint(&ck, false, None);
@@ -263,7 +263,14 @@ fn cli_repacks_by_default_where_measured_and_reports_the_load() {
     let dir = tempfile::tempdir().unwrap();
     let q4 = stories_q4_0(dir.path());
     let q4 = q4.to_str().unwrap();
-    let edgeact = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_edgeact")).args(args).output().unwrap();
+    let cache = dir.path().join("cache");
+    let edgeact = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_edgeact"))
+            .args(args)
+            .env("EDGEACT_CACHE_DIR", &cache)
+            .output()
+            .unwrap()
+    };
     let file = GgufFile::open(Path::new(q4)).unwrap();
     // The matrices `LlamaModel::repack` considers (as in the test above) of types `wanted`.
     let matrices = |wanted: &dyn Fn(GgmlType) -> bool| {
@@ -289,7 +296,28 @@ fn cli_repacks_by_default_where_measured_and_reports_the_load() {
         };
         assert!(line.contains(&want), "{flag:?}: {line}");
         assert!(!cfg!(target_os = "linux") || line.contains("peak RSS"), "{line}");
+        // The first repacking run writes the repack cache; the default run's matrices are
+        // then a hit, `--repack`'s (another set, where it differs) a miss.
+        let cached = line.contains("mapped from the repack cache");
+        assert!(
+            repacked == 0 || cached || line.contains("repack cache miss"),
+            "{flag:?}: {line}"
+        );
+        if repacked > 0 {
+            let again = edgeact(&[&run[..], flag.as_slice()].concat());
+            let err = String::from_utf8_lossy(&again.stderr);
+            let line = err.lines().find(|l| l.starts_with("load: ")).expect("a load line");
+            assert!(line.contains("mapped from the repack cache"), "{flag:?} again: {line}");
+            assert!(line.contains(&want), "{flag:?} again: {line}");
+        }
     }
+    let out = edgeact(&[&run[..], &["--no-repack-cache"]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| l.starts_with("load: ")).expect("a load line");
+    assert!(
+        out.status.success() && !line.contains("cache"),
+        "--no-repack-cache: {line}"
+    );
     let out = edgeact(&[&run[..], &["--repack", "--no-repack"]].concat());
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));

@@ -20,6 +20,7 @@ pub mod cuda;
 mod kv_cache;
 mod lora;
 mod ops;
+pub mod repack_cache;
 mod session;
 mod weights;
 
@@ -30,7 +31,7 @@ pub use kv_cache::KvType;
 pub use lora::{LoraAdapter, LoraDelta, LoraPair, LORA_TENSOR_TYPES};
 pub use ops::Activations;
 pub use session::Session;
-pub use weights::{LlamaModel, RepackChoice, RepackReport, Weight};
+pub use weights::{CacheUse, LlamaModel, RepackChoice, RepackReport, Weight};
 
 use crate::gguf::GgufError;
 use crate::quant::GgmlType;

@@ -6,6 +6,7 @@
 use super::config::LlamaConfig;
 use super::lora::{LoraAdapter, LoraDelta};
 use super::ops::{self, QMatrix};
+use super::repack_cache;
 use super::ModelError;
 use crate::gguf::GgufFile;
 use crate::quant::GgmlType;
@@ -38,15 +39,41 @@ pub enum RepackChoice {
     All,
 }
 
-/// What [`LlamaModel::repack`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// What [`LlamaModel::repack`] or [`LlamaModel::repack_cached`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RepackReport {
-    /// Matrices repacked.
+    /// Matrices repacked (or mapped from the repack cache).
     pub tensors: usize,
-    /// Bytes of repacked weights held in anonymous memory.
+    /// Bytes of repacked weights (in anonymous memory, or mapped from the cache).
     pub bytes: u64,
     /// Wall time of the repacking (0 when nothing was repacked).
     pub seconds: f64,
+    /// What the repack cache did.
+    pub cache: CacheUse,
+}
+
+/// The repack cache's part in a [`RepackReport`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum CacheUse {
+    /// Not asked for, or nothing to repack.
+    #[default]
+    Unused,
+    /// The repacked forms were mapped from this cache file.
+    Loaded(std::path::PathBuf),
+    /// A miss (the reason): repacked, and the cache file being written by a background thread
+    /// (see [`LlamaModel::repack_cached`]).
+    Writing { path: std::path::PathBuf, miss: String },
+    /// A miss, repacked, but the cache could not be written (why).
+    NotWritten { miss: String, error: String },
+}
+
+/// Whether `which` repacks `w` on this CPU's kernel path (and it is not repacked yet).
+fn chosen_for_repacking(which: RepackChoice, w: &Weight) -> bool {
+    w.packed.is_none()
+        && match which {
+            RepackChoice::Measured => ops::repack_by_default(ops::backend(), w.ty),
+            RepackChoice::All => ops::repackable(w.ty),
+        }
 }
 
 /// One transformer block's weights.
@@ -99,6 +126,16 @@ pub struct LlamaModel {
     /// `output.weight`, or `token_embd.weight` when the embeddings are tied.
     pub(crate) output: Weight,
     pub(crate) layers: Vec<Layer>,
+    /// The background write of the repack cache, if one is running.
+    cache_writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for LlamaModel {
+    /// A cache write in progress completes first: a process that ends normally leaves a
+    /// complete cache file (an interrupted write leaves only a temporary file).
+    fn drop(&mut self) {
+        self.finish_cache_write();
+    }
 }
 
 impl LlamaModel {
@@ -142,7 +179,18 @@ impl LlamaModel {
             output_norm,
             output,
             layers,
+            cache_writer: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Waits until the background write of the repack cache (if any) is done; benchmarks call
+    /// it so that the write does not compete with what they measure.
+    pub fn finish_cache_write(&self) {
+        let writer = self.cache_writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            // The thread reports its own failure through the caller's callback.
+            let _ = writer.join();
+        }
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -215,14 +263,7 @@ impl LlamaModel {
         if !ops::repack_supported() {
             return Ok(RepackReport::default());
         }
-        let backend = ops::backend();
-        let chosen = |w: &Weight| {
-            w.packed.is_none()
-                && match which {
-                    RepackChoice::Measured => ops::repack_by_default(backend, w.ty),
-                    RepackChoice::All => ops::repackable(w.ty),
-                }
-        };
+        let chosen = |w: &Weight| chosen_for_repacking(which, w);
         // The output projection too, also when it is the token embeddings: the embedding
         // lookup keeps reading its rows from the mapping, where a released page faults back
         // in from the page cache (a prompt touches a few rows of the table).
@@ -262,6 +303,96 @@ impl LlamaModel {
         if report.tensors > 0 {
             report.seconds = start.elapsed().as_secs_f64();
         }
+        Ok(report)
+    }
+
+    /// [`LlamaModel::repack`] through the repack cache in `cache_dir` (see `repack_cache.rs`):
+    /// the repacked forms are mapped from the model's cache file when it matches this model
+    /// file and choice, else repacked and written there for the next start by a background
+    /// thread (writing ~4 GB takes seconds: the model runs meanwhile), whose outcome (bytes
+    /// written, or why not) goes to `written`; [`LlamaModel::finish_cache_write`] and dropping
+    /// the model wait for it. A cache that cannot be read or written is never an error.
+    pub fn repack_cached(
+        &mut self,
+        which: RepackChoice,
+        threads: usize,
+        cache_dir: &std::path::Path,
+        progress: &mut dyn FnMut(u64, u64),
+        written: Box<dyn FnOnce(Result<u64, String>) + Send>,
+    ) -> Result<RepackReport, ModelError> {
+        let start = std::time::Instant::now();
+        let Some(source) = self.file.path().filter(|_| ops::repack_supported()) else {
+            return self.repack(which, threads, progress);
+        };
+        let path = repack_cache::cache_path(cache_dir, source, which);
+        let wanted: Vec<&Weight> = self
+            .layers
+            .iter()
+            .flat_map(Layer::matrices)
+            .chain(std::iter::once(&self.output))
+            .filter(|w| chosen_for_repacking(which, w))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(RepackReport::default());
+        }
+        let miss = match repack_cache::load(&path, &self.file, &wanted) {
+            Ok(forms) => {
+                let names: Vec<String> = wanted.iter().map(|w| w.name.clone()).collect();
+                let mut report = RepackReport {
+                    cache: CacheUse::Loaded(path),
+                    ..RepackReport::default()
+                };
+                let matrices = self
+                    .layers
+                    .iter_mut()
+                    .flat_map(Layer::matrices_mut)
+                    .chain(std::iter::once(&mut self.output));
+                let mut forms = names.iter().zip(forms).peekable();
+                for w in matrices {
+                    let Some((_, form)) = forms.next_if(|(name, _)| **name == w.name) else {
+                        continue;
+                    };
+                    report.tensors += 1;
+                    report.bytes += form.bytes() as u64;
+                    w.packed = Some(Arc::new(form));
+                    self.file.release(w.range.clone());
+                }
+                report.seconds = start.elapsed().as_secs_f64();
+                return Ok(report);
+            }
+            Err(miss) => miss,
+        };
+        let mut report = self.repack(which, threads, progress)?;
+        let packed: Vec<&Weight> = self
+            .layers
+            .iter()
+            .flat_map(Layer::matrices)
+            .chain(std::iter::once(&self.output))
+            .filter(|w| w.packed.is_some())
+            .collect();
+        report.seconds = start.elapsed().as_secs_f64();
+        let snapshot = match repack_cache::Snapshot::of(&self.file, &packed) {
+            Ok(s) => s,
+            Err(error) => {
+                report.cache = CacheUse::NotWritten { miss, error };
+                return Ok(report);
+            }
+        };
+        self.finish_cache_write();
+        let target = path.clone();
+        let spawned = std::thread::Builder::new()
+            .name("edgeact-repack-cache".into())
+            .spawn(move || written(repack_cache::store(&target, &snapshot)));
+        report.cache = match spawned {
+            Ok(handle) => {
+                *self.cache_writer.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+                CacheUse::Writing { path, miss }
+            }
+            Err(e) => CacheUse::NotWritten {
+                miss,
+                error: format!("cannot start the writer thread: {e}"),
+            },
+        };
         Ok(report)
     }
 

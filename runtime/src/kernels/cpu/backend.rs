@@ -29,6 +29,8 @@ pub enum KernelError {
     },
     #[error("a repacked matrix must be the matrix it was made from (got {ty} {rows}x{cols})")]
     Packed { ty: GgmlType, rows: usize, cols: usize },
+    #[error("stored panel form: {0}")]
+    Stored(String),
     #[error("kernel path {0} is not supported by this CPU or build")]
     Unavailable(Backend),
     #[error("EDGEACT_KERNELS={0:?} is not one of scalar, avx2, avx512, neon")]

@@ -40,10 +40,15 @@ pub mod scalar;
 
 // The runner: picks a path (`dispatch`) and calls the kernels.
 pub mod dispatch;
+/// Several matrices on the same activations in one pool job (q/k/v, gate/up).
+pub mod group;
 pub mod matmul;
+/// A repacked matrix as bytes and mapped back (the model's repack cache).
+mod packed_io;
 
 pub use backend::{available_backends, backend, Backend, KernelError};
 pub use dispatch::{choose_path, reads_repacked, repack_by_default, CpuFeatures, MatmulPath};
+pub use group::try_matmul_group_as;
 pub use matmul::{
     matmul, matmul_with, quantize_activations, try_matmul, try_matmul_as, try_matmul_with, vec_dot,
     QuantizedActivations,
