@@ -13,7 +13,7 @@
 //! Format (little-endian): a 64-byte header (magic, [`VERSION`], entry count, source size,
 //! mtime, source hash, table length), the entry table (per matrix: name, type, rows, cols, and
 //! the offsets of its lines and scales), then each matrix's lines and scales at page-aligned
-//! offsets (large matrices' lines at 2 MiB ones).
+//! offsets (a large matrix's at 2 MiB ones).
 
 use super::weights::{RepackChoice, Weight};
 use crate::gguf::GgufFile;
@@ -32,7 +32,7 @@ const HEADER: usize = 64;
 const TEMP_PREFIX: &str = ".writing-";
 /// Data offsets are page-aligned: each matrix maps from its own pages.
 const PAGE: u64 = 4096;
-/// Lines of a matrix this large start at a 2 MiB boundary, where the page cache's large folios
+/// Lines or scales of a matrix this large start at a 2 MiB boundary, where the page cache's large folios
 /// start: the kernel then maps all of it with huge pages (fewer TLB misses while the kernels
 /// stream the weights, as for repacked memory). The gaps are holes in a sparse file.
 const HUGE: u64 = 2 << 20;
@@ -143,8 +143,9 @@ pub(super) fn store(path: &Path, snapshot: &Snapshot) -> Result<u64, String> {
     let mut places = Vec::with_capacity(matrices.len());
     for (name, form) in matrices {
         let (lines, scales) = form.stored_bytes();
-        let lines_at = at.next_multiple_of(if lines.len() as u64 >= HUGE / 2 { HUGE } else { PAGE });
-        let scales_at = (lines_at + lines.len() as u64).next_multiple_of(PAGE);
+        let align = |len: usize| if len as u64 >= HUGE / 2 { HUGE } else { PAGE };
+        let lines_at = at.next_multiple_of(align(lines.len()));
+        let scales_at = (lines_at + lines.len() as u64).next_multiple_of(align(scales.len()));
         at = scales_at + scales.len() as u64;
         table.extend_from_slice(&(name.len() as u32).to_le_bytes());
         table.extend_from_slice(name.as_bytes());
