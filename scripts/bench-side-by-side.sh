@@ -4,8 +4,8 @@
 # types whose repacked kernels measured faster are repacked), with --no-repack (everything in
 # the mapping) and with --repack (every Q4_0/Q4_K matrix), llama.cpp with its default
 # repacking and with --no-repack; then exec -> first token (a 2-token prompt, one token, warm
-# page cache; best of REPS) of each of those five and of edgeact --no-repack-cache (repacking
-# at start instead of mapping the repack cache). Prints the raw
+# page cache; best of REPS) of each of those five and of edgeact --repack-cache (the repacked
+# weights mapped from the repack cache, which the first of those runs writes). Prints the raw
 # tables and appends them to bench/runs/<UTC date>-<machine>.md (a dated record of the run);
 # README.md's figures come from these files.
 # usage: scripts/bench-side-by-side.sh MODEL.gguf [THREADS...]
@@ -66,9 +66,8 @@ first_token() {
     done
     echo "$best"
 }
-# edgeact maps its repacked weights from the repack cache (written by the runs above);
-# --no-repack-cache is the start without one (repacking at every start).
-for engine in "edgeact" "edgeact --no-repack-cache" "edgeact --no-repack" "edgeact --repack" "llama.cpp" "llama.cpp --no-repack"; do
+# --repack-cache maps the repacked weights from the repack cache (its first run writes it).
+for engine in "edgeact" "edgeact --repack-cache" "edgeact --no-repack" "edgeact --repack" "llama.cpp" "llama.cpp --no-repack"; do
     case $engine in
     edgeact*) flag=${engine#edgeact}; ms=$(first_token $bin/edgeact run -m "$model" -p hi -n 1 -t "$t_max" --device cpu $flag) ;;
     llama.cpp*) flag=${engine#llama.cpp}; ms=$(first_token $bin/examples/llama_cpp_bench -m "$model" -t "$t_max" --first-token $flag) ;;

@@ -165,6 +165,14 @@ pub(super) fn store(path: &Path, snapshot: &Snapshot) -> Result<u64, String> {
     }
     header.extend_from_slice(&(table_len as u64).to_le_bytes());
     debug_assert_eq!(header.len(), HEADER);
+    let data_bytes: u64 = matrices
+        .iter()
+        .map(|(_, m)| {
+            let (lines, scales) = m.stored_bytes();
+            (lines.len() + scales.len()) as u64
+        })
+        .sum();
+    leaves_room(dir, data_bytes)?;
 
     let tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
@@ -209,6 +217,42 @@ fn trusted(meta: &std::fs::Metadata) -> Result<(), String> {
     #[cfg(not(unix))]
     let _ = meta;
     Ok(())
+}
+
+/// A cache is worth less than the user's last free disk space: writing `bytes` into `dir` must
+/// leave at least as much free again, and 1 GiB.
+fn leaves_room(dir: &Path, bytes: u64) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return Ok(());
+        };
+        // SAFETY: statvfs only writes the struct it is given, and `c_dir` is a valid C string
+        // that outlives the call.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c_dir.as_ptr(), &mut st) } != 0 {
+            return Ok(());
+        }
+        let free = st.f_bavail as u64 * st.f_frsize as u64;
+        let reserve = (1u64 << 30).max(bytes);
+        if free < bytes.saturating_add(reserve) {
+            return Err(format!(
+                "{:.1} GiB would leave less than {:.1} GiB free on {} ({:.1} GiB free)",
+                gib(bytes),
+                gib(reserve),
+                dir.display(),
+                gib(free)
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, bytes);
+    Ok(())
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
 }
 
 /// Deletes temporary files of writes that never finished (a process killed while writing) and
@@ -331,4 +375,28 @@ fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
         hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
     }
     hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_never_takes_the_last_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(leaves_room(dir.path(), 0).is_ok() || cfg!(not(unix)));
+        let err = leaves_room(dir.path(), u64::MAX / 2).unwrap_err();
+        assert!(err.contains("would leave less than"), "{err}");
+    }
+
+    #[test]
+    fn cache_names_differ_by_folder_and_choice() {
+        let dir = Path::new("/cache");
+        let a = cache_path(dir, Path::new("/models/a/m.gguf"), RepackChoice::Measured);
+        let b = cache_path(dir, Path::new("/models/b/m.gguf"), RepackChoice::Measured);
+        let all = cache_path(dir, Path::new("/models/a/m.gguf"), RepackChoice::All);
+        assert!(a != b && a != all && b != all);
+        assert!(a.to_string_lossy().ends_with(".default.panels"), "{}", a.display());
+        assert!(all.file_name().unwrap().to_string_lossy().starts_with("m-"));
+    }
 }
