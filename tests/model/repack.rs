@@ -1,11 +1,11 @@
-//! `--repack`: a model whose repackable weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K) are
+//! `--repack`: a model whose repackable weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) are
 //! repacked must compute what the same model computes from the file mapping: the same logits up
 //! to float summation order, the same greedy tokens. The kernels are the process-wide path's: AVX-512
 //! VNNI where present, AVX2 otherwise (run it also with `EDGEACT_KERNELS=avx2` on a VNNI
 //! machine to cover both). Models: stories260K quantized to Q4_0 (Q4_0 blocks and a Q8_0
 //! `output.weight`) and to Q8_0 by `edgeact quantize`, and with every 2-D weight in Q4_1, Q5_0
 //! or Q5_1; the converter tests' tiny random checkpoint (256 wide) converted to Q4_K_M (Q4_K and
-//! Q6_K tensors). `RepackChoice::All` repacks all of them.
+//! Q6_K tensors) and with every 2-D weight in Q5_K. `RepackChoice::All` repacks all of them.
 
 use crate::convert_support;
 use crate::stories_support;
@@ -164,6 +164,31 @@ fn repacked_q4_k_m_model_matches_the_mapped_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = tiny_q4_k_m(dir.path());
     // This model's logits are small (about +-0.07), so the bound is absolute and tight.
+    if let Some((plain, packed)) = mapped_and_repacked(&path) {
+        compare(&plain, &packed, 1e-5);
+    }
+}
+
+#[test]
+fn repacked_q5_k_model_matches_the_mapped_one() {
+    // The tiny checkpoint (256-wide rows) as F32, then every 2-D weight in Q5_K: Q5_K panels
+    // in every matrix (the converter has no Q5_K mix).
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    std::fs::create_dir(&ck).unwrap();
+    convert_support::write_checkpoint(&ck, false, None);
+    let f32_path = dir.path().join("tiny-f32.gguf");
+    convert(
+        &ck,
+        &f32_path,
+        &Options::new(Mix::F32),
+        &mut edgeact_quantize::convert::Silent,
+    )
+    .unwrap();
+    let path = dir.path().join("tiny-q5_k.gguf");
+    stories_support::stories_all(&f32_path, GgmlType::Q5_K, &path);
+    let file = GgufFile::open(&path).unwrap();
+    assert!(file.tensors().iter().filter(|t| t.ty == GgmlType::Q5_K).count() >= 7);
     if let Some((plain, packed)) = mapped_and_repacked(&path) {
         compare(&plain, &packed, 1e-5);
     }

@@ -7,8 +7,9 @@ use edgeact_runtime::quant::{quantize_row, GgmlType};
 use std::io::Write;
 use std::path::Path;
 
-/// `stories` (stories260K) with every 2-D weight whose rows are whole 32-blocks in `ty` (ffn_down's
-/// 172-wide rows stay F32), written by our GGUF writer from our quantizer's bytes.
+/// `stories` (stories260K, or another F32 GGUF) with every 2-D weight whose rows are whole
+/// blocks of `ty` in `ty` (stories260K's 172-wide ffn_down rows stay F32), written by our GGUF
+/// writer from our quantizer's bytes.
 pub fn stories_all(stories: &Path, ty: GgmlType, out: &Path) {
     let src = GgufFile::open(stories).expect("open stories260K");
     let mut w = GgufWriter::new();
@@ -19,7 +20,7 @@ pub fn stories_all(stories: &Path, ty: GgmlType, out: &Path) {
         }
     }
     let pick = |info: &edgeact_runtime::gguf::TensorInfo| {
-        if info.dims.len() == 2 && info.dims[0].is_multiple_of(32) {
+        if info.dims.len() == 2 && info.dims[0].is_multiple_of(ty.block_size() as u64) {
             ty
         } else {
             info.ty
