@@ -174,7 +174,7 @@ pub struct RepackArg {
     /// processes and the page cache) and the fastest start, but slower x86 decode.
     #[arg(long)]
     pub no_repack: bool,
-    /// Write the repacked weights once to the repack cache ($EDGEACT_CACHE_DIR, else
+    /// Write the repacked weights once to the repack cache ($EDGEACT_CACHE_DIR/panels, else
     /// $XDG_CACHE_HOME/edgeact/panels, else ~/.cache/edgeact/panels; about the model's size) and
     /// map them from there at later starts: a start then costs what `--no-repack` costs, but
     /// decode from the page cache measured ~10 % slower than from repacked memory on our test

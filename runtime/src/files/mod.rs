@@ -11,6 +11,17 @@ use std::fs::{File, FileType};
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// edgeact's cache folder `sub` (`cuda` for compiled kernels, `panels` for the repack cache):
+/// `$EDGEACT_CACHE_DIR/<sub>`, else `$XDG_CACHE_HOME/edgeact/<sub>`, else
+/// `$HOME/.cache/edgeact/<sub>`; `None` when none of them is set (an empty value counts as unset).
+pub fn cache_dir(sub: &str) -> Option<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let base = env("EDGEACT_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("edgeact")))
+        .or_else(|| env("HOME").map(|h| h.join(".cache").join("edgeact")))?;
+    Some(base.join(sub))
+}
+
 /// What a file type is, in words, for error messages (`a FIFO (named pipe)`, `a directory`, ...).
 pub fn file_kind(ty: FileType) -> &'static str {
     #[cfg(unix)]

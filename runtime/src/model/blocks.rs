@@ -305,9 +305,7 @@ fn matmul_group(
         ModelError::Compute(format!("{}: {e}", names.join(", ")))
     })?;
     for (w, out) in parts.iter_mut() {
-        for delta in &w.lora {
-            delta.add_to(pool, x, n, out)?;
-        }
+        add_lora_terms(pool, w, x, n, out)?;
     }
     Ok(())
 }
@@ -325,6 +323,11 @@ pub(super) fn matmul(
 ) -> Result<(), ModelError> {
     ops::matmul(pool, activations, &model.qmatrix(w), x, n, out)
         .map_err(|e| ModelError::Compute(format!("{}: {e}", w.name)))?;
+    add_lora_terms(pool, w, x, n, out)
+}
+
+/// `out += scale · B·(A·x)` for each LoRA adapter attached to `w` (none for an unadapted model).
+fn add_lora_terms(pool: &ThreadPool, w: &Weight, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), ModelError> {
     for delta in &w.lora {
         delta.add_to(pool, x, n, out)?;
     }

@@ -19,7 +19,6 @@ use super::weights::{RepackChoice, Weight};
 use crate::gguf::GgufFile;
 use crate::kernels::cpu::PackedMatrix;
 use crate::quant::GgmlType;
-use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -28,8 +27,6 @@ const MAGIC: &[u8; 16] = b"edgeact-panels\0\0";
 /// then misses and get rewritten.
 const VERSION: u32 = 1;
 const HEADER: usize = 64;
-/// Names of cache files being written (renamed to `*.panels` when complete).
-const TEMP_PREFIX: &str = ".writing-";
 /// Data offsets are page-aligned: each matrix maps from its own pages.
 const PAGE: u64 = 4096;
 /// Lines or scales of a matrix this large start at a 2 MiB boundary, where the page cache's large folios
@@ -37,15 +34,9 @@ const PAGE: u64 = 4096;
 /// stream the weights, as for repacked memory). The gaps are holes in a sparse file.
 const HUGE: u64 = 2 << 20;
 
-/// The cache folder: `$EDGEACT_CACHE_DIR`, else `$XDG_CACHE_HOME/edgeact/panels`, else
-/// `$HOME/.cache/edgeact/panels`; `None` when none of them is set.
+/// The cache folder: `panels` in edgeact's cache folder ([`crate::files::cache_dir`]).
 pub fn default_dir() -> Option<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(dir) = env("EDGEACT_CACHE_DIR") {
-        return Some(dir);
-    }
-    let base = env("XDG_CACHE_HOME").or_else(|| env("HOME").map(|h| h.join(".cache")))?;
-    Some(base.join("edgeact").join("panels"))
+    crate::files::cache_dir("panels")
 }
 
 /// The cache file for the model at `source` repacked as `which` inside `dir`: the model's file
@@ -65,7 +56,8 @@ pub fn cache_path(dir: &Path, source: &Path, which: RepackChoice) -> PathBuf {
 /// Maps the repacked forms of `wanted` from the cache file at `path`, in order. `Err` says why
 /// the cache cannot be used (a miss: the caller repacks and rewrites it).
 pub(super) fn load(path: &Path, source: &GgufFile, wanted: &[&Weight]) -> Result<Vec<PackedMatrix>, String> {
-    let mut file = File::open(path).map_err(|e| match e.kind() {
+    // A regular file only, opened without blocking (a FIFO planted there must not hang us).
+    let mut file = crate::files::open_regular(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => "no cache file yet".to_string(),
         _ => format!("cannot open it: {e}"),
     })?;
@@ -129,20 +121,22 @@ impl Snapshot {
     }
 }
 
-/// Writes `snapshot` to `path`, atomically: a temporary file in the same folder, renamed over
-/// `path` once complete. Returns the bytes written.
+/// Writes `snapshot` to `path`, atomically: a partial file in the same folder
+/// (`files::partial`), renamed over `path` once complete. Returns the file's length.
 pub(super) fn store(path: &Path, snapshot: &Snapshot) -> Result<u64, String> {
     let dir = path.parent().ok_or("the cache path has no folder")?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    remove_abandoned_writes(dir);
     let Snapshot { id, matrices } = snapshot;
     // The table first, to know where the data starts.
     let mut table = Vec::new();
     let table_len: usize = matrices.iter().map(|(name, _)| 4 + name.len() + 4 + 8 * 5).sum();
     let mut at = (HEADER + table_len) as u64;
     let mut places = Vec::with_capacity(matrices.len());
+    // Bytes of data, without the holes between matrices (a sparse file's gaps take no space).
+    let mut data_bytes = 0;
     for (name, form) in matrices {
         let (lines, scales) = form.stored_bytes();
+        data_bytes += (lines.len() + scales.len()) as u64;
         let align = |len: usize| if len as u64 >= HUGE / 2 { HUGE } else { PAGE };
         let lines_at = at.next_multiple_of(align(lines.len()));
         let scales_at = (lines_at + lines.len() as u64).next_multiple_of(align(scales.len()));
@@ -165,18 +159,10 @@ pub(super) fn store(path: &Path, snapshot: &Snapshot) -> Result<u64, String> {
     }
     header.extend_from_slice(&(table_len as u64).to_le_bytes());
     debug_assert_eq!(header.len(), HEADER);
-    let data_bytes: u64 = matrices
-        .iter()
-        .map(|(_, m)| {
-            let (lines, scales) = m.stored_bytes();
-            (lines.len() + scales.len()) as u64
-        })
-        .sum();
     leaves_room(dir, data_bytes)?;
 
-    let tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
+    // Locked while written, removed on a signal or by the next write if this one is killed.
+    let tmp = crate::files::partial::PartialFile::create(path)
         .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
     let io = |e: std::io::Error| format!("writing {}: {e}", path.display());
     {
@@ -195,7 +181,7 @@ pub(super) fn store(path: &Path, snapshot: &Snapshot) -> Result<u64, String> {
     // The last matrix may end in a hole (no scales): give the file its full length.
     tmp.as_file().set_len(at).map_err(io)?;
     tmp.persist(path)
-        .map_err(|e| format!("cannot rename into {}: {}", path.display(), e.error))?;
+        .map_err(|e| format!("cannot rename into {}: {e}", path.display()))?;
     Ok(at)
 }
 
@@ -253,24 +239,6 @@ fn leaves_room(dir: &Path, bytes: u64) -> Result<(), String> {
 
 fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
-}
-
-/// Deletes temporary files of writes that never finished (a process killed while writing) and
-/// are over an hour old, so they do not pile up in the cache folder.
-fn remove_abandoned_writes(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let hour = std::time::Duration::from_secs(3600);
-    for entry in entries.flatten() {
-        let stale = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > hour));
-        if stale && entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
 }
 
 /// One row of the entry table.

@@ -71,6 +71,19 @@ pub enum MatmulPath {
 }
 
 impl MatmulPath {
+    /// Whether the path is a decode path: one token (or up to [`SMALL_BATCH`] over the VNNI
+    /// panels), every task a chunk of rows for all tokens (`matmul::decode_plan` makes its
+    /// tasks), so that several matrices' tasks can share one pool job (`group.rs`).
+    pub fn is_decode(self) -> bool {
+        matches!(
+            self,
+            MatmulPath::FileDecode
+                | MatmulPath::PackedDecodeVnni
+                | MatmulPath::PackedDecodeAvx2
+                | MatmulPath::PackedDecodeNeon
+        )
+    }
+
     /// Whether the path reads the repacked form.
     pub fn is_packed(self) -> bool {
         matches!(

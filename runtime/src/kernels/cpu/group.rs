@@ -24,39 +24,37 @@ pub fn try_matmul_group_as(
     x: &[f32],
     n_tokens: usize,
 ) -> Result<(), KernelError> {
-    let mut checked = Vec::with_capacity(parts.len());
+    let mut matrices = Vec::with_capacity(parts.len());
     for (w, out) in parts.iter_mut() {
-        checked.push(checked_call(backend, w, x, n_tokens, out)?);
+        // `None`: nothing to compute for this part (its output is final); the group then
+        // simply runs as separate calls.
+        matrices.extend(checked_call(backend, w, x, n_tokens, out)?);
     }
     let cpu = CpuFeatures::detect();
-    let first = checked.first().and_then(|w| w.as_ref());
-    let paths: Vec<Option<MatmulPath>> = checked
+    let paths: Vec<MatmulPath> = matrices
         .iter()
-        .map(|w| {
-            let w = w.as_ref()?;
-            let path = choose_path(backend, cpu, w.ty, w.packed.is_some(), n_tokens);
-            is_decode(path).then_some(path)
-        })
+        .map(|w| choose_path(backend, cpu, w.ty, w.packed.is_some(), n_tokens))
         .collect();
     // Rounded activations are shared only when every matrix takes the same partner format;
     // the exact arithmetic (f32 activations against dequantized rows) has no rounding to share.
     let fusable = parts.len() > 1
+        && matrices.len() == parts.len()
         && activations == Activations::Quantized
-        && paths.iter().all(Option::is_some)
-        && first.is_some_and(|f| checked.iter().flatten().all(|w| act_type(w.ty) == act_type(f.ty)));
-    let Some(first) = first.filter(|_| fusable) else {
+        && paths.iter().all(|p| p.is_decode())
+        && matrices.iter().all(|w| act_type(w.ty) == act_type(matrices[0].ty));
+    if !fusable {
         for (w, out) in parts.iter_mut() {
             try_matmul_as(backend, activations, pool, w, x, n_tokens, out)?;
         }
         return Ok(());
-    };
+    }
+    let first = &matrices[0];
     let quantized = quantize_activations(pool, first.ty, x, first.cols);
     let (acts, arb): (&[u8], usize) = match &quantized {
         Some(q) => (q.bytes(), q.row_bytes()),
         None => (bytemuck::cast_slice(x), first.cols * 4),
     };
     debug_assert_eq!(act_type(first.ty) == GgmlType::F32, quantized.is_none());
-    let matrices: Vec<QMatrix> = checked.into_iter().flatten().collect();
     let calls: Vec<Call> = matrices
         .iter()
         .map(|w| Call {
@@ -69,28 +67,17 @@ pub fn try_matmul_group_as(
         })
         .collect();
     let mut plans = Vec::with_capacity(calls.len());
-    for ((call, (_, out)), path) in calls.iter().zip(parts.iter_mut()).zip(paths.into_iter().flatten()) {
+    for ((call, (_, out)), path) in calls.iter().zip(parts.iter_mut()).zip(paths) {
         // SAFETY: `checked_call` checked that `backend` is available and the lengths of `x`
         // (so of `acts`, rounded from it) and `out`; `path` is `choose_path`'s for this
         // backend, this CPU and this matrix.
         match unsafe { decode_plan(call, path, out) } {
             Ok(plan) => plans.push(plan),
-            Err(_) => unreachable!("is_decode paths have plans"),
+            Err(_) => unreachable!("decode paths have plans"),
         }
     }
     run_together(pool, &plans);
     Ok(())
-}
-
-/// The paths [`decode_plan`] makes plans for.
-fn is_decode(path: MatmulPath) -> bool {
-    matches!(
-        path,
-        MatmulPath::FileDecode
-            | MatmulPath::PackedDecodeVnni
-            | MatmulPath::PackedDecodeAvx2
-            | MatmulPath::PackedDecodeNeon
-    )
 }
 
 /// Every task of every plan in one pool job (tasks are claimed in order, so the first plan's
@@ -112,28 +99,15 @@ fn run_together(pool: &ThreadPool, plans: &[Plan]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::cpu::tests::{random_floats, raw_row};
     use crate::kernels::cpu::{available_backends, repackable, try_matmul_as, PackedMatrix};
-    use crate::quant::quantize_row;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
     use GgmlType as G;
 
-    fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    fn quantized(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
-        let w = random(rows * cols, seed);
-        let row_bytes = cols / ty.block_size() * ty.type_size();
-        let mut out = vec![0u8; rows * row_bytes];
-        for (r, o) in out.chunks_exact_mut(row_bytes).enumerate() {
-            quantize_row(ty, &w[r * cols..(r + 1) * cols], o).expect("quantize");
-        }
-        out
+    /// A `rows` x `cols` matrix of `ty` from random quants and finite scales.
+    fn matrix_bytes(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+        (0..rows).flat_map(|_| raw_row(rng, ty, cols, 1.0, false)).collect()
     }
 
     /// The group's outputs equal separate calls bit for bit: every backend, file layout and
@@ -148,14 +122,14 @@ mod tests {
             &[(G::Q4_1, 40), (G::Q8_0, 33)],
             &[(G::F16, 17), (G::F32, 20)],
         ];
+        let mut rng = StdRng::seed_from_u64(3);
         for backend in available_backends() {
             for threads in [1, 3] {
                 let pool = ThreadPool::new(threads);
                 for (m, mix) in mixes.iter().enumerate() {
                     let data: Vec<Vec<u8>> = mix
                         .iter()
-                        .enumerate()
-                        .map(|(i, &(ty, rows))| quantized(ty, rows, cols, (m * 10 + i) as u64))
+                        .map(|&(ty, rows)| matrix_bytes(&mut rng, ty, rows, cols))
                         .collect();
                     let plain: Vec<QMatrix> = mix
                         .iter()
@@ -176,7 +150,7 @@ mod tests {
                         .collect();
                     for ws in [&plain, &repacked] {
                         for n_tokens in [1, 2, 5, 16, 40] {
-                            let x = random(n_tokens * cols, 99 + n_tokens as u64);
+                            let x = random_floats(&mut rng, n_tokens * cols, 1.0);
                             let mut want: Vec<Vec<f32>> = ws.iter().map(|w| vec![0.0; n_tokens * w.rows]).collect();
                             for (w, o) in ws.iter().zip(&mut want) {
                                 try_matmul_as(backend, Activations::Quantized, &pool, w, &x, n_tokens, o)
@@ -207,9 +181,10 @@ mod tests {
     #[test]
     fn group_checks_every_part() {
         let pool = ThreadPool::new(2);
-        let data = quantized(G::Q4_0, 16, 64, 1);
+        let mut rng = StdRng::seed_from_u64(4);
+        let data = matrix_bytes(&mut rng, G::Q4_0, 16, 64);
         let w = QMatrix::new(G::Q4_0, 16, 64, &data).expect("matrix");
-        let x = random(64, 2);
+        let x = random_floats(&mut rng, 64, 1.0);
         let (mut a, mut b) = (vec![0f32; 16], vec![0f32; 15]);
         let mut parts: Vec<(&QMatrix, &mut [f32])> = vec![(&w, &mut a), (&w, &mut b)];
         let err = try_matmul_group_as(Backend::Scalar, Activations::Quantized, &pool, &mut parts, &x, 1);

@@ -374,8 +374,8 @@ impl Call<'_, '_> {
     }
 }
 
-/// The plan of a decode path (one token, or a few over the VNNI panels: every task a chunk of
-/// rows for all tokens), or `out` back for the other paths, which run their own pool jobs.
+/// The plan of a decode path ([`MatmulPath::is_decode`]), or `out` back for the other paths,
+/// which run their own pool jobs.
 ///
 /// # Safety
 /// `path` must be what `choose_path` returns for `c.backend` (available on this CPU), this CPU's
@@ -400,7 +400,7 @@ pub(super) unsafe fn decode_plan<'a>(
 }
 
 /// [`MatmulPath::FileDecode`]: one token, the path's tile kernel per row.
-pub(super) fn file_decode_plan<'a>(c: &'a Call, out: &'a mut [f32]) -> Plan<'a> {
+fn file_decode_plan<'a>(c: &'a Call, out: &'a mut [f32]) -> Plan<'a> {
     let (w, backend) = (c.w, c.backend);
     let (rows, n) = (w.rows, w.cols);
     let out_ptr = SyncPtr(out.as_mut_ptr());
@@ -460,7 +460,7 @@ fn run_file_tiles(c: &Call, out: &mut [f32]) {
 /// `w.packed` must be set; the CPU must have AVX2/FMA/F16C, and with `vnni` AVX-512
 /// F/BW/VL/VNNI (then up to [`SMALL_BATCH`](super::dispatch::SMALL_BATCH) tokens, else one).
 #[cfg(target_arch = "x86_64")]
-pub(super) unsafe fn packed_decode_plan<'a>(c: &'a Call, vnni: bool, out: &'a mut [f32]) -> Plan<'a> {
+unsafe fn packed_decode_plan<'a>(c: &'a Call, vnni: bool, out: &'a mut [f32]) -> Plan<'a> {
     let (w, n_tokens) = (c.w, c.n_tokens);
     let packed: &PackedMatrix = w.packed.expect("choose_path: a Packed* path needs the repacked form");
     let xs = c.packed_acts();
@@ -513,7 +513,7 @@ unsafe fn run_packed_tiles_avx2(c: &Call, out: &mut [f32]) {
 /// `w.packed` must be set, of a type with NEON panels (the table's `neon_panels`), and
 /// `n_tokens == 1`.
 #[cfg(target_arch = "aarch64")]
-pub(super) unsafe fn packed_decode_neon_plan<'a>(c: &'a Call, out: &'a mut [f32]) -> Plan<'a> {
+unsafe fn packed_decode_neon_plan<'a>(c: &'a Call, out: &'a mut [f32]) -> Plan<'a> {
     let w = c.w;
     let packed: &PackedMatrix = w.packed.expect("choose_path: a Packed* path needs the repacked form");
     debug_assert!(c.n_tokens == 1 && super::table::neon_panels(w.ty));

@@ -39,7 +39,7 @@ fn scale_offsets(ty: GgmlType) -> &'static [usize] {
 
 /// A row of `n` elements of `ty` made of random bytes with finite random scales: covers every
 /// quant value, including ones no quantizer emits (e.g. -128 in Q8_0 weights).
-fn raw_row(rng: &mut StdRng, ty: GgmlType, n: usize, scale: f32, act: bool) -> Vec<u8> {
+pub(super) fn raw_row(rng: &mut StdRng, ty: GgmlType, n: usize, scale: f32, act: bool) -> Vec<u8> {
     match ty {
         GgmlType::F32 => (0..n)
             .flat_map(|_| (rng.random_range(-1.0f32..1.0) * scale).to_le_bytes())
@@ -90,7 +90,7 @@ fn raw_row(rng: &mut StdRng, ty: GgmlType, n: usize, scale: f32, act: bool) -> V
     }
 }
 
-fn random_floats(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+pub(super) fn random_floats(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
     // Vary the magnitude per 32-element stretch so blocks get different scales.
     (0..n)
         .map(|i| rng.random_range(-1.0f32..1.0) * scale * (1.0 + (i / 32 % 5) as f32))

@@ -53,14 +53,7 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 
 /// Directory of the on-disk PTX cache, or `None` when no home/cache directory is known.
 pub fn cache_dir() -> Option<PathBuf> {
-    let base = if let Some(d) = std::env::var_os("EDGEACT_CACHE_DIR") {
-        PathBuf::from(d)
-    } else if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        PathBuf::from(d).join("edgeact")
-    } else {
-        PathBuf::from(std::env::var_os("HOME")?).join(".cache").join("edgeact")
-    };
-    Some(base.join("cuda"))
+    crate::files::cache_dir("cuda")
 }
 
 /// The NVRTC version, loading the library first (see [`super::ensure_nvrtc`]).
