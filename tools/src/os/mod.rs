@@ -985,6 +985,7 @@ impl OsSandbox {
         let pid = sys::spawn_sandbox(&plan, &fds).map_err(io_err("fork"))?;
         drop((report_w, go_r, slave));
         self.intermediate = pid;
+        self.init = 0;
         self.shell.master = master;
         let mut report = std::fs::File::from(report_r);
         let fail = |this: &mut Self, e: OsError| {
@@ -992,6 +993,9 @@ impl OsSandbox {
             Err(e)
         };
         let mut read_exact = |buf: &mut [u8]| report.read_exact(buf);
+        // The intermediate (`I`, its child's pid) and the init (`R` when the shell runs) write
+        // concurrently, so `R` may come first; the sandbox is ready once both have come.
+        let mut shell_ready = false;
         loop {
             let mut tag = [0u8; 1];
             if read_exact(&mut tag).is_err() {
@@ -1018,6 +1022,9 @@ impl OsSandbox {
                     let p = i32::from_le_bytes(p);
                     if tag[0] == b'I' {
                         self.init = p;
+                        if shell_ready {
+                            break;
+                        }
                         continue;
                     }
                     // Id maps for the early user namespace (unprivileged mode).
@@ -1048,7 +1055,8 @@ impl OsSandbox {
                         },
                     );
                 }
-                b'R' => break,
+                b'R' if self.init > 0 => break,
+                b'R' => shell_ready = true,
                 other => {
                     return fail(
                         self,

@@ -380,6 +380,13 @@ fn apply_rlimits(limits: &[(libc::__rlimit_resource_t, libc::rlim_t)]) -> bool {
     true
 }
 
+/// A report-pipe message: a tag byte and a pid, to be written in one `write`.
+fn tagged_pid(tag: u8, pid: libc::pid_t) -> [u8; 5] {
+    let mut msg = [tag, 0, 0, 0, 0];
+    msg[1..].copy_from_slice(&pid.to_le_bytes());
+    msg
+}
+
 fn write_all_raw(fd: RawFd, mut data: &[u8]) -> bool {
     while !data.is_empty() {
         // SAFETY: data is a valid slice.
@@ -643,7 +650,7 @@ pub fn spawn_sandbox(plan: &Plan, fds: &StartFds) -> io::Result<libc::pid_t> {
             }
             // Our own pid here is the host pid: tell the parent to write the id maps.
             let me = libc::getpid();
-            if !write_all_raw(fds.report_w, b"M") || !write_all_raw(fds.report_w, &me.to_le_bytes()) {
+            if !write_all_raw(fds.report_w, &tagged_pid(b'M', me)) {
                 libc::_exit(112);
             }
             let mut b = [0u8; 1];
@@ -659,7 +666,10 @@ pub fn spawn_sandbox(plan: &Plan, fds: &StartFds) -> io::Result<libc::pid_t> {
             child_fail(fds.report_w, STEP_FORK);
         }
         if init > 0 {
-            if !write_all_raw(fds.report_w, b"I") || !write_all_raw(fds.report_w, &init.to_le_bytes()) {
+            // One write: the init reports on the same pipe (`R`, `E`), and a message split
+            // over two writes could take its bytes in between (a pipe write of at most
+            // PIPE_BUF bytes is atomic).
+            if !write_all_raw(fds.report_w, &tagged_pid(b'I', init)) {
                 libc::kill(init, libc::SIGKILL);
             }
             // Keep no end of the pty or the pipes: the parent detects the shell's end by EOF.
