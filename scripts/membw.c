@@ -6,6 +6,7 @@
  * Run: target/membw [MiB] [threads]
  */
 #include <omp.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +23,14 @@ int main(int argc, char **argv) {
     int threads = argc > 2 ? atoi(argv[2]) : omp_get_max_threads();
     omp_set_num_threads(threads);
     size_t n = mib * 1024 * 1024 / sizeof(double);
-    double *a = malloc(n * sizeof(double)), *b = malloc(n * sizeof(double));
+    /* In 2 MiB pages, as the runtime's repacked weights are: in 4 KiB pages one core's read
+     * rate is bound by TLB misses (20-23 GB/s on the 2-core VM against 33-35 in huge pages),
+     * which put the 1-thread roofline below what decode reaches. */
+    size_t bytes = (n * sizeof(double) + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
+    double *a = aligned_alloc(2u << 20, bytes), *b = aligned_alloc(2u << 20, bytes);
     if (!a || !b) return 1;
+    madvise(a, bytes, MADV_HUGEPAGE);
+    madvise(b, bytes, MADV_HUGEPAGE);
 #pragma omp parallel for
     for (size_t i = 0; i < n; i++) { a[i] = 1.0; b[i] = 0.0; }
     double best_read = 0, best_copy = 0, sink = 0;

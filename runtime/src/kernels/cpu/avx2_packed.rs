@@ -21,9 +21,10 @@
 //! Q5_K: Q4_K with 5-bit quants (0..31, Q5_0's fifth bits ORed in per quad): a `vpmaddubsw`
 //! pair is then up to `2 * 31 * 128 = 7936`, so each sub-block sums 4 of them (one half of
 //! its lines) in i16 and folds each half with its own `vpmaddwd` by the (scale, scale) pairs.
-//! It prefetches its lines four super-blocks ahead: without, decode of a matrix streaming from
-//! memory ran at about 16 GB/s against Q4_K's 27 (the vector work per line, about 1.7x Q4_K's,
-//! left too few loads in flight) and lost to the file layout.
+//! It prefetches its lines four super-blocks ahead (`prefetch`): without, decode of a matrix
+//! streaming from memory ran at about 16 GB/s against Q4_K's 27 (the vector work per line,
+//! about 1.7x Q4_K's, left too few loads in flight) and lost to the file layout. The legacy
+//! formats and Q6_K prefetch 4 KiB ahead, Q4_K not at all (measured, see `prefetch`).
 //!
 //! Q6_K: per group of 16 elements and half, the two quant lines and the high-bit line give
 //! the 6-bit quants of 4 element quads (0..63, one OR each); `vpmaddubsw` of a quad with the
@@ -41,13 +42,12 @@
 // the compiler unrolls; iterator chains would only obscure that.
 #![allow(clippy::needless_range_loop)]
 
-use super::types::{Line, PackedActivations, PackedMatrix, SyncPtr, PANEL_ROWS};
+use super::prefetch::{self, AHEAD_LINES, Q5K_AHEAD_LINES};
+use super::types::{Line, PackedActivations, PackedMatrix, SyncPtr, PANEL_ROWS, Q6K_LINES};
 use super::ThreadPool;
 use crate::quant::{GgmlType, QK_K};
 use std::arch::x86_64::*;
 
-/// How far ahead (in lines) the Q5_K kernel prefetches its weights: four super-blocks.
-const PREFETCH_LINES: usize = 180;
 /// Row lanes per 256-bit half of a quant line.
 const HALF: usize = 8;
 /// Tokens per micro-tile of the batch kernel.
@@ -192,6 +192,7 @@ unsafe fn panel_legacy<const T: usize, const H: usize, const Q8: bool, const FIF
     let mut acc = [[_mm256_setzero_ps(); H]; T];
     for b in 0..w.cols() / 32 {
         let (sc, lines) = w.legacy_block(p, b);
+        prefetch::legacy_block_of::<Q8, FIFTH>(lines, sc);
         let lp = lines.as_ptr();
         let quads: [*const u32; T] = std::array::from_fn(|t| xs[t].quads.as_ptr().add(8 * b));
         let y = |t: usize, k: usize| _mm256_set1_epi32(quads[t].add(k).read() as i32);
@@ -326,6 +327,7 @@ unsafe fn panel_q4_0_q8_0<const T: usize, const H: usize>(
     let mut acc = [[_mm256_setzero_ps(); H]; T];
     for b in 0..w.cols() / 32 {
         let (sc, lines) = w.legacy_block(p, b);
+        prefetch::legacy_block::<4>(lines, sc);
         let quads = std::array::from_fn(|t| xs[t].quads.as_ptr().add(8 * b));
         let s16 = group_sums::<T, H>(lines.as_ptr(), quads, h0);
         for h in 0..H {
@@ -403,12 +405,8 @@ unsafe fn panel_kquant<const T: usize, const H: usize, const FIFTH: bool>(
             let quads: [*const u32; T] = std::array::from_fn(|t| xs[t].quads.as_ptr().add(64 * b + 8 * j));
             let sub_lines = lp.add(5 + per_sub * j);
             if FIFTH {
-                // 6 lines per sub-block: all 45 lines of the super-block PREFETCH_LINES ahead
-                // (see the module docs). A prefetch never faults, so past the last panel it
-                // only wastes a slot; `wrapping_add` as the address may lie outside `lines`.
-                for i in 0..6 {
-                    _mm_prefetch::<_MM_HINT_T0>(lp.wrapping_add(PREFETCH_LINES + 6 * j + i).cast());
-                }
+                // 6 lines per sub-block: all 45 lines of the super-block (and 3 more) ahead.
+                prefetch::share::<Q5K_AHEAD_LINES, 48, 8>(lp, j);
                 let sc: [__m256i; H] = std::array::from_fn(|h| {
                     let s = sub(1, j, h0 + h);
                     byte_pairs(s, s)
@@ -516,6 +514,7 @@ unsafe fn panel_q6_k_q8_k<const T: usize, const H: usize>(
         let scale_bytes = |g: usize, h: usize| lp.add(1 + g / 4).cast::<u8>().add(16 * (g % 4) + HALF * h);
         let mut scaled = [[_mm256_setzero_si256(); H]; T];
         for g in 0..16 {
+            prefetch::share::<AHEAD_LINES, Q6K_LINES, 16>(lp, g);
             let group = lp.add(5 + 3 * g).cast::<u8>();
             // The 16 rows' scales of the group, each byte doubled: (scale, scale) i16 pairs.
             let scales = _mm_load_si128(scale_bytes(g, 0).cast());

@@ -28,14 +28,11 @@
 //!
 //! So for every type the integer sums equal the scalar specification's.
 
-use super::types::{Line, PackedActivations, PackedMatrix, PANEL_ROWS};
+use super::prefetch::{self, AHEAD_LINES, Q5K_AHEAD_LINES};
+use super::types::{Line, PackedActivations, PackedMatrix, PANEL_ROWS, Q6K_LINES};
 use crate::quant::GgmlType;
 use crate::quant::QK_K;
 use std::arch::x86_64::*;
-
-/// How far ahead (in lines) the Q5_K kernel prefetches its weights: four super-blocks. Without
-/// it a matrix streaming from memory ran at about 22 GB/s against Q4_K's 27.
-const PREFETCH_LINES: usize = 180;
 
 /// `out[t * stride + r] = row r of w . xs[t]` for the `n_rows` rows from panel `first_panel`
 /// on, and every token of `xs` (decode: one token; a small batch of decodes: a few). Each
@@ -130,6 +127,7 @@ unsafe fn panel_q4_0_q8_0<const T: usize>(w: &PackedMatrix, xs: &[PackedActivati
     let mut acc = [[_mm512_setzero_ps(); 2]; T];
     for b in 0..w.cols() / 32 {
         let (sc, lines) = w.legacy_block(p, b);
+        prefetch::legacy_block::<4>(lines, sc);
         let mut sum_lo: [__m512i; T] = std::array::from_fn(|t| _mm512_set1_epi32(xs[t].sums[b]));
         let mut sum_hi = [_mm512_setzero_si512(); T];
         for (v, line) in lines.iter().enumerate() {
@@ -222,6 +220,7 @@ unsafe fn panel_legacy<const T: usize, const Q8: bool, const FIFTH: bool, const 
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..w.cols() / 32 {
         let (sc, lines) = w.legacy_block(p, b);
+        prefetch::legacy_block_of::<Q8, FIFTH>(lines, sc);
         let high = if FIFTH {
             _mm512_load_si512(lines[4].0.as_ptr().cast())
         } else {
@@ -327,12 +326,8 @@ unsafe fn panel_q5_k_q8_k<const T: usize>(w: &PackedMatrix, xs: &[PackedActivati
         let mut scaled = [_mm512_setzero_si512(); T];
         let mut mins = [_mm512_setzero_si512(); T];
         for j in 0..8 {
-            // 6 lines per sub-block: all 45 lines of the super-block `PREFETCH_LINES` ahead.
-            // A prefetch never faults, so past the last panel it only wastes a slot
-            // (`wrapping_add`: the address may lie outside the lines).
-            for i in 0..6 {
-                _mm_prefetch::<_MM_HINT_T0>(lines.as_ptr().wrapping_add(PREFETCH_LINES + 6 * j + i).cast());
-            }
+            // 6 lines per sub-block: all 45 lines of the super-block (and 3 more) ahead.
+            prefetch::share::<Q5K_AHEAD_LINES, 48, 8>(lines.as_ptr(), j);
             let sub = &lines[5 + 5 * j..10 + 5 * j];
             let high = _mm512_load_si512(sub[4].0.as_ptr().cast());
             let mut sum_lo = [_mm512_setzero_si512(); T];
@@ -411,6 +406,7 @@ unsafe fn panel_q6_k_q8_k<const T: usize>(w: &PackedMatrix, xs: &[PackedActivati
         let lines = w.q6_k_block(p, b);
         let mut scaled = [_mm512_setzero_si512(); T];
         for g in 0..16 {
+            prefetch::share::<AHEAD_LINES, Q6K_LINES, 16>(lines.as_ptr(), g);
             let q = q6_group_quants(&lines[5 + 3 * g..8 + 3 * g]);
             let sc = _mm512_cvtepi8_epi32(_mm_load_si128(lines[1 + g / 4].0.as_ptr().add(16 * (g % 4)).cast()));
             for t in 0..T {

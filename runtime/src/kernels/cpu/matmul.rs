@@ -9,12 +9,13 @@
 //! tokens per kernel call (each weight block is unpacked once per tile), while the token
 //! block's activations stay in L2.
 
+use super::act_quant;
 use super::dispatch::{choose_path, CpuFeatures, MatmulPath};
 use super::scalar;
 use super::table::act_type;
 use super::types::{Activations, QMatrix, SyncPtr, DOT_MAX_T};
 use super::{backend, Backend, KernelError, ThreadPool};
-use crate::quant::{dequantize_row, quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k, GgmlType};
+use crate::quant::{dequantize_row, quantize_row_q8_k, GgmlType};
 
 #[cfg(target_arch = "x86_64")]
 use super::{
@@ -90,8 +91,8 @@ pub fn quantize_activations(pool: &ThreadPool, ty: GgmlType, x: &[f32], cols: us
         // block size (34, 36, 292) keeps the block alignment, so the casts cannot fail; the
         // lengths match by construction, so neither can the quantizers.
         let r = match aty {
-            GgmlType::Q8_0 => quantize_row_q8_0(xs, bytemuck::cast_slice_mut(row)),
-            GgmlType::Q8_1 => quantize_row_q8_1(xs, bytemuck::cast_slice_mut(row)),
+            GgmlType::Q8_0 => act_quant::row_q8_0(xs, bytemuck::cast_slice_mut(row)),
+            GgmlType::Q8_1 => act_quant::row_q8_1(xs, bytemuck::cast_slice_mut(row)),
             _ => quantize_row_q8_k(xs, bytemuck::cast_slice_mut(row)),
         };
         r.expect("activation rows are sized by their own block size");

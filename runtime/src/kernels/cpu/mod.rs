@@ -35,10 +35,14 @@ mod neon;
 mod neon_packed;
 pub mod ops;
 pub mod pool;
+#[cfg(target_arch = "x86_64")]
+mod prefetch;
 pub mod repack;
 pub mod scalar;
 
 // The runner: picks a path (`dispatch`) and calls the kernels.
+/// Activation rounding to Q8_0/Q8_1 in vector lanes (the scalar quantizers are the spec).
+mod act_quant;
 pub mod dispatch;
 /// Several matrices on the same activations in one pool job (q/k/v, gate/up).
 pub mod group;

@@ -345,26 +345,34 @@ pub(super) struct PackedActivations {
 impl PackedActivations {
     /// From one activation row in the partner format of weights of type `ty`.
     pub(super) fn new(ty: GgmlType, act: &[u8]) -> PackedActivations {
-        let quads_of = |q: &[u8]| {
-            q.chunks_exact(4)
-                .map(|q| u32::from_le_bytes([q[0], q[1], q[2], q[3]]))
-                .collect::<Vec<_>>()
+        // Sized up front and filled without a temporary per block: a small model's pass
+        // prepares a few hundred of these rows, and the allocations showed in its profile.
+        let block_bytes = match ty {
+            GgmlType::Q4_1 | GgmlType::Q5_1 => 36,
+            _ if ty.block_size() == 32 => 34,
+            _ => 292,
         };
+        let blocks = act.len() / block_bytes;
+        let per_block = if block_bytes == 292 { 16 } else { 1 };
         let mut x = PackedActivations {
-            quads: Vec::new(),
-            scales: Vec::new(),
-            sums: Vec::new(),
+            quads: Vec::with_capacity(act.len() / 4),
+            scales: Vec::with_capacity(blocks),
+            sums: Vec::with_capacity(blocks * per_block),
             block_s: Vec::new(),
         };
+        fn quads_of(q: &[u8]) -> impl Iterator<Item = u32> + '_ {
+            q.chunks_exact(4).map(|q| u32::from_le_bytes([q[0], q[1], q[2], q[3]]))
+        }
         let f16_at = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
-        if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+        if block_bytes == 36 {
+            x.block_s.reserve_exact(blocks);
             for blk in act.chunks_exact(36) {
                 x.scales.push(f16_at(blk, 0));
                 x.block_s.push(f16_at(blk, 2));
                 x.sums.push(0);
                 x.quads.extend(quads_of(&blk[4..]));
             }
-        } else if ty.block_size() == 32 {
+        } else if block_bytes == 34 {
             let offset = match ty {
                 GgmlType::Q4_0 => 8,
                 GgmlType::Q5_0 => 16,
@@ -420,6 +428,7 @@ impl PackedMatrix {
 
     /// Block `b` of panel `p` of a 32-element format: its [`legacy_scales`] f16 values and its
     /// [`legacy_lines`] lines.
+    #[inline]
     pub(super) fn legacy_block(&self, p: usize, b: usize) -> (&[u16], &[Line]) {
         let i = p * (self.cols / 32) + b;
         let (ns, nl) = (legacy_scales(self.ty), legacy_lines(self.ty));
@@ -427,18 +436,21 @@ impl PackedMatrix {
     }
 
     /// Q4_K super-block `b` of panel `p`: its [`Q4K_LINES`] lines.
+    #[inline]
     pub(super) fn q4_k_block(&self, p: usize, b: usize) -> &[Line] {
         let i = p * (self.cols / 256) + b;
         &self.lines[i * Q4K_LINES..(i + 1) * Q4K_LINES]
     }
 
     /// Q5_K super-block `b` of panel `p`: its [`Q5K_LINES`] lines.
+    #[inline]
     pub(super) fn q5_k_block(&self, p: usize, b: usize) -> &[Line] {
         let i = p * (self.cols / 256) + b;
         &self.lines[i * Q5K_LINES..(i + 1) * Q5K_LINES]
     }
 
     /// Q6_K super-block `b` of panel `p`: its [`Q6K_LINES`] lines.
+    #[inline]
     pub(super) fn q6_k_block(&self, p: usize, b: usize) -> &[Line] {
         let i = p * (self.cols / 256) + b;
         &self.lines[i * Q6K_LINES..(i + 1) * Q6K_LINES]
