@@ -18,7 +18,7 @@
 //! its own sampler; [`EngineModel`](super::EngineModel) continues one stream across a task's
 //! calls instead, so sampled (not greedy) replies of the two differ.
 
-use super::constrain::Constraint;
+use super::constrain::{Constraint, MaskCache};
 use super::engine::{build_prompt, check_config, EngineConfig, PromptTokens};
 use super::react::{LanguageModel, ModelReply, ModelRequest, TurnStats};
 use edgeact_runtime::batching::{Event, Handle, Request, Summary, TokenFilter};
@@ -44,21 +44,30 @@ pub struct BatchedModel {
 pub struct ConstraintFilter {
     constraint: Constraint,
     tokenizer: Arc<Tokenizer>,
+    masks: MaskCache,
 }
 
 impl ConstraintFilter {
     pub fn new(constraint: Constraint, tokenizer: Arc<Tokenizer>) -> ConstraintFilter {
-        ConstraintFilter { constraint, tokenizer }
+        ConstraintFilter {
+            constraint,
+            tokenizer,
+            masks: MaskCache::default(),
+        }
     }
 }
 
 impl TokenFilter for ConstraintFilter {
     fn allowed(&mut self, n_vocab: usize, remaining: usize) -> Option<Vec<u32>> {
         let tk = &self.tokenizer;
-        Some(
-            self.constraint
-                .allowed_tokens(n_vocab, |id| tk.token_bytes(id), tk.eog_ids(), remaining),
-        )
+        let ids = self.masks.allowed(
+            &self.constraint,
+            n_vocab,
+            |id| tk.token_bytes(id),
+            tk.eog_ids(),
+            remaining,
+        );
+        Some(ids.to_vec())
     }
 
     fn advance(&mut self, token: u32) {

@@ -475,6 +475,12 @@ impl Constraint {
         self.state.is_done()
     }
 
+    /// Whether, with `remaining` tokens left, only the closing path is allowed (see
+    /// [`Constraint::allowed_tokens`]): with the state, all the allowed set depends on.
+    pub fn closing_forced(&self, remaining: usize) -> bool {
+        !self.can_end() && remaining <= self.state.closing_path().len() + CLOSING_MARGIN
+    }
+
     /// The ids in `0..n_vocab` whose bytes (by `token_bytes`) keep the reply valid, plus
     /// `end_ids` when the reply may end here. Tokens without bytes (control tokens) are never
     /// allowed: they would not advance the reply. When no more than `remaining` tokens are
@@ -489,7 +495,7 @@ impl Constraint {
         remaining: usize,
     ) -> Vec<u32> {
         let closing = self.state.closing_path();
-        let forced = !self.can_end() && remaining <= closing.len() + CLOSING_MARGIN;
+        let forced = self.closing_forced(remaining);
         let mut out: Vec<u32> = (0..n_vocab as u32)
             .filter(|&id| {
                 let b = token_bytes(id);
@@ -507,6 +513,46 @@ impl Constraint {
             out.extend_from_slice(end_ids);
         }
         out
+    }
+}
+
+/// Allowed-token sets of one vocabulary by automaton state. Within a reply the automaton stays
+/// in a few states (free text, code) for most tokens, and the set depends only on the state and
+/// [`Constraint::closing_forced`], so each set is computed once (a pass over the whole
+/// vocabulary, which took about a sixth of a 135M model's decode) and reused. Bounded: the
+/// oldest set goes first.
+#[derive(Debug, Default)]
+pub struct MaskCache {
+    entries: std::collections::VecDeque<(State, bool, Vec<u32>)>,
+}
+
+impl MaskCache {
+    /// Sets kept (a free-text set of a 49K vocabulary is ~200 KB).
+    const CAPACITY: usize = 32;
+
+    /// [`Constraint::allowed_tokens`] for `c` now, from the cache when its state was seen.
+    /// One cache must serve one vocabulary (`n_vocab`, `token_bytes` and `end_ids` fixed).
+    pub fn allowed<'v>(
+        &mut self,
+        c: &Constraint,
+        n_vocab: usize,
+        token_bytes: impl Fn(u32) -> &'v [u8],
+        end_ids: &[u32],
+        remaining: usize,
+    ) -> &[u32] {
+        let key = (c.state(), c.closing_forced(remaining));
+        let at = match self.entries.iter().position(|(s, f, _)| (*s, *f) == key) {
+            Some(at) => at,
+            None => {
+                if self.entries.len() == Self::CAPACITY {
+                    self.entries.pop_front();
+                }
+                let ids = c.allowed_tokens(n_vocab, token_bytes, end_ids, remaining);
+                self.entries.push_back((key.0, key.1, ids));
+                self.entries.len() - 1
+            }
+        };
+        &self.entries[at].2
     }
 }
 
@@ -717,5 +763,29 @@ mod tests {
         assert!(c.can_end());
         let allowed = c.allowed_tokens(vocab.len(), |i| vocab[i as usize], &[0], 100);
         assert!(allowed.contains(&0) && allowed.contains(&7) && !allowed.contains(&6));
+    }
+
+    #[test]
+    fn the_mask_cache_gives_the_uncached_sets() {
+        let vocab: Vec<&[u8]> = vec![
+            b"", b" Think", b":", b" ", b"Hello", b"Act", b"\n", b"x", b"```", b"bash",
+        ];
+        let bytes = |i: u32| vocab[i as usize];
+        let mut cache = MaskCache::default();
+        // Every state along a whole reply, each with a roomy and a nearly spent budget, twice
+        // over (the second round from the cache), and the sets must equal the uncached ones.
+        let reply = b" Think: list\n\nAct: bash\n\n```bash\nls /etc\n```";
+        for round in 0..2 {
+            let mut c = Constraint::new(Protocol::Os);
+            for (i, &b) in reply.iter().enumerate() {
+                for remaining in [1000, 30, 3] {
+                    let want = c.allowed_tokens(vocab.len(), bytes, &[0], remaining);
+                    let got = cache.allowed(&c, vocab.len(), bytes, &[0], remaining);
+                    assert_eq!(got, want.as_slice(), "round {round}, byte {i}, remaining {remaining}");
+                }
+                assert!(c.advance(&[b]));
+            }
+        }
+        assert!(cache.entries.len() <= MaskCache::CAPACITY);
     }
 }

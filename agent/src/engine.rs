@@ -9,7 +9,7 @@
 //! (llama-2, ChatML, Llama-3, …) therefore reuses the cache across turns. Generation ends at
 //! end-of-generation, the token limit, or (when constrained) as soon as the action is complete.
 
-use super::constrain::Constraint;
+use super::constrain::{Constraint, MaskCache};
 use super::prompt::PromptFormat;
 use super::react::{LanguageModel, ModelReply, ModelRequest, TurnStats};
 use super::render::{ChatTemplate, Message};
@@ -92,6 +92,8 @@ pub struct EngineModel {
     on_text: Option<TextSink>,
     /// Decode counts over every reply so far.
     decode_totals: DecodeStats,
+    /// The constraint's allowed-token sets by automaton state (one vocabulary: this model's).
+    masks: MaskCache,
 }
 
 /// Receives generated text pieces as they are decoded.
@@ -166,6 +168,7 @@ impl EngineModel {
             config,
             on_text: None,
             decode_totals: DecodeStats::default(),
+            masks: MaskCache::default(),
         })
     }
 
@@ -214,8 +217,8 @@ enum ReplyStop {
 struct ReplyHooks<'a> {
     tokenizer: &'a Tokenizer,
     constraint: Option<Constraint>,
-    /// The last mask computed: (state, remaining budget) → allowed ids.
-    mask: Option<(super::constrain::State, usize, Vec<u32>)>,
+    /// Allowed ids by automaton state (the engine's, kept across replies).
+    masks: &'a mut MaskCache,
     n_vocab: usize,
     generated: Vec<u32>,
     stream: edgeact_runtime::tokenizer::StreamDecoder<'a>,
@@ -223,17 +226,14 @@ struct ReplyHooks<'a> {
 }
 
 impl ReplyHooks<'_> {
-    /// The constraint's mask now, computed once per (state, remaining).
+    /// The constraint's mask now (cached per automaton state).
     fn mask(&mut self, remaining: usize) -> Option<&[u32]> {
         let c = self.constraint.as_ref()?;
-        let state = c.state();
-        let fresh = matches!(&self.mask, Some((s, r, _)) if *s == state && *r == remaining);
-        if !fresh {
-            let tk = self.tokenizer;
-            let ids = c.allowed_tokens(self.n_vocab, |id| tk.token_bytes(id), tk.eog_ids(), remaining);
-            self.mask = Some((state, remaining, ids));
-        }
-        self.mask.as_ref().map(|(_, _, ids)| ids.as_slice())
+        let tk = self.tokenizer;
+        Some(
+            self.masks
+                .allowed(c, self.n_vocab, |id| tk.token_bytes(id), tk.eog_ids(), remaining),
+        )
     }
 }
 
@@ -296,7 +296,7 @@ impl LanguageModel for EngineModel {
         let mut hooks = ReplyHooks {
             tokenizer: &tokenizer,
             constraint: self.config.constrained.then(|| Constraint::new(request.protocol)),
-            mask: None,
+            masks: &mut self.masks,
             n_vocab: logits.len(),
             generated: Vec::new(),
             stream: edgeact_runtime::tokenizer::StreamDecoder::new(&tokenizer),
