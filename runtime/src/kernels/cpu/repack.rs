@@ -15,8 +15,9 @@
 //!
 //! The price is a copy: the repacked weights live in anonymous memory instead of being used
 //! in place from the mapping (pages not shared with other processes). Repacking is a nibble
-//! shuffle (Q8_0, Q5's fifth bits: a copy) of 4 bytes at a time on all threads, so it runs at
-//! about the speed memory is touched; which types are repacked by default is decided by
+//! shuffle (Q8_0, Q5's fifth bits: a copy) on all threads: this file's scalar functions are
+//! the specification, `avx2_repack` writes whole panels' nibble lines in vector lanes
+//! ([`VectorPlan`]); which types are repacked by default is decided by
 //! `dispatch::repack_by_default`.
 //!
 //! Quants, for every type but Q8_0: a *quant line* covers 8 consecutive elements of a block of the 16
@@ -148,6 +149,13 @@ impl PackedMatrix {
     /// Repacks a matrix of a type with a panel form (the type table's `repack` column; panels
     /// spread over the pool).
     pub fn new(pool: &ThreadPool, w: &QMatrix) -> Result<PackedMatrix, KernelError> {
+        PackedMatrix::packed(pool, w, VectorPlan::of(w).as_ref())
+    }
+
+    /// [`PackedMatrix::new`], whole panels' nibble quant lines written by the vector path
+    /// where `vector` describes them (`Some` only where the CPU has AVX2).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    fn packed(pool: &ThreadPool, w: &QMatrix, vector: Option<&VectorPlan>) -> Result<PackedMatrix, KernelError> {
         if !repackable(w.ty) {
             return Err(KernelError::UnsupportedType(w.ty));
         }
@@ -168,32 +176,25 @@ impl PackedMatrix {
             let ls = unsafe { std::slice::from_raw_parts_mut(lp.get().add(p * n_lines), n_lines) };
             // SAFETY: as above (an empty slice for the k-quants).
             let sc = unsafe { std::slice::from_raw_parts_mut(sp.get().add(p * n_scales), n_scales) };
-            for r in 0..PANEL_ROWS.min(w.rows - p * PANEL_ROWS) {
-                let row = w.row(p * PANEL_ROWS + r).chunks_exact(block_bytes);
-                match w.ty {
-                    GgmlType::Q4_K => {
-                        for (blk, lines) in row.zip(ls.chunks_exact_mut(Q4K_LINES)) {
-                            pack_q4k_block(blk, lines, r);
-                        }
+            let n_rows = PANEL_ROWS.min(w.rows - p * PANEL_ROWS);
+            #[cfg(target_arch = "x86_64")]
+            if let (Some(plan), PANEL_ROWS) = (vector, n_rows) {
+                let rows: [&[u8]; PANEL_ROWS] = std::array::from_fn(|r| w.row(p * PANEL_ROWS + r));
+                // SAFETY: a `VectorPlan` is made only where the CPU has AVX2.
+                unsafe { super::avx2_repack::pack_nibble_chunks(&rows, block_bytes, ls, lines_per_block, plan) };
+                for b in 0..nb {
+                    let (lines, scales) = block_parts(ls, sc, b, (lines_per_block, scales_per_block));
+                    for (r, row) in rows.iter().enumerate() {
+                        pack_block_rest(w.ty, &row[b * block_bytes..(b + 1) * block_bytes], lines, scales, r);
                     }
-                    GgmlType::Q5_K => {
-                        for (blk, lines) in row.zip(ls.chunks_exact_mut(Q5K_LINES)) {
-                            pack_q5k_block(blk, lines, r);
-                        }
-                    }
-                    GgmlType::Q6_K => {
-                        for (blk, lines) in row.zip(ls.chunks_exact_mut(Q6K_LINES)) {
-                            pack_q6k_block(blk, lines, r);
-                        }
-                    }
-                    ty => {
-                        let blocks = ls
-                            .chunks_exact_mut(lines_per_block)
-                            .zip(sc.chunks_exact_mut(scales_per_block));
-                        for (blk, (lines, scales)) in row.zip(blocks) {
-                            pack_legacy_block(ty, blk, lines, scales, r);
-                        }
-                    }
+                }
+                return;
+            }
+            for r in 0..n_rows {
+                for (b, blk) in w.row(p * PANEL_ROWS + r).chunks_exact(block_bytes).enumerate() {
+                    let (lines, scales) = block_parts(ls, sc, b, (lines_per_block, scales_per_block));
+                    pack_block_rest(w.ty, blk, lines, scales, r);
+                    pack_block_nibbles(w.ty, blk, lines, r);
                 }
             }
         });
@@ -300,43 +301,80 @@ impl PackedMatrix {
     }
 }
 
-/// Writes row lane `r` of one block of a 32-element format into its panel `scales` and
-/// `lines` (see the module docs). Q4_0 (18 bytes: f16 `d`, 16 bytes holding elements `e` and
+/// Writes row lane `r` of everything of one block but its nibble quant lines into its panel
+/// `scales` and `lines` (the nibble lines: [`pack_block_nibbles`], or the vector path for whole
+/// panels). 32-element formats (see [`pack_legacy_rest`]): the scales, Q5_0/Q5_1's fifth-bit
+/// line, all of Q8_0. Q4_K (144 file bytes) and Q5_K (176: `d`, `dmin`, 12 scale bytes,
+/// `qh[32]`, `qs[128]`): `d`/`dmin`, scale and min lines, Q5_K its fifth-bit lines; Q6_K (210):
+/// its `d`, scale and high lines.
+#[inline(always)]
+fn pack_block_rest(ty: GgmlType, blk: &[u8], lines: &mut [Line], scales: &mut [u16], r: usize) {
+    match ty {
+        GgmlType::Q4_K => pack_k_scales(blk, lines, r),
+        GgmlType::Q5_K => {
+            pack_k_scales(blk, lines, r);
+            pack_q5k_fifth_bits(blk, lines, r);
+        }
+        GgmlType::Q6_K => pack_q6k_scales_and_high_bits(blk, lines, r),
+        ty => pack_legacy_rest(ty, blk, lines, scales, r),
+    }
+}
+
+/// Writes row lane `r` of the nibble quant lines of one block (see [`pack_block_rest`]);
+/// [`VectorPlan`] says the same for the vector path.
+fn pack_block_nibbles(ty: GgmlType, blk: &[u8], lines: &mut [Line], r: usize) {
+    match ty {
+        GgmlType::Q4_K => pack_k_quants(&blk[16..144], &mut lines[5..], 4, r),
+        GgmlType::Q5_K => pack_k_quants(&blk[48..176], &mut lines[5..], 5, r),
+        GgmlType::Q6_K => pack_q6k_low_bits(blk, lines, r),
+        ty => {
+            if let Some(qs_at) = legacy_nibbles_at(ty) {
+                let qs = &blk[qs_at..qs_at + 16];
+                for (v, line) in lines[..4].iter_mut().enumerate() {
+                    put_lane(line, r, &qs[8 * (v % 2)..], v >= 2);
+                }
+            }
+        }
+    }
+}
+
+/// Where a 32-element format's 16 nibble bytes start: after `d` (Q4_0), `d` and `m` (Q4_1),
+/// `d` and `qh` (Q5_0), `d`, `m` and `qh` (Q5_1); Q8_0 has none.
+fn legacy_nibbles_at(ty: GgmlType) -> Option<usize> {
+    match ty {
+        GgmlType::Q4_0 => Some(2),
+        GgmlType::Q4_1 => Some(4),
+        GgmlType::Q5_0 => Some(6),
+        GgmlType::Q5_1 => Some(8),
+        _ => None,
+    }
+}
+
+/// Writes row lane `r` of one block of a 32-element format but its nibble lines into its panel
+/// `scales` and `lines` (see the module docs). Q4_0 (18 bytes: f16 `d`, 16 bytes holding elements `e` and
 /// `e + 16` in the low and high nibble of byte `e`), Q4_1 (20: `d`, `m`, nibbles), Q5_0 (22:
 /// `d`, the u32 `qh` of fifth bits, then the nibbles as Q4_0), Q5_1 (24: `d`, `m`, `qh`,
 /// nibbles), Q8_0 (34: `d`, 32 i8).
-fn pack_legacy_block(ty: GgmlType, blk: &[u8], lines: &mut [Line], scales: &mut [u16], r: usize) {
+#[inline(always)]
+fn pack_legacy_rest(ty: GgmlType, blk: &[u8], lines: &mut [Line], scales: &mut [u16], r: usize) {
     scales[r] = u16::from_le_bytes([blk[0], blk[1]]);
-    let qs_at = match ty {
+    match ty {
         GgmlType::Q8_0 => {
             // Quad k of the block, biased to unsigned (q + 128) four bytes at a time.
             for (k, line) in lines.iter_mut().enumerate() {
                 let q = u32::from_le_bytes(blk[2 + 4 * k..6 + 4 * k].try_into().expect("4 quants"));
                 line.0[4 * r..4 * r + 4].copy_from_slice(&(q ^ 0x8080_8080).to_le_bytes());
             }
-            return;
         }
-        GgmlType::Q5_0 => 6,
-        GgmlType::Q4_1 | GgmlType::Q5_1 => {
-            scales[PANEL_ROWS + r] = u16::from_le_bytes([blk[2], blk[3]]);
-            // Q5_1's `qh` follows the min.
-            if ty == GgmlType::Q4_1 {
-                4
-            } else {
-                8
-            }
-        }
-        _ => 2,
-    };
-    if matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1) {
-        // Quad k's 4 fifth bits (a nibble of `qh`) to bit k of the lane's 4 bytes.
+        GgmlType::Q4_1 | GgmlType::Q5_1 => scales[PANEL_ROWS + r] = u16::from_le_bytes([blk[2], blk[3]]),
+        _ => {}
+    }
+    if let (GgmlType::Q5_0 | GgmlType::Q5_1, Some(qs_at)) = (ty, legacy_nibbles_at(ty)) {
+        // Quad k's 4 fifth bits (a nibble of `qh`, just before the nibbles) to bit k of the
+        // lane's 4 bytes.
         let qh = u32::from_le_bytes(blk[qs_at - 4..qs_at].try_into().expect("4 qh bytes"));
         let bits = (0..8).fold(0u32, |bits, k| bits | spread_quad_bits(qh >> (4 * k)) << k);
         lines[4].0[4 * r..4 * r + 4].copy_from_slice(&bits.to_le_bytes());
-    }
-    let qs = &blk[qs_at..qs_at + 16];
-    for (v, line) in lines[..4].iter_mut().enumerate() {
-        put_lane(line, r, &qs[8 * (v % 2)..], v >= 2);
     }
 }
 
@@ -368,18 +406,8 @@ fn pack_k_quants(qs: &[u8], lines: &mut [Line], per_sub: usize, r: usize) {
     }
 }
 
-/// Writes row lane `r` of one Q4_K super-block (144 file bytes) into its panel lines.
-fn pack_q4k_block(blk: &[u8], lines: &mut [Line], r: usize) {
-    pack_k_scales(blk, lines, r);
-    pack_k_quants(&blk[16..144], &mut lines[5..], 4, r);
-}
-
-/// Writes row lane `r` of one Q5_K super-block (176 file bytes: `d`, `dmin`, 12 scale bytes,
-/// `qh[32]`, `qs[128]`) into its panel lines: Q4_K's, with a fifth-bit line after each
-/// sub-block's 4 quant lines.
-fn pack_q5k_block(blk: &[u8], lines: &mut [Line], r: usize) {
-    pack_k_scales(blk, lines, r);
-    pack_k_quants(&blk[48..176], &mut lines[5..], 5, r);
+/// Q5_K's fifth-bit lines, one after each sub-block's 4 quant lines.
+fn pack_q5k_fifth_bits(blk: &[u8], lines: &mut [Line], r: usize) {
     // Quad k of every sub-block is qh bytes 4k..4k+4 (element 32j + 4k + i at bit j of
     // qh[4k + i]): bit j of each byte to bit k of the lane's bytes, four bytes at a time.
     let qh: [u32; 8] =
@@ -390,24 +418,19 @@ fn pack_q5k_block(blk: &[u8], lines: &mut [Line], r: usize) {
     }
 }
 
-/// Writes row lane `r` of one Q6_K super-block (210 file bytes: `ql[128]`, `qh[64]`, i8
-/// `scales[16]`, f16 `d`) into its panel lines. In the file, each 128-element half `n` keeps
-/// element `128n + 32j + l` (`j < 4`, `l < 32`) in nibble `j / 2` of `ql[64n + 32(j % 2) + l]`
-/// and in bits `2j..2j+2` of `qh[32n + l]`.
-fn pack_q6k_block(blk: &[u8], lines: &mut [Line], r: usize) {
-    let (ql, qh) = (&blk[..128], &blk[128..192]);
+// Q6_K super-blocks (210 file bytes: `ql[128]`, `qh[64]`, i8 `scales[16]`, f16 `d`). In the
+// file, each 128-element half `n` keeps element `128n + 32j + l` (`j < 4`, `l < 32`) in nibble
+// `j / 2` of `ql[64n + 32(j % 2) + l]` and in bits `2j..2j+2` of `qh[32n + l]`.
+
+/// Q6_K's `d`, scale and high lines.
+fn pack_q6k_scales_and_high_bits(blk: &[u8], lines: &mut [Line], r: usize) {
+    let qh = &blk[128..192];
     lines[0].0[2 * r..2 * r + 2].copy_from_slice(&blk[208..210]);
     for (g, &sc) in blk[192..208].iter().enumerate() {
         lines[1 + g / 4].0[16 * (g % 4) + r] = sc;
     }
     for (g, group) in lines[5..].chunks_exact_mut(3).enumerate() {
-        // Both quant lines and the high line of elements 16g..16g+16 lie in one 32-element
-        // chunk `j` of half `n`.
         let (n, j) = (g / 8, (g % 8) / 2);
-        for (half, line) in group[..2].iter_mut().enumerate() {
-            let at = 64 * n + 32 * (j % 2) + 16 * (g % 2) + 8 * half;
-            put_lane(line, r, &ql[at..], j >= 2);
-        }
         // Four elements' 2-bit fields at once: quad k of the group is qh bytes base+4k..+4.
         let base = 32 * n + 16 * (g % 2);
         let mut word = 0u32;
@@ -420,7 +443,128 @@ fn pack_q6k_block(blk: &[u8], lines: &mut [Line], r: usize) {
     }
 }
 
-/// The inverse of [`pack_q6k_block`] for one element: the unsigned 6-bit quant of element `e`
+/// Q6_K's two quant lines (low 4 bits) per group of 16 elements.
+fn pack_q6k_low_bits(blk: &[u8], lines: &mut [Line], r: usize) {
+    let ql = &blk[..128];
+    for (g, group) in lines[5..].chunks_exact_mut(3).enumerate() {
+        // Both quant lines of elements 16g..16g+16 lie in one 32-element chunk `j` of half `n`.
+        let (n, j) = (g / 8, (g % 8) / 2);
+        for (half, line) in group[..2].iter_mut().enumerate() {
+            let at = 64 * n + 32 * (j % 2) + 16 * (g % 2) + 8 * half;
+            put_lane(line, r, &ql[at..], j >= 2);
+        }
+    }
+}
+
+/// How the vector path (`avx2_repack`) writes the nibble quant lines of a whole panel: in
+/// steps of `blocks` blocks (1 for the k-quants, 2 for the 32-element formats), each step
+/// `chunks`. Made on x86 with AVX2 only (NEON repacks with the scalar path).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) struct VectorPlan {
+    pub(super) blocks: usize,
+    pub(super) chunks: Vec<NibbleChunk>,
+}
+
+/// 32 nibble bytes of a step's blocks, two runs of 16 at the file offsets `at` (from the
+/// step's first block), and the step's lines their 8 words go to (`lines_per_block * block +
+/// line in the block`), in the order the vector path makes them: the low-nibble word of the
+/// chunk's 8-byte group 0 ([`put_lane`] with `high` false), its high-nibble word, then groups
+/// 1, 2 and 3 likewise.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) struct NibbleChunk {
+    pub(super) at: [usize; 2],
+    pub(super) lines: [usize; 8],
+}
+
+impl VectorPlan {
+    /// The plan for `w`'s type, mirroring [`pack_block_nibbles`]; `None` where the CPU has no
+    /// AVX2, or the type no nibble lines (Q8_0), or a row an odd number of blocks of a 32-element
+    /// format.
+    fn of(w: &QMatrix) -> Option<VectorPlan> {
+        #[cfg(target_arch = "x86_64")]
+        if super::Backend::Avx2.is_available() {
+            let (block_bytes, nb) = (w.ty.type_size(), w.cols / w.ty.block_size());
+            let lines_per_block = per_block(w.ty).0;
+            return match w.ty {
+                GgmlType::Q4_K => Some(VectorPlan::k_quants(16, 4)),
+                GgmlType::Q5_K => Some(VectorPlan::k_quants(48, 5)),
+                GgmlType::Q6_K => Some(VectorPlan::q6_k()),
+                ty => legacy_nibbles_at(ty)
+                    .filter(|_| nb % 2 == 0)
+                    .map(|qs_at| VectorPlan::legacy(qs_at, block_bytes, lines_per_block)),
+            };
+        }
+        let _ = w;
+        None
+    }
+
+    /// Q4_K's (`qs` at byte 16, 4 lines per sub-block) or Q5_K's (48, 5): chunk `c` is
+    /// `qs[32c..32c + 32]`, whose 8-byte group `g` makes line `v = 8c + g` (low nibbles) and
+    /// `v = 8c + 4 + g` (high) of the quant lines, at `5 + per_sub * (v / 4) + v % 4`.
+    #[cfg(target_arch = "x86_64")]
+    fn k_quants(qs_at: usize, per_sub: usize) -> VectorPlan {
+        let line = |v: usize| 5 + per_sub * (v / 4) + v % 4;
+        let chunks = (0..4)
+            .map(|c| NibbleChunk {
+                at: [qs_at + 32 * c, qs_at + 32 * c + 16],
+                lines: std::array::from_fn(|d| line(8 * c + 4 * (d % 2) + d / 2)),
+            })
+            .collect();
+        VectorPlan { blocks: 1, chunks }
+    }
+
+    /// Q6_K: chunk `(n, m)` is `ql[64n + 32m..][..32]`, whose 8-byte group `q` makes quant line
+    /// `q % 2` of group `8n + 2m + q / 2` (low nibbles) and of group `8n + 2m + 4 + q / 2` (high).
+    #[cfg(target_arch = "x86_64")]
+    fn q6_k() -> VectorPlan {
+        let chunks = (0..4)
+            .map(|i| {
+                let (n, m) = (i / 2, i % 2);
+                NibbleChunk {
+                    at: [64 * n + 32 * m, 64 * n + 32 * m + 16],
+                    lines: std::array::from_fn(|d| {
+                        let q = d / 2;
+                        let group = 8 * n + 2 * m + 4 * (d % 2) + q / 2;
+                        5 + 3 * group + q % 2
+                    }),
+                }
+            })
+            .collect();
+        VectorPlan { blocks: 1, chunks }
+    }
+
+    /// The 32-element formats: one chunk of two blocks' 16 nibble bytes; group 0 of a block
+    /// makes its quant lines 0 (low nibbles) and 2 (high), group 1 lines 1 and 3.
+    #[cfg(target_arch = "x86_64")]
+    fn legacy(qs_at: usize, block_bytes: usize, lines_per_block: usize) -> VectorPlan {
+        let lines = std::array::from_fn(|d| lines_per_block * (d / 4) + [0, 2, 1, 3][d % 4]);
+        let chunk = NibbleChunk {
+            at: [qs_at, block_bytes + qs_at],
+            lines,
+        };
+        VectorPlan {
+            blocks: 2,
+            chunks: vec![chunk],
+        }
+    }
+}
+
+/// Block `b`'s lines and (32-element formats) scales in a panel's `lines` and `scales`, with
+/// `per_block` lines and scales per block.
+#[inline(always)]
+fn block_parts<'a>(
+    lines: &'a mut [Line],
+    scales: &'a mut [u16],
+    b: usize,
+    (n_lines, n_scales): (usize, usize),
+) -> (&'a mut [Line], &'a mut [u16]) {
+    (
+        &mut lines[b * n_lines..(b + 1) * n_lines],
+        &mut scales[b * n_scales..(b + 1) * n_scales],
+    )
+}
+
+/// The inverse of [`pack_q6k_low_bits`] and [`pack_q6k_scales_and_high_bits`] for one element: the unsigned 6-bit quant of element `e`
 /// of lane `r` of a super-block's lines.
 fn q6_of(lines: &[Line], r: usize, e: usize) -> u8 {
     let (g, k, i) = (e / 16, (e % 16) / 4, e % 4);
@@ -480,6 +624,51 @@ mod tests {
             let p = PackedMatrix::new(&pool, &w).unwrap();
             for r in 0..rows {
                 assert_eq!(p.row_bytes(r), w.row(r), "{ty} {rows}x{cols} row {r}");
+            }
+        }
+    }
+
+    /// The vector path writes the same lines as the scalar specification: random bytes (any
+    /// pattern is a valid block to repack), whole panels and a ragged last one, 1 and 3 threads.
+    #[test]
+    fn vector_repacking_matches_the_scalar_path() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let Some(_) = VectorPlan::of(&QMatrix::new(GgmlType::Q4_K, 1, 256, &[0; 144]).unwrap()) else {
+            eprintln!("skipped: no vector repacking on this CPU (x86-64 AVX2)");
+            return;
+        };
+        for threads in [1, 3] {
+            let pool = ThreadPool::new(threads);
+            for ty in [
+                GgmlType::Q4_K,
+                GgmlType::Q5_K,
+                GgmlType::Q6_K,
+                GgmlType::Q4_0,
+                GgmlType::Q4_1,
+                GgmlType::Q5_0,
+                GgmlType::Q5_1,
+                GgmlType::Q8_0,
+            ] {
+                // 768 columns: an odd number of 256-element blocks; 96: of 32-element ones.
+                for (rows, cols) in [(16, 256), (32, 768), (37, 512), (48, 4096), (32, 96)] {
+                    if cols % ty.block_size() != 0 {
+                        continue;
+                    }
+                    let data: Vec<u8> = (0..rows * ty.row_bytes(cols as u64).unwrap() as usize)
+                        .map(|_| rng.random())
+                        .collect();
+                    let w = QMatrix::new(ty, rows, cols, &data).unwrap();
+                    let vector = PackedMatrix::new(&pool, &w).unwrap();
+                    let scalar = PackedMatrix::packed(&pool, &w, None).unwrap();
+                    assert!(
+                        vector.scales.as_bytes() == scalar.scales.as_bytes(),
+                        "{ty} {rows}x{cols} scales"
+                    );
+                    assert!(
+                        vector.lines.as_bytes() == scalar.lines.as_bytes(),
+                        "{ty} {rows}x{cols}, {threads} threads"
+                    );
+                }
             }
         }
     }
