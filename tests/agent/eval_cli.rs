@@ -6,44 +6,13 @@
 
 use crate::cli_support;
 
-use cli_support::{db_tasks, edgeact, fixture, os_rootfs, tiny_model};
+use cli_support::{db_tasks, edgeact, fixture, os_rootfs, tiny_model, write_db_script};
 use serde_json::{json, Value};
 use std::path::Path;
 
 /// Writes a `--scripted` file: per task, one SQL operation and a final answer.
 fn write_script(path: &Path, tasks: &[Value], gold: bool) {
-    let mut out = String::new();
-    for (i, t) in tasks.iter().enumerate() {
-        let kind = t["type"][0].as_str().unwrap();
-        let table = t["table"]["table_name"].as_str().unwrap();
-        let replies = if matches!(kind, "INSERT" | "UPDATE" | "DELETE") {
-            // The label is the gold statement; a wrong run leaves the table untouched.
-            let sql = if gold {
-                t["label"][0].as_str().unwrap().to_string()
-            } else {
-                format!("SELECT * FROM `{table}`")
-            };
-            vec![
-                format!("Action: Operation\n```sql\n{sql}\n```"),
-                "Action: Answer\nFinal Answer: []".to_string(),
-            ]
-        } else {
-            let mut labels: Vec<String> = serde_json::from_value(t["label"].clone()).unwrap();
-            if !gold {
-                labels[0].push('?');
-            }
-            vec![
-                format!("Let me look.\nAction: Operation\n```sql\nSELECT * FROM `{table}`;\n```"),
-                format!(
-                    "Action: Answer\nFinal Answer: {}",
-                    serde_json::to_string(&labels).unwrap()
-                ),
-            ]
-        };
-        out.push_str(&json!({"index": i, "replies": replies}).to_string());
-        out.push('\n');
-    }
-    std::fs::write(path, out).unwrap();
+    write_db_script(path, tasks, |_| gold, false);
 }
 
 fn run_eval_db(script: &Path, report: &Path) -> Value {

@@ -16,7 +16,7 @@
 
 use crate::cli_support;
 
-use cli_support::{db_tasks, edgeact, fixture, os_rootfs, repo, smollm2, tiny_model};
+use cli_support::{db_tasks, edgeact, fixture, os_rootfs, repo, smollm2, tiny_model, write_db_script};
 use edgeact_agent::export::{history_before_last_reply, Row, Speaker};
 use edgeact_agent::render::{trim_history, ChatTemplate};
 use edgeact_agent::{FormatChoice, PromptFormat};
@@ -322,40 +322,7 @@ fn check_round_trip(data: &Path, log: &Path, model: Option<&Path>) -> usize {
 /// A `--scripted` file for the first `n` DB dev tasks: gold trajectories for the tasks in
 /// `right`, wrong ones for the others (an operation, then an answer).
 fn db_script(path: &Path, n: usize, right: impl Fn(usize) -> bool) -> Vec<Vec<String>> {
-    let mut all = Vec::new();
-    let mut out = String::new();
-    for (i, t) in db_tasks().iter().take(n).enumerate() {
-        let kind = t["type"][0].as_str().unwrap();
-        let table = t["table"]["table_name"].as_str().unwrap();
-        let replies = if matches!(kind, "INSERT" | "UPDATE" | "DELETE") {
-            let sql = if right(i) {
-                t["label"][0].as_str().unwrap().to_string()
-            } else {
-                format!("SELECT * FROM `{table}`")
-            };
-            vec![
-                format!("I change the table.\nAction: Operation\n```sql\n{sql}\n```\n"),
-                "Done.\nAction: Answer\nFinal Answer: []".to_string(),
-            ]
-        } else {
-            let mut labels: Vec<String> = serde_json::from_value(t["label"].clone()).unwrap();
-            if !right(i) {
-                labels[0].push('?');
-            }
-            vec![
-                format!("Let me look.\nAction: Operation\n```sql\nSELECT * FROM `{table}`;\n```"),
-                format!(
-                    "  Action: Answer\nFinal Answer: {}\n",
-                    serde_json::to_string(&labels).unwrap()
-                ),
-            ]
-        };
-        out.push_str(&json!({"index": i, "replies": replies}).to_string());
-        out.push('\n');
-        all.push(replies);
-    }
-    std::fs::write(path, out).unwrap();
-    all
+    write_db_script(path, &db_tasks()[..n], right, true)
 }
 
 #[test]

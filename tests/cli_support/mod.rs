@@ -6,8 +6,8 @@
 //! checkout).
 #![allow(dead_code)]
 
-use serde_json::Value;
-use std::path::PathBuf;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn repo() -> PathBuf {
@@ -56,6 +56,67 @@ pub fn db_tasks() -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// The replies of a scripted DB trajectory for dev task `t`: a mutating task runs its gold
+/// statement (`right`) or a harmless SELECT, then answers `[]`; any other task runs a SELECT,
+/// then answers its labels (`right`) or labels with the first one changed. With `thoughts`,
+/// free text and stray whitespace around the actions, as a model writes them.
+pub fn db_replies(t: &Value, right: bool, thoughts: bool) -> Vec<String> {
+    let table = t["table"]["table_name"].as_str().unwrap();
+    if matches!(t["type"][0].as_str().unwrap(), "INSERT" | "UPDATE" | "DELETE") {
+        let sql = if right {
+            t["label"][0].as_str().unwrap().to_string()
+        } else {
+            format!("SELECT * FROM `{table}`")
+        };
+        if thoughts {
+            vec![
+                format!("I change the table.\nAction: Operation\n```sql\n{sql}\n```\n"),
+                "Done.\nAction: Answer\nFinal Answer: []".to_string(),
+            ]
+        } else {
+            vec![
+                format!("Action: Operation\n```sql\n{sql}\n```"),
+                "Action: Answer\nFinal Answer: []".to_string(),
+            ]
+        }
+    } else {
+        let mut labels: Vec<String> = serde_json::from_value(t["label"].clone()).unwrap();
+        if !right {
+            labels[0].push('?');
+        }
+        let select = format!("Let me look.\nAction: Operation\n```sql\nSELECT * FROM `{table}`;\n```");
+        let answer = format!(
+            "Action: Answer\nFinal Answer: {}",
+            serde_json::to_string(&labels).unwrap()
+        );
+        if thoughts {
+            vec![select, format!("  {answer}\n")]
+        } else {
+            vec![select, answer]
+        }
+    }
+}
+
+/// Writes a `--scripted` file of DB trajectories ([`db_replies`]) for `tasks`, task `i` right
+/// where `right(i)`, and returns each task's replies.
+pub fn write_db_script(
+    path: &Path,
+    tasks: &[Value],
+    right: impl Fn(usize) -> bool,
+    thoughts: bool,
+) -> Vec<Vec<String>> {
+    let mut out = String::new();
+    let mut all = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let replies = db_replies(t, right(i), thoughts);
+        out.push_str(&json!({"index": i, "replies": replies}).to_string());
+        out.push('\n');
+        all.push(replies);
+    }
+    std::fs::write(path, out).unwrap();
+    all
 }
 
 /// `--rootfs` for OS runs: the default built Debian root when `edgeact rootfs build` has made
