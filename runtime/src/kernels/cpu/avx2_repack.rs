@@ -12,10 +12,6 @@ use super::repack::VectorPlan;
 use super::types::{Line, PANEL_ROWS};
 use std::arch::x86_64::*;
 
-/// How far ahead in each row the loads are prefetched: a panel is read as 16 row streams,
-/// more than the hardware prefetchers follow.
-const PREFETCH_BYTES: usize = 512;
-
 /// `put_lane`'s words of the four 8-byte groups of `x`: dword `2g` the low-nibble word of
 /// group `g`, dword `2g + 1` its high-nibble word.
 ///
@@ -90,7 +86,6 @@ pub(super) unsafe fn pack_nibble_chunks(
                 let words: [__m256i; 8] = std::array::from_fn(|i| {
                     let row = rows[8 * half + i];
                     let (lo, hi) = (&row[lo..lo + 16], &row[hi..hi + 16]);
-                    _mm_prefetch::<_MM_HINT_T0>(lo.as_ptr().wrapping_add(PREFETCH_BYTES).cast());
                     // SAFETY: `lo` and `hi` hold 16 bytes each (the slices above are
                     // bounds-checked).
                     let x = unsafe { _mm256_loadu2_m128i(hi.as_ptr().cast(), lo.as_ptr().cast()) };
