@@ -347,24 +347,25 @@ impl PackedActivations {
     pub(super) fn new(ty: GgmlType, act: &[u8]) -> PackedActivations {
         // Sized up front and filled without a temporary per block: a small model's pass
         // prepares a few hundred of these rows, and the allocations showed in its profile.
-        let block_bytes = match ty {
-            GgmlType::Q4_1 | GgmlType::Q5_1 => 36,
-            _ if ty.block_size() == 32 => 34,
-            _ => 292,
+        let act_ty = super::table::act_type(ty);
+        let blocks = act.len() / act_ty.type_size();
+        // Row sums per block: Q8_K's per 16 (Q6_K) or per 32 quants, one for the others.
+        let sums_per_block = match (act_ty, ty) {
+            (GgmlType::Q8_K, GgmlType::Q6_K) => 16,
+            (GgmlType::Q8_K, _) => 8,
+            _ => 1,
         };
-        let blocks = act.len() / block_bytes;
-        let per_block = if block_bytes == 292 { 16 } else { 1 };
         let mut x = PackedActivations {
             quads: Vec::with_capacity(act.len() / 4),
             scales: Vec::with_capacity(blocks),
-            sums: Vec::with_capacity(blocks * per_block),
+            sums: Vec::with_capacity(blocks * sums_per_block),
             block_s: Vec::new(),
         };
         fn quads_of(q: &[u8]) -> impl Iterator<Item = u32> + '_ {
             q.chunks_exact(4).map(|q| u32::from_le_bytes([q[0], q[1], q[2], q[3]]))
         }
         let f16_at = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
-        if block_bytes == 36 {
+        if act_ty == GgmlType::Q8_1 {
             x.block_s.reserve_exact(blocks);
             for blk in act.chunks_exact(36) {
                 x.scales.push(f16_at(blk, 0));
@@ -372,7 +373,7 @@ impl PackedActivations {
                 x.sums.push(0);
                 x.quads.extend(quads_of(&blk[4..]));
             }
-        } else if block_bytes == 34 {
+        } else if act_ty == GgmlType::Q8_0 {
             let offset = match ty {
                 GgmlType::Q4_0 => 8,
                 GgmlType::Q5_0 => 16,
