@@ -27,6 +27,14 @@
 //! exactly), times the 16 rows' i8 group scales, summed in integers, then one FMA with `d`.
 //!
 //! So for every type the integer sums equal the scalar specification's.
+//!
+//! One token of Q4_K or Q6_K reads a task's panels in pairs, one from each half of its rows
+//! ([`panel_q4_k_q8_k`], [`panels_q6_k_q8_k`]: super-block `b` of panel `i`, then of panel
+//! `half + i`), so the weights stream from two places at once. Streaming 7B-sized matrices
+//! from memory on one core of the test VM (AMD EPYC Zen 4), this read Q4_K at 27-30 GB/s
+//! against 21-24 one panel after another, Q6_K at 29-32 against 26-27 (its prefetch then
+//! off), with `scripts/membw.c` at 33 (docs/kernels.md "Two streams"). The legacy formats keep
+//! one stream and their prefetch, which measured as fast.
 
 use super::prefetch::{self, AHEAD_LINES, Q5K_AHEAD_LINES};
 use super::types::{Line, PackedActivations, PackedMatrix, PANEL_ROWS, Q6K_LINES};
@@ -54,22 +62,52 @@ pub(super) unsafe fn matvec_packed(
     stride: usize,
 ) {
     debug_assert!(PANEL_ROWS * first_panel + n_rows <= w.rows());
-    for i in 0..n_rows.div_ceil(PANEL_ROWS) {
-        let p = first_panel + i;
+    let n_panels = n_rows.div_ceil(PANEL_ROWS);
+    // Stores the 16 (or, in the last panel, fewer) sums of panel `i` of the range for token `t`.
+    let store = |t: usize, i: usize, total: __m512| {
         let in_panel = (n_rows - i * PANEL_ROWS).min(PANEL_ROWS);
         let mask: __mmask16 = if in_panel == PANEL_ROWS {
             !0
         } else {
             (1u16 << in_panel) - 1
         };
-        let store = |t: usize, total: __m512| _mm512_mask_storeu_ps(out.add(t * stride + PANEL_ROWS * p), mask, total);
+        _mm512_mask_storeu_ps(out.add(t * stride + PANEL_ROWS * (first_panel + i)), mask, total)
+    };
+    if xs.len() == 1 && matches!(w.ty(), GgmlType::Q4_K | GgmlType::Q6_K) {
+        // One token of a k-quant: the panels of the two halves of the range in pairs, so the
+        // weights stream from two places at once (see the module documentation).
+        let half = n_panels / 2;
+        let x = &xs[0];
+        for i in 0..half {
+            let pair = [first_panel + i, first_panel + half + i];
+            let sums = if w.ty() == GgmlType::Q4_K {
+                panel_q4_k_q8_k::<2>(w, x, pair)
+            } else {
+                panels_q6_k_q8_k::<2>(w, x, pair)
+            };
+            store(0, i, sums[0]);
+            store(0, half + i, sums[1]);
+        }
+        if n_panels % 2 == 1 {
+            let last = [first_panel + n_panels - 1];
+            let sums = if w.ty() == GgmlType::Q4_K {
+                panel_q4_k_q8_k::<1>(w, x, last)
+            } else {
+                panels_q6_k_q8_k::<1>(w, x, last)
+            };
+            store(0, n_panels - 1, sums[0]);
+        }
+        return;
+    }
+    for i in 0..n_panels {
+        let p = first_panel + i;
         // Groups of up to 4 tokens share each unpacked weight line (every type but Q4_K).
         macro_rules! by_groups {
             ($kernel:ident) => {{
                 let mut t0 = 0;
                 while t0 < xs.len() {
                     let g = &xs[t0..(t0 + 4).min(xs.len())];
-                    let put = |res: &[__m512]| res.iter().enumerate().for_each(|(t, &v)| store(t0 + t, v));
+                    let put = |res: &[__m512]| res.iter().enumerate().for_each(|(t, &v)| store(t0 + t, i, v));
                     match g.len() {
                         4 => put(&$kernel::<4>(w, g, p)),
                         3 => put(&$kernel::<3>(w, g, p)),
@@ -90,7 +128,7 @@ pub(super) unsafe fn matvec_packed(
             GgmlType::Q5_K => by_groups!(panel_q5_k_q8_k),
             _ => {
                 for (t, x) in xs.iter().enumerate() {
-                    store(t, panel_q4_k_q8_k(w, x, p));
+                    store(t, i, panel_q4_k_q8_k::<1>(w, x, [p])[0]);
                 }
             }
         }
@@ -274,35 +312,38 @@ unsafe fn panel_q4_1_q8_1<const T: usize>(w: &PackedMatrix, xs: &[PackedActivati
     panel_legacy::<T, false, false, true>(w, xs, p)
 }
 
-/// One panel of Q4_K rows against the whole activation row.
+/// `N` panels of Q4_K rows (`ps`) against the whole activation row, super-block by
+/// super-block: each panel's arithmetic is the same for every `N`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn panel_q4_k_q8_k(w: &PackedMatrix, x: &PackedActivations, p: usize) -> __m512 {
-    let mut acc = _mm512_setzero_ps();
+unsafe fn panel_q4_k_q8_k<const N: usize>(w: &PackedMatrix, x: &PackedActivations, ps: [usize; N]) -> [__m512; N] {
+    let mut acc = [_mm512_setzero_ps(); N];
     for b in 0..w.cols() / 256 {
-        let lines = w.q4_k_block(p, b);
-        // Sub-block j's 16 row bytes of a scale or min line, widened to i32 lanes.
-        let byte_lanes = |line: usize, j: usize| {
-            _mm512_cvtepu8_epi32(_mm_loadu_si128(lines[line].0.as_ptr().add((j % 4) * 16).cast()))
-        };
         let quads = &x.quads[b * 64..b * 64 + 64];
-        let mut scaled = _mm512_setzero_si512();
-        let mut mins = _mm512_setzero_si512();
-        for j in 0..8 {
-            let sums = line_sums(
-                &lines[5 + 4 * j..9 + 4 * j],
-                &quads[8 * j..8 * j + 8],
-                _mm512_setzero_si512(),
-            );
-            scaled = _mm512_add_epi32(scaled, _mm512_mullo_epi32(sums, byte_lanes(1 + j / 4, j)));
-            let y_sum = _mm512_set1_epi32(x.sums[b * 8 + j]);
-            mins = _mm512_add_epi32(mins, _mm512_mullo_epi32(byte_lanes(3 + j / 4, j), y_sum));
-        }
-        let dd = _mm512_load_si512(lines[0].0.as_ptr().cast());
         let dy = _mm512_set1_ps(x.scales[b]);
-        let d = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(dd)), dy);
-        let dmin = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dd)), dy);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled), d, acc);
-        acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins), dmin, acc);
+        for (p, acc) in ps.iter().zip(acc.iter_mut()) {
+            let lines = w.q4_k_block(*p, b);
+            // Sub-block j's 16 row bytes of a scale or min line, widened to i32 lanes.
+            let byte_lanes = |line: usize, j: usize| {
+                _mm512_cvtepu8_epi32(_mm_loadu_si128(lines[line].0.as_ptr().add((j % 4) * 16).cast()))
+            };
+            let mut scaled = _mm512_setzero_si512();
+            let mut mins = _mm512_setzero_si512();
+            for j in 0..8 {
+                let sums = line_sums(
+                    &lines[5 + 4 * j..9 + 4 * j],
+                    &quads[8 * j..8 * j + 8],
+                    _mm512_setzero_si512(),
+                );
+                scaled = _mm512_add_epi32(scaled, _mm512_mullo_epi32(sums, byte_lanes(1 + j / 4, j)));
+                let y_sum = _mm512_set1_epi32(x.sums[b * 8 + j]);
+                mins = _mm512_add_epi32(mins, _mm512_mullo_epi32(byte_lanes(3 + j / 4, j), y_sum));
+            }
+            let dd = _mm512_load_si512(lines[0].0.as_ptr().cast());
+            let d = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(dd)), dy);
+            let dmin = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dd)), dy);
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled), d, *acc);
+            *acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins), dmin, *acc);
+        }
     }
     acc
 }
@@ -395,34 +436,72 @@ pub(super) unsafe fn q6_group_quants(group: &[Line]) -> [__m512i; 4] {
     ]
 }
 
-/// One panel of Q6_K rows against the whole activation rows of `T` tokens (`xs[..T]`): each
-/// group's quants are unpacked once for all of them, and per token the arithmetic is the same
-/// for every `T`, so a token gets the same result alone or in a batch.
+/// The integer sums of one Q6_K super-block `b` of 16 rows (`lines`) against `T` tokens
+/// (`xs[..T]`), times the rows' group scales and added up: each group's quants are unpacked
+/// once for all tokens, and per token the arithmetic is the same for every `T`. `PREFETCH`
+/// reads the lines [`AHEAD_LINES`] ahead (one stream of panels; two need no prefetch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q6_k_scaled_sums<const T: usize, const PREFETCH: bool>(
+    lines: &[Line],
+    xs: &[PackedActivations],
+    b: usize,
+) -> [__m512i; T] {
+    let mut scaled = [_mm512_setzero_si512(); T];
+    for g in 0..16 {
+        if PREFETCH {
+            prefetch::share::<AHEAD_LINES, Q6K_LINES, 16>(lines.as_ptr(), g);
+        }
+        let q = q6_group_quants(&lines[5 + 3 * g..8 + 3 * g]);
+        let sc = _mm512_cvtepi8_epi32(_mm_load_si128(lines[1 + g / 4].0.as_ptr().add(16 * (g % 4)).cast()));
+        for t in 0..T {
+            let quads = &xs[t].quads[64 * b + 4 * g..64 * b + 4 * g + 4];
+            // The offset of 32 as the start: the sum is exactly sum((q - 32) * y).
+            let mut sum = _mm512_set1_epi32(-32 * xs[t].sums[16 * b + g]);
+            for k in 0..4 {
+                sum = _mm512_dpbusd_epi32(sum, q[k], _mm512_set1_epi32(quads[k] as i32));
+            }
+            scaled[t] = _mm512_add_epi32(scaled[t], _mm512_mullo_epi32(sum, sc));
+        }
+    }
+    scaled
+}
+
+/// Adds a Q6_K super-block's `scaled` sums of 16 rows times `d` (from the block's `lines`)
+/// and the activation scale `dy` to `acc`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q6_k_accumulate(acc: __m512, lines: &[Line], scaled: __m512i, dy: f32) -> __m512 {
+    let d = _mm512_cvtph_ps(_mm256_load_si256(lines[0].0.as_ptr().cast()));
+    _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled), _mm512_mul_ps(d, _mm512_set1_ps(dy)), acc)
+}
+
+/// One panel of Q6_K rows against the whole activation rows of `T` tokens (`xs[..T]`); a
+/// token gets the same result alone or in a batch.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn panel_q6_k_q8_k<const T: usize>(w: &PackedMatrix, xs: &[PackedActivations], p: usize) -> [__m512; T] {
     let xs = &xs[..T];
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..w.cols() / QK_K {
         let lines = w.q6_k_block(p, b);
-        let mut scaled = [_mm512_setzero_si512(); T];
-        for g in 0..16 {
-            prefetch::share::<AHEAD_LINES, Q6K_LINES, 16>(lines.as_ptr(), g);
-            let q = q6_group_quants(&lines[5 + 3 * g..8 + 3 * g]);
-            let sc = _mm512_cvtepi8_epi32(_mm_load_si128(lines[1 + g / 4].0.as_ptr().add(16 * (g % 4)).cast()));
-            for t in 0..T {
-                let quads = &xs[t].quads[64 * b + 4 * g..64 * b + 4 * g + 4];
-                // The offset of 32 as the start: the sum is exactly sum((q - 32) * y).
-                let mut sum = _mm512_set1_epi32(-32 * xs[t].sums[16 * b + g]);
-                for k in 0..4 {
-                    sum = _mm512_dpbusd_epi32(sum, q[k], _mm512_set1_epi32(quads[k] as i32));
-                }
-                scaled[t] = _mm512_add_epi32(scaled[t], _mm512_mullo_epi32(sum, sc));
-            }
-        }
-        let d = _mm512_cvtph_ps(_mm256_load_si256(lines[0].0.as_ptr().cast()));
+        let scaled = q6_k_scaled_sums::<T, true>(lines, xs, b);
         for t in 0..T {
-            let scale = _mm512_mul_ps(d, _mm512_set1_ps(xs[t].scales[b]));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled[t]), scale, acc[t]);
+            acc[t] = q6_k_accumulate(acc[t], lines, scaled[t], xs[t].scales[b]);
+        }
+    }
+    acc
+}
+
+/// `N` panels of Q6_K rows (`ps`) against one token's activation row, super-block by
+/// super-block, with [`panel_q6_k_q8_k`]'s arithmetic.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn panels_q6_k_q8_k<const N: usize>(w: &PackedMatrix, x: &PackedActivations, ps: [usize; N]) -> [__m512; N] {
+    let mut acc = [_mm512_setzero_ps(); N];
+    for b in 0..w.cols() / QK_K {
+        for (p, acc) in ps.iter().zip(acc.iter_mut()) {
+            let lines = w.q6_k_block(*p, b);
+            let [scaled] = q6_k_scaled_sums::<1, false>(lines, std::slice::from_ref(x), b);
+            *acc = q6_k_accumulate(*acc, lines, scaled, x.scales[b]);
         }
     }
     acc
