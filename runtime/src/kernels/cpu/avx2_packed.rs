@@ -24,7 +24,10 @@
 //! It prefetches its lines four super-blocks ahead (`prefetch`): without, decode of a matrix
 //! streaming from memory ran at about 16 GB/s against Q4_K's 27 (the vector work per line,
 //! about 1.7x Q4_K's, left too few loads in flight) and lost to the file layout. The legacy
-//! formats and Q6_K prefetch 4 KiB ahead, Q4_K not at all (measured, see `prefetch`).
+//! formats and Q6_K prefetch 4 KiB ahead, Q4_K not at all (measured, see `prefetch`): one
+//! token of Q4_K reads the panels of the two halves of its rows in pairs instead
+//! ([`panel_pair_q4_k`], two streams as `avx512_gemv`'s k-quant decode; Q6_K measured no faster
+//! so).
 //!
 //! Q6_K: per group of 16 elements and half, the two quant lines and the high-bit line give
 //! the 6-bit quants of 4 element quads (0..63, one OR each); `vpmaddubsw` of a quad with the
@@ -393,10 +396,30 @@ unsafe fn panel_kquant<const T: usize, const H: usize, const FIFTH: bool>(
     h0: usize,
 ) -> [[__m256; H]; T] {
     let mut acc = [[_mm256_setzero_ps(); H]; T];
-    // Lines per sub-block: 4 quant lines, plus Q5_K's fifth-bit line.
-    let per_sub = if FIFTH { 5 } else { 4 };
     for b in 0..w.cols() / QK_K {
         let lines = if FIFTH { w.q5_k_block(p, b) } else { w.q4_k_block(p, b) };
+        kquant_block::<T, H, FIFTH>(lines, xs, b, h0, &mut acc);
+    }
+    acc
+}
+
+/// Adds super-block `b` of a panel of Q4_K rows (Q5_K with `FIFTH`), its `lines`, against `T`
+/// whole activation rows to `acc`: [`panel_kquant`]'s step.
+///
+/// # Safety
+/// As [`panel_kquant`]; `lines` must be super-block `b`'s.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn kquant_block<const T: usize, const H: usize, const FIFTH: bool>(
+    lines: &[Line],
+    xs: [&PackedActivations; T],
+    b: usize,
+    h0: usize,
+    acc: &mut [[__m256; H]; T],
+) {
+    // Lines per sub-block: 4 quant lines, plus Q5_K's fifth-bit line.
+    let per_sub = if FIFTH { 5 } else { 4 };
+    {
         let lp = lines.as_ptr();
         // Byte `r` of sub-block `j`'s row bytes in a scale (line 1) or min (line 3) line pair.
         let sub = |first: usize, j: usize, h: usize| lp.add(first + j / 4).cast::<u8>().add((j % 4) * 16 + HALF * h);
@@ -473,6 +496,22 @@ unsafe fn panel_kquant<const T: usize, const H: usize, const FIFTH: bool>(
                 acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(scaled[t][h]), _mm256_mul_ps(d, dy), acc[t][h]);
                 acc[t][h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins[t]), _mm256_mul_ps(dmin, dy), acc[t][h]);
             }
+        }
+    }
+}
+
+/// Panels `ps[0]` and `ps[1]` of Q4_K rows (both halves) against one token, super-block by
+/// super-block, so the weights stream from two places at once (as `avx512_gemv`'s k-quant
+/// decode): per panel [`panel_kquant`]'s arithmetic.
+///
+/// # Safety
+/// As [`panel_kquant`] for Q4_K, for both panels.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn panel_pair_q4_k(w: &PackedMatrix, x: &PackedActivations, ps: [usize; 2]) -> [[[__m256; 2]; 1]; 2] {
+    let mut acc = [[[_mm256_setzero_ps(); 2]; 1]; 2];
+    for b in 0..w.cols() / QK_K {
+        for (p, acc) in ps.iter().zip(acc.iter_mut()) {
+            kquant_block::<1, 2, false>(w.q4_k_block(*p, b), [x], b, 0, acc);
         }
     }
     acc
@@ -601,7 +640,23 @@ unsafe fn run_tile<const T: usize, const H: usize>(
     row0: usize,
     rows: usize,
 ) {
-    let res = match w.ty() {
+    let res = tile_sums::<T, H>(w, xs, p, h0);
+    store_tile::<T, H>(res, p, h0, out, stride, row0, rows);
+}
+
+/// Halves `h0..h0 + H` of panel `p` against `T` tokens: the kernel of `w.ty()`.
+///
+/// # Safety
+/// As [`run_tile`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn tile_sums<const T: usize, const H: usize>(
+    w: &PackedMatrix,
+    xs: [&PackedActivations; T],
+    p: usize,
+    h0: usize,
+) -> [[__m256; H]; T] {
+    match w.ty() {
         GgmlType::Q4_0 => panel_q4_0_q8_0::<T, H>(w, xs, p, h0),
         GgmlType::Q8_0 => panel_q8_0_q8_0::<T, H>(w, xs, p, h0),
         GgmlType::Q5_0 => panel_q5_0_q8_0::<T, H>(w, xs, p, h0),
@@ -610,7 +665,25 @@ unsafe fn run_tile<const T: usize, const H: usize>(
         GgmlType::Q4_K => panel_q4_k_q8_k::<T, H>(w, xs, p, h0),
         GgmlType::Q5_K => panel_q5_k_q8_k::<T, H>(w, xs, p, h0),
         _ => panel_q6_k_q8_k::<T, H>(w, xs, p, h0),
-    };
+    }
+}
+
+/// Stores the sums `res` of halves `h0..h0 + H` of panel `p` for the rows below `rows`: row
+/// `r` of token `t` to `out[t * stride + r - row0]`.
+///
+/// # Safety
+/// As [`run_tile`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn store_tile<const T: usize, const H: usize>(
+    res: [[__m256; H]; T],
+    p: usize,
+    h0: usize,
+    out: *mut f32,
+    stride: usize,
+    row0: usize,
+    rows: usize,
+) {
     for h in 0..H {
         let r0 = PANEL_ROWS * p + HALF * (h0 + h);
         if r0 >= rows {
@@ -641,6 +714,22 @@ pub(super) unsafe fn matvec_packed(w: &PackedMatrix, x: &PackedActivations, firs
     debug_assert!(PANEL_ROWS * first_panel + out.len() <= w.rows());
     let row0 = PANEL_ROWS * first_panel;
     let rows = row0 + out.len();
+    if w.ty() == GgmlType::Q4_K {
+        // The panels of the two halves of the rows in pairs: two streams (`panel_pair_q4_k`).
+        let n_panels = rows.div_ceil(PANEL_ROWS) - first_panel;
+        let half = n_panels / 2;
+        for i in 0..half {
+            let ps = [first_panel + i, first_panel + half + i];
+            let res = panel_pair_q4_k(w, x, ps);
+            for (p, res) in ps.into_iter().zip(res) {
+                store_tile::<1, 2>(res, p, 0, out.as_mut_ptr(), 0, row0, rows);
+            }
+        }
+        if n_panels % 2 == 1 {
+            run_tile::<1, 2>(w, [x], first_panel + n_panels - 1, 0, out.as_mut_ptr(), 0, row0, rows);
+        }
+        return;
+    }
     for p in first_panel..rows.div_ceil(PANEL_ROWS) {
         // Both halves at once: each line is read from memory once (decode streams weights).
         run_tile::<1, 2>(w, [x], p, 0, out.as_mut_ptr(), 0, row0, rows);
