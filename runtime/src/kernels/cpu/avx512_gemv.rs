@@ -28,11 +28,11 @@
 //!
 //! So for every type the integer sums equal the scalar specification's.
 //!
-//! One token of Q4_K or Q6_K reads a task's panels in pairs, one from each half of its rows
-//! ([`panel_q4_k_q8_k`], [`panels_q6_k_q8_k`]: super-block `b` of panel `i`, then of panel
-//! `half + i`), so the weights stream from two places at once. Streaming 7B-sized matrices
-//! from memory on one core of the test VM (AMD EPYC Zen 4), this read Q4_K at 27-30 GB/s
-//! against 21-24 one panel after another, Q6_K at 29-32 against 26-27 (its prefetch then
+//! One token of Q4_K, Q5_K or Q6_K reads a task's panels in pairs, one from each half of its
+//! rows ([`kquant_panels`]: super-block `b` of panel `i`, then of panel `half + i`), so the
+//! weights stream from two places at once. Streaming 7B-sized matrices from memory on one core
+//! of the test VM (AMD EPYC Zen 4), this read Q4_K at 27-30 GB/s against 21-24 one panel
+//! after another, Q6_K at 29-32 against 26-27 and Q5_K at ~32 against ~25 (their prefetch then
 //! off), with `scripts/membw.c` at 33 (docs/kernels.md "Two streams"). The legacy formats keep
 //! one stream and their prefetch, which measured as fast.
 
@@ -73,28 +73,17 @@ pub(super) unsafe fn matvec_packed(
         };
         _mm512_mask_storeu_ps(out.add(t * stride + PANEL_ROWS * (first_panel + i)), mask, total)
     };
-    if xs.len() == 1 && matches!(w.ty(), GgmlType::Q4_K | GgmlType::Q6_K) {
+    if xs.len() == 1 && matches!(w.ty(), GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K) {
         // One token of a k-quant: the panels of the two halves of the range in pairs, so the
         // weights stream from two places at once (see the module documentation).
         let half = n_panels / 2;
-        let x = &xs[0];
         for i in 0..half {
-            let pair = [first_panel + i, first_panel + half + i];
-            let sums = if w.ty() == GgmlType::Q4_K {
-                panel_q4_k_q8_k::<2>(w, x, pair)
-            } else {
-                panels_q6_k_q8_k::<2>(w, x, pair)
-            };
+            let sums = kquant_panels::<2>(w, &xs[0], [first_panel + i, first_panel + half + i]);
             store(0, i, sums[0]);
             store(0, half + i, sums[1]);
         }
         if n_panels % 2 == 1 {
-            let last = [first_panel + n_panels - 1];
-            let sums = if w.ty() == GgmlType::Q4_K {
-                panel_q4_k_q8_k::<1>(w, x, last)
-            } else {
-                panels_q6_k_q8_k::<1>(w, x, last)
-            };
+            let sums = kquant_panels::<1>(w, &xs[0], [first_panel + n_panels - 1]);
             store(0, n_panels - 1, sums[0]);
         }
         return;
@@ -132,6 +121,17 @@ pub(super) unsafe fn matvec_packed(
                 }
             }
         }
+    }
+}
+
+/// `N` panels (`ps`) of a k-quant matrix (Q4_K, Q5_K or Q6_K) against one token, super-block
+/// by super-block.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn kquant_panels<const N: usize>(w: &PackedMatrix, x: &PackedActivations, ps: [usize; N]) -> [__m512; N] {
+    match w.ty() {
+        GgmlType::Q4_K => panel_q4_k_q8_k::<N>(w, x, ps),
+        GgmlType::Q5_K => panels_q5_k_q8_k::<N>(w, x, ps),
+        _ => panels_q6_k_q8_k::<N>(w, x, ps),
     }
 }
 
@@ -359,48 +359,74 @@ unsafe fn panel_q5_k_q8_k<const T: usize>(w: &PackedMatrix, xs: &[PackedActivati
     let xs = &xs[..T];
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..w.cols() / QK_K {
-        let lines = w.q5_k_block(p, b);
-        // Sub-block j's 16 row bytes of a scale or min line, widened to i32 lanes.
-        let byte_lanes = |line: usize, j: usize| {
-            _mm512_cvtepu8_epi32(_mm_loadu_si128(lines[line].0.as_ptr().add((j % 4) * 16).cast()))
-        };
-        let mut scaled = [_mm512_setzero_si512(); T];
-        let mut mins = [_mm512_setzero_si512(); T];
-        for j in 0..8 {
-            // 6 lines per sub-block: all 45 lines of the super-block (and 3 more) ahead.
-            prefetch::share::<Q5K_AHEAD_LINES, 48, 8>(lines.as_ptr(), j);
-            let sub = &lines[5 + 5 * j..10 + 5 * j];
-            let high = _mm512_load_si512(sub[4].0.as_ptr().cast());
-            let mut sum_lo = [_mm512_setzero_si512(); T];
-            let mut sum_hi = [_mm512_setzero_si512(); T];
-            for v in 0..4 {
-                let (qa, qb) = q5_line_quants(&sub[v], high, v);
-                for t in 0..T {
-                    let quads = &xs[t].quads[64 * b + 8 * j..64 * b + 8 * j + 8];
-                    sum_lo[t] = _mm512_dpbusd_epi32(sum_lo[t], qa, _mm512_set1_epi32(quads[2 * v] as i32));
-                    sum_hi[t] = _mm512_dpbusd_epi32(sum_hi[t], qb, _mm512_set1_epi32(quads[2 * v + 1] as i32));
-                }
-            }
-            // |scale * sum| <= 63 * 32 * 31 * 128 per sub-block: 8 of them fit i32.
-            let (sc, mn) = (byte_lanes(1 + j / 4, j), byte_lanes(3 + j / 4, j));
-            for t in 0..T {
-                let sums = _mm512_add_epi32(sum_lo[t], sum_hi[t]);
-                scaled[t] = _mm512_add_epi32(scaled[t], _mm512_mullo_epi32(sums, sc));
-                let y_sum = _mm512_set1_epi32(xs[t].sums[b * 8 + j]);
-                mins[t] = _mm512_add_epi32(mins[t], _mm512_mullo_epi32(mn, y_sum));
-            }
-        }
-        let dd = _mm512_load_si512(lines[0].0.as_ptr().cast());
-        let (d16, dmin16) = (_mm512_castsi512_si256(dd), _mm512_extracti64x4_epi64::<1>(dd));
-        for t in 0..T {
-            let dy = _mm512_set1_ps(xs[t].scales[b]);
-            let d = _mm512_mul_ps(_mm512_cvtph_ps(d16), dy);
-            let dmin = _mm512_mul_ps(_mm512_cvtph_ps(dmin16), dy);
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled[t]), d, acc[t]);
-            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins[t]), dmin, acc[t]);
-        }
+        q5_k_block::<T, true>(w.q5_k_block(p, b), xs, b, &mut acc);
     }
     acc
+}
+
+/// `N` panels of Q5_K rows (`ps`) against one token's activation row, super-block by
+/// super-block (two streams, as [`panel_q4_k_q8_k`]), with [`panel_q5_k_q8_k`]'s arithmetic.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn panels_q5_k_q8_k<const N: usize>(w: &PackedMatrix, x: &PackedActivations, ps: [usize; N]) -> [__m512; N] {
+    let mut acc = [[_mm512_setzero_ps(); 1]; N];
+    for b in 0..w.cols() / QK_K {
+        for (p, acc) in ps.iter().zip(acc.iter_mut()) {
+            q5_k_block::<1, false>(w.q5_k_block(*p, b), std::slice::from_ref(x), b, acc);
+        }
+    }
+    acc.map(|[a]| a)
+}
+
+/// Adds super-block `b` of a panel of Q5_K rows, its `lines`, against `T` tokens to `acc`
+/// ([`panel_q5_k_q8_k`]'s step); `PREFETCH` reads [`Q5K_AHEAD_LINES`] ahead.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q5_k_block<const T: usize, const PREFETCH: bool>(
+    lines: &[Line],
+    xs: &[PackedActivations],
+    b: usize,
+    acc: &mut [__m512; T],
+) {
+    // Sub-block j's 16 row bytes of a scale or min line, widened to i32 lanes.
+    let byte_lanes =
+        |line: usize, j: usize| _mm512_cvtepu8_epi32(_mm_loadu_si128(lines[line].0.as_ptr().add((j % 4) * 16).cast()));
+    let mut scaled = [_mm512_setzero_si512(); T];
+    let mut mins = [_mm512_setzero_si512(); T];
+    for j in 0..8 {
+        if PREFETCH {
+            // 6 lines per sub-block: all 45 lines of the super-block (and 3 more) ahead.
+            prefetch::share::<Q5K_AHEAD_LINES, 48, 8>(lines.as_ptr(), j);
+        }
+        let sub = &lines[5 + 5 * j..10 + 5 * j];
+        let high = _mm512_load_si512(sub[4].0.as_ptr().cast());
+        let mut sum_lo = [_mm512_setzero_si512(); T];
+        let mut sum_hi = [_mm512_setzero_si512(); T];
+        for v in 0..4 {
+            let (qa, qb) = q5_line_quants(&sub[v], high, v);
+            for t in 0..T {
+                let quads = &xs[t].quads[64 * b + 8 * j..64 * b + 8 * j + 8];
+                sum_lo[t] = _mm512_dpbusd_epi32(sum_lo[t], qa, _mm512_set1_epi32(quads[2 * v] as i32));
+                sum_hi[t] = _mm512_dpbusd_epi32(sum_hi[t], qb, _mm512_set1_epi32(quads[2 * v + 1] as i32));
+            }
+        }
+        // |scale * sum| <= 63 * 32 * 31 * 128 per sub-block: 8 of them fit i32.
+        let (sc, mn) = (byte_lanes(1 + j / 4, j), byte_lanes(3 + j / 4, j));
+        for t in 0..T {
+            let sums = _mm512_add_epi32(sum_lo[t], sum_hi[t]);
+            scaled[t] = _mm512_add_epi32(scaled[t], _mm512_mullo_epi32(sums, sc));
+            let y_sum = _mm512_set1_epi32(xs[t].sums[b * 8 + j]);
+            mins[t] = _mm512_add_epi32(mins[t], _mm512_mullo_epi32(mn, y_sum));
+        }
+    }
+    let dd = _mm512_load_si512(lines[0].0.as_ptr().cast());
+    let (d16, dmin16) = (_mm512_castsi512_si256(dd), _mm512_extracti64x4_epi64::<1>(dd));
+    for t in 0..T {
+        let dy = _mm512_set1_ps(xs[t].scales[b]);
+        let d = _mm512_mul_ps(_mm512_cvtph_ps(d16), dy);
+        let dmin = _mm512_mul_ps(_mm512_cvtph_ps(dmin16), dy);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled[t]), d, acc[t]);
+        acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins[t]), dmin, acc[t]);
+    }
 }
 
 /// The unsigned 6-bit quants (0..63) of the 4 element quads of one Q6_K group of 16 rows,

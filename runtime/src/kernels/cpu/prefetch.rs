@@ -9,8 +9,9 @@
 //! gained nothing, 80-128 lines less, and prefetching to L2 only or non-temporally lost.
 //! Q6_K gains 3 % from it (7B Q4_K_M), Q4_K nothing at 64, 128 or 180 lines, so its kernels do
 //! not prefetch; Q5_K, with more vector work per line, needs four super-blocks ahead. With
-//! AVX-512 VNNI, one token of Q4_K or Q6_K reads two streams instead (`avx512_gemv`), which
-//! measured faster than one prefetched stream; Q6_K's prefetch stays for batches.
+//! AVX-512 VNNI, one token of Q4_K, Q5_K or Q6_K reads two streams instead (`avx512_gemv`),
+//! which measured faster than one prefetched stream; Q5_K's and Q6_K's prefetch stays for
+//! batches.
 
 use super::types::Line;
 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

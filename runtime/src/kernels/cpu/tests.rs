@@ -602,10 +602,12 @@ mod repacked_matmul {
             (GgmlType::Q5_K, 30, 512),
             (GgmlType::Q5_K, 9, 1280),
             (GgmlType::Q5_K, 25, 2048),
-            // Single-token Q4_K/Q6_K decode walks the panels of a task's two halves in pairs:
+            // Single-token k-quant decode walks the panels of a task's two halves in pairs:
             // odd and even panel counts, the partial last panel alone or in the second half.
             (GgmlType::Q4_K, 100, 256),
             (GgmlType::Q4_K, 90, 512),
+            (GgmlType::Q5_K, 100, 512),
+            (GgmlType::Q5_K, 90, 256),
             (GgmlType::Q6_K, 100, 512),
             (GgmlType::Q6_K, 90, 256),
         ];
