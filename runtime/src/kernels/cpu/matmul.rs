@@ -15,7 +15,7 @@ use super::scalar;
 use super::table::act_type;
 use super::types::{Activations, QMatrix, SyncPtr, DOT_MAX_T};
 use super::{backend, Backend, KernelError, ThreadPool};
-use crate::quant::{dequantize_row, quantize_row_q8_k, GgmlType};
+use crate::quant::{dequantize_row, GgmlType};
 
 #[cfg(target_arch = "x86_64")]
 use super::{
@@ -93,7 +93,7 @@ pub fn quantize_activations(pool: &ThreadPool, ty: GgmlType, x: &[f32], cols: us
         let r = match aty {
             GgmlType::Q8_0 => act_quant::row_q8_0(xs, bytemuck::cast_slice_mut(row)),
             GgmlType::Q8_1 => act_quant::row_q8_1(xs, bytemuck::cast_slice_mut(row)),
-            _ => quantize_row_q8_k(xs, bytemuck::cast_slice_mut(row)),
+            _ => act_quant::row_q8_k(xs, bytemuck::cast_slice_mut(row)),
         };
         r.expect("activation rows are sized by their own block size");
     };
