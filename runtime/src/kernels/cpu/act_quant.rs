@@ -15,7 +15,6 @@
 use super::backend::{backend, Backend};
 use crate::quant::{
     f32_to_f16, quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k, BlockQ8K, BlockQ8_0, BlockQ8_1, QuantError,
-    QK_K,
 };
 
 /// Rounds `x` (`32 * out.len()` floats) to Q8_0 blocks, as `quantize_row_q8_0`.
@@ -36,8 +35,8 @@ pub(super) fn row_q8_1(x: &[f32], out: &mut [BlockQ8_1]) -> Result<(), QuantErro
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub(super) fn row_q8_k(x: &[f32], out: &mut [BlockQ8K]) -> Result<(), QuantError> {
     #[cfg(target_arch = "x86_64")]
-    if x.len() == QK_K * out.len() && backend() != Backend::Scalar {
-        for (xs, y) in x.chunks_exact(QK_K).zip(out.chunks_exact_mut(1)) {
+    if x.len() == crate::quant::QK_K * out.len() && backend() != Backend::Scalar {
+        for (xs, y) in x.chunks_exact(crate::quant::QK_K).zip(out.chunks_exact_mut(1)) {
             // SAFETY: every non-scalar x86 backend has AVX2; `xs` holds 256 floats.
             match unsafe { x86::block_q8_k(xs) } {
                 Some(block) => y[0] = block,
@@ -195,6 +194,7 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::kernels::cpu::tests::random_floats;
+    use crate::quant::QK_K;
     use bytemuck::Zeroable;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
