@@ -92,19 +92,7 @@ mod x86 {
     pub(super) unsafe fn block(x: &[f32]) -> Option<(f32, [i8; 32], i32)> {
         debug_assert!(x.len() >= 32);
         let v: [__m256; 4] = std::array::from_fn(|c| _mm256_loadu_ps(x.as_ptr().add(8 * c)));
-        let sign = _mm256_set1_ps(-0.0);
-        let mut amax = _mm256_setzero_ps();
-        let mut unordered = 0;
-        for &vc in &v {
-            unordered |= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(vc, vc));
-            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, vc));
-        }
-        if unordered != 0 {
-            return None;
-        }
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), amax);
-        let amax = lanes.iter().fold(0f32, |m, &a| m.max(a));
+        let amax = abs_max(&x[..32])?;
         let d = amax / 127.0;
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         if !amax.is_finite() || !id.is_finite() {
@@ -115,15 +103,45 @@ mod x86 {
         let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
         let mut sums = [0i32; 8];
         _mm256_storeu_si256(sums.as_mut_ptr().cast(), sum);
-        // packs work per 128-bit lane: (q0, q1) -> [q0 lo, q1 lo, q0 hi, q1 hi] as i16, then
-        // the bytes of both pairs likewise; one dword permute restores element order.
-        let w01 = _mm256_packs_epi32(q[0], q[1]);
-        let w23 = _mm256_packs_epi32(q[2], q[3]);
-        let bytes = _mm256_packs_epi16(w01, w23);
-        let ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         let mut qs = [0i8; 32];
-        _mm256_storeu_si256(qs.as_mut_ptr().cast(), ordered);
+        _mm256_storeu_si256(qs.as_mut_ptr().cast(), bytes_in_order(q));
         Some((d, qs, sums.iter().sum()))
+    }
+
+    /// The largest magnitude among `x` (a multiple of 8 floats), or `None` if one is NaN.
+    ///
+    /// # Safety
+    /// AVX2 must be present.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn abs_max(x: &[f32]) -> Option<f32> {
+        let sign = _mm256_set1_ps(-0.0);
+        let mut amax = _mm256_setzero_ps();
+        let mut unordered = 0;
+        for c in x.chunks_exact(8) {
+            let v = _mm256_loadu_ps(c.as_ptr());
+            unordered |= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v));
+        }
+        if unordered != 0 {
+            return None;
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), amax);
+        Some(lanes.iter().fold(0f32, |m, &a| m.max(a)))
+    }
+
+    /// The 32 i32 lanes of `q` (elements in order, each within i8) as 32 bytes in order:
+    /// packs work per 128-bit lane, (q0, q1) -> [q0 lo, q1 lo, q0 hi, q1 hi] as i16, then the
+    /// bytes of both pairs likewise; one dword permute restores element order.
+    ///
+    /// # Safety
+    /// AVX2 must be present.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn bytes_in_order(q: [__m256i; 4]) -> __m256i {
+        let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
     }
 
     /// One Q8_K block of 256 floats, or `None` where the scalar path must decide (a NaN, a
@@ -139,20 +157,7 @@ mod x86 {
     pub(super) unsafe fn block_q8_k(x: &[f32]) -> Option<BlockQ8K> {
         debug_assert!(x.len() >= QK_K);
         let load = |c: usize| _mm256_loadu_ps(x.as_ptr().add(8 * c));
-        let sign = _mm256_set1_ps(-0.0);
-        let mut amax = _mm256_setzero_ps();
-        let mut unordered = 0;
-        for c in 0..QK_K / 8 {
-            let v = load(c);
-            unordered |= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
-            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v));
-        }
-        if unordered != 0 {
-            return None;
-        }
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), amax);
-        let amax = lanes.iter().fold(0f32, |m, &a| m.max(a));
+        let amax = abs_max(&x[..QK_K])?;
         if amax == 0.0 {
             return Some(BlockQ8K::zeroed());
         }
@@ -160,7 +165,7 @@ mod x86 {
             return None;
         }
         // The scalar path's `max`: the first element of the largest magnitude, with its sign.
-        let target = _mm256_set1_ps(amax);
+        let (sign, target) = (_mm256_set1_ps(-0.0), _mm256_set1_ps(amax));
         let first = (0..QK_K / 8).find_map(|c| {
             let hits = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_andnot_ps(sign, load(c)), target));
             (hits != 0).then(|| 8 * c + hits.trailing_zeros() as usize)
@@ -173,10 +178,7 @@ mod x86 {
         let mut y = BlockQ8K::zeroed();
         for k in 0..QK_K / 32 {
             let q: [__m256i; 4] = std::array::from_fn(|c| _mm256_cvtps_epi32(_mm256_mul_ps(load(4 * k + c), scale)));
-            // As in `block`: packs per 128-bit lane, then one dword permute.
-            let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-            let ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-            _mm256_storeu_si256(y.qs.as_mut_ptr().add(32 * k).cast(), ordered);
+            _mm256_storeu_si256(y.qs.as_mut_ptr().add(32 * k).cast(), bytes_in_order(q));
             // The sums of groups 2k and 2k + 1 (16 quants each): per 128-bit lane, two
             // horizontal adds leave each group's half-sums in dwords 0 and 1.
             let h = _mm256_hadd_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));

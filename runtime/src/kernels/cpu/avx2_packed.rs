@@ -419,83 +419,79 @@ unsafe fn kquant_block<const T: usize, const H: usize, const FIFTH: bool>(
 ) {
     // Lines per sub-block: 4 quant lines, plus Q5_K's fifth-bit line.
     let per_sub = if FIFTH { 5 } else { 4 };
-    {
-        let lp = lines.as_ptr();
-        // Byte `r` of sub-block `j`'s row bytes in a scale (line 1) or min (line 3) line pair.
-        let sub = |first: usize, j: usize, h: usize| lp.add(first + j / 4).cast::<u8>().add((j % 4) * 16 + HALF * h);
-        let mut scaled = [[_mm256_setzero_si256(); H]; T];
-        for j in 0..8 {
-            let quads: [*const u32; T] = std::array::from_fn(|t| xs[t].quads.as_ptr().add(64 * b + 8 * j));
-            let sub_lines = lp.add(5 + per_sub * j);
-            if FIFTH {
-                // 6 lines per sub-block: all 45 lines of the super-block (and 3 more) ahead.
-                prefetch::share::<Q5K_AHEAD_LINES, 48, 8>(lp, j);
-                let sc: [__m256i; H] = std::array::from_fn(|h| {
-                    let s = sub(1, j, h0 + h);
-                    byte_pairs(s, s)
-                });
-                let high: [__m256i; H] =
-                    std::array::from_fn(|h| _mm256_load_si256(sub_lines.add(4).cast::<u8>().add(32 * (h0 + h)).cast()));
-                for half_block in 0..2 {
-                    let mut s16 = [[_mm256_setzero_si256(); H]; T];
-                    for v in 2 * half_block..2 * half_block + 2 {
-                        let y: [[__m256i; 2]; T] = std::array::from_fn(|t| {
-                            let q = quads[t].add(2 * v);
-                            [
-                                _mm256_set1_epi32(q.read() as i32),
-                                _mm256_set1_epi32(q.add(1).read() as i32),
-                            ]
-                        });
-                        for h in 0..H {
-                            let (lo, hi) = q5_half_quants_with(sub_lines, high[h], v, h0 + h);
-                            for t in 0..T {
-                                // No saturation: |4 pairs| <= 4 * 7936 < 32768.
-                                s16[t][h] = _mm256_add_epi16(s16[t][h], _mm256_maddubs_epi16(lo, y[t][0]));
-                                s16[t][h] = _mm256_add_epi16(s16[t][h], _mm256_maddubs_epi16(hi, y[t][1]));
-                            }
-                        }
-                    }
-                    for t in 0..T {
-                        for h in 0..H {
-                            scaled[t][h] = _mm256_add_epi32(scaled[t][h], _mm256_madd_epi16(s16[t][h], sc[h]));
+    let lp = lines.as_ptr();
+    // Byte `r` of sub-block `j`'s row bytes in a scale (line 1) or min (line 3) line pair.
+    let sub = |first: usize, j: usize, h: usize| lp.add(first + j / 4).cast::<u8>().add((j % 4) * 16 + HALF * h);
+    let mut scaled = [[_mm256_setzero_si256(); H]; T];
+    for j in 0..8 {
+        let quads: [*const u32; T] = std::array::from_fn(|t| xs[t].quads.as_ptr().add(64 * b + 8 * j));
+        let sub_lines = lp.add(5 + per_sub * j);
+        if FIFTH {
+            // 6 lines per sub-block: all 45 lines of the super-block (and 3 more) ahead.
+            prefetch::share::<Q5K_AHEAD_LINES, 48, 8>(lp, j);
+            let sc: [__m256i; H] = std::array::from_fn(|h| {
+                let s = sub(1, j, h0 + h);
+                byte_pairs(s, s)
+            });
+            let high: [__m256i; H] =
+                std::array::from_fn(|h| _mm256_load_si256(sub_lines.add(4).cast::<u8>().add(32 * (h0 + h)).cast()));
+            for half_block in 0..2 {
+                let mut s16 = [[_mm256_setzero_si256(); H]; T];
+                for v in 2 * half_block..2 * half_block + 2 {
+                    let y: [[__m256i; 2]; T] = std::array::from_fn(|t| {
+                        let q = quads[t].add(2 * v);
+                        [
+                            _mm256_set1_epi32(q.read() as i32),
+                            _mm256_set1_epi32(q.add(1).read() as i32),
+                        ]
+                    });
+                    for h in 0..H {
+                        let (lo, hi) = q5_half_quants_with(sub_lines, high[h], v, h0 + h);
+                        for t in 0..T {
+                            // No saturation: |4 pairs| <= 4 * 7936 < 32768.
+                            s16[t][h] = _mm256_add_epi16(s16[t][h], _mm256_maddubs_epi16(lo, y[t][0]));
+                            s16[t][h] = _mm256_add_epi16(s16[t][h], _mm256_maddubs_epi16(hi, y[t][1]));
                         }
                     }
                 }
-            } else {
-                let s16 = group_sums::<T, H>(sub_lines, quads, h0);
-                for h in 0..H {
-                    let s = sub(1, j, h0 + h);
-                    let sc = byte_pairs(s, s);
-                    for t in 0..T {
-                        // (scale, scale) x the two i16 halves: scale * group sum, exact in i32.
-                        scaled[t][h] = _mm256_add_epi32(scaled[t][h], _mm256_madd_epi16(s16[t][h], sc));
+                for t in 0..T {
+                    for h in 0..H {
+                        scaled[t][h] = _mm256_add_epi32(scaled[t][h], _mm256_madd_epi16(s16[t][h], sc[h]));
                     }
+                }
+            }
+        } else {
+            let s16 = group_sums::<T, H>(sub_lines, quads, h0);
+            for h in 0..H {
+                let s = sub(1, j, h0 + h);
+                let sc = byte_pairs(s, s);
+                for t in 0..T {
+                    // (scale, scale) x the two i16 halves: scale * group sum, exact in i32.
+                    scaled[t][h] = _mm256_add_epi32(scaled[t][h], _mm256_madd_epi16(s16[t][h], sc));
                 }
             }
         }
-        // Per token, the Q8_K sub-block sums of this super-block as i16 pairs (|sum| <= 4096).
-        let y_pairs: [[i32; 4]; T] = std::array::from_fn(|t| {
-            let s = xs[t].sums.as_ptr().add(8 * b);
-            std::array::from_fn(|i| {
-                (s.add(2 * i).read() as u16 as u32 | ((s.add(2 * i + 1).read() as u32) << 16)) as i32
-            })
-        });
-        for h in 0..H {
-            let hh = h0 + h;
-            let d = _mm256_cvtph_ps(_mm_load_si128(lp.cast::<u8>().add(16 * hh).cast()));
-            let dmin = _mm256_cvtph_ps(_mm_load_si128(lp.cast::<u8>().add(32 + 16 * hh).cast()));
-            let mut mins = [_mm256_setzero_si256(); T];
-            for i in 0..4 {
-                let m = byte_pairs(sub(3, 2 * i, hh), sub(3, 2 * i + 1, hh));
-                for t in 0..T {
-                    mins[t] = _mm256_add_epi32(mins[t], _mm256_madd_epi16(m, _mm256_set1_epi32(y_pairs[t][i])));
-                }
-            }
+    }
+    // Per token, the Q8_K sub-block sums of this super-block as i16 pairs (|sum| <= 4096).
+    let y_pairs: [[i32; 4]; T] = std::array::from_fn(|t| {
+        let s = xs[t].sums.as_ptr().add(8 * b);
+        std::array::from_fn(|i| (s.add(2 * i).read() as u16 as u32 | ((s.add(2 * i + 1).read() as u32) << 16)) as i32)
+    });
+    for h in 0..H {
+        let hh = h0 + h;
+        let d = _mm256_cvtph_ps(_mm_load_si128(lp.cast::<u8>().add(16 * hh).cast()));
+        let dmin = _mm256_cvtph_ps(_mm_load_si128(lp.cast::<u8>().add(32 + 16 * hh).cast()));
+        let mut mins = [_mm256_setzero_si256(); T];
+        for i in 0..4 {
+            let m = byte_pairs(sub(3, 2 * i, hh), sub(3, 2 * i + 1, hh));
             for t in 0..T {
-                let dy = _mm256_set1_ps(*xs[t].scales.get_unchecked(b));
-                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(scaled[t][h]), _mm256_mul_ps(d, dy), acc[t][h]);
-                acc[t][h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins[t]), _mm256_mul_ps(dmin, dy), acc[t][h]);
+                mins[t] = _mm256_add_epi32(mins[t], _mm256_madd_epi16(m, _mm256_set1_epi32(y_pairs[t][i])));
             }
+        }
+        for t in 0..T {
+            let dy = _mm256_set1_ps(*xs[t].scales.get_unchecked(b));
+            acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(scaled[t][h]), _mm256_mul_ps(d, dy), acc[t][h]);
+            acc[t][h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins[t]), _mm256_mul_ps(dmin, dy), acc[t][h]);
         }
     }
 }

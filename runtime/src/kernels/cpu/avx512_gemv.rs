@@ -462,17 +462,30 @@ pub(super) unsafe fn q6_group_quants(group: &[Line]) -> [__m512i; 4] {
     ]
 }
 
-/// The integer sums of one Q6_K super-block `b` of 16 rows (`lines`) against `T` tokens
-/// (`xs[..T]`), times the rows' group scales and added up: each group's quants are unpacked
-/// once for all tokens, and per token the arithmetic is the same for every `T`. `PREFETCH`
-/// reads the lines [`AHEAD_LINES`] ahead (one stream of panels; two need no prefetch).
+/// One panel of Q6_K rows against the whole activation rows of `T` tokens (`xs[..T]`); a
+/// token gets the same result alone or in a batch.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn panel_q6_k_q8_k<const T: usize>(w: &PackedMatrix, xs: &[PackedActivations], p: usize) -> [__m512; T] {
+    let xs = &xs[..T];
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..w.cols() / QK_K {
+        q6_k_block::<T, true>(w.q6_k_block(p, b), xs, b, &mut acc);
+    }
+    acc
+}
+
+/// Adds super-block `b` of a panel of Q6_K rows, its `lines`, against `T` tokens (`xs[..T]`)
+/// to `acc` ([`panel_q6_k_q8_k`]'s step): each group's quants are unpacked once for all
+/// tokens, and per token the arithmetic is the same for every `T`. `PREFETCH` reads the lines
+/// [`AHEAD_LINES`] ahead (one stream of panels; two need no prefetch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn q6_k_scaled_sums<const T: usize, const PREFETCH: bool>(
+unsafe fn q6_k_block<const T: usize, const PREFETCH: bool>(
     lines: &[Line],
     xs: &[PackedActivations],
     b: usize,
-) -> [__m512i; T] {
+    acc: &mut [__m512; T],
+) {
     let mut scaled = [_mm512_setzero_si512(); T];
     for g in 0..16 {
         if PREFETCH {
@@ -490,45 +503,22 @@ unsafe fn q6_k_scaled_sums<const T: usize, const PREFETCH: bool>(
             scaled[t] = _mm512_add_epi32(scaled[t], _mm512_mullo_epi32(sum, sc));
         }
     }
-    scaled
-}
-
-/// Adds a Q6_K super-block's `scaled` sums of 16 rows times `d` (from the block's `lines`)
-/// and the activation scale `dy` to `acc`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-unsafe fn q6_k_accumulate(acc: __m512, lines: &[Line], scaled: __m512i, dy: f32) -> __m512 {
     let d = _mm512_cvtph_ps(_mm256_load_si256(lines[0].0.as_ptr().cast()));
-    _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled), _mm512_mul_ps(d, _mm512_set1_ps(dy)), acc)
-}
-
-/// One panel of Q6_K rows against the whole activation rows of `T` tokens (`xs[..T]`); a
-/// token gets the same result alone or in a batch.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn panel_q6_k_q8_k<const T: usize>(w: &PackedMatrix, xs: &[PackedActivations], p: usize) -> [__m512; T] {
-    let xs = &xs[..T];
-    let mut acc = [_mm512_setzero_ps(); T];
-    for b in 0..w.cols() / QK_K {
-        let lines = w.q6_k_block(p, b);
-        let scaled = q6_k_scaled_sums::<T, true>(lines, xs, b);
-        for t in 0..T {
-            acc[t] = q6_k_accumulate(acc[t], lines, scaled[t], xs[t].scales[b]);
-        }
+    for t in 0..T {
+        let scale = _mm512_mul_ps(d, _mm512_set1_ps(xs[t].scales[b]));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled[t]), scale, acc[t]);
     }
-    acc
 }
 
 /// `N` panels of Q6_K rows (`ps`) against one token's activation row, super-block by
 /// super-block, with [`panel_q6_k_q8_k`]'s arithmetic.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn panels_q6_k_q8_k<const N: usize>(w: &PackedMatrix, x: &PackedActivations, ps: [usize; N]) -> [__m512; N] {
-    let mut acc = [_mm512_setzero_ps(); N];
+    let mut acc = [[_mm512_setzero_ps(); 1]; N];
     for b in 0..w.cols() / QK_K {
         for (p, acc) in ps.iter().zip(acc.iter_mut()) {
-            let lines = w.q6_k_block(*p, b);
-            let [scaled] = q6_k_scaled_sums::<1, false>(lines, std::slice::from_ref(x), b);
-            *acc = q6_k_accumulate(*acc, lines, scaled, x.scales[b]);
+            q6_k_block::<1, false>(w.q6_k_block(*p, b), std::slice::from_ref(x), b, acc);
         }
     }
-    acc
+    acc.map(|[a]| a)
 }
