@@ -19,7 +19,8 @@
 //! used for 16 rows. Offsets (Q4_0's 8, Q5_0's 16, Q8_0's +128 bias, the Q4_1/Q5_1 and k-quant
 //! mins, Q6_K's 32) are applied per group through activation sums, as in the scalar
 //! specification (Q8_0 and Q5 panels from the repacked form: as integer start values, see
-//! `LegacyTables`).
+//! `LegacyTables`; Q6_K's 32 always, and the Q4_K/Q5_K mins two groups per `vpdpwssd`, see
+//! `KTables`).
 
 // Kernel loops index several arrays (weights, per-token sums, scales) with one counter over
 // const-generic bounds the compiler unrolls; iterator chains would only obscure that.
@@ -214,10 +215,11 @@ struct Panel {
     /// Legacy: per block, 16 f32 offsets, subtracted per unit of `d_y * sum(y)` (`8 d` for
     /// Q4_0, `16 d` for Q5_0, `128 d` for Q8_0, `-m` for Q4_1/Q5_1; see [`LegacyTables`] for
     /// when the integer starts replace the first three).
-    /// k-quants: per super-block, 8 pairs of i16 mins per row (as i32 lanes), for `vpdpwssd`
-    /// with pairs of Q8_K `bsums`.
+    /// Q4_K/Q5_K: per super-block, 4 pairs of i16 mins per row (groups 2k and 2k + 1, as i32
+    /// lanes), for `vpdpwssd` with the paired group sums of [`KTables`]. Q6_K: none (its offset
+    /// of 32 enters through the group sums' start, see [`KTables`]).
     mn: Vec<u32>,
-    /// k-quants: per super-block, 16 f32 `dmin` (Q6_K: `d`).
+    /// Q4_K/Q5_K: per super-block, 16 f32 `dmin`.
     dm: Vec<f32>,
 }
 
@@ -292,11 +294,15 @@ unsafe fn unpack_block(ty: GgmlType, row: *const u8, b: usize, q: &mut [u8], p: 
                 _mm256_storeu_si256(q.as_mut_ptr().add(64 * j).cast(), lo);
                 _mm256_storeu_si256(q.as_mut_ptr().add(64 * j + 32).cast(), hi);
             }
+            let mut mins = [0u32; 8];
             for j in 0..8 {
                 let (sc, m) = crate::quant::get_scale_min_k4(j, &s);
                 p.sci[(b * 8 + j) * PR + r] = sc as i32;
-                // Both groups of 16 in sub-block j share its min.
-                p.mn[(b * 8 + j) * PR + r] = (m as u32) | ((m as u32) << 16);
+                mins[j] = m as u32;
+            }
+            // Groups 2k and 2k + 1 share an i32 lane.
+            for k in 0..4 {
+                p.mn[(b * 4 + k) * PR + r] = mins[2 * k] | (mins[2 * k + 1] << 16);
             }
             p.dk[b * PR + r] = d;
             p.dm[b * PR + r] = dmin;
@@ -335,14 +341,7 @@ unsafe fn unpack_block(ty: GgmlType, row: *const u8, b: usize, q: &mut [u8], p: 
             for g in 0..16 {
                 p.sci[(b * 16 + g) * PR + r] = sc[g] as i32;
             }
-            // The -32 offset: a min of 32 * scale per group of 16, paired for vpdpwssd.
-            for pr in 0..8 {
-                let lo = (32 * sc[2 * pr] as i32) as u16 as u32;
-                let hi = (32 * sc[2 * pr + 1] as i32) as u16 as u32;
-                p.mn[(b * 8 + pr) * PR + r] = lo | (hi << 16);
-            }
             p.dk[b * PR + r] = d;
-            p.dm[b * PR + r] = d;
         }
         _ => unreachable!("panel_supported"),
     }
@@ -444,14 +443,7 @@ unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
                 for g in 0..16 {
                     p.sci[(b * 16 + g) * PR + r] = sc(g);
                 }
-                // As `unpack_block`: the offset of 32 as a min of 32 * scale, paired.
-                for pr in 0..8 {
-                    let lo = (32 * sc(2 * pr)) as u16 as u32;
-                    let hi = (32 * sc(2 * pr + 1)) as u16 as u32;
-                    p.mn[(b * 8 + pr) * PR + r] = lo | (hi << 16);
-                }
                 p.dk[b * PR + r] = d;
-                p.dm[b * PR + r] = d;
             }
         }
         return;
@@ -477,11 +469,13 @@ unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
         for r in 0..PR {
             let half_at = |at: usize| u16::from_le_bytes([lines[0].0[at], lines[0].0[at + 1]]);
             let (d, dmin) = (f16(half_at(2 * r)), f16(half_at(32 + 2 * r)));
+            let min = |j: usize| lines[3 + j / 4].0[(j % 4) * 16 + r] as u32;
             for j in 0..8 {
-                let sc = lines[1 + j / 4].0[(j % 4) * 16 + r];
-                let m = lines[3 + j / 4].0[(j % 4) * 16 + r] as u32;
-                p.sci[(b * 8 + j) * PR + r] = sc as i32;
-                p.mn[(b * 8 + j) * PR + r] = m | (m << 16);
+                p.sci[(b * 8 + j) * PR + r] = lines[1 + j / 4].0[(j % 4) * 16 + r] as i32;
+            }
+            // As `unpack_block`: groups 2k and 2k + 1 share an i32 lane.
+            for k in 0..4 {
+                p.mn[(b * 4 + k) * PR + r] = min(2 * k) | (min(2 * k + 1) << 16);
             }
             p.dk[b * PR + r] = d;
             p.dm[b * PR + r] = dmin;
@@ -532,17 +526,32 @@ unsafe fn micro_legacy<const T: usize, const FLOAT_OFFSET: bool>(
     acc
 }
 
-/// k-quant micro-kernel: 16 rows x `T` tokens over all super-blocks; `y[t]` are Q8_K rows.
+/// k-quant micro-kernel: 16 rows x `T` tokens over all super-blocks; `y[t]` are Q8_K rows and
+/// `tabs` their [`KTables`] entries, token `t` of the tile being token `t0 + t` of the matmul.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn micro_k<const T: usize, const G: usize>(p: &Panel, nsb: usize, y: [*const u8; T]) -> [__m512; T] {
+unsafe fn micro_k<const T: usize, const G: usize>(
+    p: &Panel,
+    nsb: usize,
+    y: [*const u8; T],
+    tabs: &KTables,
+    t0: usize,
+) -> [__m512; T] {
     let gps = QK_K / G;
+    let tab = |t: usize, sb: usize| tabs.0.as_ptr().add(((t0 + t) * nsb + sb) * KTables::per_super_block(G));
     let mut acc = [_mm512_setzero_ps(); T];
     for sb in 0..nsb {
         // Group sums times the group scales, added in integers: |scale * sum| * groups stays
         // below 2^28 for every k-quant (Q6_K: 127 * (63 * 127 * 16) * 16).
         let mut scaled = [_mm512_setzero_si512(); T];
         for g in 0..gps {
-            let mut s = [_mm512_setzero_si512(); T];
+            // Q6_K's sums start at -32 * sum(y): its quants' offset, exact in integers.
+            let mut s: [__m512i; T] = std::array::from_fn(|t| {
+                if G == 16 {
+                    _mm512_set1_epi32(tab(t, sb).add(g).read())
+                } else {
+                    _mm512_setzero_si512()
+                }
+            });
             for k in 0..G / 4 {
                 let quad = sb * 64 + g * (G / 4) + k;
                 let wv = _mm512_loadu_si512(p.q.as_ptr().add(quad * 64).cast());
@@ -555,28 +564,69 @@ unsafe fn micro_k<const T: usize, const G: usize>(p: &Panel, nsb: usize, y: [*co
                 scaled[t] = _mm512_add_epi32(scaled[t], _mm512_mullo_epi32(s[t], scv));
             }
         }
-        let mut macc = [_mm512_setzero_si512(); T];
-        for pr in 0..8 {
-            let mv = _mm512_loadu_si512(p.mn.as_ptr().add((sb * 8 + pr) * PR).cast());
+        let dkv = _mm512_loadu_ps(p.dk.as_ptr().add(sb * PR));
+        if G == 16 {
             for t in 0..T {
-                macc[t] = _mm512_dpwssd_epi32(macc[t], mv, bcast32(y[t].add(sb * 292 + 4 + QK_K + 4 * pr)));
+                let dy = _mm512_set1_ps(y[t].add(sb * 292).cast::<f32>().read_unaligned());
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled[t]), _mm512_mul_ps(dkv, dy), acc[t]);
+            }
+            continue;
+        }
+        // The mins times the group sums of y, two groups per i32 lane.
+        let mut macc = [_mm512_setzero_si512(); T];
+        for pr in 0..4 {
+            let mv = _mm512_loadu_si512(p.mn.as_ptr().add((sb * 4 + pr) * PR).cast());
+            for t in 0..T {
+                macc[t] = _mm512_dpwssd_epi32(macc[t], mv, _mm512_set1_epi32(tab(t, sb).add(pr).read()));
             }
         }
-        let dkv = _mm512_loadu_ps(p.dk.as_ptr().add(sb * PR));
         let dmv = _mm512_loadu_ps(p.dm.as_ptr().add(sb * PR));
         for t in 0..T {
             let dy = _mm512_set1_ps(y[t].add(sb * 292).cast::<f32>().read_unaligned());
-            if G == 16 {
-                // Q6_K: the offset of 32 shares `d`, so it is taken off exactly, in integers.
-                let total = _mm512_sub_epi32(scaled[t], macc[t]);
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_mul_ps(dkv, dy), acc[t]);
-            } else {
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled[t]), _mm512_mul_ps(dkv, dy), acc[t]);
-                acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(macc[t]), _mm512_mul_ps(dmv, dy), acc[t]);
-            }
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled[t]), _mm512_mul_ps(dkv, dy), acc[t]);
+            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(macc[t]), _mm512_mul_ps(dmv, dy), acc[t]);
         }
     }
     acc
+}
+
+/// Per-super-block activation tables of the k-quant path, token-major (`t * nsb + sb`), made
+/// once per matmul from the Q8_K `bsums` (sums of 16 quants).
+/// Q4_K/Q5_K: 4 i32 per super-block, each the i16 pair of the sums of y over groups 2k and
+/// 2k + 1 (32 elements each, |sum| <= 32 * 127), multiplied by the panel's paired mins in one
+/// `vpdpwssd`. Q6_K: 16 i32 per super-block, -32 * the sum of each 16-element group: the start
+/// of that group's sums, so the quants' offset of 32 costs no instruction of the micro-kernel.
+#[derive(Default)]
+struct KTables(Vec<i32>);
+
+impl KTables {
+    /// Entries per super-block for groups of `g` elements.
+    const fn per_super_block(g: usize) -> usize {
+        if g == 16 {
+            16
+        } else {
+            4
+        }
+    }
+
+    fn new(ty: GgmlType, acts: &[u8], arb: usize, n_tokens: usize, nsb: usize) -> KTables {
+        let g = group(ty);
+        let mut tabs = Vec::with_capacity(n_tokens * nsb * KTables::per_super_block(g));
+        for row in acts.chunks_exact(arb).take(n_tokens) {
+            for blk in row.chunks_exact(292).take(nsb) {
+                let bsum = |i: usize| i16::from_le_bytes([blk[260 + 2 * i], blk[261 + 2 * i]]) as i32;
+                if g == 16 {
+                    tabs.extend((0..16).map(|i| -32 * bsum(i)));
+                } else {
+                    tabs.extend((0..4).map(|k| {
+                        let pair = |j: usize| (bsum(2 * j) + bsum(2 * j + 1)) as i16 as u16 as u32;
+                        (pair(2 * k) | (pair(2 * k + 1) << 16)) as i32
+                    }));
+                }
+            }
+        }
+        KTables(tabs)
+    }
 }
 
 /// Per-block activation tables of the legacy path, token-major (`t * nb + b`).
@@ -634,6 +684,12 @@ impl LegacyTables {
     }
 }
 
+/// The per-token activation tables of one matmul, by weight family.
+enum Tables {
+    Legacy(LegacyTables),
+    K(KTables),
+}
+
 /// Runs a micro-tile of `nt <= TT` tokens starting at `t0` for the panel at rows `r0..r0+nr`
 /// and stores the 16 (or `nr`) results per token into `out[t * rows + r0..]`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -644,7 +700,7 @@ unsafe fn run_micro(
     cols: usize,
     acts: &[u8],
     arb: usize,
-    tabs: &LegacyTables,
+    tabs: &Tables,
     t0: usize,
     nt: usize,
     r0: usize,
@@ -655,8 +711,8 @@ unsafe fn run_micro(
     macro_rules! go {
         ($T:literal) => {{
             let y: [*const u8; $T] = std::array::from_fn(|i| acts.as_ptr().add((t0 + i) * arb));
-            let res = match ty {
-                _ if is_legacy(ty) => {
+            let res = match tabs {
+                Tables::Legacy(tabs) => {
                     let act = if has_min(ty) { (Q8_1, 4) } else { (Q8_0, 2) };
                     if tabs.float_offset(ty) {
                         micro_legacy::<$T, true>(p, cols / 32, act, y, tabs, t0)
@@ -664,8 +720,8 @@ unsafe fn run_micro(
                         micro_legacy::<$T, false>(p, cols / 32, act, y, tabs, t0)
                     }
                 }
-                GgmlType::Q6_K => micro_k::<$T, 16>(p, cols / QK_K, y),
-                _ => micro_k::<$T, 32>(p, cols / QK_K, y),
+                Tables::K(tabs) if ty == GgmlType::Q6_K => micro_k::<$T, 16>(p, cols / QK_K, y, tabs, t0),
+                Tables::K(tabs) => micro_k::<$T, 32>(p, cols / QK_K, y, tabs, t0),
             };
             let mask: __mmask16 = if nr >= 16 { 0xffff } else { (1u16 << nr) - 1 };
             for (i, v) in res.iter().enumerate() {
@@ -703,16 +759,18 @@ pub(super) unsafe fn matmul_panels(
     let ty = w.ty;
     let (rows, cols) = (w.rows, w.cols);
     let tabs = if is_legacy(ty) {
-        LegacyTables::new(ty, w.packed.is_some(), acts, n_tokens, cols / 32)
+        Tables::Legacy(LegacyTables::new(ty, w.packed.is_some(), acts, n_tokens, cols / 32))
     } else {
-        LegacyTables::default()
+        Tables::K(KTables::new(ty, acts, arb, n_tokens, cols / QK_K))
     };
     let n_groups = cols / group(ty);
-    let (n_mn, n_dm) = if is_legacy(ty) {
-        (cols / 32, 0)
-    } else {
-        (cols / QK_K * 8, cols / QK_K)
+    // Per row: the legacy offsets per block; the Q4_K/Q5_K min pairs and dmin per super-block.
+    let (n_mn, n_dm) = match ty {
+        _ if is_legacy(ty) => (cols / 32, 0),
+        GgmlType::Q6_K => (0, 0),
+        _ => (cols / QK_K * 4, cols / QK_K),
     };
+    let n_dk = if is_legacy(ty) { 0 } else { cols / QK_K };
     let n_panels = rows.div_ceil(PR);
     let n_chunks = n_tokens.div_ceil(TOK_CHUNK);
     let outp = SyncPtr(out.as_mut_ptr());
@@ -726,7 +784,7 @@ pub(super) unsafe fn matmul_panels(
             q: vec![0u8; cols * PR],
             scf: vec![0f32; if is_legacy(ty) { n_groups * PR } else { 0 }],
             sci: vec![0i32; if is_legacy(ty) { 0 } else { n_groups * PR }],
-            dk: vec![0f32; n_dm * PR],
+            dk: vec![0f32; n_dk * PR],
             mn: vec![0u32; n_mn * PR],
             dm: vec![0f32; n_dm * PR],
         };
