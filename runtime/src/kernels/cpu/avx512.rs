@@ -18,8 +18,8 @@
 //! unpacked weight vector is loaded once per `T` tokens and each activation broadcast is
 //! used for 16 rows. Offsets (Q4_0's 8, Q5_0's 16, Q8_0's +128 bias, the Q4_1/Q5_1 and k-quant
 //! mins, Q6_K's 32) are applied per group through activation sums, as in the scalar
-//! specification (Q8_0 and Q5 panels from the repacked form: as integer start values, see
-//! `LegacyTables`; Q6_K's 32 always, and the Q4_K/Q5_K mins two groups per `vpdpwssd`, see
+//! specification (Q4_0, Q8_0 and Q5 panels from the repacked form: as integer start values,
+//! see `LegacyTables`; Q6_K's 32 always, and the Q4_K/Q5_K mins two groups per `vpdpwssd`, see
 //! `KTables`).
 
 // Kernel loops index several arrays (weights, per-token sums, scales) with one counter over
@@ -414,9 +414,9 @@ unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
             for r in 0..PR {
                 let d = f16(sc[r]);
                 p.scf[b * PR + r] = d;
-                // The float offset per unit of d_y * sum(y), as `unpack_block` (Q8_0 and Q5
-                // panels from the packed form use the integer starts instead, see
-                // `LegacyTables::exact`).
+                // The float offset per unit of d_y * sum(y), as `unpack_block`: Q4_1/Q5_1's
+                // mins; the other offsets go unused, packed panels taking them as integer
+                // starts (`LegacyTables::exact`).
                 let offset = match ty {
                     GgmlType::Q4_0 => 8.0 * d,
                     GgmlType::Q5_0 => 16.0 * d,
@@ -632,13 +632,15 @@ impl KTables {
 /// Per-block activation tables of the legacy path, token-major (`t * nb + b`).
 #[derive(Default)]
 struct LegacyTables {
-    /// Whether the weights' offset (16 for Q5_0, 128 for Q8_0's `q + 128`) enters exactly, as
-    /// the integer start `-offset * sum(y)` of each block's row sums, instead of as a float
-    /// offset times `d_y * sum(y)` (which cancels most of Q8_0's biased sum and loses its low
-    /// bits). Set for Q8_0, Q4_1, Q5_0 and Q5_1 panels built from the repacked form, whose
-    /// decode kernel (`avx512_gemv::panel_legacy`) computes the same integer sums and float
-    /// steps, so a token gets the same result from either (Q4_1 and Q5_1 have no offset: their
-    /// start is 0 either way); the file layout and Q4_0 keep the float offset.
+    /// Whether the weights' offset (8 for Q4_0, 16 for Q5_0, 128 for Q8_0's `q + 128`) enters
+    /// exactly, as the integer start `-offset * sum(y)` of each block's row sums, instead of as
+    /// a float offset times `d_y * sum(y)` (which cancels most of Q8_0's biased sum and loses
+    /// its low bits, and costs an FMA per block and token). Set for panels built from the
+    /// repacked form: Q8_0, Q4_1, Q5_0 and Q5_1, whose decode kernel
+    /// (`avx512_gemv::panel_legacy`) computes the same integer sums and float steps, so a
+    /// token gets the same result from either (Q4_1 and Q5_1 have no offset: their start is 0
+    /// either way), and Q4_0 (its decode kernel has the same integer sums, its own float
+    /// steps; 7B pp256 +8-10 %); the file layout keeps the float offset.
     exact: bool,
     /// `d_y` of every block.
     scale: Vec<f32>,
@@ -653,8 +655,10 @@ impl LegacyTables {
     fn new(ty: GgmlType, packed: bool, acts: &[u8], n_tokens: usize, nb: usize) -> LegacyTables {
         let f16 = |b: &[u8]| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
         let min = has_min(ty);
-        let exact = packed && matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1);
+        // Every legacy panel type, from the repacked form.
+        let exact = packed;
         let offset = match ty {
+            GgmlType::Q4_0 => 8,
             GgmlType::Q5_0 => 16,
             _ => 128,
         };
