@@ -30,7 +30,7 @@
 use super::avx2::{self, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1};
 use super::avx512_gemv;
 use super::table::act_type;
-use super::types::{Line, PackedMatrix, QMatrix, SyncPtr};
+use super::types::{q8_k_bsum, q8_k_sub_block_sum, Line, PackedMatrix, QMatrix, SyncPtr};
 use super::ThreadPool;
 use crate::quant::{GgmlType, QK_K};
 use std::arch::x86_64::*;
@@ -596,7 +596,6 @@ unsafe fn micro_k<const T: usize, const G: usize>(
 /// 2k + 1 (32 elements each, |sum| <= 32 * 127), multiplied by the panel's paired mins in one
 /// `vpdpwssd`. Q6_K: 16 i32 per super-block, -32 * the sum of each 16-element group: the start
 /// of that group's sums, so the quants' offset of 32 costs no instruction of the micro-kernel.
-#[derive(Default)]
 struct KTables(Vec<i32>);
 
 impl KTables {
@@ -614,13 +613,12 @@ impl KTables {
         let mut tabs = Vec::with_capacity(n_tokens * nsb * KTables::per_super_block(g));
         for row in acts.chunks_exact(arb).take(n_tokens) {
             for blk in row.chunks_exact(292).take(nsb) {
-                let bsum = |i: usize| i16::from_le_bytes([blk[260 + 2 * i], blk[261 + 2 * i]]) as i32;
                 if g == 16 {
-                    tabs.extend((0..16).map(|i| -32 * bsum(i)));
+                    tabs.extend((0..16).map(|i| -32 * q8_k_bsum(blk, i)));
                 } else {
                     tabs.extend((0..4).map(|k| {
-                        let pair = |j: usize| (bsum(2 * j) + bsum(2 * j + 1)) as i16 as u16 as u32;
-                        (pair(2 * k) | (pair(2 * k + 1) << 16)) as i32
+                        let sum = |j: usize| q8_k_sub_block_sum(blk, j) as i16 as u16 as u32;
+                        (sum(2 * k) | (sum(2 * k + 1) << 16)) as i32
                     }));
                 }
             }

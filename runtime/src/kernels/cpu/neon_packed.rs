@@ -40,7 +40,7 @@
 // the compiler unrolls; iterator chains would only obscure that.
 #![allow(clippy::needless_range_loop)]
 
-use super::types::{PackedMatrix, SyncPtr, PANEL_ROWS};
+use super::types::{q8_k_bsum, q8_k_sub_block_sum, PackedMatrix, SyncPtr, PANEL_ROWS};
 use super::ThreadPool;
 use crate::quant::{GgmlType, QK_K};
 use std::arch::aarch64::*;
@@ -90,11 +90,10 @@ impl PanelActivations {
             for blk in act.chunks_exact(292) {
                 x.scales.push(f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]));
                 x.quants.extend(blk[4..260].iter().map(|&q| q as i8));
-                let bsum = |i: usize| i16::from_le_bytes([blk[260 + 2 * i], blk[261 + 2 * i]]) as i32;
                 if ty == GgmlType::Q6_K {
-                    x.sums.extend((0..16).map(bsum));
+                    x.sums.extend((0..16).map(|i| q8_k_bsum(blk, i)));
                 } else {
-                    x.sums.extend((0..8).map(|j| bsum(2 * j) + bsum(2 * j + 1)));
+                    x.sums.extend((0..8).map(|j| q8_k_sub_block_sum(blk, j)));
                 }
             }
         } else if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {

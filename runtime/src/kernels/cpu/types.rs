@@ -341,6 +341,18 @@ pub(super) struct PackedActivations {
     pub(super) block_s: Vec<f32>,
 }
 
+/// Sum `i` of a Q8_K block's 16 `bsums` (the sums of quants `16i..16i + 16`), from the
+/// block's bytes (f32 `d`, 256 quants, then the sums as little-endian i16).
+pub(super) fn q8_k_bsum(blk: &[u8], i: usize) -> i32 {
+    let at = 4 + crate::quant::QK_K + 2 * i;
+    i16::from_le_bytes([blk[at], blk[at + 1]]) as i32
+}
+
+/// The sum of the quants of 32-element sub-block `j` of a Q8_K block's bytes.
+pub(super) fn q8_k_sub_block_sum(blk: &[u8], j: usize) -> i32 {
+    q8_k_bsum(blk, 2 * j) + q8_k_bsum(blk, 2 * j + 1)
+}
+
 #[cfg(target_arch = "x86_64")]
 impl PackedActivations {
     /// From one activation row in the partner format of weights of type `ty`.
@@ -391,11 +403,10 @@ impl PackedActivations {
             for blk in act.chunks_exact(292) {
                 x.scales.push(f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]));
                 x.quads.extend(quads_of(&blk[4..260]));
-                let bsum = |i: usize| i16::from_le_bytes([blk[260 + 2 * i], blk[261 + 2 * i]]) as i32;
                 if per_group {
-                    x.sums.extend((0..16).map(bsum));
+                    x.sums.extend((0..16).map(|i| q8_k_bsum(blk, i)));
                 } else {
-                    x.sums.extend((0..8).map(|j| bsum(2 * j) + bsum(2 * j + 1)));
+                    x.sums.extend((0..8).map(|j| q8_k_sub_block_sum(blk, j)));
                 }
             }
         }
