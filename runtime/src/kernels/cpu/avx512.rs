@@ -412,18 +412,13 @@ unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
                 }
             }
             for r in 0..PR {
-                let d = f16(sc[r]);
-                p.scf[b * PR + r] = d;
-                // The float offset per unit of d_y * sum(y), as `unpack_block`: Q4_1/Q5_1's
-                // mins; the other offsets go unused, packed panels taking them as integer
-                // starts (`LegacyTables::exact`).
-                let offset = match ty {
-                    GgmlType::Q4_0 => 8.0 * d,
-                    GgmlType::Q5_0 => 16.0 * d,
-                    GgmlType::Q8_0 => 128.0 * d,
-                    _ => -f16(sc[PR + r]),
-                };
-                p.mn[b * PR + r] = offset.to_bits();
+                p.scf[b * PR + r] = f16(sc[r]);
+                // Q4_1/Q5_1's mins as the float offset per unit of Q8_1's `s`, as
+                // `unpack_block`; the other types' offsets are the integer starts of
+                // `LegacyTables::exact`, so their `mn` stays unread.
+                if has_min(ty) {
+                    p.mn[b * PR + r] = (-f16(sc[PR + r])).to_bits();
+                }
             }
         }
         return;
