@@ -16,7 +16,9 @@
 #   contexts (the model's context must hold depth + PP and depth + TG).
 #   The tg roofline: scripts/membw.c's read bandwidth with 1 thread and with each thread count
 #   is printed beside the figures as tg t/s <= bandwidth / bytes read per generated token
-#   (every weight except token_embd, plus the F16 KV cache at the depth).
+#   (every weight except token_embd, plus the F16 KV cache at the depth). This VM's bandwidth
+#   swings by 10-30 % within minutes, so each thread count's engines run between two reads
+#   of it, and its roofline uses the mean of those and one more at the end (all printed).
 #   Batched decode (off by default): BATCHED=1 adds, for each thread count, `edgeact bench
 #   --parallel` (from the mapping and with --repack) and the oracle's `--parallel` (llama.cpp's
 #   default repacking) over PARALLEL (default 1,2,4,8,16) sequences decoding BATCHED_TG
@@ -46,12 +48,19 @@ echo
 echo '```'
 if [ "$batched" != only ]; then
 echo "# $(basename "$model") pp$pp tg$tg depths $depths, $reps repetitions, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)${EDGEACT_KERNELS:+, EDGEACT_KERNELS=$EDGEACT_KERNELS}"
+# Read bandwidth (GB/s) with $1 threads; appended to $bw_log as "threads GB/s".
+bw_log=$(mktemp)
+read_bw() {
+    target/membw 1024 "$1" | sed -n 's/.*read \([0-9.]*\) GB\/s.*/\1/p' | sed "s/^/$1 /" | tee -a "$bw_log" | cut -d' ' -f2
+}
 for t in $threads; do
+    echo "membw $t thread(s) before: $(read_bw "$t") GB/s"
     $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu 2>/dev/null | tail -n +3 | sed 's/^/edgeact             /'
     $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu --no-repack 2>/dev/null | tail -n +3 | sed 's/^/edgeact --no-repack /'
     $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu --repack 2>/dev/null | tail -n +3 | sed 's/^/edgeact --repack    /'
     $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" 2>/dev/null | tail -n +3
     $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --no-repack 2>/dev/null | tail -n +3
+    echo "membw $t thread(s) after: $(read_bw "$t") GB/s"
 done
 # exec -> first token, warm page cache (one untimed run first), best of $reps, at the most threads.
 t_max=$(printf '%s\n' $threads | sort -n | tail -n 1)
@@ -77,9 +86,12 @@ done
 # Roofline of tg: bandwidth / bytes read per generated token.
 bytes=$(python3 scripts/gguf-bytes-per-token.py "$model" "$depths")
 for t in $(printf '1\n%s\n' $threads | sort -nu); do
-    bw=$(target/membw 1024 "$t" | sed -n 's/.*read \([0-9.]*\) GB\/s.*/\1/p')
-    echo "$bytes" | awk -v bw="$bw" -v t="$t" '{ printf "roofline %d thread(s): read %s GB/s, depth %s: %.3f GB per token -> tg <= %.2f t/s\n", t, bw, $1, $2 / 1e9, bw * 1e9 / $2 }'
+    read_bw "$t" >/dev/null
+    reads=$(awk -v t="$t" '$1 == t { printf "%s%s", sep, $2; sep = " " }' "$bw_log")
+    bw=$(echo "$reads" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.2f", s / NF }')
+    echo "$bytes" | awk -v bw="$bw" -v t="$t" -v reads="$reads" '{ printf "roofline %d thread(s): read %s GB/s (mean of %s), depth %s: %.3f GB per token -> tg <= %.2f t/s\n", t, bw, reads, $1, $2 / 1e9, bw * 1e9 / $2 }'
 done
+rm "$bw_log"
 fi
 if [ "$batched" != 0 ]; then
 echo "# $(basename "$model") batched decode tg$batched_tg x{$parallel}, $reps repetitions, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
