@@ -51,7 +51,7 @@ echo "# $(basename "$model") pp$pp tg$tg depths $depths, $reps repetitions, $(da
 # Read bandwidth (GB/s) with $1 threads; appended to $bw_log as "threads GB/s".
 bw_log=$(mktemp)
 read_bw() {
-    target/membw 1024 "$1" | sed -n 's/.*read \([0-9.]*\) GB\/s.*/\1/p' | sed "s/^/$1 /" | tee -a "$bw_log" | cut -d' ' -f2
+    target/membw 1024 "$1" | sed -n "s/.*read \([0-9.]*\) GB\/s.*/$1 \1/p" | tee -a "$bw_log" | cut -d' ' -f2
 }
 for t in $threads; do
     echo "membw $t thread(s) before: $(read_bw "$t") GB/s"
