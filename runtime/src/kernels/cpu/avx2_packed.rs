@@ -46,7 +46,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::prefetch::{self, AHEAD_LINES, Q5K_AHEAD_LINES};
-use super::types::{Line, PackedActivations, PackedMatrix, SyncPtr, PANEL_ROWS, Q6K_LINES};
+use super::types::{Line, PackedActivations, PackedMatrix, SyncPtr, PANEL_ROWS, Q4K_LINES, Q6K_LINES};
 use super::ThreadPool;
 use crate::quant::{GgmlType, QK_K};
 use std::arch::x86_64::*;
@@ -422,10 +422,15 @@ unsafe fn kquant_block<const T: usize, const H: usize, const FIFTH: bool>(
     let lp = lines.as_ptr();
     // Byte `r` of sub-block `j`'s row bytes in a scale (line 1) or min (line 3) line pair.
     let sub = |first: usize, j: usize, h: usize| lp.add(first + j / 4).cast::<u8>().add((j % 4) * 16 + HALF * h);
+    // Q4_K prefetches only where the policy says so (`prefetch`).
+    let prefetch_q4_k = !FIFTH && prefetch::policy().everywhere();
     let mut scaled = [[_mm256_setzero_si256(); H]; T];
     for j in 0..8 {
         let quads: [*const u32; T] = std::array::from_fn(|t| xs[t].quads.as_ptr().add(64 * b + 8 * j));
         let sub_lines = lp.add(5 + per_sub * j);
+        if prefetch_q4_k {
+            prefetch::share::<AHEAD_LINES, Q4K_LINES, 8>(lp, j);
+        }
         if FIFTH {
             // 6 lines per sub-block: all 45 lines of the super-block (and 3 more) ahead.
             prefetch::share::<Q5K_AHEAD_LINES, 48, 8>(lp, j);

@@ -38,7 +38,7 @@
 //! one stream and their prefetch, which measured as fast.
 
 use super::prefetch::{self, AHEAD_LINES, Q5K_AHEAD_LINES};
-use super::types::{Line, PackedActivations, PackedMatrix, PANEL_ROWS, Q6K_LINES};
+use super::types::{Line, PackedActivations, PackedMatrix, PANEL_ROWS, Q4K_LINES, Q6K_LINES};
 use crate::quant::GgmlType;
 use crate::quant::QK_K;
 use std::arch::x86_64::*;
@@ -321,6 +321,7 @@ unsafe fn panel_q4_1_q8_1<const T: usize>(w: &PackedMatrix, xs: &[PackedActivati
 /// super-block: each panel's arithmetic is the same for every `N`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn panel_q4_k_q8_k<const N: usize>(w: &PackedMatrix, x: &PackedActivations, ps: [usize; N]) -> [__m512; N] {
+    let prefetch = prefetch::policy().everywhere();
     let mut acc = [_mm512_setzero_ps(); N];
     for b in 0..w.cols() / 256 {
         let quads = &x.quads[b * 64..b * 64 + 64];
@@ -337,6 +338,9 @@ unsafe fn panel_q4_k_q8_k<const N: usize>(w: &PackedMatrix, x: &PackedActivation
             let mut scaled = _mm512_setzero_si512();
             let mut mins = _mm512_setzero_si512();
             for j in 0..8 {
+                if prefetch {
+                    prefetch::share::<AHEAD_LINES, Q4K_LINES, 8>(lines.as_ptr(), j);
+                }
                 let sums = line_sums(
                     &lines[5 + 4 * j..9 + 4 * j],
                     &quads[8 * j..8 * j + 8],
@@ -375,10 +379,16 @@ unsafe fn panel_q5_k_q8_k<const T: usize>(w: &PackedMatrix, xs: &[PackedActivati
 /// super-block (two streams, as [`panel_q4_k_q8_k`]), with [`panel_q5_k_q8_k`]'s arithmetic.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn panels_q5_k_q8_k<const N: usize>(w: &PackedMatrix, x: &PackedActivations, ps: [usize; N]) -> [__m512; N] {
+    let prefetch = prefetch::policy().everywhere();
     let mut acc = [[_mm512_setzero_ps(); 1]; N];
     for b in 0..w.cols() / QK_K {
         for (p, acc) in ps.iter().zip(acc.iter_mut()) {
-            q5_k_block::<1, false>(w.q5_k_block(*p, b), std::slice::from_ref(x), b, acc);
+            let (lines, x) = (w.q5_k_block(*p, b), std::slice::from_ref(x));
+            if prefetch {
+                q5_k_block::<1, true>(lines, x, b, acc);
+            } else {
+                q5_k_block::<1, false>(lines, x, b, acc);
+            }
         }
     }
     acc.map(|[a]| a)
@@ -522,10 +532,16 @@ unsafe fn q6_k_block<const T: usize, const PREFETCH: bool>(
 /// super-block, with [`panel_q6_k_q8_k`]'s arithmetic.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn panels_q6_k_q8_k<const N: usize>(w: &PackedMatrix, x: &PackedActivations, ps: [usize; N]) -> [__m512; N] {
+    let prefetch = prefetch::policy().everywhere();
     let mut acc = [[_mm512_setzero_ps(); 1]; N];
     for b in 0..w.cols() / QK_K {
         for (p, acc) in ps.iter().zip(acc.iter_mut()) {
-            q6_k_block::<1, false>(w.q6_k_block(*p, b), std::slice::from_ref(x), b, acc);
+            let (lines, x) = (w.q6_k_block(*p, b), std::slice::from_ref(x));
+            if prefetch {
+                q6_k_block::<1, true>(lines, x, b, acc);
+            } else {
+                q6_k_block::<1, false>(lines, x, b, acc);
+            }
         }
     }
     acc.map(|[a]| a)

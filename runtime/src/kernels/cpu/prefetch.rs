@@ -3,18 +3,29 @@
 //! a fixed number of lines after the one it reads now; prefetching there keeps more misses in
 //! flight than the hardware prefetchers alone, which stop at 4 KiB boundaries.
 //!
-//! Measured on one core of this VM (AMD EPYC, AVX-512 VNNI) streaming a 7B model from memory,
-//! against `scripts/membw.c`'s plain read of 34 GB/s in 2 MiB pages: Q4_0 decode read 26 GB/s
-//! without, 27.5-29 with 64 lines (4 KiB) ahead (tg 6.9 -> 7.3-7.7 t/s, 1 thread); 32 lines
-//! gained nothing, 80-128 lines less, and prefetching to L2 only or non-temporally lost.
-//! Q6_K gains 3 % from it (7B Q4_K_M), Q4_K nothing at 64, 128 or 180 lines, so its kernels do
-//! not prefetch; Q5_K, with more vector work per line, needs four super-blocks ahead. With
-//! AVX-512 VNNI, one token of Q4_K, Q5_K or Q6_K reads two streams instead (`avx512_gemv`),
-//! which measured faster than one prefetched stream; Q5_K's and Q6_K's prefetch stays for
-//! batches.
+//! Where the lines go, and which kernels prefetch, is chosen once per process by CPU vendor
+//! from measurement ([`Prefetch`], [`policy`]; `EDGEACT_PREFETCH=l1` or `l2` forces one, to
+//! measure another CPU):
+//!
+//! - AMD (measured on one core of an EPYC Zen 4 VM, AVX-512 VNNI, streaming a 7B model from
+//!   memory, against `scripts/membw.c`'s plain read of 34 GB/s in 2 MiB pages): Q4_0 decode
+//!   read 26 GB/s without, 27.5-29 with 64 lines (4 KiB) ahead (tg 6.9 -> 7.3-7.7 t/s, 1
+//!   thread); 32 lines gained nothing, 80-128 lines less, and prefetching to L2 only or
+//!   non-temporally lost. Q6_K gains 3 % from it (7B Q4_K_M), Q4_K nothing at 64, 128 or 180
+//!   lines, so its kernels do not prefetch; Q5_K, with more vector work per line, needs four
+//!   super-blocks ahead. With AVX-512 VNNI, one token of Q4_K, Q5_K or Q6_K reads two streams
+//!   instead (`avx512_gemv`), which measured faster than one prefetched stream; Q5_K's and
+//!   Q6_K's prefetch stays for batches. So: [`Prefetch::L1`].
+//! - Intel (measured on a 2-core Xeon VM with AVX-512 VNNI and AMX, Sapphire Rapids class,
+//!   `membw` 11-16 GB/s on one core): without prefetch the two-stream k-quant kernels read
+//!   8-9 GB/s on one core against 11-12 with it (Q4_K, Q5_K, Q6_K alike, +25-35 %; 7B Q4_K_M
+//!   tg 1.8-2.1 -> 2.5-3.1 t/s at 1 thread, 4.3-4.4 -> 5.9 at 2), and prefetching into L2
+//!   rather than L1 reads Q4_0 faster (7B tg 6.1-6.5 -> 6.9-7.1 t/s at 2 threads; AVX2 path
+//!   +13-18 % streaming on one core), other formats alike. So: [`Prefetch::L2`].
 
 use super::types::Line;
-use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+use std::sync::OnceLock;
 
 /// Lines ahead for every prefetching kernel but Q5_K's: 4 KiB.
 pub(super) const AHEAD_LINES: usize = 64;
@@ -28,9 +39,22 @@ pub(super) const Q5K_AHEAD_LINES: usize = 180;
 /// slot (`wrapping_add`: the address may lie outside the lines).
 #[inline(always)]
 pub(super) fn share<const AHEAD: usize, const TOTAL: usize, const PARTS: usize>(lines: *const Line, part: usize) {
+    let to_l2 = policy() == Prefetch::L2;
     for i in TOTAL * part / PARTS..TOTAL * (part + 1) / PARTS {
-        // SAFETY: a prefetch is a hint: it never faults and reads nothing into the program.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(lines.wrapping_add(AHEAD + i).cast()) };
+        line(lines.wrapping_add(AHEAD + i).cast(), to_l2);
+    }
+}
+
+/// Prefetches the cache line at `p` into L2 (`to_l2`) or L1.
+#[inline(always)]
+fn line(p: *const i8, to_l2: bool) {
+    // SAFETY: a prefetch is a hint: it never faults and reads nothing into the program.
+    unsafe {
+        if to_l2 {
+            _mm_prefetch::<_MM_HINT_T1>(p)
+        } else {
+            _mm_prefetch::<_MM_HINT_T0>(p)
+        }
     }
 }
 
@@ -40,8 +64,10 @@ pub(super) fn share<const AHEAD: usize, const TOTAL: usize, const PARTS: usize>(
 pub(super) fn legacy_block<const N: usize>(lines: &[Line], scales: &[u16]) {
     share::<AHEAD_LINES, N, 1>(lines.as_ptr(), 0);
     let blocks_ahead = AHEAD_LINES / N;
-    // SAFETY: as in `share`.
-    unsafe { _mm_prefetch::<_MM_HINT_T0>(scales.as_ptr().wrapping_add(blocks_ahead * scales.len()).cast()) };
+    line(
+        scales.as_ptr().wrapping_add(blocks_ahead * scales.len()).cast(),
+        policy() == Prefetch::L2,
+    );
 }
 
 /// [`legacy_block`] for the format flags of the shared legacy kernels: Q8_0's 8 lines, Q5_0's
@@ -52,5 +78,98 @@ pub(super) fn legacy_block_of<const Q8: bool, const FIFTH: bool>(lines: &[Line],
         (true, _) => legacy_block::<8>(lines, scales),
         (false, true) => legacy_block::<5>(lines, scales),
         (false, false) => legacy_block::<4>(lines, scales),
+    }
+}
+
+/// Where the decode kernels prefetch on this CPU (see the module documentation for the
+/// measurements behind each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prefetch {
+    /// Into L1 (`prefetcht0`), in the kernels that measured faster with it: the 32-element
+    /// formats, Q5_K, and Q6_K batches; one token of a k-quant reads two streams without.
+    L1,
+    /// Into L2 (`prefetcht1`), in every decode kernel over repacked weights, one token of a
+    /// k-quant and Q4_K included.
+    L2,
+}
+
+impl Prefetch {
+    /// The name `EDGEACT_PREFETCH` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Prefetch::L1 => "l1",
+            Prefetch::L2 => "l2",
+        }
+    }
+
+    /// The policy measured for a CPUID vendor string: [`Prefetch::L2`] for Intel's, else
+    /// [`Prefetch::L1`] (measured on AMD; the choice before vendors were told apart).
+    fn for_vendor(vendor: &[u8; 12]) -> Prefetch {
+        if vendor == b"GenuineIntel" {
+            Prefetch::L2
+        } else {
+            Prefetch::L1
+        }
+    }
+
+    /// Whether the k-quant kernels that otherwise rely on two streams (one token) or on the
+    /// hardware alone (Q4_K) prefetch too.
+    pub(super) fn everywhere(self) -> bool {
+        self == Prefetch::L2
+    }
+}
+
+/// The process-wide policy, chosen once: `EDGEACT_PREFETCH` (`l1` or `l2`) if set, else by
+/// CPU vendor. An unknown value is reported on stderr once and the vendor's policy is used.
+pub fn policy() -> Prefetch {
+    static CHOSEN: OnceLock<Prefetch> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        let detected = Prefetch::for_vendor(&cpu_vendor());
+        match std::env::var("EDGEACT_PREFETCH") {
+            Ok(v) if !v.trim().is_empty() => {
+                let named = [Prefetch::L1, Prefetch::L2]
+                    .into_iter()
+                    .find(|p| p.name().eq_ignore_ascii_case(v.trim()));
+                named.unwrap_or_else(|| {
+                    eprintln!(
+                        "edgeact: EDGEACT_PREFETCH={v:?} is not one of l1, l2; using {}",
+                        detected.name()
+                    );
+                    detected
+                })
+            }
+            _ => detected,
+        }
+    })
+}
+
+/// The 12-byte CPUID vendor string (`GenuineIntel`, `AuthenticAMD`, ...).
+fn cpu_vendor() -> [u8; 12] {
+    // SAFETY: CPUID leaf 0 exists on every x86_64 CPU.
+    #[allow(unused_unsafe)]
+    let r = unsafe { std::arch::x86_64::__cpuid(0) };
+    let mut v = [0u8; 12];
+    v[..4].copy_from_slice(&r.ebx.to_le_bytes());
+    v[4..8].copy_from_slice(&r.edx.to_le_bytes());
+    v[8..].copy_from_slice(&r.ecx.to_le_bytes());
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_follows_the_vendor_measured() {
+        assert_eq!(Prefetch::for_vendor(b"GenuineIntel"), Prefetch::L2);
+        assert_eq!(Prefetch::for_vendor(b"AuthenticAMD"), Prefetch::L1);
+        assert_eq!(Prefetch::for_vendor(b"HygonGenuine"), Prefetch::L1);
+        assert!(Prefetch::L2.everywhere() && !Prefetch::L1.everywhere());
+    }
+
+    #[test]
+    fn the_vendor_string_is_printable_ascii() {
+        let v = cpu_vendor();
+        assert!(v.iter().all(|b| b.is_ascii_graphic()), "{v:?}");
     }
 }
