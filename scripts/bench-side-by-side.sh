@@ -65,15 +65,22 @@ done
 # exec -> first token, warm page cache (one untimed run first), best of $reps, at the most threads.
 t_max=$(printf '%s\n' $threads | sort -n | tail -n 1)
 cat "$model" >/dev/null
+# Prints "N ms from exec", or "failed (exit S)" if the engine fails (the run goes on: an engine
+# that crashes on this CPU leaves its rows out, as the pp/tg tests above do).
 first_token() {
     best=
     for _ in $(seq 0 "$reps"); do
         start=$(date +%s%N)
-        "$@" >/dev/null 2>&1
+        status=0
+        "$@" >/dev/null 2>&1 || status=$?
+        if [ "$status" -ne 0 ]; then
+            echo "failed (exit $status)"
+            return 0
+        fi
         ms=$(( ($(date +%s%N) - start) / 1000000 ))
         [ -z "$best" ] || [ "$ms" -lt "$best" ] && best=$ms
     done
-    echo "$best"
+    echo "$best ms from exec"
 }
 # --repack-cache maps the repacked weights from the repack cache (its first run writes it).
 for engine in "edgeact" "edgeact --repack-cache" "edgeact --no-repack" "edgeact --repack" "llama.cpp" "llama.cpp --no-repack"; do
@@ -81,7 +88,7 @@ for engine in "edgeact" "edgeact --repack-cache" "edgeact --no-repack" "edgeact 
     edgeact*) flag=${engine#edgeact}; ms=$(first_token $bin/edgeact run -m "$model" -p hi -n 1 -t "$t_max" --device cpu $flag) ;;
     llama.cpp*) flag=${engine#llama.cpp}; ms=$(first_token $bin/examples/llama_cpp_bench -m "$model" -t "$t_max" --first-token $flag) ;;
     esac
-    echo "first token: $engine, $t_max thread(s): $ms ms from exec"
+    echo "first token: $engine, $t_max thread(s): $ms"
 done
 # Roofline of tg: bandwidth / bytes read per generated token.
 bytes=$(python3 scripts/gguf-bytes-per-token.py "$model" "$depths")

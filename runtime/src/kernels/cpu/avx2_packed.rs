@@ -24,7 +24,8 @@
 //! It prefetches its lines four super-blocks ahead (`prefetch`): without, decode of a matrix
 //! streaming from memory ran at about 16 GB/s against Q4_K's 27 (the vector work per line,
 //! about 1.7x Q4_K's, left too few loads in flight) and lost to the file layout. The legacy
-//! formats and Q6_K prefetch 4 KiB ahead, Q4_K not at all (measured, see `prefetch`): one
+//! formats and Q6_K prefetch 4 KiB ahead, Q4_K only where the CPU's prefetch policy says
+//! so (Intel; measured, see `prefetch`): one
 //! token of Q4_K reads the panels of the two halves of its rows in pairs instead
 //! ([`panel_pair_q4_k`], two streams as `avx512_gemv`'s k-quant decode; Q6_K measured no faster
 //! so).
