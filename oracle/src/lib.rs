@@ -503,6 +503,27 @@ pub struct Model {
 unsafe impl Send for Model {}
 unsafe impl Sync for Model {}
 
+/// Whether the CPU has AMX-INT8 (CPUID leaf 7, EDX bit 25), whose ggml matmul crashes (see
+/// `Model::load_with`). Said once on stderr, since llama.cpp's default then means no repacking.
+fn cpu_has_amx() -> bool {
+    static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AMX.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: CPUID leaf 7 exists on every x86_64 CPU that llama.cpp's build targets
+            // (it reads it itself); on older ones the leaf reads as zeros.
+            #[allow(unused_unsafe)]
+            let amx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx & (1 << 25) != 0;
+            if amx {
+                eprintln!("edgeact-oracle: AMX CPU: llama.cpp's weight repacking is off (its AMX matmul crashes)");
+            }
+            amx
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
 impl Model {
     pub fn load(path: &Path) -> Result<Model> {
         Self::load_with(path, false, true)
@@ -530,8 +551,11 @@ impl Model {
         let mut params = unsafe { sys::llama_model_default_params() };
         params.n_gpu_layers = 0;
         params.vocab_only = vocab_only;
-        // "Extra buffer types" are where llama.cpp repacks weights for its CPU kernels.
-        params.use_extra_bufts = repack;
+        // "Extra buffer types" are where llama.cpp repacks weights for its CPU kernels. On a
+        // CPU with AMX one of them is ggml's AMX matmul, which crashed (SIGSEGV in
+        // `ggml_backend_amx_mul_mat`) in every prompt batch on an Intel Xeon VM, so there the
+        // weights stay in place, as with `--no-repack`.
+        params.use_extra_bufts = repack && !cpu_has_amx();
         // SAFETY: NUL-terminated path, valid params.
         let raw = unsafe { sys::llama_model_load_from_file(p.as_ptr(), params) };
         if raw.is_null() {
