@@ -21,15 +21,20 @@ pub const PANEL_MIN_TOKENS: usize = 16;
 pub struct CpuFeatures {
     /// AVX-512 VNNI (`vpdpbusd`): the repacked decode kernel and the prefill panels.
     pub avx512_vnni: bool,
+    /// AMX-INT8 tiles, granted by the OS and not turned off by `EDGEACT_AMX=off`: the prefill
+    /// panels of the k-quants multiply on them (`avx512::matmul_panels_amx`); the path stays
+    /// the same [`MatmulPath`].
+    pub amx_int8: bool,
 }
 
 impl CpuFeatures {
-    /// This CPU's features (the standard library caches the detection).
+    /// This CPU's features (detected once per process).
     pub fn detect() -> CpuFeatures {
         #[cfg(target_arch = "x86_64")]
         {
             CpuFeatures {
                 avx512_vnni: is_x86_feature_detected!("avx512vnni"),
+                amx_int8: super::amx::available(),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -185,8 +190,14 @@ mod tests {
     use GgmlType as G;
     use MatmulPath as P;
 
-    const VNNI: CpuFeatures = CpuFeatures { avx512_vnni: true };
-    const NO_VNNI: CpuFeatures = CpuFeatures { avx512_vnni: false };
+    const VNNI: CpuFeatures = CpuFeatures {
+        avx512_vnni: true,
+        amx_int8: false,
+    };
+    const NO_VNNI: CpuFeatures = CpuFeatures {
+        avx512_vnni: false,
+        amx_int8: false,
+    };
 
     #[test]
     fn default_repacking_only_where_a_repacked_kernel_exists() {
@@ -337,7 +348,7 @@ mod tests {
                             Backend::Scalar => false,
                         };
                         assert_eq!(p.is_packed(), reads, "{b} {ty} {n}: {p:?}");
-                        if cpu == CpuFeatures::detect() {
+                        if cpu.avx512_vnni == CpuFeatures::detect().avx512_vnni {
                             assert_eq!(reads_repacked(b, ty), reads, "{b} {ty}");
                         }
                     }

@@ -292,7 +292,8 @@ pub fn try_matmul_with(
         arb,
         n_tokens,
     };
-    let path = choose_path(backend, CpuFeatures::detect(), w.ty, w.packed.is_some(), n_tokens);
+    let cpu = CpuFeatures::detect();
+    let path = choose_path(backend, cpu, w.ty, w.packed.is_some(), n_tokens);
     // SAFETY: `checked_call` checked `backend.is_available()` and `path` comes from
     // `choose_path` for this backend, this CPU and this matrix.
     let out = match unsafe { decode_plan(&call, path, out) } {
@@ -310,14 +311,15 @@ pub fn try_matmul_with(
         MatmulPath::FileTiles => run_file_tiles(&call, out),
         // SAFETY (all x86 paths): `checked_call` checked `backend.is_available()` (AVX2, FMA,
         // F16C, and AVX-512 F/BW/VL for avx512), `choose_path` returns the VNNI paths only
-        // when the CPU has VNNI and the `Packed*` paths only when `w.packed` is set; `acts`
+        // when the CPU has VNNI and the `Packed*` paths only when `w.packed` is set,
+        // `cpu.amx_int8` is `amx::available()`; `acts`
         // holds n_tokens activation rows of `w.cols` elements and `out` n_tokens * rows floats.
         #[cfg(target_arch = "x86_64")]
         MatmulPath::PackedTilesAvx2 => unsafe { run_packed_tiles_avx2(&call, out) },
         // The panels read `w.packed` when it is set and the file layout otherwise.
         #[cfg(target_arch = "x86_64")]
         MatmulPath::PackedPanelsVnni | MatmulPath::FilePanelsVnni => unsafe {
-            avx512::matmul_panels(pool, &w, acts, arb, n_tokens, out)
+            avx512::matmul_panels(pool, &w, acts, arb, n_tokens, out, cpu.amx_int8)
         },
         #[cfg(not(target_arch = "x86_64"))]
         MatmulPath::PackedTilesAvx2 | MatmulPath::PackedPanelsVnni | MatmulPath::FilePanelsVnni => {

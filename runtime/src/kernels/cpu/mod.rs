@@ -22,6 +22,8 @@ pub mod types;
 
 // Kernels: import the leaves (and `pool`), never the runner.
 #[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_packed;

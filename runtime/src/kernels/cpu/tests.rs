@@ -794,3 +794,59 @@ mod repacked_matmul {
         assert!(matches!(k.with_packed(&packed), Err(KernelError::Packed { .. })));
     }
 }
+
+/// The k-quant prefill panels on AMX tiles give the bits of the `vpdpbusd` panels (the same
+/// integer sums and float steps), from the file layout and the repacked form, over row counts
+/// that end mid-panel and mid-group of panels, and token counts around the 16-token tiles,
+/// their pairs and the 512-token chunks.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_panels_give_the_bits_of_the_vnni_panels() {
+    if !super::amx::available() || !CpuFeatures::detect().avx512_vnni {
+        eprintln!("skipped: no AMX-INT8 (or not granted by the OS) on this CPU");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(41);
+    let pools = [ThreadPool::new(1), ThreadPool::new(3)];
+    for (ty, rows, cols) in [
+        (GgmlType::Q4_K, 37, 512),
+        (GgmlType::Q4_K, 150, 256),
+        (GgmlType::Q5_K, 70, 768),
+        (GgmlType::Q6_K, 37, 512),
+        (GgmlType::Q6_K, 16, 256),
+    ] {
+        let xs = random_floats(&mut rng, rows * cols, 0.5);
+        let mut wb = vec![0u8; rows * ty.row_bytes(cols as u64).unwrap() as usize];
+        quantize_row(ty, &xs, &mut wb).unwrap();
+        // Extreme quants and scales in the first row.
+        let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+        wb[..rb].copy_from_slice(&raw_row(&mut rng, ty, cols, 1.0, false));
+        let file = QMatrix::new(ty, rows, cols, &wb).unwrap();
+        let packed = PackedMatrix::new(&pools[0], &file).unwrap();
+        for n_tokens in [16, 17, 31, 32, 33, 45, 150, 530] {
+            let x = random_floats(&mut rng, n_tokens * cols, 1.0);
+            let q = quantize_activations(&pools[0], ty, &x, cols).expect("k-quant activations");
+            for (w, form) in [(file, "file"), (file.with_packed(&packed).unwrap(), "packed")] {
+                for pool in &pools {
+                    let run = |amx: bool| {
+                        let mut out = vec![f32::NAN; n_tokens * rows];
+                        // SAFETY: AVX-512 VNNI and AMX checked above (AVX-512 F/BW/VL with
+                        // them), the type has VNNI panels, the shapes match.
+                        unsafe {
+                            super::avx512::matmul_panels(pool, &w, q.bytes(), q.row_bytes(), n_tokens, &mut out, amx)
+                        };
+                        out
+                    };
+                    let (tiles, vnni) = (run(true), run(false));
+                    for (i, (a, b)) in tiles.iter().zip(&vnni).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{ty} {form} rows={rows} n={n_tokens} i={i}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
