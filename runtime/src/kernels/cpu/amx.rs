@@ -55,19 +55,44 @@ fn os_grants_tile_state() -> bool {
     false
 }
 
-/// The palette-1 tile configuration: all eight tiles 16 rows of 64 bytes (tiles 0-3 16 x 16
-/// i32 sums, 4-5 16 tokens x 64 activation bytes, 6-7 16 lines of 64 weight bytes).
+/// What a thread's tiles multiply: the k-quants' super-blocks in steps of 64 elements
+/// ([`Tiles::super_block`]), or the 32-element blocks of the other formats
+/// ([`Tiles::blocks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TileShape {
+    SuperBlocks,
+    Blocks,
+}
+
+impl TileShape {
+    /// Elements per tile product.
+    fn k(self) -> usize {
+        match self {
+            TileShape::SuperBlocks => 64,
+            TileShape::Blocks => 32,
+        }
+    }
+}
+
+/// The palette-1 tile configuration: tiles 0-3 16 x 16 i32 sums, 4-5 16 tokens x `k` activation
+/// bytes, 6-7 `k / 4` lines of 64 weight bytes (`k` of the [`TileShape`]).
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
 
 impl TileConfig {
-    fn new() -> TileConfig {
+    fn new(shape: TileShape) -> TileConfig {
+        let k = shape.k();
         let mut c = [0u8; 64];
         c[0] = 1; // palette
         for i in 0..8 {
+            let (rows, bytes_per_row) = match i {
+                0..=3 => (TILE_ROWS, 64),
+                4 | 5 => (TILE_ROWS, k),
+                _ => (k / 4, 64),
+            };
             // Bytes per row of tile i at 16 + 2 i, rows at 48 + i.
-            c[16 + 2 * i..18 + 2 * i].copy_from_slice(&64u16.to_le_bytes());
-            c[48 + i] = TILE_ROWS as u8;
+            c[16 + 2 * i..18 + 2 * i].copy_from_slice(&(bytes_per_row as u16).to_le_bytes());
+            c[48 + i] = rows as u8;
         }
         TileConfig(c)
     }
@@ -76,28 +101,105 @@ impl TileConfig {
 /// The 16 x 16 i32 sums of one tile product: `[t * 16 + r]` for token `t`, row `r`.
 pub(super) type TileSums = [i32; 256];
 
-/// Bytes of one A tile (16 tokens x 64 activation bytes) or B tile (16 lines of 64 bytes).
+/// Bytes of one A tile (16 tokens x 64 activation bytes) or B tile (16 lines of 64 bytes) of
+/// [`TileShape::SuperBlocks`].
 pub(super) const TILE_BYTES: usize = 1024;
+
+/// Bytes of one A tile (16 tokens x 32 activation bytes) or B tile (8 lines of 64 bytes) of
+/// [`TileShape::Blocks`]: a block of 16 rows of the VNNI panel.
+pub(super) const BLOCK_TILE_BYTES: usize = 512;
 
 /// Bytes of a super-block (256 elements) of a [`TileWeights`] panel: 4 steps of 64 elements,
 /// each a low and a high B tile.
 const SUPER_BLOCK_BYTES: usize = 8 * TILE_BYTES;
 
-/// The tiles of this thread, configured for [`Tiles::super_block`], released on drop (so that
-/// a thread which has finished its panels carries no tile state through context switches).
-pub(super) struct Tiles(());
+/// The tiles of this thread, configured for one [`TileShape`], released on drop (so that a
+/// thread which has finished its panels carries no tile state through context switches).
+pub(super) struct Tiles(TileShape);
 
 impl Tiles {
-    /// Configures this thread's tiles.
+    /// Configures this thread's tiles for `shape`.
     ///
     /// # Safety
     /// [`available`] must have returned true.
-    pub(super) unsafe fn configure() -> Tiles {
-        let cfg = TileConfig::new();
+    pub(super) unsafe fn configure(shape: TileShape) -> Tiles {
+        let cfg = TileConfig::new(shape);
         // SAFETY: the caller checked AMX and the OS grant; `cfg` is a valid palette-1
         // configuration (rows <= 16, bytes per row <= 64) aligned to 64 bytes.
         unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
-        Tiles(())
+        Tiles(shape)
+    }
+
+    /// Four consecutive 32-element blocks for one tile of 16 tokens: `sums[j][16 t + r]` = the
+    /// sum over the block's elements of `a` (i8, token `t`) times `b` (u8, row `r`).
+    ///
+    /// `a` is the first block's A tile in a [`TileActivations`] of blocks (the others follow
+    /// it, 512 bytes each), `b` the first block's 8 lines of a VNNI panel (the others follow).
+    ///
+    /// # Safety
+    /// `a` and `b` must point to 2 KiB of readable memory.
+    #[inline(always)]
+    pub(super) unsafe fn four_blocks(&self, a: *const u8, b: *const u8, sums: &mut [TileSums; 4]) {
+        debug_assert_eq!(self.0, TileShape::Blocks);
+        // SAFETY: the tiles are configured for blocks; the caller guarantees the bytes the
+        // loads read, and `sums` holds the 4 KiB the stores write.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                // Block j: A rows of 32 bytes at +512 j, B lines of 64 bytes at +512 j; two A
+                // and two B tiles alternate, so a load does not wait for the product before.
+                "tileloadd tmm4, [{a} + {row} * 1]",
+                "tileloadd tmm6, [{b} + {line} * 1]",
+                "tdpbsud tmm0, tmm4, tmm6",
+                "tileloadd tmm5, [{a} + {row} * 1 + 512]",
+                "tileloadd tmm7, [{b} + {line} * 1 + 512]",
+                "tdpbsud tmm1, tmm5, tmm7",
+                "tileloadd tmm4, [{a} + {row} * 1 + 1024]",
+                "tileloadd tmm6, [{b} + {line} * 1 + 1024]",
+                "tdpbsud tmm2, tmm4, tmm6",
+                "tileloadd tmm5, [{a} + {row} * 1 + 1536]",
+                "tileloadd tmm7, [{b} + {line} * 1 + 1536]",
+                "tdpbsud tmm3, tmm5, tmm7",
+                "tilestored [{c} + {line} * 1], tmm0",
+                "tilestored [{c} + {line} * 1 + 1024], tmm1",
+                "tilestored [{c} + {line} * 1 + 2048], tmm2",
+                "tilestored [{c} + {line} * 1 + 3072], tmm3",
+                a = in(reg) a,
+                b = in(reg) b,
+                c = in(reg) sums.as_mut_ptr(),
+                row = in(reg) 32usize,
+                line = in(reg) 64usize,
+                options(nostack),
+            )
+        };
+    }
+
+    /// [`Tiles::four_blocks`] for one block.
+    ///
+    /// # Safety
+    /// `a` and `b` must point to 512 bytes of readable memory.
+    #[inline(always)]
+    pub(super) unsafe fn one_block(&self, a: *const u8, b: *const u8, sums: &mut TileSums) {
+        debug_assert_eq!(self.0, TileShape::Blocks);
+        // SAFETY: as `four_blocks`, for one block.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tileloadd tmm4, [{a} + {row} * 1]",
+                "tileloadd tmm6, [{b} + {line} * 1]",
+                "tdpbsud tmm0, tmm4, tmm6",
+                "tilestored [{c} + {line} * 1], tmm0",
+                a = in(reg) a,
+                b = in(reg) b,
+                c = in(reg) sums.as_mut_ptr(),
+                row = in(reg) 32usize,
+                line = in(reg) 64usize,
+                options(nostack),
+            )
+        };
     }
 
     /// One super-block of 256 elements for two tiles of 16 tokens: `sums[2 i]` and
@@ -112,6 +214,7 @@ impl Tiles {
     /// `a[0]`, `a[1]` must point to 4 KiB, `b` to 8 KiB of readable memory.
     #[inline(always)]
     pub(super) unsafe fn super_block(&self, a: [*const u8; 2], b: *const u8, sums: &mut [TileSums; 4]) {
+        debug_assert_eq!(self.0, TileShape::SuperBlocks);
         // SAFETY: the tiles are configured (`configure`); the caller guarantees the bytes the
         // loads read, and `sums` holds the 4 KiB the stores write.
         unsafe {
@@ -168,12 +271,15 @@ impl Tiles {
     }
 }
 
-/// The Q8_K activations of one matmul laid out as A tiles: for each tile of 16 tokens (the
-/// token count rounded up to an even number of tiles, the missing tokens zero) and each step
-/// of 64 elements, 16 rows of 64 quant bytes, so a tile load reads 1 KiB in a row.
+/// The activations of one matmul laid out as A tiles, so that a tile load reads its bytes in
+/// a row: Q8_K activations per tile of 16 tokens (the token count rounded up to an even number
+/// of tiles, the missing tokens zero) and step of 64 elements, 16 rows of 64 quant bytes
+/// ([`TileShape::SuperBlocks`]); Q8_0/Q8_1 activations per whole tile of 16 tokens and block,
+/// 16 rows of 32 quant bytes ([`TileShape::Blocks`]).
 pub(super) struct TileActivations {
     bytes: Vec<u8>,
     steps: usize,
+    step_bytes: usize,
     /// The Q8_K scale `d` of every token and super-block, token-major.
     scales: Vec<f32>,
     super_blocks: usize,
@@ -200,9 +306,50 @@ impl TileActivations {
         TileActivations {
             bytes,
             steps,
+            step_bytes: TILE_BYTES,
             scales,
             super_blocks,
         }
+    }
+
+    /// Lays out the first `n_tokens / 16 * 16` of `n_tokens` rows of 32-element blocks of
+    /// `block_bytes` bytes (quants at `quants`: Q8_0's 2, Q8_1's 4), `arb` bytes apart in
+    /// `acts`, of `cols` elements each.
+    pub(super) fn from_blocks(
+        acts: &[u8],
+        arb: usize,
+        n_tokens: usize,
+        cols: usize,
+        (block_bytes, quants): (usize, usize),
+    ) -> TileActivations {
+        let steps = cols / 32;
+        let tiles = n_tokens / TILE_ROWS;
+        let mut bytes = vec![0u8; tiles * steps * BLOCK_TILE_BYTES];
+        for (t, row) in acts.chunks_exact(arb).take(tiles * TILE_ROWS).enumerate() {
+            for (b, blk) in row.chunks_exact(block_bytes).take(steps).enumerate() {
+                let at = ((t / TILE_ROWS * steps + b) * TILE_ROWS + t % TILE_ROWS) * 32;
+                bytes[at..at + 32].copy_from_slice(&blk[quants..quants + 32]);
+            }
+        }
+        TileActivations {
+            bytes,
+            steps,
+            step_bytes: BLOCK_TILE_BYTES,
+            scales: Vec::new(),
+            super_blocks: 0,
+        }
+    }
+
+    /// Whole tiles of 16 tokens held.
+    pub(super) fn tiles(&self) -> usize {
+        self.bytes.len() / (self.steps * self.step_bytes).max(1)
+    }
+
+    /// The A tile of block `b` for token tile `tile` (of a layout made by
+    /// [`TileActivations::from_blocks`]); the tile's later blocks follow it.
+    pub(super) fn block(&self, tile: usize, b: usize) -> *const u8 {
+        debug_assert_eq!(self.step_bytes, BLOCK_TILE_BYTES);
+        self.bytes[(tile * self.steps + b) * BLOCK_TILE_BYTES..].as_ptr()
     }
 
     /// The Q8_K scale `d` of token `t`'s super-block `sb`.
@@ -212,6 +359,7 @@ impl TileActivations {
 
     /// The first A tile of super-block `sb` for token tile `tile`.
     pub(super) fn super_block(&self, tile: usize, sb: usize) -> *const u8 {
+        debug_assert_eq!(self.step_bytes, TILE_BYTES);
         self.bytes[(tile * self.steps + sb * 4) * TILE_BYTES..].as_ptr()
     }
 }
@@ -319,6 +467,55 @@ mod tests {
     }
 
     #[test]
+    fn block_sums_are_the_byte_dot_products() {
+        if !available() {
+            eprintln!("skipped: no AMX-INT8 on this CPU (or not granted by the OS)");
+            return;
+        }
+        // 1..=9 blocks: whole runs of four and every remainder; 16 tokens.
+        for nb in 1..=9 {
+            let cols = 32 * nb;
+            let q = quads(nb as u64, cols, 255);
+            let (block_bytes, quant_at) = (36, 4); // Q8_1's layout
+            let arb = nb * block_bytes + 3;
+            let acts: Vec<u8> = (0..16 * arb).map(|i| (i * 53 % 256) as u8).collect();
+            let a = TileActivations::from_blocks(&acts, arb, 17, cols, (block_bytes, quant_at));
+            assert_eq!(a.tiles(), 1);
+            // SAFETY: AMX is available.
+            let tiles = unsafe { Tiles::configure(TileShape::Blocks) };
+            let mut sums = vec![[0i32; 256]; nb];
+            let mut b = 0;
+            while b < nb {
+                let (a, w) = (a.block(0, b), q[b * 512..].as_ptr());
+                // SAFETY: the blocks' A tiles and panel lines lie in `a` and `q`.
+                unsafe {
+                    if nb - b >= 4 {
+                        let four: &mut [TileSums; 4] = (&mut sums[b..b + 4]).try_into().expect("four");
+                        tiles.four_blocks(a, w, four);
+                        b += 4;
+                    } else {
+                        tiles.one_block(a, w, &mut sums[b]);
+                        b += 1;
+                    }
+                }
+            }
+            for (b, sums) in sums.iter().enumerate() {
+                for t in 0..16 {
+                    for r in 0..16 {
+                        let want: i32 = (32 * b..32 * (b + 1))
+                            .map(|k| {
+                                let y = acts[t * arb + b * block_bytes + quant_at + k % 32] as i8 as i32;
+                                y * quant(&q, r, k)
+                            })
+                            .sum();
+                        assert_eq!(sums[16 * t + r], want, "nb={nb} b={b} t={t} r={r}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn super_block_sums_are_the_scaled_integer_dot_products() {
         if !available() {
             eprintln!("skipped: no AMX-INT8 on this CPU (or not granted by the OS)");
@@ -374,7 +571,7 @@ mod tests {
             acts[4..68].fill(0x80); // -128
             let a = TileActivations::from_q8_k(&acts, arb, n_tokens, cols);
             // SAFETY: AMX is available.
-            let tiles = unsafe { Tiles::configure() };
+            let tiles = unsafe { Tiles::configure(TileShape::SuperBlocks) };
             for sb in 0..cols / 256 {
                 let mut sums = [[0i32; 256]; 4];
                 // SAFETY: the pointers address a super-block of two token tiles and of the panel.

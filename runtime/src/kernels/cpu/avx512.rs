@@ -669,7 +669,7 @@ unsafe fn matmul_panels_amx(pool: &ThreadPool, w: &QMatrix, acts: &[u8], arb: us
             let mut sums = Box::new([PairSums([[0; 256]; 4]), PairSums([[0; 256]; 4])]);
             let first_tile = tokens.start / amx::TILE_ROWS;
             let pairs = n.div_ceil(2 * amx::TILE_ROWS);
-            let tiles = amx::Tiles::configure();
+            let tiles = amx::Tiles::configure(amx::TileShape::SuperBlocks);
             let g = group(ty);
             let scales_per_sb = PR * QK_K / g;
             for sb in 0..nsb {
@@ -764,6 +764,63 @@ unsafe fn k_steps(
         }
         *acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(macc), _mm512_mul_ps(dmv, dy), *acc);
     }
+}
+
+/// [`micro_legacy`] for one tile of 16 tokens starting at `t0` on AMX tiles: each block's
+/// integer sums from one tile product (`a`: the tile's first block in a
+/// [`amx::TileActivations`] of blocks), then the same float steps in the same order, so the
+/// same bits. The tiles multiply the next four blocks while the vector units scale these.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn micro_legacy_amx<const FLOAT_OFFSET: bool>(
+    (tiles, sums): (&amx::Tiles, &mut [PairSums; 2]),
+    p: &Panel,
+    nb: usize,
+    a: *const u8,
+    tabs: &LegacyTables,
+    t0: usize,
+) -> [__m512; 16] {
+    let at = |t: usize, b: usize| (t0 + t) * nb + b;
+    let mut acc = [_mm512_setzero_ps(); 16];
+    let scale = |sums: &amx::TileSums, b: usize, acc: &mut [__m512; 16]| {
+        let scv = _mm512_loadu_ps(p.scf.as_ptr().add(b * PR));
+        let mnv = _mm512_loadu_ps(p.mn.as_ptr().add(b * PR).cast());
+        for t in 0..16 {
+            let s = _mm512_loadu_si512(sums.as_ptr().add(t * 16).cast());
+            let s = _mm512_add_epi32(s, _mm512_set1_epi32(tabs.start[at(t, b)]));
+            let v = _mm512_mul_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(tabs.scale[at(t, b)]));
+            acc[t] = _mm512_fmadd_ps(v, scv, acc[t]);
+            if FLOAT_OFFSET {
+                acc[t] = _mm512_fnmadd_ps(mnv, _mm512_set1_ps(tabs.offset_sum[at(t, b)]), acc[t]);
+            }
+        }
+    };
+    let bytes = amx::BLOCK_TILE_BYTES;
+    let quads = nb / 4;
+    let multiply = |q: usize, sums: &mut PairSums| {
+        tiles.four_blocks(a.add(4 * q * bytes), p.q.as_ptr().add(4 * q * bytes), &mut sums.0);
+    };
+    if quads > 0 {
+        multiply(0, &mut sums[0]);
+    }
+    for q in 0..quads {
+        let (even, odd) = sums.split_at_mut(1);
+        let (done, next) = if q % 2 == 0 {
+            (&even[0], &mut odd[0])
+        } else {
+            (&odd[0], &mut even[0])
+        };
+        if q + 1 < quads {
+            multiply(q + 1, next);
+        }
+        for (k, block_sums) in done.0.iter().enumerate() {
+            scale(block_sums, 4 * q + k, &mut acc);
+        }
+    }
+    for b in 4 * quads..nb {
+        tiles.one_block(a.add(b * bytes), p.q.as_ptr().add(b * bytes), &mut sums[0].0[0]);
+        scale(&sums[0].0[0], b, &mut acc);
+    }
+    acc
 }
 
 /// Per-super-block activation tables of the k-quant path, token-major (`t * nsb + sb`), made
@@ -868,8 +925,10 @@ enum Tables {
     K(KTables),
 }
 
-/// Runs a micro-tile of `nt <= TT` tokens starting at `t0` for the panel at rows `r0..r0+nr`
-/// and stores the 16 (or `nr`) results per token into `out[t * rows + r0..]`.
+/// Runs a micro-tile of `nt` tokens starting at `t0` for the panel at rows `r0..r0+nr` and
+/// stores the 16 (or `nr`) results per token into `out[t * rows + r0..]`: a whole tile of 16
+/// tokens of a 32-element format on AMX tiles when `amx` is given, else `nt <= TT` tokens with
+/// `vpdpbusd`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn run_micro(
@@ -885,7 +944,22 @@ unsafe fn run_micro(
     nr: usize,
     rows: usize,
     out: *mut f32,
+    amx: Option<(&amx::Tiles, &amx::TileActivations, &mut [PairSums; 2])>,
 ) {
+    let mask: __mmask16 = if nr >= 16 { 0xffff } else { (1u16 << nr) - 1 };
+    if let (Some((tiles, tile_acts, sums)), Tables::Legacy(tabs)) = (amx, tabs) {
+        debug_assert!(nt == amx::TILE_ROWS && t0.is_multiple_of(amx::TILE_ROWS));
+        let a = tile_acts.block(t0 / amx::TILE_ROWS, 0);
+        let res = if tabs.float_offset(ty) {
+            micro_legacy_amx::<true>((tiles, sums), p, cols / 32, a, tabs, t0)
+        } else {
+            micro_legacy_amx::<false>((tiles, sums), p, cols / 32, a, tabs, t0)
+        };
+        for (i, v) in res.iter().enumerate() {
+            _mm512_mask_storeu_ps(out.add((t0 + i) * rows + r0), mask, *v);
+        }
+        return;
+    }
     macro_rules! go {
         ($T:literal) => {{
             let y: [*const u8; $T] = std::array::from_fn(|i| acts.as_ptr().add((t0 + i) * arb));
@@ -901,7 +975,6 @@ unsafe fn run_micro(
                 Tables::K(tabs) if ty == GgmlType::Q6_K => micro_k::<$T, 16>(p, cols / QK_K, y, tabs, t0),
                 Tables::K(tabs) => micro_k::<$T, 32>(p, cols / QK_K, y, tabs, t0),
             };
-            let mask: __mmask16 = if nr >= 16 { 0xffff } else { (1u16 << nr) - 1 };
             for (i, v) in res.iter().enumerate() {
                 _mm512_mask_storeu_ps(out.add((t0 + i) * rows + r0), mask, *v);
             }
@@ -950,6 +1023,11 @@ pub(super) unsafe fn matmul_panels(
     let n_panels = rows.div_ceil(PR);
     let n_chunks = n_tokens.div_ceil(TOK_CHUNK);
     let outp = SyncPtr(out.as_mut_ptr());
+    // With AMX, the whole tiles of 16 tokens of the 32-element formats run on tiles.
+    let tile_acts = amx.then(|| {
+        let act = if has_min(ty) { (Q8_1, 4) } else { (Q8_0, 2) };
+        amx::TileActivations::from_blocks(acts, arb, n_tokens, cols, act)
+    });
     pool.run(n_panels * n_chunks, &|task| {
         // Panel-major order: consecutive tasks of one thread reuse nothing, but each task's
         // unpacked panel serves its whole token chunk.
@@ -960,11 +1038,23 @@ pub(super) unsafe fn matmul_panels(
         let p = unsafe { Panel::unpacked(w, pi) };
         let t_end = ((ci + 1) * TOK_CHUNK).min(n_tokens);
         let mut t0 = ci * TOK_CHUNK;
+        // SAFETY: the caller checked `amx::available` when `amx` is set.
+        let tiles = tile_acts
+            .as_ref()
+            .map(|_| unsafe { amx::Tiles::configure(amx::TileShape::Blocks) });
+        let mut sums = tiles
+            .as_ref()
+            .map(|_| Box::new([PairSums([[0; 256]; 4]), PairSums([[0; 256]; 4])]));
         while t0 < t_end {
-            let nt = TT.min(t_end - t0);
+            let on_tiles = tile_acts.as_ref().is_some_and(|a| t0 / amx::TILE_ROWS < a.tiles());
+            let nt = if on_tiles { amx::TILE_ROWS } else { TT.min(t_end - t0) };
+            let amx = match (on_tiles, &tiles, &tile_acts, sums.as_deref_mut()) {
+                (true, Some(tiles), Some(tile_acts), Some(sums)) => Some((tiles, tile_acts, sums)),
+                _ => None,
+            };
             // SAFETY: tokens t0..t0+nt and rows r0..r0+nr are in range of `acts` and `out`;
             // this task is the only writer of those outputs.
-            unsafe { run_micro(ty, &p, cols, acts, arb, &tabs, t0, nt, r0, nr, rows, outp.get()) };
+            unsafe { run_micro(ty, &p, cols, acts, arb, &tabs, t0, nt, r0, nr, rows, outp.get(), amx) };
             t0 += nt;
         }
     });

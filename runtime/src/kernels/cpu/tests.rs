@@ -795,10 +795,10 @@ mod repacked_matmul {
     }
 }
 
-/// The k-quant prefill panels on AMX tiles give the bits of the `vpdpbusd` panels (the same
-/// integer sums and float steps), from the file layout and the repacked form, over row counts
-/// that end mid-panel and mid-group of panels, and token counts around the 16-token tiles,
-/// their pairs and the 512-token chunks.
+/// The prefill panels on AMX tiles give the bits of the `vpdpbusd` panels (the same integer
+/// sums and float steps), for the k-quants and the 32-element formats, from the file layout
+/// and the repacked form, over row counts that end mid-panel and mid-group of panels, and
+/// token counts around the 16-token tiles, their pairs and the 512-token chunks.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn amx_panels_give_the_bits_of_the_vnni_panels() {
@@ -814,6 +814,13 @@ fn amx_panels_give_the_bits_of_the_vnni_panels() {
         (GgmlType::Q5_K, 70, 768),
         (GgmlType::Q6_K, 37, 512),
         (GgmlType::Q6_K, 16, 256),
+        // The 32-element formats: whole runs of four blocks and remainders of 1-3.
+        (GgmlType::Q4_0, 37, 352),
+        (GgmlType::Q4_0, 16, 32),
+        (GgmlType::Q8_0, 20, 128),
+        (GgmlType::Q4_1, 16, 96),
+        (GgmlType::Q5_0, 37, 64),
+        (GgmlType::Q5_1, 12, 512),
     ] {
         let xs = random_floats(&mut rng, rows * cols, 0.5);
         let mut wb = vec![0u8; rows * ty.row_bytes(cols as u64).unwrap() as usize];
@@ -825,7 +832,7 @@ fn amx_panels_give_the_bits_of_the_vnni_panels() {
         let packed = PackedMatrix::new(&pools[0], &file).unwrap();
         for n_tokens in [16, 17, 31, 32, 33, 45, 150, 530] {
             let x = random_floats(&mut rng, n_tokens * cols, 1.0);
-            let q = quantize_activations(&pools[0], ty, &x, cols).expect("k-quant activations");
+            let q = quantize_activations(&pools[0], ty, &x, cols).expect("quantized activations");
             for (w, form) in [(file, "file"), (file.with_packed(&packed).unwrap(), "packed")] {
                 for pool in &pools {
                     let run = |amx: bool| {
