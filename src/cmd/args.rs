@@ -207,6 +207,8 @@ pub struct LoadStats {
     pub repack_cache: String,
     /// The process's peak resident memory after loading (Linux `VmHWM`).
     pub peak_rss_bytes: Option<u64>,
+    /// The CPU kernels in words (`kernels::cpu::describe`); empty when the model runs on a GPU.
+    pub cpu_kernels: String,
 }
 
 impl LoadStats {
@@ -232,7 +234,15 @@ impl LoadStats {
             .peak_rss_bytes
             .map(|b| format!(", peak RSS {:.2} GiB", gib(b)))
             .unwrap_or_default();
-        format!("load: {:.2} s mapping and checking, {repacked}{rss}", self.load_seconds)
+        let kernels = if self.cpu_kernels.is_empty() {
+            String::new()
+        } else {
+            format!("; CPU kernels {}", self.cpu_kernels)
+        };
+        format!(
+            "load: {:.2} s mapping and checking, {repacked}{rss}{kernels}",
+            self.load_seconds
+        )
     }
 }
 
@@ -375,6 +385,9 @@ pub fn load_model_with(
         stats.repacked_bytes = report.bytes;
     }
     stats.peak_rss_bytes = peak_rss_bytes();
+    if on_cpu {
+        stats.cpu_kernels = edgeact_runtime::kernels::cpu::describe();
+    }
     Ok((file, Arc::new(model), stats))
 }
 

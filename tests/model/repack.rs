@@ -321,6 +321,7 @@ fn cli_repacks_by_default_where_measured_and_reports_the_load() {
         };
         assert!(line.contains(&want), "{flag:?}: {line}");
         assert!(!cfg!(target_os = "linux") || line.contains("peak RSS"), "{line}");
+        assert!(line.contains("CPU kernels "), "{line}");
         // Without `--repack-cache` nothing is cached.
         assert!(!line.contains("cache"), "{flag:?}: {line}");
         if repacked > 0 {

@@ -1,19 +1,26 @@
-//! AMX-INT8 tiles (Intel Xeon since Sapphire Rapids) for the prefill panels: one `tdpbsud`
-//! multiplies 16 tokens x `k` signed activation bytes by `k` x 16 rows of unsigned weight
-//! bytes into 16 x 16 i32 sums, the work of `4 k` `vpdpbusd` (one core of a Sapphire Rapids
-//! class Xeon VM measured 3.3 T int8 multiply-adds per second this way against 0.41 T with
-//! `vpdpbusd`). The B operand is exactly the layout the VNNI panels already unpack
-//! (`avx512::Panel::q`: each 4 consecutive elements of 16 rows in one 64-byte line), so the AMX
-//! micro-kernels in `avx512.rs` share the panels and the activation tables with the VNNI ones
-//! and only replace where the integer group sums come from; the integer sums and every float
-//! step after them are the same, so both give the same bits.
+//! AMX-INT8 tiles (Intel Xeon since Sapphire Rapids) for the prefill panels: one tile product
+//! (`tdpbssd`, `tdpbsud`) multiplies 16 tokens x `k` activation bytes by `k` x 16 rows of
+//! weight bytes into 16 x 16 i32 sums, the work of `4 k` `vpdpbusd` (one core of a Sapphire
+//! Rapids class Xeon VM measured 3.3 T int8 multiply-adds per second this way against 0.41 T
+//! with `vpdpbusd`). The B operand is the layout of the VNNI panels (`avx512::Panel::q`: each 4
+//! consecutive elements of 16 rows in one 64-byte line):
 //!
-//! Rust has no stable AMX intrinsics (nor feature detection for them), so the five
-//! instructions are inline assembly here and detection reads CPUID. Linux hands out the
-//! 8 KiB tile state only on request (`arch_prctl(ARCH_REQ_XCOMP_PERM)`, Linux 5.16+): without
-//! it the first tile instruction faults, so [`available`] asks once per process and says no
-//! if the kernel refuses. `EDGEACT_AMX=off` turns the tiles off (to measure the VNNI panels on
-//! the same CPU).
+//! - the 32-element formats ([`TileShape::Blocks`]) multiply the panel's unsigned quants as
+//!   they are, one block of 32 elements per product ([`Tiles::four_blocks`]);
+//! - the k-quants ([`TileShape::SuperBlocks`]) multiply [`TileWeights`]: each super-block of
+//!   the panel rebuilt with its group scales folded into the weights, two signed bytes per
+//!   weight, so that a super-block is 4 steps of 64 elements without per-group work
+//!   ([`Tiles::super_block`]).
+//!
+//! The activations are laid out once per matmul as A tiles ([`TileActivations`]). The
+//! micro-kernels in `avx512.rs` compute the integer sums of the VNNI ones and the same float
+//! steps after them, so both give the same bits.
+//!
+//! Rust has no stable AMX intrinsics (nor feature detection for them), so the instructions are
+//! inline assembly here and detection reads CPUID. Linux hands out the 8 KiB tile state only
+//! on request (`arch_prctl(ARCH_REQ_XCOMP_PERM)`, Linux 5.16+): without it the first tile
+//! instruction faults, so [`available`] asks once per process and says no if the kernel
+//! refuses. `EDGEACT_AMX=off` turns the tiles off (to measure the VNNI panels on the same CPU).
 
 use std::arch::asm;
 use std::sync::OnceLock;

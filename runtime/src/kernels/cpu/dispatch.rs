@@ -22,8 +22,9 @@ pub struct CpuFeatures {
     /// AVX-512 VNNI (`vpdpbusd`): the repacked decode kernel and the prefill panels.
     pub avx512_vnni: bool,
     /// AMX-INT8 tiles, granted by the OS and not turned off by `EDGEACT_AMX=off`: the prefill
-    /// panels of the k-quants multiply on them (`avx512::matmul_panels_amx`); the path stays
-    /// the same [`MatmulPath`].
+    /// panels multiply on them (`avx512::matmul_panels_amx` for the k-quants,
+    /// `avx512::micro_legacy_amx` for the 32-element formats); the path stays the same
+    /// [`MatmulPath`].
     pub amx_int8: bool,
 }
 

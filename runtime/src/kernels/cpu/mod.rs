@@ -70,5 +70,28 @@ pub use repack::repack_supported;
 pub use table::{act_type, kernel_type, repackable, supported, KernelType, KERNEL_TYPES, SUPPORTED};
 pub use types::{Activations, PackedMatrix, QMatrix, DOT_MAX_T};
 
+/// The CPU kernels this process runs, in words (for `run -v` and `bench`): the instruction-set
+/// path and the CPU features beyond it that change the kernels, e.g. `avx512 (VNNI, AMX-INT8)`.
+pub fn describe() -> String {
+    let path = backend();
+    let cpu = CpuFeatures::detect();
+    let mut extra = Vec::new();
+    if path == Backend::Avx512 && cpu.avx512_vnni {
+        extra.push("VNNI");
+        if cpu.amx_int8 {
+            extra.push("AMX-INT8");
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if path == Backend::Neon && std::arch::is_aarch64_feature_detected!("dotprod") {
+        extra.push("dotprod");
+    }
+    if extra.is_empty() {
+        path.name().to_string()
+    } else {
+        format!("{} ({})", path.name(), extra.join(", "))
+    }
+}
+
 #[cfg(test)]
 mod tests;
