@@ -41,10 +41,13 @@ pub(super) fn available() -> bool {
 fn cpu_has_amx_int8() -> bool {
     use std::arch::x86_64::{__cpuid, __cpuid_count};
     // CPUID leaf 7, sub-leaf 0, EDX: bit 24 AMX-TILE, bit 25 AMX-INT8.
-    if __cpuid(0).eax < 7 {
+    // SAFETY: CPUID exists on every x86_64 CPU (newer Rust marks these intrinsics safe; the
+    // workspace's minimum Rust, 1.89, does not).
+    #[allow(unused_unsafe)]
+    let (max_leaf, edx) = unsafe { (__cpuid(0).eax, __cpuid_count(7, 0).edx) };
+    if max_leaf < 7 {
         return false;
     }
-    let edx = __cpuid_count(7, 0).edx;
     edx & (1 << 24) != 0 && edx & (1 << 25) != 0
 }
 

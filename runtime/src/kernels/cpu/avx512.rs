@@ -741,8 +741,14 @@ unsafe fn k_steps(
     acc: &mut [__m512],
 ) {
     let dkv = _mm512_loadu_ps(p.dk.as_ptr().add(sb * PR));
-    let dmv = _mm512_loadu_ps(p.dm.as_ptr().add(sb * PR));
-    let mv: [__m512i; 4] = std::array::from_fn(|pr| _mm512_loadu_si512(p.mn.as_ptr().add((sb * 4 + pr) * PR).cast()));
+    // Q6_K has no mins (its panel holds none to load).
+    let mins = ty != GgmlType::Q6_K;
+    let (dmv, mv) = if mins {
+        let mv = std::array::from_fn(|pr| _mm512_loadu_si512(p.mn.as_ptr().add((sb * 4 + pr) * PR).cast()));
+        (_mm512_loadu_ps(p.dm.as_ptr().add(sb * PR)), mv)
+    } else {
+        (_mm512_setzero_ps(), [_mm512_setzero_si512(); 4])
+    };
     for (i, acc) in acc.iter_mut().enumerate() {
         let (lo, hi) = (&sums.0[2 * (i / 16)], &sums.0[2 * (i / 16) + 1]);
         let at = (i % 16) * 16;
@@ -751,7 +757,7 @@ unsafe fn k_steps(
         let scaled = _mm512_add_epi32(lo, _mm512_slli_epi32::<6>(hi));
         let dy = _mm512_set1_ps(tile_acts.scale(t0 + i, sb));
         *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled), _mm512_mul_ps(dkv, dy), *acc);
-        if ty == GgmlType::Q6_K {
+        if !mins {
             continue;
         }
         let tab = tabs
