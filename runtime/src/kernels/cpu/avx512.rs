@@ -1,5 +1,5 @@
-//! AVX-512 kernels: a VNNI (`vpdpbusd`) panel matmul for prefill (AMX tiles for the k-quants
-//! where the CPU has them), AVX2 kernels otherwise.
+//! AVX-512 kernels: a VNNI (`vpdpbusd`) panel matmul for prefill (AMX tiles where the CPU has
+//! them), AVX2 kernels otherwise.
 //!
 //! Decode is bound by memory bandwidth, where 512-bit vectors gain nothing, so single tokens
 //! and small batches use the AVX2 tile kernels (every AVX-512 CPU has AVX2/FMA/F16C;
@@ -23,10 +23,11 @@
 //! see `LegacyTables`; Q6_K's 32 always, and the Q4_K/Q5_K mins two groups per `vpdpwssd`, see
 //! `KTables`).
 //!
-//! On CPUs with AMX-INT8 (`amx.rs`), the k-quant panels multiply on tiles instead
-//! (`matmul_panels_amx`): each super-block of a panel is rebuilt with its group scales folded
-//! into the weights, so one super-block of 32 tokens x 16 rows is 16 tile products, and the
-//! float steps after the integer sums are `micro_k`'s: the same bits.
+//! On CPUs with AMX-INT8 (`amx.rs`), the panels multiply on tiles instead: the k-quants in
+//! `matmul_panels_amx` (each super-block of a panel rebuilt with its group scales folded into
+//! the weights, so one super-block of 32 tokens x 16 rows is 16 tile products), the 32-element
+//! formats in `micro_legacy_amx` (one tile product per block). The float steps after the
+//! integer sums are `micro_k`'s and `micro_legacy`'s: the same bits.
 
 // Kernel loops index several arrays (weights, per-token sums, scales) with one counter over
 // const-generic bounds the compiler unrolls; iterator chains would only obscure that.
@@ -629,9 +630,56 @@ unsafe fn micro_k<const T: usize, const G: usize>(
     acc
 }
 
-/// The tile sums of one super-block and two token tiles (`amx::Tiles::super_block`).
+/// The tile sums of one step of the AMX micro-kernels: a super-block of two token tiles
+/// (`amx::Tiles::super_block`) or four blocks of one (`amx::Tiles::four_blocks`).
 #[repr(C, align(64))]
 struct PairSums([amx::TileSums; 4]);
+
+/// Runs `steps` steps software-pipelined over two sum buffers: the tiles multiply step i + 1
+/// (`multiply`) while the vector units scale step i's sums (`scale`).
+#[inline(always)]
+fn pipelined(
+    steps: usize,
+    sums: &mut [PairSums; 2],
+    multiply: impl Fn(usize, &mut PairSums),
+    mut scale: impl FnMut(usize, &PairSums),
+) {
+    if steps == 0 {
+        return;
+    }
+    multiply(0, &mut sums[0]);
+    for i in 0..steps {
+        let (even, odd) = sums.split_at_mut(1);
+        let (done, next) = if i % 2 == 0 {
+            (&even[0], &mut odd[0])
+        } else {
+            (&odd[0], &mut even[0])
+        };
+        if i + 1 < steps {
+            multiply(i + 1, next);
+        }
+        scale(i, done);
+    }
+}
+
+/// The store mask of a panel's `nr` rows (all 16 but in a matrix's last panel).
+fn row_mask(nr: usize) -> __mmask16 {
+    if nr >= 16 {
+        0xffff
+    } else {
+        (1u16 << nr) - 1
+    }
+}
+
+/// Bytes per activation block and where its quants start, for a 32-element weight type:
+/// Q8_1 (`d`, `s`, quants) for Q4_1/Q5_1, else Q8_0 (`d`, quants).
+fn legacy_act_layout(ty: GgmlType) -> (usize, usize) {
+    if has_min(ty) {
+        (Q8_1, 4)
+    } else {
+        (Q8_0, 2)
+    }
+}
 
 /// Panels per task of [`matmul_panels_amx`]: each pair of token tiles is loaded once (into
 /// L1) for this many panels instead of once per panel (7B-shaped 4096 x 4096, 256 tokens, one
@@ -647,7 +695,12 @@ const AMX_PANELS: usize = 4;
 unsafe fn matmul_panels_amx(pool: &ThreadPool, w: &QMatrix, acts: &[u8], arb: usize, n_tokens: usize, out: &mut [f32]) {
     let (ty, rows, cols) = (w.ty, w.rows, w.cols);
     let nsb = cols / QK_K;
-    let tabs = KTables::new(ty, acts, arb, n_tokens, nsb);
+    // Q6_K's offset is folded into its tile weights: only the mins read the tables.
+    let tabs = if ty == GgmlType::Q6_K {
+        KTables(Vec::new())
+    } else {
+        KTables::new(ty, acts, arb, n_tokens, nsb)
+    };
     let tile_acts = amx::TileActivations::from_q8_k(acts, arb, n_tokens, cols);
     let n_groups = rows.div_ceil(PR * AMX_PANELS);
     let n_chunks = n_tokens.div_ceil(TOK_CHUNK);
@@ -681,24 +734,13 @@ unsafe fn matmul_panels_amx(pool: &ThreadPool, w: &QMatrix, acts: &[u8], arb: us
                         .expect("a super-block of quads");
                     tw.build(q, &p.sci[sb * scales_per_sb..(sb + 1) * scales_per_sb], g, offset);
                 }
-                // Steps (pair of token tiles, panel), software-pipelined: the tiles multiply
-                // step i + 1 while the vector units scale step i's sums.
+                // Steps (pair of token tiles, panel).
                 let multiply = |i: usize, sums: &mut PairSums| {
                     let tile = first_tile + 2 * (i / np);
                     let a = [tile_acts.super_block(tile, sb), tile_acts.super_block(tile + 1, sb)];
                     tiles.super_block(a, weights[i % np].as_ptr(), &mut sums.0);
                 };
-                multiply(0, &mut sums[0]);
-                for i in 0..pairs * np {
-                    let (even, odd) = sums.split_at_mut(1);
-                    let (done, next) = if i % 2 == 0 {
-                        (&even[0], &mut odd[0])
-                    } else {
-                        (&odd[0], &mut even[0])
-                    };
-                    if i + 1 < pairs * np {
-                        multiply(i + 1, next);
-                    }
+                pipelined(pairs * np, &mut sums, multiply, |i, done| {
                     let (pair, j) = (i / np, i % np);
                     let t0 = 2 * amx::TILE_ROWS * pair;
                     let acc = &mut acc[j * n + t0..(j * n + t0 + 2 * amx::TILE_ROWS).min((j + 1) * n)];
@@ -712,11 +754,11 @@ unsafe fn matmul_panels_amx(pool: &ThreadPool, w: &QMatrix, acts: &[u8], arb: us
                         (tokens.start + t0, nsb),
                         acc,
                     );
-                }
+                });
             }
             for (j, pi) in panels.enumerate() {
                 let (r0, nr) = (pi * PR, PR.min(rows - pi * PR));
-                let mask: __mmask16 = if nr >= 16 { 0xffff } else { (1u16 << nr) - 1 };
+                let mask = row_mask(nr);
                 for (t, v) in acc[j * n..(j + 1) * n].iter().enumerate() {
                     _mm512_mask_storeu_ps(outp.get().add((tokens.start + t) * rows + r0), mask, *v);
                 }
@@ -805,23 +847,11 @@ unsafe fn micro_legacy_amx<const FLOAT_OFFSET: bool>(
     let multiply = |q: usize, sums: &mut PairSums| {
         tiles.four_blocks(a.add(4 * q * bytes), p.q.as_ptr().add(4 * q * bytes), &mut sums.0);
     };
-    if quads > 0 {
-        multiply(0, &mut sums[0]);
-    }
-    for q in 0..quads {
-        let (even, odd) = sums.split_at_mut(1);
-        let (done, next) = if q % 2 == 0 {
-            (&even[0], &mut odd[0])
-        } else {
-            (&odd[0], &mut even[0])
-        };
-        if q + 1 < quads {
-            multiply(q + 1, next);
-        }
+    pipelined(quads, sums, multiply, |q, done| {
         for (k, block_sums) in done.0.iter().enumerate() {
             scale(block_sums, 4 * q + k, &mut acc);
         }
-    }
+    });
     for b in 4 * quads..nb {
         tiles.one_block(a.add(b * bytes), p.q.as_ptr().add(b * bytes), &mut sums[0].0[0]);
         scale(&sums[0].0[0], b, &mut acc);
@@ -952,7 +982,7 @@ unsafe fn run_micro(
     out: *mut f32,
     amx: Option<(&amx::Tiles, &amx::TileActivations, &mut [PairSums; 2])>,
 ) {
-    let mask: __mmask16 = if nr >= 16 { 0xffff } else { (1u16 << nr) - 1 };
+    let mask = row_mask(nr);
     if let (Some((tiles, tile_acts, sums)), Tables::Legacy(tabs)) = (amx, tabs) {
         debug_assert!(nt == amx::TILE_ROWS && t0.is_multiple_of(amx::TILE_ROWS));
         let a = tile_acts.block(t0 / amx::TILE_ROWS, 0);
@@ -971,7 +1001,7 @@ unsafe fn run_micro(
             let y: [*const u8; $T] = std::array::from_fn(|i| acts.as_ptr().add((t0 + i) * arb));
             let res = match tabs {
                 Tables::Legacy(tabs) => {
-                    let act = if has_min(ty) { (Q8_1, 4) } else { (Q8_0, 2) };
+                    let act = legacy_act_layout(ty);
                     if tabs.float_offset(ty) {
                         micro_legacy::<$T, true>(p, cols / 32, act, y, tabs, t0)
                     } else {
@@ -1004,8 +1034,8 @@ unsafe fn run_micro(
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL/VNNI plus AVX2, FMA and F16C, the type table's
 /// `vnni_panels` must hold for `w.ty`, `acts` must hold `n_tokens` activation rows of `w.cols` elements and
-/// `out` must hold `n_tokens * w.rows` floats; `amx` requires [`amx::available`] (the k-quants
-/// then run on AMX tiles, the 32-element formats stay on `vpdpbusd`).
+/// `out` must hold `n_tokens * w.rows` floats; `amx` requires [`amx::available`] (the panels
+/// then run on AMX tiles: the k-quants all tokens, the 32-element formats whole tiles of 16).
 pub(super) unsafe fn matmul_panels(
     pool: &ThreadPool,
     w: &QMatrix,
@@ -1030,10 +1060,7 @@ pub(super) unsafe fn matmul_panels(
     let n_chunks = n_tokens.div_ceil(TOK_CHUNK);
     let outp = SyncPtr(out.as_mut_ptr());
     // With AMX, the whole tiles of 16 tokens of the 32-element formats run on tiles.
-    let tile_acts = amx.then(|| {
-        let act = if has_min(ty) { (Q8_1, 4) } else { (Q8_0, 2) };
-        amx::TileActivations::from_blocks(acts, arb, n_tokens, cols, act)
-    });
+    let tile_acts = amx.then(|| amx::TileActivations::from_blocks(acts, arb, n_tokens, cols, legacy_act_layout(ty)));
     pool.run(n_panels * n_chunks, &|task| {
         // Panel-major order: consecutive tasks of one thread reuse nothing, but each task's
         // unpacked panel serves its whole token chunk.
@@ -1044,19 +1071,22 @@ pub(super) unsafe fn matmul_panels(
         let p = unsafe { Panel::unpacked(w, pi) };
         let t_end = ((ci + 1) * TOK_CHUNK).min(n_tokens);
         let mut t0 = ci * TOK_CHUNK;
-        // SAFETY: the caller checked `amx::available` when `amx` is set.
-        let tiles = tile_acts
-            .as_ref()
-            .map(|_| unsafe { amx::Tiles::configure(amx::TileShape::Blocks) });
-        let mut sums = tiles
-            .as_ref()
-            .map(|_| Box::new([PairSums([[0; 256]; 4]), PairSums([[0; 256]; 4])]));
+        // This thread's tiles and sum buffers, with the activations laid out for them.
+        let mut on_amx = tile_acts.as_ref().map(|tile_acts| {
+            // SAFETY: the caller checked `amx::available` when `amx` is set.
+            let tiles = unsafe { amx::Tiles::configure(amx::TileShape::Blocks) };
+            let sums = Box::new([PairSums([[0; 256]; 4]), PairSums([[0; 256]; 4])]);
+            (tiles, tile_acts, sums)
+        });
         while t0 < t_end {
-            let on_tiles = tile_acts.as_ref().is_some_and(|a| t0 / amx::TILE_ROWS < a.tiles());
-            let nt = if on_tiles { amx::TILE_ROWS } else { TT.min(t_end - t0) };
-            let amx = match (on_tiles, &tiles, &tile_acts, sums.as_deref_mut()) {
-                (true, Some(tiles), Some(tile_acts), Some(sums)) => Some((tiles, tile_acts, sums)),
-                _ => None,
+            let amx = on_amx
+                .as_mut()
+                .filter(|(_, tile_acts, _)| t0 / amx::TILE_ROWS < tile_acts.tiles())
+                .map(|(tiles, tile_acts, sums)| (&*tiles, *tile_acts, &mut **sums));
+            let nt = if amx.is_some() {
+                amx::TILE_ROWS
+            } else {
+                TT.min(t_end - t0)
             };
             // SAFETY: tokens t0..t0+nt and rows r0..r0+nr are in range of `acts` and `out`;
             // this task is the only writer of those outputs.
