@@ -38,8 +38,13 @@ struct Args {
     n_depth: Vec<usize>,
     /// Keep the weights in the file mapping (llama-bench's `--no-repack`); by default
     /// llama.cpp repacks Q4_0/Q4_K weights for its CPU kernels at load time.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "amx")]
     no_repack: bool,
+    /// On AMX CPUs, llama.cpp's default untouched: its AMX buffer type too (left out
+    /// otherwise, since its matmul crashed in every prompt batch on an Intel Xeon VM); for
+    /// decode-only runs (`-p 0`).
+    #[arg(long)]
+    amx: bool,
     /// Batched decode of P sequences together for each P (comma-separated) instead of the
     /// single-sequence tg test.
     #[arg(long, value_delimiter = ',', value_name = "P,...")]
@@ -66,11 +71,12 @@ fn mean_std(xs: &[f64]) -> (f64, f64) {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let model = if args.no_repack {
-        edgeact_oracle::Model::load_no_repack(&args.model)?
-    } else {
-        edgeact_oracle::Model::load(&args.model)?
+    let buffers = match (args.no_repack, args.amx) {
+        (true, _) => edgeact_oracle::WeightBuffers::Mapped,
+        (false, true) => edgeact_oracle::WeightBuffers::RepackedWithAmx,
+        (false, false) => edgeact_oracle::WeightBuffers::Repacked,
     };
+    let model = edgeact_oracle::Model::load_into(&args.model, buffers)?;
     if args.first_token {
         let mut ctx = edgeact_oracle::Context::new(&model, 8, args.threads)?;
         ctx.bench(2, 1, 0)?;
@@ -122,10 +128,10 @@ fn main() -> anyhow::Result<()> {
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let name = if args.no_repack {
-        format!("{file} (no repack)")
-    } else {
-        file
+    let name = match buffers {
+        edgeact_oracle::WeightBuffers::Mapped => format!("{file} (no repack)"),
+        edgeact_oracle::WeightBuffers::RepackedWithAmx => format!("{file} (AMX)"),
+        edgeact_oracle::WeightBuffers::Repacked => file,
     };
     let at = |d: usize| if d > 0 { format!(" @ d{d}") } else { String::new() };
     if args.json {

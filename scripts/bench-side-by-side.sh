@@ -24,6 +24,10 @@
 #   default repacking) over PARALLEL (default 1,2,4,8,16) sequences decoding BATCHED_TG
 #   (default 32) tokens each, and a table of aggregate t/s with the ratios "at P / at 1" and
 #   "ours / llama.cpp"; BATCHED=only runs just that section.
+#   On CPUs with AMX-INT8 the oracle's llama.cpp "default" leaves out ggml's AMX buffer type
+#   (its matmul crashed in every prompt batch on an Intel Xeon VM) and keeps CPU_REPACK; a
+#   tg-only row `(AMX)` at depth 0 then adds llama.cpp's default untouched, whose decode runs
+#   (filling a context to a depth is a prompt batch).
 #   EDGEACT_KERNELS=avx2 (or scalar) in the environment runs edgeact's kernels of that path
 #   (the header line says so); llama.cpp keeps its own.
 set -eu
@@ -60,6 +64,9 @@ for t in $threads; do
     $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu --repack 2>/dev/null | tail -n +3 | sed 's/^/edgeact --repack    /'
     $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" 2>/dev/null | tail -n +3
     $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --no-repack 2>/dev/null | tail -n +3
+    if grep -qw amx_int8 /proc/cpuinfo; then
+        $bin/examples/llama_cpp_bench -m "$model" -p 0 -n "$tg" -t "$t" -r "$reps" --amx 2>/dev/null | tail -n +3
+    fi
     echo "membw $t thread(s) after: $(read_bw "$t") GB/s"
 done
 # exec -> first token, warm page cache (one untimed run first), best of $reps, at the most threads.

@@ -17,6 +17,8 @@
 //! side first. Set `GGML_NO_BACKTRACE=1` (the workspace's `.cargo/config.toml` does) so an
 //! abort does not try to attach gdb.
 
+mod repack;
+
 use llama_cpp_sys_2 as sys;
 use std::ffi::{c_char, c_void, CString};
 use std::fmt;
@@ -503,45 +505,43 @@ pub struct Model {
 unsafe impl Send for Model {}
 unsafe impl Sync for Model {}
 
-/// Whether the CPU has AMX-INT8 (CPUID leaf 7, EDX bit 25), whose ggml matmul crashes (see
-/// `Model::load_with`). Said once on stderr, since llama.cpp's default then means no repacking.
-fn cpu_has_amx() -> bool {
-    static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AMX.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            // SAFETY: CPUID leaf 7 exists on every x86_64 CPU that llama.cpp's build targets
-            // (it reads it itself); on older ones the leaf reads as zeros.
-            #[allow(unused_unsafe)]
-            let amx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx & (1 << 25) != 0;
-            if amx {
-                eprintln!("edgeact-oracle: AMX CPU: llama.cpp's weight repacking is off (its AMX matmul crashes)");
-            }
-            amx
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    })
+/// Where llama.cpp keeps a loaded model's weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightBuffers {
+    /// In place in the file mapping (`llama-bench --no-repack`), as edgeact's default reads
+    /// most formats.
+    Mapped,
+    /// Repacked for llama.cpp's CPU kernels (its default), leaving out the AMX buffer type on
+    /// AMX CPUs (see `repack`).
+    Repacked,
+    /// llama.cpp's default untouched: on AMX CPUs its AMX buffer type too, whose matmul
+    /// crashed in every prompt batch on an Intel Xeon VM. For decode-only runs.
+    RepackedWithAmx,
 }
 
 impl Model {
     pub fn load(path: &Path) -> Result<Model> {
-        Self::load_with(path, false, true)
+        Self::load_with(path, false, WeightBuffers::Repacked)
     }
 
     /// Loads a model without llama.cpp's weight repacking (`llama-bench --no-repack`): the
     /// CPU backend then reads the weights in place from the file mapping, as edgeact does by
     /// default.
     pub fn load_no_repack(path: &Path) -> Result<Model> {
-        Self::load_with(path, false, false)
+        Self::load_with(path, false, WeightBuffers::Mapped)
+    }
+
+    /// Loads a model with its weights where `buffers` says.
+    pub fn load_into(path: &Path, buffers: WeightBuffers) -> Result<Model> {
+        Self::load_with(path, false, buffers)
     }
 
     /// Loads only the vocabulary (tokenizer comparisons on vocab-only GGUFs).
     pub fn load_vocab_only(path: &Path) -> Result<Model> {
-        Self::load_with(path, true, true)
+        Self::load_with(path, true, WeightBuffers::Mapped)
     }
 
-    fn load_with(path: &Path, vocab_only: bool, repack: bool) -> Result<Model> {
+    fn load_with(path: &Path, vocab_only: bool, buffers: WeightBuffers) -> Result<Model> {
         init();
         if !path.is_file() {
             return err(format!("{} is not a file", path.display()));
@@ -551,12 +551,19 @@ impl Model {
         let mut params = unsafe { sys::llama_model_default_params() };
         params.n_gpu_layers = 0;
         params.vocab_only = vocab_only;
-        // "Extra buffer types" are where llama.cpp repacks weights for its CPU kernels. On a
-        // CPU with AMX one of them is ggml's AMX matmul, which crashed (SIGSEGV in
-        // `ggml_backend_amx_mul_mat`) in every prompt batch on an Intel Xeon VM, so there the
-        // weights stay in place, as with `--no-repack`.
-        params.use_extra_bufts = repack && !cpu_has_amx();
-        // SAFETY: NUL-terminated path, valid params.
+        // "Extra buffer types" are where llama.cpp repacks weights for its CPU kernels; on
+        // AMX CPUs only its CPU_REPACK one is used unless asked for (see `repack`).
+        let without_amx = buffers == WeightBuffers::Repacked && repack::cpu_has_amx();
+        params.use_extra_bufts =
+            buffers == WeightBuffers::RepackedWithAmx || (buffers == WeightBuffers::Repacked && !without_amx);
+        let overrides = match without_amx && !vocab_only {
+            true => repack::overrides(path)?,
+            false => None,
+        };
+        if let Some(overrides) = &overrides {
+            params.tensor_buft_overrides = overrides.as_ptr();
+        }
+        // SAFETY: NUL-terminated path, valid params; the overrides they point to live past the call.
         let raw = unsafe { sys::llama_model_load_from_file(p.as_ptr(), params) };
         if raw.is_null() {
             return err(format!("llama.cpp could not load {}", path.display()));
