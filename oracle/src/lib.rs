@@ -552,14 +552,15 @@ impl Model {
         params.n_gpu_layers = 0;
         params.vocab_only = vocab_only;
         // "Extra buffer types" are where llama.cpp repacks weights for its CPU kernels; on
-        // AMX CPUs only its CPU_REPACK one is used unless asked for (see `repack`).
-        let without_amx = buffers == WeightBuffers::Repacked && repack::cpu_has_amx();
-        params.use_extra_bufts =
-            buffers == WeightBuffers::RepackedWithAmx || (buffers == WeightBuffers::Repacked && !without_amx);
-        let overrides = match without_amx && !vocab_only {
-            true => repack::overrides(path)?,
-            false => None,
+        // AMX CPUs only its CPU_REPACK one is used unless asked for (see `repack`). A vocabulary
+        // loads no weights (`load_vocab_only` asks for them mapped).
+        let (extra_bufts, overrides) = match buffers {
+            WeightBuffers::Mapped => (false, None),
+            WeightBuffers::RepackedWithAmx => (true, None),
+            WeightBuffers::Repacked if !repack::cpu_has_amx() => (true, None),
+            WeightBuffers::Repacked => (false, repack::overrides(path)?),
         };
+        params.use_extra_bufts = extra_bufts;
         if let Some(overrides) = &overrides {
             params.tensor_buft_overrides = overrides.as_ptr();
         }

@@ -663,7 +663,7 @@ fn pipelined(
 }
 
 /// The store mask of a panel's `nr` rows (all 16 but in a matrix's last panel).
-fn row_mask(nr: usize) -> __mmask16 {
+pub(super) fn row_mask(nr: usize) -> __mmask16 {
     if nr >= 16 {
         0xffff
     } else {

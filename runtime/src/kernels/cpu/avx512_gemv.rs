@@ -43,6 +43,7 @@
 //! thread 3.5-3.6 -> 4.1-4.3 t/s on a Sapphire Rapids-class VM (docs/kernels.md "Four streams
 //! for Q4_0 on Intel"); elsewhere it keeps one prefetched stream.
 
+use super::avx512::row_mask;
 use super::prefetch::{self, AHEAD_LINES, Q5K_AHEAD_LINES, STREAM_AHEAD_LINES};
 use super::types::{Line, PackedActivations, PackedMatrix, PANEL_ROWS, Q4K_LINES, Q6K_LINES};
 use crate::quant::GgmlType;
@@ -52,7 +53,9 @@ use std::arch::x86_64::*;
 /// `out[t * stride + r] = row r of w . xs[t]` for the `n_rows` rows from panel `first_panel`
 /// on, and every token of `xs` (decode: one token; a small batch of decodes: a few). Each
 /// panel's weights come from memory once and stay in cache for the other tokens, and every
-/// token's sums are the ones it gets alone, whatever the batch.
+/// token's sums are the ones it gets alone, whatever the batch. One token of Q4_0 reads
+/// `q4_0_streams` (1, 2 or 4; [`prefetch::Prefetch::q4_0_streams`]) panels at a time, with the
+/// same bits for each.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL/VNNI and F16C, each of `xs` must come from an
@@ -67,42 +70,13 @@ pub(super) unsafe fn matvec_packed(
     n_rows: usize,
     out: *mut f32,
     stride: usize,
-) {
-    matvec_packed_in_streams(
-        w,
-        xs,
-        first_panel,
-        n_rows,
-        out,
-        stride,
-        prefetch::policy().q4_0_streams(),
-    )
-}
-
-/// [`matvec_packed`] with one token of Q4_0 read `q4_0_streams` (1, 2 or 4) panels at a time.
-///
-/// # Safety
-/// As for [`matvec_packed`].
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn matvec_packed_in_streams(
-    w: &PackedMatrix,
-    xs: &[PackedActivations],
-    first_panel: usize,
-    n_rows: usize,
-    out: *mut f32,
-    stride: usize,
     q4_0_streams: usize,
 ) {
     debug_assert!(PANEL_ROWS * first_panel + n_rows <= w.rows());
     let n_panels = n_rows.div_ceil(PANEL_ROWS);
     // Stores the 16 (or, in the last panel, fewer) sums of panel `i` of the range for token `t`.
     let store = |t: usize, i: usize, total: __m512| {
-        let in_panel = (n_rows - i * PANEL_ROWS).min(PANEL_ROWS);
-        let mask: __mmask16 = if in_panel == PANEL_ROWS {
-            !0
-        } else {
-            (1u16 << in_panel) - 1
-        };
+        let mask = row_mask(n_rows - i * PANEL_ROWS);
         _mm512_mask_storeu_ps(out.add(t * stride + PANEL_ROWS * (first_panel + i)), mask, total)
     };
     // One token, `N` panels at a time, from `N` places: panels i, q + i, ..., (N - 1) q + i of
@@ -202,50 +176,34 @@ unsafe fn line_sums(lines: &[Line], quads: &[u32], start: __m512i) -> __m512i {
 /// the same for every `T` (integer sums, then two alternating float accumulators), so a token
 /// gets the same result alone or in a batch.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
 unsafe fn panel_q4_0_q8_0<const T: usize>(w: &PackedMatrix, xs: &[PackedActivations], p: usize) -> [__m512; T] {
+    let [sums] = q4_0_panels::<T, 1>(w, xs, [p]);
+    sums
+}
+
+/// `N` panels of Q4_0 rows (`ps`) against one token, block by block, each panel with
+/// [`panel_q4_0_q8_0`]'s arithmetic (the same bits): the weights stream from `N` places.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn panels_q4_0_q8_0<const N: usize>(w: &PackedMatrix, x: &PackedActivations, ps: [usize; N]) -> [__m512; N] {
+    q4_0_panels::<1, N>(w, std::slice::from_ref(x), ps).map(|[sums]| sums)
+}
+
+/// `N` panels of Q4_0 rows (`ps`) against `T` tokens (`xs[..T]`), block by block: the kernel
+/// of [`panel_q4_0_q8_0`] (`N` = 1) and [`panels_q4_0_q8_0`] (`T` = 1). One panel prefetches
+/// [`AHEAD_LINES`] ahead, each of several [`STREAM_AHEAD_LINES`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q4_0_panels<const T: usize, const N: usize>(
+    w: &PackedMatrix,
+    xs: &[PackedActivations],
+    ps: [usize; N],
+) -> [[__m512; T]; N] {
     let xs = &xs[..T];
     let low = _mm512_set1_epi8(0x0f);
     let high = _mm512_set1_epi8(0xf0u8 as i8);
-    let mut acc = [[_mm512_setzero_ps(); 2]; T];
+    let mut acc = [[[_mm512_setzero_ps(); 2]; T]; N];
     for b in 0..w.cols() / 32 {
-        let (sc, lines) = w.legacy_block(p, b);
-        prefetch::legacy_block::<4>(lines, sc);
-        let mut sum_lo: [__m512i; T] = std::array::from_fn(|t| _mm512_set1_epi32(xs[t].sums[b]));
-        // The high nibbles stay in place (16 * q: one AND per line, no shift), so their chain
-        // sums 16 times their products and one exact shift per block takes it back. Streaming
-        // 11008x4096 at 1 thread: +2-5 % (8 of 8 pairs); Q4_K's `line_sums` measured slower so.
-        let mut sum_hi16 = [_mm512_setzero_si512(); T];
-        for (v, line) in lines.iter().enumerate() {
-            let q = _mm512_load_si512(line.0.as_ptr().cast());
-            let lo = _mm512_and_si512(q, low);
-            let hi16 = _mm512_and_si512(q, high);
-            for t in 0..T {
-                let quads = &xs[t].quads[b * 8..b * 8 + 8];
-                sum_lo[t] = _mm512_dpbusd_epi32(sum_lo[t], lo, _mm512_set1_epi32(quads[2 * v] as i32));
-                sum_hi16[t] = _mm512_dpbusd_epi32(sum_hi16[t], hi16, _mm512_set1_epi32(quads[2 * v + 1] as i32));
-            }
-        }
-        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(sc.as_ptr().cast()));
-        for t in 0..T {
-            let sums = _mm512_add_epi32(sum_lo[t], _mm512_srai_epi32::<4>(sum_hi16[t]));
-            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(xs[t].scales[b]));
-            acc[t][b & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc[t][b & 1]);
-        }
-    }
-    std::array::from_fn(|t| _mm512_add_ps(acc[t][0], acc[t][1]))
-}
-
-/// `N` panels of Q4_0 rows (`ps`) against one token, block by block, each panel's arithmetic
-/// [`panel_q4_0_q8_0`]'s for one token (the same bits). With several panels each prefetches
-/// [`STREAM_AHEAD_LINES`] ahead, alone [`AHEAD_LINES`] (as [`panel_q4_0_q8_0`]).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn panels_q4_0_q8_0<const N: usize>(w: &PackedMatrix, x: &PackedActivations, ps: [usize; N]) -> [__m512; N] {
-    let low = _mm512_set1_epi8(0x0f);
-    let high = _mm512_set1_epi8(0xf0u8 as i8);
-    let mut acc = [[_mm512_setzero_ps(); 2]; N];
-    for b in 0..w.cols() / 32 {
-        let quads = &x.quads[b * 8..b * 8 + 8];
-        let y_scale = _mm512_set1_ps(x.scales[b]);
         for (&p, acc) in ps.iter().zip(acc.iter_mut()) {
             let (sc, lines) = w.legacy_block(p, b);
             if N == 1 {
@@ -253,20 +211,31 @@ unsafe fn panels_q4_0_q8_0<const N: usize>(w: &PackedMatrix, x: &PackedActivatio
             } else {
                 prefetch::legacy_block_ahead::<STREAM_AHEAD_LINES, 4>(lines, sc);
             }
-            let mut sum_lo = _mm512_set1_epi32(x.sums[b]);
-            let mut sum_hi16 = _mm512_setzero_si512();
+            let mut sum_lo: [__m512i; T] = std::array::from_fn(|t| _mm512_set1_epi32(xs[t].sums[b]));
+            // The high nibbles stay in place (16 * q: one AND per line, no shift), so their
+            // chain sums 16 times their products and one exact shift per block takes it back.
+            // Streaming 11008x4096 at 1 thread: +2-5 % (8 of 8 pairs); Q4_K's `line_sums`
+            // measured slower so.
+            let mut sum_hi16 = [_mm512_setzero_si512(); T];
             for (v, line) in lines.iter().enumerate() {
                 let q = _mm512_load_si512(line.0.as_ptr().cast());
-                sum_lo = _mm512_dpbusd_epi32(sum_lo, _mm512_and_si512(q, low), _mm512_set1_epi32(quads[2 * v] as i32));
+                let lo = _mm512_and_si512(q, low);
                 let hi16 = _mm512_and_si512(q, high);
-                sum_hi16 = _mm512_dpbusd_epi32(sum_hi16, hi16, _mm512_set1_epi32(quads[2 * v + 1] as i32));
+                for t in 0..T {
+                    let quads = &xs[t].quads[b * 8..b * 8 + 8];
+                    sum_lo[t] = _mm512_dpbusd_epi32(sum_lo[t], lo, _mm512_set1_epi32(quads[2 * v] as i32));
+                    sum_hi16[t] = _mm512_dpbusd_epi32(sum_hi16[t], hi16, _mm512_set1_epi32(quads[2 * v + 1] as i32));
+                }
             }
             let dw = _mm512_cvtph_ps(_mm256_loadu_si256(sc.as_ptr().cast()));
-            let sums = _mm512_add_epi32(sum_lo, _mm512_srai_epi32::<4>(sum_hi16));
-            acc[b & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_mul_ps(dw, y_scale), acc[b & 1]);
+            for t in 0..T {
+                let sums = _mm512_add_epi32(sum_lo[t], _mm512_srai_epi32::<4>(sum_hi16[t]));
+                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(xs[t].scales[b]));
+                acc[t][b & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc[t][b & 1]);
+            }
         }
     }
-    acc.map(|[even, odd]| _mm512_add_ps(even, odd))
+    acc.map(|acc| acc.map(|[even, odd]| _mm512_add_ps(even, odd)))
 }
 
 /// The unsigned 5-bit quants (0..31) of quads `2v` and `2v + 1` of a Q5_0/Q5_1 block of 16
@@ -656,9 +625,7 @@ mod tests {
                     let mut out = vec![f32::NAN; rows];
                     // SAFETY: AVX-512 VNNI checked above; the activations come from a row of
                     // `cols` elements; the rows exist and `out` holds all of them.
-                    unsafe {
-                        matvec_packed_in_streams(&packed, &xs, first_panel, n_rows, out.as_mut_ptr(), 0, streams)
-                    };
+                    unsafe { matvec_packed(&packed, &xs, first_panel, n_rows, out.as_mut_ptr(), 0, streams) };
                     out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
                 };
                 let one = products(1);

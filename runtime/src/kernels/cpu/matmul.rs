@@ -474,6 +474,7 @@ unsafe fn packed_decode_plan<'a>(c: &'a Call, vnni: bool, out: &'a mut [f32]) ->
     let per = n_panels.div_ceil(decode_tasks(c.pool, w.data.len() * n_tokens, n_panels));
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let rows = w.rows;
+    let q4_0_streams = super::prefetch::policy().q4_0_streams();
     debug_assert!(vnni || n_tokens == 1);
     let task = move |chunk: usize| {
         let first = chunk * per * PANEL_ROWS;
@@ -484,7 +485,7 @@ unsafe fn packed_decode_plan<'a>(c: &'a Call, vnni: bool, out: &'a mut [f32]) ->
         // row of this matrix's width.
         unsafe {
             if vnni {
-                avx512_gemv::matvec_packed(packed, &xs, chunk * per, end - first, out_ptr.get(), rows);
+                avx512_gemv::matvec_packed(packed, &xs, chunk * per, end - first, out_ptr.get(), rows, q4_0_streams);
             } else {
                 let o = std::slice::from_raw_parts_mut(out_ptr.get().add(first), end - first);
                 avx2_packed::matvec_packed(packed, &xs[0], chunk * per, o);
