@@ -22,6 +22,24 @@
 //!   tg 1.8-2.1 -> 2.5-3.1 t/s at 1 thread, 4.3-4.4 -> 5.9 at 2), and prefetching into L2
 //!   rather than L1 reads Q4_0 faster (7B tg 6.1-6.5 -> 6.9-7.1 t/s at 2 threads; AVX2 path
 //!   +13-18 % streaming on one core), other formats alike. So: [`Prefetch::L2`].
+//!
+//! ## One line at a time
+//!
+//! Every prefetch instruction reads the policy first ([`line`]: [`policy`]'s `OnceLock` is an
+//! acquire load, which the compiler keeps inside the loop, so the machine code has the cell's
+//! loads and a taken branch before each prefetch). Reading it once per call, the prefetches of a
+//! step compiled to a tight loop that issued them back to back, and on the Intel VM one core
+//! streamed 11008x4096 matrices from memory (scratch harness, 40 copies, best of 4) at 13.4-13.9
+//! GB/s (Q4_K, Q6_K, Q5_K) against 16-18 now, with `membw` at 17-19; Q4_0 16.2 -> 17.1, Q8_0
+//! 15.3 -> 16.1, the AVX2 path alike (Q4_0 13.7 -> 16.7). Whole 7B models, tg32, alternating
+//! binaries: Q4_K_M 3.3-3.4 -> 3.9-4.3 t/s at 1 thread and 6.4-6.5 -> 7.6 at 2; Q4_0 4.1-4.2 ->
+//! 4.3-4.4 and 7.8-7.9 -> 8.1-8.3. Other ways of spacing them measured less or nothing: one
+//! prefetch beside each line's load (14 GB/s for Q4_K), a store and reload of the address
+//! (15.5), a relaxed atomic flag read per line (14), every other line (11, as none), a whole
+//! super-block at once (11.5). Why a load and a branch per prefetch beat the rest is not settled
+//! (the VM exposes no performance counters); what is measured is that prefetches issued in
+//! bursts hold back the demand loads. Not re-measured on AMD, whose L1 prefetches go through
+//! the same code.
 
 use super::types::Line;
 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
@@ -43,15 +61,16 @@ pub(super) const Q5K_AHEAD_LINES: usize = 180;
 /// slot (`wrapping_add`: the address may lie outside the lines).
 #[inline(always)]
 pub(super) fn share<const AHEAD: usize, const TOTAL: usize, const PARTS: usize>(lines: *const Line, part: usize) {
-    let to_l2 = policy() == Prefetch::L2;
     for i in TOTAL * part / PARTS..TOTAL * (part + 1) / PARTS {
-        line(lines.wrapping_add(AHEAD + i).cast(), to_l2);
+        line(lines.wrapping_add(AHEAD + i).cast());
     }
 }
 
-/// Prefetches the cache line at `p` into L2 (`to_l2`) or L1.
+/// Prefetches the cache line at `p` where the [`policy`] says, reading the policy for this line
+/// (a load and a branch before every prefetch instruction: see "One line at a time" above).
 #[inline(always)]
-fn line(p: *const i8, to_l2: bool) {
+fn line(p: *const i8) {
+    let to_l2 = policy() == Prefetch::L2;
     // SAFETY: a prefetch is a hint: it never faults and reads nothing into the program.
     unsafe {
         if to_l2 {
@@ -74,10 +93,7 @@ pub(super) fn legacy_block<const N: usize>(lines: &[Line], scales: &[u16]) {
 pub(super) fn legacy_block_ahead<const AHEAD: usize, const N: usize>(lines: &[Line], scales: &[u16]) {
     share::<AHEAD, N, 1>(lines.as_ptr(), 0);
     let blocks_ahead = AHEAD / N;
-    line(
-        scales.as_ptr().wrapping_add(blocks_ahead * scales.len()).cast(),
-        policy() == Prefetch::L2,
-    );
+    line(scales.as_ptr().wrapping_add(blocks_ahead * scales.len()).cast());
 }
 
 /// [`legacy_block`] for the format flags of the shared legacy kernels: Q8_0's 8 lines, Q5_0's
