@@ -140,6 +140,15 @@ fn repackable_tensors(path: &Path) -> Result<Vec<String>> {
     // SAFETY: NUL-terminated path; with no_alloc the context holds tensor metadata only.
     let gguf = unsafe { sys::gguf_init_from_file(p.as_ptr(), params) };
     if gguf.is_null() || meta.is_null() {
+        // SAFETY: whichever of the two was made is freed once and not used again.
+        unsafe {
+            if !gguf.is_null() {
+                sys::gguf_free(gguf);
+            }
+            if !meta.is_null() {
+                sys::ggml_free(meta);
+            }
+        }
         return err(format!("ggml could not read {}", path.display()));
     }
     let mut names = Vec::new();

@@ -33,7 +33,7 @@
 //! GB/s (Q4_K, Q6_K, Q5_K) against 16-18 now, with `membw` at 17-19; Q4_0 16.2 -> 17.1, Q8_0
 //! 15.3 -> 16.1, the AVX2 path alike (Q4_0 13.7 -> 16.7). Whole 7B models, tg32, alternating
 //! binaries: Q4_K_M 3.3-3.4 -> 3.9-4.3 t/s at 1 thread and 6.4-6.5 -> 7.6 at 2; Q4_0 4.1-4.2 ->
-//! 4.3-4.4 and 7.8-7.9 -> 8.1-8.3. Other ways of spacing them measured less or nothing: one
+//! 4.3-4.4 and 7.8-7.9 -> 8.0-8.3 (docs/kernels.md "One prefetch at a time"). Other ways of spacing them measured less or nothing: one
 //! prefetch beside each line's load (14 GB/s for Q4_K), a store and reload of the address
 //! (15.5), a relaxed atomic flag read per line (14), every other line (11, as none), a whole
 //! super-block at once (11.5). Why a load and a branch per prefetch beat the rest is not settled
@@ -49,7 +49,8 @@ use std::sync::OnceLock;
 pub(super) const AHEAD_LINES: usize = 64;
 /// Lines ahead in each of [`Prefetch::q4_0_streams`]'s streams where there are several: 2 KiB
 /// (Intel VM, 7B Q4_0 tg at 1 thread with four streams: 16-32 lines 4.18-4.29 t/s, 64 lines
-/// 4.11-4.22, 128 lines 4.01-4.06, 8 lines 4.03-4.15).
+/// 4.11-4.22, 128 lines 4.01-4.06, 8 lines 4.03-4.15; with the prefetches one line at a time,
+/// 64 lines measured the same as 32: 4.35-4.54 against 4.26-4.56 t/s, six alternating pairs).
 pub(super) const STREAM_AHEAD_LINES: usize = 32;
 /// Lines ahead for Q5_K: four super-blocks of 45 lines. Without, one core decoded a matrix
 /// streaming from memory at about 22 GB/s (AVX2: 16) against Q4_K's 27.
