@@ -82,38 +82,44 @@ pub(crate) fn attend_head(
     }
 }
 
-/// [`attend_head`] for all query heads of KV head `kv_head` of one token at once (grouped-query
-/// attention: `n_heads / n_kv_heads` heads read the same cached keys and values): `q` and `out`
-/// hold the group's heads one after another, `scores` is scratch of at least `group * n_seen`.
-/// With an f16 cache each key and value row is widened once for the group; every head's
+/// [`attend_head`] for the query heads of KV head `kv_head` of a block of tokens of one
+/// sequence at once: `qs` and `out` hold, token after token, the `n_heads / n_kv_heads` query
+/// heads that read this KV head (grouped-query attention); token `b` sees positions
+/// `0..seen[b]` of the cache, and `keys`/`values` hold at least the most any token sees;
+/// `scores` is scratch of at least `qs.len() / head_dim` times that. With an f16 cache each key
+/// and value row is widened once for the whole block (all its tokens' heads); every head's
 /// result is bit-identical to its own [`attend_head`].
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn attend_group(
+pub(crate) fn attend_block(
     h: Heads,
     kv_head: usize,
-    q: &[f32],
+    qs: &[f32],
+    seen: &[usize],
     keys: &Row,
     values: &Row,
-    n_seen: usize,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
     let (hd, group) = (h.head_dim, h.n_heads / h.n_kv_heads);
     match (keys, values) {
-        (Row::F16(k), Row::F16(v)) if group > 1 => {
+        (Row::F16(k), Row::F16(v)) => {
             let (kv_dim, kv_off) = (h.n_kv_heads * hd, kv_head * hd);
-            let scores = &mut scores[..group * n_seen];
-            ops::dot_f16_rows_grouped(&k[kv_off..], kv_dim, q, hd, scores);
+            // One entry per query head: the positions its token sees.
+            let head_seen: Vec<usize> = seen.iter().flat_map(|&n| std::iter::repeat_n(n, group)).collect();
+            let n = seen.iter().copied().max().unwrap_or(0);
+            let scores = &mut scores[..head_seen.len() * n];
+            ops::dot_f16_rows_grouped(&k[kv_off..], kv_dim, qs, hd, &head_seen, scores);
             let scale = 1.0 / (hd as f32).sqrt();
-            for s in scores.chunks_exact_mut(n_seen) {
-                softmax_scaled(s, scale);
+            for (s, &len) in scores.chunks_exact_mut(n.max(1)).zip(&head_seen) {
+                softmax_scaled(&mut s[..len], scale);
             }
-            ops::weighted_sum_f16_rows_grouped(&v[kv_off..], kv_dim, scores, n_seen, out);
+            ops::weighted_sum_f16_rows_grouped(&v[kv_off..], kv_dim, scores, &head_seen, out);
         }
         _ => {
-            for g in 0..group {
-                let (qh, oh) = (&q[g * hd..(g + 1) * hd], &mut out[g * hd..(g + 1) * hd]);
-                attend_head(h, kv_head * group + g, qh, keys, values, n_seen, scores, oh);
+            let per_head = qs.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).enumerate();
+            for (i, (qh, oh)) in per_head {
+                let (b, g) = (i / group, i % group);
+                attend_head(h, kv_head * group + g, qh, keys, values, seen[b], scores, oh);
             }
         }
     }
@@ -157,6 +163,49 @@ mod tests {
             }
         }
         assert_eq!(log_softmax_at(&[2.0, f32::NEG_INFINITY], 0), 0.0);
+    }
+
+    /// A block of prefill tokens through [`attend_block`] gives every token's every head what
+    /// [`attend_head`] gives it alone, bit for bit, with an f16 cache (the grouped kernels) and
+    /// an f32 one (head by head), with and without grouped-query attention, blocks whose tokens
+    /// see 1..=n positions (each up to itself, as in a causal prefill) or all the same.
+    #[test]
+    fn a_block_of_tokens_attends_as_each_token_alone() {
+        let values = |n: usize, seed: u32| -> Vec<f32> {
+            (0..n as u32)
+                .map(|i| ((i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) % 2001) as f32 / 500.0 - 2.0)
+                .collect()
+        };
+        for (n_heads, n_kv_heads, hd) in [(4, 4, 16), (8, 2, 64), (6, 3, 20), (2, 1, 128)] {
+            let h = Heads { n_heads, n_kv_heads, head_dim: hd };
+            let (group, kv_dim, n_pos) = (n_heads / n_kv_heads, n_kv_heads * hd, 23);
+            let k32 = values(n_pos * kv_dim, 1);
+            let v32 = values(n_pos * kv_dim, 2);
+            let k16: Vec<half::f16> = k32.iter().map(|&x| half::f16::from_f32(x)).collect();
+            let v16: Vec<half::f16> = v32.iter().map(|&x| half::f16::from_f32(x)).collect();
+            let caches = [(Row::F16(&k16), Row::F16(&v16)), (Row::F32(&k32), Row::F32(&v32))];
+            for seen in [vec![1, 2, 3, 4, 5, 6, 7, 8], vec![13, 14, 15], vec![23], vec![9, 9, 9, 9]] {
+                for kv_head in 0..n_kv_heads {
+                    let qs = values(seen.len() * group * hd, 3 + kv_head as u32);
+                    for (keys, vals) in &caches {
+                        let mut scores = vec![0f32; seen.len() * group * n_pos];
+                        let mut out = vec![f32::NAN; qs.len()];
+                        attend_block(h, kv_head, &qs, &seen, keys, vals, &mut scores, &mut out);
+                        for (i, q) in qs.chunks_exact(hd).enumerate() {
+                            let (b, g) = (i / group, i % group);
+                            let mut alone = vec![f32::NAN; hd];
+                            let mut s = vec![0f32; n_pos];
+                            attend_head(h, kv_head * group + g, q, keys, vals, seen[b], &mut s, &mut alone);
+                            let block = &out[i * hd..(i + 1) * hd];
+                            assert!(
+                                alone.iter().zip(block).all(|(a, o)| a.to_bits() == o.to_bits()),
+                                "heads {n_heads}/{n_kv_heads} hd {hd} seen {seen:?} token {b} head {g}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

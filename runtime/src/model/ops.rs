@@ -95,16 +95,18 @@ pub fn dot_f16_rows(rows: &[f16], stride: usize, q: &[f32], scores: &mut [f32]) 
     k::dot_f16_rows(rows, stride, q, scores)
 }
 
-/// [`dot_f16_rows`] for the `qs.len() / hd` query heads of one KV head (`scores` holds
-/// `n` per head), each key row widened once for all of them.
-pub fn dot_f16_rows_grouped(rows: &[f16], stride: usize, qs: &[f32], hd: usize, scores: &mut [f32]) {
-    k::dot_f16_rows_grouped(rows, stride, qs, hd, scores)
+/// [`dot_f16_rows`] for the `seen.len()` queries in `qs` (the query heads of one KV head, for
+/// a block of tokens), query `h` over the first `seen[h]` rows (`scores` holds the same number
+/// per query), each key row widened once for all of them.
+pub fn dot_f16_rows_grouped(rows: &[f16], stride: usize, qs: &[f32], hd: usize, seen: &[usize], scores: &mut [f32]) {
+    k::dot_f16_rows_grouped(rows, stride, qs, hd, seen, scores)
 }
 
-/// [`weighted_sum_f16_rows`] for the query heads of one KV head (`weights` holds `n` per
-/// head, `outs` one head vector per head), each value row widened once for all of them.
-pub fn weighted_sum_f16_rows_grouped(rows: &[f16], stride: usize, weights: &[f32], n: usize, outs: &mut [f32]) {
-    k::weighted_sum_f16_rows_grouped(rows, stride, weights, n, outs)
+/// [`weighted_sum_f16_rows`] for the `seen.len()` weight vectors in `weights` (the same number
+/// each), vector `h` over the first `seen[h]` rows into head vector `h` of `outs`, each value
+/// row widened once for all of them.
+pub fn weighted_sum_f16_rows_grouped(rows: &[f16], stride: usize, weights: &[f32], seen: &[usize], outs: &mut [f32]) {
+    k::weighted_sum_f16_rows_grouped(rows, stride, weights, seen, outs)
 }
 
 /// `out = sum_j weights[j] * rows[j * stride..][..out.len()]` with the rows in half precision.

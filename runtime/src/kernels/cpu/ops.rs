@@ -112,39 +112,50 @@ pub fn weighted_sum_f16_rows_with(bk: Backend, rows: &[f16], stride: usize, weig
     }
 }
 
-/// [`dot_f16_rows`] for the query heads that share one KV head (grouped-query attention):
-/// `scores[g * n + j] = rows[j] · qs[g * hd..(g + 1) * hd]`, `n = scores.len() / (qs.len() /
-/// hd)`. Each key row is widened from f16 once for the whole group instead of once per head
-/// (the widening, not the multiply, bounds the per-head loop); every head's scores are
-/// bit-identical to its own [`dot_f16_rows`].
-pub fn dot_f16_rows_grouped(rows: &[f16], stride: usize, qs: &[f32], hd: usize, scores: &mut [f32]) {
-    dot_f16_rows_grouped_with(backend(), rows, stride, qs, hd, scores)
+/// [`dot_f16_rows`] for several query vectors against the same rows, each seeing its own
+/// prefix of them: `scores[h * n + j] = rows[j] · qs[h * hd..(h + 1) * hd]` for `j < seen[h]`,
+/// `n = scores.len() / seen.len()` (entries from `seen[h]` on are left as they are). The query
+/// heads that share a KV head (grouped-query attention) and the queries of a block of prefill
+/// tokens (each seeing the cache up to itself) are such vectors: each key row is widened from
+/// f16 once for all of them instead of once per query (the widening, not the multiply, bounds
+/// the per-query loop); every query's scores are bit-identical to its own [`dot_f16_rows`]
+/// over its `seen[h]` rows.
+pub fn dot_f16_rows_grouped(rows: &[f16], stride: usize, qs: &[f32], hd: usize, seen: &[usize], scores: &mut [f32]) {
+    dot_f16_rows_grouped_with(backend(), rows, stride, qs, hd, seen, scores)
 }
 
 /// [`dot_f16_rows_grouped`] through an explicit path.
-pub fn dot_f16_rows_grouped_with(bk: Backend, rows: &[f16], stride: usize, qs: &[f32], hd: usize, scores: &mut [f32]) {
-    let n = group_rows("dot_f16_rows_grouped", qs.len(), hd, scores.len());
-    rows_fit("dot_f16_rows_grouped", rows.len(), n, stride, hd);
+pub fn dot_f16_rows_grouped_with(
+    bk: Backend,
+    rows: &[f16],
+    stride: usize,
+    qs: &[f32],
+    hd: usize,
+    seen: &[usize],
+    scores: &mut [f32],
+) {
+    let n = grouped_fit("dot_f16_rows_grouped", rows.len(), stride, hd, qs.len(), seen, scores.len());
     match bk {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: availability checked in the guard, row bounds above.
         Backend::Avx2 | Backend::Avx512 if bk.is_available() => unsafe {
-            x86::dot_f16_rows_grouped(rows, stride, qs, hd, scores)
+            x86::dot_f16_rows_grouped(rows, stride, qs, hd, seen, scores)
         },
         _ => {
-            for (q, s) in qs.chunks_exact(hd).zip(scores.chunks_exact_mut(n.max(1))) {
-                dot_f16_rows_with(bk, rows, stride, q, &mut s[..n]);
+            for ((q, s), &len) in qs.chunks_exact(hd).zip(scores.chunks_exact_mut(n.max(1))).zip(seen) {
+                dot_f16_rows_with(bk, rows, stride, q, &mut s[..len]);
             }
         }
     }
 }
 
-/// [`weighted_sum_f16_rows`] for the query heads of one KV head: `outs[g * hd..][..hd] =
-/// sum_j weights[g * n + j] * rows[j]`, `hd = outs.len() / (weights.len() / n)`. Each value
-/// row is widened once for the group; every head's output is bit-identical to its own
-/// [`weighted_sum_f16_rows`].
-pub fn weighted_sum_f16_rows_grouped(rows: &[f16], stride: usize, weights: &[f32], n: usize, outs: &mut [f32]) {
-    weighted_sum_f16_rows_grouped_with(backend(), rows, stride, weights, n, outs)
+/// [`weighted_sum_f16_rows`] for several weight vectors over the same rows, each over its own
+/// prefix of them: `outs[h * hd..][..hd] = sum_{j < seen[h]} weights[h * n + j] * rows[j]`,
+/// `n = weights.len() / seen.len()`, `hd = outs.len() / seen.len()`. Each value row is widened
+/// once for all of them (see [`dot_f16_rows_grouped`]); every output is bit-identical to its
+/// own [`weighted_sum_f16_rows`] over its `seen[h]` rows.
+pub fn weighted_sum_f16_rows_grouped(rows: &[f16], stride: usize, weights: &[f32], seen: &[usize], outs: &mut [f32]) {
+    weighted_sum_f16_rows_grouped_with(backend(), rows, stride, weights, seen, outs)
 }
 
 /// [`weighted_sum_f16_rows_grouped`] through an explicit path.
@@ -153,42 +164,48 @@ pub fn weighted_sum_f16_rows_grouped_with(
     rows: &[f16],
     stride: usize,
     weights: &[f32],
-    n: usize,
+    seen: &[usize],
     outs: &mut [f32],
 ) {
+    let heads = seen.len().max(1);
+    let hd = outs.len() / heads;
+    let n = grouped_fit("weighted_sum_f16_rows_grouped", rows.len(), stride, hd, outs.len(), seen, weights.len());
     if n == 0 {
         outs.fill(0.0);
         return;
     }
-    let hd = group_rows("weighted_sum_f16_rows_grouped", weights.len(), n, outs.len());
-    rows_fit("weighted_sum_f16_rows_grouped", rows.len(), n, stride, hd);
     match bk {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: availability checked in the guard, row bounds above.
         Backend::Avx2 | Backend::Avx512 if bk.is_available() => unsafe {
-            x86::weighted_sum_f16_rows_grouped(rows, stride, weights, n, outs)
+            x86::weighted_sum_f16_rows_grouped(rows, stride, weights, seen, outs)
         },
         _ => {
-            for (w, o) in weights.chunks_exact(n).zip(outs.chunks_exact_mut(hd.max(1))) {
-                weighted_sum_f16_rows_with(bk, rows, stride, w, o);
+            for ((w, o), &len) in weights.chunks_exact(n.max(1)).zip(outs.chunks_exact_mut(hd.max(1))).zip(seen) {
+                weighted_sum_f16_rows_with(bk, rows, stride, &w[..len], o);
             }
         }
     }
 }
 
-/// Checks that `len` is a whole number of `width`-element head vectors and that `other` splits
-/// into as many; returns `other / heads` (rows per head: the score count).
-fn group_rows(what: &str, len: usize, width: usize, other: usize) -> usize {
+/// Checks the grouped kernels' shapes: `seen.len()` heads of `width` elements in `vectors`
+/// (queries or outputs), `per_head` elements (scores or weights) split evenly between the
+/// heads, no head seeing more rows than its split holds, and the most rows any head sees
+/// (`width` elements each, `stride` apart) fitting in `rows` elements. Returns the split.
+fn grouped_fit(what: &str, rows: usize, stride: usize, width: usize, vectors: usize, seen: &[usize], per_head: usize) -> usize {
+    let heads = seen.len();
     assert!(
-        width > 0 && len.is_multiple_of(width),
-        "{what}: {len} elements are not heads of {width}"
+        heads > 0 && width > 0 && vectors == heads * width,
+        "{what}: {vectors} elements are not {heads} heads of {width}"
     );
-    let heads = len / width;
     assert!(
-        heads > 0 && other.is_multiple_of(heads),
-        "{what}: {other} elements do not split into {heads} heads"
+        per_head.is_multiple_of(heads),
+        "{what}: {per_head} elements do not split into {heads} heads"
     );
-    other / heads
+    let (n, most) = (per_head / heads, seen.iter().copied().max().unwrap_or(0));
+    assert!(most <= n, "{what}: a head sees {most} rows but has {n} elements");
+    rows_fit(what, rows, most, stride, width);
+    n
 }
 
 /// Widens a row of f16 to f32.
@@ -625,25 +642,39 @@ mod x86 {
     }
 
     /// # Safety
-    /// AVX2+FMA+F16C available; `scores.len() / heads` rows of `hd` every `stride` fit in
-    /// `rows`, `qs.len()` and `scores.len()` split into the same number of heads.
+    /// AVX2+FMA+F16C available; `qs` holds `seen.len()` heads of `hd`, `scores` splits into as
+    /// many of at least their `seen`, and the most rows any head sees fit in `rows`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_f16_rows_grouped(rows: &[f16], stride: usize, qs: &[f32], hd: usize, scores: &mut [f32]) {
-        let heads = qs.len() / hd;
+    pub unsafe fn dot_f16_rows_grouped(
+        rows: &[f16],
+        stride: usize,
+        qs: &[f32],
+        hd: usize,
+        seen: &[usize],
+        scores: &mut [f32],
+    ) {
+        let (heads, most) = (seen.len(), seen.iter().copied().max().unwrap_or(0));
+        if most == 0 {
+            return;
+        }
         let n = scores.len() / heads;
         if !hd.is_multiple_of(8) || hd > GROUP_MAX_HD || heads == 1 {
-            for (q, s) in qs.chunks_exact(hd).zip(scores.chunks_exact_mut(n.max(1))) {
-                dot_f16_rows(rows, stride, q, &mut s[..n]);
+            for ((q, s), &len) in qs.chunks_exact(hd).zip(scores.chunks_exact_mut(n)).zip(seen) {
+                dot_f16_rows(rows, stride, q, &mut s[..len]);
             }
             return;
         }
-        // The same four-row blocks, multiply order and reduction as `dot_f16_rows`, reading
-        // the keys widened once (the widening is exact), so each head's sums are its own.
+        // Each head's whole blocks of four below its `seen` in `dot_f16_rows`'s multiply order
+        // and reduction, reading the keys widened once (the widening is exact), and its last
+        // rows one by one as there: each head's sums are its own.
         let mut buf = [0f32; 4 * GROUP_MAX_HD];
         let mut j = 0;
-        while j + 4 <= n {
+        while j + 4 <= most {
             widen_rows(rows, stride, j, 4, hd, &mut buf);
-            for (q, s) in qs.chunks_exact(hd).zip(scores.chunks_exact_mut(n)) {
+            for ((q, s), &len) in qs.chunks_exact(hd).zip(scores.chunks_exact_mut(n)).zip(seen) {
+                if j + 4 > len {
+                    continue;
+                }
                 let mut acc = [_mm256_setzero_ps(); 4];
                 for i in (0..hd).step_by(8) {
                     let qv = _mm256_loadu_ps(q.as_ptr().add(i));
@@ -657,42 +688,47 @@ mod x86 {
             }
             j += 4;
         }
-        for (q, s) in qs.chunks_exact(hd).zip(scores.chunks_exact_mut(n)) {
-            for (k, v) in s.iter_mut().enumerate().skip(j) {
+        for ((q, s), &len) in qs.chunks_exact(hd).zip(scores.chunks_exact_mut(n)).zip(seen) {
+            for (k, v) in s.iter_mut().enumerate().take(len).skip(len / 4 * 4) {
                 *v = dot_f16(&rows[k * stride..k * stride + hd], q);
             }
         }
     }
 
     /// # Safety
-    /// AVX2+FMA+F16C available; `n` rows of `outs.len() / heads` every `stride` fit in `rows`,
-    /// `weights.len() == heads * n`.
+    /// AVX2+FMA+F16C available; `weights` and `outs` split into `seen.len()` heads, each
+    /// head's weights at least its `seen`, and the most rows any head sees (of `outs.len() /
+    /// seen.len()`, every `stride`) fit in `rows`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn weighted_sum_f16_rows_grouped(
         rows: &[f16],
         stride: usize,
         weights: &[f32],
-        n: usize,
+        seen: &[usize],
         outs: &mut [f32],
     ) {
-        let heads = weights.len() / n.max(1);
-        let hd = outs.len() / heads.max(1);
+        let heads = seen.len();
+        let (n, hd, most) = (weights.len() / heads, outs.len() / heads, seen.iter().copied().max().unwrap_or(0));
         if n == 0 || !hd.is_multiple_of(8) || hd > GROUP_MAX_HD || heads == 1 {
-            for (w, o) in weights.chunks_exact(n.max(1)).zip(outs.chunks_exact_mut(hd.max(1))) {
-                weighted_sum_f16_rows(rows, stride, &w[..n], o);
+            for ((w, o), &len) in weights.chunks_exact(n).zip(outs.chunks_exact_mut(hd)).zip(seen) {
+                weighted_sum_f16_rows(rows, stride, &w[..len], o);
             }
             return;
         }
-        // Each output element is the sum over rows in `weighted_sum_f16_rows`'s order (one
-        // FMA per row, from zero), kept in `outs` between blocks of widened rows: bit-identical.
+        // Each output element is the sum over its head's rows in `weighted_sum_f16_rows`'s
+        // order (one FMA per row, from zero), kept in `outs` between blocks of widened rows:
+        // bit-identical.
         outs.fill(0.0);
         let mut buf = [0f32; GROUP_ROWS * GROUP_MAX_HD];
         let mut j0 = 0;
-        while j0 < n {
-            let count = GROUP_ROWS.min(n - j0);
+        while j0 < most {
+            let count = GROUP_ROWS.min(most - j0);
             widen_rows(rows, stride, j0, count, hd, &mut buf);
-            for (w, out) in weights.chunks_exact(n).zip(outs.chunks_exact_mut(hd)) {
-                let w = &w[j0..j0 + count];
+            for ((w, out), &len) in weights.chunks_exact(n).zip(outs.chunks_exact_mut(hd)).zip(seen) {
+                let w = &w[j0..j0 + count.min(len.saturating_sub(j0))];
+                if w.is_empty() {
+                    continue;
+                }
                 let mut c = 0;
                 while c + 64 <= hd {
                     let o = out.as_mut_ptr().add(c);
@@ -888,44 +924,53 @@ mod tests {
     }
 
     /// The grouped attention kernels give each head exactly (bit for bit) what the per-head
-    /// kernels give it, on every path this CPU has: head widths inside and outside the
-    /// grouped fast path (not a multiple of 8, wider than 256), ragged row counts, 1..8 heads.
+    /// kernels give it over the rows it sees, on every path this CPU has: head widths inside
+    /// and outside the grouped fast path (not a multiple of 8, wider than 256), ragged row
+    /// counts, 1..8 heads, every head seeing all rows (grouped-query attention) or its own
+    /// prefix (a block of prefill tokens: ends inside and at blocks of four, none at all);
+    /// scores past a head's prefix are left as they were.
     #[test]
     fn grouped_attention_kernels_equal_the_per_head_ones() {
         for bk in Backend::ALL.into_iter().filter(|b| b.is_available()) {
             for hd in [8, 12, 64, 80, 128, 264] {
-                for n in [1, 3, 4, 5, 16, 17, 33, 70] {
+                for n in [1usize, 3, 4, 5, 16, 17, 33, 70] {
                     for heads in [1, 2, 3, 8] {
-                        let stride = hd * 2 + 8; // two KV heads per cache row, plus padding
-                        let rows: Vec<f16> = values(n * stride, (hd * n) as u64)
-                            .into_iter()
-                            .map(f16::from_f32)
-                            .collect();
-                        let qs = values(heads * hd, 7 + heads as u64);
-                        let mut grouped = vec![f32::NAN; heads * n];
-                        dot_f16_rows_grouped_with(bk, &rows[hd..], stride, &qs, hd, &mut grouped);
-                        let weights = values(heads * n, 11 + n as u64);
-                        let mut outs = vec![f32::NAN; heads * hd];
-                        weighted_sum_f16_rows_grouped_with(bk, &rows[hd..], stride, &weights, n, &mut outs);
-                        for g in 0..heads {
-                            let mut s = vec![0f32; n];
-                            dot_f16_rows_with(bk, &rows[hd..], stride, &qs[g * hd..(g + 1) * hd], &mut s);
-                            let same = s
-                                .iter()
-                                .zip(&grouped[g * n..(g + 1) * n])
-                                .all(|(a, b)| a.to_bits() == b.to_bits());
-                            assert!(same, "{bk} scores hd {hd} n {n} head {g}/{heads}");
-                            let mut o = vec![0f32; hd];
-                            weighted_sum_f16_rows_with(bk, &rows[hd..], stride, &weights[g * n..(g + 1) * n], &mut o);
-                            let same = o
-                                .iter()
-                                .zip(&outs[g * hd..(g + 1) * hd])
-                                .all(|(a, b)| a.to_bits() == b.to_bits());
-                            assert!(same, "{bk} sums hd {hd} n {n} head {g}/{heads}");
+                        for causal in [false, true] {
+                            let seen: Vec<usize> = (0..heads)
+                                .map(|g| if causal { n.saturating_sub(3 * (heads - 1 - g)) } else { n })
+                                .collect();
+                            grouped_kernels_case(bk, hd, n, &seen);
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// One case of [`grouped_attention_kernels_equal_the_per_head_ones`].
+    fn grouped_kernels_case(bk: Backend, hd: usize, n: usize, seen: &[usize]) {
+        let heads = seen.len();
+        let stride = hd * 2 + 8; // two KV heads per cache row, plus padding
+        let rows: Vec<f16> = values(n * stride, (hd * n) as u64)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
+        let qs = values(heads * hd, 7 + heads as u64);
+        let mut grouped = vec![f32::NAN; heads * n];
+        dot_f16_rows_grouped_with(bk, &rows[hd..], stride, &qs, hd, seen, &mut grouped);
+        let weights = values(heads * n, 11 + n as u64);
+        let mut outs = vec![f32::NAN; heads * hd];
+        weighted_sum_f16_rows_grouped_with(bk, &rows[hd..], stride, &weights, seen, &mut outs);
+        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        for (g, &len) in seen.iter().enumerate() {
+            let mut s = vec![0f32; len];
+            dot_f16_rows_with(bk, &rows[hd..], stride, &qs[g * hd..(g + 1) * hd], &mut s);
+            let head = &grouped[g * n..(g + 1) * n];
+            assert!(same(&s, &head[..len]), "{bk} scores hd {hd} n {n} head {g} of {seen:?}");
+            assert!(head[len..].iter().all(|v| v.is_nan()), "{bk} hd {hd} n {n}: scores past head {g}'s {len}");
+            let mut o = vec![0f32; hd];
+            weighted_sum_f16_rows_with(bk, &rows[hd..], stride, &weights[g * n..g * n + len], &mut o);
+            assert!(same(&o, &outs[g * hd..(g + 1) * hd]), "{bk} sums hd {hd} n {n} head {g} of {seen:?}");
         }
     }
 }
