@@ -177,14 +177,23 @@ mod tests {
                 .collect()
         };
         for (n_heads, n_kv_heads, hd) in [(4, 4, 16), (8, 2, 64), (6, 3, 20), (2, 1, 128)] {
-            let h = Heads { n_heads, n_kv_heads, head_dim: hd };
+            let h = Heads {
+                n_heads,
+                n_kv_heads,
+                head_dim: hd,
+            };
             let (group, kv_dim, n_pos) = (n_heads / n_kv_heads, n_kv_heads * hd, 23);
             let k32 = values(n_pos * kv_dim, 1);
             let v32 = values(n_pos * kv_dim, 2);
             let k16: Vec<half::f16> = k32.iter().map(|&x| half::f16::from_f32(x)).collect();
             let v16: Vec<half::f16> = v32.iter().map(|&x| half::f16::from_f32(x)).collect();
             let caches = [(Row::F16(&k16), Row::F16(&v16)), (Row::F32(&k32), Row::F32(&v32))];
-            for seen in [vec![1, 2, 3, 4, 5, 6, 7, 8], vec![13, 14, 15], vec![23], vec![9, 9, 9, 9]] {
+            for seen in [
+                vec![1, 2, 3, 4, 5, 6, 7, 8],
+                vec![13, 14, 15],
+                vec![23],
+                vec![9, 9, 9, 9],
+            ] {
                 for kv_head in 0..n_kv_heads {
                     let qs = values(seen.len() * group * hd, 3 + kv_head as u32);
                     for (keys, vals) in &caches {

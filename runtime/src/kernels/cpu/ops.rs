@@ -134,7 +134,15 @@ pub fn dot_f16_rows_grouped_with(
     seen: &[usize],
     scores: &mut [f32],
 ) {
-    let n = grouped_fit("dot_f16_rows_grouped", rows.len(), stride, hd, qs.len(), seen, scores.len());
+    let n = grouped_fit(
+        "dot_f16_rows_grouped",
+        rows.len(),
+        stride,
+        hd,
+        qs.len(),
+        seen,
+        scores.len(),
+    );
     match bk {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: availability checked in the guard, row bounds above.
@@ -169,7 +177,15 @@ pub fn weighted_sum_f16_rows_grouped_with(
 ) {
     let heads = seen.len().max(1);
     let hd = outs.len() / heads;
-    let n = grouped_fit("weighted_sum_f16_rows_grouped", rows.len(), stride, hd, outs.len(), seen, weights.len());
+    let n = grouped_fit(
+        "weighted_sum_f16_rows_grouped",
+        rows.len(),
+        stride,
+        hd,
+        outs.len(),
+        seen,
+        weights.len(),
+    );
     if n == 0 {
         outs.fill(0.0);
         return;
@@ -181,7 +197,11 @@ pub fn weighted_sum_f16_rows_grouped_with(
             x86::weighted_sum_f16_rows_grouped(rows, stride, weights, seen, outs)
         },
         _ => {
-            for ((w, o), &len) in weights.chunks_exact(n.max(1)).zip(outs.chunks_exact_mut(hd.max(1))).zip(seen) {
+            for ((w, o), &len) in weights
+                .chunks_exact(n.max(1))
+                .zip(outs.chunks_exact_mut(hd.max(1)))
+                .zip(seen)
+            {
                 weighted_sum_f16_rows_with(bk, rows, stride, &w[..len], o);
             }
         }
@@ -192,7 +212,15 @@ pub fn weighted_sum_f16_rows_grouped_with(
 /// (queries or outputs), `per_head` elements (scores or weights) split evenly between the
 /// heads, no head seeing more rows than its split holds, and the most rows any head sees
 /// (`width` elements each, `stride` apart) fitting in `rows` elements. Returns the split.
-fn grouped_fit(what: &str, rows: usize, stride: usize, width: usize, vectors: usize, seen: &[usize], per_head: usize) -> usize {
+fn grouped_fit(
+    what: &str,
+    rows: usize,
+    stride: usize,
+    width: usize,
+    vectors: usize,
+    seen: &[usize],
+    per_head: usize,
+) -> usize {
     let heads = seen.len();
     assert!(
         heads > 0 && width > 0 && vectors == heads * width,
@@ -708,7 +736,11 @@ mod x86 {
         outs: &mut [f32],
     ) {
         let heads = seen.len();
-        let (n, hd, most) = (weights.len() / heads, outs.len() / heads, seen.iter().copied().max().unwrap_or(0));
+        let (n, hd, most) = (
+            weights.len() / heads,
+            outs.len() / heads,
+            seen.iter().copied().max().unwrap_or(0),
+        );
         if n == 0 || !hd.is_multiple_of(8) || hd > GROUP_MAX_HD || heads == 1 {
             for ((w, o), &len) in weights.chunks_exact(n).zip(outs.chunks_exact_mut(hd)).zip(seen) {
                 weighted_sum_f16_rows(rows, stride, &w[..len], o);
@@ -937,7 +969,13 @@ mod tests {
                     for heads in [1, 2, 3, 8] {
                         for causal in [false, true] {
                             let seen: Vec<usize> = (0..heads)
-                                .map(|g| if causal { n.saturating_sub(3 * (heads - 1 - g)) } else { n })
+                                .map(|g| {
+                                    if causal {
+                                        n.saturating_sub(3 * (heads - 1 - g))
+                                    } else {
+                                        n
+                                    }
+                                })
                                 .collect();
                             grouped_kernels_case(bk, hd, n, &seen);
                         }
@@ -967,10 +1005,16 @@ mod tests {
             dot_f16_rows_with(bk, &rows[hd..], stride, &qs[g * hd..(g + 1) * hd], &mut s);
             let head = &grouped[g * n..(g + 1) * n];
             assert!(same(&s, &head[..len]), "{bk} scores hd {hd} n {n} head {g} of {seen:?}");
-            assert!(head[len..].iter().all(|v| v.is_nan()), "{bk} hd {hd} n {n}: scores past head {g}'s {len}");
+            assert!(
+                head[len..].iter().all(|v| v.is_nan()),
+                "{bk} hd {hd} n {n}: scores past head {g}'s {len}"
+            );
             let mut o = vec![0f32; hd];
             weighted_sum_f16_rows_with(bk, &rows[hd..], stride, &weights[g * n..g * n + len], &mut o);
-            assert!(same(&o, &outs[g * hd..(g + 1) * hd]), "{bk} sums hd {hd} n {n} head {g} of {seen:?}");
+            assert!(
+                same(&o, &outs[g * hd..(g + 1) * hd]),
+                "{bk} sums hd {hd} n {n} head {g} of {seen:?}"
+            );
         }
     }
 }
