@@ -32,18 +32,47 @@ const NEAR_TIE: f32 = 0.05;
 /// Tokens that must agree before a near-tie may end the comparison.
 const MIN_AGREED: usize = 8;
 
+/// The scratch directories' name prefix; the process id and a random suffix follow.
+const SCRATCH_PREFIX: &str = "edgeact-bench-shapes-";
+
 /// A fresh directory of its own for each test (they run in parallel), removed on drop (also
-/// when an assertion fails).
+/// when an assertion fails). A killed run never drops it, and in /dev/shm its gigabytes stay in
+/// RAM: those of processes that are gone are removed first.
 fn scratch_dir() -> tempfile::TempDir {
     let base = match std::env::var_os("EDGEACT_BENCH_SHAPES_DIR") {
         Some(d) => PathBuf::from(d),
         None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
         None => std::env::temp_dir(),
     };
+    remove_dead_scratch_dirs(&base);
     tempfile::Builder::new()
-        .prefix("edgeact-bench-shapes-")
+        .prefix(&format!("{SCRATCH_PREFIX}{}-", std::process::id()))
         .tempdir_in(base)
         .unwrap()
+}
+
+/// Removes the scratch directories in `base` whose process no longer runs (Linux: no
+/// `/proc/PID`); elsewhere, or for names without a process id, nothing.
+fn remove_dead_scratch_dirs(base: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
 }
 
 /// Writes `<shape>-<scheme>.gguf` with the bench-model script and returns its path.
@@ -165,4 +194,24 @@ fn agentlm_13b_shape_cut_to_2_layers_decodes_like_llama_cpp() {
 #[test]
 fn agentlm_70b_shape_cut_to_2_layers_decodes_like_llama_cpp() {
     check_shape("70b-2l", 32256, 2);
+}
+
+/// Only the scratch directories of processes that are gone are removed: not this process's,
+/// not names without a process id, not other files.
+#[test]
+fn dead_processes_scratch_dirs_are_removed() {
+    let base = tempfile::tempdir().unwrap();
+    // Above the largest pid_max Linux allows (2^22): never a running process.
+    let dead = base.path().join(format!("{SCRATCH_PREFIX}4194305-abc"));
+    let mine = base.path().join(format!("{SCRATCH_PREFIX}{}-def", std::process::id()));
+    let old_style = base.path().join(format!("{SCRATCH_PREFIX}57gNhZ"));
+    let other = base.path().join("unrelated-4194305-abc");
+    for d in [&dead, &mine, &old_style, &other] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::write(d.join("model.gguf"), b"x").unwrap();
+    }
+    remove_dead_scratch_dirs(base.path());
+    let on_linux = Path::new("/proc/self").exists();
+    assert_eq!(dead.exists(), !on_linux, "the dead process's directory");
+    assert!(mine.exists() && old_style.exists() && other.exists());
 }
