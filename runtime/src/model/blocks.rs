@@ -202,8 +202,8 @@ impl CpuBlocks {
         let caches = &self.caches;
         let att = sized(&mut s.att, n * dim);
         // One work item per (KV head, block of tokens): the `group` query heads that share a
-        // KV head, for up to `block_tokens` consecutive tokens of one sequence, so each cached
-        // key and value row is widened from f16 once for all of them. Tasks take items
+        // KV head, for as many consecutive tokens of one sequence as make [`QUERIES_PER_ITEM`],
+        // so each cached key and value row is widened from f16 once for all of them. Tasks take items
         // strided so that the causal prefill's longer rows spread over all threads; each
         // output slot (token, KV head) is written by one item only. Items run in the order
         // (KV head, block): a task's next item reads the same cached keys and values, which
