@@ -84,11 +84,11 @@ pub(crate) fn attend_head(
 
 /// [`attend_head`] for the query heads of KV head `kv_head` of a block of tokens of one
 /// sequence at once: `qs` and `out` hold, token after token, the `n_heads / n_kv_heads` query
-/// heads that read this KV head (grouped-query attention); token `b` sees positions
-/// `0..seen[b]` of the cache, and `keys`/`values` hold at least the most any token sees;
-/// `scores` is scratch of at least `qs.len() / head_dim` times that. With an f16 cache each key
-/// and value row is widened once for the whole block (all its tokens' heads); every head's
-/// result is bit-identical to its own [`attend_head`].
+/// heads that read this KV head (grouped-query attention); query head `i` (of `qs.len() /
+/// head_dim`) sees positions `0..seen[i]` of the cache (its token's), and `keys`/`values` hold
+/// at least the most any head sees; `scores` is scratch of at least `seen.len()` times that.
+/// With an f16 cache each key and value row is widened once for the whole block (all its
+/// tokens' heads); every head's result is bit-identical to its own [`attend_head`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend_block(
     h: Heads,
@@ -104,22 +104,19 @@ pub(crate) fn attend_block(
     match (keys, values) {
         (Row::F16(k), Row::F16(v)) => {
             let (kv_dim, kv_off) = (h.n_kv_heads * hd, kv_head * hd);
-            // One entry per query head: the positions its token sees.
-            let head_seen: Vec<usize> = seen.iter().flat_map(|&n| std::iter::repeat_n(n, group)).collect();
             let n = seen.iter().copied().max().unwrap_or(0);
-            let scores = &mut scores[..head_seen.len() * n];
-            ops::dot_f16_rows_grouped(&k[kv_off..], kv_dim, qs, hd, &head_seen, scores);
+            let scores = &mut scores[..seen.len() * n];
+            ops::dot_f16_rows_grouped(&k[kv_off..], kv_dim, qs, hd, seen, scores);
             let scale = 1.0 / (hd as f32).sqrt();
-            for (s, &len) in scores.chunks_exact_mut(n.max(1)).zip(&head_seen) {
+            for (s, &len) in scores.chunks_exact_mut(n.max(1)).zip(seen) {
                 softmax_scaled(&mut s[..len], scale);
             }
-            ops::weighted_sum_f16_rows_grouped(&v[kv_off..], kv_dim, scores, &head_seen, out);
+            ops::weighted_sum_f16_rows_grouped(&v[kv_off..], kv_dim, scores, seen, out);
         }
         _ => {
-            let per_head = qs.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).enumerate();
-            for (i, (qh, oh)) in per_head {
-                let (b, g) = (i / group, i % group);
-                attend_head(h, kv_head * group + g, qh, keys, values, seen[b], scores, oh);
+            let per_head = qs.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).zip(seen).enumerate();
+            for (i, ((qh, oh), &n_seen)) in per_head {
+                attend_head(h, kv_head * group + i % group, qh, keys, values, n_seen, scores, oh);
             }
         }
     }
@@ -196,10 +193,12 @@ mod tests {
             ] {
                 for kv_head in 0..n_kv_heads {
                     let qs = values(seen.len() * group * hd, 3 + kv_head as u32);
+                    // One entry per query head: the positions its token sees.
+                    let head_seen: Vec<usize> = seen.iter().flat_map(|&n| std::iter::repeat_n(n, group)).collect();
                     for (keys, vals) in &caches {
                         let mut scores = vec![0f32; seen.len() * group * n_pos];
                         let mut out = vec![f32::NAN; qs.len()];
-                        attend_block(h, kv_head, &qs, &seen, keys, vals, &mut scores, &mut out);
+                        attend_block(h, kv_head, &qs, &head_seen, keys, vals, &mut scores, &mut out);
                         for (i, q) in qs.chunks_exact(hd).enumerate() {
                             let (b, g) = (i / group, i % group);
                             let mut alone = vec![f32::NAN; hd];

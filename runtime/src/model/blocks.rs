@@ -202,18 +202,20 @@ impl CpuBlocks {
         let caches = &self.caches;
         let att = sized(&mut s.att, n * dim);
         // One work item per (KV head, block of tokens): the `group` query heads that share a
-        // KV head, for as many consecutive tokens of one sequence as make [`QUERIES_PER_ITEM`],
-        // so each cached key and value row is widened from f16 once for all of them. Tasks take items
-        // strided so that the causal prefill's longer rows spread over all threads; each
-        // output slot (token, KV head) is written by one item only. Items run in the order
-        // (KV head, block): a task's next item reads the same cached keys and values, which
-        // are then still in its core's cache (one head's K and V at depth 3000 is ~1 MB);
-        // (token, head) order re-read them from L3 or memory for every item.
+        // KV head, for as many consecutive tokens of one sequence as make
+        // [`QUERIES_PER_ITEM`], so each cached key and value row is widened from f16 once for
+        // all of them. Tasks take items strided so that the causal prefill's longer rows
+        // spread over all threads; each output slot (token, KV head) is written by one item
+        // only. Items run in the order (KV head, block): a task's next item reads the same
+        // cached keys and values, which are then still in its core's cache (one head's K and
+        // V at depth 3000 is ~1 MB); (token, head) order re-read them from L3 or memory for
+        // every item.
         let group = cfg.n_heads / cfg.n_kv_heads;
         let blocks = token_blocks(rows, (QUERIES_PER_ITEM / group).max(1));
         let slots: Vec<Mutex<&mut [f32]>> = att.chunks_mut(group * hd).map(Mutex::new).collect();
         let q: &[f32] = q;
         let n_items = cfg.n_kv_heads * blocks.len();
+        let most_tokens = blocks.iter().map(|b| b.len()).max().unwrap_or(0);
         // Waking the workers costs more than a small attention (short contexts, tiny models).
         let work = n_seen_sum * cfg.n_heads * hd;
         let n_tasks = if work < PARALLEL_ATTENTION_WORK {
@@ -222,15 +224,19 @@ impl CpuBlocks {
             self.pool.n_threads().min(n_items)
         };
         let task_fn = |task: usize| {
-            let most_tokens = blocks.iter().map(|b| b.len()).max().unwrap_or(0);
             let mut scores = vec![0f32; most_tokens * group * n_seen_max];
             let (mut qs, mut out, mut seen) = (Vec::new(), Vec::new(), Vec::new());
             for item in (task..n_items).step_by(n_tasks) {
                 let (kv_head, block) = (item / blocks.len(), &blocks[item % blocks.len()]);
                 let seq = rows[block.start].seq;
-                // Causal mask: row t sees its sequence's cache up to and including itself.
+                // Causal mask: row t's query heads see its sequence's cache up to and including
+                // itself.
                 seen.clear();
-                seen.extend(rows[block.clone()].iter().map(|r| r.pos + 1));
+                seen.extend(
+                    rows[block.clone()]
+                        .iter()
+                        .flat_map(|r| std::iter::repeat_n(r.pos + 1, group)),
+                );
                 qs.clear();
                 for t in block.clone() {
                     let first = t * dim + kv_head * group * hd;

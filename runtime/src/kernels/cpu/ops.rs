@@ -197,11 +197,7 @@ pub fn weighted_sum_f16_rows_grouped_with(
             x86::weighted_sum_f16_rows_grouped(rows, stride, weights, seen, outs)
         },
         _ => {
-            for ((w, o), &len) in weights
-                .chunks_exact(n.max(1))
-                .zip(outs.chunks_exact_mut(hd.max(1)))
-                .zip(seen)
-            {
+            for ((w, o), &len) in weights.chunks_exact(n).zip(outs.chunks_exact_mut(hd)).zip(seen) {
                 weighted_sum_f16_rows_with(bk, rows, stride, &w[..len], o);
             }
         }
@@ -725,8 +721,8 @@ mod x86 {
 
     /// # Safety
     /// AVX2+FMA+F16C available; `weights` and `outs` split into `seen.len()` heads, each
-    /// head's weights at least its `seen`, and the most rows any head sees (of `outs.len() /
-    /// seen.len()`, every `stride`) fit in `rows`.
+    /// head's weights at least one and at least its `seen`, and the most rows any head sees (of
+    /// `outs.len() / seen.len()`, every `stride`) fit in `rows`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn weighted_sum_f16_rows_grouped(
         rows: &[f16],
@@ -741,7 +737,7 @@ mod x86 {
             outs.len() / heads,
             seen.iter().copied().max().unwrap_or(0),
         );
-        if n == 0 || !hd.is_multiple_of(8) || hd > GROUP_MAX_HD || heads == 1 {
+        if !hd.is_multiple_of(8) || hd > GROUP_MAX_HD || heads == 1 {
             for ((w, o), &len) in weights.chunks_exact(n).zip(outs.chunks_exact_mut(hd)).zip(seen) {
                 weighted_sum_f16_rows(rows, stride, &w[..len], o);
             }
