@@ -356,3 +356,51 @@ fn cli_repacks_by_default_where_measured_and_reports_the_load() {
         );
     }
 }
+
+/// Where the decode kernels prefetch (`EDGEACT_PREFETCH`, by CPU vendor otherwise) changes no
+/// bit: each policy's code runs on any x86 CPU when forced, so both are run here whatever this
+/// CPU's vendor, from the mapping (the file-layout tiles, which prefetch under `l2` only) and
+/// repacked (the panel kernels, which prefetch under both), on the 32-element formats (Q4_0
+/// with a Q8_0 `output.weight`, Q5_1's min kernels) and the k-quants (Q4_K_M: Q4_K and Q6_K).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn prefetch_policies_generate_the_same_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = [
+        stories_q4_0(dir.path()),
+        stories_all(dir.path(), GgmlType::Q5_1),
+        tiny_q4_k_m(dir.path()),
+    ];
+    for model in &models {
+        for layout in ["--no-repack", "--repack"] {
+            let generate = |policy: &str| {
+                let out = Command::new(env!("CARGO_BIN_EXE_edgeact"))
+                    .args(["run", "-m"])
+                    .arg(model)
+                    .args([
+                        "-p",
+                        "Once upon",
+                        "-n",
+                        "24",
+                        "--temp",
+                        "0",
+                        "-t",
+                        "2",
+                        "--device",
+                        "cpu",
+                        layout,
+                    ])
+                    .env("EDGEACT_PREFETCH", policy)
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "{policy} {layout}: {err}");
+                assert!(!err.contains("EDGEACT_PREFETCH"), "{policy} not taken: {err}");
+                out.stdout
+            };
+            let l1 = generate("l1");
+            assert!(!l1.is_empty(), "{} {layout}: no output", model.display());
+            assert_eq!(l1, generate("l2"), "{} {layout}", model.display());
+        }
+    }
+}

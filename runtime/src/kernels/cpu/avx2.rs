@@ -18,6 +18,7 @@
 // const-generic bounds the compiler unrolls; iterator chains would only obscure that.
 #![allow(clippy::needless_range_loop)]
 
+use super::prefetch;
 use super::scalar;
 use crate::quant::{GgmlType, QK_K};
 use std::arch::x86_64::*;
@@ -205,6 +206,7 @@ macro_rules! signed_legacy_tile {
             $($setup)*
             let mut acc = [_mm256_setzero_ps(); T];
             let mut acc2 = [_mm256_setzero_ps(); T];
+            let prefetch_rows = T == 1 && prefetch::policy().everywhere();
             let mut b0 = 0;
             while b0 < nb {
                 let cnt = (nb - b0).min(8);
@@ -215,6 +217,9 @@ macro_rules! signed_legacy_tile {
                     _mm256_storeu_ps(prod[t].as_mut_ptr(), _mm256_mul_ps(dw, da));
                 }
                 let block = |i: usize, acc: &mut [__m256; T]| {
+                    if prefetch_rows {
+                        prefetch::file_lines::<{ 8 * $stride }>(w.add(b0 * $stride), i);
+                    }
                     let $wb = w.add((b0 + i) * $stride);
                     let q = $quants;
                     let aq = _mm256_sign_epi8(q, q);
@@ -255,6 +260,7 @@ macro_rules! min_legacy_tile {
             let mut acc = [_mm256_setzero_ps(); T];
             // sum over blocks of m_w * s_a, 8 blocks per vector.
             let mut mins = [_mm256_setzero_ps(); T];
+            let prefetch_rows = T == 1 && prefetch::policy().everywhere();
             let mut b0 = 0;
             while b0 < nb {
                 let cnt = (nb - b0).min(8);
@@ -268,6 +274,9 @@ macro_rules! min_legacy_tile {
                     mins[t] = _mm256_fmadd_ps(mw, sa, mins[t]);
                 }
                 for i in 0..cnt {
+                    if prefetch_rows {
+                        prefetch::file_lines::<{ 8 * $stride }>(w.add(b0 * $stride), i);
+                    }
                     let $wb = w.add((b0 + i) * $stride);
                     let q = $quants;
                     for t in 0..T {
@@ -400,12 +409,16 @@ unsafe fn dup_groups(v: u64) -> __m256i {
 unsafe fn tile_q4_k_q8_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
     let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); T];
+    let prefetch_rows = T == 1 && prefetch::policy().everywhere();
     for b in 0..nb {
         let wb = w.add(b * 144);
         let (sc, mn) = q4k_scales_mins(wb.add(4));
         let mins = dup_groups(mn);
         let (d, dm) = (h2f(wb), h2f(wb.add(2)));
         kquant_superblock!(T, a, b, acc, d, dm, mins, |j| {
+            if prefetch_rows {
+                prefetch::file_lines::<144>(wb, j);
+            }
             let v = load256(wb.add(16 + 32 * j));
             (
                 _mm256_and_si256(v, m4),
@@ -425,6 +438,7 @@ unsafe fn tile_q5_k_q8_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: us
     let m4 = _mm256_set1_epi8(0x0f);
     let m16 = _mm256_set1_epi8(16);
     let mut acc = [_mm256_setzero_ps(); T];
+    let prefetch_rows = T == 1 && prefetch::policy().everywhere();
     for b in 0..nb {
         let wb = w.add(b * 176);
         let (sc, mn) = q4k_scales_mins(wb.add(4));
@@ -433,6 +447,9 @@ unsafe fn tile_q5_k_q8_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: us
         // Sub-block k takes bit k of qh[l] as its fifth bit (value 16).
         let qh = load256(wb.add(16));
         kquant_superblock!(T, a, b, acc, d, dm, mins, |j| {
+            if prefetch_rows {
+                prefetch::file_lines::<176>(wb, j);
+            }
             let v = load256(wb.add(48 + 32 * j));
             let bit0 = _mm256_set1_epi8(1 << (2 * j));
             let bit1 = _mm256_set1_epi8(2 << (2 * j));
@@ -456,6 +473,7 @@ unsafe fn tile_q6_k_q8_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: us
     let m4 = _mm256_set1_epi8(0x0f);
     let m3 = _mm256_set1_epi8(0x30);
     let mut acc = [_mm256_setzero_ps(); T];
+    let prefetch_rows = T == 1 && prefetch::policy().everywhere();
     for b in 0..nb {
         let wb = w.add(b * 210);
         // The -32 offset of every quant becomes a per-group min of 32 * scale.
@@ -477,6 +495,9 @@ unsafe fn tile_q6_k_q8_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: us
             _mm256_shuffle_epi8(if k < 4 { lo8 } else { hi8 }, idx)
         };
         kquant_superblock!(T, a, b, acc, d, d, mins, |j| {
+            if prefetch_rows {
+                prefetch::file_lines::<210>(wb, j);
+            }
             // Step j covers chunks 2j, 2j+1 of half h = j / 2: chunk 4h+0/1 are the low
             // nibbles of ql[64h..+32] / ql[64h+32..+32] with qh bits 0-1 / 2-3, chunks
             // 4h+2/3 the high nibbles with qh bits 4-5 / 6-7.

@@ -37,6 +37,7 @@
 use super::amx;
 use super::avx2::{self, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1};
 use super::avx512_gemv;
+use super::prefetch;
 use super::table::act_type;
 use super::types::{q8_k_bsum, q8_k_sub_block_sum, Line, PackedMatrix, QMatrix, SyncPtr};
 use super::ThreadPool;
@@ -101,6 +102,7 @@ macro_rules! vnni_legacy_tile {
             let mut acc = [_mm256_setzero_ps(); T];
             let mut acc2 = [_mm256_setzero_ps(); T];
             let mut mins = [_mm256_setzero_ps(); T];
+            let prefetch_rows = T == 1 && prefetch::policy().everywhere();
             let mut b0 = 0;
             while b0 < nb {
                 let cnt = (nb - b0).min(8);
@@ -116,6 +118,9 @@ macro_rules! vnni_legacy_tile {
                     }
                 }
                 let block = |i: usize, acc: &mut [__m256; T]| {
+                    if prefetch_rows {
+                        prefetch::file_lines::<{ 8 * $stride }>(w.add(b0 * $stride), i);
+                    }
                     let $wb = w.add((b0 + i) * $stride);
                     let $q = $quants;
                     for t in 0..T {

@@ -26,6 +26,10 @@ pub struct CpuFeatures {
     /// `avx512::micro_legacy_amx` for the 32-element formats); the path stays the same
     /// [`MatmulPath`].
     pub amx_int8: bool,
+    /// An Intel CPU (CPUID vendor `GenuineIntel`): the decode kernels prefetch to L2 and
+    /// everywhere (`prefetch::Prefetch`), which makes Q6_K's AVX2 panels beat the file layout
+    /// in decode too, so Q6_K is repacked on the `avx2` path as well ([`repack_by_default`]).
+    pub intel: bool,
 }
 
 impl CpuFeatures {
@@ -36,6 +40,7 @@ impl CpuFeatures {
             CpuFeatures {
                 avx512_vnni: is_x86_feature_detected!("avx512vnni"),
                 amx_int8: super::amx::available(),
+                intel: super::prefetch::intel(),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -167,9 +172,13 @@ pub fn reads_repacked(backend: Backend, ty: GgmlType) -> bool {
 /// interleaved harness, see docs/kernels.md "Q5_K panels"). Q6_K, Q5_0 and Q5_1 only with
 /// AVX-512 VNNI (Q6_K: decode 1.1-1.9x, prefill 1.02-1.04x; Q5: decode 1.1-3.8x, prefill
 /// 1.05-1.3x for Q5_0 and about equal for Q5_1); their AVX2 kernels (also AVX-512 without
-/// VNNI) win prefill by 1.3-2.5x but decode of a large matrix only ties the file layout (Q6_K
-/// 0.95-1.2x, Q5 0.9-1.1x: more vector work per element than Q4_0), so there the mapping is
-/// kept.
+/// VNNI) win prefill by 1.3-2.5x but on AMD decode of a large matrix only ties the file
+/// layout (Zen 4: Q6_K 0.95-1.2x, Q5 0.9-1.1x: more vector work per element than Q4_0), so
+/// there the mapping is kept. On Intel ([`CpuFeatures::intel`]) Q6_K's AVX2 panels win decode
+/// as well (7B Q4_K_M with `EDGEACT_KERNELS=avx2` on the Intel VM: tg 3.49-3.55 -> 3.70-3.82
+/// t/s at 1 thread, 6.37-6.38 -> 6.74-7.01 at 2, pp128 16.9-17.5 -> 18.7-19.3 at 2), so Q6_K
+/// is repacked there on every x86 SIMD path; Q5_0 and Q5_1 were not measured on Intel and keep
+/// the AMD choice.
 pub fn repack_by_default(backend: Backend, ty: GgmlType) -> bool {
     repack_by_default_on(backend, CpuFeatures::detect(), ty)
 }
@@ -180,7 +189,8 @@ pub fn repack_by_default_on(backend: Backend, cpu: CpuFeatures, ty: GgmlType) ->
     let vnni = backend == Backend::Avx512 && cpu.avx512_vnni;
     match ty {
         GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q8_0 => x86_simd,
-        GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q6_K => vnni,
+        GgmlType::Q6_K => vnni || (x86_simd && cpu.intel),
+        GgmlType::Q5_0 | GgmlType::Q5_1 => vnni,
         _ => false,
     }
 }
@@ -194,10 +204,12 @@ mod tests {
     const VNNI: CpuFeatures = CpuFeatures {
         avx512_vnni: true,
         amx_int8: false,
+        intel: false,
     };
     const NO_VNNI: CpuFeatures = CpuFeatures {
         avx512_vnni: false,
         amx_int8: false,
+        intel: false,
     };
 
     #[test]
@@ -224,6 +236,15 @@ mod tests {
             assert!(!repack_by_default_on(Backend::Avx512, NO_VNNI, ty), "{ty}");
             assert!(!repack_by_default_on(Backend::Avx2, VNNI, ty), "{ty}");
         }
+        // Q6_K's AVX2 panels win decode on Intel only; Q5_0 and Q5_1 were measured on AMD.
+        let intel = CpuFeatures { intel: true, ..NO_VNNI };
+        for backend in [Backend::Avx2, Backend::Avx512] {
+            assert!(repack_by_default_on(backend, intel, G::Q6_K), "{backend}");
+            assert!(!repack_by_default_on(backend, intel, G::Q5_0), "{backend}");
+            assert!(!repack_by_default_on(backend, intel, G::Q5_1), "{backend}");
+        }
+        assert!(!repack_by_default_on(Backend::Scalar, intel, G::Q6_K));
+        assert!(!repack_by_default_on(Backend::Neon, intel, G::Q6_K));
         for (backend, cpu) in [
             (Backend::Avx512, VNNI),
             (Backend::Avx512, NO_VNNI),
