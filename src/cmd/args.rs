@@ -203,12 +203,12 @@ pub struct LoadStats {
     pub repack_seconds: f64,
     pub repacked_tensors: usize,
     pub repacked_bytes: u64,
-    /// What the repack cache did, in words (empty when unused).
-    pub repack_cache: String,
+    /// What the repack cache did, in words (`None` when unused).
+    pub repack_cache: Option<String>,
     /// The process's peak resident memory after loading (Linux `VmHWM`).
     pub peak_rss_bytes: Option<u64>,
-    /// The CPU kernels in words (`kernels::cpu::describe`); empty when the model runs on a GPU.
-    pub cpu_kernels: String,
+    /// The CPU kernels in words (`kernels::cpu::describe`); `None` when the model runs on a GPU.
+    pub cpu_kernels: Option<String>,
 }
 
 impl LoadStats {
@@ -218,11 +218,7 @@ impl LoadStats {
         let repacked = if self.repacked_tensors == 0 {
             "nothing repacked".to_string()
         } else {
-            let cache = if self.repack_cache.is_empty() {
-                String::new()
-            } else {
-                format!(", {}", self.repack_cache)
-            };
+            let cache = self.repack_cache.as_ref().map(|c| format!(", {c}")).unwrap_or_default();
             format!(
                 "repacked {} matrices ({:.2} GiB) in {:.2} s{cache}",
                 self.repacked_tensors,
@@ -234,11 +230,11 @@ impl LoadStats {
             .peak_rss_bytes
             .map(|b| format!(", peak RSS {:.2} GiB", gib(b)))
             .unwrap_or_default();
-        let kernels = if self.cpu_kernels.is_empty() {
-            String::new()
-        } else {
-            format!("; CPU kernels {}", self.cpu_kernels)
-        };
+        let kernels = self
+            .cpu_kernels
+            .as_ref()
+            .map(|k| format!("; CPU kernels {k}"))
+            .unwrap_or_default();
         format!(
             "load: {:.2} s mapping and checking, {repacked}{rss}{kernels}",
             self.load_seconds
@@ -356,17 +352,15 @@ pub fn load_model_with(
         progress.finish();
         let report = report?;
         stats.repack_cache = match &report.cache {
-            CacheUse::Unused => String::new(),
-            CacheUse::Loaded(path) => format!("mapped from the repack cache {}", path.display()),
-            CacheUse::Writing { path, miss } => {
-                format!(
-                    "repack cache miss ({miss}): writing {} in the background",
-                    path.display()
-                )
-            }
+            CacheUse::Unused => None,
+            CacheUse::Loaded(path) => Some(format!("mapped from the repack cache {}", path.display())),
+            CacheUse::Writing { path, miss } => Some(format!(
+                "repack cache miss ({miss}): writing {} in the background",
+                path.display()
+            )),
             CacheUse::NotWritten { miss, error } => {
                 eprintln!("edgeact: repack cache not written: {error}");
-                format!("repack cache miss ({miss}), not written")
+                Some(format!("repack cache miss ({miss}), not written"))
             }
         };
         if report.tensors == 0 && which == RepackChoice::All {
@@ -386,7 +380,7 @@ pub fn load_model_with(
     }
     stats.peak_rss_bytes = peak_rss_bytes();
     if on_cpu {
-        stats.cpu_kernels = edgeact_runtime::kernels::cpu::describe();
+        stats.cpu_kernels = Some(edgeact_runtime::kernels::cpu::describe());
     }
     Ok((file, Arc::new(model), stats))
 }

@@ -354,6 +354,9 @@ fn cli_repacks_by_default_where_measured_and_reports_the_load() {
             !cfg!(target_os = "linux") || load["peak_rss_bytes"].as_u64().unwrap() > 0,
             "{r}"
         );
+        // Absent facts are null, not empty strings: no cache was asked for; the CPU ran it.
+        assert!(load["repack_cache"].is_null(), "{r}");
+        assert!(!load["cpu_kernels"].as_str().unwrap().is_empty(), "{r}");
     }
 }
 
