@@ -1,7 +1,9 @@
 //! Software prefetch for the x86 decode kernels over repacked weights (`avx2_packed`,
-//! `avx512_gemv`). A panel's blocks, and the panels, lie one after another, so a kernel reads
-//! a fixed number of lines after the one it reads now; prefetching there keeps more misses in
-//! flight than the hardware prefetchers alone, which stop at 4 KiB boundaries.
+//! `avx512_gemv`) and, on Intel, over the file's layout (`avx2`'s and `avx512`'s tiles for one
+//! token, [`file_lines`]). A panel's blocks, and the panels, lie one after another (as a
+//! matrix's rows do in the file), so a kernel reads a fixed number of lines after the one it
+//! reads now; prefetching there keeps more misses in flight than the hardware prefetchers
+//! alone, which stop at 4 KiB boundaries.
 //!
 //! Where the lines go, and which kernels prefetch, is chosen once per process by CPU vendor
 //! from measurement ([`Prefetch`], [`policy`]; `EDGEACT_PREFETCH=l1` or `l2` forces one, to
@@ -169,7 +171,7 @@ impl Prefetch {
     }
 
     /// Whether the k-quant kernels that otherwise rely on two streams (one token) or on the
-    /// hardware alone (Q4_K) prefetch too.
+    /// hardware alone (Q4_K) prefetch too, and the file-layout tiles ([`file_lines`]).
     pub(super) fn everywhere(self) -> bool {
         self == Prefetch::L2
     }
