@@ -71,11 +71,15 @@ pub use table::{act_type, kernel_type, repackable, supported, KernelType, KERNEL
 pub use types::{Activations, PackedMatrix, QMatrix, DOT_MAX_T};
 
 /// The CPU kernels this process runs, in words (for `run -v` and `bench`): the instruction-set
-/// path and the CPU features beyond it that change the kernels, e.g. `avx512 (VNNI, AMX-INT8)`.
+/// path, the CPU features beyond it that change the kernels and, on the x86 SIMD paths, where
+/// the decode kernels prefetch: e.g. `avx512 (VNNI, AMX-INT8, prefetch l2)`.
 pub fn describe() -> String {
     let path = backend();
     let cpu = CpuFeatures::detect();
-    let mut extra = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    let prefetching =
+        matches!(path, Backend::Avx2 | Backend::Avx512).then(|| format!("prefetch {}", prefetch::policy().name()));
+    let mut extra: Vec<&str> = Vec::new();
     if path == Backend::Avx512 && cpu.avx512_vnni {
         extra.push("VNNI");
         if cpu.amx_int8 {
@@ -85,6 +89,12 @@ pub fn describe() -> String {
     #[cfg(target_arch = "aarch64")]
     if path == Backend::Neon && std::arch::is_aarch64_feature_detected!("dotprod") {
         extra.push("dotprod");
+    }
+    // Where the decode kernels prefetch changes their speed (and can be forced), so a figure
+    // says which ran.
+    #[cfg(target_arch = "x86_64")]
+    if let Some(p) = &prefetching {
+        extra.push(p);
     }
     if extra.is_empty() {
         path.name().to_string()
