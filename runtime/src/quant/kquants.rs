@@ -232,14 +232,30 @@ pub fn get_scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
     }
 }
 
-/// All eight 6-bit `(scales, mins)` of a Q4_K/Q5_K block, for kernels.
+/// All eight 6-bit `(scales, mins)` of a Q4_K/Q5_K block, for kernels: what
+/// [`get_scale_min_k4`] gives for `j = 0..8`.
 pub fn unpack_q4k_scales(scales: &[u8; K_SCALE_SIZE]) -> ([u8; 8], [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut mn = [0u8; 8];
-    for j in 0..8 {
-        (sc[j], mn[j]) = get_scale_min_k4(j, scales);
-    }
-    (sc, mn)
+    let (sc, mn) = q4k_scales_mins_words(scales);
+    (sc.to_le_bytes(), mn.to_le_bytes())
+}
+
+/// [`unpack_q4k_scales`] as two little-endian u64 (byte `j`: sub-block `j`), four sub-blocks per
+/// u32 step instead of one byte at a time: scales 0..4 are the low 6 bits of bytes 0..4, mins
+/// 0..4 of bytes 4..8; scales/mins 4..8 take their low 4 bits from the nibbles of bytes 8..12
+/// and their top 2 bits from the spare top bits of bytes 0..4 / 4..8 (each shift's bits that
+/// cross into a neighbouring byte are masked off).
+#[inline(always)]
+pub fn q4k_scales_mins_words(scales: &[u8; K_SCALE_SIZE]) -> (u64, u64) {
+    let word = |i: usize| u32::from_le_bytes([scales[4 * i], scales[4 * i + 1], scales[4 * i + 2], scales[4 * i + 3]]);
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    let sc_lo = w0 & 0x3f3f_3f3f;
+    let mn_lo = w1 & 0x3f3f_3f3f;
+    let sc_hi = (w2 & 0x0f0f_0f0f) | (((w0 >> 6) & 0x0303_0303) << 4);
+    let mn_hi = ((w2 >> 4) & 0x0f0f_0f0f) | (((w1 >> 6) & 0x0303_0303) << 4);
+    (
+        u64::from(sc_lo) | (u64::from(sc_hi) << 32),
+        u64::from(mn_lo) | (u64::from(mn_hi) << 32),
+    )
 }
 
 /// Packs eight 6-bit scales and mins (values above 63 are masked) into the 12-byte layout

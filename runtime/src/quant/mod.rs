@@ -25,7 +25,7 @@ pub use blocks::{
 };
 pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 pub use format::BlockFormat;
-pub use kquants::{get_scale_min_k4, pack_q4k_scales, unpack_q4k_scales};
+pub use kquants::{get_scale_min_k4, pack_q4k_scales, q4k_scales_mins_words, unpack_q4k_scales};
 pub use types::{GgmlType, QK_K};
 
 use std::mem::size_of;

@@ -357,6 +357,23 @@ fn q4k_scale_packing_round_trips() {
 }
 
 #[test]
+fn q4k_scale_words_equal_the_per_byte_spec_on_any_bytes() {
+    // Any 12 bytes, spare bits set or not: the word version must mask exactly what
+    // `get_scale_min_k4` masks.
+    let mut rng = Rng(29);
+    let mut cases: Vec<[u8; 12]> = vec![[0; 12], [0xFF; 12], [0xC0; 12], [0x3F; 12], [0x0F; 12], [0xF0; 12]];
+    for _ in 0..500 {
+        cases.push(std::array::from_fn(|_| rng.next_u64() as u8));
+    }
+    for q in cases {
+        let (sc, mn) = unpack_q4k_scales(&q);
+        for j in 0..8 {
+            assert_eq!(get_scale_min_k4(j, &q), (sc[j], mn[j]), "{q:?} sub-block {j}");
+        }
+    }
+}
+
+#[test]
 fn f16_and_bf16_rows_use_ggml_rounding() {
     let x = [1.0f32, -2.5, 65504.0, 1e-6, 3.3];
     let mut b = [0u8; 10];

@@ -379,21 +379,11 @@ macro_rules! kquant_superblock {
     }};
 }
 
-/// The eight 6-bit scales and mins of a Q4_K/Q5_K block (12 bytes at `p`), four per u32:
-/// scales 0..4 are the low 6 bits of bytes 0..4, mins 0..4 of bytes 4..8; scales/mins 4..8
-/// take their low 4 bits from the nibbles of bytes 8..12 and their top 2 bits from the spare
-/// top bits of bytes 0..4 / 4..8.
+/// The eight 6-bit scales and mins of a Q4_K/Q5_K block (12 bytes at `p`) as two u64, byte
+/// `j` for sub-block `j` ([`crate::quant::q4k_scales_mins_words`]).
 #[inline(always)]
 unsafe fn q4k_scales_mins(p: *const u8) -> (u64, u64) {
-    let w = p.cast::<[u32; 3]>().read_unaligned();
-    let sc_lo = w[0] & 0x3f3f_3f3f;
-    let mn_lo = w[1] & 0x3f3f_3f3f;
-    let sc_hi = (w[2] & 0x0f0f_0f0f) | (((w[0] >> 6) & 0x0303_0303) << 4);
-    let mn_hi = ((w[2] >> 4) & 0x0f0f_0f0f) | (((w[1] >> 6) & 0x0303_0303) << 4);
-    (
-        (sc_lo as u64) | ((sc_hi as u64) << 32),
-        (mn_lo as u64) | ((mn_hi as u64) << 32),
-    )
+    crate::quant::q4k_scales_mins_words(&p.cast::<[u8; 12]>().read_unaligned())
 }
 
 /// Eight u8 values (one per 32-element sub-block) as the 16 per-group i16 values
