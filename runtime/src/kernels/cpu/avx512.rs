@@ -344,15 +344,13 @@ unsafe fn unpack_block(ty: GgmlType, row: *const u8, b: usize, q: &mut [u8], p: 
                 _mm256_storeu_si256(q.as_mut_ptr().add(64 * j).cast(), lo);
                 _mm256_storeu_si256(q.as_mut_ptr().add(64 * j + 32).cast(), hi);
             }
-            let mut mins = [0u32; 8];
-            for j in 0..8 {
-                let (sc, m) = crate::quant::get_scale_min_k4(j, &s);
-                p.sci[(b * 8 + j) * PR + r] = sc as i32;
-                mins[j] = m as u32;
+            let (scales, mins) = crate::quant::unpack_q4k_scales(&s);
+            for (j, &sc) in scales.iter().enumerate() {
+                p.sci[(b * 8 + j) * PR + r] = i32::from(sc);
             }
             // Groups 2k and 2k + 1 share an i32 lane.
             for k in 0..4 {
-                p.mn[(b * 4 + k) * PR + r] = mins[2 * k] | (mins[2 * k + 1] << 16);
+                p.mn[(b * 4 + k) * PR + r] = u32::from(mins[2 * k]) | (u32::from(mins[2 * k + 1]) << 16);
             }
             p.dk[b * PR + r] = d;
             p.dm[b * PR + r] = dmin;
