@@ -364,7 +364,8 @@ fn cli_repacks_by_default_where_measured_and_reports_the_load() {
 /// bit: each policy's code runs on any x86 CPU when forced, so both are run here whatever this
 /// CPU's vendor, from the mapping (the file-layout tiles, which prefetch under `l2` only) and
 /// repacked (the panel kernels, which prefetch under both), on the 32-element formats (Q4_0
-/// with a Q8_0 `output.weight`, Q5_1's min kernels) and the k-quants (Q4_K_M: Q4_K and Q6_K).
+/// with a Q8_0 `output.weight`, Q5_1's min kernels), the k-quants (Q4_K_M: Q4_K and Q6_K) and
+/// float weights (F32, F16).
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn prefetch_policies_generate_the_same_tokens() {
@@ -373,6 +374,8 @@ fn prefetch_policies_generate_the_same_tokens() {
         stories_q4_0(dir.path()),
         stories_all(dir.path(), GgmlType::Q5_1),
         tiny_q4_k_m(dir.path()),
+        Path::new(STORIES).to_path_buf(),
+        stories_quantized(dir.path(), "f16"),
     ];
     for model in &models {
         for layout in ["--no-repack", "--repack"] {

@@ -103,9 +103,10 @@ pub(super) unsafe fn tile(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out:
 
 // --- float weights -------------------------------------------------------------------------
 
-/// Shared body of the float kernels: `load(i)` gives 8 weights starting at element `i`.
+/// Shared body of the float kernels: `load(i)` gives 8 weights starting at element `i`, each
+/// `$elem_bytes` bytes wide.
 macro_rules! float_tile {
-    ($name:ident, $load:expr, $scalar:expr) => {
+    ($name:ident, $elem_bytes:expr, $load:expr, $scalar:expr) => {
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn $name<const T: usize>(w: *const u8, a: [*const u8; T], n: usize, out: &mut [f32]) {
             // Two accumulators per token (even / odd 8-element steps) halve the FMA dependency
@@ -120,8 +121,13 @@ macro_rules! float_tile {
                 }
             };
             let n8 = n / 8 * 8;
+            let prefetch_rows = T == 1 && prefetch::policy().everywhere();
             let mut i = 0;
             while i + 16 <= n8 {
+                // One prefetch per 64 bytes of weights: every step of f32, every other of f16.
+                if prefetch_rows && (i * $elem_bytes) % 64 < 16 * $elem_bytes {
+                    prefetch::file_lines::<64>(w.add(i * $elem_bytes), 0);
+                }
                 step(i, &mut acc);
                 step(i + 8, &mut acc2);
                 i += 16;
@@ -142,16 +148,19 @@ macro_rules! float_tile {
 
 float_tile!(
     tile_f32_f32,
+    4,
     |w: *const u8, i| _mm256_loadu_ps(w.cast::<f32>().add(i)),
     |w: *const u8, j| w.cast::<f32>().add(j).read_unaligned()
 );
 float_tile!(
     tile_f16_f32,
+    2,
     |w: *const u8, i| _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * i).cast())),
     |w: *const u8, j| h2f_last(w.add(2 * j))
 );
 float_tile!(
     tile_bf16_f32,
+    2,
     |w: *const u8, i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(
         w.add(2 * i).cast()
     )))),

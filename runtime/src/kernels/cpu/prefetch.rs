@@ -59,9 +59,9 @@ pub(super) const STREAM_AHEAD_LINES: usize = 32;
 pub(super) const Q5K_AHEAD_LINES: usize = 180;
 
 /// Bytes ahead for the decode kernels over the file's layout (`avx2`'s and `avx512`'s tiles
-/// for one token): a matrix's rows lie one after another in the file, so the stream runs on
-/// into the next row (7B Q4_K_M `--no-repack`, Intel VM, 1 thread: 2 KiB 2.64-2.66 t/s, 4 KiB
-/// 2.82-2.83, 8 KiB 2.73-2.75).
+/// for one token, quantized and float): a matrix's rows lie one after another in the file, so
+/// the stream runs on into the next row (7B Q4_K_M `--no-repack`, Intel VM, 1 thread: 2 KiB
+/// 2.64-2.66 t/s, 4 KiB 2.82-2.83, 8 KiB 2.73-2.75).
 pub(super) const FILE_AHEAD_BYTES: usize = 4096;
 
 /// For a file-layout kernel whose loop reads `BYTES` contiguous bytes from `start` in steps
