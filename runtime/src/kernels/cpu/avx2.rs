@@ -121,7 +121,7 @@ macro_rules! float_tile {
                 }
             };
             let n8 = n / 8 * 8;
-            let prefetch_rows = T == 1 && prefetch::policy().everywhere();
+            let prefetch_rows = prefetch::file_rows(T);
             let mut i = 0;
             while i + 16 <= n8 {
                 // One prefetch per 64 bytes of weights: every step of f32, every other of f16.
@@ -215,7 +215,7 @@ macro_rules! signed_legacy_tile {
             $($setup)*
             let mut acc = [_mm256_setzero_ps(); T];
             let mut acc2 = [_mm256_setzero_ps(); T];
-            let prefetch_rows = T == 1 && prefetch::policy().everywhere();
+            let prefetch_rows = prefetch::file_rows(T);
             let mut b0 = 0;
             while b0 < nb {
                 let cnt = (nb - b0).min(8);
@@ -269,7 +269,7 @@ macro_rules! min_legacy_tile {
             let mut acc = [_mm256_setzero_ps(); T];
             // sum over blocks of m_w * s_a, 8 blocks per vector.
             let mut mins = [_mm256_setzero_ps(); T];
-            let prefetch_rows = T == 1 && prefetch::policy().everywhere();
+            let prefetch_rows = prefetch::file_rows(T);
             let mut b0 = 0;
             while b0 < nb {
                 let cnt = (nb - b0).min(8);
@@ -408,7 +408,7 @@ unsafe fn dup_groups(v: u64) -> __m256i {
 unsafe fn tile_q4_k_q8_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: usize, out: &mut [f32]) {
     let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); T];
-    let prefetch_rows = T == 1 && prefetch::policy().everywhere();
+    let prefetch_rows = prefetch::file_rows(T);
     for b in 0..nb {
         let wb = w.add(b * 144);
         let (sc, mn) = q4k_scales_mins(wb.add(4));
@@ -437,7 +437,7 @@ unsafe fn tile_q5_k_q8_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: us
     let m4 = _mm256_set1_epi8(0x0f);
     let m16 = _mm256_set1_epi8(16);
     let mut acc = [_mm256_setzero_ps(); T];
-    let prefetch_rows = T == 1 && prefetch::policy().everywhere();
+    let prefetch_rows = prefetch::file_rows(T);
     for b in 0..nb {
         let wb = w.add(b * 176);
         let (sc, mn) = q4k_scales_mins(wb.add(4));
@@ -472,7 +472,7 @@ unsafe fn tile_q6_k_q8_k<const T: usize>(w: *const u8, a: [*const u8; T], nb: us
     let m4 = _mm256_set1_epi8(0x0f);
     let m3 = _mm256_set1_epi8(0x30);
     let mut acc = [_mm256_setzero_ps(); T];
-    let prefetch_rows = T == 1 && prefetch::policy().everywhere();
+    let prefetch_rows = prefetch::file_rows(T);
     for b in 0..nb {
         let wb = w.add(b * 210);
         // The -32 offset of every quant becomes a per-group min of 32 * scale.

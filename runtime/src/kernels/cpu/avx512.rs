@@ -102,7 +102,7 @@ macro_rules! vnni_legacy_tile {
             let mut acc = [_mm256_setzero_ps(); T];
             let mut acc2 = [_mm256_setzero_ps(); T];
             let mut mins = [_mm256_setzero_ps(); T];
-            let prefetch_rows = T == 1 && prefetch::policy().everywhere();
+            let prefetch_rows = prefetch::file_rows(T);
             let mut b0 = 0;
             while b0 < nb {
                 let cnt = (nb - b0).min(8);

@@ -64,6 +64,14 @@ pub(super) const Q5K_AHEAD_LINES: usize = 180;
 /// 2.64-2.66 t/s, 4 KiB 2.82-2.83, 8 KiB 2.73-2.75).
 pub(super) const FILE_AHEAD_BYTES: usize = 4096;
 
+/// Whether a file-layout tile kernel for `tokens` tokens prefetches its rows ([`file_lines`]):
+/// for one token (decode, which streams the weights; several tokens are compute-bound) where
+/// the policy prefetches [everywhere](Prefetch::everywhere).
+#[inline(always)]
+pub(super) fn file_rows(tokens: usize) -> bool {
+    tokens == 1 && policy().everywhere()
+}
+
 /// For a file-layout kernel whose loop reads `BYTES` contiguous bytes from `start` in steps
 /// (at least `BYTES / 64` rounded up of them): prefetches the line of step `step`
 /// [`FILE_AHEAD_BYTES`] ahead, one line per step, so that the steps of successive reads cover
@@ -204,9 +212,11 @@ pub fn policy() -> Prefetch {
 /// Intel's CPUID vendor string.
 const INTEL: &[u8; 12] = b"GenuineIntel";
 
-/// Whether this CPU is an Intel one (`dispatch::CpuFeatures::intel`).
+/// Whether this CPU is an Intel one (`dispatch::CpuFeatures::intel`). Asked once: every
+/// matmul call detects the CPU's features, and CPUID is slow (a VM exit under a hypervisor).
 pub(super) fn intel() -> bool {
-    &cpu_vendor() == INTEL
+    static INTEL_CPU: OnceLock<bool> = OnceLock::new();
+    *INTEL_CPU.get_or_init(|| &cpu_vendor() == INTEL)
 }
 
 /// The 12-byte CPUID vendor string (`GenuineIntel`, `AuthenticAMD`, ...).
