@@ -63,8 +63,8 @@ impl SamplerConfig {
 
     /// Rejects values that have no meaning (NaN, negative penalties, p outside 0..=1).
     pub fn validate(&self) -> Result<(), String> {
-        if self.temperature.is_nan() {
-            return Err("temperature is NaN".into());
+        if !self.temperature.is_finite() {
+            return Err(format!("temperature {} is not a finite number", self.temperature));
         }
         if !(0.0..=1.0).contains(&self.top_p) {
             return Err(format!("top-p {} is not in 0..=1", self.top_p));
@@ -188,7 +188,7 @@ impl Sampler {
             c.truncate(cfg.top_k);
         }
         if cfg.top_p < 1.0 {
-            let p = softmax(&c);
+            let p = softmax(&c, 1.0);
             let mut cum = 0.0;
             let mut keep = c.len();
             for (i, pi) in p.iter().enumerate() {
@@ -209,10 +209,7 @@ impl Sampler {
         if cfg.typical_p < 1.0 {
             keep_locally_typical(&mut c, cfg.typical_p, cfg.temperature);
         }
-        for x in c.iter_mut() {
-            x.logit /= cfg.temperature;
-        }
-        let p = softmax(&c);
+        let p = softmax(&c, cfg.temperature);
         c.iter().map(|x| x.id).zip(p).collect()
     }
 }
@@ -226,14 +223,7 @@ fn keep_locally_typical(c: &mut Vec<Cand>, mass: f32, temperature: f32) {
     if c.len() <= 1 {
         return;
     }
-    let scaled: Vec<Cand> = c
-        .iter()
-        .map(|x| Cand {
-            id: x.id,
-            logit: x.logit / temperature,
-        })
-        .collect();
-    let p = softmax(&scaled);
+    let p = softmax(c, temperature);
     let entropy: f64 = -p.iter().filter(|&&pi| pi > 0.0).map(|&pi| pi * pi.ln()).sum::<f64>();
     // A candidate of probability 0 (a -inf logit) is as atypical as can be.
     let distance: Vec<f64> = p
@@ -331,14 +321,25 @@ fn sort_desc(c: &mut [Cand]) {
     c.sort_unstable_by(|a, b| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id)));
 }
 
-/// Probabilities of the candidates (in f64 so long tails do not lose mass).
-fn softmax(c: &[Cand]) -> Vec<f64> {
+/// Probabilities of the candidates at `temperature` (> 0), in f64 so long tails do not lose
+/// mass. The logits are divided by the temperature after subtracting the largest, so a tiny
+/// temperature (even a subnormal one) tends to the argmax instead of overflowing to inf - inf.
+fn softmax(c: &[Cand], temperature: f32) -> Vec<f64> {
     let max = c.iter().map(|x| x.logit).fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
         // Every logit is -inf (fully masked by the model): fall back to uniform.
         return vec![1.0 / c.len() as f64; c.len()];
     }
-    let e: Vec<f64> = c.iter().map(|x| ((x.logit - max) as f64).exp()).collect();
+    if max == f32::INFINITY {
+        // +inf logits (a repetition penalty near 0 can make them) share all the mass.
+        let n = c.iter().filter(|x| x.logit == f32::INFINITY).count() as f64;
+        return c
+            .iter()
+            .map(|x| if x.logit == f32::INFINITY { 1.0 / n } else { 0.0 })
+            .collect();
+    }
+    let t = temperature as f64;
+    let e: Vec<f64> = c.iter().map(|x| ((x.logit - max) as f64 / t).exp()).collect();
     let sum: f64 = e.iter().sum();
     e.into_iter().map(|v| v / sum).collect()
 }
@@ -382,6 +383,24 @@ mod tests {
         c.repeat_last_n = 1;
         let mut s = Sampler::new(c);
         assert_eq!(s.sample(&[3.0, 2.0, -1.0], &[0, 2]), Some(0));
+    }
+
+    #[test]
+    fn a_tiny_temperature_or_penalty_tends_to_the_argmax_instead_of_overflowing() {
+        let logits = [0.5f32, 3.0, -1.0, 2.9];
+        for t in [1e-40f32, f32::MIN_POSITIVE, 1e-30, 1e-6] {
+            let mut c = cfg(t);
+            c.typical_p = if t < 1e-35 { 0.9 } else { 1.0 };
+            let mut s = Sampler::new(c);
+            assert!((0..200).all(|_| s.sample(&logits, &[]) == Some(1)), "temperature {t}");
+        }
+        // A penalty near 0 divides repeated positive logits to +inf: those share the mass.
+        let mut c = cfg(1.0);
+        c.repeat_penalty = 1e-39;
+        let mut s = Sampler::new(c);
+        let picks: Vec<u32> = (0..400).map(|_| s.sample(&logits, &[0, 3]).unwrap()).collect();
+        assert!(picks.iter().all(|&id| id == 0 || id == 3), "{picks:?}");
+        assert!(picks.contains(&0) && picks.contains(&3));
     }
 
     #[test]
@@ -531,5 +550,8 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().is_err());
+        for t in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            assert!(cfg(t).validate().is_err(), "{t}");
+        }
     }
 }

@@ -323,6 +323,57 @@ fn a_full_queue_refuses_and_shutdown_drains() {
     sched.shutdown();
 }
 
+/// A client that can leave while its request is queued.
+struct Leaves(Arc<std::sync::atomic::AtomicBool>);
+impl EventSink for Leaves {
+    fn send(&mut self, _: Event) -> bool {
+        !self.is_closed()
+    }
+    fn is_closed(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_queued_request_whose_client_left_frees_its_queue_place_at_once() {
+    let f = fixture();
+    let sched = start(&f, 1, 1);
+    let h = sched.handle();
+    let (open, gate) = mpsc::channel();
+    let (tx1, rx1) = mpsc::channel();
+    h.submit(
+        request(&f, PROMPTS[0], 5, SamplerConfig::greedy()),
+        Box::new(Gate(gate, tx1)),
+    )
+    .unwrap();
+    wait_until(&h, "the first request to run", |m| m.busy_sequences == 1);
+    // The loop is held inside the first request's first token; the second request queues and
+    // its client leaves.
+    let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    h.submit(
+        request(&f, PROMPTS[1], 5, SamplerConfig::greedy()),
+        Box::new(Leaves(gone.clone())),
+    )
+    .unwrap();
+    gone.store(true, std::sync::atomic::Ordering::SeqCst);
+    // One token later (the first request still running), its place is free again.
+    open.send(()).unwrap();
+    wait_until(&h, "the abandoned request to be dropped", |m| {
+        m.cancelled == 1 && m.queue_depth == 0
+    });
+    assert_eq!(h.metrics().busy_sequences, 1);
+    let (tx3, rx3) = mpsc::channel();
+    h.submit(request(&f, PROMPTS[2], 5, SamplerConfig::greedy()), Box::new(tx3))
+        .expect("a free queue place");
+    for _ in 0..10 {
+        let _ = open.send(());
+    }
+    assert_eq!(collect(&rx1).2.generated_tokens, 5);
+    let (ids, _, _) = collect(&rx3);
+    assert_eq!(ids, alone(&f, PROMPTS[2], 5, SamplerConfig::greedy(), &[]).0);
+    sched.shutdown();
+}
+
 #[test]
 fn bad_requests_are_refused_with_a_reason() {
     let f = fixture();

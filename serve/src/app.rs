@@ -98,8 +98,14 @@ pub struct AppState {
     pub http: HttpCounters,
 }
 
-async fn health() -> StatusCode {
-    StatusCode::OK
+/// 200 while the batching loop runs, 503 once it has ended (as TGI's `/health` answers an
+/// unhealthy shard), so a load balancer stops sending requests that would never be answered.
+async fn health(State(state): State<Arc<AppState>>) -> StatusCode {
+    if state.engine.handle.is_running() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -111,6 +117,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 async fn not_found(req: Request) -> ApiError {
     let path = req.uri().path();
     ApiError::not_found(Api::of_path(path), format!("no route for {} {path}", req.method()))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    let path = req.uri().path();
+    ApiError::method_not_allowed(Api::of_path(path), format!("{path} does not take {}", req.method()))
 }
 
 async fn count(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -139,6 +150,7 @@ pub fn router(engine: Engine, opts: ServeOptions) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/models", get(openai::models))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth::require_key))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), count))

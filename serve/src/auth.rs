@@ -16,10 +16,11 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// Whether `header` (the `Authorization` value) carries `key` as a bearer token.
 pub fn authorized(header: Option<&[u8]>, key: &str) -> bool {
     let Some(h) = header else { return false };
-    let Some(token) = h.strip_prefix(b"Bearer ").or_else(|| h.strip_prefix(b"bearer ")) else {
+    // The scheme is case-insensitive (RFC 9110, 11.1).
+    let Some((scheme, token)) = h.split_at_checked(7) else {
         return false;
     };
-    same(token.trim_ascii(), key.as_bytes())
+    scheme.eq_ignore_ascii_case(b"bearer ") && same(token.trim_ascii(), key.as_bytes())
 }
 
 /// The middleware: 401 in the route's API shape when the key is set and not given.
@@ -44,5 +45,7 @@ mod tests {
         assert!(!authorized(Some(b"k1"), "k1"));
         assert!(!authorized(None, "k1"));
         assert!(!authorized(Some(b"Bearer k1x"), "k1"));
+        assert!(authorized(Some(b"bearer k1"), "k1") && authorized(Some(b"BEARER k1"), "k1"));
+        assert!(!authorized(Some(b"Basic k1"), "k1") && !authorized(Some(b"Bearer"), "k1"));
     }
 }

@@ -101,6 +101,10 @@ impl ApiError {
         ApiError::new(api, StatusCode::NOT_FOUND, message).with_code("not_found")
     }
 
+    pub fn method_not_allowed(api: Api, message: impl Into<String>) -> ApiError {
+        ApiError::new(api, StatusCode::METHOD_NOT_ALLOWED, message).with_code("method_not_allowed")
+    }
+
     /// A refusal of the scheduler: full queue → 429, shutting down → 503, invalid → 4xx.
     pub fn submit(api: Api, e: SubmitError) -> ApiError {
         match e {

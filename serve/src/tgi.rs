@@ -413,16 +413,28 @@ impl Translator for TgiStream {
             }
             Event::Done(s) => {
                 let mut out = Vec::new();
+                // Text the scheduler held back until the end (an incomplete character, the
+                // possible start of a stop string) and a stop sequence that ended the
+                // generation go with the last generated token, so that the streamed texts add
+                // up to `generated_text`.
+                let mut held = s.tail.clone();
+                if let StopReason::StopString(stop) = &s.stop {
+                    held.push_str(stop);
+                }
+                let with_held = |mut p: TokenEvent| {
+                    p.text.push_str(&held);
+                    p
+                };
                 let last = match s.stop {
                     StopReason::StopToken(id) => {
-                        if let Some(p) = self.pending.take() {
+                        if let Some(p) = self.pending.take().map(with_held) {
                             out.push(self.token_event(token_json(&self.engine, &p)));
                         }
                         stop_token_json(&self.engine, id, s.stop_logprob)
                     }
-                    _ => match self.pending.take() {
+                    _ => match self.pending.take().map(with_held) {
                         Some(p) => token_json(&self.engine, &p),
-                        None => json!({"id": 0, "text": "", "logprob": 0.0, "special": true}),
+                        None => json!({"id": 0, "text": held, "logprob": 0.0, "special": true}),
                     },
                 };
                 out.push(data(&json!({

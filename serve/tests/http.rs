@@ -387,6 +387,38 @@ async fn tgi_stream_events_add_up_to_generated_text() {
             assert_eq!(d["finish_reason"], "length");
         }
     }
+    // Stop sequences: one that could start at the end of the output but never completes (its
+    // held-back start is released at the end) and one that ends the generation (reported in
+    // `generated_text`, so the tokens carry it too).
+    let want = h.greedy(&h.tok.encode("Once upon a time", true, true), 8);
+    let last_char = want.chars().last().unwrap();
+    let middle: String = want.chars().skip(want.chars().count() / 2).take(3).collect();
+    for (stop, reason) in [
+        (format!("{last_char}\u{1}zz"), "length"),
+        (middle.clone(), "stop_sequence"),
+    ] {
+        let events = h
+            .sse(
+                "/generate_stream",
+                &json!({"inputs": "Once upon a time", "parameters": {"max_new_tokens": 8, "stop": [stop]}}),
+            )
+            .await;
+        let events: Vec<Value> = events.iter().map(|e| json(e)).collect();
+        let last = events.last().unwrap();
+        assert_eq!(last["details"]["finish_reason"], reason, "{stop:?}");
+        let text = last["generated_text"].as_str().unwrap();
+        if reason == "length" {
+            assert_eq!(text, want);
+        } else {
+            assert!(text.ends_with(&middle) && want.starts_with(text), "{text:?} {want:?}");
+        }
+        let joined: String = events
+            .iter()
+            .filter(|e| e["token"]["special"] == false)
+            .map(|e| e["token"]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(joined, text, "{stop:?}");
+    }
     // Multi-byte input and byte-fallback tokens: every event is valid JSON, texts add up.
     for inputs in ["Ünïcödé 😀 Once upon a time 日本", "😀😀😀"] {
         let events = h
@@ -997,9 +1029,26 @@ async fn bad_requests_get_4xx_in_each_api_shape() {
 
     let (s, b) = h.get("/nope").await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    // A route with the wrong method: 405 in the API's shape too.
+    let (s, b) = h.get("/generate").await;
+    tgi_err(s, &b, 405);
+    let (s, b) = h.get("/v1/chat/completions").await;
+    oai_err(s, &b, 405);
     // The server is still fine.
     let (s, _) = h.post("/generate", &json!({"inputs": "Once"})).await;
     assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_once_the_batching_loop_has_ended() {
+    let mut h = start().await;
+    assert_eq!(h.get("/health").await.0, StatusCode::OK);
+    // The loop ends (as after a panic in it): the server stays up but can answer nothing.
+    h.scheduler.handle().abort();
+    h.scheduler.join();
+    assert_eq!(h.get("/health").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    let (s, b) = h.post("/generate", &json!({"inputs": "Once"})).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -198,6 +198,8 @@ pub struct Handle {
     metrics: Arc<Metrics>,
     accepting: Arc<AtomicBool>,
     waiting: Arc<AtomicUsize>,
+    /// Whether the loop's thread still runs (cleared when it ends, by a panic too).
+    running: Arc<AtomicBool>,
 }
 
 impl Handle {
@@ -259,6 +261,12 @@ impl Handle {
         r.sampler.validate()
     }
 
+    /// Whether the scheduler's loop still runs: `false` once it has ended (after a shutdown
+    /// drained, an abort, or a panic), when nothing submitted would ever be answered.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
     /// Stops accepting requests; the loop ends once the queued and running ones are done.
     pub fn shutdown(&self) {
         self.accepting.store(false, Ordering::SeqCst);
@@ -292,11 +300,16 @@ pub(crate) fn handle_for(
         metrics,
         accepting: Arc::clone(&accepting),
         waiting: Arc::clone(&waiting),
+        running: Arc::new(AtomicBool::new(true)),
     };
     (handle, rx, accepting, waiting)
 }
 
 impl Handle {
+    pub(crate) fn running_flag(&self) -> &Arc<AtomicBool> {
+        &self.running
+    }
+
     pub(crate) fn metrics_arc(&self) -> &Arc<Metrics> {
         &self.metrics
     }

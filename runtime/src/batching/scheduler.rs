@@ -12,7 +12,7 @@ use crate::sampler::Sampler;
 use crate::speculate::{self, SpeculateConfig};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -45,9 +45,18 @@ impl Scheduler {
         }
         let (handle, rx, _accepting, waiting) = handle_for(&session, &opts);
         let metrics = Arc::clone(handle.metrics_arc());
+        let running = Arc::clone(handle.running_flag());
         let thread = std::thread::Builder::new()
             .name("edgeact-batch".into())
             .spawn(move || {
+                // Cleared however the loop ends, unwinding from a panic included.
+                struct Ended(Arc<AtomicBool>);
+                impl Drop for Ended {
+                    fn drop(&mut self) {
+                        self.0.store(false, Ordering::SeqCst);
+                    }
+                }
+                let _ended = Ended(running);
                 let mut l = Loop {
                     session,
                     tokenizer: &tokenizer,
@@ -185,6 +194,7 @@ impl<'t> Loop<'t> {
                     }
                 }
             }
+            self.drop_abandoned();
             self.admit();
             self.metrics.set_gauges(self.queue.len(), self.active.len());
             if !self.active.is_empty() {
@@ -205,16 +215,24 @@ impl<'t> Loop<'t> {
         self.metrics.set_gauges(0, 0);
     }
 
+    /// Drops queued requests whose client left, freeing their queue places at once (not when
+    /// a sequence frees up, which can take a whole generation: until then new requests would
+    /// be refused as if the queue were full).
+    fn drop_abandoned(&mut self) {
+        let before = self.queue.len();
+        self.queue.retain(|s| !s.sink.is_closed());
+        for _ in self.queue.len()..before {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.metrics.ended(true, false);
+        }
+    }
+
     /// Moves queued requests into free sequences, each into the free one holding the longest
     /// prefix of its prompt (ties: the least recently used).
     fn admit(&mut self) {
         while !self.queue.is_empty() && self.active.len() < self.session.n_seqs() {
             let Some(mut s) = self.queue.pop_front() else { break };
             self.waiting.fetch_sub(1, Ordering::SeqCst);
-            if s.sink.is_closed() {
-                self.metrics.ended(true, false);
-                continue;
-            }
             let busy: Vec<usize> = self.active.iter().map(|a| a.seq).collect();
             let prompt = std::mem::take(&mut s.request.prompt);
             // Prompt log-probabilities need the logits of every position, so such a request
