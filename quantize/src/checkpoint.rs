@@ -290,12 +290,13 @@ pub fn convert_to_f32(dtype: &DType, name: &str, bytes: &[u8], out: &mut [f32]) 
 
 /// The shard files named by a `*.index.json` (`weight_map` values), in sorted order.
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
-    let text = std::fs::read_to_string(index).map_err(|source| CheckpointError::Io {
+    // A regular file (a FIFO would block), of a bounded size: a 70B model's index is ~70 KB.
+    let bytes = edgeact_runtime::files::read_regular(index, 64 << 20).map_err(|source| CheckpointError::Io {
         path: index.to_path_buf(),
         source,
     })?;
     let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| CheckpointError::invalid(index, format!("bad JSON: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| CheckpointError::invalid(index, format!("bad JSON: {e}")))?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())

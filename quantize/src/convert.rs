@@ -352,6 +352,16 @@ fn plan_hf(dir: &Path, opts: &Options, lora: Option<&LoraMerge>) -> anyhow::Resu
             cfg.vocab_size
         );
     }
+    // The output matrix scores every token of the vocabulary; the runtime refuses other shapes.
+    if let Some((_, t)) = mapped.iter().find(|(m, _)| m.gguf_name == "output.weight") {
+        if t.shape[0] != n_vocab {
+            bail!(
+                "tensor {:?} has {} rows, but the vocabulary (config.json's vocab_size) has {n_vocab}",
+                t.name,
+                t.shape[0]
+            );
+        }
+    }
 
     let mut w = GgufWriter::new();
     let name = opts

@@ -24,6 +24,16 @@ pub(crate) fn read_tensors(file: &MappedFile, file_idx: usize) -> Result<Vec<Ten
             pkl_name = Some(name.clone());
         }
         let stored = f.compression() == zip::CompressionMethod::Stored;
+        // A stored entry's data is its compressed bytes; the zip crate does not check that the
+        // recorded uncompressed size agrees, and a larger one would let a tensor run on into
+        // the next entry or the central directory.
+        if stored && f.compressed_size() != f.size() {
+            return Err(bad(format!(
+                "zip entry {name:?} is stored uncompressed but records {} bytes of data and {} uncompressed",
+                f.compressed_size(),
+                f.size()
+            )));
+        }
         let start = f.data_start().and_then(|s| usize::try_from(s).ok());
         let size = usize::try_from(f.size()).ok();
         if let (true, Some(start), Some(size)) = (stored, start, size) {

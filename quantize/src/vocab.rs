@@ -193,12 +193,15 @@ impl Vocab {
             .get("vocab")
             .and_then(Json::as_object)
             .ok_or_else(|| anyhow::anyhow!("model.vocab is not an object"))?;
+        let added = j.get("added_tokens").and_then(Json::as_array);
+        // Ids must be dense (checked below), so none can reach the number of entries: refused
+        // before a 50-byte file with id 9999999 makes the table ten million entries long.
+        let entries = vocab.len() + added.map_or(0, Vec::len);
         let mut by_id: Vec<Option<String>> = Vec::new();
         let mut place = |tok: &str, id: u64| -> anyhow::Result<()> {
-            let id = usize::try_from(id)
-                .ok()
-                .filter(|&i| i < 10_000_000)
-                .ok_or_else(|| anyhow::anyhow!("token id {id} too large"))?;
+            let id = usize::try_from(id).ok().filter(|&i| i < entries).ok_or_else(|| {
+                anyhow::anyhow!("token {tok:?} has id {id}, beyond the {entries} entries of the vocabulary")
+            })?;
             if by_id.len() <= id {
                 by_id.resize(id + 1, None);
             }
@@ -213,7 +216,7 @@ impl Vocab {
             )?;
         }
         let mut special = std::collections::HashSet::new();
-        for t in j.get("added_tokens").and_then(Json::as_array).into_iter().flatten() {
+        for t in added.into_iter().flatten() {
             let (Some(id), Some(content)) = (
                 t.get("id").and_then(Json::as_u64),
                 t.get("content").and_then(Json::as_str),
@@ -415,5 +418,23 @@ mod tests {
             (vec!["a".to_string()], vec![0.5], vec![1])
         );
         assert_eq!((v.unk, v.bos, v.eos), (Some(0), None, None));
+    }
+
+    #[test]
+    fn tokenizer_json_ids_beyond_its_entries_are_refused_before_allocating() {
+        let err = Vocab::from_tokenizer_json(r#"{"model":{"type":"BPE","vocab":{"a":9999999}}}"#).unwrap_err();
+        assert!(err.to_string().contains("id 9999999, beyond the 1 entries"), "{err}");
+        // Dense ids, an added token among them: fine.
+        let v = Vocab::from_tokenizer_json(
+            r#"{"model":{"type":"BPE","vocab":{"a":0,"b":1}},"added_tokens":[{"id":2,"content":"<s>","special":true}]}"#,
+        )
+        .unwrap();
+        assert_eq!((v.tokens.len(), v.bos), (3, Some(2)));
+        // A gap in the ids (an added token repeating an id) is still an error of its own.
+        let err = Vocab::from_tokenizer_json(
+            r#"{"model":{"type":"BPE","vocab":{"a":0,"b":2}},"added_tokens":[{"id":0,"content":"a"}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("token id 1 is missing"), "{err}");
     }
 }

@@ -291,3 +291,21 @@ fn sigterm_and_sigint_remove_the_partial_file() {
         assert!(partials_of(dir.path()).is_empty());
     }
 }
+
+#[test]
+fn outputs_get_a_new_files_mode_and_replacing_one_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // What any new file gets here (0666 less the umask), not a temporary file's 0600.
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"x").unwrap();
+    let out = dir.path().join("model.gguf");
+    sample_writer().write_file(&out, &[], fill).unwrap();
+    assert_eq!(mode(&out), mode(&plain));
+    for kept in [0o644, 0o600, 0o640] {
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(kept)).unwrap();
+        sample_writer().write_file(&out, &[], fill).unwrap();
+        assert_eq!(mode(&out), kept);
+    }
+}

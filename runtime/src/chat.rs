@@ -156,8 +156,11 @@ impl ChatTemplate {
         let Some(source) = file.get_str("tokenizer.chat_template")? else {
             return Ok(ChatTemplate::llama2());
         };
+        // Leniently, as the tokenizer reads the ids: a negative one (converters write -1 for
+        // "no such token") or one outside the vocabulary is the empty text.
         let token_text = |key: &str| -> Result<String, ChatError> {
-            let (Some(id), Some(tokens)) = (file.get_u64(key)?, file.get_array("tokenizer.ggml.tokens")?) else {
+            let id = file.get(key).and_then(|v| v.as_u64());
+            let (Some(id), Some(tokens)) = (id, file.get_array("tokenizer.ggml.tokens")?) else {
                 return Ok(String::new());
             };
             Ok(usize::try_from(id)

@@ -53,9 +53,8 @@ impl LoadedModel {
     /// One continuous-batching engine of `n_seqs` sequences of `--ctx` tokens each, using
     /// `--threads` (default all cores), for [`BatchedModel`]s sharing the model.
     pub fn scheduler(&self, n_seqs: usize, speculate: SpeculateConfig) -> anyhow::Result<Scheduler> {
-        let max = self.model.config().max_context;
         let opts = SessionOptions {
-            n_ctx: self.args.ctx.min(max),
+            n_ctx: self.args.n_ctx(&self.model)?,
             threads: self.args.threads.unwrap_or(0),
             kv_type: self.args.kv_type,
             activations: self.args.activations.activations,
@@ -77,9 +76,8 @@ impl LoadedModel {
 
     /// A fresh session and engine; `threads` overrides `--threads` (jobs split the cores).
     pub fn engine(&self, config: EngineConfig, threads: Option<usize>) -> anyhow::Result<EngineModel> {
-        let max = self.model.config().max_context;
         let opts = SessionOptions {
-            n_ctx: self.args.ctx.min(max),
+            n_ctx: self.args.n_ctx(&self.model)?,
             threads: threads.or(self.args.threads).unwrap_or(0),
             kv_type: self.args.kv_type,
             activations: self.args.activations.activations,

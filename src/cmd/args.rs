@@ -58,9 +58,10 @@ pub struct ModelArgs {
     /// GGUF model file.
     #[arg(short = 'm', long)]
     pub model: PathBuf,
-    /// Context length in tokens (capped at the model's maximum).
-    #[arg(short = 'c', long = "ctx", default_value_t = DEFAULT_CTX)]
-    pub ctx: usize,
+    /// Context length in tokens [default: 4096 (`perplexity`: 512), capped at the model's
+    /// maximum].
+    #[arg(short = 'c', long = "ctx")]
+    pub ctx: Option<usize>,
     /// CPU threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
@@ -406,20 +407,26 @@ impl ModelArgs {
         Ok((file, model, session))
     }
 
-    /// The session settings of these flags for `model`, warning when the context is capped.
-    pub fn session_options(&self, model: &LlamaModel) -> anyhow::Result<SessionOptions> {
+    /// The context length for `model`: `--ctx` or [`DEFAULT_CTX`], capped at the model's
+    /// maximum (with a note when `--ctx` named more).
+    pub fn n_ctx(&self, model: &LlamaModel) -> anyhow::Result<usize> {
         let max = model.config().max_context;
-        let n_ctx = match self.ctx {
-            0 => bail!("--ctx 0 is not a context length"),
-            // The default quietly shrinks to small models; an explicit value says so.
-            n if n > max && n != DEFAULT_CTX => {
+        Ok(match self.ctx {
+            Some(0) => bail!("--ctx 0 is not a context length"),
+            Some(n) if n > max => {
                 eprintln!("note: --ctx {n} is above the model's maximum; using {max}");
                 max
             }
-            n => n.min(max),
-        };
+            Some(n) => n,
+            // The default quietly shrinks to small models.
+            None => DEFAULT_CTX.min(max),
+        })
+    }
+
+    /// The session settings of these flags for `model`, warning when the context is capped.
+    pub fn session_options(&self, model: &LlamaModel) -> anyhow::Result<SessionOptions> {
         Ok(SessionOptions {
-            n_ctx,
+            n_ctx: self.n_ctx(model)?,
             threads: thread_count(self.threads),
             kv_type: self.kv_type,
             activations: self.activations.activations,

@@ -12,7 +12,7 @@
 //! session. `--endpoint URL[,URL...]` drives running TGI-compatible servers instead of a local
 //! model, AgentBench-style (job `j` talks to `URL[j % n]`).
 
-use super::args::{ActivationsArg, DeviceArgs, LoraArgs, ModelArgs, RepackArg, DEFAULT_CTX};
+use super::args::{ActivationsArg, DeviceArgs, LoraArgs, ModelArgs, RepackArg};
 use crate::cmd::agent_model::LoadedModel;
 use anyhow::{bail, Context};
 use edgeact_agent::judge::{judge_db_answer, judge_db_hash};
@@ -111,9 +111,9 @@ struct EvalArgs {
     no_speculate: bool,
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
-    /// Context length in tokens (capped at the model's maximum).
-    #[arg(short = 'c', long = "ctx", default_value_t = DEFAULT_CTX)]
-    ctx: usize,
+    /// Context length in tokens [default: 4096, capped at the model's maximum].
+    #[arg(short = 'c', long = "ctx")]
+    ctx: Option<usize>,
     /// CPU threads in all (default: all cores).
     #[arg(short = 't', long)]
     threads: Option<usize>,

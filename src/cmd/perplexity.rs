@@ -24,10 +24,8 @@ pub struct Args {
 }
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
-    // llama.cpp's perplexity default context (512) unless --ctx names another.
-    if args.model.ctx == super::args::DEFAULT_CTX {
-        args.model.ctx = 512;
-    }
+    // llama.cpp's perplexity default context (512) unless --ctx names one.
+    args.model.ctx.get_or_insert(512);
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let (file, model, mut session) = args.model.open()?;
     let tok = Tokenizer::from_gguf(&file).context("loading the tokenizer")?;

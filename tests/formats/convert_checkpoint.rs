@@ -71,6 +71,31 @@ fn pytorch_truncated_files_are_errors() {
     }
 }
 
+#[test]
+fn pytorch_stored_entry_claiming_more_data_than_it_holds_is_an_error() {
+    let mut bytes = std::fs::read(fixtures().join("single.bin")).unwrap();
+    // The central directory record of a storage entry (`.../data/<key>`): raise its recorded
+    // uncompressed size (offset 24) past its stored bytes, so a tensor would run on into the
+    // next entry.
+    let record = (0..bytes.len() - 46)
+        .find(|&i| {
+            let name_len = u16::from_le_bytes([bytes[i + 28], bytes[i + 29]]) as usize;
+            bytes[i..i + 4] == [0x50, 0x4b, 0x01, 0x02]
+                && bytes
+                    .get(i + 46..i + 46 + name_len)
+                    .is_some_and(|n| n.ends_with(b"/data/0"))
+        })
+        .expect("a storage entry's central directory record");
+    let size = u32::from_le_bytes(bytes[record + 24..record + 28].try_into().unwrap());
+    bytes[record + 24..record + 28].copy_from_slice(&(size + 64).to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "t.bin", &bytes);
+    let err = Checkpoint::open_files(std::slice::from_ref(&p))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.to_string().contains("stored uncompressed"), "{err}");
+}
+
 fn le_f32(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }

@@ -110,3 +110,40 @@ fn absurd_thread_counts_and_non_file_outputs_are_clear_errors() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success() && err.contains("is a FIFO"), "{err}");
 }
+
+#[test]
+fn an_output_matrix_of_another_vocabulary_is_refused_before_converting() {
+    let dir = tempfile::tempdir().unwrap();
+    if checkpoint(dir.path()).is_none() {
+        return;
+    }
+    // lm_head scores one token more than the embedding and config.json know.
+    let mut tensors = checkpoint_tensors(false);
+    let head = tensors.iter_mut().find(|t| t.0 == "lm_head.weight").unwrap();
+    head.1 = vec![VOCAB + 1, HIDDEN];
+    head.2 = weights(99, (VOCAB + 1) * HIDDEN);
+    let st: Vec<(&str, edgeact_quantize::DType, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, v)| (n.as_str(), edgeact_quantize::DType::F16, s.clone(), f16_bytes(v)))
+        .collect();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        edgeact_quantize::safetensors::to_bytes(&st),
+    )
+    .unwrap();
+    let out = dir.path().join("out.gguf");
+    let r = quantize(&[
+        dir.path().to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-t",
+        "f16",
+        "-q",
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("has 32001 rows, but the vocabulary"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

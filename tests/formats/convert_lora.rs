@@ -319,6 +319,9 @@ fn adapter_errors_are_clear_and_leave_no_output() {
     // A non-finite --lora-scale.
     let err = LoraMerge::open(&ok, f64::NAN).unwrap_err().to_string();
     assert!(err.contains("not a finite number"), "{err}");
+    // A finite one whose product with alpha / r is beyond f32 (the merge's arithmetic).
+    let err = LoraMerge::open(&ok, 1e300).unwrap_err().to_string();
+    assert!(err.contains("beyond f32's range"), "{err}");
 
     let mut names: Vec<String> = leftovers(tmp.path(), &["base", "base.gguf"]);
     names.retain(|n| n.ends_with(".gguf") || n.contains("partial"));

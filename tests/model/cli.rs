@@ -343,6 +343,31 @@ fn perplexity_matches_the_method() {
     // The model is scoring its own greedy story: it must find it very predictable.
     assert!(ppl < 3.0, "{ppl}");
 
+    // An explicit --ctx is the user's, also when it equals the other commands' default (it was
+    // taken for "no flag" and replaced by 512); without one, 512 as llama.cpp's perplexity.
+    let long = dir.path().join("long.txt");
+    std::fs::write(&long, expected_text().repeat(6)).unwrap();
+    let p = long.to_str().unwrap();
+    let out = edgeact(&[
+        "perplexity",
+        "-m",
+        m.to_str().unwrap(),
+        "-f",
+        p,
+        "--ctx",
+        "4096",
+        "--chunks",
+        "1",
+    ]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("note: --ctx 4096 is above the model's maximum; using 512"),
+        "{err}"
+    );
+    let out = edgeact(&["perplexity", "-m", m.to_str().unwrap(), "-f", p, "--chunks", "1"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("chunks of 512") && !err.contains("note:"), "{err}");
+
     let short = dir.path().join("short.txt");
     std::fs::write(&short, "Once upon a time").unwrap();
     let out = edgeact(&["perplexity", "-m", m.to_str().unwrap(), "-f", short.to_str().unwrap()]);

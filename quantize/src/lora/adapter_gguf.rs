@@ -54,16 +54,6 @@ pub fn read_base_config(path: &Path) -> anyhow::Result<(LlamaConfig, PathBuf)> {
     Ok((LlamaConfig::from_file(&file)?, file))
 }
 
-/// The `adapter.lora.alpha` that makes llama.cpp's `alpha / r` equal PEFT's scale.
-pub fn gguf_alpha(adapter: &PeftAdapter) -> f32 {
-    let c = &adapter.config;
-    if c.use_rslora {
-        (c.lora_alpha * (c.r as f64).sqrt()) as f32
-    } else {
-        c.lora_alpha as f32
-    }
-}
-
 /// Writes `adapter` to `output` atomically; `protect` lists more files (besides the adapter's
 /// own) that `output` may not name.
 pub fn write_adapter_gguf(
@@ -98,7 +88,7 @@ pub fn write_adapter_gguf(
     }
 
     let mut w = GgufWriter::new();
-    let alpha = gguf_alpha(adapter);
+    let alpha = adapter.config.gguf_alpha() as f32;
     let name = opts
         .name
         .clone()

@@ -24,7 +24,17 @@ impl LoraMerge {
         }
         let adapter =
             PeftAdapter::open(dir).with_context(|| format!("cannot read the LoRA adapter {}", dir.display()))?;
-        Ok(LoraMerge { adapter, user_scale })
+        let merge = LoraMerge { adapter, user_scale };
+        // The merge multiplies in f32: a factor beyond its range would make every adapted row
+        // inf or NaN (and the conversion fail later, blaming the base weights).
+        if !(merge.scale() as f32).is_finite() {
+            bail!(
+                "the LoRA scale {user_scale} times the adapter's alpha / r ({}) is {:e}, beyond f32's range",
+                merge.adapter.config.scale(1.0),
+                merge.scale()
+            );
+        }
+        Ok(merge)
     }
 
     /// The factor `B·A` is added with.

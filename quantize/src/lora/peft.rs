@@ -202,13 +202,32 @@ impl PeftConfig {
             }
             Some(v) => bail!("target_modules = {v} is neither a list of module names nor a string"),
         };
-        Ok(PeftConfig {
+        let config = PeftConfig {
             r,
             lora_alpha,
             target_modules,
             fan_in_fan_out: flag("fan_in_fan_out")?,
             use_rslora: flag("use_rslora")?,
-        })
+        };
+        // Both numbers are stored and used as f32 (the merge's factor, a GGUF adapter's
+        // `adapter.lora.alpha`): a finite f64 beyond f32's range would become inf there.
+        for (what, v) in [("alpha / r", config.scale(1.0)), ("lora_alpha", config.gguf_alpha())] {
+            let f = v as f32;
+            if !f.is_finite() || f == 0.0 {
+                bail!("lora_alpha = {lora_alpha:e}: {what} = {v:e} is not a finite non-zero f32");
+            }
+        }
+        Ok(config)
+    }
+
+    /// The `adapter.lora.alpha` that makes llama.cpp's `alpha / r` equal PEFT's scale:
+    /// `lora_alpha`, or `lora_alpha * sqrt(r)` with rsLoRA.
+    pub fn gguf_alpha(&self) -> f64 {
+        if self.use_rslora {
+            self.lora_alpha * (self.r as f64).sqrt()
+        } else {
+            self.lora_alpha
+        }
     }
 
     /// The factor `B·A` is multiplied by: `user_scale * alpha / r`, or
@@ -519,6 +538,15 @@ mod tests {
             (r#","r":null"#, "r (the LoRA rank) is missing"),
             (r#","lora_alpha":"x""#, "lora_alpha = \"x\""),
             (r#","lora_alpha":0"#, "lora_alpha is 0"),
+            (
+                r#","lora_alpha":1e39"#,
+                "lora_alpha = 1e39: lora_alpha = 1e39 is not a finite",
+            ),
+            (r#","lora_alpha":1e-50"#, "alpha / r = 1.24"),
+            (
+                r#","lora_alpha":3e38,"use_rslora":true"#,
+                "lora_alpha = 3e38: lora_alpha = 8.48",
+            ),
             (r#","use_dora":true"#, "DoRA"),
             (r#","rank_pattern":{"q_proj":4}"#, "per-module"),
             (r#","modules_to_save":["lm_head"]"#, "modules_to_save"),

@@ -13,7 +13,7 @@ use std::ffi::CString;
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -47,9 +47,12 @@ impl PartialFile {
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the output has no file name"))?;
         sweep_stale(dest);
+        // The mode any new file gets (0666 less the umask), not tempfile's private 0600: the
+        // finished file is a model or a dataset for other users and services too.
         let file = tempfile::Builder::new()
             .prefix(&partial_prefix(name))
             .suffix(PARTIAL_SUFFIX)
+            .permissions(std::fs::Permissions::from_mode(0o666))
             .tempfile_in(dir)?;
         // Nobody else knows the random name yet, so the lock cannot be held by another run.
         file.as_file().try_lock().map_err(|e| match e {
@@ -246,17 +249,26 @@ impl AtomicOutput {
         &self.dest
     }
 
-    /// Syncs the written data and renames it to the destination; returns the destination.
+    /// Syncs the written data and renames it to the destination (a file it replaces keeps its
+    /// permission bits), then syncs the directory so that the rename survives a crash; returns
+    /// the destination.
     pub fn commit(self) -> Result<PathBuf, OutputError> {
         let dest = self.dest;
-        self.partial
-            .as_file()
-            .sync_all()
+        let file = self.partial.as_file();
+        if let Ok(old) = std::fs::metadata(&dest) {
+            file.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o777))
+                .map_err(io_err(format!("cannot set the permissions of {}", dest.display())))?;
+        }
+        file.sync_all()
             .map_err(io_err(format!("cannot sync {}", dest.display())))?;
         self.partial.persist(&dest).map_err(io_err(format!(
             "cannot rename the temporary file to {}",
             dest.display()
         )))?;
+        // Best effort: some file systems refuse to sync a directory, and the file is in place.
+        if let Some(dir) = dest.parent() {
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
         Ok(dest)
     }
 }

@@ -176,6 +176,28 @@ fn tokenizer_minimal_spm_from_gguf() {
 }
 
 #[test]
+fn chat_template_reads_a_negative_or_foreign_token_id_as_no_token() {
+    use edgeact_runtime::chat::{ChatTemplate, Message};
+    let template = "{{ bos_token }}[{% for m in messages %}{{ m['content'] }}{% endfor %}]{{ eos_token }}";
+    for (bos, eos) in [
+        (V::I32(-1), V::U32(2)),
+        (V::U32(99), V::I32(-1)),
+        (V::Str("x"), V::U32(2)),
+    ] {
+        let file = gguf(&[
+            ("tokenizer.ggml.model", V::Str("llama")),
+            ("tokenizer.ggml.tokens", spm_tokens()),
+            ("tokenizer.ggml.bos_token_id", bos),
+            ("tokenizer.ggml.eos_token_id", eos),
+            ("tokenizer.chat_template", V::Str(template)),
+        ]);
+        let t = ChatTemplate::from_gguf(&file).unwrap();
+        let text = t.render(&[Message::user("hi")], false).unwrap();
+        assert!(text == "[hi]</s>" || text == "[hi]", "{text:?}");
+    }
+}
+
+#[test]
 fn tokenizer_and_template_are_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Tokenizer>();
