@@ -179,7 +179,11 @@ impl Default for SandboxConfig {
                 "/var/tmp",
                 "/etc/ssh",
                 "/etc/ssl/private",
+                "/etc/letsencrypt",
+                "/etc/NetworkManager/system-connections",
                 "/var/lib/mysql",
+                // Debian's daily job keeps unsanitized copies of the shadow files here.
+                "/var/backups",
             ]
             .iter()
             .map(PathBuf::from)
@@ -411,7 +415,7 @@ const PROC_MASKED_DIRS: &[&str] = &["/proc/acpi", "/proc/asound", "/proc/scsi", 
 /// `/proc` paths made read-only (runc's readonly paths): kernel tunables and triggers.
 const PROC_READ_ONLY: &[&str] = &["/proc/sys", "/proc/sysrq-trigger", "/proc/bus", "/proc/fs", "/proc/irq"];
 /// Host-root view: files that hold secrets and are replaced by an empty file.
-const HOST_SECRET_FILES: &[&str] = &["/etc/mysql/debian.cnf"];
+const HOST_SECRET_FILES: &[&str] = &["/etc/mysql/debian.cnf", "/etc/security/opasswd"];
 /// Host-root view: shadow files whose password hashes are replaced by `*`.
 const HOST_SHADOW_FILES: &[&str] = &["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-"];
 

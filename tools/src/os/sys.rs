@@ -587,6 +587,22 @@ fn become_namespace_root() -> bool {
     }
 }
 
+/// Gives the process a new, empty session keyring: the one inherited from edgeact may hold
+/// keys (Kerberos tickets, say) that its possessor can read and clear whatever its ids, and no
+/// namespace or id change replaces it. `ENOSYS` (no keyrings) and `EPERM` (keyctl blocked by a
+/// seccomp filter, which then binds the sandbox too) leave nothing to reach: success.
+fn leave_session_keyring() -> bool {
+    // SAFETY: a raw syscall with a null name (an anonymous keyring).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            libc::KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    r >= 0 || matches!(errno(), libc::ENOSYS | libc::EPERM)
+}
+
 /// Step numbers reported for failures outside `plan.ops`.
 pub const STEP_UNSHARE: u32 = 1_000_000;
 /// Failure while creating the user namespace or waiting for its id maps.
@@ -723,6 +739,9 @@ fn become_minimal_init(plan: &Plan) -> ! {
                 libc::_exit(113);
             }
         }
+        if !leave_session_keyring() {
+            libc::_exit(113);
+        }
         // Script pipe: fd 0 is its read end, fd 3 its write end, held open so that the loop's
         // `read` blocks instead of seeing EOF; fds 1 and 2 are /dev/null. Everything is first
         // copied above 9 so that the dup2s below cannot clobber each other.
@@ -768,6 +787,9 @@ fn exec_in_terminal(plan: &Plan, fds: &StartFds) -> ! {
             if libc::setns(userns.as_raw_fd(), libc::CLONE_NEWUSER) != 0 || !become_namespace_root() {
                 child_fail(fds.report_w, STEP_USERNS);
             }
+        }
+        if !leave_session_keyring() {
+            child_fail(fds.report_w, STEP_USERNS);
         }
         // Set after the credential change, which clears it.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -863,6 +885,12 @@ pub fn spawn_in_sandbox(
     // SAFETY: as above.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // Not dumpable until the exec (which resets it): the process below enters the
+        // sandbox's PID namespace as a copy of edgeact (its memory, its descriptors until
+        // `close_fds_except`), and root inside, holding CAP_SYS_PTRACE in the sandbox's user
+        // namespace, could otherwise attach to it (ptrace, /proc/PID/mem, pidfd_getfd) before
+        // the credential change below makes it non-dumpable. The child inherits this.
+        libc::prctl(libc::PR_SET_DUMPABLE, 0);
         join_cgroups(cgroup_procs);
         for (i, (fd, flag)) in ns.fds.iter().enumerate() {
             if libc::setns(fd.as_raw_fd(), *flag) != 0 {
@@ -888,7 +916,7 @@ pub fn spawn_in_sandbox(
             };
             libc::_exit(code);
         }
-        if ns.joins_user() && !become_namespace_root() {
+        if (ns.joins_user() && !become_namespace_root()) || !leave_session_keyring() {
             child_fail(fds.report_w, STEP_USERNS);
         }
         // Set after the credential change, which clears it.

@@ -294,10 +294,16 @@ impl SqlBackend for MysqlBackend {
         let text = match self.run_statement(sql) {
             Ok(t) => t,
             Err(mysql::Error::MySqlError(e)) => format!("{} ({}): {}", e.code, e.state, e.message),
-            Err(mysql::Error::IoError(e)) => {
-                // Read timeout past the server-side limit, or a dropped connection: start over
-                // on a fresh connection so the session stays usable.
+            Err(e @ (mysql::Error::IoError(_) | mysql::Error::CodecError(_))) => {
+                // Read timeout past the server-side limit (an I/O error inside the packet
+                // codec), or a dropped connection: start over on a fresh connection so the
+                // session stays usable.
+                let stuck = self.conn.connection_id();
                 self.reconnect()?;
+                // The server goes on with a statement whose client left (a `BENCHMARK` loop
+                // under `SET STATEMENT max_statement_time = 0 FOR`, MySQL's `DO`, which
+                // `max_execution_time` does not cover): end it. It may be gone already.
+                let _ = self.conn.query_drop(format!("KILL {stuck}"));
                 format!("2013 (HY000): Lost connection to MySQL server during query ({e})")
             }
             Err(e) => return Err(e.into()),

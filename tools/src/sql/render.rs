@@ -6,6 +6,8 @@
 //! follows `repr()` (single quotes unless the text holds `'` and no `"`), floats use Python's
 //! shortest round-trip `repr`, and one-element tuples keep their trailing comma.
 
+use std::borrow::Borrow;
+
 /// One cell of a result row, typed as the Python client would have typed it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PyValue {
@@ -39,12 +41,18 @@ pub enum PyValue {
 
 /// Appends Python's `repr()` of one value.
 pub fn repr_value(v: &PyValue, out: &mut String) {
+    repr_value_upto(v, out, usize::MAX)
+}
+
+/// [`repr_value`], except that a text or bytes value stops once `out` holds more than `cap`
+/// bytes (what comes before is exact: the quote is chosen from the whole value).
+fn repr_value_upto(v: &PyValue, out: &mut String, cap: usize) {
     match v {
         PyValue::None => out.push_str("None"),
         PyValue::Int(i) => out.push_str(&i.to_string()),
         PyValue::Float(f) => out.push_str(&repr_float(*f)),
-        PyValue::Str(s) => repr_str(s, out),
-        PyValue::Bytes(b) => repr_bytes(b, out),
+        PyValue::Str(s) => repr_str_upto(s, out, cap),
+        PyValue::Bytes(b) => repr_bytes_upto(b, out, cap),
         PyValue::Decimal(d) => {
             out.push_str("Decimal('");
             out.push_str(d);
@@ -162,6 +170,10 @@ fn py_printable(c: char) -> bool {
 
 /// Appends Python's `repr()` of a `str`.
 pub fn repr_str(s: &str, out: &mut String) {
+    repr_str_upto(s, out, usize::MAX)
+}
+
+fn repr_str_upto(s: &str, out: &mut String, cap: usize) {
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
     } else {
@@ -169,6 +181,9 @@ pub fn repr_str(s: &str, out: &mut String) {
     };
     out.push(quote);
     for c in s.chars() {
+        if out.len() > cap {
+            return;
+        }
         match c {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
@@ -196,6 +211,10 @@ pub fn repr_str(s: &str, out: &mut String) {
 
 /// Appends Python's `repr()` of a `bytes` value.
 pub fn repr_bytes(b: &[u8], out: &mut String) {
+    repr_bytes_upto(b, out, usize::MAX)
+}
+
+fn repr_bytes_upto(b: &[u8], out: &mut String, cap: usize) {
     let quote = if b.contains(&b'\'') && !b.contains(&b'"') {
         b'"'
     } else {
@@ -204,6 +223,9 @@ pub fn repr_bytes(b: &[u8], out: &mut String) {
     out.push('b');
     out.push(quote as char);
     for &x in b {
+        if out.len() > cap {
+            return;
+        }
         match x {
             b'\\' => out.push_str("\\\\"),
             b'\n' => out.push_str("\\n"),
@@ -214,7 +236,12 @@ pub fn repr_bytes(b: &[u8], out: &mut String) {
                 out.push(x as char);
             }
             0x20..=0x7e => out.push(x as char),
-            x => out.push_str(&format!("\\x{x:02x}")),
+            x => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\x");
+                out.push(HEX[usize::from(x >> 4)] as char);
+                out.push(HEX[usize::from(x & 15)] as char);
+            }
         }
     }
     out.push(quote as char);
@@ -236,8 +263,8 @@ pub fn repr_tuple(row: &[PyValue], out: &mut String) {
 }
 
 /// Incrementally renders `str(list_of_tuples)`, stopping early once the text is longer than
-/// `stop_after` characters: the observation is cut at 800 anyway, so a million-row result never
-/// has to be held in memory.
+/// `stop_after` characters: the observation is cut at 800 anyway, so neither a million-row
+/// result nor a row of many 16 MB values ever has to be held in memory or rendered whole.
 #[derive(Debug)]
 pub struct RowsRenderer {
     out: String,
@@ -257,12 +284,38 @@ impl RowsRenderer {
 
     /// Adds one row; returns `false` once enough text exists and the caller may stop fetching.
     pub fn push_row(&mut self, row: &[PyValue]) -> bool {
+        self.push_row_with(row.len(), |i| Ok::<_, std::convert::Infallible>(&row[i]))
+            .unwrap_or_else(|never| match never {})
+    }
+
+    /// Adds one row of `n` values, asking `value(i)` for each in turn, and no more once enough
+    /// text exists (the rest would lie past the cut); returns `false` then, or `value`'s error.
+    pub fn push_row_with<V: Borrow<PyValue>, E>(
+        &mut self,
+        n: usize,
+        mut value: impl FnMut(usize) -> Result<V, E>,
+    ) -> Result<bool, E> {
+        // More bytes than four per character surely means more than `stop_after` characters.
+        let cap = self.stop_after.saturating_mul(4);
         if self.rows > 0 {
             self.out.push_str(", ");
         }
-        repr_tuple(row, &mut self.out);
         self.rows += 1;
-        self.out.chars().count() <= self.stop_after
+        self.out.push('(');
+        for i in 0..n {
+            if self.out.len() > cap {
+                return Ok(false);
+            }
+            if i > 0 {
+                self.out.push_str(", ");
+            }
+            repr_value_upto(value(i)?.borrow(), &mut self.out, cap);
+        }
+        if n == 1 {
+            self.out.push(',');
+        }
+        self.out.push(')');
+        Ok(self.out.len() <= self.stop_after || self.out.chars().count() <= self.stop_after)
     }
 
     /// The rendered list (with its closing bracket).
@@ -400,5 +453,34 @@ mod tests {
         }
         assert!(n < 5);
         assert!(rr.finish().len() > 20);
+    }
+
+    #[test]
+    fn a_cut_render_is_a_prefix_of_the_whole_and_asks_for_no_more_values() {
+        let long_str = format!("{}'é\n\u{0}", "x\t".repeat(3000));
+        let long_bytes: Vec<u8> = (0..=255u8).cycle().take(9000).collect();
+        let row = vec![
+            PyValue::Int(7),
+            PyValue::Str(long_str),
+            PyValue::Bytes(long_bytes),
+            PyValue::Str("never read".into()),
+        ];
+        let whole = r(std::slice::from_ref(&row));
+        for stop_after in [1, 10, 100, 1000, 5000] {
+            let mut rr = RowsRenderer::new(stop_after);
+            let mut asked = Vec::new();
+            let more = rr
+                .push_row_with(row.len(), |i| {
+                    asked.push(i);
+                    Ok::<_, ()>(&row[i])
+                })
+                .unwrap();
+            let cut = rr.finish();
+            assert!(!more);
+            assert!(cut.chars().count() > stop_after, "{stop_after}");
+            let shown: String = cut.chars().take(stop_after).collect();
+            assert!(whole.starts_with(&shown), "{stop_after}");
+            assert!(!asked.contains(&3), "{stop_after}: asked for {asked:?}");
+        }
     }
 }

@@ -413,22 +413,22 @@ impl SqliteBackend {
         let ncol = stmt.column_count();
         let mut rows = stmt.query([])?;
         let mut out = RowsRenderer::new(1000);
-        let mut row_vals = Vec::with_capacity(ncol);
         while let Some(row) = rows.next()? {
             if ncol == 0 {
                 continue;
             }
-            row_vals.clear();
-            for i in 0..ncol {
-                row_vals.push(match row.get_ref(i)? {
+            // Value by value, and none once the text is past the cut: a lazily made value
+            // (`zeroblob(16000000)`) is only materialized when read.
+            let more = out.push_row_with(ncol, |i| {
+                row.get_ref(i).map(|v| match v {
                     ValueRef::Null => PyValue::None,
                     ValueRef::Integer(v) => PyValue::Int(v as i128),
                     ValueRef::Real(v) => PyValue::Float(v),
                     ValueRef::Text(t) => PyValue::Str(String::from_utf8_lossy(t).into_owned()),
                     ValueRef::Blob(b) => PyValue::Bytes(b.to_vec()),
-                });
-            }
-            if !out.push_row(&row_vals) {
+                })
+            })?;
+            if !more {
                 break;
             }
         }

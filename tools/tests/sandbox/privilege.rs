@@ -278,17 +278,66 @@ fn sandbox_priv_host_view_masks_secret_files() {
         );
         assert_eq!(out, "0", "{f} shows password fields: {out:?}");
     }
-    let debian_cnf = "/etc/mysql/debian.cnf";
-    if !Path::new(debian_cnf).exists() {
-        eprintln!("note: {debian_cnf} absent on this host");
+    for secret in ["/etc/mysql/debian.cnf", "/etc/security/opasswd"] {
+        if !Path::new(secret).exists() {
+            eprintln!("note: {secret} absent on this host");
+        }
+        let out = run(&mut sb, &format!("cat {secret} 2>/dev/null | wc -c"));
+        assert_eq!(out, "0", "{secret}: {out:?}");
     }
-    let out = run(&mut sb, &format!("cat {debian_cnf} 2>/dev/null | wc -c"));
-    assert_eq!(out, "0", "{debian_cnf}: {out:?}");
-    for d in ["/etc/ssl/private", "/root", "/home"] {
+    for d in ["/etc/ssl/private", "/root", "/home", "/var/backups"] {
         let out = run(
             &mut sb,
             &format!("ls -A {d} 2>/dev/null | grep -v '^\\.bash\\|^\\.profile\\|^\\.inputrc' | wc -l"),
         );
         assert_eq!(out, "0", "{d}: {out:?}");
     }
+}
+
+/// The session keyring edgeact runs in (where a service keeps Kerberos tickets, say) is not the
+/// sandbox's: its possessor can read and clear it whatever its ids, and neither the namespaces
+/// nor the id change replace it. The shell and a script get a new, empty one each.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn sandbox_priv_the_session_keyring_stays_outside() {
+    use edgeact_tools::os::{Script, ScriptLanguage};
+    // This thread's own session keyring; the sandbox's processes are forked from it.
+    let name = std::ffi::CString::new(format!("edgeact-test-{}", marker())).unwrap();
+    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, name) with a valid C string.
+    let outer = unsafe { libc::syscall(libc::SYS_keyctl, libc::KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    if outer < 0 {
+        eprintln!(
+            "skipping: keyrings are not available here ({})",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let Some(mut sb) = start(cfg()) else { return };
+    // keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, create = 0), syscall 250 on x86_64.
+    let probe = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n\
+                 print('SESSION', libc.syscall(250, 0, -3, 0))\n";
+    let r = sb
+        .run_script(
+            &Script {
+                language: ScriptLanguage::Python,
+                code: probe.into(),
+            },
+            &[],
+        )
+        .expect("run the probe");
+    let out = String::from_utf8_lossy(&r.output).to_string();
+    let Some(id) = out.split_whitespace().skip_while(|w| *w != "SESSION").nth(1) else {
+        eprintln!("skipping: the probe did not run (no python3 in the sandbox?): {out:?}");
+        return;
+    };
+    assert_ne!(id, outer.to_string(), "a script holds edgeact's session keyring");
+    let shell = run(
+        &mut sb,
+        "python3 -c 'import ctypes; print(\"SESSION\", ctypes.CDLL(None).syscall(250, 0, -3, 0))'",
+    );
+    assert!(shell.contains("SESSION"), "{shell}");
+    assert!(
+        !shell.contains(&format!("SESSION {outer}")),
+        "the shell holds edgeact's session keyring: {shell}"
+    );
 }

@@ -144,6 +144,35 @@ fn sql_mysql_statement_timeout() {
     assert_eq!(b.execute("SELECT 1").unwrap(), "[(1,)]");
 }
 
+/// A statement that turns the server-side limit off runs into the client's read timeout; the
+/// server thread running it is then killed, not left spinning past the task.
+#[test]
+fn sql_mysql_a_statement_past_every_limit_is_killed_on_the_server() {
+    let Some(url) = url() else { return };
+    let mut b = backend(&url);
+    if !b.is_mariadb() {
+        eprintln!("skipping: SET STATEMENT ... FOR is MariaDB's");
+        return;
+    }
+    let r = b
+        .execute("SET STATEMENT max_statement_time = 0 FOR SELECT BENCHMARK(9000000000000, MD5('edgeact-kill'))")
+        .unwrap();
+    assert!(r.starts_with("2013 (HY000): Lost connection"), "{r}");
+    // The query text below does not contain the statement's own marker.
+    let running = "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                   WHERE INFO LIKE CONCAT('%edgeact', '-kill%')";
+    let t = Instant::now();
+    loop {
+        let r = b.execute(running).unwrap();
+        if r == "[(0,)]" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "still running: {r}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(b.execute("SELECT 1").unwrap(), "[(1,)]");
+}
+
 /// The server's own hash query agrees with the gold `answer_md5` of every INSERT/UPDATE dev
 /// task after its gold SQL, and with the Rust hash the SQLite backend computes.
 #[test]

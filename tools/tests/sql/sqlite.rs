@@ -432,3 +432,26 @@ fn sql_sqlite_quadratic_text_functions_are_contained() {
         "[('Dabney H. M.',)]"
     );
 }
+
+/// A row of many 16 MB values: only what the observation shows is read and rendered. Each
+/// value used to be copied and rendered whole (`\x00` is four characters, one `format!` each),
+/// outside the statement deadline: 16 of them made 256 MB of copies and a 1 GB string, over
+/// ten seconds. (SQLite itself expands the constant `zeroblob`s when it steps, within its
+/// 2 GiB heap limit.)
+#[test]
+fn sql_sqlite_a_row_of_huge_values_renders_only_what_is_shown() {
+    let mut b = backend_with_timeout(2);
+    let columns = vec!["zeroblob(16000000)"; 16].join(", ");
+    let t = Instant::now();
+    let r = b.execute(&format!("SELECT {columns}")).unwrap();
+    let took = t.elapsed();
+    assert!(
+        r.starts_with("[(b'\\x00\\x00") && r.ends_with("[TRUNCATED]") && r.chars().count() == 811,
+        "{r}"
+    );
+    assert!(took < Duration::from_secs(6), "took {took:?} against a 2 s deadline");
+    // Exactly as before where the cut falls inside a value: the text of the quote chosen from
+    // the whole value ('"' only because of the quote at its end).
+    let r = b.execute("SELECT printf('%.*c', 5000, 'a') || '''', 1").unwrap();
+    assert!(r.starts_with("[(\"aaaa") && r.ends_with("aaa[TRUNCATED]"), "{r}");
+}
