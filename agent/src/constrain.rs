@@ -50,7 +50,10 @@ impl Lit {
 
     fn then(self) -> State {
         match self {
-            Lit::ThinkPrefix => State::Thought { nonempty: false },
+            Lit::ThinkPrefix => State::Thought {
+                nonempty: false,
+                act: 0,
+            },
             Lit::ActPrefix | Lit::ActSep => State::ActChoice,
             Lit::BashKw | Lit::DbOpKw => State::Code { tail: 0 },
             Lit::FinishKw => State::Done,
@@ -78,10 +81,15 @@ fn match_step(pattern: &[u8], matched: u8, b: u8) -> u8 {
     }
 }
 
-/// Extra tokens kept in reserve before forcing the closing path: one byte of free text can
-/// lengthen the path by at most a restarted `Action: ` (8 bytes), so forcing this early
-/// always leaves enough tokens (each forced token advances the path by at least one byte).
-const CLOSING_MARGIN: usize = DB_ACTION.len();
+/// "Act:" inside an OS thought (see [`State::Thought`]).
+const THOUGHT_ACT: &[u8] = b"Act:";
+
+/// Extra tokens kept in reserve before forcing the closing path: one token can lengthen the
+/// path by at most 11 bytes (`b` after `Act: `: from `finish` to the rest of `bash`, its
+/// code fence and the fence's end), so forcing this early always leaves enough tokens (each
+/// forced token advances the path by at least one byte). Checked by
+/// `closing_paths_grow_by_at_most_the_margin`.
+const CLOSING_MARGIN: usize = 11;
 const CODE_END: &[u8] = b"\n```";
 
 /// A state of the reply automaton.
@@ -90,8 +98,12 @@ pub enum State {
     OsStart,
     /// `pos` bytes of the literal matched.
     Lit(LitState),
+    /// `act` bytes of "Act:" matched in the thought; 4 while only (possibly) whitespace has
+    /// followed it, when the thought must not end: the parser's `Act:\s*(.+)` would run on
+    /// from there across the newlines and take the real action line as its text.
     Thought {
         nonempty: bool,
+        act: u8,
     },
     ActChoice,
     /// Inside a code block; `tail` bytes of "\n```" matched.
@@ -336,10 +348,20 @@ impl State {
                     lit(l, pos + 1)
                 }
             }
-            State::Thought { nonempty } => match b {
-                b'\n' if nonempty => lit(Lit::ActSep, 1),
+            State::Thought { nonempty, act } => match b {
+                b'\n' if nonempty && act < 4 => lit(Lit::ActSep, 1),
                 b'\n' => return None,
-                _ => State::Thought { nonempty: true },
+                // After "Act:", ASCII whitespace and any non-ASCII byte (it may belong to a
+                // Unicode space, which Python's `\s` matches) keep it open.
+                _ if act == 4
+                    && (b.is_ascii_whitespace() || b == 0x0b || (0x1c..=0x1f).contains(&b) || !b.is_ascii()) =>
+                {
+                    State::Thought { nonempty: true, act }
+                }
+                _ => State::Thought {
+                    nonempty: true,
+                    act: match_step(THOUGHT_ACT, if act == 4 { 0 } else { act }, b),
+                },
             },
             State::ActChoice => match b {
                 b'b' => lit(Lit::BashKw, 1),
@@ -418,8 +440,8 @@ impl State {
                 v.extend(l.then().closing_path());
                 return v;
             }
-            State::Thought { nonempty: true } => b"\n\nAct: finish",
-            State::Thought { nonempty: false } => b".\n\nAct: finish",
+            State::Thought { nonempty: true, act } if act < 4 => b"\n\nAct: finish",
+            State::Thought { .. } => b".\n\nAct: finish",
             State::Code { tail } => return CODE_END[tail as usize..].to_vec(),
             State::Bracketed { close, closed } => return if closed { Vec::new() } else { vec![close] },
             State::DbFree { m, .. } => {
@@ -670,6 +692,14 @@ mod tests {
                             continue;
                         }
                     }
+                    // Nor does a thought spell "Act:"; sometimes write it, with spaces.
+                    if matches!(s, State::Thought { .. }) && rnd() % 16 == 0 {
+                        if let Some(n) = s.feed(b" Act: ") {
+                            s = n;
+                            text.extend_from_slice(b" Act: ");
+                            continue;
+                        }
+                    }
                     // Prefer bytes that keep the string alive, as a masked sampler would.
                     let ok: Vec<u8> = alphabet.iter().copied().filter(|&b| s.step(b).is_some()).collect();
                     let lits: Vec<u8> = (0..=255u8).filter(|&b| s.step(b).is_some()).collect();
@@ -711,6 +741,73 @@ mod tests {
             }
             assert!(accepted > 100, "{protocol:?}: only {accepted} accepted walks");
         }
+    }
+
+    #[test]
+    fn an_act_label_inside_a_thought_cannot_swallow_the_action_line() {
+        // `Act:\s*(.+)` would match from the thought's `Act:` across the newlines: no action.
+        for reply in [
+            "Think: go Act:\n\nAct: finish",
+            "Think: use Act: \t\n\nAct: finish",
+            "Think: Act:\u{a0}\n\nAct: finish",
+        ] {
+            assert!(parse_os(reply).action.is_none(), "{reply:?}");
+            assert!(!accepts(Protocol::Os, reply), "{reply:?}");
+        }
+        // Text after it on the line keeps the real action line a match of its own.
+        let ok = "Think: I will Act: now\n\nAct: finish";
+        assert!(parse_os(ok).action.is_some() && accepts(Protocol::Os, ok));
+        // The closing path from there is valid.
+        let s = State::start(Protocol::Os).feed(b"Think: x Act: ").unwrap();
+        let closed = s.feed(&s.closing_path()).unwrap();
+        assert!(closed.can_end());
+    }
+
+    /// [`CLOSING_MARGIN`] bounds how much one token lengthens the closing path, on random
+    /// walks of both protocols with tokens of 1 to 6 bytes.
+    #[test]
+    fn closing_paths_grow_by_at_most_the_margin() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet: &[u8] = b" \nTAabcfhiklnorstw:`()[]\"'\\,.-+0159eENuOFpeqSELCT;x";
+        let mut worst = 0;
+        for protocol in [Protocol::Os, Protocol::Db] {
+            for _ in 0..2000 {
+                let mut s = State::start(protocol);
+                for _ in 0..60 {
+                    // A token of 1 to 6 bytes the reply admits, mostly from the alphabet.
+                    let mut token = Vec::new();
+                    let mut at = s;
+                    for _ in 0..1 + rnd() % 6 {
+                        let ok: Vec<u8> = alphabet.iter().copied().filter(|&b| at.step(b).is_some()).collect();
+                        let any: Vec<u8> = (0..=255u8).filter(|&b| at.step(b).is_some()).collect();
+                        let pool = if ok.is_empty() || rnd() % 4 == 0 { &any } else { &ok };
+                        let Some(&b) = pool.get((rnd() % pool.len().max(1) as u64) as usize) else {
+                            break;
+                        };
+                        at = at.step(b).unwrap();
+                        token.push(b);
+                    }
+                    let Some(next) = s.feed(&token).filter(|_| !token.is_empty()) else {
+                        break;
+                    };
+                    let grew = next.closing_path().len().saturating_sub(s.closing_path().len());
+                    assert!(
+                        grew <= CLOSING_MARGIN,
+                        "{s:?} + {:?}: +{grew}",
+                        String::from_utf8_lossy(&token)
+                    );
+                    worst = worst.max(grew);
+                    s = next;
+                }
+            }
+        }
+        assert!(worst >= 9, "the walks never reached the worst cases: {worst}");
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub struct RemoteConfig {
     /// `None`: greedy (`do_sample: false`, no temperature). `Some(t)`: the published request,
     /// `do_sample: false` with `temperature: t`, which TGI samples at T = t.
     pub temperature: Option<f32>,
-    /// Attempts after a connection error (not after an HTTP error status).
+    /// Attempts after a connection error (not after a timeout or an HTTP error status).
     pub retries: usize,
     /// Wait before the first retry; doubled each time.
     pub backoff: Duration,
@@ -150,7 +150,7 @@ impl RemoteModel {
                 .send(body);
             match sent {
                 Ok(r) => break r,
-                Err(e) if attempt < self.config.retries => {
+                Err(e) if attempt < self.config.retries && connection_error(&e) => {
                     attempt += 1;
                     eprintln!(
                         "edgeact: {url}: {e}; retrying in {:.1} s ({attempt}/{})",
@@ -160,7 +160,10 @@ impl RemoteModel {
                     std::thread::sleep(wait);
                     wait *= 2;
                 }
-                Err(e) => bail!("cannot reach {url} ({} attempts): {e}", attempt + 1),
+                Err(e) if connection_error(&e) => bail!("cannot reach {url} ({} attempts): {e}", attempt + 1),
+                // A timeout is not retried: the server may still be generating the answer,
+                // and asking again would only add the same work to a slow server's queue.
+                Err(e) => bail!("{url}: {e}"),
             }
         };
         let status = resp.status().as_u16();
@@ -239,9 +242,58 @@ impl LanguageModel for RemoteModel {
     }
 }
 
+/// Whether `e` is a failure to reach the server or a connection it dropped (down, restarting),
+/// which another attempt may get past.
+fn connection_error(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind::*;
+    match e {
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            ConnectionRefused | ConnectionReset | ConnectionAborted | NotConnected | BrokenPipe | UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that takes the request and never answers: one attempt, failed at the timeout.
+    /// A port nobody listens on: every retry is made.
+    #[test]
+    fn timeouts_are_not_retried_but_refused_connections_are() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&accepted);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming().flatten() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(conn);
+            }
+        });
+        let config = RemoteConfig {
+            timeout: Duration::from_millis(500),
+            backoff: Duration::from_millis(10),
+            retries: 3,
+            ..RemoteConfig::eval(true)
+        };
+        let m = RemoteModel::new(&url, config.clone());
+        let t = std::time::Instant::now();
+        let err = m.post("{}").unwrap_err().to_string();
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}: {err}", t.elapsed());
+        assert!(!err.contains("cannot reach"), "{err}");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "{err}");
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let err = RemoteModel::new(&url, config).post("{}").unwrap_err().to_string();
+        assert!(err.contains("cannot reach") && err.contains("(4 attempts)"), "{err}");
+    }
 
     #[test]
     fn endpoint_lists() {
