@@ -3,8 +3,9 @@
 //!
 //! One choice per request (`n` > 1 is refused). Sampling follows OpenAI's defaults
 //! (`temperature` 1, `top_p` 1; `temperature: 0` is greedy); `top_k`, `min_p`, `typical_p`,
-//! `repetition_penalty` and `ignore_eos` are accepted as extensions; `frequency_penalty`, `presence_penalty`,
-//! `logprobs` and other fields are accepted and ignored.
+//! `repetition_penalty` and `ignore_eos` are accepted as extensions; `logprobs` reports the chosen
+//! tokens' log-probabilities (alternatives, `top_logprobs` > 0, and `echo` are refused);
+//! `frequency_penalty`, `presence_penalty` and other fields are accepted and ignored.
 
 use crate::app::AppState;
 use crate::errors::{parse_body, Api, ApiError};
@@ -19,7 +20,7 @@ use axum::extract::State;
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use edgeact_runtime::batching::{Event, Summary};
+use edgeact_runtime::batching::{Event, Summary, TokenEvent};
 use edgeact_runtime::chat::Message;
 use edgeact_runtime::sampler::SamplerConfig;
 use serde::Deserialize;
@@ -63,6 +64,11 @@ struct Common {
     stream_options: Option<StreamOptions>,
     /// llama.cpp's extension: keep generating after EOS.
     ignore_eos: Option<bool>,
+    /// Chat: `true`/`false`; completions: how many alternatives per token (0 only).
+    logprobs: Option<Value>,
+    top_logprobs: Option<i64>,
+    /// Completions: the prompt before the completion (not supported).
+    echo: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -116,10 +122,72 @@ struct Settings {
     stream: bool,
     include_usage: bool,
     ignore_eos: bool,
+    /// Report each generated token's log-probability.
+    logprobs: bool,
     model: String,
 }
 
-fn settings(engine: &Engine, default_seed: Option<u64>, c: Common) -> Result<Settings, ApiError> {
+/// Whether `logprobs` asks for the chosen tokens' log-probabilities: chat's `logprobs: true`
+/// (with `top_logprobs` 0 or absent), completions' `logprobs: 0`. Alternatives are not
+/// computed, so asking for them is refused rather than answered without them.
+fn wants_logprobs(kind: Kind, c: &Common) -> Result<bool, ApiError> {
+    let alternatives = |param: &'static str| {
+        ApiError::invalid_param(
+            API,
+            param,
+            format!("{param} > 0 is not supported: only the chosen tokens' log-probabilities are reported"),
+        )
+    };
+    match kind {
+        Kind::Chat => {
+            let on = match &c.logprobs {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(v) => {
+                    return Err(ApiError::invalid_param(
+                        API,
+                        "logprobs",
+                        format!("logprobs must be true or false (got {v})"),
+                    ))
+                }
+            };
+            match c.top_logprobs {
+                Some(k) if !(0..=20).contains(&k) => Err(ApiError::invalid_param(
+                    API,
+                    "top_logprobs",
+                    format!("top_logprobs must be between 0 and 20 (got {k})"),
+                )),
+                Some(_) if !on => Err(ApiError::invalid_param(
+                    API,
+                    "top_logprobs",
+                    "top_logprobs needs logprobs: true",
+                )),
+                Some(k) if k > 0 => Err(alternatives("top_logprobs")),
+                _ => Ok(on),
+            }
+        }
+        Kind::Completion => {
+            if c.echo == Some(true) {
+                return Err(ApiError::invalid_param(API, "echo", "echo is not supported"));
+            }
+            match &c.logprobs {
+                None | Some(Value::Null) => Ok(false),
+                Some(v) => match v.as_i64() {
+                    Some(0) => Ok(true),
+                    Some(1..=5) => Err(alternatives("logprobs")),
+                    _ => Err(ApiError::invalid_param(
+                        API,
+                        "logprobs",
+                        format!("logprobs must be an integer between 0 and 5 (got {v})"),
+                    )),
+                },
+            }
+        }
+    }
+}
+
+fn settings(engine: &Engine, default_seed: Option<u64>, kind: Kind, c: Common) -> Result<Settings, ApiError> {
+    let logprobs = wants_logprobs(kind, &c)?;
     if let Some(n) = c.n {
         if n != 1 {
             return Err(ApiError::invalid_param(
@@ -218,8 +286,37 @@ fn settings(engine: &Engine, default_seed: Option<u64>, c: Common) -> Result<Set
         stream: c.stream.unwrap_or(false),
         include_usage: c.stream_options.is_some_and(|o| o.include_usage),
         ignore_eos: c.ignore_eos.unwrap_or(false),
+        logprobs,
         model: c.model.unwrap_or_else(|| engine.model_id.clone()),
     })
+}
+
+/// The `logprobs` of a choice for `tokens` (chat: `content` entries with the token's text and
+/// bytes; completions: parallel `tokens` and `token_logprobs`), or null when not asked for.
+fn logprobs_json(engine: &Engine, kind: Kind, on: bool, tokens: &[TokenEvent]) -> Value {
+    if !on {
+        return Value::Null;
+    }
+    let bytes = |id: u32| -> Vec<u8> {
+        match engine.tokenizer.token_bytes(id) {
+            [] => engine.token_text(id).into_bytes(),
+            b => b.to_vec(),
+        }
+    };
+    match kind {
+        Kind::Chat => json!({"content": tokens.iter().map(|t| json!({
+            "token": engine.token_text(t.id),
+            "logprob": t.logprob,
+            "bytes": bytes(t.id),
+            "top_logprobs": [],
+        })).collect::<Vec<_>>()}),
+        Kind::Completion => json!({
+            "tokens": tokens.iter().map(|t| engine.token_text(t.id)).collect::<Vec<_>>(),
+            "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+            "top_logprobs": null,
+            "text_offset": null,
+        }),
+    }
 }
 
 fn usage(s: &Summary) -> Value {
@@ -311,6 +408,11 @@ impl Meta {
 
     /// A streamed choice with new text (or, for chat, the opening role) and maybe the end.
     fn chunk(&self, text: Option<&str>, role: bool, finish: Option<&str>) -> Value {
+        self.chunk_with(text, role, finish, Value::Null)
+    }
+
+    /// [`Meta::chunk`] with the `logprobs` of the tokens it carries.
+    fn chunk_with(&self, text: Option<&str>, role: bool, finish: Option<&str>, logprobs: Value) -> Value {
         let choice = match self.kind {
             Kind::Chat => {
                 let mut delta = json!({});
@@ -320,10 +422,10 @@ impl Meta {
                 if let Some(t) = text {
                     delta["content"] = json!(t);
                 }
-                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+                json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
             }
             Kind::Completion => {
-                json!({"index": 0, "text": text.unwrap_or_default(), "logprobs": null, "finish_reason": finish})
+                json!({"index": 0, "text": text.unwrap_or_default(), "logprobs": logprobs, "finish_reason": finish})
             }
         };
         self.wrap(true, json!([choice]))
@@ -333,6 +435,9 @@ impl Meta {
 struct OpenAiStream {
     meta: Meta,
     include_usage: bool,
+    /// `Some` when the client asked for log-probabilities: every token then gets a chunk
+    /// (with its text, possibly empty while held back) carrying its entry.
+    logprobs: Option<Engine>,
 }
 
 impl Translator for OpenAiStream {
@@ -346,8 +451,14 @@ impl Translator for OpenAiStream {
     fn event(&mut self, event: Event) -> (Vec<SseEvent>, bool) {
         let done = SseEvent::default().data("[DONE]");
         match event {
-            Event::Token(t) if t.text.is_empty() => (Vec::new(), false),
-            Event::Token(t) => (vec![data(&self.meta.chunk(Some(&t.text), false, None))], false),
+            Event::Token(t) => match &self.logprobs {
+                Some(engine) => {
+                    let lp = logprobs_json(engine, self.meta.kind, true, std::slice::from_ref(&t));
+                    (vec![data(&self.meta.chunk_with(Some(&t.text), false, None, lp))], false)
+                }
+                None if t.text.is_empty() => (Vec::new(), false),
+                None => (vec![data(&self.meta.chunk(Some(&t.text), false, None))], false),
+            },
             Event::Done(s) => {
                 let mut out = Vec::new();
                 if !s.tail.is_empty() {
@@ -394,20 +505,22 @@ async fn respond(state: &AppState, kind: Kind, prompt: Vec<u32>, s: Settings) ->
         let t = OpenAiStream {
             meta,
             include_usage: s.include_usage,
+            logprobs: s.logprobs.then(|| state.engine.clone()),
         };
         return Ok(sse(rx, t).into_response());
     }
     let done = collect(API, rx).await?;
     let sum = &done.summary;
     let finish = openai_finish_reason(&sum.stop);
+    let logprobs = logprobs_json(&state.engine, kind, s.logprobs, &done.tokens);
     let choice = match kind {
         Kind::Chat => json!({
             "index": 0,
             "message": {"role": "assistant", "content": sum.text},
-            "logprobs": null,
+            "logprobs": logprobs,
             "finish_reason": finish,
         }),
-        Kind::Completion => json!({"index": 0, "text": sum.text, "logprobs": null, "finish_reason": finish}),
+        Kind::Completion => json!({"index": 0, "text": sum.text, "logprobs": logprobs, "finish_reason": finish}),
     };
     let mut body = meta.wrap(false, json!([choice]));
     body["usage"] = usage(sum);
@@ -417,7 +530,7 @@ async fn respond(state: &AppState, kind: Kind, prompt: Vec<u32>, s: Settings) ->
 async fn chat_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let r: ChatRequest = parse_body(API, body)?;
     let engine = &state.engine;
-    let s = settings(engine, state.opts.default_seed, r.common)?;
+    let s = settings(engine, state.opts.default_seed, Kind::Chat, r.common)?;
     if r.messages.is_empty() {
         return Err(ApiError::invalid_param(API, "messages", "messages must not be empty"));
     }
@@ -444,7 +557,7 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, body: Result<B
 async fn completions_inner(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let r: CompletionRequest = parse_body(API, body)?;
     let engine = &state.engine;
-    let s = settings(engine, state.opts.default_seed, r.common)?;
+    let s = settings(engine, state.opts.default_seed, Kind::Completion, r.common)?;
     let text = match r.prompt {
         Prompt::Text(t) => t,
         Prompt::Texts(mut v) if v.len() == 1 => v.remove(0),

@@ -1040,6 +1040,108 @@ async fn bad_requests_get_4xx_in_each_api_shape() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_logprobs_are_the_chosen_tokens_and_alternatives_are_refused() {
+    let h = start().await;
+    // Completions with `logprobs: 0` against TGI's details for the same greedy generation.
+    let (s, c) = h
+        .post(
+            "/v1/completions",
+            &json!({"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0, "logprobs": 0}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    let (s, g) = h
+        .post(
+            "/generate",
+            &json!({"inputs": "Once upon a time", "parameters": {"max_new_tokens": 8, "details": true}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{g}");
+    let lp = &c["choices"][0]["logprobs"];
+    let tgi = g["details"]["tokens"].as_array().unwrap();
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), tgi.len(), "{c}");
+    for (i, t) in tgi.iter().enumerate() {
+        assert_eq!(lp["tokens"][i], t["text"], "{c} {g}");
+        let (a, b) = (
+            lp["token_logprobs"][i].as_f64().unwrap(),
+            t["logprob"].as_f64().unwrap(),
+        );
+        assert!(a <= 0.0 && (a - b).abs() < 1e-4, "token {i}: {a} vs {b}");
+    }
+    // Chat, whole and streamed: one entry per generated token, each with its bytes.
+    let chat =
+        json!({"messages": [{"role": "user", "content": "Once"}], "max_tokens": 6, "temperature": 0, "logprobs": true});
+    let (s, v) = h.post("/v1/chat/completions", &chat).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(
+        content.len() as u64,
+        v["usage"]["completion_tokens"].as_u64().unwrap(),
+        "{v}"
+    );
+    for e in content {
+        assert!(
+            e["logprob"].as_f64().unwrap() <= 0.0 && e["top_logprobs"] == json!([]),
+            "{e}"
+        );
+        let bytes: Vec<u8> = e["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect();
+        assert_eq!(String::from_utf8_lossy(&bytes), e["token"].as_str().unwrap(), "{e}");
+    }
+    let mut streamed = chat.clone();
+    streamed["stream"] = json!(true);
+    let events = h.sse("/v1/chat/completions", &streamed).await;
+    let entries: Vec<Value> = events
+        .iter()
+        .filter(|e| e.as_str() != "[DONE]")
+        .flat_map(|e| {
+            json(e)["choices"][0]["logprobs"]["content"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(&entries, content, "streamed entries differ from the whole answer's");
+    // Without the flag: null, as before.
+    let (_, v) = h
+        .post(
+            "/v1/chat/completions",
+            &json!({"messages": [{"role": "user", "content": "Once"}], "max_tokens": 2}),
+        )
+        .await;
+    assert!(v["choices"][0]["logprobs"].is_null(), "{v}");
+    // Alternatives and echo are refused, not silently left out.
+    for (path, body, param) in [
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 3}),
+            "top_logprobs",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 0}),
+            "top_logprobs",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}], "logprobs": 1}),
+            "logprobs",
+        ),
+        ("/v1/completions", json!({"prompt": "x", "logprobs": 2}), "logprobs"),
+        ("/v1/completions", json!({"prompt": "x", "logprobs": 9}), "logprobs"),
+        ("/v1/completions", json!({"prompt": "x", "echo": true}), "echo"),
+    ] {
+        let (s, v) = h.post(path, &body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(v["error"]["param"], param, "{body}: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_503_once_the_batching_loop_has_ended() {
     let mut h = start().await;
     assert_eq!(h.get("/health").await.0, StatusCode::OK);
