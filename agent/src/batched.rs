@@ -156,6 +156,7 @@ impl BatchedModel {
             stop_strings: Vec::new(),
             filter,
             prompt_logprobs: false,
+            top_logprobs: 0,
         };
         self.handle
             .submit(request, Box::new(tx))

@@ -60,6 +60,7 @@ fn request(f: &Fixture, text: &str, max_tokens: usize, sampler: SamplerConfig) -
         stop_strings: vec![],
         filter: None,
         prompt_logprobs: false,
+        top_logprobs: 0,
     }
 }
 
@@ -412,6 +413,11 @@ fn bad_requests_are_refused_with_a_reason() {
         ..SamplerConfig::greedy()
     };
     assert!(submit(Request { sampler: nan, ..base() }).contains("NaN"));
+    assert!(submit(Request {
+        top_logprobs: 21,
+        ..base()
+    })
+    .contains("at most 20 alternatives"));
     // A prompt that fills the context but one position: two tokens (the second is sampled
     // from the last position's logits and never evaluated), then "context full".
     let (ids, _, s) = run(

@@ -83,6 +83,8 @@ pub struct GenRequest {
     pub ignore_eos: bool,
     /// Score the prompt's tokens (TGI's `decoder_input_details`; bypasses the prefix cache).
     pub prompt_logprobs: bool,
+    /// Alternatives reported per generated token (OpenAI's `top_logprobs`, TGI's `top_n_tokens`).
+    pub top_logprobs: usize,
 }
 
 /// Checks the prompt against the context, caps `max_tokens` to the room left (the TGI routes
@@ -121,6 +123,7 @@ pub fn submit(engine: &Engine, api: Api, r: GenRequest) -> Result<(UnboundedRece
         stop_strings: r.stop_strings,
         filter: None,
         prompt_logprobs: r.prompt_logprobs,
+        top_logprobs: r.top_logprobs,
     };
     let (tx, rx) = unbounded_channel();
     engine

@@ -4,7 +4,7 @@
 //! One choice per request (`n` > 1 is refused). Sampling follows OpenAI's defaults
 //! (`temperature` 1, `top_p` 1; `temperature: 0` is greedy); `top_k`, `min_p`, `typical_p`,
 //! `repetition_penalty` and `ignore_eos` are accepted as extensions; `logprobs` reports the chosen
-//! tokens' log-probabilities (alternatives, `top_logprobs` > 0, and `echo` are refused);
+//! tokens' log-probabilities and up to 20 (completions: 5) alternatives (`echo` is refused);
 //! `frequency_penalty`, `presence_penalty` and other fields are accepted and ignored.
 
 use crate::app::AppState;
@@ -64,7 +64,7 @@ struct Common {
     stream_options: Option<StreamOptions>,
     /// llama.cpp's extension: keep generating after EOS.
     ignore_eos: Option<bool>,
-    /// Chat: `true`/`false`; completions: how many alternatives per token (0 only).
+    /// Chat: `true`/`false`; completions: how many alternatives per token (0 to 5).
     logprobs: Option<Value>,
     top_logprobs: Option<i64>,
     /// Completions: the prompt before the completion (not supported).
@@ -122,22 +122,14 @@ struct Settings {
     stream: bool,
     include_usage: bool,
     ignore_eos: bool,
-    /// Report each generated token's log-probability.
-    logprobs: bool,
+    /// Report each generated token's log-probability and this many alternatives.
+    logprobs: Option<usize>,
     model: String,
 }
 
-/// Whether `logprobs` asks for the chosen tokens' log-probabilities: chat's `logprobs: true`
-/// (with `top_logprobs` 0 or absent), completions' `logprobs: 0`. Alternatives are not
-/// computed, so asking for them is refused rather than answered without them.
-fn wants_logprobs(kind: Kind, c: &Common) -> Result<bool, ApiError> {
-    let alternatives = |param: &'static str| {
-        ApiError::invalid_param(
-            API,
-            param,
-            format!("{param} > 0 is not supported: only the chosen tokens' log-probabilities are reported"),
-        )
-    };
+/// Whether `logprobs` asks for the chosen tokens' log-probabilities, and how many alternatives
+/// per token: chat's `logprobs: true` with `top_logprobs` 0 to 20, completions' `logprobs` 0 to 5.
+fn wants_logprobs(kind: Kind, c: &Common) -> Result<Option<usize>, ApiError> {
     match kind {
         Kind::Chat => {
             let on = match &c.logprobs {
@@ -162,8 +154,7 @@ fn wants_logprobs(kind: Kind, c: &Common) -> Result<bool, ApiError> {
                     "top_logprobs",
                     "top_logprobs needs logprobs: true",
                 )),
-                Some(k) if k > 0 => Err(alternatives("top_logprobs")),
-                _ => Ok(on),
+                k => Ok(on.then_some(k.unwrap_or(0) as usize)),
             }
         }
         Kind::Completion => {
@@ -171,10 +162,9 @@ fn wants_logprobs(kind: Kind, c: &Common) -> Result<bool, ApiError> {
                 return Err(ApiError::invalid_param(API, "echo", "echo is not supported"));
             }
             match &c.logprobs {
-                None | Some(Value::Null) => Ok(false),
+                None | Some(Value::Null) => Ok(None),
                 Some(v) => match v.as_i64() {
-                    Some(0) => Ok(true),
-                    Some(1..=5) => Err(alternatives("logprobs")),
+                    Some(k @ 0..=5) => Ok(Some(k as usize)),
                     _ => Err(ApiError::invalid_param(
                         API,
                         "logprobs",
@@ -291,10 +281,11 @@ fn settings(engine: &Engine, default_seed: Option<u64>, kind: Kind, c: Common) -
     })
 }
 
-/// The `logprobs` of a choice for `tokens` (chat: `content` entries with the token's text and
-/// bytes; completions: parallel `tokens` and `token_logprobs`), or null when not asked for.
-fn logprobs_json(engine: &Engine, kind: Kind, on: bool, tokens: &[TokenEvent]) -> Value {
-    if !on {
+/// The `logprobs` of a choice for `tokens` (chat: `content` entries with the token's text, bytes
+/// and alternatives; completions: parallel `tokens`, `token_logprobs` and `top_logprobs`), or
+/// null when not asked for (`alternatives` is `None`).
+fn logprobs_json(engine: &Engine, kind: Kind, alternatives: Option<usize>, tokens: &[TokenEvent]) -> Value {
+    if alternatives.is_none() {
         return Value::Null;
     }
     let bytes = |id: u32| -> Vec<u8> {
@@ -308,12 +299,24 @@ fn logprobs_json(engine: &Engine, kind: Kind, on: bool, tokens: &[TokenEvent]) -
             "token": engine.token_text(t.id),
             "logprob": t.logprob,
             "bytes": bytes(t.id),
-            "top_logprobs": [],
+            "top_logprobs": t.top.iter().map(|&(id, logprob)| json!({
+                "token": engine.token_text(id),
+                "logprob": logprob,
+                "bytes": bytes(id),
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>()}),
         Kind::Completion => json!({
             "tokens": tokens.iter().map(|t| engine.token_text(t.id)).collect::<Vec<_>>(),
             "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
-            "top_logprobs": null,
+            // One object per token, alternative texts to log-probabilities (the legacy shape;
+            // alternatives with the same text keep the likelier).
+            "top_logprobs": tokens.iter().map(|t| {
+                let mut m = serde_json::Map::new();
+                for &(id, logprob) in t.top.iter().rev() {
+                    m.insert(engine.token_text(id), json!(logprob));
+                }
+                Value::Object(m)
+            }).collect::<Vec<_>>(),
             "text_offset": null,
         }),
     }
@@ -435,9 +438,10 @@ impl Meta {
 struct OpenAiStream {
     meta: Meta,
     include_usage: bool,
-    /// `Some` when the client asked for log-probabilities: every token then gets a chunk
-    /// (with its text, possibly empty while held back) carrying its entry.
-    logprobs: Option<Engine>,
+    /// `Some` (with the alternatives per token) when the client asked for log-probabilities:
+    /// every token then gets a chunk (with its text, possibly empty while held back) carrying
+    /// its entry.
+    logprobs: Option<(Engine, usize)>,
 }
 
 impl Translator for OpenAiStream {
@@ -452,8 +456,8 @@ impl Translator for OpenAiStream {
         let done = SseEvent::default().data("[DONE]");
         match event {
             Event::Token(t) => match &self.logprobs {
-                Some(engine) => {
-                    let lp = logprobs_json(engine, self.meta.kind, true, std::slice::from_ref(&t));
+                Some((engine, k)) => {
+                    let lp = logprobs_json(engine, self.meta.kind, Some(*k), std::slice::from_ref(&t));
                     (vec![data(&self.meta.chunk_with(Some(&t.text), false, None, lp))], false)
                 }
                 None if t.text.is_empty() => (Vec::new(), false),
@@ -498,6 +502,7 @@ async fn respond(state: &AppState, kind: Kind, prompt: Vec<u32>, s: Settings) ->
         stop_strings: s.stop,
         ignore_eos: s.ignore_eos,
         prompt_logprobs: false,
+        top_logprobs: s.logprobs.unwrap_or(0),
     };
     let (rx, _) = submit(&state.engine, API, gen)?;
     let meta = Meta::new(kind, s.model);
@@ -505,7 +510,7 @@ async fn respond(state: &AppState, kind: Kind, prompt: Vec<u32>, s: Settings) ->
         let t = OpenAiStream {
             meta,
             include_usage: s.include_usage,
-            logprobs: s.logprobs.then(|| state.engine.clone()),
+            logprobs: s.logprobs.map(|k| (state.engine.clone(), k)),
         };
         return Ok(sse(rx, t).into_response());
     }

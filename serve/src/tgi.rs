@@ -125,7 +125,14 @@ fn check_best_of(best_of: Option<i64>, max_best_of: usize, stream: bool) -> Resu
 fn check(state: &AppState, r: GenerateRequest, stream: bool) -> Result<Checked, ApiError> {
     let engine = &state.engine;
     let p = r.parameters.unwrap_or_default();
-    let _ = (p.watermark, p.top_n_tokens);
+    let _ = p.watermark;
+    let top_n = p.top_n_tokens.unwrap_or(0);
+    if top_n as usize > MAX_TOP_N_TOKENS {
+        return Err(ApiError::invalid(
+            API,
+            format!("`top_n_tokens` must be >= 0 and <= {MAX_TOP_N_TOKENS}. Given: {top_n}"),
+        ));
+    }
     let best_of = check_best_of(p.best_of, state.opts.max_best_of, stream)?;
     let prefill = p.decoder_input_details.unwrap_or(false);
     if stream && prefill {
@@ -243,6 +250,7 @@ fn check(state: &AppState, r: GenerateRequest, stream: bool) -> Result<Checked, 
             stop_strings: stop,
             ignore_eos: false,
             prompt_logprobs: prefill,
+            top_logprobs: top_n as usize,
         },
         seeds,
         sampling,
@@ -250,6 +258,16 @@ fn check(state: &AppState, r: GenerateRequest, stream: bool) -> Result<Checked, 
         prefill,
         prefix: p.return_full_text.unwrap_or(false).then_some(r.inputs),
     })
+}
+
+/// TGI's `--max-top-n-tokens` default.
+const MAX_TOP_N_TOKENS: usize = 5;
+
+/// TGI's `top_tokens` entries of one position.
+fn top_tokens_json(engine: &Engine, top: &[(u32, f32)]) -> Vec<Value> {
+    top.iter()
+        .map(|&(id, logprob)| json!({"id": id, "text": engine.token_text(id), "logprob": logprob, "special": engine.is_special(id)}))
+        .collect()
 }
 
 fn token_json(engine: &Engine, t: &TokenEvent) -> Value {
@@ -292,6 +310,8 @@ struct Sequence {
     seed: Option<u64>,
     /// `details.tokens`, the stop token included.
     tokens: Vec<Value>,
+    /// `details.top_tokens` (with `top_n_tokens`): per token of `tokens`, the alternatives.
+    top_tokens: Vec<Vec<Value>>,
     /// Mean log-probability of its tokens: TGI's `best_of` picks the highest.
     mean_logprob: f32,
 }
@@ -300,9 +320,14 @@ fn sequence(engine: &Engine, c: &Checked, seed: u64, done: &Completed) -> Sequen
     let s = &done.summary;
     let mut tokens: Vec<Value> = done.tokens.iter().map(|t| token_json(engine, t)).collect();
     let mut logprobs: Vec<f32> = done.tokens.iter().map(|t| t.logprob).collect();
+    let mut top_tokens: Vec<Vec<Value>> = done.tokens.iter().map(|t| top_tokens_json(engine, &t.top)).collect();
     if let StopReason::StopToken(id) = s.stop {
         tokens.push(stop_token_json(engine, id, s.stop_logprob));
         logprobs.extend(s.stop_logprob);
+        top_tokens.push(top_tokens_json(engine, &s.stop_top));
+    }
+    if c.gen.top_logprobs == 0 {
+        top_tokens.clear();
     }
     Sequence {
         generated_text: generated_text(c.prefix.as_deref(), s),
@@ -310,6 +335,7 @@ fn sequence(engine: &Engine, c: &Checked, seed: u64, done: &Completed) -> Sequen
         generated_tokens: s.generated_tokens,
         seed: c.sampling.then_some(seed),
         tokens,
+        top_tokens,
         mean_logprob: logprobs.iter().sum::<f32>() / logprobs.len().max(1) as f32,
     }
 }
@@ -354,6 +380,10 @@ async fn run_generate(state: &AppState, r: GenerateRequest) -> Result<Value, Api
             "prefill": prefill,
             "tokens": chosen.tokens,
         });
+        // As TGI, only with `top_n_tokens`.
+        if !chosen.top_tokens.is_empty() {
+            details["top_tokens"] = json!(chosen.top_tokens);
+        }
         if c.seeds.len() > 1 {
             details["best_of_sequences"] = sequences
                 .into_iter()
@@ -365,6 +395,7 @@ async fn run_generate(state: &AppState, r: GenerateRequest) -> Result<Value, Api
                         "seed": s.seed,
                         "prefill": prefill,
                         "tokens": s.tokens,
+                        "top_tokens": s.top_tokens,
                     })
                 })
                 .collect();
@@ -393,11 +424,17 @@ struct TgiStream {
     seed: Option<u64>,
     prefix: Option<String>,
     pending: Option<TokenEvent>,
+    /// `top_n_tokens` > 0: each event carries `top_tokens`, as TGI's.
+    top_n: bool,
 }
 
 impl TgiStream {
-    fn token_event(&self, token: Value) -> SseEvent {
-        data(&json!({"token": token, "generated_text": null, "details": null}))
+    fn token_event(&self, token: Value, top: &[(u32, f32)]) -> SseEvent {
+        let mut e = json!({"token": token, "generated_text": null, "details": null});
+        if self.top_n {
+            e["top_tokens"] = json!(top_tokens_json(&self.engine, top));
+        }
+        data(&e)
     }
 }
 
@@ -408,7 +445,7 @@ impl Translator for TgiStream {
                 let out = self
                     .pending
                     .replace(t)
-                    .map(|p| self.token_event(token_json(&self.engine, &p)));
+                    .map(|p| self.token_event(token_json(&self.engine, &p), &p.top));
                 (out.into_iter().collect(), false)
             }
             Event::Done(s) => {
@@ -425,19 +462,22 @@ impl Translator for TgiStream {
                     p.text.push_str(&held);
                     p
                 };
-                let last = match s.stop {
+                let (last, top) = match s.stop {
                     StopReason::StopToken(id) => {
                         if let Some(p) = self.pending.take().map(with_held) {
-                            out.push(self.token_event(token_json(&self.engine, &p)));
+                            out.push(self.token_event(token_json(&self.engine, &p), &p.top));
                         }
-                        stop_token_json(&self.engine, id, s.stop_logprob)
+                        (stop_token_json(&self.engine, id, s.stop_logprob), s.stop_top.clone())
                     }
                     _ => match self.pending.take().map(with_held) {
-                        Some(p) => token_json(&self.engine, &p),
-                        None => json!({"id": 0, "text": held, "logprob": 0.0, "special": true}),
+                        Some(p) => (token_json(&self.engine, &p), p.top),
+                        None => (
+                            json!({"id": 0, "text": held, "logprob": 0.0, "special": true}),
+                            Vec::new(),
+                        ),
                     },
                 };
-                out.push(data(&json!({
+                let mut end = json!({
                     "token": last,
                     "generated_text": generated_text(self.prefix.as_deref(), &s),
                     "details": {
@@ -445,7 +485,11 @@ impl Translator for TgiStream {
                         "generated_tokens": s.generated_tokens,
                         "seed": self.seed,
                     },
-                })));
+                });
+                if self.top_n {
+                    end["top_tokens"] = json!(top_tokens_json(&self.engine, &top));
+                }
+                out.push(data(&end));
                 (out, true)
             }
             Event::Failed(msg) => (vec![data(&ApiError::internal(API, msg).stream_payload())], true),
@@ -461,12 +505,14 @@ impl Translator for TgiStream {
 
 fn start_stream(state: &AppState, r: GenerateRequest) -> Result<Response, ApiError> {
     let c = check(state, r, true)?;
+    let top_n = c.gen.top_logprobs > 0;
     let (rx, _) = submit(&state.engine, API, c.gen)?;
     let t = TgiStream {
         engine: state.engine.clone(),
         seed: c.sampling.then_some(c.seeds[0]),
         prefix: c.prefix,
         pending: None,
+        top_n,
     };
     Ok(sse(rx, t).into_response())
 }

@@ -1040,26 +1040,29 @@ async fn bad_requests_get_4xx_in_each_api_shape() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_logprobs_are_the_chosen_tokens_and_alternatives_are_refused() {
+async fn logprobs_and_alternatives_in_both_apis() {
     let h = start().await;
-    // Completions with `logprobs: 0` against TGI's details for the same greedy generation.
+    // Completions with `logprobs: 2` against TGI's details (`top_n_tokens: 2`) for the same
+    // greedy generation: the same tokens, log-probabilities and alternatives.
     let (s, c) = h
         .post(
             "/v1/completions",
-            &json!({"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0, "logprobs": 0}),
+            &json!({"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0, "logprobs": 2}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{c}");
     let (s, g) = h
         .post(
             "/generate",
-            &json!({"inputs": "Once upon a time", "parameters": {"max_new_tokens": 8, "details": true}}),
+            &json!({"inputs": "Once upon a time", "parameters": {"max_new_tokens": 8, "details": true, "top_n_tokens": 2}}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{g}");
     let lp = &c["choices"][0]["logprobs"];
     let tgi = g["details"]["tokens"].as_array().unwrap();
+    let tgi_top = g["details"]["top_tokens"].as_array().unwrap();
     assert_eq!(lp["tokens"].as_array().unwrap().len(), tgi.len(), "{c}");
+    assert_eq!(tgi_top.len(), tgi.len(), "{g}");
     for (i, t) in tgi.iter().enumerate() {
         assert_eq!(lp["tokens"][i], t["text"], "{c} {g}");
         let (a, b) = (
@@ -1067,10 +1070,28 @@ async fn openai_logprobs_are_the_chosen_tokens_and_alternatives_are_refused() {
             t["logprob"].as_f64().unwrap(),
         );
         assert!(a <= 0.0 && (a - b).abs() < 1e-4, "token {i}: {a} vs {b}");
+        // Greedy: the chosen token is the likeliest alternative, with its log-probability.
+        let alts = tgi_top[i].as_array().unwrap();
+        assert_eq!(alts.len(), 2, "{g}");
+        assert_eq!(alts[0]["id"], t["id"], "{g}");
+        assert!(alts[0]["logprob"].as_f64().unwrap() >= alts[1]["logprob"].as_f64().unwrap());
+        let top = lp["top_logprobs"][i].as_object().unwrap();
+        assert!(!top.is_empty() && top.len() <= 2, "{c}");
+        assert_eq!(top[t["text"].as_str().unwrap()].as_f64().unwrap(), a, "{c}");
     }
-    // Chat, whole and streamed: one entry per generated token, each with its bytes.
-    let chat =
-        json!({"messages": [{"role": "user", "content": "Once"}], "max_tokens": 6, "temperature": 0, "logprobs": true});
+    // TGI's stream carries the same alternatives per event.
+    let events = h
+        .sse(
+            "/generate_stream",
+            &json!({"inputs": "Once upon a time", "parameters": {"max_new_tokens": 8, "top_n_tokens": 2}}),
+        )
+        .await;
+    let streamed: Vec<Value> = events.iter().map(|e| json(e)["top_tokens"].clone()).collect();
+    assert_eq!(&streamed, tgi_top, "streamed top_tokens differ");
+    // Chat, whole and streamed: one entry per generated token, each with its bytes and
+    // `top_logprobs` alternatives, the chosen one first (greedy).
+    let chat = json!({"messages": [{"role": "user", "content": "Once"}], "max_tokens": 6, "temperature": 0,
+                      "logprobs": true, "top_logprobs": 3});
     let (s, v) = h.post("/v1/chat/completions", &chat).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
@@ -1080,10 +1101,7 @@ async fn openai_logprobs_are_the_chosen_tokens_and_alternatives_are_refused() {
         "{v}"
     );
     for e in content {
-        assert!(
-            e["logprob"].as_f64().unwrap() <= 0.0 && e["top_logprobs"] == json!([]),
-            "{e}"
-        );
+        assert!(e["logprob"].as_f64().unwrap() <= 0.0, "{e}");
         let bytes: Vec<u8> = e["bytes"]
             .as_array()
             .unwrap()
@@ -1091,6 +1109,13 @@ async fn openai_logprobs_are_the_chosen_tokens_and_alternatives_are_refused() {
             .map(|b| b.as_u64().unwrap() as u8)
             .collect();
         assert_eq!(String::from_utf8_lossy(&bytes), e["token"].as_str().unwrap(), "{e}");
+        let alts = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(alts.len(), 3, "{e}");
+        assert_eq!(
+            (&alts[0]["token"], &alts[0]["logprob"]),
+            (&e["token"], &e["logprob"]),
+            "{e}"
+        );
     }
     let mut streamed = chat.clone();
     streamed["stream"] = json!(true);
@@ -1106,7 +1131,7 @@ async fn openai_logprobs_are_the_chosen_tokens_and_alternatives_are_refused() {
         })
         .collect();
     assert_eq!(&entries, content, "streamed entries differ from the whole answer's");
-    // Without the flag: null, as before.
+    // Without the flags: null, and no top_tokens.
     let (_, v) = h
         .post(
             "/v1/chat/completions",
@@ -1114,11 +1139,18 @@ async fn openai_logprobs_are_the_chosen_tokens_and_alternatives_are_refused() {
         )
         .await;
     assert!(v["choices"][0]["logprobs"].is_null(), "{v}");
-    // Alternatives and echo are refused, not silently left out.
+    let (_, g) = h
+        .post(
+            "/generate",
+            &json!({"inputs": "Once", "parameters": {"max_new_tokens": 2, "details": true}}),
+        )
+        .await;
+    assert!(g["details"].get("top_tokens").is_none(), "{g}");
+    // Out of range, or what is not supported: 400 (422 for TGI).
     for (path, body, param) in [
         (
             "/v1/chat/completions",
-            json!({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 3}),
+            json!({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21}),
             "top_logprobs",
         ),
         (
@@ -1131,14 +1163,18 @@ async fn openai_logprobs_are_the_chosen_tokens_and_alternatives_are_refused() {
             json!({"messages": [{"role": "user", "content": "x"}], "logprobs": 1}),
             "logprobs",
         ),
-        ("/v1/completions", json!({"prompt": "x", "logprobs": 2}), "logprobs"),
-        ("/v1/completions", json!({"prompt": "x", "logprobs": 9}), "logprobs"),
+        ("/v1/completions", json!({"prompt": "x", "logprobs": 6}), "logprobs"),
         ("/v1/completions", json!({"prompt": "x", "echo": true}), "echo"),
     ] {
         let (s, v) = h.post(path, &body).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
         assert_eq!(v["error"]["param"], param, "{body}: {v}");
     }
+    let (s, v) = h
+        .post("/generate", &json!({"inputs": "x", "parameters": {"top_n_tokens": 6}}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"], "`top_n_tokens` must be >= 0 and <= 5. Given: 6", "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

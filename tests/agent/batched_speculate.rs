@@ -81,6 +81,7 @@ fn serve(
                 stop_strings: Vec::new(),
                 filter: (i == 1).then(|| Box::new(Mod5 { n: 0 }) as Box<dyn TokenFilter>),
                 prompt_logprobs: false,
+                top_logprobs: 0,
             };
             h.submit(request, Box::new(tx)).unwrap();
             rx

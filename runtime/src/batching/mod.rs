@@ -62,7 +62,14 @@ pub struct Request {
     /// evaluated again, bypassing the prefix cache (a cached prefix has no logits), and every
     /// prompt position goes through the output projection: ask only when needed.
     pub prompt_logprobs: bool,
+    /// Report, with each generated token, this many most likely tokens at its position and
+    /// their log-probabilities ([`TokenEvent::top`], [`Summary::stop_top`]; OpenAI's
+    /// `top_logprobs`, TGI's `top_n_tokens`). At most [`MAX_TOP_LOGPROBS`].
+    pub top_logprobs: usize,
 }
+
+/// Most alternatives a request may ask for per token ([`Request::top_logprobs`]).
+pub const MAX_TOP_LOGPROBS: usize = 20;
 
 /// A token made by a request.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,6 +80,9 @@ pub struct TokenEvent {
     pub text: String,
     /// Natural log of the probability the model gave this token (before sampling settings).
     pub logprob: f32,
+    /// The [`Request::top_logprobs`] most likely tokens at this position with their
+    /// log-probabilities, most likely first (empty when none were asked for).
+    pub top: Vec<(u32, f32)>,
 }
 
 /// How a request ended.
@@ -90,6 +100,8 @@ pub struct Summary {
     /// Natural log of the probability of the stop token that ended the generation (when
     /// `stop` is [`StopReason::StopToken`]; that token gets no [`TokenEvent`]).
     pub stop_logprob: Option<f32>,
+    /// The alternatives at the stop token's position ([`TokenEvent::top`]).
+    pub stop_top: Vec<(u32, f32)>,
     /// With [`Request::prompt_logprobs`]: for each prompt token after the first, the natural
     /// log of the probability the model gave it after the tokens before it.
     pub prompt_logprobs: Option<Vec<f32>>,
@@ -257,6 +269,12 @@ impl Handle {
         }
         if r.max_tokens == 0 {
             return Err("at least one new token must be asked for".into());
+        }
+        if r.top_logprobs > MAX_TOP_LOGPROBS {
+            return Err(format!(
+                "at most {MAX_TOP_LOGPROBS} alternatives per token can be reported (asked for {})",
+                r.top_logprobs
+            ));
         }
         r.sampler.validate()
     }

@@ -135,8 +135,12 @@ struct Active<'t> {
     draft_accepted: usize,
     /// Log-probabilities of the prompt's tokens after the first, when the request asked.
     prompt_logprobs: Option<Vec<f32>>,
-    /// The log-probability of the stop token that ended the generation.
+    /// The log-probability of the stop token that ended the generation, and the alternatives
+    /// at its position.
     stop_logprob: Option<f32>,
+    stop_top: Vec<(u32, f32)>,
+    /// Alternatives reported per token ([`Request::top_logprobs`]).
+    top_logprobs: usize,
     text: String,
     sink: Box<dyn EventSink>,
     submitted: Instant,
@@ -262,6 +266,7 @@ impl<'t> Loop<'t> {
                 stop_strings,
                 filter,
                 prompt_logprobs,
+                top_logprobs,
                 ..
             } = request;
             self.active.push(Active {
@@ -283,6 +288,8 @@ impl<'t> Loop<'t> {
                 draft_accepted: 0,
                 prompt_logprobs: prompt_logprobs.then(Vec::new),
                 stop_logprob: None,
+                stop_top: Vec::new(),
+                top_logprobs,
                 text: String::new(),
                 sink,
                 submitted,
@@ -549,6 +556,7 @@ impl<'t> Loop<'t> {
                     cached_tokens: a.cached,
                     generated_tokens: a.generated.len(),
                     stop_logprob: a.stop_logprob,
+                    stop_top: std::mem::take(&mut a.stop_top),
                     prompt_logprobs: a.prompt_logprobs.take(),
                     decode_passes: a.decode_passes,
                     draft_tokens: a.draft_tokens,
@@ -595,13 +603,20 @@ fn sample_next(
     a.generated.push(tok);
     metrics.generated(1);
     let logprob = crate::model::log_softmax_at(logits, tok);
+    let top = crate::model::top_log_probs(logits, a.top_logprobs);
     if a.stop_tokens.contains(&tok) {
         a.stop_logprob = Some(logprob);
+        a.stop_top = top;
         return Next::End(End::Stop(StopReason::StopToken(tok)));
     }
     let (text, hit) = a.stops.push(&a.decoder.push(tok));
     a.text.push_str(&text);
-    let event = TokenEvent { id: tok, text, logprob };
+    let event = TokenEvent {
+        id: tok,
+        text,
+        logprob,
+        top,
+    };
     if !a.sink.send(Event::Token(event)) {
         return Next::End(End::Cancelled);
     }

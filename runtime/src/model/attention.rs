@@ -28,6 +28,26 @@ pub(crate) fn log_softmax_at(logits: &[f32], id: u32) -> f32 {
     (logits[id as usize] - max) - ops::sum_exp(logits, max, 1.0).ln()
 }
 
+/// The `k` most likely tokens of `logits` with their log-probabilities (as
+/// [`log_softmax_at`]), most likely first, ties by lower id; NaN logits are never among them.
+pub(crate) fn top_log_probs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    for (i, &l) in logits.iter().enumerate() {
+        if l.is_nan() || (best.len() == k && l <= best[k - 1].1) {
+            continue;
+        }
+        let at = best.partition_point(|&(_, b)| b >= l);
+        best.insert(at, (i as u32, l));
+        best.truncate(k);
+    }
+    let max = ops::max_f32(logits);
+    let lse = ops::sum_exp(logits, max, 1.0).ln();
+    best.into_iter().map(|(i, l)| (i, (l - max) - lse)).collect()
+}
+
 /// Geometry of the attention heads.
 #[derive(Clone, Copy)]
 pub(crate) struct Heads {
@@ -125,6 +145,18 @@ pub(crate) fn attend_block(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_log_probs_are_the_largest_in_order_with_their_log_probabilities() {
+        let logits = [0.5f32, 3.0, f32::NAN, -1.0, 3.0, 2.0, f32::NEG_INFINITY];
+        let top = top_log_probs(&logits, 3);
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 4, 5]);
+        for (id, lp) in &top {
+            assert_eq!(*lp, log_softmax_at(&logits, *id));
+        }
+        assert_eq!(top_log_probs(&logits, 0), []);
+        assert_eq!(top_log_probs(&logits, 99).len(), 6, "NaN is never listed");
+    }
 
     #[test]
     fn log_softmax_at_matches_the_f64_reference() {
