@@ -64,8 +64,11 @@ pub struct RunEnd {
 }
 
 impl Transcript {
-    pub fn create(path: &Path) -> anyhow::Result<Transcript> {
-        let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    /// Creates the transcript at `path`, written a line at a time as the run goes (so a run cut
+    /// short keeps what it did); never over one of the run's `inputs`.
+    pub fn create(path: &Path, inputs: &[&Path]) -> anyhow::Result<Transcript> {
+        let dest = edgeact_runtime::files::partial::output_target(path, inputs)?;
+        let f = File::create(&dest).with_context(|| format!("creating {}", path.display()))?;
         Ok(Transcript { out: BufWriter::new(f) })
     }
 
@@ -218,7 +221,7 @@ mod tests {
     fn start_and_end_records_carry_tags_and_extra_fields() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.jsonl");
-        let mut t = Transcript::create(&path).unwrap();
+        let mut t = Transcript::create(&path, &[]).unwrap();
         let start = RunStart {
             protocol: Protocol::Db,
             history: db_initial_history("Q?", "T."),

@@ -245,9 +245,15 @@ fn open_view(
     protocol: Protocol,
     history: Vec<Message>,
     extra: serde_json::Value,
+    inputs: &[&std::path::Path],
 ) -> anyhow::Result<LiveView> {
     let mut log = match &gen.log {
-        Some(p) => Some(Transcript::create(p)?),
+        Some(p) => {
+            let mut all: Vec<&std::path::Path> = vec![&gen.model.model];
+            all.extend(gen.model.lora.lora.iter().map(|l| l.path.as_path()));
+            all.extend_from_slice(inputs);
+            Some(Transcript::create(p, &all)?)
+        }
         None => None,
     };
     if let Some(t) = log.as_mut() {
@@ -295,6 +301,7 @@ fn run_os_task(a: OsArgs) -> anyhow::Result<ExitCode> {
         Protocol::Os,
         os_initial_history(&a.task),
         serde_json::json!({"task": a.task, "model": a.gen.model.model}),
+        &[],
     )?;
     let (format, template) = (engine.config().format.clone(), engine.config().template.clone());
     let mut model = RecordingModel::new(&mut engine);
@@ -334,6 +341,7 @@ fn run_db_task(a: DbArgs) -> anyhow::Result<ExitCode> {
         Protocol::Db,
         db_initial_history(&a.question, &add),
         serde_json::json!({"question": a.question, "add_description": add, "model": a.gen.model.model}),
+        &[&a.table],
     )?;
     let (format, template) = (engine.config().format.clone(), engine.config().template.clone());
     let mut model = RecordingModel::new(&mut engine);

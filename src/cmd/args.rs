@@ -62,6 +62,9 @@ pub struct ModelArgs {
     /// maximum].
     #[arg(short = 'c', long = "ctx")]
     pub ctx: Option<usize>,
+    /// The context without `--ctx` ([`DEFAULT_CTX`] unless a command sets its own).
+    #[arg(skip)]
+    pub default_ctx: Option<usize>,
     /// CPU threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
@@ -419,7 +422,7 @@ impl ModelArgs {
             }
             Some(n) => n,
             // The default quietly shrinks to small models.
-            None => DEFAULT_CTX.min(max),
+            None => self.default_ctx.unwrap_or(DEFAULT_CTX).min(max),
         })
     }
 

@@ -62,7 +62,12 @@ struct EvalArgs {
     model: Option<PathBuf>,
     /// Running TGI-compatible servers (TGI, `edgeact serve`) to ask instead of a local model:
     /// `URL[,URL...]`; each job uses one of them in turn (job j: URL number j mod count).
-    #[arg(long, conflicts_with_all = ["model", "scripted"])]
+    /// The local model's flags (and `--constrain`, which needs the local sampler) conflict
+    /// with it rather than being silently ignored.
+    #[arg(long, conflicts_with_all = [
+        "model", "scripted", "constrain", "ctx", "kv_type", "lora", "device", "gpu_layers",
+        "activations", "repack", "no_repack", "repack_cache",
+    ])]
     endpoint: Option<String>,
     /// Task file: OS `.json`/`.jsonl`, DB `.jsonl`.
     #[arg(long)]
@@ -304,6 +309,17 @@ impl Tasks {
     }
 }
 
+impl EvalArgs {
+    /// The files the run reads, which its outputs may not overwrite.
+    fn inputs(&self) -> Vec<&std::path::Path> {
+        let mut v: Vec<&std::path::Path> = vec![&self.tasks];
+        v.extend(self.model.as_deref());
+        v.extend(self.scripted.as_deref());
+        v.extend(self.lora.lora.iter().map(|l| l.path.as_path()));
+        v
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (protocol, a) = match args.kind {
         Kind::Os(a) => ("os", a),
@@ -314,6 +330,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if a.seeds == 0 {
         bail!("--seeds must be at least 1");
+    }
+    // The outputs may not name an input (nor each other): refused now, not after the run.
+    let inputs = a.inputs();
+    let mut report_inputs = inputs.clone();
+    report_inputs.extend(a.log.as_deref());
+    if let Some(json) = &a.json {
+        let report = edgeact_runtime::files::partial::output_target(json, &report_inputs)?;
+        if let Some(log) = &a.log {
+            if edgeact_runtime::files::partial::output_target(log, &[])? == report {
+                bail!("--json and --log name the same file ({})", json.display());
+            }
+        }
     }
     let template = ChatTemplate::from_name(&a.template)
         .with_context(|| format!("unknown template {:?} (eval or agent)", a.template))?;
@@ -353,6 +381,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let m = LoadedModel::load(&ModelArgs {
                 model: model.clone(),
                 ctx: a.ctx,
+                default_ctx: None,
                 threads: a.threads,
                 kv_type: a.kv_type,
                 activations: a.activations,
@@ -418,7 +447,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .flat_map(|&s| (0..tasks.len()).map(move |i| (s, i)))
         .collect();
     let log = match &a.log {
-        Some(p) => Some(Mutex::new(Transcript::create(p)?)),
+        Some(p) => Some(Mutex::new(Transcript::create(p, &inputs)?)),
         None => None,
     };
     let bar = ProgressBar::new(items.len() as u64);
@@ -608,7 +637,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             results,
         };
         let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        let out = edgeact_runtime::files::AtomicOutput::create(path, &report_inputs)?;
+        std::io::Write::write_all(&mut out.file(), (text + "\n").as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        out.commit()?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -25,7 +25,10 @@ pub struct Args {
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     // llama.cpp's perplexity default context (512) unless --ctx names one.
-    args.model.ctx.get_or_insert(512);
+    args.model.default_ctx = Some(512);
+    if args.chunks == Some(0) {
+        bail!("--chunks 0 would score nothing");
+    }
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let (file, model, mut session) = args.model.open()?;
     let tok = Tokenizer::from_gguf(&file).context("loading the tokenizer")?;

@@ -54,6 +54,9 @@ impl Progress for Bar {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // The conversion's partial output goes with Ctrl-C, as `quantize`'s (downloads keep their
+    // `.part` files on purpose: the next pull resumes them).
+    edgeact_runtime::files::partial::remove_partial_files_on_signal().context("cannot install the signal handlers")?;
     hub::validate_repo(&args.repo)?;
     hub::validate_revision(&args.revision)?;
     let hub = Hub::from_env(args.quiet)?;
@@ -115,24 +118,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Puts the cached file at `out`: a hard link when possible (no second copy of gigabytes),
-/// else a copy through a temporary file so a failed copy leaves nothing half-written.
+/// else a copy, made under a temporary name beside `out` and renamed over it, so that a failed
+/// link or copy (another file system, a full disk) leaves an existing `out` as it was.
 fn place(src: &Path, out: &Path) -> anyhow::Result<()> {
-    if out.exists() {
-        if std::fs::canonicalize(src).ok() == std::fs::canonicalize(out).ok() {
-            return Ok(());
-        }
-        std::fs::remove_file(out).with_context(|| format!("cannot replace {}", out.display()))?;
-    }
-    if std::fs::hard_link(src, out).is_ok() {
+    if out.exists() && std::fs::canonicalize(src).ok() == std::fs::canonicalize(out).ok() {
         return Ok(());
     }
     let mut tmp = out.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".{}.tmp", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    let copied = std::fs::copy(src, &tmp).and_then(|_| std::fs::rename(&tmp, out));
-    if let Err(e) = copied {
+    let _ = std::fs::remove_file(&tmp);
+    let placed = std::fs::hard_link(src, &tmp)
+        .or_else(|_| std::fs::copy(src, &tmp).map(|_| ()))
+        .and_then(|()| std::fs::rename(&tmp, out));
+    if let Err(e) = placed {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot copy {} to {}", src.display(), out.display()));
+        return Err(e).with_context(|| format!("cannot put {} at {}", src.display(), out.display()));
     }
     Ok(())
 }

@@ -21,8 +21,8 @@ pub struct Args {
     /// Index of the task when the file holds a list.
     #[arg(long, default_value_t = 0)]
     index: usize,
-    /// Wall-clock limit of the command, seconds.
-    #[arg(long, default_value_t = 30)]
+    /// Wall-clock limit of the command, seconds (at most a day).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     timeout: u64,
     /// Print raw terminal bytes (AgentBench's observation) instead of the cleaned text.
     #[arg(long)]
@@ -38,7 +38,7 @@ pub struct Args {
     image: Option<String>,
     /// After the command, judge this answer as `eval os` does (match, or the check scripts run
     /// in this sandbox) and report the verdict.
-    #[arg(long)]
+    #[arg(long, requires = "task")]
     answer: Option<String>,
     /// The command: one argument is typed into the sandbox's shell as is (a command line, e.g.
     /// `-- 'ls | wc -l'`); several are shell-quoted one by one, so `-- bash -c 'echo a; echo b'`

@@ -22,6 +22,10 @@ const MAX_INFO_BYTES: u64 = 64 << 20;
 /// How many times one file download is attempted (each retry resumes from the `.part` file).
 const MAX_ATTEMPTS: usize = 5;
 
+/// Longest wait for the next bytes of a download before it counts as stalled and is retried.
+/// `EDGEACT_PULL_STALL_SECS` overrides it (tests).
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Files a checkpoint conversion uses besides the weights.
 const AUX_FILES: &[&str] = &[
     "config.json",
@@ -246,6 +250,14 @@ impl Hub {
             .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(120)))
+            // A body that stalls mid-download becomes a network error, which the download
+            // retries from where it stopped (without it a stalled connection hung forever).
+            .timeout_per_read(Some(
+                std::env::var("EDGEACT_PULL_STALL_SECS")
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map_or(STALL_TIMEOUT, Duration::from_secs),
+            ))
             .build();
         Ok(Hub {
             endpoint,
@@ -451,6 +463,17 @@ impl Hub {
                     return Err(anyhow!("network error reading {url} at byte {have}: {e}"));
                 }
             };
+            if file.size.is_some_and(|size| have + n as u64 > size) {
+                // More than the Hub lists: a broken or hostile server, not a file to keep
+                // filling the disk with.
+                drop(out);
+                let _ = fs::remove_file(part);
+                return Err(anyhow::Error::new(Fatal(format!(
+                    "{url} sent more than the {} bytes the Hub lists for {}; the partial file was deleted",
+                    file.size.unwrap_or_default(),
+                    file.name
+                ))));
+            }
             out.write_all(&buf[..n])
                 .with_context(|| format!("cannot write {}", part.display()))
                 .map_err(|e| anyhow::Error::new(Fatal(format!("{e:#}"))))?;
@@ -458,7 +481,9 @@ impl Hub {
             bar.set_position(have);
         }
         out.sync_all().ok();
-        Ok(match expected_end {
+        // Complete when the listed size is reached (a short 206 is resumed, not taken as the
+        // whole file), else at the end the response announced.
+        Ok(match file.size.or(expected_end) {
             Some(end) => have >= end,
             None => true,
         })

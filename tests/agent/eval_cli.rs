@@ -282,3 +282,81 @@ fn eval_os_scripted_answers_judged_in_sandbox() {
     assert!(rest.contains("\x07root@") && rest.contains(":/# "), "{rest:?}");
     assert!(!obs[0].contains("\x1b[?2004"), "{:?}", obs[0]);
 }
+
+/// `--log` and `--json` never overwrite the run's inputs (they were opened with
+/// `File::create`: `--log model.gguf` cut the mapped model to 0 bytes), nor each other, and are
+/// refused before the run.
+#[test]
+fn eval_outputs_never_overwrite_the_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks_src = fixture("dbbench_dev.jsonl");
+    let tasks = dir.path().join("tasks.jsonl");
+    std::fs::copy(&tasks_src, &tasks).unwrap();
+    let script = dir.path().join("gold.jsonl");
+    write_script(&script, &db_tasks(), true);
+    let (t, s) = (tasks.to_str().unwrap(), script.to_str().unwrap());
+    let report = dir.path().join("r.json");
+    let r = report.to_str().unwrap();
+    for (flag, target, extra, why) in [
+        ("--log", t, None, "refusing to overwrite the input"),
+        ("--json", t, None, "refusing to overwrite the input"),
+        ("--log", s, None, "refusing to overwrite the input"),
+        ("--json", r, Some(("--log", r)), "--json and --log name the same file"),
+    ] {
+        let before = std::fs::read(target).ok();
+        let mut args = vec!["eval", "db", "--tasks", t, "--scripted", s, flag, target];
+        if let Some((f, v)) = extra {
+            args.extend([f, v]);
+        }
+        let out = edgeact(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{args:?}: {err}");
+        assert!(std::fs::read(target).ok() == before, "{args:?} changed {target}");
+    }
+    // Elsewhere they are written, the report atomically.
+    let log = dir.path().join("runs.jsonl");
+    let out = edgeact(&[
+        "eval",
+        "db",
+        "--tasks",
+        t,
+        "--scripted",
+        s,
+        "--json",
+        r,
+        "--log",
+        log.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(serde_json::from_str::<Value>(&std::fs::read_to_string(&report).unwrap()).is_ok());
+    assert!(std::fs::metadata(&log).unwrap().len() > 0);
+}
+
+/// Flags of the local model have no effect on `--endpoint` runs: refused, not ignored (the
+/// report said `constrained: true` for a run that was not).
+#[test]
+fn endpoint_runs_refuse_the_local_models_flags() {
+    let tasks = fixture("dbbench_dev.jsonl");
+    for flag in [
+        &["--constrain"][..],
+        &["--ctx", "512"],
+        &["--repack"],
+        &["--lora", "a.gguf"],
+    ] {
+        let mut args = vec![
+            "eval",
+            "db",
+            "--tasks",
+            tasks.to_str().unwrap(),
+            "--endpoint",
+            "http://127.0.0.1:1",
+        ];
+        args.extend_from_slice(flag);
+        let out = edgeact(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("cannot be used with"),
+            "{flag:?}: {err}"
+        );
+    }
+}

@@ -35,6 +35,13 @@ struct Behaviour {
     ignore_range: bool,
     /// Require `Authorization: Bearer TOKEN`, else 401.
     token: Option<String>,
+    /// Paths whose first request gets a legal but short answer: half the body, with a
+    /// Content-Length saying so.
+    short_first: HashSet<String>,
+    /// Paths whose first request gets half the body, then nothing (the connection held open).
+    stall_first: HashSet<String>,
+    /// Paths answered with their body twice over (more than the listing says).
+    oversize: HashSet<String>,
 }
 
 struct Hub {
@@ -186,6 +193,27 @@ fn handle(
     let Some(body) = b.files.get(&path) else {
         return reply(&mut w, "404 Not Found", "", b"{\"error\":\"not found\"}");
     };
+    if b.oversize.contains(&path) {
+        return reply(&mut w, "200 OK", "", &body.repeat(2));
+    }
+    if b.short_first.contains(&path) && cut_done.insert(path.clone()) {
+        return reply(&mut w, "200 OK", "", &body[..body.len() / 2]);
+    }
+    if b.stall_first.contains(&path) && cut_done.insert(path.clone()) {
+        write!(
+            w,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        w.write_all(&body[..body.len() / 2])?;
+        w.flush()?;
+        // The connection stays open, silent, long after the client should have given up.
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(60));
+            drop(w);
+        });
+        return Ok(());
+    }
     if b.cut_first.contains(&path) && cut_done.insert(path.clone()) {
         // Promise the whole file, send half, hang up.
         write!(
@@ -393,6 +421,62 @@ fn single_gguf_is_taken_as_is_even_if_the_server_ignores_range() {
     let reqs = hub.requests("/ready-Q4_0.gguf");
     assert_eq!(reqs.len(), 2, "{reqs:?}");
     assert!(reqs[1].range.is_some(), "the retry asks for the rest");
+}
+
+/// A short but well-formed answer is resumed (it was taken as the whole file, then deleted for
+/// its size); a stalled body is retried from where it stopped (it hung forever); a body longer
+/// than the listing is refused without writing past the listed size.
+#[test]
+fn short_stalled_and_oversized_downloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut gguf = tiny_gguf();
+    gguf.resize(gguf.len() + 50_000, 0);
+    let path = "/test/ready/resolve/main/ready-Q4_0.gguf";
+    for case in ["short", "stall", "oversize"] {
+        let mut b = Behaviour::default();
+        add_repo(&mut b, "test/ready", vec![file("ready-Q4_0.gguf", gguf.clone(), true)]);
+        match case {
+            "short" => b.short_first.insert(path.into()),
+            "stall" => b.stall_first.insert(path.into()),
+            _ => b.oversize.insert(path.into()),
+        };
+        let hub = serve(b);
+        let home = tmp.path().join(format!("hf-{case}"));
+        let cwd = tmp.path().join(case);
+        std::fs::create_dir_all(&cwd).unwrap();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_edgeact"));
+        c.args(["pull", "test/ready", "--type", "q8_0", "-q"])
+            .current_dir(&cwd)
+            .env("HF_ENDPOINT", &hub.url)
+            .env("HF_HOME", &home)
+            .env("EDGEACT_PULL_STALL_SECS", "1")
+            .env_remove("HF_TOKEN");
+        let started = Instant::now();
+        let o = c.output().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{case}: {:?}",
+            started.elapsed()
+        );
+        let reqs = hub.requests("/ready-Q4_0.gguf");
+        if case == "oversize" {
+            assert!(
+                !o.status.success() && stderr(&o).contains("sent more than the"),
+                "{}",
+                stderr(&o)
+            );
+            assert_eq!(reqs.len(), 1, "a broken server is not asked again: {reqs:?}");
+            continue;
+        }
+        assert!(o.status.success(), "{case}: {}", stderr(&o));
+        assert_eq!(std::fs::read(cwd.join("ready-Q4_0.gguf")).unwrap(), gguf, "{case}");
+        assert_eq!(reqs.len(), 2, "{case}: {reqs:?}");
+        let half = format!("bytes={}-", gguf.len() / 2);
+        assert!(
+            reqs[1..].iter().all(|r| r.range.as_deref() == Some(half.as_str())),
+            "{case}: {reqs:?}"
+        );
+    }
 }
 
 #[test]

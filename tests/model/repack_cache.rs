@@ -203,3 +203,72 @@ fn damaged_foreign_or_stale_caches_are_misses_not_errors() {
     assert_eq!(report.tensors, first.tensors);
     assert!(same_bits(&logits(&model), &want));
 }
+
+/// A umask of 002 (user-private groups: Debian, Ubuntu, Fedora login shells) made the cache
+/// file 0664, which the next start refused as "writable by others" and wrote again: the file
+/// gets 0644 whatever the umask. (Through the CLI, so the umask is the child's alone.)
+#[test]
+fn the_cache_is_used_whatever_the_umask() {
+    if !repack_supported() {
+        eprintln!("skipped: this CPU has no kernel for repacked weights");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let path = models(dir.path()).remove(0);
+    let run = |want: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 002 && exec \"$@\"")
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_edgeact"))
+            .args([
+                "run",
+                "-m",
+                path.to_str().unwrap(),
+                "-p",
+                "Once",
+                "-n",
+                "1",
+                "--device",
+                "cpu",
+            ])
+            .args(["--repack", "--repack-cache", "-v"])
+            .env("EDGEACT_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("load: "))
+            .unwrap_or_default()
+            .to_string();
+        assert!(out.status.success() && line.contains(want), "{err}");
+    };
+    run("repack cache miss");
+    run("mapped from the repack cache");
+    use std::os::unix::fs::PermissionsExt;
+    let files: Vec<_> = walk(&cache);
+    assert!(!files.is_empty());
+    for f in files {
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o644,
+            "{}",
+            f.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

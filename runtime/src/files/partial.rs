@@ -217,21 +217,30 @@ pub struct AtomicOutput {
     partial: PartialFile,
 }
 
+/// The absolute destination `path` names (an existing regular file, links resolved, or a new
+/// name in an existing directory), unless it is one of `inputs` (by path, symbolic link or
+/// hard link). For outputs written in place as a run goes (a transcript) as for
+/// [`AtomicOutput`]s.
+pub fn output_target(path: &Path, inputs: &[&Path]) -> Result<PathBuf, OutputError> {
+    let dest = absolute_target(path)?;
+    let dest_meta = std::fs::metadata(&dest).ok();
+    for input in inputs {
+        let same_path = input.canonicalize().is_ok_and(|canon| canon == dest);
+        // A hard link to an input is the same file under another name.
+        let same_inode = match (&dest_meta, std::fs::metadata(input)) {
+            (Some(d), Ok(i)) => same_file(d, &i),
+            _ => false,
+        };
+        if same_path || same_inode {
+            return Err(OutputError::WouldOverwriteInput(input.to_path_buf()));
+        }
+    }
+    Ok(dest)
+}
+
 impl AtomicOutput {
     pub fn create(path: &Path, inputs: &[&Path]) -> Result<AtomicOutput, OutputError> {
-        let dest = absolute_target(path)?;
-        let dest_meta = std::fs::metadata(&dest).ok();
-        for input in inputs {
-            let same_path = input.canonicalize().is_ok_and(|canon| canon == dest);
-            // A hard link to an input is the same file under another name.
-            let same_inode = match (&dest_meta, std::fs::metadata(input)) {
-                (Some(d), Ok(i)) => same_file(d, &i),
-                _ => false,
-            };
-            if same_path || same_inode {
-                return Err(OutputError::WouldOverwriteInput(input.to_path_buf()));
-            }
-        }
+        let dest = output_target(path, inputs)?;
         let partial = PartialFile::create(&dest).map_err(io_err(format!(
             "cannot create a temporary file beside {}",
             dest.display()

@@ -180,6 +180,16 @@ pub(super) fn store(path: &Path, snapshot: &Snapshot) -> Result<u64, String> {
     }
     // The last matrix may end in a hole (no scales): give the file its full length.
     tmp.as_file().set_len(at).map_err(io)?;
+    // The mode `trusted` accepts, whatever the umask (0664 under a umask of 002 would make
+    // every later start refuse the file and write it again); on disk before it is named, so
+    // that a crash cannot leave a complete-looking cache with missing data under its name.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(io)?;
+    }
+    tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path)
         .map_err(|e| format!("cannot rename into {}: {e}", path.display()))?;
     Ok(at)
@@ -299,12 +309,17 @@ impl SourceId {
     fn of(source: &GgufFile, weights: &[&Weight]) -> Result<SourceId, String> {
         let path = source.path().ok_or("an in-memory model has no file to cache for")?;
         let meta = std::fs::metadata(path).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+        let bytes = source.bytes();
+        // The file at the path now must be the one mapped (same size at least): one replaced
+        // since the model was opened would tag the old weights' panels with its own identity.
+        if meta.len() != bytes.len() as u64 {
+            return Err(format!("{} changed since it was opened", path.display()));
+        }
         let mtime = meta
             .modified()
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .unwrap_or_default();
-        let bytes = source.bytes();
         let mut hash = FNV_OFFSET;
         for w in weights {
             hash = fnv1a(hash, w.name.as_bytes());
