@@ -376,6 +376,24 @@ fn a_queued_request_whose_client_left_frees_its_queue_place_at_once() {
 }
 
 #[test]
+fn more_sequences_than_a_step_holds_are_refused_at_start() {
+    let f = fixture();
+    let small = SessionOptions {
+        batch_size: 4,
+        ..opts()
+    };
+    let ms = MultiSession::new(f.model.clone(), small, 8).unwrap();
+    let err = Scheduler::start(ms, f.tok.clone(), SchedulerOptions::default())
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("8 sequences decode together but a step holds 4 tokens"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_requests_are_refused_with_a_reason() {
     let f = fixture();
     let sched = start(&f, 1, 4);

@@ -43,6 +43,16 @@ impl Scheduler {
         if opts.prefill_chunk == 0 {
             return Err(ModelError::Options("the prefill chunk must be at least 1 token".into()));
         }
+        // Every decoding sequence puts a token in each step: more sequences than a step holds
+        // would make a full house fail every request at once.
+        if session.n_seqs() > session.batch_size() {
+            return Err(ModelError::Options(format!(
+                "{} sequences decode together but a step holds {} tokens: use at most {} sequences",
+                session.n_seqs(),
+                session.batch_size(),
+                session.batch_size()
+            )));
+        }
         let (handle, rx, _accepting, waiting) = handle_for(&session, &opts);
         let metrics = Arc::clone(handle.metrics_arc());
         let running = Arc::clone(handle.running_flag());

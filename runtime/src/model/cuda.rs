@@ -252,16 +252,12 @@ impl GpuForward {
             }
             n
         };
-        let n_gpu = match opts.gpu_layers {
-            Some(n) if n > supported => {
-                let why = unsupported(&model.layers[supported]).unwrap_or_default();
-                return Err(ModelError::Options(format!(
-                    "--gpu-layers {n}: only the first {supported} blocks can run on the GPU ({why})"
-                )));
-            }
-            Some(n) => n.min(n_layers),
-            None => fit,
-        };
+        let n_gpu = gpu_block_count(opts.gpu_layers, n_layers, supported, fit).map_err(|n| {
+            let why = unsupported(&model.layers[supported]).unwrap_or_default();
+            ModelError::Options(format!(
+                "--gpu-layers {n}: only the first {supported} blocks can run on the GPU ({why})"
+            ))
+        })?;
         // An adapted output projection stays on the CPU, whose matmul adds its LoRA terms.
         let all_on_gpu =
             n_gpu == n_layers && GPU_WEIGHT_TYPES.contains(&model.output.ty) && model.output.lora.is_empty();
@@ -606,5 +602,34 @@ impl Progress {
         if self.shown {
             eprintln!();
         }
+    }
+}
+
+/// How many of `n_layers` blocks go to the GPU: `asked` (`--gpu-layers`) capped at the block
+/// count (`999` is the usual "all of them"), else the `fit` that memory allows; `Err(asked)`
+/// when it asks for a block past the first one (`supported`) without a GPU kernel.
+fn gpu_block_count(asked: Option<usize>, n_layers: usize, supported: usize, fit: usize) -> Result<usize, usize> {
+    match asked {
+        Some(n) if n.min(n_layers) > supported => Err(n),
+        Some(n) => Ok(n.min(n_layers)),
+        None => Ok(fit),
+    }
+}
+
+#[cfg(test)]
+mod block_count_tests {
+    use super::gpu_block_count;
+
+    #[test]
+    fn gpu_layers_beyond_the_model_mean_all_of_them() {
+        // Every block supported: any count past the model is all of it (it indexed one past
+        // the last block and panicked).
+        assert_eq!(gpu_block_count(Some(999), 5, 5, 2), Ok(5));
+        assert_eq!(gpu_block_count(Some(3), 5, 5, 2), Ok(3));
+        assert_eq!(gpu_block_count(None, 5, 5, 2), Ok(2));
+        // Block 3 has no GPU kernel: up to 3 blocks, not more.
+        assert_eq!(gpu_block_count(Some(3), 5, 3, 3), Ok(3));
+        assert_eq!(gpu_block_count(Some(4), 5, 3, 3), Err(4));
+        assert_eq!(gpu_block_count(Some(999), 5, 3, 3), Err(999));
     }
 }
