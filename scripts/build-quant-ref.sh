@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds target/quant_ref: ggml's reference quantizers compiled with unfused float arithmetic
-# (-ffp-contract=off), for `tests/quant_oracle.rs`'s ignored test `k_quants_match_unfused_ggml`.
+# (-ffp-contract=off), for `tests/oracle/quant.rs`'s ignored test `k_quants_match_unfused_ggml`.
 # Needs: gcc, `cargo fetch` done (llama-cpp-sys-2 sources) and the oracle built once
 # (`cargo test --features oracle ...`, for libggml-base.a and ggml's generated headers).
 set -euo pipefail
@@ -12,4 +12,4 @@ gcc -O2 -std=gnu11 -w -D_GNU_SOURCE -DNDEBUG -ffp-contract=off \
     -I"$src/src" -I"$src/include" -I"$build" \
     "$root/scripts/quant-ref.c" -o "$root/target/quant_ref" "$lib" -lm -lpthread -lstdc++ -fopenmp
 echo "built $root/target/quant_ref; run:"
-echo "  EDGEACT_QUANT_REF=$root/target/quant_ref cargo test --features oracle --test quant_oracle -- --ignored"
+echo "  EDGEACT_QUANT_REF=$root/target/quant_ref cargo test --features oracle --test oracle quant:: -- --ignored"

@@ -169,7 +169,7 @@ pub struct ActivationsArg {
 #[derive(clap::Args, Debug, Clone, Copy, Default)]
 pub struct RepackArg {
     /// Repack every matrix of a type with a panel form (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
-    /// Q6_K) into 16-row panels for the AVX2, AVX-512 VNNI and NEON panel kernels, also where
+    /// Q5_K, Q6_K) into 16-row panels for the AVX2, AVX-512 VNNI and NEON panel kernels, also where
     /// the default would not (on NEON the default keeps the file layout: not yet measured on
     /// ARM hardware; no effect on the scalar path).
     #[arg(long, conflicts_with = "no_repack")]

@@ -13,7 +13,7 @@
 //! The files are written under `$EDGEACT_BENCH_SHAPES_DIR`, else `/dev/shm` (RAM, where the
 //! disk is small), else the temporary directory, and removed afterwards.
 //!
-//! Run: `GGML_NO_BACKTRACE=1 cargo test --release --features oracle --test bench_shapes_oracle`
+//! Run: `GGML_NO_BACKTRACE=1 cargo test --release --features oracle --test oracle bench_shapes::`
 //! (release: the 70B cut's layers are 0.5 GB each).
 #![cfg(feature = "oracle")]
 

@@ -1,5 +1,5 @@
 //! llama.cpp as the oracle for the converter (`cargo test --features oracle --test
-//! convert_oracle`): llama.cpp loads every file `edgeact_quantize::convert` writes and gives
+//! oracle convert::`): llama.cpp loads every file `edgeact_quantize::convert` writes and gives
 //! finite logits, and llama.cpp's own quantizer (`llama_model_quantize`), run on our F32
 //! conversion, picks the same type for every tensor as our mixes do, with identical bytes.
 #![cfg(feature = "oracle")]

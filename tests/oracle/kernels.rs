@@ -3,7 +3,7 @@
 //! `vec_dot` on the same bytes (activations quantized once by ggml's own `from_float`),
 //! within float rounding, on every kernel path this CPU runs (scalar, AVX2, AVX-512, NEON).
 //!
-//! Run: `GGML_NO_BACKTRACE=1 cargo test --features oracle --test kernels_oracle`.
+//! Run: `GGML_NO_BACKTRACE=1 cargo test --features oracle --test oracle kernels::`.
 #![cfg(feature = "oracle")]
 
 use edgeact_runtime::kernels::cpu::{act_type, available_backends, vec_dot, Backend};

@@ -9,7 +9,7 @@
 //! ggml); the check compares the adapter's effect on each side too, `(with - without)`, which
 //! cancels the base's own differences and isolates how the adapter is applied.
 //!
-//! Run: `GGML_NO_BACKTRACE=1 cargo test --features oracle --test lora_oracle -- --nocapture`
+//! Run: `GGML_NO_BACKTRACE=1 cargo test --features oracle --test oracle lora:: -- --nocapture`
 #![cfg(feature = "oracle")]
 
 use crate::hf_golden_support;
@@ -73,7 +73,7 @@ fn effect(with: &[f32], without: &[f32]) -> Vec<f32> {
 
 // Bounds (logits of the sharpened model are about ±2.5, the adapter moves them by ~0.7).
 // The base models alone agree to ~1e-5 (F32) and ~1e-3 (F16: ggml rounds the activations of
-// F16-weight matmuls to f16, we keep f32), see tests/model_oracle.rs. The adapter's own terms are
+// F16-weight matmuls to f16, we keep f32), see tests/oracle/model.rs. The adapter's own terms are
 // F32 matmuls on both sides; its effect agrees to float rounding plus what the base's differences
 // do to the adapter's input.
 const F32_BOUND: f32 = 1e-4;

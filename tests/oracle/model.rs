@@ -23,7 +23,7 @@
 //! - Activation quantization itself is identical: we quantize activations exactly as ggml's
 //!   x86 CPU backend (`quant::legacy::quantize_act_q8_0`, checked byte for byte below).
 //!
-//! Run: `GGML_NO_BACKTRACE=1 cargo test --features oracle --test model_oracle`
+//! Run: `GGML_NO_BACKTRACE=1 cargo test --features oracle --test oracle model::`
 #![cfg(feature = "oracle")]
 
 use crate::convert_support;

@@ -3,7 +3,7 @@
 //! ggml's `to_float`, on random rows and on degenerate ones (zeros, constants, huge and tiny
 //! magnitudes, one-signed rows, outliers).
 //!
-//! Run: `GGML_NO_BACKTRACE=1 cargo test --features oracle --test quant_oracle`.
+//! Run: `GGML_NO_BACKTRACE=1 cargo test --features oracle --test oracle quant::`.
 //!
 //! The k-quant comparison needs llama.cpp built without FMA contraction (`-ffp-contract=off`
 //! in `CFLAGS`): ggml's reference quantizers are defined by unfused C arithmetic, and a fused

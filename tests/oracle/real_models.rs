@@ -3,7 +3,7 @@
 //! how many of the golden 20 greedy ids survive); `edgeact perplexity` against the same method
 //! computed by llama.cpp; SmolLM2-135M-Instruct Q4_1 first-step logits of both engines.
 //!
-//! Run: `GGML_NO_BACKTRACE=1 cargo test --features oracle --test real_models_oracle -- --nocapture`
+//! Run: `GGML_NO_BACKTRACE=1 cargo test --features oracle --test oracle real_models:: -- --nocapture`
 #![cfg(feature = "oracle")]
 
 use crate::stories_support;
@@ -217,7 +217,7 @@ fn stories260k_q4_k_m_same_bytes_and_ids_as_llama_cpp() {
 /// Q5_0 and Q5_1 weights in the forward pass: our engine and llama.cpp's decode the same 20
 /// greedy ids from stories260K with all 2-D weights in that type, and their logits at position
 /// 0 agree to f32 summation order (no F16 tensor, and no attention mixing yet: see
-/// model_oracle's widened test; later positions drift by ~0.1 once llama.cpp's F16 attention
+/// `oracle model::`'s widened test; later positions drift by ~0.1 once llama.cpp's F16 attention
 /// rounding flips an activation quant, as for every quantized type).
 #[test]
 fn stories260k_q5_weights_decode_as_llama_cpp() {
@@ -394,7 +394,7 @@ fn smollm2_q4_1_first_step_logits_vs_llama_cpp() {
     // Both engines quantize activations (Q8_1/Q8_0) but differ in summation order and in how
     // attention rounds Q and the softmax weights (ggml converts them to F16 for the F16 KV dot
     // products); on this small Q4_1 model that moves top logits by up to ~0.35 (measured 0.34),
-    // the same order as the 0.37 model_oracle measures on stories260K Q8_0. A wrong op moves
+    // the same order as the 0.37 `oracle model::` measures on stories260K Q8_0. A wrong op moves
     // them by whole units and changes the argmax.
     assert_eq!(g_ours, g_theirs, "greedy continuations differ");
     assert!(
