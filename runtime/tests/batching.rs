@@ -289,19 +289,26 @@ impl EventSink for Gate {
     }
 }
 
-#[test]
-fn a_full_queue_refuses_and_shutdown_drains() {
-    let f = fixture();
-    let sched = start(&f, 1, 1);
+/// A one-sequence scheduler with a queue of one, running a 5-token request whose loop is held
+/// inside each token event until `open` sends (its events arrive on the receiver).
+fn one_gated_request(f: &Fixture) -> (Scheduler, Handle, mpsc::Sender<()>, mpsc::Receiver<Event>) {
+    let sched = start(f, 1, 1);
     let h = sched.handle();
     let (open, gate) = mpsc::channel();
     let (tx1, rx1) = mpsc::channel();
     h.submit(
-        request(&f, PROMPTS[0], 5, SamplerConfig::greedy()),
+        request(f, PROMPTS[0], 5, SamplerConfig::greedy()),
         Box::new(Gate(gate, tx1)),
     )
     .unwrap();
     wait_until(&h, "the first request to run", |m| m.busy_sequences == 1);
+    (sched, h, open, rx1)
+}
+
+#[test]
+fn a_full_queue_refuses_and_shutdown_drains() {
+    let f = fixture();
+    let (sched, h, open, rx1) = one_gated_request(&f);
     let (tx2, rx2) = mpsc::channel();
     h.submit(request(&f, PROMPTS[1], 5, SamplerConfig::greedy()), Box::new(tx2))
         .unwrap();
@@ -338,16 +345,7 @@ impl EventSink for Leaves {
 #[test]
 fn a_queued_request_whose_client_left_frees_its_queue_place_at_once() {
     let f = fixture();
-    let sched = start(&f, 1, 1);
-    let h = sched.handle();
-    let (open, gate) = mpsc::channel();
-    let (tx1, rx1) = mpsc::channel();
-    h.submit(
-        request(&f, PROMPTS[0], 5, SamplerConfig::greedy()),
-        Box::new(Gate(gate, tx1)),
-    )
-    .unwrap();
-    wait_until(&h, "the first request to run", |m| m.busy_sequences == 1);
+    let (sched, h, open, rx1) = one_gated_request(&f);
     // The loop is held inside the first request's first token; the second request queues and
     // its client leaves.
     let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -199,14 +199,18 @@ fn handle(
     if b.short_first.contains(&path) && cut_done.insert(path.clone()) {
         return reply(&mut w, "200 OK", "", &body[..body.len() / 2]);
     }
-    if b.stall_first.contains(&path) && cut_done.insert(path.clone()) {
+    // Promises the whole file and sends half of it.
+    let send_half = |w: &mut TcpStream| -> std::io::Result<()> {
         write!(
             w,
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         )?;
         w.write_all(&body[..body.len() / 2])?;
-        w.flush()?;
+        w.flush()
+    };
+    if b.stall_first.contains(&path) && cut_done.insert(path.clone()) {
+        send_half(&mut w)?;
         // The connection stays open, silent, long after the client should have given up.
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs(60));
@@ -215,14 +219,8 @@ fn handle(
         return Ok(());
     }
     if b.cut_first.contains(&path) && cut_done.insert(path.clone()) {
-        // Promise the whole file, send half, hang up.
-        write!(
-            w,
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )?;
-        w.write_all(&body[..body.len() / 2])?;
-        w.flush()?;
+        // Then hang up.
+        send_half(&mut w)?;
         return w.shutdown(std::net::Shutdown::Both);
     }
     let from = seen
