@@ -63,6 +63,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let files = hub.list_files(&args.repo, &args.revision)?;
     let selection = hub::select(&files, args.file.as_deref())?;
     let dir = hub.cache_dir(&args.repo, &args.revision);
+    for stale in hub.prune(&dir, &files)? {
+        if !args.quiet {
+            eprintln!(
+                "removed {} (not in {} at {} any more)",
+                stale.display(),
+                args.repo,
+                args.revision
+            );
+        }
+    }
     let repo_name = args.repo.rsplit('/').next().unwrap_or(&args.repo);
     match selection {
         Selection::Gguf(file) => {

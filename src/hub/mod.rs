@@ -19,6 +19,15 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// Largest model-info JSON accepted (big repositories list thousands of files).
 const MAX_INFO_BYTES: u64 = 64 << 20;
 
+/// The partial download of `file`: named after its digest where the listing gives one, so a
+/// part of other contents (an earlier commit's) is never resumed into this file.
+fn part_name(file: &RepoFile) -> String {
+    match &file.sha256 {
+        Some(sha) => format!("{}.{}.part", file.name, &sha[..sha.len().min(16)]),
+        None => format!("{}.part", file.name),
+    }
+}
+
 /// How many times one file download is attempted (each retry resumes from the `.part` file).
 const MAX_ATTEMPTS: usize = 5;
 
@@ -268,6 +277,29 @@ impl Hub {
         })
     }
 
+    /// Removes from the revision's cache `dir` the files the current `listing` does not name
+    /// (left by an earlier commit of a moving branch: an old `model.safetensors.index.json`
+    /// and its shards would be converted instead of the new weights) and partial downloads of
+    /// other contents than the listed ones. Only regular files at the top level, where a
+    /// checkpoint's files are; returns what was removed.
+    pub fn prune(&self, dir: &Path, listing: &[RepoFile]) -> anyhow::Result<Vec<PathBuf>> {
+        let mut keep: std::collections::HashSet<String> = listing.iter().map(|f| f.name.clone()).collect();
+        keep.extend(listing.iter().map(part_name));
+        let mut removed = Vec::new();
+        let Ok(entries) = fs::read_dir(dir) else {
+            return Ok(removed);
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_file = e.file_type().is_ok_and(|t| t.is_file());
+            if is_file && !keep.contains(&name) {
+                fs::remove_file(e.path()).with_context(|| format!("cannot remove {}", e.path().display()))?;
+                removed.push(e.path());
+            }
+        }
+        Ok(removed)
+    }
+
     /// The cache directory of one repository revision.
     pub fn cache_dir(&self, repo: &str, rev: &str) -> PathBuf {
         // A revision with '/' (refs/pr/1) becomes one directory level.
@@ -331,7 +363,7 @@ impl Hub {
     pub fn download(&self, repo: &str, rev: &str, file: &RepoFile, dir: &Path) -> anyhow::Result<PathBuf> {
         validate_file_name(&file.name)?;
         let dest = dir.join(&file.name);
-        let part = dir.join(format!("{}.part", file.name));
+        let part = dir.join(part_name(file));
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
         }

@@ -253,6 +253,18 @@ fn pull(hub: &Hub, home: &Path, cwd: &Path, args: &[&str], token: Option<&str>) 
     c.output().unwrap()
 }
 
+/// The partial downloads in a cache directory.
+fn parts(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".part"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -321,7 +333,7 @@ fn pull_converts_resumes_and_reuses_the_cache() {
         std::fs::metadata(cache.join("model.safetensors")).unwrap().len(),
         st_len as u64
     );
-    assert!(!cache.join("model.safetensors.part").exists());
+    assert!(parts(&cache).is_empty(), "{:?}", parts(&cache));
 
     // A second pull verifies the cached LFS files and does not download them again.
     let o = pull(
@@ -353,7 +365,7 @@ fn wrong_sha256_is_rejected_and_deleted() {
     let e = stderr(&o);
     assert!(e.contains("sha256 mismatch"), "{e}");
     let cache = home.join("edgeact/test/bad/main");
-    assert!(!cache.join("model.gguf").exists() && !cache.join("model.gguf.part").exists());
+    assert!(!cache.join("model.gguf").exists() && parts(&cache).is_empty());
     assert!(!tmp.path().join("model.gguf").exists());
 }
 
@@ -475,6 +487,35 @@ fn short_stalled_and_oversized_downloads() {
             "{case}: {reqs:?}"
         );
     }
+}
+
+/// A branch that moved: files the new listing does not name, and a partial download of other
+/// contents, are removed from the revision's cache before the pull, so the conversion reads
+/// the new commit's files only and nothing stale is resumed.
+#[test]
+fn a_moved_branch_leaves_nothing_stale_in_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    std::fs::create_dir_all(&ck).unwrap();
+    let home = tmp.path().join("hf");
+    let cache = home.join("edgeact/test/tiny/main");
+    std::fs::create_dir_all(&cache).unwrap();
+    // What an earlier commit left: a shard index that would win over model.safetensors, and a
+    // part of the weights' earlier contents.
+    std::fs::write(cache.join("model.safetensors.index.json"), b"{\"weight_map\": {}}").unwrap();
+    std::fs::write(cache.join("model.safetensors.0123456789abcdef.part"), vec![7u8; 1000]).unwrap();
+    let mut b = Behaviour::default();
+    add_repo(&mut b, "test/tiny", tiny_files(&ck));
+    let hub = serve(b);
+    let o = pull(&hub, &home, tmp.path(), &["test/tiny", "--type", "f16"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!cache.join("model.safetensors.index.json").exists());
+    assert!(parts(&cache).is_empty(), "{:?}", parts(&cache));
+    let reqs = hub.requests("/model.safetensors");
+    assert_eq!(reqs.len(), 1, "nothing resumed: {reqs:?}");
+    assert_eq!(reqs[0].range, None);
+    let g = GgufFile::open(tmp.path().join("tiny.f16.gguf")).unwrap();
+    assert!(g.tensor("blk.0.attn_q.weight").is_ok());
 }
 
 #[test]
