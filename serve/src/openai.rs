@@ -283,9 +283,9 @@ fn settings(engine: &Engine, default_seed: Option<u64>, kind: Kind, c: Common) -
 
 /// The `logprobs` of a choice for `tokens` (chat: `content` entries with the token's text, bytes
 /// and alternatives; completions: parallel `tokens`, `token_logprobs` and `top_logprobs`), or
-/// null when not asked for (`alternatives` is `None`).
-fn logprobs_json(engine: &Engine, kind: Kind, alternatives: Option<usize>, tokens: &[TokenEvent]) -> Value {
-    if alternatives.is_none() {
+/// null when not asked for.
+fn logprobs_json(engine: &Engine, kind: Kind, asked: bool, tokens: &[TokenEvent]) -> Value {
+    if !asked {
         return Value::Null;
     }
     let bytes = |id: u32| -> Vec<u8> {
@@ -438,10 +438,9 @@ impl Meta {
 struct OpenAiStream {
     meta: Meta,
     include_usage: bool,
-    /// `Some` (with the alternatives per token) when the client asked for log-probabilities:
-    /// every token then gets a chunk (with its text, possibly empty while held back) carrying
-    /// its entry.
-    logprobs: Option<(Engine, usize)>,
+    /// `Some` when the client asked for log-probabilities: every token then gets a chunk (with
+    /// its text, possibly empty while held back) carrying its entry.
+    logprobs: Option<Engine>,
 }
 
 impl Translator for OpenAiStream {
@@ -456,8 +455,8 @@ impl Translator for OpenAiStream {
         let done = SseEvent::default().data("[DONE]");
         match event {
             Event::Token(t) => match &self.logprobs {
-                Some((engine, k)) => {
-                    let lp = logprobs_json(engine, self.meta.kind, Some(*k), std::slice::from_ref(&t));
+                Some(engine) => {
+                    let lp = logprobs_json(engine, self.meta.kind, true, std::slice::from_ref(&t));
                     (vec![data(&self.meta.chunk_with(Some(&t.text), false, None, lp))], false)
                 }
                 None if t.text.is_empty() => (Vec::new(), false),
@@ -510,14 +509,14 @@ async fn respond(state: &AppState, kind: Kind, prompt: Vec<u32>, s: Settings) ->
         let t = OpenAiStream {
             meta,
             include_usage: s.include_usage,
-            logprobs: s.logprobs.map(|k| (state.engine.clone(), k)),
+            logprobs: s.logprobs.map(|_| state.engine.clone()),
         };
         return Ok(sse(rx, t).into_response());
     }
     let done = collect(API, rx).await?;
     let sum = &done.summary;
     let finish = openai_finish_reason(&sum.stop);
-    let logprobs = logprobs_json(&state.engine, kind, s.logprobs, &done.tokens);
+    let logprobs = logprobs_json(&state.engine, kind, s.logprobs.is_some(), &done.tokens);
     let choice = match kind {
         Kind::Chat => json!({
             "index": 0,
