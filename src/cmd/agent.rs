@@ -250,7 +250,7 @@ fn open_view(
     let mut log = match &gen.log {
         Some(p) => {
             let mut all: Vec<&std::path::Path> = vec![&gen.model.model];
-            all.extend(gen.model.lora.lora.iter().map(|l| l.path.as_path()));
+            all.extend(gen.model.lora.files());
             all.extend_from_slice(inputs);
             Some(Transcript::create(p, &all)?)
         }

@@ -94,6 +94,13 @@ pub struct LoraArgs {
     pub lora: Vec<LoraSpec>,
 }
 
+impl LoraArgs {
+    /// The adapter files, inputs of the run (its outputs may not overwrite them).
+    pub fn files(&self) -> impl Iterator<Item = &std::path::Path> {
+        self.lora.iter().map(|l| l.path.as_path())
+    }
+}
+
 /// One `--lora` value: an adapter file and its scale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraSpec {

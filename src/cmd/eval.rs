@@ -315,7 +315,7 @@ impl EvalArgs {
         let mut v: Vec<&std::path::Path> = vec![&self.tasks];
         v.extend(self.model.as_deref());
         v.extend(self.scripted.as_deref());
-        v.extend(self.lora.lora.iter().map(|l| l.path.as_path()));
+        v.extend(self.lora.files());
         v
     }
 }

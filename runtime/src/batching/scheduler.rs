@@ -612,8 +612,8 @@ fn sample_next(
     };
     a.generated.push(tok);
     metrics.generated(1);
-    let logprob = crate::model::log_softmax_at(logits, tok);
-    let top = crate::model::top_log_probs(logits, a.top_logprobs);
+    let scores = crate::model::LogSoftmax::of(logits);
+    let (logprob, top) = (scores.at(tok), scores.top(a.top_logprobs));
     if a.stop_tokens.contains(&tok) {
         a.stop_logprob = Some(logprob);
         a.stop_top = top;

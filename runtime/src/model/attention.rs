@@ -19,33 +19,55 @@ fn softmax_scaled(x: &mut [f32], scale: f32) {
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// `ln softmax(logits)[id]`: the log-probability of token `id` (NaN logits count for nothing).
-/// Once per generated token over the whole vocabulary when a server reports log-probabilities:
-/// vectorized max and sum of exponentials (`kernels::cpu::ops`; a serial max and libm `exp`
-/// per entry cost ~0.25-0.4 ms per token at 49152 entries).
-pub(crate) fn log_softmax_at(logits: &[f32], id: u32) -> f32 {
-    let max = ops::max_f32(logits);
-    (logits[id as usize] - max) - ops::sum_exp(logits, max, 1.0).ln()
+/// `ln softmax(logits)` of one row of logits, computed once for every token it is asked about
+/// (NaN logits count for nothing). Once per generated token over the whole vocabulary when a
+/// server reports log-probabilities: vectorized max and sum of exponentials
+/// (`kernels::cpu::ops`; a serial max and libm `exp` per entry cost ~0.25-0.4 ms per token at
+/// 49152 entries).
+pub(crate) struct LogSoftmax<'a> {
+    logits: &'a [f32],
+    max: f32,
+    /// `ln sum(exp(logit - max))`.
+    log_sum: f32,
 }
 
-/// The `k` most likely tokens of `logits` with their log-probabilities (as
-/// [`log_softmax_at`]), most likely first, ties by lower id; NaN logits are never among them.
-pub(crate) fn top_log_probs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
-    if k == 0 {
-        return Vec::new();
-    }
-    let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
-    for (i, &l) in logits.iter().enumerate() {
-        if l.is_nan() || (best.len() == k && l <= best[k - 1].1) {
-            continue;
+impl<'a> LogSoftmax<'a> {
+    pub(crate) fn of(logits: &'a [f32]) -> LogSoftmax<'a> {
+        let max = ops::max_f32(logits);
+        LogSoftmax {
+            logits,
+            max,
+            log_sum: ops::sum_exp(logits, max, 1.0).ln(),
         }
-        let at = best.partition_point(|&(_, b)| b >= l);
-        best.insert(at, (i as u32, l));
-        best.truncate(k);
     }
-    let max = ops::max_f32(logits);
-    let lse = ops::sum_exp(logits, max, 1.0).ln();
-    best.into_iter().map(|(i, l)| (i, (l - max) - lse)).collect()
+
+    /// The log-probability of token `id`.
+    pub(crate) fn at(&self, id: u32) -> f32 {
+        (self.logits[id as usize] - self.max) - self.log_sum
+    }
+
+    /// The `k` most likely tokens with their log-probabilities, most likely first, ties by
+    /// lower id; NaN logits are never among them.
+    pub(crate) fn top(&self, k: usize) -> Vec<(u32, f32)> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+        for (i, &l) in self.logits.iter().enumerate() {
+            if l.is_nan() || (best.len() == k && l <= best[k - 1].1) {
+                continue;
+            }
+            let at = best.partition_point(|&(_, b)| b >= l);
+            best.insert(at, (i as u32, l));
+            best.truncate(k);
+        }
+        best.into_iter().map(|(i, _)| (i, self.at(i))).collect()
+    }
+}
+
+/// `ln softmax(logits)[id]`: the log-probability of token `id` ([`LogSoftmax::at`]).
+pub(crate) fn log_softmax_at(logits: &[f32], id: u32) -> f32 {
+    LogSoftmax::of(logits).at(id)
 }
 
 /// Geometry of the attention heads.
@@ -149,13 +171,14 @@ mod tests {
     #[test]
     fn top_log_probs_are_the_largest_in_order_with_their_log_probabilities() {
         let logits = [0.5f32, 3.0, f32::NAN, -1.0, 3.0, 2.0, f32::NEG_INFINITY];
-        let top = top_log_probs(&logits, 3);
+        let norm = LogSoftmax::of(&logits);
+        let top = norm.top(3);
         assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 4, 5]);
         for (id, lp) in &top {
             assert_eq!(*lp, log_softmax_at(&logits, *id));
         }
-        assert_eq!(top_log_probs(&logits, 0), []);
-        assert_eq!(top_log_probs(&logits, 99).len(), 6, "NaN is never listed");
+        assert_eq!(norm.top(0), []);
+        assert_eq!(norm.top(99).len(), 6, "NaN is never listed");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod repack_cache;
 mod session;
 mod weights;
 
-pub(crate) use attention::{log_softmax_at, top_log_probs};
+pub(crate) use attention::{log_softmax_at, LogSoftmax};
 pub use batch::{context_memory_bytes, Logits, MultiSession, SeqChunk, SessionOptions, MAX_BATCH, MAX_CONTEXT};
 pub use config::{LlamaConfig, RopeScaling, SUPPORTED_ARCHITECTURES};
 pub use kv_cache::KvType;

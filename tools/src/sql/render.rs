@@ -247,21 +247,6 @@ fn repr_bytes_upto(b: &[u8], out: &mut String, cap: usize) {
     out.push(quote as char);
 }
 
-/// Appends Python's `repr()` of a tuple: `()`, `(x,)`, `(a, b)`.
-pub fn repr_tuple(row: &[PyValue], out: &mut String) {
-    out.push('(');
-    for (i, v) in row.iter().enumerate() {
-        if i > 0 {
-            out.push_str(", ");
-        }
-        repr_value(v, out);
-    }
-    if row.len() == 1 {
-        out.push(',');
-    }
-    out.push(')');
-}
-
 /// Incrementally renders `str(list_of_tuples)`, stopping early once the text is longer than
 /// `stop_after` characters: the observation is cut at 800 anyway, so neither a million-row
 /// result nor a row of many 16 MB values ever has to be held in memory or rendered whole.
@@ -288,8 +273,9 @@ impl RowsRenderer {
             .unwrap_or_else(|never| match never {})
     }
 
-    /// Adds one row of `n` values, asking `value(i)` for each in turn, and no more once enough
-    /// text exists (the rest would lie past the cut); returns `false` then, or `value`'s error.
+    /// Adds one row of `n` values as Python's `repr()` of a tuple (`()`, `(x,)`, `(a, b)`),
+    /// asking `value(i)` for each in turn, and no more once enough text exists (the rest would
+    /// lie past the cut); returns `false` then, or `value`'s error.
     pub fn push_row_with<V: Borrow<PyValue>, E>(
         &mut self,
         n: usize,

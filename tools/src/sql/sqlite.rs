@@ -417,8 +417,8 @@ impl SqliteBackend {
             if ncol == 0 {
                 continue;
             }
-            // Value by value, and none once the text is past the cut: a lazily made value
-            // (`zeroblob(16000000)`) is only materialized when read.
+            // Value by value, and none once the text is past the cut: values past it are
+            // neither copied out of SQLite nor rendered.
             let more = out.push_row_with(ncol, |i| {
                 row.get_ref(i).map(|v| match v {
                     ValueRef::Null => PyValue::None,
