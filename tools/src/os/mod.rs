@@ -12,7 +12,9 @@
 //!   `RLIMIT_NPROC` applies. The lower layer is mounted idmapped (`MOUNT_ATTR_IDMAP`), so host
 //!   root's files still show as root's inside (AgentBench asks about owners), and what root
 //!   inside writes lands in the upper layer owned by `base`.
-//! - As an unprivileged user, a user namespace mapping root to the caller comes first.
+//! - As an unprivileged user, a user namespace mapping root to the caller comes first; after
+//!   set-up the init moves into a nested one (root to root) with a new mount namespace, in
+//!   which the kernel locks every mount of the set-up, so root inside cannot undo the masks.
 //!
 //! The root file system is an overlay: the host root (or a prepared root, see `edgeact
 //! rootfs`) as read-only lower layer, a tmpfs upper layer thrown away with the task. Fresh
@@ -1073,8 +1075,9 @@ impl OsSandbox {
             }
         }
         cleanup::set_pids(&self.stage, &[self.init, self.intermediate]);
+        let intermediate = (!host_root).then_some(self.intermediate);
         self.ns =
-            NsFds::open(self.init, self.userns.as_ref(), !host_root).map_err(io_err("open sandbox namespaces"))?;
+            NsFds::open(self.init, self.userns.as_ref(), intermediate).map_err(io_err("open sandbox namespaces"))?;
         self.shell.started()
     }
 
@@ -1226,6 +1229,7 @@ fn describe_step(ops: &[Op], step: u32) -> String {
         sys::STEP_USERNS => "creating the user namespace".into(),
         sys::STEP_FORK => "fork".into(),
         sys::STEP_SHELL => "starting the shell".into(),
+        sys::STEP_LOCK_MOUNTS => "locking the mounts (nested user namespace)".into(),
         i => match ops.get(i as usize) {
             Some(Op::Mount { dst, fstype, .. }) => {
                 format!("mount {} on {}", fstype.to_string_lossy(), dst.to_string_lossy())

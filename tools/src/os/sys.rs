@@ -611,6 +611,8 @@ pub const STEP_USERNS: u32 = 1_000_001;
 pub const STEP_FORK: u32 = 1_000_002;
 /// Failure while preparing the shell (setsid, controlling tty, limits, exec).
 pub const STEP_SHELL: u32 = 1_000_003;
+/// Failure while locking the set-up's mounts (unprivileged mode, [`lock_mounts`]).
+pub const STEP_LOCK_MOUNTS: u32 = 1_000_004;
 
 /// Pipes and descriptors shared by the parent and the sandbox's first processes.
 pub struct StartFds {
@@ -710,6 +712,9 @@ fn sandbox_init(plan: &Plan, fds: &StartFds) -> ! {
                 child_fail(fds.report_w, i as u32);
             }
         }
+        if plan.userns_early && !lock_mounts() {
+            child_fail(fds.report_w, STEP_LOCK_MOUNTS);
+        }
         let shell = libc::fork();
         if shell < 0 {
             child_fail(fds.report_w, STEP_FORK);
@@ -719,6 +724,43 @@ fn sandbox_init(plan: &Plan, fds: &StartFds) -> ! {
         }
         write_all_raw(fds.report_w, b"R");
         become_minimal_init(plan)
+    }
+}
+
+/// Unprivileged mode: the mounts of the set-up were made in a mount namespace owned by the
+/// sandbox's own user namespace, whose root (the shell) could unmount them (`umount /home`
+/// shows the host's homes under `--rootfs host`'s mask) or remount them read-write. The init
+/// moves into a nested user namespace (root mapped to root) with a new mount namespace: copied
+/// into a mount namespace of a less privileged user namespace, every mount is locked by the
+/// kernel, as a whole tree, with its read-only and `nosuid`/`nodev`/`noexec` flags
+/// (`mount_namespaces(7)`, "Restrictions on mount namespaces"). The shell, PID 1 and the
+/// scripts (which join the init's namespaces) live there. Host root mode needs none of this:
+/// its mounts belong to the host's user namespace, where root inside holds no capability.
+fn lock_mounts() -> bool {
+    // SAFETY: raw syscalls on static paths and stack buffers.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+            return false;
+        }
+        // One id each way, root to root: the only map a process may write for itself (the
+        // outer namespace maps one id too). `setgroups` must be denied before the gid map,
+        // and already is when the outer namespace denies it (the write then fails: harmless).
+        write_proc_self(c"/proc/self/setgroups", b"deny");
+        write_proc_self(c"/proc/self/uid_map", b"0 0 1\n") && write_proc_self(c"/proc/self/gid_map", b"0 0 1\n")
+    }
+}
+
+/// Writes `data` to a `/proc/self` file in one `write`, as id maps must be written.
+fn write_proc_self(path: &std::ffi::CStr, data: &[u8]) -> bool {
+    // SAFETY: open/write/close on a static path and a borrowed buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let ok = libc::write(fd, data.as_ptr().cast(), data.len()) == data.len() as isize;
+        libc::close(fd);
+        ok
     }
 }
 
@@ -822,28 +864,41 @@ pub struct NsFds {
 }
 
 impl NsFds {
-    /// Opens `/proc/<pid>/ns/*` of the sandbox's init. `userns`: the sandbox's user
-    /// namespace when it is not the init's (host root mode), joined last, after which the
-    /// script becomes the namespace's root. `user_first` (unprivileged mode): the init's own
-    /// user namespace owns the others, so it is joined first.
-    pub fn open(init_pid: libc::pid_t, userns: Option<&OwnedFd>, user_first: bool) -> io::Result<Self> {
+    /// Opens `/proc/<pid>/ns/*` of the sandbox's init (ipc, uts, net, pid, mnt), with the user
+    /// namespaces a script passes through:
+    ///
+    /// - host root mode (`userns`: the sandbox's user namespace, not the init's): joined last,
+    ///   after which the script becomes the namespace's root;
+    /// - unprivileged mode (`intermediate`: the host pid of the process that made the user
+    ///   namespace owning the others): that namespace first, for the capabilities to join the
+    ///   rest, and the init's own last: the nested one of [`lock_mounts`], which owns its mount
+    ///   namespace.
+    pub fn open(
+        init_pid: libc::pid_t,
+        userns: Option<&OwnedFd>,
+        intermediate: Option<libc::pid_t>,
+    ) -> io::Result<Self> {
+        let open = |pid: libc::pid_t, name: &str| -> io::Result<OwnedFd> {
+            Ok(OwnedFd::from(std::fs::File::open(format!("/proc/{pid}/ns/{name}"))?))
+        };
         let mut fds = Vec::new();
-        let mut names = vec![
+        if let Some(pid) = intermediate {
+            fds.push((open(pid, "user")?, libc::CLONE_NEWUSER));
+        }
+        for (name, flag) in [
             ("ipc", libc::CLONE_NEWIPC),
             ("uts", libc::CLONE_NEWUTS),
             ("net", libc::CLONE_NEWNET),
             ("pid", libc::CLONE_NEWPID),
             ("mnt", libc::CLONE_NEWNS),
-        ];
-        if user_first {
-            names.insert(0, ("user", libc::CLONE_NEWUSER));
-        }
-        for (name, flag) in names {
-            let f = std::fs::File::open(format!("/proc/{init_pid}/ns/{name}"))?;
-            fds.push((OwnedFd::from(f), flag));
+        ] {
+            fds.push((open(init_pid, name)?, flag));
         }
         if let Some(u) = userns {
             fds.push((u.try_clone()?, libc::CLONE_NEWUSER));
+        }
+        if intermediate.is_some() {
+            fds.push((open(init_pid, "user")?, libc::CLONE_NEWUSER));
         }
         Ok(Self { fds })
     }

@@ -1,7 +1,7 @@
 //! Namespace sandbox tests, one binary: attacks a hostile model would try ([`attacks`], and
 //! on both the namespace and the Podman backend: [`attacks_both_backends`]), privilege and
 //! identity inside ([`privilege`]), many starts at once under load ([`concurrent_start`]), what PID 1 can see of edgeact ([`judge_memory`]) and
-//! clean-up after signals ([`cleanup`]). Each test skips with the reason where the sandbox
+//! clean-up after signals ([`cleanup`]), and the sandbox an ordinary user starts ([`unprivileged`]). Each test skips with the reason where the sandbox
 //! cannot start (not root, no user namespaces).
 
 mod attacks;
@@ -11,3 +11,4 @@ mod concurrent_start;
 mod judge_memory;
 mod privilege;
 mod sandbox_support;
+mod unprivileged;
