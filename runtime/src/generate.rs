@@ -123,9 +123,14 @@ impl StopMatcher {
             self.pending.clear();
             return (out, Some(s));
         }
-        // Keep the longest suffix that is a proper prefix of some stop string.
+        // Keep the longest suffix that is a proper prefix of some stop string (so shorter
+        // than the longest one: the suffixes checked are bounded by the stops, not the text).
+        let longest = self.stops.iter().map(String::len).max().unwrap_or(0);
         let mut keep_from = self.pending.len();
         for (i, _) in self.pending.char_indices().rev() {
+            if self.pending.len() - i >= longest {
+                break;
+            }
             let suffix = &self.pending[i..];
             if self.stops.iter().any(|s| s.starts_with(suffix)) {
                 keep_from = i;

@@ -11,6 +11,21 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+/// Longest stop string a request may give, in bytes: the text held back while it may still be
+/// one grows with it, and each generated token is checked against what is held.
+pub const MAX_STOP_BYTES: usize = 1024;
+
+/// Refuses a stop string longer than [`MAX_STOP_BYTES`] (the message names the limit).
+pub fn check_stop_lengths(stop: &[String]) -> Result<(), String> {
+    match stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        Some(s) => Err(format!(
+            "stop strings may be at most {MAX_STOP_BYTES} bytes long (got {})",
+            s.len()
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The model side of the server: a running scheduler and what is needed to build its prompts.
 #[derive(Clone)]
 pub struct Engine {

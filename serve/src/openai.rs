@@ -10,7 +10,7 @@
 use crate::app::AppState;
 use crate::errors::{parse_body, Api, ApiError};
 use crate::generation::{
-    collect, openai_finish_reason, random_seed, response_id, submit, unix_time, Engine, GenRequest,
+    check_stop_lengths, collect, openai_finish_reason, random_seed, response_id, submit, unix_time, Engine, GenRequest,
 };
 use crate::prompt::encode_completion;
 use crate::stream::{data, sse, Translator};
@@ -258,6 +258,7 @@ fn settings(engine: &Engine, default_seed: Option<u64>, kind: Kind, c: Common) -
             format!("at most {MAX_STOP} stop strings are supported (got {})", stop.len()),
         ));
     }
+    check_stop_lengths(&stop).map_err(|m| ApiError::invalid_param(API, "stop", m))?;
     let stop: Vec<String> = stop.into_iter().filter(|s| !s.is_empty()).collect();
     let sampler = SamplerConfig {
         temperature,

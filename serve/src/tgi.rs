@@ -13,7 +13,9 @@
 
 use crate::app::AppState;
 use crate::errors::{parse_body, Api, ApiError};
-use crate::generation::{collect, random_seed, submit, tgi_finish_reason, Completed, Engine, GenRequest};
+use crate::generation::{
+    check_stop_lengths, collect, random_seed, submit, tgi_finish_reason, Completed, Engine, GenRequest,
+};
 use crate::prompt::encode_tgi;
 use crate::stream::{data, sse, Translator};
 use axum::body::Bytes;
@@ -185,6 +187,7 @@ fn check(state: &AppState, r: GenerateRequest, stream: bool) -> Result<Checked, 
     if stop.iter().any(String::is_empty) {
         return Err(ApiError::invalid(API, "`stop` sequences cannot be empty"));
     }
+    check_stop_lengths(&stop).map_err(|m| ApiError::invalid(API, m))?;
     if best_of > 1 && p.seed.is_some() {
         return Err(ApiError::invalid(API, "`seed` must not be set when `best_of` > 1"));
     }

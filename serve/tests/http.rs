@@ -955,6 +955,16 @@ async fn bad_requests_get_4xx_in_each_api_shape() {
         let (s, b) = h.post_raw(route, body).await;
         tgi_err(s, &b, want);
     }
+    // A stop string longer than 1024 bytes (held back while the output may still become it).
+    let long_stop = "a".repeat(1025);
+    let (s, b) = h
+        .post(
+            "/generate",
+            &json!({"inputs": "x", "parameters": {"stop": [long_stop]}}),
+        )
+        .await;
+    tgi_err(s, &b.to_string(), 422);
+    assert!(b["error"].as_str().unwrap().contains("1024 bytes"), "{b}");
     // Longer than the context without truncate: refused; with truncate: served.
     let long = "Once upon a time there was a dog. ".repeat(40);
     let (s, b) = h.post("/generate", &json!({"inputs": long})).await;
@@ -1001,6 +1011,11 @@ async fn bad_requests_get_4xx_in_each_api_shape() {
             400,
         ),
         ("/v1/completions", json!({"prompt": ""}).to_string(), 400),
+        (
+            "/v1/chat/completions",
+            chat(json!({"stop": "a".repeat(1025)})).to_string(),
+            400,
+        ),
     ];
     for (route, body, want) in oai_cases {
         let (s, b) = h.post_raw(route, body).await;
