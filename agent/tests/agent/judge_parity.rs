@@ -263,6 +263,12 @@ fn errors_are_reported_as_python_raises_them() {
         ("", Some(Syntax)),
         ("# only a comment", Some(Syntax)),
         ("(-8) ** 0.5", Some(Unsupported)), // a complex result in Python
+        ("...", Some(Unsupported)),         // Python: Ellipsis
+        ("[1, ...]", Some(Unsupported)),    // Python: [1, Ellipsis]
+        ("(x := 1)", Some(Unsupported)),    // Python: 1
+        ("[y := 2, 3]", Some(Unsupported)), // Python: [2, 3]
+        ("x := 1", Some(Syntax)),           // Python: SyntaxError
+        ("1 ... 2", Some(Syntax)),          // Python: SyntaxError
     ];
     for (src, want) in table {
         let err = py::eval(src).expect_err(src);

@@ -13,7 +13,7 @@
 //! Names other than the three constants are a `NameError` (bare text such as `none` or
 //! `March 19, 1998` fails in Python too). Not supported, reported as
 //! [`EvalErrorKind::Unsupported`]: calls (builtins such as `len`), subscripts, attributes,
-//! comprehensions, `lambda`, `is`, complex numbers, `\N{…}` escapes, lone surrogates,
+//! comprehensions, `lambda`, `is`, `...`, `:=`, complex numbers, `\N{…}` escapes, lone surrogates,
 //! `%`-formatting. The judge treats every error as the harness treated an exception from
 //! `eval`: the answer is then compared as raw text.
 //!
@@ -136,8 +136,8 @@ struct Token {
 
 /// Operator and delimiter tokens, longest first so that `**` wins over `*`.
 const OPERATORS: &[&str] = &[
-    "**", "//", "<<", ">>", "<=", ">=", "==", "!=", "+", "-", "*", "/", "%", "@", "~", "&", "|", "^", "<", ">", "(",
-    ")", "[", "]", "{", "}", ",", ":", ".", ";", "=",
+    "...", ":=", "**", "//", "<<", ">>", "<=", ">=", "==", "!=", "+", "-", "*", "/", "%", "@", "~", "&", "|", "^", "<",
+    ">", "(", ")", "[", "]", "{", "}", ",", ":", ".", ";", "=",
 ];
 
 const STRING_PREFIXES: &[&str] = &["r", "u", "b", "f", "br", "rb", "fr", "rf"];
@@ -241,6 +241,11 @@ impl Lexer<'_> {
                         return fail(K::Syntax, format!("invalid character {c:?} at offset {at}"));
                     };
                     self.i += op.chars().count();
+                    // Inside brackets, `(x := 1)` is valid Python (its value is 1); unbracketed
+                    // at the top it is a SyntaxError, reported by the parser.
+                    if op == ":=" && self.depth > 0 {
+                        return fail(K::Unsupported, "assignment expressions (':=')");
+                    }
                     match op {
                         "(" | "[" | "{" => self.depth += 1,
                         ")" | "]" | "}" => self.depth = self.depth.saturating_sub(1),
@@ -647,6 +652,7 @@ impl Parser {
 
     fn unexpected<T>(&self) -> Result<T> {
         let t = &self.toks[self.pos.min(self.toks.len() - 1)];
+
         let what = match &t.tok {
             Tok::End => "end of input".to_string(),
             Tok::Newline => "a second line".to_string(),
@@ -944,6 +950,7 @@ impl Parser {
                 Ok(Node::Dict(pairs))
             }
             Tok::Op("*") => fail(K::Unsupported, "starred expressions"),
+            Tok::Op("...") => fail(K::Unsupported, "Ellipsis ('...')"),
             _ => self.unexpected(),
         }
     }
