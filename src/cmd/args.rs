@@ -45,8 +45,26 @@ impl DeviceArgs {
         Ok(backend)
     }
 
-    /// Opens a session on `backend` (from [`DeviceArgs::resolve`]) with `--gpu-layers`.
+    /// Opens a session on `backend` (from [`DeviceArgs::resolve`]) with `--gpu-layers`. Under
+    /// `--device auto`, a GPU that cannot take the model (out of memory, a context beyond its
+    /// attention kernel, a kernel that does not load) leaves it to the CPU, saying why.
     pub fn session(&self, backend: &Backend, model: Arc<LlamaModel>, opts: SessionOptions) -> anyhow::Result<Session> {
+        match self.exact_session(backend, Arc::clone(&model), opts.clone()) {
+            Err(e) if self.device == DeviceChoice::Auto && *backend != Backend::Cpu => {
+                eprintln!("edgeact: device cpu (auto: {e:#})");
+                Ok(Session::new(model, opts)?)
+            }
+            r => r,
+        }
+    }
+
+    /// [`DeviceArgs::session`] without the fallback (`bench` measures the device it names).
+    pub fn exact_session(
+        &self,
+        backend: &Backend,
+        model: Arc<LlamaModel>,
+        opts: SessionOptions,
+    ) -> anyhow::Result<Session> {
         Session::with_backend(model, opts, backend, self.gpu_layers)
             .with_context(|| format!("opening a session on {backend}"))
     }
@@ -519,8 +537,42 @@ pub fn print_timings(g: &Generation) {
 
 #[cfg(test)]
 mod tests {
-    use super::LoraSpec;
+    use super::{DeviceArgs, LoraSpec};
+    use edgeact_runtime::gguf::GgufFile;
+    use edgeact_runtime::kernels::cuda::{Backend, DeviceChoice, GpuInfo};
+    use edgeact_runtime::model::{LlamaModel, SessionOptions};
     use std::path::PathBuf;
+    use std::sync::Arc;
+
+    /// A GPU that cannot take the model (here: no driver at all, or a build without CUDA, as
+    /// out of memory or a kernel that does not load would) is left for the CPU under `auto`;
+    /// a named device and `bench`'s exact session fail with the reason.
+    #[test]
+    fn auto_leaves_the_model_to_the_cpu_when_the_gpu_cannot_take_it() {
+        let path =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K/stories260K-f32-v3.gguf");
+        let model = Arc::new(LlamaModel::load(Arc::new(GgufFile::open(&path).unwrap())).unwrap());
+        let gpu = Backend::Cuda(GpuInfo {
+            ordinal: 0,
+            name: "absent GPU".into(),
+            total_mem: 1 << 30,
+            compute_capability: (8, 0),
+        });
+        let opts = || SessionOptions {
+            n_ctx: 32,
+            ..Default::default()
+        };
+        let args = |device| DeviceArgs {
+            device,
+            gpu_layers: None,
+        };
+        let auto = args(DeviceChoice::Auto);
+        let mut s = auto.session(&gpu, Arc::clone(&model), opts()).unwrap();
+        assert_eq!(s.gpu_layers(), 0);
+        assert!(s.eval(&[1, 2, 3]).is_ok());
+        assert!(auto.exact_session(&gpu, Arc::clone(&model), opts()).is_err());
+        assert!(args(DeviceChoice::Cuda(0)).session(&gpu, model, opts()).is_err());
+    }
 
     fn spec(s: &str) -> Result<(PathBuf, f32), String> {
         s.parse::<LoraSpec>().map(|l| (l.path, l.scale))

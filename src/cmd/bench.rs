@@ -279,7 +279,7 @@ impl Bench<'_> {
             activations: self.activations,
             ..Default::default()
         };
-        let mut session = self.device.session(self.backend, Arc::clone(self.model), opts)?;
+        let mut session = self.device.exact_session(self.backend, Arc::clone(self.model), opts)?;
         let vocab = self.model.config().vocab_size as u32;
         let token = |i: usize| ((i as u32).wrapping_mul(7919).wrapping_add(1)) % vocab;
         if depth > 0 {

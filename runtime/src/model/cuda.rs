@@ -3,8 +3,9 @@
 //! [`GpuForward`] uploads the weights of the first `gpu_layers` transformer blocks straight
 //! from the GGUF mapping in their quantized form (no dequantized copy; a text progress line
 //! for large uploads), keeps their KV cache on the GPU in f16, and runs those blocks with the
-//! kernels of `kernels::cuda`. Remaining blocks run on the CPU kernels with a CPU KV cache,
-//! and the output projection runs wherever the last block ran. Token embedding rows are
+//! kernels of `kernels::cuda`. Remaining blocks run on the CPU kernels with a CPU KV cache
+//! (of `--kv-type`), and the output projection runs on the GPU when every block does and it
+//! fits as well, else on the CPU. Token embedding rows are
 //! dequantized on the host (one row per token) and uploaded.
 //!
 //! By default as many blocks are offloaded as fit the GPU's free memory, after an estimate
@@ -29,6 +30,9 @@ use std::sync::Arc;
 /// Memory left free on the GPU after the estimate (driver, kernels' stacks, fragmentation).
 const HEADROOM: usize = 512 << 20;
 
+/// Held by [`GpuForward::new`] from measuring the free memory through the uploads.
+static OFFLOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// How to set up a [`GpuForward`].
 #[derive(Clone, Debug)]
 pub struct GpuOptions {
@@ -45,6 +49,9 @@ pub struct GpuOptions {
     /// Activation arithmetic of the blocks left on the CPU (the GPU kernels always multiply
     /// f32 activations with dequantized weights).
     pub cpu_activations: Activations,
+    /// KV cache element type of the blocks left on the CPU (`--kv-type`; the GPU's caches are
+    /// f16).
+    pub cpu_kv_type: KvType,
 }
 
 impl GpuOptions {
@@ -60,6 +67,7 @@ impl GpuOptions {
                 max_batch,
                 threads,
                 cpu_activations: Activations::default(),
+                cpu_kv_type: KvType::F16,
             }),
         }
     }
@@ -209,14 +217,6 @@ impl GpuForward {
             return Err(ModelError::Options("GPU forward needs n_ctx and max_batch > 0".into()));
         }
         let gpu = GpuContext::open(opts.ordinal).map_err(gpu_err)?;
-        if opts.n_ctx > gpu.max_attention_positions() {
-            return Err(ModelError::Options(format!(
-                "context of {} positions exceeds the CUDA attention kernel's limit of {} on this GPU; use a \
-                 smaller --ctx",
-                opts.n_ctx,
-                gpu.max_attention_positions()
-            )));
-        }
         let n_layers = cfg.n_layers;
         let kv_bytes = 2 * opts.n_ctx * kv_dim * 2;
         let per_layer: Vec<usize> = model
@@ -231,38 +231,40 @@ impl GpuForward {
                     + kv_bytes
             })
             .collect();
-        let out_bytes = weight_bytes(&model.output) + dim * 4;
+        // An adapted output projection stays on the CPU, whose matmul adds its LoRA terms.
+        let out_bytes = (GPU_WEIGHT_TYPES.contains(&model.output.ty) && model.output.lora.is_empty())
+            .then(|| weight_bytes(&model.output) + dim * 4);
         let b = opts.max_batch;
         // Activations (x, xb, xb2, q, att; k, v; three FFN buffers), the logits of a whole chunk,
         // and the RoPE table.
         let scratch_bytes = 4 * (b * (5 * dim + 2 * kv_dim + 3 * ffn + cfg.vocab_size) + opts.n_ctx * cfg.head_dim);
-        let (free, total) = gpu.mem_info().map_err(gpu_err)?;
         // Blocks that may go to the GPU at all: up to the first one with an unsupported type.
         let supported = model
             .layers
             .iter()
             .position(|l| unsupported(l).is_some())
             .unwrap_or(n_layers);
-        let fit = {
-            let mut used = scratch_bytes + HEADROOM;
-            let mut n = 0;
-            while n < supported && used + per_layer[n] <= free {
-                used += per_layer[n];
-                n += 1;
-            }
-            n
-        };
-        let n_gpu = gpu_block_count(opts.gpu_layers, n_layers, supported, fit).map_err(|n| {
-            let why = unsupported(&model.layers[supported]).unwrap_or_default();
-            ModelError::Options(format!(
-                "--gpu-layers {n}: only the first {supported} blocks can run on the GPU ({why})"
-            ))
-        })?;
-        // An adapted output projection stays on the CPU, whose matmul adds its LoRA terms.
-        let all_on_gpu =
-            n_gpu == n_layers && GPU_WEIGHT_TYPES.contains(&model.output.ty) && model.output.lora.is_empty();
-        let need: usize =
-            per_layer[..n_gpu].iter().sum::<usize>() + scratch_bytes + if all_on_gpu { out_bytes } else { 0 };
+        // Sessions opened at once (`eval --jobs`) each measure the free memory: one at a time,
+        // from the measurement through the uploads, so that each sees what the others took.
+        let _one_at_a_time = OFFLOADING.lock().unwrap_or_else(|p| p.into_inner());
+        let (free, total) = gpu.mem_info().map_err(gpu_err)?;
+        let plan =
+            plan_offload(opts.gpu_layers, &per_layer, supported, scratch_bytes, out_bytes, free).map_err(|n| {
+                let why = unsupported(&model.layers[supported]).unwrap_or_default();
+                ModelError::Options(format!(
+                    "--gpu-layers {n}: only the first {supported} blocks can run on the GPU ({why})"
+                ))
+            })?;
+        let (n_gpu, all_on_gpu, need) = (plan.blocks, plan.output, plan.bytes);
+        if n_gpu > 0 && opts.n_ctx > gpu.max_attention_positions() {
+            return Err(ModelError::Options(format!(
+                "context of {} positions exceeds the CUDA attention kernel's limit of {} on this GPU; use a \
+                 smaller --ctx (or --gpu-layers 0)",
+                opts.n_ctx,
+                gpu.max_attention_positions()
+            )));
+        }
+        let out_bytes = out_bytes.unwrap_or(0);
         eprintln!(
             "edgeact: {}: offloading {n_gpu}/{n_layers} blocks{} — estimated {:.2} GiB of GPU memory ({:.2} GiB free \
              of {:.2} GiB; KV cache {:.0} MiB per block for {} positions)",
@@ -357,7 +359,7 @@ impl GpuForward {
                 ThreadPool::new(opts.threads.max(1)),
                 opts.cpu_activations,
                 RopeTable::new(cfg.head_dim, cfg.rope_freq_base, freq_scale, opts.n_ctx),
-                vec![KvCache::new(KvType::F16, n_layers - n_gpu, opts.n_ctx, kv_dim)],
+                vec![KvCache::new(opts.cpu_kv_type, n_layers - n_gpu, opts.n_ctx, kv_dim)],
                 n_gpu,
             )
         });
@@ -608,6 +610,46 @@ impl Progress {
 /// How many of `n_layers` blocks go to the GPU: `asked` (`--gpu-layers`) capped at the block
 /// count (`999` is the usual "all of them"), else the `fit` that memory allows; `Err(asked)`
 /// when it asks for a block past the first one (`supported`) without a GPU kernel.
+/// What goes to the GPU: the first `blocks` blocks, the output layer when `output`, `bytes` of
+/// GPU memory in all (scratch included).
+#[derive(Debug, PartialEq, Eq)]
+struct OffloadPlan {
+    blocks: usize,
+    output: bool,
+    bytes: usize,
+}
+
+/// Decides the offload from sizes alone: `per_layer` bytes of each block (weights, LoRA, KV
+/// cache), the first `supported` blocks having GPU kernels, `scratch` bytes of activations,
+/// `output` bytes of the output layer (`None`: it stays on the CPU), `free` bytes on the GPU.
+/// `asked` (`--gpu-layers`) overrides the block count (`Err(asked)` past `supported`); the
+/// output goes only after every block and only where it fits as well, and otherwise runs on
+/// the CPU.
+fn plan_offload(
+    asked: Option<usize>,
+    per_layer: &[usize],
+    supported: usize,
+    scratch: usize,
+    output: Option<usize>,
+    free: usize,
+) -> Result<OffloadPlan, usize> {
+    let n_layers = per_layer.len();
+    let mut used = scratch + HEADROOM;
+    let mut fit = 0;
+    while fit < supported && used + per_layer[fit] <= free {
+        used += per_layer[fit];
+        fit += 1;
+    }
+    let blocks = gpu_block_count(asked, n_layers, supported, fit)?;
+    let block_bytes: usize = per_layer[..blocks].iter().sum();
+    let output = output.filter(|&o| blocks == n_layers && block_bytes + scratch + o + HEADROOM <= free);
+    Ok(OffloadPlan {
+        blocks,
+        output: output.is_some(),
+        bytes: block_bytes + scratch + output.unwrap_or(0),
+    })
+}
+
 fn gpu_block_count(asked: Option<usize>, n_layers: usize, supported: usize, fit: usize) -> Result<usize, usize> {
     match asked {
         Some(n) if n.min(n_layers) > supported => Err(n),
@@ -618,7 +660,60 @@ fn gpu_block_count(asked: Option<usize>, n_layers: usize, supported: usize, fit:
 
 #[cfg(test)]
 mod block_count_tests {
-    use super::gpu_block_count;
+    use super::{gpu_block_count, plan_offload, OffloadPlan, HEADROOM};
+
+    #[test]
+    fn the_output_layer_goes_to_the_gpu_only_where_it_fits() {
+        const G: usize = 1 << 30;
+        let blocks = [G; 4];
+        // Room for every block and the output.
+        let all = plan_offload(None, &blocks, 4, G, Some(G), 6 * G + HEADROOM).unwrap();
+        assert_eq!(
+            all,
+            OffloadPlan {
+                blocks: 4,
+                output: true,
+                bytes: 6 * G
+            }
+        );
+        // Every block fits but the output does not: it stays on the CPU (it was uploaded
+        // anyway and ran out of memory).
+        let tight = plan_offload(None, &blocks, 4, G, Some(G), 5 * G + HEADROOM).unwrap();
+        assert_eq!(
+            tight,
+            OffloadPlan {
+                blocks: 4,
+                output: false,
+                bytes: 5 * G
+            }
+        );
+        // Asked for every block on a GPU too small for the output as well: the same.
+        let asked = plan_offload(Some(4), &blocks, 4, G, Some(G), 5 * G + HEADROOM).unwrap();
+        assert_eq!(asked, tight);
+        // Not every block on the GPU: the output runs where the last block ran.
+        let part = plan_offload(None, &blocks, 4, G, Some(G), 3 * G + HEADROOM).unwrap();
+        assert_eq!(
+            part,
+            OffloadPlan {
+                blocks: 2,
+                output: false,
+                bytes: 3 * G
+            }
+        );
+        // An output the GPU cannot compute (an unsupported type or LoRA-adapted).
+        let cpu_out = plan_offload(None, &blocks, 4, G, None, 9 * G).unwrap();
+        assert_eq!(
+            cpu_out,
+            OffloadPlan {
+                blocks: 4,
+                output: false,
+                bytes: 5 * G
+            }
+        );
+        // Block 2 has no GPU kernel.
+        assert_eq!(plan_offload(Some(3), &blocks, 2, G, Some(G), 9 * G), Err(3));
+        assert_eq!(plan_offload(None, &blocks, 2, G, Some(G), 9 * G).unwrap().blocks, 2);
+    }
 
     #[test]
     fn gpu_layers_beyond_the_model_mean_all_of_them() {

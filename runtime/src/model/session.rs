@@ -36,6 +36,8 @@ impl Session {
         backend: &crate::kernels::cuda::Backend,
         gpu_layers: Option<usize>,
     ) -> Result<Session, ModelError> {
+        #[cfg(feature = "cuda")]
+        let kv_type = opts.kv_type;
         #[allow(unused_mut)]
         let mut session = Session::new(Arc::clone(&model), opts)?;
         #[cfg(feature = "cuda")]
@@ -47,6 +49,7 @@ impl Session {
         ) {
             g.gpu_layers = gpu_layers;
             g.cpu_activations = session.cpu.activations();
+            g.cpu_kv_type = kv_type;
             session.gpu = Some(super::cuda::GpuForward::new(model, &g)?);
         }
         #[cfg(not(feature = "cuda"))]

@@ -57,6 +57,7 @@ fn greedy_generation_matches_cpu() {
             max_batch: 64,
             threads: 2,
             cpu_activations: Activations::Quantized,
+            cpu_kv_type: KvType::F16,
         };
         let mut g = GpuForward::new(Arc::clone(&m), &opts).unwrap();
         let got = greedy(|t, pos| g.eval(t, pos).unwrap());
@@ -91,6 +92,7 @@ fn gpu_forward_rejects_bad_input() {
         max_batch: 4,
         threads: 1,
         cpu_activations: Activations::Quantized,
+        cpu_kv_type: KvType::F16,
     };
     let mut g = GpuForward::new(Arc::clone(&m), &opts).unwrap();
     assert!(g.eval(&[], 0).is_err());

@@ -126,7 +126,7 @@ impl GpuContext {
     /// Opens device `ordinal`, compiles (or loads from the cache) every kernel module for its
     /// architecture and loads them.
     pub fn open(ordinal: usize) -> Result<GpuContext, CudaError> {
-        super::ensure_driver()?;
+        super::nvrtc_readable_by(super::ensure_driver()?, super::ensure_nvrtc()?)?;
         let avail = super::probe();
         let info = match avail.devices.get(ordinal) {
             Some(d) => d.clone(),
@@ -244,7 +244,9 @@ impl GpuContext {
                 GPU_WEIGHT_TYPES.map(|t| t.name()).join(", ")
             )));
         }
-        if !cols.is_multiple_of(ty.block_size()) || !cols.is_multiple_of(32) {
+        // Quantized blocks hold 32 or 256 elements; F32 and F16 rows may have any width (the
+        // kernels read the tail past the last 32 elements one by one).
+        if !cols.is_multiple_of(ty.block_size()) {
             return Err(CudaError::Invalid(format!(
                 "{ty} matrix with {cols} columns: not a whole number of blocks"
             )));

@@ -85,16 +85,22 @@ static void check(const char* what, const float* got, const double* want, const 
 // Random row bytes for a type with sane f16 scales at the offsets the format keeps them.
 static std::vector<u8> random_rows(int ty, int rows, int cols, long* rb) {
     const int bs[] = {4 * 32, 2 * 32, 34, 18, 20, 144, 210, 176}, be[] = {32, 32, 32, 32, 32, 256, 256, 256};
-    *rb = (long)cols / be[ty] * bs[ty];
+    // F32 and F16 rows may have any width; quantized rows hold whole blocks.
+    *rb = ty < 2 ? (long)cols * (bs[ty] / 32) : (long)cols / be[ty] * bs[ty];
     std::vector<u8> w(rows * *rb);
     for (auto& b : w) b = (u8)(rng() & 255);
     auto put = [&](size_t off, float v) { unsigned short h = f2h(v); w[off] = h & 255; w[off + 1] = h >> 8; };
+    if (ty < 2) {
+        for (long e = 0; e < rows * (long)cols; e++) {
+            float v = urand(1);
+            if (ty == 0) std::memcpy(&w[4 * e], &v, 4); else put(2 * e, v);
+        }
+        return w;
+    }
     for (int r = 0; r < rows; r++)
         for (long blk = 0; blk < *rb / bs[ty]; blk++) {
             size_t o = r * *rb + blk * bs[ty];
             switch (ty) {
-                case 0: for (int l = 0; l < 32; l++) { float v = urand(1); std::memcpy(&w[o + 4 * l], &v, 4); } break;
-                case 1: for (int l = 0; l < 32; l++) put(o + 2 * l, urand(1)); break;
                 case 2: case 3: put(o, urand(0.05f)); break;
                 case 4: case 5: case 7: put(o, urand(0.05f)); put(o + 2, urand(0.05f)); break;
                 case 6: put(o + 208, urand(0.01f)); break;
@@ -103,8 +109,8 @@ static std::vector<u8> random_rows(int ty, int rows, int cols, long* rb) {
     return w;
 }
 
-template <class W, class MV, class MM> static void test_matrix(const char* name, int ty, MV mv, MM mm) {
-    int rows = 67, cols = 512; long rb;
+template <class W, class MV, class MM> static void test_matrix(const char* name, int ty, MV mv, MM mm, int cols = 512) {
+    int rows = 67; long rb;
     auto w = random_rows(ty, rows, cols, &rb);
     for (int ntok : {1, 5, 40}) {
         std::vector<float> x(ntok * cols), y(ntok * rows, NAN);
@@ -118,7 +124,7 @@ template <class W, class MV, class MM> static void test_matrix(const char* name,
             }
         if (ntok == 1) launch(Dim{(rows + 3) / 4, 1, 1}, 128, [&] { mv(w.data(), x.data(), y.data(), rows, cols, (i64)rb); });
         else launch(Dim{(rows + 63) / 64, (ntok + 31) / 32, 1}, 256, [&] { mm(w.data(), x.data(), y.data(), rows, cols, ntok, (i64)rb); });
-        char what[64]; std::snprintf(what, sizeof what, "%s x%d", name, ntok);
+        char what[64]; std::snprintf(what, sizeof what, "%s %dx%d x%d", name, rows, cols, ntok);
         check(what, y.data(), want.data(), mag.data(), y.size(), 1e-5);
     }
 }
@@ -126,6 +132,12 @@ template <class W, class MV, class MM> static void test_matrix(const char* name,
 int main() {
 #define T(name, W, id) test_matrix<W>(#name, id, matvec_##name, matmul_##name);
     T(f32, WF32, 0) T(f16, WF16, 1) T(q8_0, WQ8_0, 2) T(q4_0, WQ4_0, 3) T(q4_1, WQ4_1, 4) T(q4_k, WQ4_K, 5) T(q6_k, WQ6_K, 6) T(q5_k, WQ5_K, 7)
+    // Float rows whose width is not a multiple of 32 (stories260K's ffn_down has 172 columns),
+    // and one narrower than a single item.
+    for (int cols : {172, 7}) {
+        test_matrix<WF32>("f32", 0, matvec_f32, matmul_f32, cols);
+        test_matrix<WF16>("f16", 1, matvec_f16, matmul_f16, cols);
+    }
 
     int rows = 3, n = 1000;
     std::vector<float> x(rows * n), w(n), up(rows * n), out(rows * n);

@@ -122,3 +122,36 @@ pub fn ensure_nvrtc() -> Result<(i32, i32), CudaError> {
         Err(where_) => Err(CudaError::NvrtcMissing { where_: where_.clone() }),
     }
 }
+
+/// Whether the driver (`cuDriverGetVersion`, e.g. 12020) can load PTX from NVRTC
+/// `(major, minor)`: PTX carries its ISA version, and a driver only JIT-compiles the ISA of
+/// its own CUDA version or older (CUDA's minor-version compatibility covers binaries, not
+/// PTX), so NVRTC 12.4's modules fail on a 12.2 driver with `CUDA_ERROR_UNSUPPORTED_PTX_VERSION`.
+pub fn nvrtc_readable_by(driver: i32, (major, minor): (i32, i32)) -> Result<(), CudaError> {
+    if major * 1000 + minor * 10 <= driver {
+        return Ok(());
+    }
+    Err(CudaError::NvrtcNewerThanDriver {
+        nvrtc: format!("{major}.{minor}"),
+        driver: format!("{}.{}", driver / 1000, driver % 1000 / 10),
+        driver_minor: driver % 1000 / 10,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nvrtc_newer_than_the_driver_is_refused_with_both_versions() {
+        assert!(nvrtc_readable_by(12040, (12, 4)).is_ok());
+        assert!(nvrtc_readable_by(12080, (12, 4)).is_ok());
+        assert!(nvrtc_readable_by(13000, (12, 9)).is_ok());
+        let e = nvrtc_readable_by(12020, (12, 4)).unwrap_err().to_string();
+        assert!(
+            e.contains("NVRTC 12.4") && e.contains("driver (12.2)") && e.contains("12.2.*"),
+            "{e}"
+        );
+        assert!(nvrtc_readable_by(12090, (13, 0)).is_err());
+    }
+}

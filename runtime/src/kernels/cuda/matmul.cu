@@ -5,7 +5,8 @@
 // walks k in steps of 32, dequantizing the 64 x 32 weight tile into shared memory once per
 // step so that every weight is converted once per block instead of once per token. Lane tx
 // owns rows tx and tx + 32 (coalesced stores), warp ty owns tokens 4ty .. 4ty + 3 (the x tile
-// is broadcast). The +1 padding keeps the column reads free of bank conflicts.
+// is broadcast). The +1 padding keeps the column reads free of bank conflicts. The last k step
+// of an F32/F16 row whose width is not a multiple of 32 reads zeros past the row's end.
 
 #define MM_BM 64
 #define MM_BN 32
@@ -27,13 +28,13 @@ static __device__ void matmul_impl(const u8* __restrict__ w, const float* __rest
     for (int k0 = 0; k0 < cols; k0 += MM_BK) {
 #pragma unroll
         for (int i = 0; i < (MM_BM * MM_BK) / 256; i++) {
-            int e = tid + 256 * i, rr = e >> 5, kk = e & 31, r = r0 + rr;
-            ws[rr][kk] = r < rows ? W::get(w + (i64)r * row_bytes, k0 + kk) : 0.0f;
+            int e = tid + 256 * i, rr = e >> 5, kk = e & 31, r = r0 + rr, k = k0 + kk;
+            ws[rr][kk] = r < rows && k < cols ? W::get(w + (i64)r * row_bytes, k) : 0.0f;
         }
 #pragma unroll
         for (int i = 0; i < (MM_BN * MM_BK) / 256; i++) {
-            int e = tid + 256 * i, tt = e >> 5, kk = e & 31, t = t0 + tt;
-            xs[tt][kk] = t < ntok ? x[(i64)t * cols + k0 + kk] : 0.0f;
+            int e = tid + 256 * i, tt = e >> 5, kk = e & 31, t = t0 + tt, k = k0 + kk;
+            xs[tt][kk] = t < ntok && k < cols ? x[(i64)t * cols + k] : 0.0f;
         }
         __syncthreads();
 #pragma unroll 8

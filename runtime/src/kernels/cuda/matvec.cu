@@ -3,7 +3,8 @@
 // One warp per output row, MATVEC_ROWS rows per block. Lane l takes the row's 32-element
 // items l, l + 32, ..., so a warp streams a contiguous run of the row's blocks per step
 // (decode is bound by reading the weights once; x stays in L1/L2).
-// Requires cols % 32 == 0 and row_bytes even (checked on the host).
+// Quantized rows hold whole 32-element items (checked on the host); F32/F16 rows of any width
+// end in a tail of fewer than 32 elements, read one by one.
 
 #define MATVEC_ROWS 4
 
@@ -17,6 +18,7 @@ static __device__ void matvec_impl(const u8* __restrict__ w, const float* __rest
     int items = cols >> 5;
     float acc = 0.0f;
     for (int i = lane; i < items; i += 32) acc += W::dot32(wr, i, x + (i << 5));
+    for (int k = (items << 5) + lane; k < cols; k += 32) acc += W::get(wr, k) * x[k];
     acc = warp_sum(acc);
     if (lane == 0) y[row] = acc;
 }

@@ -37,7 +37,7 @@ pub use compile::{compile_all, compile_module, nvrtc_version, CompiledModule};
 #[cfg(feature = "cuda")]
 pub use context::{rope_table, GpuBuffer, GpuContext, GpuMatrix, GPU_WEIGHT_TYPES};
 #[cfg(feature = "cuda")]
-pub use loader::{ensure_driver, ensure_nvrtc};
+pub use loader::{ensure_driver, ensure_nvrtc, nvrtc_readable_by};
 
 /// Why the CUDA backend cannot be used or a GPU operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,16 @@ pub enum CudaError {
     NvrtcMissing { where_: String },
     #[error("NVRTC {found} is not supported: NVRTC 12 or newer is needed")]
     NvrtcTooOld { found: String },
+    #[error(
+        "NVRTC {nvrtc} is newer than the CUDA driver ({driver}), which cannot load the PTX it \
+         writes: use an NVRTC no newer than the driver (e.g. `NVRTC_WHEEL_VERSION=12.{driver_minor}.* \
+         scripts/fetch-nvrtc.sh`, EDGEACT_NVRTC_PATH) or update the driver"
+    )]
+    NvrtcNewerThanDriver {
+        nvrtc: String,
+        driver: String,
+        driver_minor: i32,
+    },
     #[error("no CUDA device found{0}")]
     NoDevice(String),
     #[error("CUDA device {ordinal} does not exist ({count} device(s) found)")]

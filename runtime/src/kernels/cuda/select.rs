@@ -164,6 +164,11 @@ fn probe_cuda() -> CudaAvailability {
         Ok(v) => a.nvrtc_version = Some(v),
         Err(e) => problem = problem.or(Some(e.to_string())),
     }
+    if let (Some(driver), Some(nvrtc)) = (a.driver_version, a.nvrtc_version) {
+        if let Err(e) = super::nvrtc_readable_by(driver, nvrtc) {
+            problem = problem.or(Some(e.to_string()));
+        }
+    }
     if a.driver_version.is_some() {
         let list = || -> Result<Vec<GpuInfo>, cudarc::driver::DriverError> {
             result::init()?;
@@ -227,8 +232,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<Backend, CudaError> {
             #[cfg(feature = "cuda")]
             {
                 // Report the precise cause (driver, NVRTC, none found) rather than the summary.
-                super::ensure_driver()?;
-                super::ensure_nvrtc()?;
+                super::nvrtc_readable_by(super::ensure_driver()?, super::ensure_nvrtc()?)?;
             }
             if let Some(p) = a.problem {
                 return Err(if a.compiled_in {
