@@ -700,19 +700,21 @@ impl OsSandbox {
             }
             None => lower.to_string(),
         };
+        // `nodev` on the root: a device node stored on the lower layer outside `/dev` (a chroot,
+        // container storage under /var/lib) would otherwise open the host's device.
         if overlay {
             ops.push(Op::Mount {
                 src: c("overlay")?,
                 dst: c(&root)?,
                 fstype: c("overlay")?,
-                flags: 0,
+                flags: libc::MS_NODEV,
                 data: Some(c(&format!(
                     "lowerdir={lower_layer},upperdir={st}/upper,workdir={st}/work"
                 ))?),
             });
         } else {
-            // Fallback without overlayfs: the lower layer bound read-only; only the tmpfs
-            // mounts below (and the masks) are writable.
+            // Fallback without overlayfs: the lower layer bound read-only with every mount
+            // below it; only the tmpfs mounts below (and the masks) are writable.
             ops.push(Op::Mount {
                 src: c(&lower_layer)?,
                 dst: c(&root)?,
@@ -720,13 +722,7 @@ impl OsSandbox {
                 flags: libc::MS_BIND | libc::MS_REC,
                 data: None,
             });
-            ops.push(Op::Mount {
-                src: none()?,
-                dst: c(&root)?,
-                fstype: none()?,
-                flags: libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
-                data: None,
-            });
+            ops.push(Op::ReadOnlyTree { path: c(&root)? });
         }
         ops.push(Op::Mount {
             src: c("proc")?,
@@ -1236,6 +1232,7 @@ fn describe_step(ops: &[Op], step: u32) -> String {
             }
             Some(Op::MountIfExists { dst, .. }) => format!("mask {}", dst.to_string_lossy()),
             Some(Op::ReadOnlyIfExists { path }) => format!("read-only {}", path.to_string_lossy()),
+            Some(Op::ReadOnlyTree { path }) => format!("read-only tree {}", path.to_string_lossy()),
             Some(Op::Chown { path, .. }) => format!("chown {}", path.to_string_lossy()),
             Some(Op::IdmappedBind { src, .. }) => format!("idmapped mount of {}", src.to_string_lossy()),
             Some(Op::Mkdir { path, .. }) => format!("mkdir {}", path.to_string_lossy()),

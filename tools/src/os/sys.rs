@@ -58,6 +58,10 @@ pub enum Op {
     /// When `path` exists: bind it onto itself and remount the bind read-only (runc's
     /// "readonly paths" such as `/proc/sys`).
     ReadOnlyIfExists { path: CString },
+    /// Makes the mount at `path` and every mount below it read-only and `nodev`
+    /// (`mount_setattr(AT_RECURSIVE)`): a recursive bind of the host's `/` brings the host's
+    /// submounts (other disks, `/sys`, cgroup trees) with their own, writable, flags.
+    ReadOnlyTree { path: CString },
 }
 
 /// Everything the forked processes need, prepared before `fork`.
@@ -469,6 +473,22 @@ fn run_op(op: &Op) -> bool {
                         std::ptr::null(),
                     ) == 0
             }
+            Op::ReadOnlyTree { path } => {
+                let attr = MountAttr {
+                    attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
+                    attr_clr: 0,
+                    propagation: 0,
+                    userns_fd: 0,
+                };
+                libc::syscall(
+                    libc::SYS_mount_setattr,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    AT_RECURSIVE,
+                    &attr as *const MountAttr,
+                    std::mem::size_of::<MountAttr>(),
+                ) == 0
+            }
             Op::Chown { path, uid, gid } => libc::lchown(path.as_ptr(), *uid, *gid) == 0,
             Op::IdmappedBind { src, dst, userns } => idmapped_bind(src, dst, *userns),
             Op::Mkdir { path, mode } => libc::mkdir(path.as_ptr(), *mode) == 0 || errno() == libc::EEXIST,
@@ -510,6 +530,9 @@ struct MountAttr {
 }
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const AT_RECURSIVE: libc::c_int = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 /// `open_tree(OPEN_TREE_CLONE)` + `mount_setattr(MOUNT_ATTR_IDMAP)` + `move_mount`: the

@@ -341,3 +341,44 @@ fn sandbox_priv_the_session_keyring_stays_outside() {
         "the shell holds edgeact's session keyring: {shell}"
     );
 }
+
+/// A device node kept on the host's root file system outside `/dev` (a chroot, container
+/// storage under `/var/lib`) opened the host's device through `--rootfs host`'s overlay: the
+/// root is `nodev` now. The node here is a harmless copy of `/dev/null`.
+#[test]
+fn sandbox_priv_device_nodes_of_the_host_view_do_not_open() {
+    let dir = PathBuf::from(format!("/var/lib/edgeact-test-{}", marker()));
+    if std::fs::create_dir(&dir).is_err() {
+        eprintln!("skipping: cannot create {}", dir.display());
+        return;
+    }
+    let node = dir.join("null");
+    let made = std::process::Command::new("mknod")
+        .arg(&node)
+        .args(["c", "1", "3"])
+        .status()
+        .is_ok_and(|s| s.success())
+        && std::process::Command::new("chmod")
+            .arg("666")
+            .arg(&node)
+            .status()
+            .is_ok_and(|s| s.success());
+    let out = made.then(|| {
+        start_as_host_root(SandboxConfig {
+            root: RootFs::HostReadOnly,
+            ..cfg()
+        })
+        .map(|mut sb| {
+            run(
+                &mut sb,
+                &format!("echo x > {} && echo opened; echo end", node.display()),
+            )
+        })
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    match out {
+        None => eprintln!("skipping: mknod failed"),
+        Some(None) => {}
+        Some(Some(out)) => assert!(out.ends_with("end") && !out.contains("opened"), "{out:?}"),
+    }
+}

@@ -134,3 +134,23 @@ fn sandbox_unpriv_scripts_run_beside_the_shell() {
         );
     });
 }
+
+/// Overlayfs refuses the host's `/` as an ordinary user's lower layer, so the host view is a
+/// recursive bind of it, which brought every host submount with its own flags: `/sys` and the
+/// cgroup trees were writable, as was any disk mounted below `/` that the user may write.
+/// Every mount of the view is read-only now.
+#[test]
+fn sandbox_unpriv_host_view_is_read_only_down_to_every_submount() {
+    as_ordinary_user(
+        "unprivileged::sandbox_unpriv_host_view_is_read_only_down_to_every_submount",
+        || {
+            let Some(mut sb) = start(cfg()) else { return };
+            let writable = run(
+                &mut sb,
+                r"awk '$5 ~ /^\/sys/ {print $5, $6}' /proc/self/mountinfo | grep -v ' ro' ; echo end",
+            );
+            assert_eq!(writable, "end", "writable host mounts: {writable:?}");
+            assert_eq!(run(&mut sb, "touch /etc/x 2>/dev/null || echo refused"), "refused");
+        },
+    );
+}
