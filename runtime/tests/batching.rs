@@ -701,3 +701,44 @@ fn a_sequence_rolled_back_continues_as_if_never_extended() {
     let mut other = Session::new(f.model.clone(), opts()).unwrap();
     assert_eq!(after[1], other.eval(&prompt[..6]).unwrap());
 }
+
+/// Events of several requests in the one order the scheduler sent them, tagged by request.
+struct Tagged(usize, mpsc::Sender<(usize, Event)>);
+
+impl EventSink for Tagged {
+    fn send(&mut self, event: Event) -> bool {
+        self.1.send((self.0, event)).is_ok()
+    }
+}
+
+/// Prompt pieces go to the oldest request first, also after a request ahead of them ended:
+/// retiring one moved the newest request into its place, which then took every step's prefill
+/// budget while the older one waited.
+#[test]
+fn an_older_prompt_is_not_overtaken_after_a_request_ends() {
+    let f = fixture();
+    let ms = MultiSession::new(f.model.clone(), opts(), 3).unwrap();
+    let o = SchedulerOptions {
+        queue_capacity: 4,
+        prefill_chunk: 8,
+        ..Default::default()
+    };
+    let sched = Scheduler::start(ms, f.tok.clone(), o).unwrap();
+    let h = sched.handle();
+    let long = "Once upon a time there was a little girl named Lily. She liked to play outside. ".repeat(3);
+    let (tx, rx) = mpsc::channel();
+    // C: a short prompt and 2 tokens, so it ends while A is still prefilling; A, then D: long.
+    for (tag, text, max_tokens) in [(0, "Once", 2), (1, long.as_str(), 4), (2, long.as_str(), 4)] {
+        let r = request(&f, text, max_tokens, SamplerConfig::greedy());
+        h.submit(r, Box::new(Tagged(tag, tx.clone()))).unwrap();
+    }
+    drop(tx);
+    let mut first_tokens = Vec::new();
+    for (tag, e) in rx.iter() {
+        if matches!(e, Event::Token(_)) && !first_tokens.contains(&tag) {
+            first_tokens.push(tag);
+        }
+    }
+    sched.shutdown();
+    assert_eq!(first_tokens, [0, 1, 2], "first tokens in this order of requests");
+}

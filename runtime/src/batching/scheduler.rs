@@ -529,8 +529,10 @@ impl<'t> Loop<'t> {
 
     /// Ends request `i`: flushes its text, sends its last event, frees its sequence (whose
     /// cached tokens stay for prefix reuse).
+    /// Callers retire in descending index order: `active` keeps the order of admission (the
+    /// prefill pieces go to the oldest request first), so later indices shift down.
     fn retire(&mut self, i: usize, end: End) {
-        let mut a = self.active.swap_remove(i);
+        let mut a = self.active.remove(i);
         self.clock += 1;
         self.last_used[a.seq] = self.clock;
         let now = Instant::now();
