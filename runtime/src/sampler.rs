@@ -137,6 +137,15 @@ impl Sampler {
         self.sample_candidates(masked_candidates(logits, allowed), history)
     }
 
+    /// Takes the random draw that choosing a token would take, without choosing one: a token
+    /// forced by a constraint (jump-forward) is emitted unsampled, where the plain loop draws
+    /// for it from a one-token mask, so the draws after it stay the plain loop's.
+    pub fn skip_draw(&mut self) {
+        if self.config.temperature > 0.0 {
+            self.rng.next_f64();
+        }
+    }
+
     /// Like [`Sampler::sample`] but only ids for which `keep(id)` holds can be chosen.
     pub fn sample_filtered(&mut self, logits: &[f32], history: &[u32], keep: impl Fn(u32) -> bool) -> Option<u32> {
         let cands = (0..logits.len() as u32)

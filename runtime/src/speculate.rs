@@ -23,6 +23,8 @@
 //! - **Jump-forward.** When the caller's constraint admits exactly one token
 //!   ([`DecodeHooks::forced`]), it is appended without consulting the model, and so are the
 //!   tokens forced after it; the run is evaluated as one chunk together with the next step.
+//!   Each forced token still takes its random draw ([`Sampler::skip_draw`]), as the plain loop
+//!   draws it from a one-token mask, so seeded runs stay the same.
 //!
 //! Stop tokens, stop strings, the token budget and the context limit act exactly as in the
 //! plain loop, token by token (the hooks see every token in order and can stop at any). The
@@ -271,6 +273,8 @@ impl<H: DecodeHooks> Run<'_, H> {
                     break;
                 };
                 self.stats.forced += 1;
+                // One draw per emitted token, as the plain loop takes for this one.
+                self.sampler.skip_draw();
                 if let Some(end) = self.take(f) {
                     return Ok(end);
                 }

@@ -22,7 +22,7 @@ use edgeact_runtime::generate::{generate, generate_speculative, GenerateOptions,
 use edgeact_runtime::gguf::GgufFile;
 use edgeact_runtime::model::{Activations, LlamaModel, Session, SessionOptions};
 use edgeact_runtime::sampler::{Sampler, SamplerConfig};
-use edgeact_runtime::speculate::SpeculateConfig;
+use edgeact_runtime::speculate::{decode, DecodeHooks, SpeculateConfig};
 use edgeact_runtime::tokenizer::{StreamDecoder, Tokenizer};
 use serde_json::Value;
 use std::path::Path;
@@ -235,7 +235,6 @@ fn eval_db(args: &[&str]) -> (Value, Vec<Value>, Value) {
         report.to_str().unwrap(),
         "--log",
         log.to_str().unwrap(),
-        "--greedy",
         "--threads",
         "2",
         "--jobs",
@@ -258,6 +257,7 @@ fn eval_db(args: &[&str]) -> (Value, Vec<Value>, Value) {
     (r, transcript, decode)
 }
 
+/// `extra` holds `--greedy`, or nothing for eval's seeded T = 0.7 sampling.
 fn episodes_are_identical(model: &Path, extra: &[&str]) {
     let m = model.to_str().unwrap();
     for constrain in [false, true] {
@@ -297,7 +297,77 @@ fn episodes_are_identical(model: &Path, extra: &[&str]) {
 
 #[test]
 fn greedy_episodes_are_identical_stories260k() {
-    episodes_are_identical(&tiny_model(), &["--limit", "4", "--activations", "f32"]);
+    episodes_are_identical(&tiny_model(), &["--limit", "4", "--activations", "f32", "--greedy"]);
+}
+
+/// A constraint that admits one token only at every third position (each 7th token of the
+/// vocabulary after the position), and everything elsewhere.
+struct ForcingEveryThird {
+    n: usize,
+    tokens: Vec<u32>,
+}
+
+impl DecodeHooks for ForcingEveryThird {
+    type Stop = ();
+    fn allowed(&mut self, _remaining: usize) -> Option<Vec<u32>> {
+        self.n.is_multiple_of(3).then(|| vec![(self.n as u32 * 7) % 500 + 3])
+    }
+    fn forced(&mut self, remaining: usize) -> Option<u32> {
+        self.allowed(remaining).map(|v| v[0])
+    }
+    fn push(&mut self, token: u32) -> Option<()> {
+        self.n += 1;
+        self.tokens.push(token);
+        None
+    }
+}
+
+/// Seeded sampling with jump-forward: a forced token is emitted without a draw of its own, where
+/// the plain loop draws it from a one-token mask; it now takes that draw, so every later token
+/// is the plain loop's (every sampled token after the first forced one differed).
+#[test]
+fn seeded_sampling_with_forced_tokens_draws_the_plain_loops_tokens() {
+    let m = load(&tiny_model());
+    let prompt = m.tokenizer.encode("Once upon a time", true, false);
+    let sampled = |seed| SamplerConfig {
+        temperature: 1.0,
+        seed,
+        ..SamplerConfig::default()
+    };
+    let decode_with = |spec: &SpeculateConfig, seed: u64| {
+        let mut session = Session::new(
+            m.model.clone(),
+            SessionOptions {
+                n_ctx: 256,
+                threads: 2,
+                activations: Activations::F32,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let logits = session.eval(&prompt).unwrap();
+        let mut sampler = Sampler::new(sampled(seed));
+        let mut hooks = ForcingEveryThird {
+            n: 0,
+            tokens: Vec::new(),
+        };
+        let (_, stats) = decode(&mut session, &mut sampler, &prompt, logits, 60, spec, &mut hooks).unwrap();
+        (hooks.tokens, stats)
+    };
+    let on = SpeculateConfig {
+        enabled: true,
+        ..SpeculateConfig::default()
+    };
+    let off = SpeculateConfig {
+        enabled: false,
+        ..SpeculateConfig::default()
+    };
+    for seed in [1, 2, 3] {
+        let (plain, _) = decode_with(&off, seed);
+        let (spec, stats) = decode_with(&on, seed);
+        assert!(stats.forced >= 15, "{stats:?}");
+        assert_eq!(spec, plain, "seed {seed}");
+    }
 }
 
 #[test]
@@ -308,6 +378,14 @@ fn greedy_episodes_are_identical_smollm2() {
     };
     episodes_are_identical(
         &model,
-        &["--limit", "4", "--max-new-tokens", "64", "--activations", "f32"],
+        &[
+            "--limit",
+            "4",
+            "--max-new-tokens",
+            "64",
+            "--activations",
+            "f32",
+            "--greedy",
+        ],
     );
 }
