@@ -7,29 +7,8 @@
 //! cache pointed at a fresh directory so the test runs the real compiler, then checks the
 //! cache files it wrote and the in-process cache.
 
+use crate::support::{cache_dir, setup};
 use edgeact_runtime::kernels::cuda::{self, compile_all, compile_module, SOURCES};
-use std::path::{Path, PathBuf};
-use std::sync::Once;
-
-/// Where this test binary's PTX cache goes (fresh per process).
-fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cuda-compile-{}", std::process::id()))
-}
-
-/// Sets the environment once, before any test reads it (tests run on parallel threads).
-fn setup() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("EDGEACT_NVRTC_PATH").is_none() {
-            let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nvrtc/nvidia/cuda_nvrtc/lib");
-            if default.is_dir() {
-                std::env::set_var("EDGEACT_NVRTC_PATH", default);
-            }
-        }
-        let _ = std::fs::remove_dir_all(cache_dir());
-        std::env::set_var("EDGEACT_CACHE_DIR", cache_dir());
-    });
-}
 
 /// Kernel entry points every module must export (the launchers look these names up).
 fn expected_entries(module: &str) -> Vec<String> {

@@ -2,15 +2,13 @@
 //! on random inputs. Needs a CUDA GPU plus NVRTC (see `scripts/fetch-nvrtc.sh`); without one
 //! each test prints why it is skipped and passes.
 
-use edgeact_runtime::kernels::cuda::{probe, rope_table, GpuContext, GPU_WEIGHT_TYPES};
+use edgeact_runtime::kernels::cuda::{rope_table, GpuContext, GPU_WEIGHT_TYPES};
 use edgeact_runtime::quant::{dequantize_row, f16_to_f32, f32_to_f16, quantize_row, GgmlType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn gpu() -> Option<GpuContext> {
-    let a = probe();
-    if !a.usable() {
-        eprintln!("skipped: no usable CUDA GPU ({})", a.summary());
+    if !crate::support::usable_gpu() {
         return None;
     }
     Some(GpuContext::open(0).unwrap_or_else(|e| panic!("a GPU was found but could not be opened: {e}")))

@@ -3,7 +3,7 @@
 //! Needs a CUDA GPU and NVRTC; skips with the reason otherwise.
 
 use edgeact_runtime::gguf::GgufFile;
-use edgeact_runtime::kernels::cuda::{probe, select_device, DeviceChoice};
+use edgeact_runtime::kernels::cuda::{select_device, DeviceChoice};
 use edgeact_runtime::model::cuda::{GpuForward, GpuOptions};
 use edgeact_runtime::model::{Activations, KvType, LlamaModel, Session, SessionOptions};
 use edgeact_runtime::sampler::greedy_token;
@@ -32,9 +32,7 @@ fn greedy(mut eval: impl FnMut(&[u32], usize) -> Vec<f32>) -> Vec<u32> {
 
 #[test]
 fn greedy_generation_matches_cpu() {
-    let a = probe();
-    if !a.usable() {
-        eprintln!("skipped: no usable CUDA GPU ({})", a.summary());
+    if !crate::support::usable_gpu() {
         return;
     }
     let m = model();
@@ -80,8 +78,7 @@ fn greedy_generation_matches_cpu() {
 
 #[test]
 fn gpu_forward_rejects_bad_input() {
-    if !probe().usable() {
-        eprintln!("skipped: no usable CUDA GPU");
+    if !crate::support::usable_gpu() {
         return;
     }
     let m = model();
