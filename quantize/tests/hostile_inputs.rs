@@ -227,6 +227,28 @@ fn stale_partial_files_are_removed_by_the_next_run_for_the_same_output() {
     assert_eq!(partials_of(dir.path()), [other]);
 }
 
+/// Writers of one destination at once: each one's sweep runs while the others create their
+/// partial files, and a file caught between its creation and its lock looked stale and was
+/// removed under its writer, whose rename then failed. Every write succeeds now.
+#[test]
+fn concurrent_writers_of_one_output_never_remove_each_others_partial_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model.gguf");
+    std::thread::scope(|s| {
+        for t in 0..6 {
+            let out = &out;
+            s.spawn(move || {
+                for i in 0..200 {
+                    let p = PartialFile::create(out).unwrap_or_else(|e| panic!("writer {t}, write {i}: {e}"));
+                    p.as_file().set_len(64).unwrap();
+                    p.persist(out).unwrap_or_else(|e| panic!("writer {t}, write {i}: {e}"));
+                }
+            });
+        }
+    });
+    assert!(partials_of(dir.path()).is_empty());
+}
+
 /// Run in a child process by [`sigterm_removes_the_partial_file`]: creates a partial file,
 /// installs the handler, says where the file is, and waits to be killed.
 #[test]

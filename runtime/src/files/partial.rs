@@ -47,20 +47,33 @@ impl PartialFile {
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the output has no file name"))?;
         sweep_stale(dest);
-        // The mode any new file gets (0666 less the umask), not tempfile's private 0600: the
-        // finished file is a model or a dataset for other users and services too.
-        let file = tempfile::Builder::new()
-            .prefix(&partial_prefix(name))
-            .suffix(PARTIAL_SUFFIX)
-            .permissions(std::fs::Permissions::from_mode(0o666))
-            .tempfile_in(dir)?;
-        // Nobody else knows the random name yet, so the lock cannot be held by another run.
-        file.as_file().try_lock().map_err(|e| match e {
-            std::fs::TryLockError::Error(e) => e,
-            std::fs::TryLockError::WouldBlock => io::Error::other("the new partial file is locked"),
-        })?;
-        let slot = register(file.path());
-        Ok(PartialFile { file: Some(file), slot })
+        // A concurrent writer's sweep may take the new file between its creation and its lock
+        // (unlocked, it looks stale) and remove it: then the lock is refused or the name no
+        // longer names this file, and a fresh one is made.
+        for _ in 0..8 {
+            // The mode any new file gets (0666 less the umask), not tempfile's private 0600:
+            // the finished file is a model or a dataset for other users and services too.
+            let file = tempfile::Builder::new()
+                .prefix(&partial_prefix(name))
+                .suffix(PARTIAL_SUFFIX)
+                .permissions(std::fs::Permissions::from_mode(0o666))
+                .tempfile_in(dir)?;
+            let locked = match file.as_file().try_lock() {
+                Ok(()) => true,
+                Err(std::fs::TryLockError::WouldBlock) => false,
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            };
+            let still_named = std::fs::symlink_metadata(file.path())
+                .and_then(|m| Ok(same_file(&m, &file.as_file().metadata()?)))
+                .unwrap_or(false);
+            if locked && still_named {
+                let slot = register(file.path());
+                return Ok(PartialFile { file: Some(file), slot });
+            }
+        }
+        Err(io::Error::other(
+            "the partial file was removed as it was created, eight times (other runs sweeping the same destination)",
+        ))
     }
 
     fn temp(&self) -> &tempfile::NamedTempFile {
