@@ -288,9 +288,13 @@ pub fn parse_transcript(file: &str, text: &str) -> Result<Vec<RunRecord>, Export
     Ok(runs)
 }
 
+/// The largest transcript read (an evaluation's `--log` of thousands of episodes is tens of MB).
+pub const MAX_TRANSCRIPT_BYTES: u64 = 1 << 30;
+
 /// Reads and parses a transcript file.
 pub fn read_transcript(path: &Path) -> anyhow::Result<Vec<RunRecord>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = edgeact_runtime::files::read_regular_text(path, MAX_TRANSCRIPT_BYTES)
+        .with_context(|| format!("reading {}", path.display()))?;
     Ok(parse_transcript(&path.display().to_string(), &text)?)
 }
 

@@ -15,7 +15,8 @@ struct Line {
 
 /// Replies by task index.
 pub fn load(path: &Path) -> anyhow::Result<HashMap<usize, Vec<String>>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = edgeact_runtime::files::read_regular_text(path, crate::tasks::MAX_TASK_FILE_BYTES)
+        .with_context(|| format!("reading {}", path.display()))?;
     let mut out = HashMap::new();
     for (n, l) in text.lines().enumerate() {
         if l.trim().is_empty() {

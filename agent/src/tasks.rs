@@ -16,18 +16,24 @@ pub fn load_os_tasks(path: &Path, scripts_dir: &Path) -> anyhow::Result<Vec<OsTa
     OsTask::load_all(path, scripts_dir).map_err(|e| anyhow::anyhow!("reading OS tasks {}: {e}", path.display()))
 }
 
+/// The largest task file read (AgentBench's dbbench dev set is under 1 MiB).
+pub const MAX_TASK_FILE_BYTES: u64 = 64 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path}: invalid JSON: {source}")]
-    Json { path: String, source: serde_json::Error },
+    /// The causes are part of the messages, not `source`s (so `{:#}` prints them once).
+    #[error("cannot read {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
+    #[error("{path}: invalid JSON: {cause}")]
+    Json { path: String, cause: serde_json::Error },
+    #[error("{path}: no tasks in the file")]
+    Empty { path: String },
 }
 
 fn read(path: &Path) -> Result<String, TaskError> {
-    std::fs::read_to_string(path).map_err(|source| TaskError::Io {
+    edgeact_runtime::files::read_regular_text(path, MAX_TASK_FILE_BYTES).map_err(|cause| TaskError::Io {
         path: path.display().to_string(),
-        source,
+        cause,
     })
 }
 
@@ -71,15 +77,28 @@ impl DbTask {
 /// Reads a dbbench file (`.jsonl`, or a `.json` list).
 pub fn load_db_tasks(path: &Path) -> Result<Vec<DbTask>, TaskError> {
     let text = read(path)?;
-    let json_err = |source| TaskError::Json {
-        path: path.display().to_string(),
-        source,
+    let tasks: Vec<DbTask> = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|cause| TaskError::Json {
+            path: path.display().to_string(),
+            cause,
+        })?
+    } else {
+        // Each line is parsed alone: its error names the file's line.
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(n, l)| {
+                serde_json::from_str(l).map_err(|cause| TaskError::Json {
+                    path: format!("{}:{}", path.display(), n + 1),
+                    cause,
+                })
+            })
+            .collect::<Result<_, _>>()?
     };
-    if path.extension().is_some_and(|e| e == "json") {
-        return serde_json::from_str(&text).map_err(json_err);
+    if tasks.is_empty() {
+        return Err(TaskError::Empty {
+            path: path.display().to_string(),
+        });
     }
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).map_err(json_err))
-        .collect()
+    Ok(tasks)
 }

@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 /// Why a checkpoint could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The OS error is part of the message, not a `source` (so `{:#}` prints it once).
+    #[error("cannot read {path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("{path}: {msg}")]
     Invalid { path: PathBuf, msg: String },
     #[error("no checkpoint in {0}: expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json")]
@@ -132,7 +133,7 @@ impl MappedFile {
 pub(crate) fn map_file(path: &Path) -> Result<MappedFile, CheckpointError> {
     let io = |source| CheckpointError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     // A FIFO would block the open and a device cannot be mapped sensibly: regular files only.
     let file = edgeact_runtime::files::open_regular(path).map_err(io)?;
@@ -172,7 +173,7 @@ impl Checkpoint {
             let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
                 .map_err(|source| CheckpointError::Io {
                     path: dir.to_path_buf(),
-                    source,
+                    cause: source,
                 })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
@@ -293,7 +294,7 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
     // A regular file (a FIFO would block), of a bounded size: a 70B model's index is ~70 KB.
     let bytes = edgeact_runtime::files::read_regular(index, 64 << 20).map_err(|source| CheckpointError::Io {
         path: index.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let json: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| CheckpointError::invalid(index, format!("bad JSON: {e}")))?;

@@ -21,8 +21,9 @@ use edgeact_runtime::files::{AtomicOutput, OutputError};
 /// Why a GGUF file could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("{context}: {source}")]
-    Io { context: String, source: io::Error },
+    /// The OS error is part of the message, not a `source` (so `{:#}` prints it once).
+    #[error("{context}: {cause}")]
+    Io { context: String, cause: io::Error },
     #[error("invalid GGUF contents: {0}")]
     Invalid(String),
     #[error("refusing to overwrite the input file {0}")]
@@ -30,10 +31,10 @@ pub enum WriteError {
     /// The output path names something that is not a regular file (or a link to one).
     #[error("{0}")]
     BadOutput(String),
-    #[error("tensor {tensor:?}: {source}")]
+    #[error("tensor {tensor:?}: {cause}")]
     Tensor {
         tensor: String,
-        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+        cause: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     #[error("tensor {tensor:?}: the producer wrote {got} bytes, the declared shape needs {expected}")]
     WrongSize { tensor: String, expected: u64, got: u64 },
@@ -42,7 +43,7 @@ pub enum WriteError {
 impl From<OutputError> for WriteError {
     fn from(e: OutputError) -> WriteError {
         match e {
-            OutputError::Io { context, source } => WriteError::Io { context, source },
+            OutputError::Io { context, cause } => WriteError::Io { context, cause },
             OutputError::WouldOverwriteInput(p) => WriteError::WouldOverwriteInput(p),
             OutputError::BadOutput(m) => WriteError::BadOutput(m),
         }
@@ -51,7 +52,7 @@ impl From<OutputError> for WriteError {
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> WriteError {
     let context = context.into();
-    move |source| WriteError::Io { context, source }
+    move |cause| WriteError::Io { context, cause }
 }
 
 /// One declared tensor.
@@ -256,7 +257,7 @@ impl GgufWriter {
         let mut pos = header.len() as u64;
         let io = |e| WriteError::Io {
             context: "cannot write the GGUF file".into(),
-            source: e,
+            cause: e,
         };
         out.write_all(&header).map_err(io)?;
         let data_offset = pos;
@@ -269,7 +270,7 @@ impl GgufWriter {
             };
             produce(i, t, &mut sink).map_err(|e| WriteError::Tensor {
                 tensor: t.name.clone(),
-                source: e.into(),
+                cause: e.into(),
             })?;
             if sink.written != expected {
                 return Err(WriteError::WrongSize {

@@ -313,7 +313,8 @@ fn run_os_task(a: OsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_db_task(a: DbArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&a.table).with_context(|| format!("reading {}", a.table.display()))?;
+    let text = edgeact_runtime::files::read_regular_text(&a.table, edgeact_agent::tasks::MAX_TASK_FILE_BYTES)
+        .with_context(|| format!("reading {}", a.table.display()))?;
     let json: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", a.table.display()))?;
     let table = match json.get("table") {

@@ -65,8 +65,8 @@ struct EvalArgs {
     /// The local model's flags (and `--constrain`, which needs the local sampler) conflict
     /// with it rather than being silently ignored.
     #[arg(long, conflicts_with_all = [
-        "model", "scripted", "constrain", "ctx", "kv_type", "lora", "device", "gpu_layers",
-        "activations", "repack", "no_repack", "repack_cache",
+        "model", "scripted", "constrain", "ctx", "threads", "kv_type", "lora", "device", "gpu_layers",
+        "activations", "repack", "no_repack", "repack_cache", "no_speculate",
     ])]
     endpoint: Option<String>,
     /// Task file: OS `.json`/`.jsonl`, DB `.jsonl`.

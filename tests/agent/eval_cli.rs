@@ -342,6 +342,8 @@ fn endpoint_runs_refuse_the_local_models_flags() {
         &["--ctx", "512"],
         &["--repack"],
         &["--lora", "a.gguf"],
+        &["-t", "2"],
+        &["--no-speculate"],
     ] {
         let mut args = vec![
             "eval",
@@ -359,4 +361,45 @@ fn endpoint_runs_refuse_the_local_models_flags() {
             "{flag:?}: {err}"
         );
     }
+}
+
+/// Task and reply files are regular files of bounded size: a FIFO was waited on forever and
+/// `/dev/zero` read until memory ran out. A task file without tasks is an error (it scored
+/// 0 of 0 and exited 0), and a bad line is named by its line number (every line was "line 1").
+#[test]
+fn task_inputs_must_be_regular_nonempty_files_and_errors_name_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    let good = std::fs::read_to_string(fixture("dbbench_dev.jsonl")).unwrap();
+    std::fs::write(&bad, format!("{}\n\n{{bad\n", good.lines().next().unwrap())).unwrap();
+    let scripted = dir.path().join("s.jsonl");
+    std::fs::write(&scripted, "").unwrap();
+    let run = |tasks: &Path, replies: &Path| {
+        let t = std::time::Instant::now();
+        let out = edgeact(&[
+            "eval",
+            "db",
+            "--tasks",
+            tasks.to_str().unwrap(),
+            "--scripted",
+            replies.to_str().unwrap(),
+        ]);
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "{tasks:?}: hung");
+        assert!(!out.status.success(), "{tasks:?} {replies:?} accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(run(&fifo, &scripted).contains("FIFO"));
+    assert!(run(Path::new("/dev/zero"), &scripted).contains("character device"));
+    assert!(run(&empty, &scripted).contains("no tasks"));
+    let err = run(&bad, &scripted);
+    assert!(err.contains("bad.jsonl:3: invalid JSON"), "{err}");
+    assert!(run(&fixture("dbbench_dev.jsonl"), &fifo).contains("FIFO"));
 }

@@ -85,6 +85,17 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Reads a regular file of at most `max` bytes as UTF-8 text (task files, transcripts,
+/// prompts): a FIFO is refused instead of waited on, a device instead of read without end.
+pub fn read_regular_text(path: &Path, max: u64) -> io::Result<String> {
+    String::from_utf8(read_regular(path, max)?).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not UTF-8 text", path.display()),
+        )
+    })
+}
+
 /// Reads a regular file of at most `max` bytes (config and tokenizer files).
 pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     use std::io::Read;

@@ -206,8 +206,9 @@ pub fn same_file(a: &Metadata, b: &Metadata) -> bool {
 /// Why an output file could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("{context}: {source}")]
-    Io { context: String, source: io::Error },
+    /// The OS error is part of the message, not a `source` (so `{:#}` prints it once).
+    #[error("{context}: {cause}")]
+    Io { context: String, cause: io::Error },
     #[error("refusing to overwrite the input file {0}")]
     WouldOverwriteInput(PathBuf),
     /// The output path names something that is not a regular file (or a link to one), or
@@ -218,7 +219,7 @@ pub enum OutputError {
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> OutputError {
     let context = context.into();
-    move |source| OutputError::Io { context, source }
+    move |cause| OutputError::Io { context, cause }
 }
 
 /// An output written atomically: a [`PartialFile`] beside the destination, renamed into place

@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 /// Why a GGUF file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The OS error is part of the message, not a `source` (so `{:#}` prints it once).
+    #[error("cannot read {path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("not a GGUF file (magic bytes {0:02x?}, expected \"GGUF\")")]
     BadMagic([u8; 4]),
     #[error("unsupported: {0}")]
@@ -55,7 +56,7 @@ pub fn open_regular_file(path: &Path) -> Result<File, GgufError> {
             },
             None => GgufError::Io {
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             },
         }
     })
@@ -93,9 +94,9 @@ impl GgufFile {
     /// Maps `path` read-only and validates its header and tensor table.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
-        let io = |source| GgufError::Io {
+        let io = |cause| GgufError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let file = open_regular_file(path)?;
         // SAFETY: the mapping is read-only. Like every mmap-based loader (llama.cpp included) we

@@ -69,12 +69,12 @@ pub enum OsError {
     #[error("sandbox configuration: {0}")]
     Config(String),
     /// A system call of the parent failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done.
         context: String,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (part of the message, not a `source`, so `{:#}` prints it once).
+        cause: io::Error,
     },
     /// A set-up step inside the new namespaces failed.
     #[error("sandbox set-up failed at {step}: {errno}")]
@@ -100,7 +100,7 @@ pub type Result<T> = std::result::Result<T, OsError>;
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> OsError {
     let context = context.into();
-    move |source| OsError::Io { context, source }
+    move |cause| OsError::Io { context, cause }
 }
 
 /// The lower (read-only) layer of the sandbox's root file system.
