@@ -31,7 +31,8 @@ pub struct Args {
     /// Generation lengths to test (comma-separated; 0 skips the tg test).
     #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
     n_gen: Vec<usize>,
-    /// Thread counts to test (comma-separated; default: all cores).
+    /// Thread counts to test (comma-separated; 0 or default: all cores; more than the CPUs:
+    /// clamped, each count measured once).
     #[arg(short = 't', long, value_delimiter = ',')]
     threads: Vec<usize>,
     /// Context depths (comma-separated): each test runs after this many tokens already in the
@@ -106,13 +107,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     )?;
     // A first run writes the repack cache in the background: not while measuring.
     model.finish_cache_write();
-    let threads = if args.threads.is_empty() {
-        vec![std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)]
+    // The counts as run (0: every core; more than the CPUs: clamped with a note), each once:
+    // a row names the threads it measured.
+    let mut threads: Vec<usize> = Vec::new();
+    for t in if args.threads.is_empty() {
+        vec![0]
     } else {
         args.threads.clone()
-    };
-    if threads.contains(&0) {
-        bail!("-t 0 is not a thread count");
+    } {
+        let used = super::args::thread_count(Some(t));
+        if !threads.contains(&used) {
+            threads.push(used);
+        }
     }
     if !args.parallel.is_empty() {
         if let Backend::Cuda(g) = &backend {
@@ -130,6 +136,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let name = model_name(&model);
     let tests = plan_tests(&args.n_prompt, &args.n_gen, &args.n_depth, &args.parallel);
+    if tests.is_empty() {
+        bail!("nothing to measure: -p and -n are all 0");
+    }
     let max_ctx = model.config().max_context;
     // A --parallel test also holds its untimed prompt.
     let positions = |t: &Test| {

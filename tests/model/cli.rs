@@ -224,6 +224,48 @@ fn bench_json_reports_each_test() {
     assert!(stdout.contains(want), "{stdout}");
 }
 
+/// A row names the threads it ran with: a count above the CPUs is clamped, as the runtime
+/// does (the row said 40000 threads and measured the CPU count), 0 means every core, and each
+/// count is measured once. Nothing to measure is an error, not an empty table.
+#[test]
+fn bench_rows_name_the_threads_used() {
+    let m = model_path();
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    let out = edgeact(&[
+        "bench",
+        "-m",
+        m.to_str().unwrap(),
+        "-p",
+        "4",
+        "-n",
+        "0",
+        "-t",
+        "1,40000,0",
+        "-r",
+        "1",
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let threads: Vec<u64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["threads"].as_u64().unwrap())
+        .collect();
+    let want: Vec<u64> = if cpus == 1 { vec![1] } else { vec![1, cpus] };
+    assert_eq!(threads, want);
+    let none = edgeact(&["bench", "-m", m.to_str().unwrap(), "-p", "0", "-n", "0"]);
+    assert!(!none.status.success());
+    assert!(
+        text(&none.stderr).contains("nothing to measure"),
+        "{}",
+        text(&none.stderr)
+    );
+}
+
 /// `--parallel`: each tg test becomes one batched-decode row per sequence count (aggregate
 /// tokens/s of the sequences decoding together); pp rows are unchanged. No timing asserted.
 #[test]
