@@ -153,8 +153,8 @@ impl LiveView {
                 } else {
                     String::new()
                 };
-                eprintln!(
-                    "\x1b[2m[round {}] prompt {} tok ({} prefilled, {:.0} tok/s) | {} generated{} ({:.1} tok/s) | stop: {}\x1b[0m",
+                let line = format!(
+                    "[round {}] prompt {} tok ({} prefilled, {:.0} tok/s) | {} generated{} ({:.1} tok/s) | stop: {}",
                     round + 1,
                     s.prompt_tokens,
                     s.prefilled_tokens,
@@ -164,23 +164,24 @@ impl LiveView {
                     s.gen_tps(),
                     stop_in_words(&s.stop)
                 );
+                eprintln!("{}", paint(DIM, &line));
                 match action {
                     ParsedAction::Os(p) => match &p.action {
-                        Some(OsAction::Bash(code)) => eprintln!("\x1b[36m→ bash:\x1b[0m {code}"),
-                        Some(OsAction::Commit(Some(a))) => eprintln!("\x1b[32m→ answer:\x1b[0m {a}"),
-                        Some(OsAction::Commit(None)) => eprintln!("\x1b[32m→ finish\x1b[0m"),
-                        None => eprintln!("\x1b[31m→ no valid action\x1b[0m"),
+                        Some(OsAction::Bash(code)) => eprintln!("{} {code}", paint(CYAN, "→ bash:")),
+                        Some(OsAction::Commit(Some(a))) => eprintln!("{} {a}", paint(GREEN, "→ answer:")),
+                        Some(OsAction::Commit(None)) => eprintln!("{}", paint(GREEN, "→ finish")),
+                        None => eprintln!("{}", paint(RED, "→ no valid action")),
                     },
                     ParsedAction::Db { action } => match action {
-                        DbAction::Operation(sql) => eprintln!("\x1b[36m→ SQL:\x1b[0m {sql}"),
-                        DbAction::Answer(a) => eprintln!("\x1b[32m→ final answer:\x1b[0m{a}"),
-                        DbAction::OperationWithoutSql => eprintln!("\x1b[31m→ operation without a SQL block\x1b[0m"),
-                        DbAction::NoAnswer => eprintln!("\x1b[31m→ no valid action\x1b[0m"),
+                        DbAction::Operation(sql) => eprintln!("{} {sql}", paint(CYAN, "→ SQL:")),
+                        DbAction::Answer(a) => eprintln!("{}{a}", paint(GREEN, "→ final answer:")),
+                        DbAction::OperationWithoutSql => eprintln!("{}", paint(RED, "→ operation without a SQL block")),
+                        DbAction::NoAnswer => eprintln!("{}", paint(RED, "→ no valid action")),
                     },
                 }
             }
             Event::Observation { message, .. } => {
-                eprintln!("\x1b[33m← observation:\x1b[0m {message}");
+                eprintln!("{} {message}", paint(YELLOW, "← observation:"));
             }
         }
         if let Some(t) = self.log.as_mut() {
@@ -374,4 +375,25 @@ fn stop_in_words(code: &str) -> &str {
 pub fn backend_parser() -> impl clap::builder::TypedValueParser<Value = Backend> {
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(Backend::NAMES).try_map(|s| s.parse::<Backend>())
+}
+
+const DIM: &str = "2";
+const RED: &str = "31";
+const GREEN: &str = "32";
+const YELLOW: &str = "33";
+const CYAN: &str = "36";
+
+/// `text` in the ANSI style `sgr` where stderr is a terminal and `NO_COLOR` is unset (a log
+/// file or a pipe gets plain text).
+fn paint(sgr: &str, text: &str) -> String {
+    static COLOUR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let colour = *COLOUR.get_or_init(|| {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+    });
+    if colour {
+        format!("\x1b[{sgr}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
 }

@@ -611,10 +611,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let (Some(steps), Some(drafted)) = (decode.engine_steps, decode.draft_tokens) {
         eprintln!("batched engine: {steps} steps, {drafted} draft tokens verified");
     }
-    let errors = results.iter().filter(|r| r.error.is_some()).count();
-    if errors > 0 {
-        eprintln!("{errors} run(s) ended with an error (counted as failed)");
+    let errors: Vec<&str> = results.iter().filter_map(|r| r.error.as_deref()).collect();
+    if let Some(first) = errors.first() {
+        eprintln!(
+            "{} run(s) ended with an error (counted as failed); the first: {first}",
+            errors.len()
+        );
     }
+    // Every run failing is a set-up problem (no server, no database), not a score of 0: the
+    // report is still written, and the exit status says so.
+    let all_failed = !results.is_empty() && errors.len() == results.len();
     if let Some(path) = &a.json {
         let report = Report {
             protocol: if protocol == "os" { "os" } else { "db" },
@@ -641,6 +647,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::io::Write::write_all(&mut out.file(), (text + "\n").as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
         out.commit()?;
+    }
+    if all_failed {
+        eprintln!("error: every run ended with an error");
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

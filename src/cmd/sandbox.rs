@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long)]
     task: Option<PathBuf>,
     /// Index of the task when the file holds a list.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, requires = "task")]
     index: usize,
     /// Wall-clock limit of the command, seconds (at most a day).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]

@@ -45,13 +45,13 @@ pub struct Args {
     #[arg(long)]
     model_id: Option<String>,
     /// Largest request body in bytes.
-    #[arg(long, default_value_t = edgeact_serve::DEFAULT_BODY_LIMIT)]
+    #[arg(long, default_value_t = edgeact_serve::DEFAULT_BODY_LIMIT, value_parser = at_least_one)]
     max_body: usize,
     /// Seconds in-flight requests get to finish after SIGTERM / Ctrl-C before they are aborted.
     #[arg(long, default_value_t = 10)]
     shutdown_timeout: u64,
     /// Largest TGI `best_of` (candidates generated in parallel for one request; 1 refuses it).
-    #[arg(long, default_value_t = edgeact_serve::DEFAULT_MAX_BEST_OF)]
+    #[arg(long, default_value_t = edgeact_serve::DEFAULT_MAX_BEST_OF, value_parser = at_least_one)]
     max_best_of: usize,
     /// Prompt-lookup speculative decoding: each step also verifies tokens guessed from each
     /// request's own prompt and output (lossless; pays when replies copy their prompts, as
@@ -117,4 +117,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     result?;
     eprintln!("edgeact: server stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A count that must be at least 1 (`--max-body 0` made every POST a 413).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }

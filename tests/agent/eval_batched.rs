@@ -17,6 +17,18 @@ use std::time::Duration;
 
 /// `eval db` on the dev set with `args` added; the JSON report and stderr.
 pub(crate) fn eval_db(args: &[&str]) -> (Value, String) {
+    eval_db_ending(args, true)
+}
+
+/// [`eval_db`] whose runs all end with an error: the report is written all the same, the
+/// first error is on stderr, and the exit status is a failure.
+fn eval_db_all_failing(args: &[&str]) -> (Value, String) {
+    let (r, stderr) = eval_db_ending(args, false);
+    assert!(stderr.contains("the first: "), "{stderr}");
+    (r, stderr)
+}
+
+fn eval_db_ending(args: &[&str], success: bool) -> (Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
     let tasks = fixture("dbbench_dev.jsonl");
@@ -31,7 +43,7 @@ pub(crate) fn eval_db(args: &[&str]) -> (Value, String) {
     all.extend_from_slice(args);
     let out = edgeact(&all);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.status.success(), success, "{stderr}");
     let r = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     (r, stderr)
 }
@@ -251,7 +263,7 @@ fn endpoint_errors_are_reported_per_task() {
     let tasks: Arc<Vec<Value>> = Arc::new(Vec::new());
     let log: Log = Arc::default();
     let failing = fake_tgi(0, Mode::Fail, Arc::clone(&log), tasks);
-    let (r, _) = eval_db(&["--endpoint", &failing, "--limit", "1", "--greedy"]);
+    let (r, _) = eval_db_all_failing(&["--endpoint", &failing, "--limit", "1", "--greedy"]);
     let err = r["results"][0]["error"].as_str().unwrap();
     assert!(err.contains("HTTP 500") && err.contains("model overloaded"), "{err}");
     // No retry after an error status.
@@ -261,7 +273,7 @@ fn endpoint_errors_are_reported_per_task() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
-    let (r, stderr) = eval_db(&["--endpoint", &closed, "--limit", "1", "--greedy"]);
+    let (r, stderr) = eval_db_all_failing(&["--endpoint", &closed, "--limit", "1", "--greedy"]);
     let err = r["results"][0]["error"].as_str().unwrap();
     assert!(err.contains("cannot reach") && err.contains("4 attempts"), "{err}");
     assert!(stderr.contains("retrying"), "{stderr}");
