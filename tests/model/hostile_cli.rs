@@ -189,3 +189,19 @@ fn bench_with_an_absurd_prompt_length_is_an_error() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("positions"), "{err}");
 }
+
+/// Values that would make a command useless are refused at parsing: `serve --max-body 0`
+/// answered every POST with 413, and `sandbox --index N` without `--task` was ignored.
+#[test]
+fn useless_flag_values_are_refused() {
+    let Some(m) = model_path() else { return };
+    let m = m.to_str().unwrap();
+    for args in [
+        &["serve", "-m", m, "--max-body", "0"][..],
+        &["serve", "-m", m, "--max-best-of", "0"],
+        &["sandbox", "--index", "3", "--", "echo", "hi"],
+    ] {
+        let out = edgeact(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+    }
+}
