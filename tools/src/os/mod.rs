@@ -1147,12 +1147,15 @@ impl OsSandbox {
         };
         let pid = sys::spawn_in_sandbox(&self.ns, &cg_fds, &self.rlimits, &exec, &fds).map_err(io_err("fork"))?;
         drop((in_r, out_w, rep_w));
-        // Feed stdin from a thread so a script that does not read it cannot block us.
+        // Feed stdin from a thread so a script that does not read it cannot block us, and give
+        // up at the deadline (a stopped script never reads it).
+        let wall = self.cfg.wall_timeout;
         let feeder = std::thread::spawn(move || {
-            let mut f = std::fs::File::from(in_w);
-            let _ = std::io::Write::write_all(&mut f, &stdin);
+            if sys::set_nonblocking(in_w.as_raw_fd()).is_ok() {
+                let _ = sys::write_all(in_w.as_raw_fd(), &stdin, wall);
+            }
         });
-        let deadline = Instant::now() + self.cfg.wall_timeout;
+        let deadline = Instant::now() + wall;
         let got = pty::collect_script_output(&out_r, deadline, self.cfg.output_cap, &mut || {
             sys::waitpid(pid, true).map_err(io_err("wait for script"))
         })?;
@@ -1168,8 +1171,9 @@ impl OsSandbox {
                 .unwrap_or(0),
         };
         let _ = feeder.join();
-        let mut rep = Vec::new();
-        let _ = std::fs::File::from(rep_r).read_to_end(&mut rep);
+        // Set-up failures are reported before the script's processes exit; whatever else still
+        // holds the pipe is not waited for.
+        let rep = sys::read_ready(rep_r.as_raw_fd());
         if rep.first() == Some(&b'E') && rep.len() >= 9 {
             let errno = i32::from_le_bytes([rep[5], rep[6], rep[7], rep[8]]);
             return Err(OsError::Setup {

@@ -197,7 +197,19 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Writes all of `data` (retrying on partial writes and EAGAIN) within `timeout`.
+/// Makes `fd` non-blocking (for [`write_all`]'s timeout to apply).
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Writes all of `data` (retrying on partial writes and EAGAIN) within `timeout` (a
+/// non-blocking `fd`: a blocking one waits in `write` for as long as it takes).
 pub fn write_all(fd: RawFd, mut data: &[u8], timeout: std::time::Duration) -> io::Result<()> {
     let deadline = std::time::Instant::now() + timeout;
     while !data.is_empty() {
@@ -664,6 +676,10 @@ pub fn spawn_sandbox(plan: &Plan, fds: &StartFds) -> io::Result<libc::pid_t> {
     // Intermediate process (host pid namespace).
     // SAFETY: see above; all calls are raw syscalls on plan data.
     unsafe {
+        // A session of its own, so that no process of the sandbox (PID 1 above all, which root
+        // inside may ptrace) has edgeact's controlling terminal: with it, TIOCSTI typed
+        // commands into the user's shell outside.
+        libc::setsid();
         let mut keep = [fds.report_w, fds.go_r, fds.slave];
         keep.sort_unstable();
         // The cgroup fds must survive too.
@@ -931,6 +947,20 @@ impl NsFds {
     }
 }
 
+/// What `fd` holds now, read without waiting for its writers to close it (a script's process
+/// that a process inside stopped before its exec holds the report pipe open for good).
+pub fn read_ready(fd: RawFd) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64];
+    while poll(fd, libc::POLLIN, 0).is_ok_and(|ev| ev & libc::POLLIN != 0) {
+        match read(fd, &mut buf) {
+            Ok(n) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    out
+}
+
 /// Pipes of a script process: its stdin (read end), combined stdout/stderr (write end), and
 /// a report pipe for set-up failures.
 pub struct ScriptFds {
@@ -962,6 +992,9 @@ pub fn spawn_in_sandbox(
     }
     // SAFETY: as above.
     unsafe {
+        // No controlling terminal (see `spawn_sandbox`); the script's process below makes a
+        // session of its own again.
+        libc::setsid();
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         // Not dumpable until the exec (which resets it): the process below enters the
         // sandbox's PID namespace as a copy of edgeact (its memory, its descriptors until
@@ -994,10 +1027,12 @@ pub fn spawn_in_sandbox(
             };
             libc::_exit(code);
         }
+        // At once (a process inside may stop this one by its predictable pid: it must still
+        // die with its parent), and again after the credential change, which clears it.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         if (ns.joins_user() && !become_namespace_root()) || !leave_session_keyring() {
             child_fail(fds.report_w, STEP_USERNS);
         }
-        // Set after the credential change, which clears it.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         reset_signals();
         if libc::setsid() < 0

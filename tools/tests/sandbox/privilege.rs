@@ -382,3 +382,87 @@ fn sandbox_priv_device_nodes_of_the_host_view_do_not_open() {
         Some(Some(out)) => assert!(out.ends_with("end") && !out.contains("opened"), "{out:?}"),
     }
 }
+
+/// `tty_nr` of `/proc/<pid>/stat` (0: no controlling terminal).
+fn tty_nr(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 1..];
+    after_comm.split_whitespace().nth(4).unwrap().parse().unwrap()
+}
+
+/// No process inside holds the controlling terminal edgeact runs on: PID 1 held it, and root
+/// inside, which may ptrace PID 1, made it type commands into the user's shell outside
+/// (TIOCSTI). Run again under `script`, so that edgeact has a terminal to lose.
+#[test]
+fn sandbox_priv_nothing_inside_has_edgeacts_terminal() {
+    const CHILD: &str = "EDGEACT_TEST_ON_A_TERMINAL";
+    if std::env::var_os(CHILD).is_none() {
+        let cmd = format!(
+            "{} privilege::sandbox_priv_nothing_inside_has_edgeacts_terminal --exact --nocapture --test-threads=1",
+            std::env::current_exe().unwrap().display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env(CHILD, "1")
+            .stdin(std::process::Stdio::null())
+            .output();
+        let Ok(out) = out else {
+            eprintln!("skipping: no `script` command to give the test a terminal");
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "on a terminal:\n{text}"
+        );
+        eprintln!("on a terminal:\n{text}");
+        return;
+    }
+    let terminal = tty_nr("self");
+    if terminal == 0 {
+        eprintln!("skipping: `script` gave no controlling terminal");
+        return;
+    }
+    let Some(mut sb) = start(cfg()) else { return };
+    assert_eq!(
+        run(&mut sb, "awk '{print $7}' /proc/1/stat"),
+        "0",
+        "PID 1 has a terminal"
+    );
+    let all = run(
+        &mut sb,
+        "cat /proc/[0-9]*/stat | awk '{print $7}' | sort -u | tr '\\n' ' '",
+    );
+    assert!(!all.split_whitespace().any(|t| t == terminal.to_string()), "{all}");
+}
+
+/// A process inside that stops the script's processes as they are forked (their pids are
+/// predictable) made the judge wait forever: a stopped child kept the report pipe open. The
+/// script now times out as any other.
+#[test]
+fn sandbox_priv_a_stopped_script_cannot_hang_the_judge() {
+    use edgeact_tools::os::Script;
+    let Some(mut sb) = start(SandboxConfig {
+        wall_timeout: Duration::from_secs(3),
+        ..cfg()
+    }) else {
+        return;
+    };
+    // Stops every pid just after its own, forever, without forking (builtins only).
+    run(
+        &mut sb,
+        "(b=$BASHPID; while :; do for ((p=b+1; p<b+40; p++)); do kill -STOP $p 2>/dev/null; done; done) &",
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut last = None;
+        for _ in 0..5 {
+            last = Some(sb.run_script(&Script::bash("echo hi"), &[]).map(|r| r.code));
+        }
+        let _ = tx.send(last);
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(r) => eprintln!("last script: {r:?}"),
+        Err(_) => panic!("run_script did not return within a minute (wall timeout 3 s)"),
+    }
+}
