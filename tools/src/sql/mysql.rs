@@ -291,7 +291,15 @@ impl SqlBackend for MysqlBackend {
         if self.database.is_none() {
             return Err(SqlError::NoTable);
         }
-        let text = match self.run_statement(sql) {
+        // As AgentBench: a fresh session for each statement (its `conn.reconnect()` and `use`
+        // before every one), committed after it. Session variables, temporary tables, an open
+        // transaction and the model's own `USE` do not carry over to the next statement.
+        self.reconnect()?;
+        let result = self.run_statement(sql);
+        if result.is_ok() {
+            let _ = self.conn.query_drop("COMMIT");
+        }
+        let text = match result {
             Ok(t) => t,
             Err(mysql::Error::MySqlError(e)) => format!("{} ({}): {}", e.code, e.state, e.message),
             Err(e @ (mysql::Error::IoError(_) | mysql::Error::CodecError(_))) => {

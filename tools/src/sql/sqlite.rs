@@ -435,6 +435,29 @@ impl SqliteBackend {
         Ok(out.finish())
     }
 
+    /// What AgentBench's reconnect before every statement does to a MySQL session, after each
+    /// statement: an open transaction is committed (it committed after each statement) and
+    /// TEMP tables, views and triggers are dropped (a new session has none), so `BEGIN`, an
+    /// `UPDATE` and a `ROLLBACK` keep the update, and a TEMP table is gone at the next statement.
+    fn end_session(conn: &Connection) -> Result<()> {
+        if !conn.is_autocommit() {
+            conn.execute_batch("COMMIT")?;
+        }
+        let temp: Vec<(String, String)> = conn
+            .prepare("SELECT type, name FROM temp.sqlite_master WHERE type IN ('view', 'trigger', 'table')")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (kind, name) in temp {
+            // A table's triggers go with it; the kinds are SQLite's own words.
+            let _ = conn.execute_batch(&format!(
+                "DROP {} IF EXISTS temp.{}",
+                kind.to_uppercase(),
+                quote_ident(&name)
+            ));
+        }
+        Ok(())
+    }
+
     fn error_text(&self, session: &Session, e: &rusqlite::Error) -> String {
         let interrupted = matches!(e, rusqlite::Error::SqliteFailure(f, _)
             if f.code == rusqlite::ErrorCode::OperationInterrupted);
@@ -465,6 +488,7 @@ impl SqlBackend for SqliteBackend {
             Ok(t) => t,
             Err(e) => self.error_text(session, &e),
         };
+        Self::end_session(&session.conn)?;
         Ok(truncate_db_output(&text))
     }
 

@@ -330,3 +330,25 @@ fn sql_mysql_observations_name_the_database_as_agentbench_did() {
     assert_ne!(other.database(), b.database());
     assert_eq!(other.execute("SELECT DATABASE()").unwrap(), "[('US Ambassadors',)]");
 }
+
+/// AgentBench reconnected and re-selected the database before every statement and committed
+/// after it: a user variable, a temporary table, an open transaction or the model's own `USE`
+/// does not reach the next statement (BEGIN, UPDATE, ROLLBACK keeps the update).
+#[test]
+fn sql_mysql_each_statement_has_a_session_of_its_own() {
+    let Some(url) = url() else { return };
+    let mut b = backend(&url);
+    b.execute("SET @n := 5").unwrap();
+    assert_eq!(b.execute("SELECT @n").unwrap(), "[(None,)]");
+    b.execute("BEGIN").unwrap();
+    b.execute("UPDATE `US Ambassadors` SET Floors = '1'").unwrap();
+    b.execute("ROLLBACK").unwrap();
+    assert_eq!(
+        b.execute("SELECT DISTINCT Floors FROM `US Ambassadors`").unwrap(),
+        "[('1',)]"
+    );
+    b.execute("CREATE TEMPORARY TABLE scratch (a INT)").unwrap();
+    assert!(b.execute("SELECT * FROM scratch").unwrap().starts_with("1146"));
+    b.execute("USE information_schema").unwrap();
+    assert_eq!(b.execute("SELECT DATABASE()").unwrap(), "[('US Ambassadors',)]");
+}
