@@ -440,8 +440,10 @@ impl SqliteBackend {
     /// TEMP tables, views and triggers are dropped (a new session has none), so `BEGIN`, an
     /// `UPDATE` and a `ROLLBACK` keep the update, and a TEMP table is gone at the next statement.
     fn end_session(conn: &Connection) -> Result<()> {
-        if !conn.is_autocommit() {
-            conn.execute_batch("COMMIT")?;
+        // A commit SQLite refuses (a deferred foreign key, say) is rolled back: MySQL's
+        // session ended there too.
+        if !conn.is_autocommit() && conn.execute_batch("COMMIT").is_err() {
+            conn.execute_batch("ROLLBACK")?;
         }
         let temp: Vec<(String, String)> = conn
             .prepare("SELECT type, name FROM temp.sqlite_master WHERE type IN ('view', 'trigger', 'table')")?
