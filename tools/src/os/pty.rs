@@ -90,6 +90,8 @@ impl PtyShell {
         let mut out = self.collect(true)?;
         if !leftover.is_empty() {
             leftover.extend_from_slice(&out.raw);
+            // One cap for the observation, leftover included.
+            leftover.truncate(self.limits.output_cap);
             out.raw = leftover;
             out.output = self.render(&out.raw);
         }

@@ -143,6 +143,24 @@ fn sandbox_attack_huge_output() {
     assert!(r.output.len() <= 1 << 20 && r.code != 0);
 }
 
+/// Output that arrives after an observation ended is shown with the next one, within the same
+/// cap (leftover and new output together reached twice the cap).
+#[test]
+fn sandbox_attack_leftover_output_counts_against_the_cap() {
+    let cap = 4096;
+    let Some(mut sb) = start(SandboxConfig {
+        output_cap: cap,
+        ..cfg()
+    }) else {
+        return;
+    };
+    sb.run("(sleep 1; head -c 20000 /dev/zero | tr '\\0' a) &").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let out = sb.run("head -c 20000 /dev/zero | tr '\\0' b").unwrap();
+    assert!(out.raw.contains(&b'a'), "no leftover was shown: {}", out.raw.len());
+    assert!(out.raw.len() <= cap, "{} bytes past a cap of {cap}", out.raw.len());
+}
+
 #[test]
 fn sandbox_attack_kill_parent_and_everything() {
     let Some(mut sb) = start(cfg()) else { return };
