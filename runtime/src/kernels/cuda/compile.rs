@@ -182,13 +182,10 @@ fn store(path: &PathBuf, ptx: &str) {
             return Ok(());
         };
         std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            std::process::id(),
-            path.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        std::fs::write(&tmp, ptx)?;
-        std::fs::rename(&tmp, path)
+        // A temporary name of its own per writer (threads of one process compile at once too).
+        let mut tmp = tempfile::Builder::new().prefix(".ptx").tempfile_in(dir)?;
+        std::io::Write::write_all(&mut tmp, ptx.as_bytes())?;
+        tmp.persist(path).map(|_| ()).map_err(|e| e.error)
     };
     if let Err(e) = write() {
         static WARNED: OnceLock<()> = OnceLock::new();
