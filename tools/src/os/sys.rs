@@ -898,7 +898,8 @@ fn exec_in_terminal(plan: &Plan, fds: &StartFds) -> ! {
 /// Namespaces of a running sandbox, opened by the parent for [`spawn_in_sandbox`].
 #[derive(Debug)]
 pub struct NsFds {
-    /// In join order: ipc, uts, net, pid, mnt, with user (if any) first or last.
+    /// In join order: (unprivileged mode: the outer user namespace), ipc, uts, net, pid, mnt,
+    /// then the user namespace the script becomes root of.
     pub fds: Vec<(OwnedFd, libc::c_int)>,
 }
 
