@@ -28,7 +28,7 @@
 //! `Decimal('…')`, `FLOAT`/`DOUBLE` → `float`, `DATE`/`DATETIME`/`TIME` → `datetime` objects,
 //! binary strings → `bytes`, text → `str`; errors → `{errno} ({sqlstate}): {message}`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mysql::consts::ColumnType;
 use mysql::prelude::Queryable;
@@ -47,6 +47,9 @@ pub const AGENTBENCH_GROUP_CONCAT_MAX_LEN: u32 = 1024;
 
 /// The `binary` character set id: such string columns come back as `bytes`.
 const BINARY_CHARSET: u16 = 63;
+/// How long past the statement deadline the client waits for the server's own timeout error
+/// before giving up on the statement itself.
+const CLIENT_GRACE: Duration = Duration::from_secs(5);
 
 /// Quotes a MySQL identifier with backticks.
 fn quote_ident(name: &str) -> String {
@@ -78,7 +81,7 @@ impl MysqlBackend {
     /// task creates its own).
     pub fn connect(url: &str, limits: SqlLimits) -> Result<Self> {
         let opts = Opts::from_url(url).map_err(|e| SqlError::BadUrl(format!("{url}: {e}")))?;
-        let read_timeout = limits.statement_timeout + Duration::from_secs(5);
+        let read_timeout = limits.statement_timeout + CLIENT_GRACE;
         let opts: Opts = OptsBuilder::from_opts(opts)
             .db_name(None::<String>)
             .read_timeout(Some(read_timeout))
@@ -174,16 +177,26 @@ impl MysqlBackend {
     }
 
     /// Runs one statement and renders its first result set; `Err` is a tool failure, MySQL
-    /// errors become `Ok` observation text.
-    fn run_statement(&mut self, sql: &str) -> std::result::Result<String, mysql::Error> {
+    /// errors become `Ok` observation text. Rows are read until the observation's cut or
+    /// `deadline` and no further (a result streamed a row a second, or millions of rows past
+    /// the cut, kept the client reading for hours): then the rest is left unread and
+    /// [`Read::Abandoned`] says the session must be replaced.
+    fn run_statement(&mut self, sql: &str, deadline: Instant) -> std::result::Result<Read, mysql::Error> {
         let mut result = self.conn.query_iter(sql)?;
         let columns: Vec<mysql::Column> = result.columns().as_ref().to_vec();
         let mut out = RowsRenderer::new(1000);
-        let mut full = false;
         // Only the first result set is shown (the harness ran one statement per call).
         for row in result.by_ref() {
             let row = row?;
-            if full || columns.is_empty() {
+            if Instant::now() > deadline {
+                // Dropping the result would read it to its end.
+                std::mem::forget(result);
+                return Ok(Read::Abandoned {
+                    timed_out: true,
+                    text: String::new(),
+                });
+            }
+            if columns.is_empty() {
                 continue;
             }
             let vals: Vec<PyValue> = row
@@ -192,11 +205,26 @@ impl MysqlBackend {
                 .zip(columns.iter())
                 .map(|(v, c)| Self::value_to_py(v, c))
                 .collect();
-            full = !out.push_row(&vals);
+            if !out.push_row(&vals) {
+                std::mem::forget(result);
+                return Ok(Read::Abandoned {
+                    timed_out: false,
+                    text: out.finish(),
+                });
+            }
         }
         drop(result);
-        Ok(out.finish())
+        Ok(Read::Whole(out.finish()))
     }
+}
+
+/// How much of a statement's result [`MysqlBackend::run_statement`] read.
+enum Read {
+    /// All of it: the observation text.
+    Whole(String),
+    /// Rows up to the observation's cut (`text`), or until the deadline (`timed_out`); the
+    /// server may still be sending the rest.
+    Abandoned { timed_out: bool, text: String },
 }
 
 fn parse_date(s: &str) -> Option<PyValue> {
@@ -295,12 +323,27 @@ impl SqlBackend for MysqlBackend {
         // before every one), committed after it. Session variables, temporary tables, an open
         // transaction and the model's own `USE` do not carry over to the next statement.
         self.reconnect()?;
-        let result = self.run_statement(sql);
-        if result.is_ok() {
+        let deadline = Instant::now() + self.limits.statement_timeout + CLIENT_GRACE;
+        let result = self.run_statement(sql, deadline);
+        if let Ok(Read::Whole(_)) = result {
             let _ = self.conn.query_drop("COMMIT");
         }
         let text = match result {
-            Ok(t) => t,
+            Ok(Read::Whole(t)) => t,
+            Ok(Read::Abandoned { timed_out, text }) => {
+                // The connection is mid-result: replace it, and end the statement on the server.
+                let stuck = self.conn.connection_id();
+                self.reconnect()?;
+                let _ = self.conn.query_drop(format!("KILL {stuck}"));
+                if timed_out {
+                    format!(
+                        "2013 (HY000): Lost connection to MySQL server during query (statement exceeded the {} s time limit)",
+                        self.limits.statement_timeout.as_secs_f64()
+                    )
+                } else {
+                    text
+                }
+            }
             Err(mysql::Error::MySqlError(e)) => format!("{} ({}): {}", e.code, e.state, e.message),
             Err(e @ (mysql::Error::IoError(_) | mysql::Error::CodecError(_))) => {
                 // Read timeout past the server-side limit (an I/O error inside the packet

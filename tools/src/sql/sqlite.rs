@@ -66,6 +66,11 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Functions the model may not call: `load_extension` (native code), and `json_patch` /
+/// `jsonb_patch`, quadratic in SQLite (every key of the patch against every key of the target)
+/// inside one VM step that `sqlite3_interrupt` cannot stop (two 16 MB objects: hours).
+const DENIED_FUNCTIONS: &[&str] = &["load_extension", "json_patch", "jsonb_patch"];
+
 fn authorize(ctx: AuthContext<'_>) -> Authorization {
     match ctx.action {
         AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
@@ -76,7 +81,9 @@ fn authorize(ctx: AuthContext<'_>) -> Authorization {
                 Authorization::Deny
             }
         }
-        AuthAction::Function { function_name } if function_name.eq_ignore_ascii_case("load_extension") => {
+        AuthAction::Function { function_name }
+            if DENIED_FUNCTIONS.iter().any(|f| f.eq_ignore_ascii_case(function_name)) =>
+        {
             Authorization::Deny
         }
         _ => Authorization::Allow,

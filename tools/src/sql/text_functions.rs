@@ -27,6 +27,23 @@ fn check(step: usize, interrupted: &AtomicBool) -> Result<(), TextError> {
     Ok(())
 }
 
+/// Counts work that comes in uneven amounts per step and looks at the interrupt flag each time
+/// [`STEPS_PER_INTERRUPT_CHECK`] units have been spent.
+struct Meter(usize);
+
+impl Meter {
+    fn spend(&mut self, units: usize, interrupted: &AtomicBool) -> Result<(), TextError> {
+        self.0 += units;
+        if self.0 >= STEPS_PER_INTERRUPT_CHECK {
+            self.0 = 0;
+            if interrupted.load(Ordering::Relaxed) {
+                return Err(TextError::Interrupted);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A Knuth–Morris–Pratt searcher for one non-empty needle.
 struct Searcher<'a> {
     needle: &'a [u8],
@@ -172,12 +189,14 @@ pub fn trim<'a>(text: &'a [u8], set: &[u8], ends: TrimEnds, interrupted: &Atomic
             .min()
             .map(|(_, len)| len)
     };
+    // Each position hashes one piece per distinct length: that many bytes of work (invalid
+    // UTF-8 "characters" of thousands of lengths made it gigabytes between two checks).
+    let work_per_position: usize = lengths.iter().sum();
+    let mut meter = Meter(0);
     let (mut start, mut end) = (0, text.len());
-    let mut step = 0;
     if ends != TrimEnds::Right {
         while start < end {
-            step += 1;
-            check(step, interrupted)?;
+            meter.spend(work_per_position, interrupted)?;
             let s = start;
             let piece = |len: usize| (s + len <= end).then(|| &text[s..s + len]);
             match matched(&piece) {
@@ -188,8 +207,7 @@ pub fn trim<'a>(text: &'a [u8], set: &[u8], ends: TrimEnds, interrupted: &Atomic
     }
     if ends != TrimEnds::Left {
         while start < end {
-            step += 1;
-            check(step, interrupted)?;
+            meter.spend(work_per_position, interrupted)?;
             let e = end;
             let piece = |len: usize| (len <= e - start).then(|| &text[e - len..e]);
             match matched(&piece) {
@@ -236,6 +254,22 @@ mod tests {
         assert_eq!(r("abc", "abcd", "x"), "abc");
         assert_eq!(r("aaa", "a", ""), "");
         assert_eq!(replace(b"aaaa", b"a", b"xxxxxxxxxx", 20, &no()), Err(TextError::TooBig));
+    }
+
+    /// A set of characters of thousands of lengths (invalid UTF-8: a lead byte and any number of
+    /// continuation bytes) costs that many bytes hashed at each position: the interrupt flag is
+    /// looked at by work done, not by positions (16384 positions were gigabytes of hashing).
+    #[test]
+    fn trim_checks_the_interrupt_by_work_done() {
+        let mut set = Vec::new();
+        for k in 1..300 {
+            set.push(0xC0);
+            set.extend(std::iter::repeat_n(0x80, k));
+        }
+        let text: Vec<u8> = [0xC0, 0x80].repeat(10);
+        let fired = AtomicBool::new(true);
+        assert_eq!(trim(&text, &set, TrimEnds::Left, &fired), Err(TextError::Interrupted));
+        assert_eq!(trim(&text, &set, TrimEnds::Left, &no()), Ok(&b""[..]));
     }
 
     #[test]

@@ -428,6 +428,14 @@ fn sql_sqlite_quadratic_text_functions_are_contained() {
         .execute("SELECT length(replace(printf('%.*c', 1000000, 'a'), 'a', printf('%.*c', 100, 'b')))")
         .unwrap();
     assert_eq!(r, "string or blob too big");
+    // json_patch is quadratic in one step SQLite cannot interrupt (100k keys each: minutes):
+    // refused.
+    for f in ["json_patch", "jsonb_patch"] {
+        let r = b
+            .execute(&format!("SELECT {f}('{{\"a\": 1}}', '{{\"b\": 2}}')"))
+            .unwrap();
+        assert!(r.contains("not authorized"), "{f}: {r}");
+    }
     // SQLite's results for ordinary inputs, as gold UPDATEs use them.
     let r = b
         .execute(
