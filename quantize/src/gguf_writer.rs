@@ -31,10 +31,11 @@ pub enum WriteError {
     /// The output path names something that is not a regular file (or a link to one).
     #[error("{0}")]
     BadOutput(String),
-    #[error("tensor {tensor:?}: {cause}")]
+    /// The producer's error is a `source` (its own chain says why), not part of this message.
+    #[error("tensor {tensor:?}")]
     Tensor {
         tensor: String,
-        cause: Box<dyn std::error::Error + Send + Sync + 'static>,
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     #[error("tensor {tensor:?}: the producer wrote {got} bytes, the declared shape needs {expected}")]
     WrongSize { tensor: String, expected: u64, got: u64 },
@@ -270,7 +271,7 @@ impl GgufWriter {
             };
             produce(i, t, &mut sink).map_err(|e| WriteError::Tensor {
                 tensor: t.name.clone(),
-                cause: e.into(),
+                source: e.into(),
             })?;
             if sink.written != expected {
                 return Err(WriteError::WrongSize {
