@@ -552,8 +552,9 @@ mod tests {
         let path =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K/stories260K-f32-v3.gguf");
         let model = Arc::new(LlamaModel::load(Arc::new(GgufFile::open(&path).unwrap())).unwrap());
+        // An ordinal no machine has, so that the GPU fails also where a real one exists.
         let gpu = Backend::Cuda(GpuInfo {
-            ordinal: 0,
+            ordinal: 9999,
             name: "absent GPU".into(),
             total_mem: 1 << 30,
             compute_capability: (8, 0),

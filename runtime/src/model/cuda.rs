@@ -607,9 +607,6 @@ impl Progress {
     }
 }
 
-/// How many of `n_layers` blocks go to the GPU: `asked` (`--gpu-layers`) capped at the block
-/// count (`999` is the usual "all of them"), else the `fit` that memory allows; `Err(asked)`
-/// when it asks for a block past the first one (`supported`) without a GPU kernel.
 /// What goes to the GPU: the first `blocks` blocks, the output layer when `output`, `bytes` of
 /// GPU memory in all (scratch included).
 #[derive(Debug, PartialEq, Eq)]
@@ -650,6 +647,9 @@ fn plan_offload(
     })
 }
 
+/// How many of `n_layers` blocks go to the GPU: `asked` (`--gpu-layers`) capped at the block
+/// count (`999` is the usual "all of them"), else the `fit` that memory allows; `Err(asked)`
+/// when it asks for a block past the first one (`supported`) without a GPU kernel.
 fn gpu_block_count(asked: Option<usize>, n_layers: usize, supported: usize, fit: usize) -> Result<usize, usize> {
     match asked {
         Some(n) if n.min(n_layers) > supported => Err(n),

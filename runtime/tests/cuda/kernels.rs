@@ -31,6 +31,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 
 #[test]
 fn matvec_and_matmul_match_dequantized_reference() {
+    let _one_at_a_time = crate::support::one_at_a_time();
     let Some(g) = gpu() else { return };
     let mut rng = StdRng::seed_from_u64(7);
     let (rows, cols) = (67, 512);
@@ -61,6 +62,7 @@ fn matvec_and_matmul_match_dequantized_reference() {
 
 #[test]
 fn matrix_upload_rejects_bad_input() {
+    let _one_at_a_time = crate::support::one_at_a_time();
     let Some(g) = gpu() else { return };
     assert!(g.upload_matrix(GgmlType::Q4_0, 2, 64, &[0u8; 10]).is_err());
     assert!(
@@ -78,6 +80,7 @@ fn matrix_upload_rejects_bad_input() {
 
 #[test]
 fn elementwise_ops_match_cpu() {
+    let _one_at_a_time = crate::support::one_at_a_time();
     let Some(g) = gpu() else { return };
     let mut rng = StdRng::seed_from_u64(11);
     let (rows, n) = (3, 1000);
@@ -134,6 +137,7 @@ fn elementwise_ops_match_cpu() {
 
 #[test]
 fn rope_matches_cpu_table() {
+    let _one_at_a_time = crate::support::one_at_a_time();
     let Some(g) = gpu() else { return };
     let mut rng = StdRng::seed_from_u64(3);
     let (n_tok, n_heads, hd, pos0, positions) = (4, 3, 64, 9, 32);
@@ -174,6 +178,7 @@ fn rope_matches_cpu_table() {
 
 #[test]
 fn kv_store_and_attention_match_cpu() {
+    let _one_at_a_time = crate::support::one_at_a_time();
     let Some(g) = gpu() else { return };
     let mut rng = StdRng::seed_from_u64(5);
     // GQA: 8 query heads over 2 KV heads; 6 cached positions, then a chunk of 3 tokens.

@@ -32,6 +32,14 @@ mod support {
         });
     }
 
+    /// Held by every test of this binary: the compile test counts the files of the process's
+    /// one PTX cache and expects its modules freshly compiled, which GPU tests compiling into
+    /// the same cache at the same time would upset.
+    pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LOCK.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether a GPU test can run; prints why not. With `EDGEACT_REQUIRE_GPU` set (a device
     /// check), no usable GPU fails the test instead of skipping it.
     pub fn usable_gpu() -> bool {

@@ -32,6 +32,7 @@ fn greedy(mut eval: impl FnMut(&[u32], usize) -> Vec<f32>) -> Vec<u32> {
 
 #[test]
 fn greedy_generation_matches_cpu() {
+    let _one_at_a_time = crate::support::one_at_a_time();
     if !crate::support::usable_gpu() {
         return;
     }
@@ -78,6 +79,7 @@ fn greedy_generation_matches_cpu() {
 
 #[test]
 fn gpu_forward_rejects_bad_input() {
+    let _one_at_a_time = crate::support::one_at_a_time();
     if !crate::support::usable_gpu() {
         return;
     }

@@ -90,8 +90,11 @@ impl PtyShell {
         let mut out = self.collect(true)?;
         if !leftover.is_empty() {
             leftover.extend_from_slice(&out.raw);
-            // One cap for the observation, leftover included.
-            leftover.truncate(self.limits.output_cap);
+            // One cap for the observation, leftover included (and saying so when it cut).
+            if leftover.len() > self.limits.output_cap {
+                leftover.truncate(self.limits.output_cap);
+                out.end = EndReason::OutputCap;
+            }
             out.raw = leftover;
             out.output = self.render(&out.raw);
         }

@@ -782,8 +782,7 @@ fn lock_mounts() -> bool {
             return false;
         }
         // One id each way, root to root: the only map a process may write for itself (the
-        // outer namespace maps one id too). `setgroups` must be denied before the gid map,
-        // and already is when the outer namespace denies it (the write then fails: harmless).
+        // outer namespace maps one id too). `setgroups` must be denied before the gid map.
         write_proc_self(c"/proc/self/setgroups", b"deny");
         write_proc_self(c"/proc/self/uid_map", b"0 0 1\n") && write_proc_self(c"/proc/self/gid_map", b"0 0 1\n")
     }

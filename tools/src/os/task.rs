@@ -259,6 +259,9 @@ impl OsTask {
                 }
             }
         };
+        if items.is_empty() {
+            return Err(OsError::Task(format!("{}: no tasks in the file", path.display())));
+        }
         items
             .iter()
             .enumerate()
@@ -525,6 +528,12 @@ mod tests {
         std::fs::write(&lines, "{\n").unwrap();
         let e = OsTask::load_all(&lines, dir.path()).unwrap_err().to_string();
         assert!(e.contains("t.jsonl:1"), "{e}");
+        // A file without tasks is an error (it scored 0 of 0).
+        for (f, text) in [(&list, "[]"), (&lines, "\n \n")] {
+            std::fs::write(f, text).unwrap();
+            let e = OsTask::load_all(f, dir.path()).unwrap_err().to_string();
+            assert!(e.contains("no tasks"), "{e}");
+        }
     }
 
     /// A scripts directory holding `check/ok.sh`, beside a private file outside it.

@@ -177,26 +177,26 @@ impl MysqlBackend {
     }
 
     /// Runs one statement and renders its first result set; `Err` is a tool failure, MySQL
-    /// errors become `Ok` observation text. Rows are read until the observation's cut or
-    /// `deadline` and no further (a result streamed a row a second, or millions of rows past
-    /// the cut, kept the client reading for hours): then the rest is left unread and
-    /// [`Read::Abandoned`] says the session must be replaced.
+    /// errors become `Ok` observation text. Rows past the observation's cut are read and
+    /// dropped (the statement completes, as AgentBench read it to its end), but only until
+    /// `deadline`: a result streamed a row a second, or millions of rows, kept the client
+    /// reading for hours. Then the rest is left unread ([`Read::TimedOut`]: the session must
+    /// be replaced).
     fn run_statement(&mut self, sql: &str, deadline: Instant) -> std::result::Result<Read, mysql::Error> {
         let mut result = self.conn.query_iter(sql)?;
         let columns: Vec<mysql::Column> = result.columns().as_ref().to_vec();
         let mut out = RowsRenderer::new(1000);
+        let mut full = false;
         // Only the first result set is shown (the harness ran one statement per call).
         for row in result.by_ref() {
             let row = row?;
             if Instant::now() > deadline {
-                // Dropping the result would read it to its end.
+                // Dropping the result would read it to its end (this leaks its few bytes of
+                // column metadata, once per timed-out statement).
                 std::mem::forget(result);
-                return Ok(Read::Abandoned {
-                    timed_out: true,
-                    text: String::new(),
-                });
+                return Ok(Read::TimedOut);
             }
-            if columns.is_empty() {
+            if full || columns.is_empty() {
                 continue;
             }
             let vals: Vec<PyValue> = row
@@ -205,13 +205,7 @@ impl MysqlBackend {
                 .zip(columns.iter())
                 .map(|(v, c)| Self::value_to_py(v, c))
                 .collect();
-            if !out.push_row(&vals) {
-                std::mem::forget(result);
-                return Ok(Read::Abandoned {
-                    timed_out: false,
-                    text: out.finish(),
-                });
-            }
+            full = !out.push_row(&vals);
         }
         drop(result);
         Ok(Read::Whole(out.finish()))
@@ -220,11 +214,10 @@ impl MysqlBackend {
 
 /// How much of a statement's result [`MysqlBackend::run_statement`] read.
 enum Read {
-    /// All of it: the observation text.
+    /// All of it (rendered up to the observation's cut): the observation text.
     Whole(String),
-    /// Rows up to the observation's cut (`text`), or until the deadline (`timed_out`); the
-    /// server may still be sending the rest.
-    Abandoned { timed_out: bool, text: String },
+    /// Rows until the deadline; the server may still be sending the rest.
+    TimedOut,
 }
 
 fn parse_date(s: &str) -> Option<PyValue> {
@@ -330,19 +323,15 @@ impl SqlBackend for MysqlBackend {
         }
         let text = match result {
             Ok(Read::Whole(t)) => t,
-            Ok(Read::Abandoned { timed_out, text }) => {
+            Ok(Read::TimedOut) => {
                 // The connection is mid-result: replace it, and end the statement on the server.
                 let stuck = self.conn.connection_id();
                 self.reconnect()?;
                 let _ = self.conn.query_drop(format!("KILL {stuck}"));
-                if timed_out {
-                    format!(
-                        "2013 (HY000): Lost connection to MySQL server during query (statement exceeded the {} s time limit)",
-                        self.limits.statement_timeout.as_secs_f64()
-                    )
-                } else {
-                    text
-                }
+                format!(
+                    "2013 (HY000): Lost connection to MySQL server during query (statement exceeded the {} s time limit)",
+                    self.limits.statement_timeout.as_secs_f64()
+                )
             }
             Err(mysql::Error::MySqlError(e)) => format!("{} ({}): {}", e.code, e.state, e.message),
             Err(e @ (mysql::Error::IoError(_) | mysql::Error::CodecError(_))) => {
@@ -370,6 +359,9 @@ impl SqlBackend for MysqlBackend {
         if self.database.is_none() {
             return Err(SqlError::NoTable);
         }
+        // In a session of its own, as AgentBench's hash query was (the model's last statement
+        // may have changed its session: `group_concat_max_len`, a temporary table's name).
+        self.reconnect()?;
         let cols: Vec<String> = table.column_names().iter().map(|c| quote_ident(c)).collect();
         // The harness's query, verbatim in structure, under the session's group_concat_max_len
         // of 1024 as on AgentBench's MySQL.

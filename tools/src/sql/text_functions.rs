@@ -163,6 +163,7 @@ pub fn trim<'a>(text: &'a [u8], set: &[u8], ends: TrimEnds, interrupted: &Atomic
     // Each character of the set → its first index in the set; and the distinct lengths.
     let mut first_index: HashMap<&[u8], usize> = HashMap::new();
     let mut lengths: Vec<usize> = Vec::new();
+    let mut seen_lengths = std::collections::HashSet::new();
     let mut pos = 0;
     while pos < set.len() {
         let mut end = pos + 1;
@@ -173,7 +174,9 @@ pub fn trim<'a>(text: &'a [u8], set: &[u8], ends: TrimEnds, interrupted: &Atomic
         }
         let index = first_index.len();
         first_index.entry(&set[pos..end]).or_insert(index);
-        if !lengths.contains(&(end - pos)) {
+        // A set of a few thousand long "characters" then millions of bytes made a linear
+        // `contains` here billions of comparisons before the first interrupt check.
+        if seen_lengths.insert(end - pos) {
             lengths.push(end - pos);
         }
         pos = end;
