@@ -742,3 +742,22 @@ fn an_older_prompt_is_not_overtaken_after_a_request_ends() {
     sched.shutdown();
     assert_eq!(first_tokens, [0, 1, 2], "first tokens in this order of requests");
 }
+
+/// Every generated token is the prompt's next token, a decode pass's own choice, or an accepted
+/// draft token, also when a stop string ends the request on a drafted token (that token is the
+/// pass's own choice, not also an accepted draft).
+#[test]
+fn every_generated_token_is_a_pass_or_an_accepted_draft() {
+    let f = fixture();
+    for stop in ["park", "went", "Ben", "."] {
+        let mut r = request(&f, COPYING[1], 40, SamplerConfig::greedy());
+        r.stop_strings = vec![stop.to_string()];
+        let (_, summaries, _) = serve_all(&f, 1, 64, speculating(8, 64), vec![(r, None)]);
+        let s = &summaries[0];
+        assert_eq!(
+            s.generated_tokens,
+            s.decode_passes + s.draft_accepted + 1,
+            "stop string {stop:?}: {s:?}"
+        );
+    }
+}
