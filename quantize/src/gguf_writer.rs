@@ -510,9 +510,13 @@ mod tests {
                 }
             })
             .unwrap_err();
+        // The tensor in the message, the producer's error as its source.
+        let why = std::error::Error::source(&err)
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(
-            err.to_string().contains("boom") && err.to_string().contains("\"b\""),
-            "{err}"
+            err.to_string().contains("\"b\"") && why.contains("boom"),
+            "{err}: {why}"
         );
         assert!(!out.exists());
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
