@@ -15,7 +15,7 @@
 //! pipe closes and the watchdog runs `rm -f` itself.
 
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -494,13 +494,7 @@ impl ContainerSandbox {
             .stderr(Stdio::from(out_w2))
             .spawn()
             .map_err(|e| missing_or_io(&self.cfg, e))?;
-        // Feed stdin from a thread so a script that does not read it cannot block us, and give
-        // up at the limit (a process of the engine's that holds stdin open may never read it).
-        let feeder = std::thread::spawn(move || {
-            if sys::set_nonblocking(in_w.as_raw_fd()).is_ok() {
-                let _ = sys::write_all(in_w.as_raw_fd(), &stdin, limit + Duration::from_secs(5));
-            }
-        });
+        let feeder = pty::spawn_stdin_feeder(in_w, stdin, limit + Duration::from_secs(5));
         // A grace period past `timeout`'s own deadline for the engine's round trip.
         let deadline = Instant::now() + limit + Duration::from_secs(5);
         let got = pty::collect_script_output(&out_r, deadline, self.cfg.shell.output_cap, &mut || {

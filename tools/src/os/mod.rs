@@ -1147,15 +1147,8 @@ impl OsSandbox {
         };
         let pid = sys::spawn_in_sandbox(&self.ns, &cg_fds, &self.rlimits, &exec, &fds).map_err(io_err("fork"))?;
         drop((in_r, out_w, rep_w));
-        // Feed stdin from a thread so a script that does not read it cannot block us, and give
-        // up at the deadline (a stopped script never reads it).
-        let wall = self.cfg.wall_timeout;
-        let feeder = std::thread::spawn(move || {
-            if sys::set_nonblocking(in_w.as_raw_fd()).is_ok() {
-                let _ = sys::write_all(in_w.as_raw_fd(), &stdin, wall);
-            }
-        });
-        let deadline = Instant::now() + wall;
+        let feeder = pty::spawn_stdin_feeder(in_w, stdin, self.cfg.wall_timeout);
+        let deadline = Instant::now() + self.cfg.wall_timeout;
         let got = pty::collect_script_output(&out_r, deadline, self.cfg.output_cap, &mut || {
             sys::waitpid(pid, true).map_err(io_err("wait for script"))
         })?;

@@ -313,6 +313,17 @@ pub(crate) fn script_command(script: &Script, args: &[&str]) -> (Vec<String>, Ve
     (argv, stdin)
 }
 
+/// Writes a script's stdin from a thread, so that a script that does not read it cannot block
+/// the caller, giving up after `limit` (a stopped script, or a process of a container engine
+/// that holds stdin open, never reads it).
+pub(crate) fn spawn_stdin_feeder(stdin_w: OwnedFd, stdin: Vec<u8>, limit: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        if sys::set_nonblocking(stdin_w.as_raw_fd()).is_ok() {
+            let _ = sys::write_all(stdin_w.as_raw_fd(), &stdin, limit);
+        }
+    })
+}
+
 /// How a script's output collection ended.
 pub(crate) struct Collected {
     /// stdout and stderr together, at most `cap` bytes.
@@ -335,8 +346,7 @@ pub(crate) fn collect_script_output(
     exited: &mut dyn FnMut() -> Result<Option<i32>>,
 ) -> Result<Collected> {
     let fd = out.as_raw_fd();
-    // SAFETY: fcntl on a descriptor the caller owns.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+    sys::set_nonblocking(fd).map_err(io_err("make the script's output non-blocking"))?;
     let mut output = Vec::new();
     let mut buf = vec![0u8; 65536];
     let mut status = None;

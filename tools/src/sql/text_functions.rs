@@ -20,18 +20,15 @@ pub enum TextError {
 /// Work units between two looks at the interrupt flag.
 const STEPS_PER_INTERRUPT_CHECK: usize = 1 << 14;
 
-fn check(step: usize, interrupted: &AtomicBool) -> Result<(), TextError> {
-    if step.is_multiple_of(STEPS_PER_INTERRUPT_CHECK) && interrupted.load(Ordering::Relaxed) {
-        return Err(TextError::Interrupted);
-    }
-    Ok(())
-}
-
-/// Counts work that comes in uneven amounts per step and looks at the interrupt flag each time
-/// [`STEPS_PER_INTERRUPT_CHECK`] units have been spent.
+/// Counts work (bytes scanned or hashed) and looks at the interrupt flag at the first spend and
+/// then each time [`STEPS_PER_INTERRUPT_CHECK`] units have been spent.
 struct Meter(usize);
 
 impl Meter {
+    fn new() -> Meter {
+        Meter(STEPS_PER_INTERRUPT_CHECK)
+    }
+
     fn spend(&mut self, units: usize, interrupted: &AtomicBool) -> Result<(), TextError> {
         self.0 += units;
         if self.0 >= STEPS_PER_INTERRUPT_CHECK {
@@ -70,8 +67,9 @@ impl<'a> Searcher<'a> {
     /// Start of the first occurrence at or after `from`.
     fn find(&self, hay: &[u8], from: usize, interrupted: &AtomicBool) -> Result<Option<usize>, TextError> {
         let mut k = 0;
+        let mut meter = Meter::new();
         for (i, &b) in hay.iter().enumerate().skip(from) {
-            check(i, interrupted)?;
+            meter.spend(1, interrupted)?;
             while k > 0 && b != self.needle[k] {
                 k = self.fail[k - 1];
             }
@@ -195,7 +193,7 @@ pub fn trim<'a>(text: &'a [u8], set: &[u8], ends: TrimEnds, interrupted: &Atomic
     // Each position hashes one piece per distinct length: that many bytes of work (invalid
     // UTF-8 "characters" of thousands of lengths made it gigabytes between two checks).
     let work_per_position: usize = lengths.iter().sum();
-    let mut meter = Meter(0);
+    let mut meter = Meter::new();
     let (mut start, mut end) = (0, text.len());
     if ends != TrimEnds::Right {
         while start < end {
