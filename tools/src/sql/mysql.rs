@@ -130,6 +130,18 @@ impl MysqlBackend {
         self.database.as_deref()
     }
 
+    /// Gives up on the statement the connection is running: starts over on a fresh connection,
+    /// so the session stays usable, and ends the statement on the server, which goes on with a
+    /// statement whose client left (a `BENCHMARK` loop under `SET STATEMENT max_statement_time
+    /// = 0 FOR`, MySQL's `DO`, which `max_execution_time` does not cover, a result still being
+    /// sent). It may be gone already.
+    fn abandon_statement(&mut self) -> Result<()> {
+        let stuck = self.conn.connection_id();
+        self.reconnect()?;
+        let _ = self.conn.query_drop(format!("KILL {stuck}"));
+        Ok(())
+    }
+
     /// Reconnects after a dropped connection and re-selects the task's database.
     fn reconnect(&mut self) -> Result<()> {
         let (conn, _) = Self::open(&self.opts, self.limits)?;
@@ -324,10 +336,8 @@ impl SqlBackend for MysqlBackend {
         let text = match result {
             Ok(Read::Whole(t)) => t,
             Ok(Read::TimedOut) => {
-                // The connection is mid-result: replace it, and end the statement on the server.
-                let stuck = self.conn.connection_id();
-                self.reconnect()?;
-                let _ = self.conn.query_drop(format!("KILL {stuck}"));
+                // The connection is mid-result.
+                self.abandon_statement()?;
                 format!(
                     "2013 (HY000): Lost connection to MySQL server during query (statement exceeded the {} s time limit)",
                     self.limits.statement_timeout.as_secs_f64()
@@ -336,14 +346,8 @@ impl SqlBackend for MysqlBackend {
             Err(mysql::Error::MySqlError(e)) => format!("{} ({}): {}", e.code, e.state, e.message),
             Err(e @ (mysql::Error::IoError(_) | mysql::Error::CodecError(_))) => {
                 // Read timeout past the server-side limit (an I/O error inside the packet
-                // codec), or a dropped connection: start over on a fresh connection so the
-                // session stays usable.
-                let stuck = self.conn.connection_id();
-                self.reconnect()?;
-                // The server goes on with a statement whose client left (a `BENCHMARK` loop
-                // under `SET STATEMENT max_statement_time = 0 FOR`, MySQL's `DO`, which
-                // `max_execution_time` does not cover): end it. It may be gone already.
-                let _ = self.conn.query_drop(format!("KILL {stuck}"));
+                // codec), or a dropped connection.
+                self.abandon_statement()?;
                 format!("2013 (HY000): Lost connection to MySQL server during query ({e})")
             }
             Err(e) => return Err(e.into()),
