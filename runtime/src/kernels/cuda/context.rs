@@ -126,7 +126,7 @@ impl GpuContext {
     /// Opens device `ordinal`, compiles (or loads from the cache) every kernel module for its
     /// architecture and loads them.
     pub fn open(ordinal: usize) -> Result<GpuContext, CudaError> {
-        super::nvrtc_readable_by(super::ensure_driver()?, super::ensure_nvrtc()?)?;
+        super::ensure_toolchain()?;
         let avail = super::probe();
         let info = match avail.devices.get(ordinal) {
             Some(d) => d.clone(),

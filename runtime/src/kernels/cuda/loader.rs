@@ -123,6 +123,12 @@ pub fn ensure_nvrtc() -> Result<(i32, i32), CudaError> {
     }
 }
 
+/// [`ensure_driver`] and [`ensure_nvrtc`], and that the driver can load what this NVRTC writes
+/// ([`nvrtc_readable_by`]): what running kernels needs.
+pub fn ensure_toolchain() -> Result<(), CudaError> {
+    nvrtc_readable_by(ensure_driver()?, ensure_nvrtc()?)
+}
+
 /// Whether the driver (`cuDriverGetVersion`, e.g. 12020) can load PTX from NVRTC
 /// `(major, minor)`: PTX carries its ISA version, and a driver only JIT-compiles the ISA of
 /// its own CUDA version or older (CUDA's minor-version compatibility covers binaries, not

@@ -37,7 +37,7 @@ pub use compile::{compile_all, compile_module, nvrtc_version, CompiledModule};
 #[cfg(feature = "cuda")]
 pub use context::{rope_table, GpuBuffer, GpuContext, GpuMatrix, GPU_WEIGHT_TYPES};
 #[cfg(feature = "cuda")]
-pub use loader::{ensure_driver, ensure_nvrtc, nvrtc_readable_by};
+pub use loader::{ensure_driver, ensure_nvrtc, ensure_toolchain, nvrtc_readable_by};
 
 /// Why the CUDA backend cannot be used or a GPU operation failed.
 #[derive(Debug, thiserror::Error)]

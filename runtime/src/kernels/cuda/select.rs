@@ -232,7 +232,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<Backend, CudaError> {
             #[cfg(feature = "cuda")]
             {
                 // Report the precise cause (driver, NVRTC, none found) rather than the summary.
-                super::nvrtc_readable_by(super::ensure_driver()?, super::ensure_nvrtc()?)?;
+                super::ensure_toolchain()?;
             }
             if let Some(p) = a.problem {
                 return Err(if a.compiled_in {
