@@ -605,16 +605,24 @@ impl OsSandbox {
         Ok(sb)
     }
 
+    fn stage_dir(&self) -> Result<&str> {
+        self.stage
+            .to_str()
+            .ok_or_else(|| OsError::Config("temp dir path is not UTF-8".into()))
+    }
+
+    /// Where the sandbox's root is assembled (in the stage directory).
+    fn root_dir(&self) -> Result<String> {
+        Ok(format!("{}/root", self.stage_dir()?))
+    }
+
     /// The set-up steps of the sandbox's PID 1. `ids`: host root mode, the sandbox's id base
     /// and user namespace; the lower layer is then mounted idmapped (host uid 0 shows as
     /// root inside) and everything set-up creates is owned by the sandbox's root.
     fn build_ops(&self, lower: &str, overlay: bool, ids: Option<(u32, &OwnedFd)>) -> Result<Vec<Op>> {
         let c = |s: &str| sys::cstr(s).map_err(io_err("path"));
-        let st = self
-            .stage
-            .to_str()
-            .ok_or_else(|| OsError::Config("temp dir path is not UTF-8".into()))?;
-        let root = format!("{st}/root");
+        let st = self.stage_dir()?;
+        let root = self.root_dir()?;
         let r = |p: &str| format!("{root}{p}");
         let none = || c("none");
         let tmpfs = || c("tmpfs");
@@ -970,6 +978,7 @@ impl OsSandbox {
             userns_early: !host_root,
             userns,
             ops,
+            root: sys::cstr(&self.root_dir()?).map_err(io_err("path"))?,
             cgroup_procs: cg_fds,
             shell,
             init,

@@ -7,7 +7,7 @@
 //! [`Plan`] of `CString`s and byte buffers, and the child only walks it making syscalls. A
 //! failing step is reported to the parent as `(step index, errno)` over a pipe.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -77,6 +77,9 @@ pub struct Plan {
     pub userns: Option<OwnedFd>,
     /// Set-up steps run by the namespace's init (PID 1).
     pub ops: Vec<Op>,
+    /// The sandbox's root directory (the merged overlay, or the read-only bind): the ops' paths
+    /// below it are resolved from it with links kept inside ([`InRoot`]).
+    pub root: CString,
     /// `cgroup.procs` files to join (opened by the parent; the child writes "0").
     pub cgroup_procs: Vec<OwnedFd>,
     /// The shell to exec, with its pty slave.
@@ -423,7 +426,7 @@ fn join_cgroups(fds: &[OwnedFd]) {
 }
 
 /// `mount(2)` with the plan's C strings; true on success.
-fn mount(src: &CString, dst: &CString, fstype: &CString, flags: libc::c_ulong, data: Option<&CString>) -> bool {
+fn mount(src: &CStr, dst: &CStr, fstype: &CStr, flags: libc::c_ulong, data: Option<&CString>) -> bool {
     // SAFETY: every pointer comes from a live CString of the plan (or is null for no data).
     unsafe {
         libc::mount(
@@ -436,8 +439,9 @@ fn mount(src: &CString, dst: &CString, fstype: &CString, flags: libc::c_ulong, d
     }
 }
 
-fn run_op(op: &Op) -> bool {
-    // SAFETY: every pointer comes from a live CString or slice of the plan.
+fn run_op(op: &Op, in_root: &InRoot) -> bool {
+    // SAFETY: every pointer comes from a live CString or slice of the plan, or from a stack
+    // buffer that outlives the call using it.
     unsafe {
         match op {
             Op::Mount {
@@ -446,7 +450,7 @@ fn run_op(op: &Op) -> bool {
                 fstype,
                 flags,
                 data,
-            } => mount(src, dst, fstype, *flags, data.as_ref()),
+            } => in_root.at(dst, libc::O_PATH, |at| mount(src, at, fstype, *flags, data.as_ref())),
             Op::MountIfExists {
                 probe,
                 src,
@@ -455,27 +459,29 @@ fn run_op(op: &Op) -> bool {
                 flags,
                 data,
             } => {
-                let mut st: libc::stat = std::mem::zeroed();
                 // A missing optional path is not an error: nothing to mask there.
-                libc::lstat(probe.as_ptr(), &mut st) != 0 || mount(src, dst, fstype, *flags, data.as_ref())
+                !in_root.exists(probe)
+                    || in_root.at(dst, libc::O_PATH, |at| mount(src, at, fstype, *flags, data.as_ref()))
             }
             Op::ReadOnlyIfExists { path } => {
-                let mut st: libc::stat = std::mem::zeroed();
-                if libc::lstat(path.as_ptr(), &mut st) != 0 {
+                if !in_root.exists(path) {
                     return true;
                 }
-                let none = c"none".as_ptr();
-                libc::mount(
-                    path.as_ptr(),
-                    path.as_ptr(),
-                    none,
-                    libc::MS_BIND | libc::MS_REC,
-                    std::ptr::null(),
-                ) == 0
-                    && libc::mount(
-                        none,
-                        path.as_ptr(),
-                        none,
+                let none = c"none";
+                // The remount names the bind just made, so the path is resolved again for it.
+                in_root.at(path, libc::O_PATH, |at| {
+                    libc::mount(
+                        at.as_ptr(),
+                        at.as_ptr(),
+                        none.as_ptr(),
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null(),
+                    ) == 0
+                }) && in_root.at(path, libc::O_PATH, |at| {
+                    libc::mount(
+                        none.as_ptr(),
+                        at.as_ptr(),
+                        none.as_ptr(),
                         libc::MS_REMOUNT
                             | libc::MS_BIND
                             | libc::MS_RDONLY
@@ -484,6 +490,7 @@ fn run_op(op: &Op) -> bool {
                             | libc::MS_NOEXEC,
                         std::ptr::null(),
                     ) == 0
+                })
             }
             Op::ReadOnlyTree { path } => {
                 let attr = MountAttr {
@@ -501,18 +508,27 @@ fn run_op(op: &Op) -> bool {
                     std::mem::size_of::<MountAttr>(),
                 ) == 0
             }
-            Op::Chown { path, uid, gid } => libc::lchown(path.as_ptr(), *uid, *gid) == 0,
-            Op::IdmappedBind { src, dst, userns } => idmapped_bind(src, dst, *userns),
-            Op::Mkdir { path, mode } => libc::mkdir(path.as_ptr(), *mode) == 0 || errno() == libc::EEXIST,
-            Op::Symlink { target, link } => {
-                libc::symlink(target.as_ptr(), link.as_ptr()) == 0 || errno() == libc::EEXIST
+            // As lchown: the last component is not followed.
+            Op::Chown { path, uid, gid } => {
+                let fd = in_root.open(path, libc::O_PATH | libc::O_NOFOLLOW, 0);
+                if fd < 0 {
+                    return false;
+                }
+                let ok = libc::fchownat(fd, c"".as_ptr(), *uid, *gid, libc::AT_EMPTY_PATH) == 0;
+                let e = errno();
+                libc::close(fd);
+                *libc::__errno_location() = e;
+                ok
             }
+            Op::IdmappedBind { src, dst, userns } => idmapped_bind(src, dst, *userns),
+            Op::Mkdir { path, mode } => in_root.in_parent(path, |dir, name| {
+                libc::mkdirat(dir, name.as_ptr(), *mode) == 0 || errno() == libc::EEXIST
+            }),
+            Op::Symlink { target, link } => in_root.in_parent(link, |dir, name| {
+                libc::symlinkat(target.as_ptr(), dir, name.as_ptr()) == 0 || errno() == libc::EEXIST
+            }),
             Op::WriteFile { path, content, mode } => {
-                let fd = libc::open(
-                    path.as_ptr(),
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-                    *mode,
-                );
+                let fd = in_root.open(path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, *mode);
                 if fd < 0 {
                     return false;
                 }
@@ -530,6 +546,175 @@ fn run_op(op: &Op) -> bool {
             Op::Hostname { name } => libc::sethostname(name.as_ptr(), name.as_bytes().len()) == 0,
         }
     }
+}
+
+/// `struct open_how` of `openat2(2)`.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// Resolves the set-up's paths below the sandbox's root from the root directory, with every
+/// link kept inside it (`openat2(RESOLVE_IN_ROOT)`, as if the root were `/` already): a
+/// `--rootfs DIR` whose `etc` is a link to `/home/user` would otherwise have the set-up write
+/// `/etc/hosts` into the host's `/home/user`, and under `--rootfs host` a secret behind an
+/// absolute link would be masked on the host's path rather than on the one the sandbox sees.
+/// Mounts go onto the resolved directory through its `/proc/self/fd` link. Paths outside the
+/// root (edgeact's stage directory) are used as they are, and so is every path on kernels
+/// without `openat2` (before Linux 5.6: ENOSYS).
+///
+/// Runs in the forked child: no allocation (stack buffers only).
+pub(crate) struct InRoot<'a> {
+    pub(crate) root: &'a CString,
+}
+
+/// Longest set-up path handled below the root (`PATH_MAX`).
+const PATH_BYTES: usize = 4096;
+
+impl InRoot<'_> {
+    /// `path`'s part below the root (`etc/hosts` of `ROOT/etc/hosts`), or `None` for a path
+    /// outside it or the root itself.
+    fn below<'p>(&self, path: &'p CString) -> Option<&'p CStr> {
+        let (p, r) = (path.as_bytes_with_nul(), self.root.as_bytes());
+        let inside = p.len() > r.len() + 2 && p.starts_with(r) && p[r.len()] == b'/';
+        inside
+            .then(|| CStr::from_bytes_with_nul(&p[r.len() + 1..]).ok())
+            .flatten()
+    }
+
+    /// `openat2` of `rel` from the root with links inside it; -1 (errno set) on failure.
+    fn open_below(&self, rel: &CStr, flags: libc::c_int, mode: libc::mode_t) -> RawFd {
+        // SAFETY: plain syscalls on live C strings and a stack struct.
+        unsafe {
+            let root = libc::open(self.root.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
+            if root < 0 {
+                return -1;
+            }
+            let how = OpenHow {
+                flags: (flags | libc::O_CLOEXEC) as u64,
+                mode: if flags & libc::O_CREAT != 0 { mode as u64 } else { 0 },
+                resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+            };
+            let fd = libc::syscall(
+                libc::SYS_openat2,
+                root,
+                rel.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            );
+            let e = errno();
+            libc::close(root);
+            *libc::__errno_location() = e;
+            fd as RawFd
+        }
+    }
+
+    /// Opens `path` (`open(2)` flags), below the root with links kept inside it.
+    fn open(&self, path: &CString, flags: libc::c_int, mode: libc::mode_t) -> RawFd {
+        if let Some(rel) = self.below(path) {
+            let fd = self.open_below(rel, flags, mode);
+            if fd >= 0 || errno() != libc::ENOSYS {
+                return fd;
+            }
+        }
+        // SAFETY: a live C string.
+        unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) }
+    }
+
+    /// Whether `path` exists (below the root: as resolved there; the last component is not
+    /// followed, as `lstat`).
+    fn exists(&self, path: &CString) -> bool {
+        let fd = self.open(path, libc::O_PATH | libc::O_NOFOLLOW, 0);
+        if fd < 0 {
+            return false;
+        }
+        // SAFETY: our descriptor.
+        unsafe { libc::close(fd) };
+        true
+    }
+
+    /// Runs `f` with a path naming what `path` resolves to: `/proc/self/fd/N` of a descriptor
+    /// opened with `flags` below the root, else `path` itself.
+    fn at(&self, path: &CString, flags: libc::c_int, f: impl FnOnce(&CStr) -> bool) -> bool {
+        let Some(rel) = self.below(path) else { return f(path) };
+        let fd = self.open_below(rel, flags, 0);
+        if fd < 0 {
+            return errno() == libc::ENOSYS && f(path);
+        }
+        let mut buf = [0u8; 32];
+        let ok = f(fd_path(fd, &mut buf));
+        let e = errno();
+        // SAFETY: our descriptor.
+        unsafe { libc::close(fd) };
+        // SAFETY: errno is thread-local.
+        unsafe { *libc::__errno_location() = e };
+        ok
+    }
+
+    /// Runs `f` with a directory descriptor of `path`'s parent and its last component: the
+    /// parent resolved below the root, or `AT_FDCWD` and the whole path.
+    fn in_parent(&self, path: &CString, f: impl FnOnce(RawFd, &CStr) -> bool) -> bool {
+        let Some(rel) = self.below(path) else {
+            return f(libc::AT_FDCWD, path);
+        };
+        let rel = rel.to_bytes();
+        if rel.len() >= PATH_BYTES {
+            // SAFETY: errno is thread-local.
+            unsafe { *libc::__errno_location() = libc::ENAMETOOLONG };
+            return false;
+        }
+        // "etc/hosts" -> parent "etc", name "hosts"; "root" -> parent ".", name "root".
+        let mut parent = [0u8; PATH_BYTES];
+        let cut = rel.iter().rposition(|&b| b == b'/');
+        let (dir, name) = match cut {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&b"."[..], rel),
+        };
+        parent[..dir.len()].copy_from_slice(dir);
+        let mut last = [0u8; PATH_BYTES];
+        last[..name.len()].copy_from_slice(name);
+        let (Ok(dir), Ok(name)) = (CStr::from_bytes_until_nul(&parent), CStr::from_bytes_until_nul(&last)) else {
+            return false;
+        };
+        let fd = self.open_below(dir, libc::O_PATH | libc::O_DIRECTORY, 0);
+        if fd < 0 {
+            return errno() == libc::ENOSYS && f(libc::AT_FDCWD, path);
+        }
+        let ok = f(fd, name);
+        let e = errno();
+        // SAFETY: our descriptor; errno is thread-local.
+        unsafe {
+            libc::close(fd);
+            *libc::__errno_location() = e;
+        }
+        ok
+    }
+}
+
+/// `/proc/self/fd/N` for descriptor `fd`, written into `buf`.
+fn fd_path(fd: RawFd, buf: &mut [u8; 32]) -> &CStr {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let (mut n, mut len) = (fd.max(0) as u32, 0);
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[PREFIX.len() + i] = digits[len - 1 - i];
+    }
+    buf[PREFIX.len() + len] = 0;
+    // SAFETY: the bytes up to and including the NUL just written hold no other NUL.
+    unsafe { CStr::from_bytes_with_nul_unchecked(&buf[..=PREFIX.len() + len]) }
 }
 
 /// `struct mount_attr` of `mount_setattr(2)`.
@@ -746,8 +931,9 @@ fn sandbox_init(plan: &Plan, fds: &StartFds) -> ! {
     // SAFETY: raw syscalls on plan data only (see module doc).
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        let in_root = InRoot { root: &plan.root };
         for (i, op) in plan.ops.iter().enumerate() {
-            if !run_op(op) {
+            if !run_op(op, &in_root) {
                 child_fail(fds.report_w, i as u32);
             }
         }

@@ -1,13 +1,14 @@
 //! Containment of the OS sandbox against what a model (or a hostile task) could type: writes
 //! outside, network, fork bomb, CPU burn, a flood of output, killing the parent, reading host
-//! secrets, undoing mounts, and processes left behind. Each attack is bounded in time.
+//! secrets, undoing mounts, and processes left behind; and a root directory whose links lead
+//! out to the host. Each attack is bounded in time.
 //!
 //! Each test prints why it skips when the sandbox cannot start on this machine.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgeact_tools::os::{EndReason, SandboxConfig, Script};
+use edgeact_tools::os::{EndReason, OsSandbox, RootFs, SandboxConfig, Script};
 
 use crate::sandbox_support;
 use sandbox_support::{marker, start, wait_until};
@@ -247,4 +248,49 @@ fn sandbox_attack_memory_hog() {
     assert!(t.elapsed() < Duration::from_secs(6));
     let out = sb.run("echo fine").unwrap();
     assert!(out.output.contains("fine\r\n"), "{:?}", out.output);
+}
+
+/// A root directory is a file from outside too: one whose `etc` and `root` are absolute links
+/// to host directories must not have the set-up write `/etc/hosts`, `/etc/hostname` or
+/// `/root/.bashrc` into them. The set-up resolves its paths inside the root, as the sandbox
+/// sees them; this root has no shell, so the sandbox may not start, but nothing is written
+/// outside either way.
+#[test]
+fn sandbox_attack_rootfs_links_lead_out() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    // Only meaningful where a sandbox starts at all.
+    if start(cfg()).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (root, victim) = (dir.path().join("root"), dir.path().join("victim"));
+    // Mount points the set-up needs before it writes; no shell, so the sandbox cannot start.
+    for d in ["bin", "dev", "proc", "sys", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(root.join("bin/bash"), "").unwrap();
+    for d in ["etc", "home"] {
+        std::fs::create_dir_all(victim.join(d)).unwrap();
+        // Writable by whichever id the set-up runs as.
+        std::fs::set_permissions(victim.join(d), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    for p in [dir.path(), victim.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    symlink(victim.join("etc"), root.join("etc")).unwrap();
+    symlink(victim.join("home"), root.join("root")).unwrap();
+    let started = OsSandbox::start(SandboxConfig {
+        root: RootFs::Dir(root),
+        ..cfg()
+    });
+    let written: Vec<_> = ["etc", "home"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(victim.join(d)).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        written.is_empty(),
+        "set-up wrote on the host through the root's links: {written:?} (start: {:?})",
+        started.err()
+    );
 }
