@@ -78,7 +78,7 @@ pub struct Plan {
     /// Set-up steps run by the namespace's init (PID 1).
     pub ops: Vec<Op>,
     /// The sandbox's root directory (the merged overlay, or the read-only bind): the ops' paths
-    /// below it are resolved from it with links kept inside ([`InRoot`]).
+    /// below it are resolved from it with links kept inside (`InRoot`).
     pub root: CString,
     /// `cgroup.procs` files to join (opened by the parent; the child writes "0").
     pub cgroup_procs: Vec<OwnedFd>,
@@ -568,8 +568,8 @@ const RESOLVE_IN_ROOT: u64 = 0x10;
 /// without `openat2` (before Linux 5.6: ENOSYS).
 ///
 /// Runs in the forked child: no allocation (stack buffers only).
-pub(crate) struct InRoot<'a> {
-    pub(crate) root: &'a CString,
+struct InRoot<'a> {
+    root: &'a CString,
 }
 
 /// Longest set-up path handled below the root (`PATH_MAX`).
