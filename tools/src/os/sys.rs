@@ -139,6 +139,16 @@ fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// Closes `fd` leaving errno as it was: it names the failure a set-up step reports.
+fn close_keeping_errno(fd: RawFd) {
+    let e = errno();
+    // SAFETY: the caller's own descriptor, closed once; errno is thread-local.
+    unsafe {
+        libc::close(fd);
+        *libc::__errno_location() = e;
+    }
+}
+
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -515,9 +525,7 @@ fn run_op(op: &Op, in_root: &InRoot) -> bool {
                     return false;
                 }
                 let ok = libc::fchownat(fd, c"".as_ptr(), *uid, *gid, libc::AT_EMPTY_PATH) == 0;
-                let e = errno();
-                libc::close(fd);
-                *libc::__errno_location() = e;
+                close_keeping_errno(fd);
                 ok
             }
             Op::IdmappedBind { src, dst, userns } => idmapped_bind(src, dst, *userns),
@@ -606,9 +614,7 @@ impl InRoot<'_> {
                 &how as *const OpenHow,
                 std::mem::size_of::<OpenHow>(),
             );
-            let e = errno();
-            libc::close(root);
-            *libc::__errno_location() = e;
+            close_keeping_errno(root);
             fd as RawFd
         }
     }
@@ -647,11 +653,7 @@ impl InRoot<'_> {
         }
         let mut buf = [0u8; 32];
         let ok = f(fd_path(fd, &mut buf));
-        let e = errno();
-        // SAFETY: our descriptor.
-        unsafe { libc::close(fd) };
-        // SAFETY: errno is thread-local.
-        unsafe { *libc::__errno_location() = e };
+        close_keeping_errno(fd);
         ok
     }
 
@@ -685,12 +687,7 @@ impl InRoot<'_> {
             return errno() == libc::ENOSYS && f(libc::AT_FDCWD, path);
         }
         let ok = f(fd, name);
-        let e = errno();
-        // SAFETY: our descriptor; errno is thread-local.
-        unsafe {
-            libc::close(fd);
-            *libc::__errno_location() = e;
-        }
+        close_keeping_errno(fd);
         ok
     }
 }
@@ -770,10 +767,7 @@ fn idmapped_bind(src: &CString, dst: &CString, userns: RawFd) -> bool {
                 dst.as_ptr(),
                 MOVE_MOUNT_F_EMPTY_PATH,
             ) == 0;
-        let e = errno();
-        libc::close(tree);
-        // Keep the errno of the failing call for the report.
-        *libc::__errno_location() = e;
+        close_keeping_errno(tree);
         ok
     }
 }
