@@ -663,23 +663,21 @@ impl InRoot<'_> {
         let Some(rel) = self.below(path) else {
             return f(libc::AT_FDCWD, path);
         };
-        let rel = rel.to_bytes();
-        if rel.len() >= PATH_BYTES {
+        let bytes = rel.to_bytes();
+        // "etc/hosts" -> parent "etc" (copied: it needs a NUL of its own), name "hosts" (the
+        // tail of the path as it is); "root" -> parent ".", name "root".
+        let (dir, name) = match bytes.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&bytes[..i], &rel.to_bytes_with_nul()[i + 1..]),
+            None => (&b"."[..], rel.to_bytes_with_nul()),
+        };
+        if dir.len() >= PATH_BYTES {
             // SAFETY: errno is thread-local.
             unsafe { *libc::__errno_location() = libc::ENAMETOOLONG };
             return false;
         }
-        // "etc/hosts" -> parent "etc", name "hosts"; "root" -> parent ".", name "root".
         let mut parent = [0u8; PATH_BYTES];
-        let cut = rel.iter().rposition(|&b| b == b'/');
-        let (dir, name) = match cut {
-            Some(i) => (&rel[..i], &rel[i + 1..]),
-            None => (&b"."[..], rel),
-        };
         parent[..dir.len()].copy_from_slice(dir);
-        let mut last = [0u8; PATH_BYTES];
-        last[..name.len()].copy_from_slice(name);
-        let (Ok(dir), Ok(name)) = (CStr::from_bytes_until_nul(&parent), CStr::from_bytes_until_nul(&last)) else {
+        let (Ok(dir), Ok(name)) = (CStr::from_bytes_until_nul(&parent), CStr::from_bytes_with_nul(name)) else {
             return false;
         };
         let fd = self.open_below(dir, libc::O_PATH | libc::O_DIRECTORY, 0);

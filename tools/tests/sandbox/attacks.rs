@@ -253,8 +253,8 @@ fn sandbox_attack_memory_hog() {
 /// A root directory is a file from outside too: one whose `etc` and `root` are absolute links
 /// to host directories must not have the set-up write `/etc/hosts`, `/etc/hostname` or
 /// `/root/.bashrc` into them. The set-up resolves its paths inside the root, as the sandbox
-/// sees them; this root has no shell, so the sandbox may not start, but nothing is written
-/// outside either way.
+/// sees them (here the links then lead nowhere and the set-up fails; before, it wrote the
+/// files on the host and the sandbox started): nothing is written outside either way.
 #[test]
 fn sandbox_attack_rootfs_links_lead_out() {
     use std::os::unix::fs::{symlink, PermissionsExt};
@@ -264,7 +264,8 @@ fn sandbox_attack_rootfs_links_lead_out() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (root, victim) = (dir.path().join("root"), dir.path().join("victim"));
-    // Mount points the set-up needs before it writes; no shell, so the sandbox cannot start.
+    // The mount points the set-up needs before it writes, and a `bin/bash` (empty) that
+    // `OsSandbox::start` asks for.
     for d in ["bin", "dev", "proc", "sys", "tmp"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
