@@ -40,8 +40,10 @@
 //! (15.5), a relaxed atomic flag read per line (14), every other line (11, as none), a whole
 //! super-block at once (11.5). Why a load and a branch per prefetch beat the rest is not settled
 //! (the VM exposes no performance counters); what is measured is that prefetches issued in
-//! bursts hold back the demand loads. Not re-measured on AMD, whose L1 prefetches go through
-//! the same code.
+//! bursts hold back the demand loads. On AMD the other `l1` kernels go through the same code;
+//! the one-token Q4_0 kernel, which runs only under [`Prefetch::L1`], prefetches one line
+//! before each line it reads without reading the policy (a Zen 4 core streamed its matrices
+//! at 24.0-24.9 GB/s against 23.0-23.3 with the read per line; `avx512_gemv`).
 
 use super::types::Line;
 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
@@ -49,6 +51,11 @@ use std::sync::OnceLock;
 
 /// Lines ahead for every prefetching kernel but Q5_K's: 4 KiB.
 pub(super) const AHEAD_LINES: usize = 64;
+/// Lines ahead in [`avx512_gemv`](super::avx512_gemv)'s one-token Q4_0 kernel, which reads one
+/// stream of panels under [`Prefetch::L1`]: 8 KiB (one Zen 4 core streaming 11008x4096
+/// matrices from memory, alternating in one process: 64 lines 21.0-22.7 GB/s, 96 23.1-23.8,
+/// 128 23.6-24.4, 192 23.8-24.9, 256 22.6-24.5).
+pub(super) const Q4_0_AHEAD_LINES: usize = 128;
 /// Lines ahead in each of [`Prefetch::q4_0_streams`]'s streams where there are several: 2 KiB
 /// (Intel VM, 7B Q4_0 tg at 1 thread with four streams: 16-32 lines 4.18-4.29 t/s, 64 lines
 /// 4.11-4.22, 128 lines 4.01-4.06, 8 lines 4.03-4.15; with the prefetches one line at a time,

@@ -447,6 +447,16 @@ impl PackedMatrix {
         (&self.scales[i * ns..(i + 1) * ns], &self.lines[i * nl..(i + 1) * nl])
     }
 
+    /// Every block of panel `p` of a 32-element format, one after another: block `b`'s
+    /// [`legacy_scales`] f16 values and [`legacy_lines`] lines start at `b` times those counts.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[inline]
+    pub(super) fn legacy_panel(&self, p: usize) -> (&[u16], &[Line]) {
+        let blocks = self.cols / 32;
+        let (ns, nl) = (legacy_scales(self.ty) * blocks, legacy_lines(self.ty) * blocks);
+        (&self.scales[p * ns..(p + 1) * ns], &self.lines[p * nl..(p + 1) * nl])
+    }
+
     /// Q4_K super-block `b` of panel `p`: its [`Q4K_LINES`] lines.
     #[inline]
     pub(super) fn q4_k_block(&self, p: usize, b: usize) -> &[Line] {
