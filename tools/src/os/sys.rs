@@ -594,7 +594,9 @@ impl InRoot<'_> {
             .flatten()
     }
 
-    /// `openat2` of `rel` from the root with links inside it; -1 (errno set) on failure.
+    /// `openat2` of `rel` from the root with links inside it; -1 (errno set) on failure. The
+    /// root is opened anew each time: set-up steps mount the overlay and the read-only bind
+    /// onto the root path itself, so a descriptor taken earlier would name what lies beneath.
     fn open_below(&self, rel: &CStr, flags: libc::c_int, mode: libc::mode_t) -> RawFd {
         // SAFETY: plain syscalls on live C strings and a stack struct.
         unsafe {
