@@ -166,6 +166,22 @@ fn expressions_evaluate_as_python_does() {
         ("{1, 2} & {2, 3}", St(vec![I(2)])),
         ("{1, 2} - {2}", St(vec![I(1)])),
         ("{1, 2} ^ {2, 3}", St(vec![I(1), I(3)])),
+        // The smaller set's items (the right one's on a tie), as CPython walks it.
+        (
+            "[{1} & {1.0}, {1.0, 2} & {1}, {1} & {1.0, 2}]",
+            L(vec![St(vec![F(1.0)]), St(vec![I(1)]), St(vec![I(1)])]),
+        ),
+        // Ints divide with one rounding, as Python's `/` (converting first rounds twice).
+        (
+            "[(2**53 + 1) / 3, (2**64 + 1) / (2**64 - 1), (-2)**127 / 7, 7 / -2, 0 / -(2**64)]",
+            L(vec![
+                F(3002399751580331.0),
+                F(1.0),
+                F(-2.4305883351495603e37),
+                F(-3.5),
+                F(-0.0),
+            ]),
+        ),
         ("{'a': 1} | {'b': 2}", D(vec![(S("a"), I(1)), (S("b"), I(2))])),
         ("2 ** 3 ** 2", I(512)),
         ("-2 ** 2", I(-4)),

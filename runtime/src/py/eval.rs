@@ -1109,6 +1109,46 @@ fn int_pow(base: i128, exp: i128) -> Result<i128> {
     Ok(result)
 }
 
+/// `a / b` for ints (`b != 0`) rounded once to the nearest float (ties to even), as Python
+/// divides ints: converting both first rounds twice past 2^53 (`(2**53 + 1) / 3` is
+/// 3002399751580331.0, not ...330.7).
+fn int_true_div(a: i128, b: i128) -> f64 {
+    const EXACT: u128 = 1 << 53;
+    let (n, d) = (a.unsigned_abs(), b.unsigned_abs());
+    let magnitude = if n == 0 || (n <= EXACT && d <= EXACT) {
+        // Both exact as floats: IEEE division rounds the true quotient once.
+        n as f64 / d as f64
+    } else {
+        // Long division to at least 55 significant bits (53, a rounding bit and one more);
+        // the remainder is the sticky rest. |a / b| lies in [2^-127, 2^127]: no subnormal,
+        // no overflow.
+        let (mut q, mut r, mut exp) = (n / d, n % d, 0i32);
+        while q < 1 << 54 {
+            // r < d <= 2^127, so 2r fits.
+            r <<= 1;
+            q <<= 1;
+            if r >= d {
+                q |= 1;
+                r -= d;
+            }
+            exp -= 1;
+        }
+        let shift = 128 - q.leading_zeros() - 53;
+        let (mut mant, dropped, half) = (q >> shift, q & ((1 << shift) - 1), 1u128 << (shift - 1));
+        if dropped > half || (dropped == half && (r != 0 || mant & 1 == 1)) {
+            mant += 1;
+        }
+        // mant <= 2^53 and the power of two is a normal float: both exact, so is the product.
+        let scale = f64::from_bits(((1023 + exp + shift as i32) as u64) << 52);
+        mant as f64 * scale
+    };
+    if (a < 0) != (b < 0) {
+        -magnitude
+    } else {
+        magnitude
+    }
+}
+
 fn int_op(op: BinOp, a: i128, b: i128) -> Result<PyValue> {
     let zero_division = || fail(K::ZeroDivision, "integer division or modulo by zero");
     let v = match op {
@@ -1119,7 +1159,7 @@ fn int_op(op: BinOp, a: i128, b: i128) -> Result<PyValue> {
             if b == 0 {
                 return fail(K::ZeroDivision, "division by zero");
             }
-            return Ok(PyValue::Float(a as f64 / b as f64));
+            return Ok(PyValue::Float(int_true_div(a, b)));
         }
         BinOp::FloorDiv | BinOp::Mod => {
             if b == 0 {
@@ -1423,8 +1463,8 @@ fn repeat_items(items: &[PyValue], count: usize) -> Vec<PyValue> {
     out
 }
 
-/// Set difference, union, intersection or symmetric difference, in Python's item order for
-/// the left operand first.
+/// Set difference, union, intersection or symmetric difference: the items CPython's set
+/// operations keep (the left operand's first).
 fn set_op(op: BinOp, x: Vec<PyValue>, y: Vec<PyValue>) -> Vec<PyValue> {
     let x_refs: Vec<&PyValue> = x.iter().collect();
     let y_refs: Vec<&PyValue> = y.iter().collect();
@@ -1434,6 +1474,13 @@ fn set_op(op: BinOp, x: Vec<PyValue>, y: Vec<PyValue>) -> Vec<PyValue> {
     let y_only = || y.iter().filter(|v| in_x.position(&x_refs, v).is_none()).cloned();
     match op {
         BinOp::Sub => x_only().collect(),
+        // CPython walks the smaller set (the right one on a tie) and keeps its items:
+        // `{1} & {1.0}` is `{1.0}`.
+        BinOp::BitAnd if y.len() <= x.len() => y
+            .iter()
+            .filter(|v| in_x.position(&x_refs, v).is_some())
+            .cloned()
+            .collect(),
         BinOp::BitAnd => x
             .iter()
             .filter(|v| in_y.position(&y_refs, v).is_some())
