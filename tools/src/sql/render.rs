@@ -152,8 +152,10 @@ pub fn repr_float(f: f64) -> String {
 }
 
 /// Whether Python's `str.isprintable()` holds for `c`. Python uses the Unicode database; this
-/// covers the categories that occur in practice (Cc, Cf, Zs other than space, Zl, Zp, surrogates
-/// and private use) without carrying Unicode tables.
+/// lists every code point of the categories Cc, Cf (through Unicode 15), Zs other than space,
+/// Zl, Zp and private use without carrying Unicode tables; unassigned code points (Cn, which
+/// Python escapes as its own Unicode version has them) print as they are. Compared with
+/// CPython 3.11 over every code point, only Cn differs.
 fn py_printable(c: char) -> bool {
     let u = c as u32;
     if c == ' ' {
@@ -165,7 +167,8 @@ fn py_printable(c: char) -> bool {
     !matches!(u,
         0xA0 | 0xAD | 0x1680 | 0x180E | 0x2000..=0x200F | 0x2028..=0x202F | 0x205F..=0x206F | 0x3000 | 0xFEFF
         | 0xFFF9..=0xFFFB | 0xE000..=0xF8FF | 0xF0000..=0x10FFFF | 0x110BD | 0x1D173..=0x1D17A | 0xE0001
-        | 0xE0020..=0xE007F | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x8E2)
+        | 0xE0020..=0xE007F | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x890 | 0x891 | 0x8E2 | 0x110CD
+        | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3)
 }
 
 /// Appends Python's `repr()` of a `str`.
@@ -376,6 +379,10 @@ mod tests {
         let mut s = String::new();
         repr_str("a\\b\nc\td\x01é–\u{a0}", &mut s);
         assert_eq!(s, r"'a\\b\nc\td\x01é–\xa0'");
+        // Format characters (Cf) outside the first planes, as CPython 3.11 escapes them.
+        let mut s = String::new();
+        repr_str("\u{890}\u{110cd}\u{13430}\u{1bca3}", &mut s);
+        assert_eq!(s, r"'\u0890\U000110cd\U00013430\U0001bca3'");
         let mut s = String::new();
         repr_bytes(b"x'\x00\xff", &mut s);
         assert_eq!(s, r#"b"x'\x00\xff""#);
