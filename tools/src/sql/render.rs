@@ -123,8 +123,16 @@ pub fn repr_float(f: f64) -> String {
             "0.0".to_string()
         };
     }
-    // Rust's `{:e}` gives the shortest round-trip digits too, as `d.ddde±x`.
-    let sci = format!("{:e}", f.abs());
+    // Rust's `{:e}` gives the shortest digit count that round-trips, as `d.ddde±x`; where two
+    // such strings lie equally close to the float (233115890514796.125: ...796.12 or ...796.13)
+    // it rounds up, Python to even. Rounding the exact value to that many digits (`{:.Ne}`
+    // rounds half to even) gives Python's choice, and the nearest string round-trips whenever
+    // one does.
+    let shortest = format!("{:e}", f.abs());
+    let n_digits = shortest
+        .split_once('e')
+        .map_or(1, |(m, _)| m.chars().filter(char::is_ascii_digit).count());
+    let sci = format!("{:.*e}", n_digits - 1, f.abs());
     let (mant, exp) = sci.split_once('e').expect("LowerExp output always has an exponent");
     let exp: i32 = exp.parse().expect("LowerExp exponent is an integer");
     let digits: String = mant.chars().filter(|c| *c != '.').collect();
@@ -339,6 +347,11 @@ mod tests {
     #[test]
     fn python_float_repr() {
         // Expected strings produced by CPython 3.11 `repr(float)`.
+        // Halfway between two shortest strings: Python rounds to even.
+        // Exactly 233115890514796.125 and -2020163013628192.25.
+        assert_eq!(repr_float(233115890514796.0 + 0.125), "233115890514796.12");
+        assert_eq!(repr_float(-2020163013628192.0 - 0.25), "-2020163013628192.2");
+        assert_eq!(repr_float(f64::from_bits(4834724727068684697)), "1716481631878246.2");
         let cases = [
             (1.0, "1.0"),
             (28.0, "28.0"),
