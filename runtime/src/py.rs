@@ -257,10 +257,39 @@ impl ItemIndex {
     }
 }
 
+/// The first code point of each run of ten Unicode decimal digits (category Nd, values 0..9 in
+/// order), as of Unicode 14 (CPython 3.11): what `float()` reads as digits besides ASCII's.
+const DECIMAL_ZEROS: [u32; 66] = [
+    0x30, 0x660, 0x6F0, 0x7C0, 0x966, 0x9E6, 0xA66, 0xAE6, 0xB66, 0xBE6, 0xC66, 0xCE6, 0xD66, 0xDE6, 0xE50, 0xED0,
+    0xF20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90, 0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620,
+    0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10, 0x104A0, 0x10D30, 0x11066, 0x110F0, 0x11136, 0x111D0,
+    0x112F0, 0x11450, 0x114D0, 0x11650, 0x116C0, 0x11730, 0x118E0, 0x11950, 0x11C50, 0x11D50, 0x11DA0, 0x16A60,
+    0x16AC0, 0x16B50, 0x1D7CE, 0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E140, 0x1E2F0, 0x1E950, 0x1FBF0,
+];
+
+/// The value of a Unicode decimal digit (`'7'`, `'٧'`, `'７'`), as Python's `unicodedata.decimal`.
+fn decimal_digit(c: char) -> Option<u32> {
+    let u = c as u32;
+    let run = DECIMAL_ZEROS.partition_point(|&zero| zero <= u).checked_sub(1)?;
+    let value = u - DECIMAL_ZEROS[run];
+    (value < 10).then_some(value)
+}
+
 /// Python's `float(str)`: surrounding whitespace allowed, `inf`/`nan` spellings, underscores
-/// between digits.
+/// between digits. As CPython, non-ASCII decimal digits read as their ASCII twins and
+/// non-ASCII whitespace as a space first; only ASCII whitespace is then stripped, so the
+/// information separators U+001C..U+001F, whitespace to `str.strip()`, make `float()` fail.
 pub fn parse_float(s: &str) -> Option<f64> {
-    let t = strip(s);
+    let ascii: String = s
+        .chars()
+        .map(|c| match c {
+            c if c.is_ascii() => c,
+            c if is_space(c) => ' ',
+            // Any other character fails the parse below, as Python's `?` stand-in does.
+            c => decimal_digit(c).map_or('?', |d| char::from(b'0' + d as u8)),
+        })
+        .collect();
+    let t = ascii.trim_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r'));
     if t.is_empty() {
         return None;
     }
@@ -304,6 +333,31 @@ pub use eval::{eval, EvalError, EvalErrorKind, MAX_DEPTH, MAX_SOURCE_CHARS, MAX_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_float_reads_what_python_float_reads() {
+        // Expected values from CPython 3.11's `float()`.
+        let cases: [(&str, Option<f64>); 11] = [
+            (" 1_0 ", Some(10.0)),
+            ("\u{a0}1", Some(1.0)),
+            ("\u{85}0", Some(0.0)),
+            ("\u{661}\u{662}", Some(12.0)),
+            ("\u{ff11}.\u{ff15}", Some(1.5)),
+            ("\u{661}_\u{662}", Some(12.0)),
+            ("\u{1d7d9}1", Some(11.0)),
+            ("-iNfinity", Some(f64::NEG_INFINITY)),
+            ("\u{1c}0", None),
+            ("\u{200b}1", None),
+            ("1\u{a0}2", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_float(text), want, "{text:?}");
+        }
+        assert!(parse_float("+nan").is_some_and(f64::is_nan));
+        assert_eq!(decimal_digit('\u{1fbf9}'), Some(9));
+        assert_eq!(decimal_digit('\u{1fbfa}'), None);
+        assert_eq!(decimal_digit('/'), None);
+    }
 
     #[test]
     fn strip_matches_python() {

@@ -1,4 +1,4 @@
-//! The DB judge's `eval` against CPython's, on generated expressions.
+//! The DB judge's `eval` (and its `float()`) against CPython's, on generated inputs.
 //!
 //! [`judge_parity`](super::judge_parity) holds hand-written cases; this test draws a few
 //! thousand random expressions of the kinds DB answers are written in (literals of every type
@@ -8,8 +8,9 @@
 //! exception's class). Where this evaluator stops by design (its 128-bit ints, its limits,
 //! what it does not implement) the case is not compared. Seeded: a failure names the
 //! expression, and the same seed draws it again (`EDGEACT_EVAL_DIFF_SEED`, default 12;
-//! `EDGEACT_EVAL_DIFF_EXPRS`, default 4000, for a longer run). Skipped (with a message) where
-//! `python3` is not installed.
+//! `EDGEACT_EVAL_DIFF_EXPRS`, default 4000, for a longer run). The same number of random texts
+//! go through `float()`, which the judge applies to one-value answers. Skipped (with a
+//! message) where `python3` is not installed.
 
 use super::python_oracle;
 use edgeact_runtime::py::{self, EvalErrorKind, PyValue};
@@ -410,5 +411,93 @@ fn eval_agrees_with_cpython_on_generated_expressions() {
         "{} of {compared} differ:\n{}",
         mismatches.len(),
         mismatches.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// Python's half of the `float()` comparison: the float's bits (`nan` for any NaN) or `error`.
+const PYTHON_FLOAT: &str = r#"
+import json, struct, sys
+sys.stdin.reconfigure(encoding="utf-8")
+for line in sys.stdin:
+    try:
+        f = float(json.loads(line))
+        print("nan" if f != f else struct.unpack("<Q", struct.pack("<d", f))[0], flush=True)
+    except ValueError:
+        print("error", flush=True)
+"#;
+
+/// The judge compares one-value answers with `float()` where both convert: [`py::parse_float`]
+/// against CPython's on texts made of digits (ASCII and other scripts'), signs, points,
+/// exponents, underscores, `inf`/`nan` spellings and every kind of whitespace.
+#[test]
+fn float_agrees_with_cpython_on_generated_texts() {
+    const PARTS: &[&str] = &[
+        "1",
+        "0",
+        "9",
+        "_",
+        ".",
+        " ",
+        "e",
+        "E",
+        "+",
+        "-",
+        "inf",
+        "nan",
+        "Infinity",
+        "INF",
+        "x",
+        "5",
+        "\t",
+        "\n",
+        "\r",
+        "\x0b",
+        "\u{a0}",
+        "\u{3000}",
+        "\u{85}",
+        "\u{2028}",
+        "\u{200b}",
+        "\x1c",
+        "\x1f",
+        "1_000",
+        "e1_0",
+        "\u{661}",
+        "\u{966}",
+        "\u{e53}",
+        "\u{ff19}",
+        "\u{1d7d9}",
+        "0x1",
+        "j",
+    ];
+    let mut rng = StdRng::seed_from_u64(python_oracle::env_or("EDGEACT_EVAL_DIFF_SEED", 12));
+    let texts: Vec<String> = (0..python_oracle::env_or("EDGEACT_EVAL_DIFF_EXPRS", 4000))
+        .map(|_| {
+            (0..rng.random_range(1..7))
+                .map(|_| PARTS[rng.random_range(0..PARTS.len())])
+                .collect()
+        })
+        .collect();
+    let Some(expected) = python_oracle::answers(PYTHON_FLOAT, &texts) else {
+        return;
+    };
+    let mismatches: Vec<String> = texts
+        .iter()
+        .zip(&expected)
+        .filter_map(|(text, want)| {
+            let got = match py::parse_float(text) {
+                Some(f) if f.is_nan() => "nan".to_string(),
+                Some(f) => f.to_bits().to_string(),
+                None => "error".to_string(),
+            };
+            (got != *want).then(|| format!("{text:?}: python {want}, edgeact {got}"))
+        })
+        .collect();
+    let floats = expected.iter().filter(|e| *e != "error").count();
+    eprintln!("compared {} texts ({floats} are floats to Python)", texts.len());
+    assert!(
+        mismatches.is_empty(),
+        "{} differ:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
     );
 }
