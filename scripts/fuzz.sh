@@ -12,7 +12,7 @@ set -euo pipefail
 
 seconds="${1:-30}"
 shift || true
-all_targets=(gguf_reader pickle safetensors_header chat_template)
+all_targets=(gguf_reader pickle safetensors_header chat_template py_eval)
 [[ $# -gt 0 ]] && targets=("$@") || targets=("${all_targets[@]}")
 
 if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [[ "$seconds" -lt 1 ]]; then
