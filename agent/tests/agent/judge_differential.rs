@@ -86,8 +86,8 @@ fn python_error(kind: EvalErrorKind) -> Option<&'static str> {
         EvalErrorKind::Type => "TypeError",
         EvalErrorKind::Value => "ValueError",
         EvalErrorKind::ZeroDivision => "ZeroDivisionError",
-        // Ints past 128 bits overflow here and are exact in Python; float overflow is
-        // Python's OverflowError too, so only a matching class is compared.
+        // Ints past 128 bits overflow here and are exact in Python, so no overflow is
+        // compared (float overflow, an OverflowError in both, goes with them).
         EvalErrorKind::Overflow => return None,
         EvalErrorKind::Unsupported | EvalErrorKind::Limit => return None,
     })
@@ -161,7 +161,7 @@ impl Gen {
             2 | 3 => ("'", "'"),
             _ => ("\"", "\""),
         };
-        // A body with both kinds of quote only fits the other quote or a triple one.
+        // Escape the body's quotes of the kind that delimits it (triple quotes escape `"`).
         let body = if open == "'" {
             body.replace('\'', "\\'")
         } else {
