@@ -1474,18 +1474,20 @@ fn set_op(op: BinOp, x: Vec<PyValue>, y: Vec<PyValue>) -> Vec<PyValue> {
     let y_only = || y.iter().filter(|v| in_x.position(&x_refs, v).is_none()).cloned();
     match op {
         BinOp::Sub => x_only().collect(),
-        // CPython walks the smaller set (the right one on a tie) and keeps its items:
-        // `{1} & {1.0}` is `{1.0}`.
-        BinOp::BitAnd if y.len() <= x.len() => y
-            .iter()
-            .filter(|v| in_x.position(&x_refs, v).is_some())
-            .cloned()
-            .collect(),
-        BinOp::BitAnd => x
-            .iter()
-            .filter(|v| in_y.position(&y_refs, v).is_some())
-            .cloned()
-            .collect(),
+        BinOp::BitAnd => {
+            // CPython walks the smaller set (the right one on a tie) and keeps its items:
+            // `{1} & {1.0}` is `{1.0}`.
+            let (walked, other, other_refs) = if y.len() <= x.len() {
+                (&y, &in_x, &x_refs)
+            } else {
+                (&x, &in_y, &y_refs)
+            };
+            walked
+                .iter()
+                .filter(|v| other.position(other_refs, v).is_some())
+                .cloned()
+                .collect()
+        }
         BinOp::BitOr => x.iter().cloned().chain(y_only()).collect(),
         _ => x_only().chain(y_only()).collect(),
     }
