@@ -5,7 +5,7 @@
 
 use crate::tasks::{Evaluation, MatchSpec, Script};
 use edgeact_runtime::py::{self, PyValue};
-use edgeact_tools::os::ShellSession;
+use edgeact_tools::os::{decode_utf8_strict, ShellSession};
 use serde_json::Value;
 
 /// `evaluation.match`. An answer of `None` (no valid action, round limit, `finish`) fails, as
@@ -31,8 +31,9 @@ pub fn judge_os_match(answer: Option<&str>, spec: &MatchSpec) -> anyhow::Result<
 
 /// `evaluation.check`: each script runs as a separate process on the task's machine; the first
 /// gets `str(answer)` (`None` when there is none), each later one also the outputs of the
-/// earlier ones. All must exit 0. A missing example script fails the task: the harness
-/// crashed on it and counted the task as failed.
+/// earlier ones. All must exit 0. A missing example script, or a script that exits 0 with
+/// output that is not UTF-8, fails the task: the harness crashed on it (no script; the strict
+/// `output.decode("utf-8")`) and counted the task as failed.
 pub fn judge_os_check(
     answer: Option<&str>,
     scripts: &[Option<Script>],
@@ -49,7 +50,11 @@ pub fn judge_os_check(
         if !out.success() {
             return Ok(false);
         }
-        params.push(String::from_utf8_lossy(&out.output).into_owned());
+        let cut = out.output.len() >= machine.limits().output_cap;
+        let Some(text) = decode_utf8_strict(&out.output, cut) else {
+            return Ok(false);
+        };
+        params.push(text.to_string());
     }
     Ok(true)
 }
@@ -137,8 +142,9 @@ mod tests {
         assert!(!judge_os_match(Some(" 12 files"), &r).unwrap());
     }
 
-    /// A machine that records the scripts it runs and exits with `code`.
-    struct Fake(Vec<(Script, Vec<String>)>, i32);
+    /// A machine that records the scripts it runs and exits with `code`, printing `out<n>` for
+    /// its n-th script or, where set, the bytes of the third field.
+    struct Fake(Vec<(Script, Vec<String>)>, i32, Option<Vec<u8>>);
     impl ShellSession for Fake {
         fn run(&mut self, _: &str) -> edgeact_tools::os::Result<edgeact_tools::os::CommandOutput> {
             unreachable!("the judge never types into the agent's shell")
@@ -151,7 +157,10 @@ mod tests {
             self.0.push((s.clone(), args.iter().map(|a| a.to_string()).collect()));
             Ok(edgeact_tools::os::ScriptOutput {
                 code: self.1,
-                output: format!("out{}", self.0.len()).into_bytes(),
+                output: self
+                    .2
+                    .clone()
+                    .unwrap_or_else(|| format!("out{}", self.0.len()).into_bytes()),
             })
         }
         fn hostname(&self) -> &str {
@@ -169,15 +178,29 @@ mod tests {
             language: edgeact_tools::os::ScriptLanguage::Python,
             code: "import sys".into(),
         };
-        let mut f = Fake(Vec::new(), 0);
+        let mut f = Fake(Vec::new(), 0, None);
         assert!(judge_os_check(Some("4"), &[None, Some(chk.clone())], Some(&ex), &mut f).unwrap());
         assert_eq!(f.0[0].1, vec!["4"]);
         assert_eq!(f.0[1].0, chk);
         assert_eq!(f.0[1].1, vec!["4", "out1"]);
-        let mut f = Fake(Vec::new(), 1);
+        let mut f = Fake(Vec::new(), 1, None);
         assert!(!judge_os_check(None, &[None], Some(&ex), &mut f).unwrap());
         assert_eq!(f.0[0].1, vec!["None"]);
-        assert!(!judge_os_check(Some("1"), &[None], None, &mut Fake(Vec::new(), 0)).unwrap());
+        assert!(!judge_os_check(Some("1"), &[None], None, &mut Fake(Vec::new(), 0, None)).unwrap());
+    }
+
+    #[test]
+    fn os_check_output_must_be_utf8() {
+        let ex = Script::bash("nproc");
+        let judge = |output: &[u8]| {
+            let mut f = Fake(Vec::new(), 0, Some(output.to_vec()));
+            judge_os_check(Some("4"), &[None, None], Some(&ex), &mut f).unwrap()
+        };
+        assert!(judge("4\n".as_bytes()));
+        assert!(judge("é\n".as_bytes()));
+        // AgentBench's `output.decode("utf-8")` raised, so the task counted as failed.
+        assert!(!judge(b"4\xff\n"));
+        assert!(!judge(&"é".as_bytes()[..1]));
     }
 
     #[test]

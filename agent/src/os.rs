@@ -16,12 +16,23 @@ use edgeact_tools::os::{
 };
 use std::path::{Path, PathBuf};
 
-/// The agent's [`Tool`] over a task's machine: each action is typed into its persistent shell.
+/// The agent's [`Tool`] over a judged task's machine: each action is typed into its persistent
+/// shell. Output that is not UTF-8 ends the run with an error, as it ended AgentBench's: its
+/// harness decoded the shell's bytes strictly, the decode raised, and the task counted as failed
+/// (as `eval` counts runs that end on an error). Unjudged `agent os` runs ([`SandboxMachine`])
+/// show such output lossily and go on.
 pub struct ShellTool<'a>(pub &'a mut dyn ShellSession);
 
 impl Tool for ShellTool<'_> {
     fn execute(&mut self, code: &str) -> anyhow::Result<String> {
-        Ok(self.0.run(code)?.output)
+        let out = self.0.run(code)?;
+        if !out.is_utf8() {
+            bail!(
+                "the command printed bytes that are not UTF-8, which AgentBench's harness could not decode (the task counts as failed there too): {:?}",
+                edgeact_tools::os::truncate_os_output(&out.output)
+            );
+        }
+        Ok(out.output)
     }
 }
 
@@ -278,4 +289,44 @@ pub fn run_and_judge(
 ) -> anyhow::Result<(Run, bool)> {
     let mut machine = SandboxMachine::start(opts)?;
     run_and_judge_on(machine.sandbox.as_mut(), task, model, limits, on_event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgeact_tools::os::{CommandOutput, EndReason, SandboxConfig, ScriptOutput, ShellLimits};
+
+    /// A shell whose every command prints `raw`, its collection ending with `end`.
+    struct Printing(Vec<u8>, EndReason);
+
+    impl ShellSession for Printing {
+        fn run(&mut self, _: &str) -> edgeact_tools::os::Result<CommandOutput> {
+            Ok(CommandOutput {
+                output: String::from_utf8_lossy(&self.0).into_owned(),
+                raw: self.0.clone(),
+                end: self.1,
+            })
+        }
+        fn run_script(&mut self, _: &edgeact_tools::os::Script, _: &[&str]) -> edgeact_tools::os::Result<ScriptOutput> {
+            unreachable!("the loop only types into the shell")
+        }
+        fn hostname(&self) -> &str {
+            "fake"
+        }
+        fn limits(&self) -> ShellLimits {
+            SandboxConfig::default().limits()
+        }
+    }
+
+    #[test]
+    fn judged_shell_output_must_be_utf8() {
+        let run = |raw: &[u8], end| ShellTool(&mut Printing(raw.to_vec(), end)).execute("cat f");
+        assert_eq!(run("é\r\n".as_bytes(), EndReason::Prompt).unwrap(), "é\r\n");
+        let err = run(b"\x89PNG\r\n", EndReason::Prompt).unwrap_err().to_string();
+        assert!(err.contains("not UTF-8") && err.contains("\u{fffd}PNG"), "{err}");
+        // A character our output cap cut in two is not the command's fault.
+        let cut = &"xé".as_bytes()[..2];
+        assert!(run(cut, EndReason::Silence).is_err());
+        assert_eq!(run(cut, EndReason::OutputCap).unwrap(), "x\u{fffd}");
+    }
 }

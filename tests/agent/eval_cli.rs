@@ -222,7 +222,6 @@ fn eval_os_scripted_answers_judged_in_sandbox() {
         (1, "Think: x\n\nAct: answer(log)"),
         (2, "Think: x\n\nAct: answer(.plain.log)"),
         (3, "Think: x\n\nAct: finish"),
-        (4, "Think: x\n\nAct: answer(3)"),
         (5, "Think: x\n\nAct: finish"),
     ];
     let mut text = String::new();
@@ -230,6 +229,14 @@ fn eval_os_scripted_answers_judged_in_sandbox() {
         text.push_str(&json!({"index": i, "replies": [r]}).to_string());
         text.push('\n');
     }
+    // Task 4 answered right, but after a command that printed a byte that is not UTF-8:
+    // AgentBench's harness raised on decoding it and counted the task as failed.
+    let t4 = [
+        "Think: x\n\nAct: bash\n\n```bash\nprintf 'a\\377b\\n'\n```",
+        "Think: x\n\nAct: answer(3)",
+    ];
+    text.push_str(&json!({"index": 4, "replies": t4}).to_string());
+    text.push('\n');
     let t6 = [
         "Think: count\n\nAct: bash\n\n```bash\nls -a /home | grep '^\\.' | wc -l\n```",
         "Think: 8\n\nAct: answer(8)",
@@ -264,7 +271,10 @@ fn eval_os_scripted_answers_judged_in_sandbox() {
         .filter(|x| x["correct"] == true)
         .map(|x| x["index"].as_u64().unwrap())
         .collect();
-    assert_eq!(correct, vec![0, 1, 2, 4, 6], "{r}");
+    assert_eq!(correct, vec![0, 1, 2, 6], "{r}");
+    let t4 = &r["results"][4];
+    assert_eq!(t4["index"], 4);
+    assert!(t4["error"].as_str().unwrap().contains("not UTF-8"), "{t4}");
     // The observation holds the raw terminal bytes AgentInstruct's traces show: output, `\r\n`,
     // the title escape and the prompt, and no bracketed-paste switches (`\x1b[?2004h`/`l`),
     // which the traces never contain.

@@ -220,6 +220,29 @@ pub struct CommandOutput {
     pub end: EndReason,
 }
 
+impl CommandOutput {
+    /// Whether AgentBench could have read this output: it decoded the shell's bytes with
+    /// Python's strict `bytes.decode("utf-8")`, which raised on anything else (see
+    /// [`decode_utf8_strict`]; a character cut in two by our output cap does not count).
+    pub fn is_utf8(&self) -> bool {
+        decode_utf8_strict(&self.raw, self.end == EndReason::OutputCap).is_some()
+    }
+}
+
+/// `bytes` as text where Python's strict `bytes.decode("utf-8")` reads them, else `None`
+/// (AgentBench's OS task decoded the shell's output and the check scripts' outputs so, and a
+/// task whose bytes raised there was counted as failed). `cut`: the bytes end at one of our
+/// caps, which AgentBench did not have, so an incomplete character at the very end is left out
+/// rather than counted as invalid.
+pub fn decode_utf8_strict(bytes: &[u8], cut: bool) -> Option<&str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Some(text),
+        // `error_len() == None`: only the end is an incomplete sequence.
+        Err(e) if cut && e.error_len().is_none() => std::str::from_utf8(&bytes[..e.valid_up_to()]).ok(),
+        Err(_) => None,
+    }
+}
+
 /// The result of a script run as a separate process in the sandbox.
 #[derive(Debug, Clone)]
 pub struct ScriptOutput {
@@ -1276,6 +1299,29 @@ mod tests {
             truncate_os_output(&s),
             format!("{}\n[truncated because the output is too long]", "b".repeat(780))
         );
+    }
+
+    #[test]
+    fn strict_utf8_as_python_decodes() {
+        assert_eq!(decode_utf8_strict("ok é 😀".as_bytes(), false), Some("ok é 😀"));
+        // Invalid bytes, a surrogate, an overlong form: Python raised on each.
+        for bad in [&b"a\xffb"[..], b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80"] {
+            assert_eq!(decode_utf8_strict(bad, false), None, "{bad:?}");
+            assert_eq!(decode_utf8_strict(bad, true), None, "{bad:?}");
+        }
+        // A character cut in two at the end: invalid as it is, left out where our cap cut it.
+        let cut = &"xé".as_bytes()[..2];
+        assert_eq!(decode_utf8_strict(cut, false), None);
+        assert_eq!(decode_utf8_strict(cut, true), Some("x"));
+        let output = |raw: &[u8], end| CommandOutput {
+            output: String::from_utf8_lossy(raw).into_owned(),
+            raw: raw.to_vec(),
+            end,
+        };
+        assert!(output(b"fine\r\n", EndReason::Prompt).is_utf8());
+        assert!(!output(b"\x89PNG\r\n", EndReason::Prompt).is_utf8());
+        assert!(!output(cut, EndReason::Silence).is_utf8());
+        assert!(output(cut, EndReason::OutputCap).is_utf8());
     }
 
     #[test]
