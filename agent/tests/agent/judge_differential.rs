@@ -53,7 +53,8 @@ for line in sys.stdin:
 
 /// A value's encoding: its type and value, all levels down (set members sorted, dicts in
 /// insertion order), floats by their bits, so `1`, `1.0`, `True` and `-0.0`, `0.0` differ.
-fn encode(v: &PyValue) -> String {
+/// Also what [`judge_parity`](super::judge_parity) compares its hand-written values by.
+pub fn encode(v: &PyValue) -> String {
     let join = |items: &mut dyn Iterator<Item = String>| items.collect::<Vec<_>>().join(",");
     match v {
         PyValue::None => "None".into(),
