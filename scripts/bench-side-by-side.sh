@@ -30,6 +30,10 @@
 #   (filling a context to a depth is a prompt batch).
 #   EDGEACT_KERNELS=avx2 (or scalar) in the environment runs edgeact's kernels of that path
 #   (the header line says so); llama.cpp keeps its own.
+#   ROUNDS (default 1): each thread count runs the engines ROUNDS times in turn (every engine
+#   once, then every engine again, ...; rows tagged `round N/M` when ROUNDS > 1), so the VM's
+#   drift over minutes touches every engine alike: compare an engine with the others of its
+#   round, and across rounds, rather than trusting one block of repetitions.
 set -eu
 model=$1
 shift
@@ -41,6 +45,10 @@ batched=${BATCHED:-0}
 parallel=${PARALLEL:-1,2,4,8,16}
 batched_tg=${BATCHED_TG:-32}
 depths=${DEPTHS:-0}
+rounds=${ROUNDS:-1}
+case $rounds in
+''|*[!0-9]*|0) echo "ROUNDS must be a positive integer, not '$rounds'" >&2; exit 2 ;;
+esac
 cargo build --release --quiet
 cargo build --release --quiet --features oracle --example llama_cpp_bench
 bin=target/release
@@ -59,14 +67,23 @@ read_bw() {
 }
 for t in $threads; do
     echo "membw $t thread(s) before: $(read_bw "$t") GB/s"
-    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu 2>/dev/null | tail -n +3 | sed 's/^/edgeact             /'
-    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu --no-repack 2>/dev/null | tail -n +3 | sed 's/^/edgeact --no-repack /'
-    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu --repack 2>/dev/null | tail -n +3 | sed 's/^/edgeact --repack    /'
-    $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" 2>/dev/null | tail -n +3
-    $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --no-repack 2>/dev/null | tail -n +3
-    if grep -qw amx_int8 /proc/cpuinfo; then
-        $bin/examples/llama_cpp_bench -m "$model" -p 0 -n "$tg" -t "$t" -r "$reps" --amx 2>/dev/null | tail -n +3
+    for round in $(seq 1 "$rounds"); do
+    tag=
+    if [ "$rounds" -gt 1 ]; then
+        tag=" round $round/$rounds"
     fi
+    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu 2>/dev/null | tail -n +3 | sed "s/^/edgeact             /; s|\$|$tag|"
+    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu --no-repack 2>/dev/null | tail -n +3 | sed "s/^/edgeact --no-repack /; s|\$|$tag|"
+    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu --repack 2>/dev/null | tail -n +3 | sed "s/^/edgeact --repack    /; s|\$|$tag|"
+    $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" 2>/dev/null | tail -n +3 | sed "s|\$|$tag|"
+    $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --no-repack 2>/dev/null | tail -n +3 | sed "s|\$|$tag|"
+    if grep -qw amx_int8 /proc/cpuinfo; then
+        $bin/examples/llama_cpp_bench -m "$model" -p 0 -n "$tg" -t "$t" -r "$reps" --amx 2>/dev/null | tail -n +3 | sed "s|\$|$tag|"
+    fi
+    if [ "$round" -lt "$rounds" ]; then
+        echo "membw $t thread(s) after round $round: $(read_bw "$t") GB/s"
+    fi
+    done
     echo "membw $t thread(s) after: $(read_bw "$t") GB/s"
 done
 # exec -> first token, warm page cache (one untimed run first), best of $reps, at the most threads.
