@@ -505,6 +505,8 @@ mod x86 {
     use crate::kernels::cpu::avx2::hsum;
     use std::arch::x86_64::*;
 
+    use crate::kernels::cpu::prefetch::{kv_row, KV_AHEAD_ROWS};
+
     /// # Safety
     /// AVX2+FMA available.
     #[target_feature(enable = "avx2,fma")]
@@ -628,6 +630,9 @@ mod x86 {
         let mut j = 0;
         while j + 4 <= n {
             let p: [*const f16; 4] = std::array::from_fn(|r| row(j + r).as_ptr());
+            for &at in &p {
+                kv_row(at.wrapping_add(KV_AHEAD_ROWS * stride).cast(), 2 * hd);
+            }
             let mut acc = [_mm256_setzero_ps(); 4];
             for i in (0..hd).step_by(8) {
                 let qv = _mm256_loadu_ps(q.as_ptr().add(i));
@@ -658,6 +663,7 @@ mod x86 {
     unsafe fn widen_rows(rows: &[f16], stride: usize, j0: usize, count: usize, hd: usize, buf: &mut [f32]) {
         for r in 0..count {
             let src = rows.as_ptr().add((j0 + r) * stride);
+            kv_row(src.wrapping_add(KV_AHEAD_ROWS * stride).cast(), 2 * hd);
             let dst = buf.as_mut_ptr().add(r * hd);
             for i in (0..hd).step_by(8) {
                 _mm256_storeu_ps(dst.add(i), _mm256_cvtph_ps(_mm_loadu_si128(src.add(i).cast())));
@@ -801,6 +807,8 @@ mod x86 {
             for (j, &w) in weights.iter().enumerate() {
                 let a = _mm256_set1_ps(w);
                 let p = base.add(j * stride + c);
+                // This pass reads 64 elements of each row.
+                kv_row(p.wrapping_add(KV_AHEAD_ROWS * stride).cast(), 128);
                 for (i, s) in acc.iter_mut().enumerate() {
                     *s = _mm256_fmadd_ps(a, _mm256_cvtph_ps(_mm_loadu_si128(p.add(8 * i).cast())), *s);
                 }
