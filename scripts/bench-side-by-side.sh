@@ -65,24 +65,28 @@ bw_log=$(mktemp)
 read_bw() {
     target/membw 1024 "$1" | sed -n "s/.*read \([0-9.]*\) GB\/s.*/$1 \1/p" | tee -a "$bw_log" | cut -d' ' -f2
 }
+# Appends the round's tag ($tag, empty with one round) to each row.
+tagged() {
+    sed "s|\$|$tag|"
+}
 for t in $threads; do
     echo "membw $t thread(s) before: $(read_bw "$t") GB/s"
     for round in $(seq 1 "$rounds"); do
-    tag=
-    if [ "$rounds" -gt 1 ]; then
-        tag=" round $round/$rounds"
-    fi
-    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu 2>/dev/null | tail -n +3 | sed "s/^/edgeact             /; s|\$|$tag|"
-    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu --no-repack 2>/dev/null | tail -n +3 | sed "s/^/edgeact --no-repack /; s|\$|$tag|"
-    $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu --repack 2>/dev/null | tail -n +3 | sed "s/^/edgeact --repack    /; s|\$|$tag|"
-    $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" 2>/dev/null | tail -n +3 | sed "s|\$|$tag|"
-    $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --no-repack 2>/dev/null | tail -n +3 | sed "s|\$|$tag|"
-    if grep -qw amx_int8 /proc/cpuinfo; then
-        $bin/examples/llama_cpp_bench -m "$model" -p 0 -n "$tg" -t "$t" -r "$reps" --amx 2>/dev/null | tail -n +3 | sed "s|\$|$tag|"
-    fi
-    if [ "$round" -lt "$rounds" ]; then
-        echo "membw $t thread(s) after round $round: $(read_bw "$t") GB/s"
-    fi
+        tag=
+        if [ "$rounds" -gt 1 ]; then
+            tag=" round $round/$rounds"
+        fi
+        $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu 2>/dev/null | tail -n +3 | sed 's/^/edgeact             /' | tagged
+        $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu --no-repack 2>/dev/null | tail -n +3 | sed 's/^/edgeact --no-repack /' | tagged
+        $bin/edgeact bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --device cpu --repack 2>/dev/null | tail -n +3 | sed 's/^/edgeact --repack    /' | tagged
+        $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" 2>/dev/null | tail -n +3 | tagged
+        $bin/examples/llama_cpp_bench -m "$model" -p "$pp" -n "$tg" -d "$depths" -t "$t" -r "$reps" --no-repack 2>/dev/null | tail -n +3 | tagged
+        if grep -qw amx_int8 /proc/cpuinfo; then
+            $bin/examples/llama_cpp_bench -m "$model" -p 0 -n "$tg" -t "$t" -r "$reps" --amx 2>/dev/null | tail -n +3 | tagged
+        fi
+        if [ "$round" -lt "$rounds" ]; then
+            echo "membw $t thread(s) after round $round: $(read_bw "$t") GB/s"
+        fi
     done
     echo "membw $t thread(s) after: $(read_bw "$t") GB/s"
 done

@@ -503,9 +503,8 @@ mod x86 {
     //! are memory-bound, so wider vectors gain little).
     use super::f16;
     use crate::kernels::cpu::avx2::hsum;
-    use std::arch::x86_64::*;
-
     use crate::kernels::cpu::prefetch::{kv_row, KV_AHEAD_ROWS};
+    use std::arch::x86_64::*;
 
     /// # Safety
     /// AVX2+FMA available.
