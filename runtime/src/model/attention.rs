@@ -70,53 +70,29 @@ pub(crate) fn log_softmax_at(logits: &[f32], id: u32) -> f32 {
     LogSoftmax::of(logits).at(id)
 }
 
-/// Geometry of the attention heads.
-#[derive(Clone, Copy)]
-pub(crate) struct Heads {
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub head_dim: usize,
-}
-
-/// Attention of query head `head` of one token that sees positions `0..n_seen` of the cache:
-/// `out = softmax(q·K^T / sqrt(head_dim)) · V` over that head's KV head. `q` and `out` are
+/// Attention of one query head of one token over positions `0..n_seen` of its KV head's
+/// cached rows (`keys` and `values`, one `head_dim` row per position, as
+/// `KvCache::keys` gives them): `out = softmax(q·K^T / sqrt(head_dim)) · V`. `q` and `out` are
 /// `head_dim` wide; `scores` is scratch of at least `n_seen` elements.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn attend_head(
-    h: Heads,
-    head: usize,
-    q: &[f32],
-    keys: &Row,
-    values: &Row,
-    n_seen: usize,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    let hd = h.head_dim;
-    let kv_dim = h.n_kv_heads * hd;
-    // Query heads are grouped: `group` consecutive query heads read the same KV head.
-    let group = h.n_heads / h.n_kv_heads;
-    let kv_off = (head / group) * hd;
+pub(crate) fn attend_head(q: &[f32], keys: &Row, values: &Row, n_seen: usize, scores: &mut [f32], out: &mut [f32]) {
+    let hd = q.len();
     let scale = 1.0 / (hd as f32).sqrt();
     let scores = &mut scores[..n_seen];
-    // Position j's head lies at `j * kv_dim + kv_off` of the cache rows.
     match keys {
-        Row::F16(k) => ops::dot_f16_rows(&k[kv_off..], kv_dim, q, scores),
+        Row::F16(k) => ops::dot_f16_rows(k, hd, q, scores),
         Row::F32(k) => {
-            for (j, s) in scores.iter_mut().enumerate() {
-                let o = j * kv_dim + kv_off;
-                *s = k[o..o + hd].iter().zip(q).map(|(a, b)| a * b).sum();
+            for (s, k) in scores.iter_mut().zip(k.chunks_exact(hd)) {
+                *s = k.iter().zip(q).map(|(a, b)| a * b).sum();
             }
         }
     }
     softmax_scaled(scores, scale);
     match values {
-        Row::F16(v) => ops::weighted_sum_f16_rows(&v[kv_off..], kv_dim, scores, out),
+        Row::F16(v) => ops::weighted_sum_f16_rows(v, hd, scores, out),
         Row::F32(v) => {
             out.fill(0.0);
-            for (j, &a) in scores.iter().enumerate() {
-                let o = j * kv_dim + kv_off;
-                for (y, x) in out.iter_mut().zip(&v[o..o + hd]) {
+            for (&a, v) in scores.iter().zip(v.chunks_exact(hd)) {
+                for (y, x) in out.iter_mut().zip(v) {
                     *y += a * x;
                 }
             }
@@ -124,17 +100,15 @@ pub(crate) fn attend_head(
     }
 }
 
-/// [`attend_head`] for the query heads of KV head `kv_head` of a block of tokens of one
-/// sequence at once: `qs` and `out` hold, token after token, the `n_heads / n_kv_heads` query
-/// heads that read this KV head (grouped-query attention); query head `i` (of `qs.len() /
-/// head_dim`) sees positions `0..seen[i]` of the cache (its token's), and `keys`/`values` hold
-/// at least the most any head sees; `scores` is scratch of at least `seen.len()` times that.
-/// With an f16 cache each key and value row is widened once for the whole block (all its
-/// tokens' heads); every head's result is bit-identical to its own [`attend_head`].
-#[allow(clippy::too_many_arguments)]
+/// [`attend_head`] for several query heads of one KV head at once (`head_dim` wide each): the
+/// heads of a block of tokens of one sequence that read it (grouped-query attention: the
+/// `n_heads / n_kv_heads` query heads of each token), `qs` and `out` holding them head after
+/// head. Query head `i` (of `qs.len() / head_dim`) sees positions `0..seen[i]` of `keys` and
+/// `values`, which hold at least the most any head sees; `scores` is scratch of at least
+/// `seen.len()` times that. With an f16 cache each key and value row is widened once for the
+/// whole block; every head's result is bit-identical to its own [`attend_head`].
 pub(crate) fn attend_block(
-    h: Heads,
-    kv_head: usize,
+    head_dim: usize,
     qs: &[f32],
     seen: &[usize],
     keys: &Row,
@@ -142,23 +116,21 @@ pub(crate) fn attend_block(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let (hd, group) = (h.head_dim, h.n_heads / h.n_kv_heads);
+    let hd = head_dim;
     match (keys, values) {
         (Row::F16(k), Row::F16(v)) => {
-            let (kv_dim, kv_off) = (h.n_kv_heads * hd, kv_head * hd);
             let n = seen.iter().copied().max().unwrap_or(0);
             let scores = &mut scores[..seen.len() * n];
-            ops::dot_f16_rows_grouped(&k[kv_off..], kv_dim, qs, hd, seen, scores);
+            ops::dot_f16_rows_grouped(k, hd, qs, hd, seen, scores);
             let scale = 1.0 / (hd as f32).sqrt();
             for (s, &len) in scores.chunks_exact_mut(n.max(1)).zip(seen) {
                 softmax_scaled(&mut s[..len], scale);
             }
-            ops::weighted_sum_f16_rows_grouped(&v[kv_off..], kv_dim, scores, seen, out);
+            ops::weighted_sum_f16_rows_grouped(v, hd, scores, seen, out);
         }
         _ => {
-            let per_head = qs.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).zip(seen).enumerate();
-            for (i, ((qh, oh), &n_seen)) in per_head {
-                attend_head(h, kv_head * group + i % group, qh, keys, values, n_seen, scores, oh);
+            for ((qh, oh), &n_seen) in qs.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).zip(seen) {
+                attend_head(qh, keys, values, n_seen, scores, oh);
             }
         }
     }
@@ -219,8 +191,9 @@ mod tests {
 
     /// A block of prefill tokens through [`attend_block`] gives every token's every head what
     /// [`attend_head`] gives it alone, bit for bit, with an f16 cache (the grouped kernels) and
-    /// an f32 one (head by head), with and without grouped-query attention, blocks whose tokens
-    /// see 1..=n positions (each up to itself, as in a causal prefill) or all the same.
+    /// an f32 one (head by head), with and without grouped-query attention (several query
+    /// heads per token), blocks whose tokens see 1..=n positions (each up to itself, as in a
+    /// causal prefill) or all the same.
     #[test]
     fn a_block_of_tokens_attends_as_each_token_alone() {
         let values = |n: usize, seed: u32| -> Vec<f32> {
@@ -228,15 +201,10 @@ mod tests {
                 .map(|i| ((i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) % 2001) as f32 / 500.0 - 2.0)
                 .collect()
         };
-        for (n_heads, n_kv_heads, hd) in [(4, 4, 16), (8, 2, 64), (6, 3, 20), (2, 1, 128)] {
-            let h = Heads {
-                n_heads,
-                n_kv_heads,
-                head_dim: hd,
-            };
-            let (group, kv_dim, n_pos) = (n_heads / n_kv_heads, n_kv_heads * hd, 23);
-            let k32 = values(n_pos * kv_dim, 1);
-            let v32 = values(n_pos * kv_dim, 2);
+        for (group, hd) in [(1, 16), (4, 64), (2, 20), (2, 128)] {
+            let n_pos = 23;
+            let k32 = values(n_pos * hd, 1);
+            let v32 = values(n_pos * hd, 2);
             let k16: Vec<half::f16> = k32.iter().map(|&x| half::f16::from_f32(x)).collect();
             let v16: Vec<half::f16> = v32.iter().map(|&x| half::f16::from_f32(x)).collect();
             let caches = [(Row::F16(&k16), Row::F16(&v16)), (Row::F32(&k32), Row::F32(&v32))];
@@ -246,25 +214,22 @@ mod tests {
                 vec![23],
                 vec![9, 9, 9, 9],
             ] {
-                for kv_head in 0..n_kv_heads {
-                    let qs = values(seen.len() * group * hd, 3 + kv_head as u32);
-                    // One entry per query head: the positions its token sees.
-                    let head_seen: Vec<usize> = seen.iter().flat_map(|&n| std::iter::repeat_n(n, group)).collect();
-                    for (keys, vals) in &caches {
-                        let mut scores = vec![0f32; seen.len() * group * n_pos];
-                        let mut out = vec![f32::NAN; qs.len()];
-                        attend_block(h, kv_head, &qs, &head_seen, keys, vals, &mut scores, &mut out);
-                        for (i, q) in qs.chunks_exact(hd).enumerate() {
-                            let (b, g) = (i / group, i % group);
-                            let mut alone = vec![f32::NAN; hd];
-                            let mut s = vec![0f32; n_pos];
-                            attend_head(h, kv_head * group + g, q, keys, vals, seen[b], &mut s, &mut alone);
-                            let block = &out[i * hd..(i + 1) * hd];
-                            assert!(
-                                alone.iter().zip(block).all(|(a, o)| a.to_bits() == o.to_bits()),
-                                "heads {n_heads}/{n_kv_heads} hd {hd} seen {seen:?} token {b} head {g}"
-                            );
-                        }
+                let qs = values(seen.len() * group * hd, 3 + group as u32);
+                // One entry per query head: the positions its token sees.
+                let head_seen: Vec<usize> = seen.iter().flat_map(|&n| std::iter::repeat_n(n, group)).collect();
+                for (keys, vals) in &caches {
+                    let mut scores = vec![0f32; seen.len() * group * n_pos];
+                    let mut out = vec![f32::NAN; qs.len()];
+                    attend_block(hd, &qs, &head_seen, keys, vals, &mut scores, &mut out);
+                    for (i, q) in qs.chunks_exact(hd).enumerate() {
+                        let mut alone = vec![f32::NAN; hd];
+                        let mut s = vec![0f32; n_pos];
+                        attend_head(q, keys, vals, head_seen[i], &mut s, &mut alone);
+                        let block = &out[i * hd..(i + 1) * hd];
+                        assert!(
+                            alone.iter().zip(block).all(|(a, o)| a.to_bits() == o.to_bits()),
+                            "group {group} hd {hd} seen {seen:?} head {i}"
+                        );
                     }
                 }
             }

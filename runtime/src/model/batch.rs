@@ -180,7 +180,7 @@ impl MultiSession {
             opts.threads.min(cpus)
         };
         let caches = (0..n_seqs)
-            .map(|_| KvCache::new(opts.kv_type, cfg.n_layers, n_ctx, cfg.kv_dim()))
+            .map(|_| KvCache::new(opts.kv_type, cfg.n_layers, n_ctx, cfg.n_kv_heads, cfg.head_dim))
             .collect();
         let freq_scale = match cfg.rope_scaling {
             RopeScaling::None => 1.0,

@@ -9,7 +9,7 @@
 //! may belong to different sequences (each a [`RowPos`]: which KV cache, which position), so
 //! the decode steps of many sequences and prefill pieces share one pass over the weights.
 
-use super::attention::{self, Heads};
+use super::attention;
 use super::kv_cache::KvCache;
 use super::ops::{self, Activations, RopeTable, ThreadPool};
 use super::weights::{Layer, LlamaModel, Weight};
@@ -192,11 +192,6 @@ impl CpuBlocks {
                 &v[t * kv_dim..(t + 1) * kv_dim],
             );
         }
-        let heads = Heads {
-            n_heads: cfg.n_heads,
-            n_kv_heads: cfg.n_kv_heads,
-            head_dim: hd,
-        };
         let n_seen_max = rows.iter().map(|r| r.pos + 1).max().unwrap_or(0);
         let n_seen_sum: usize = rows.iter().map(|r| r.pos + 1).sum();
         let caches = &self.caches;
@@ -244,9 +239,9 @@ impl CpuBlocks {
                 }
                 out.resize(qs.len(), 0.0);
                 let n_seen = seen.iter().copied().max().unwrap_or(0);
-                let keys = caches[seq].keys(cache_layer, n_seen);
-                let values = caches[seq].values(cache_layer, n_seen);
-                attention::attend_block(heads, kv_head, &qs, &seen, &keys, &values, &mut scores, &mut out);
+                let keys = caches[seq].keys(cache_layer, kv_head, n_seen);
+                let values = caches[seq].values(cache_layer, kv_head, n_seen);
+                attention::attend_block(hd, &qs, &seen, &keys, &values, &mut scores, &mut out);
                 for (t, o) in block.clone().zip(out.chunks_exact(group * hd)) {
                     let mut slot = slots[t * cfg.n_kv_heads + kv_head]
                         .lock()

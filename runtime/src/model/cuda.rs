@@ -359,7 +359,13 @@ impl GpuForward {
                 ThreadPool::new(opts.threads.max(1)),
                 opts.cpu_activations,
                 RopeTable::new(cfg.head_dim, cfg.rope_freq_base, freq_scale, opts.n_ctx),
-                vec![KvCache::new(opts.cpu_kv_type, n_layers - n_gpu, opts.n_ctx, kv_dim)],
+                vec![KvCache::new(
+                    opts.cpu_kv_type,
+                    n_layers - n_gpu,
+                    opts.n_ctx,
+                    cfg.n_kv_heads,
+                    cfg.head_dim,
+                )],
                 n_gpu,
             )
         });

@@ -652,6 +652,10 @@ mod x86 {
         }
     }
 
+    /// Rows per block of [`weighted_sum_f16_rows`]: 8 KiB of f16 at head size 128, resident
+    /// in L1 while the block's column runs re-read it.
+    const VALUE_BLOCK_ROWS: usize = 32;
+
     /// Rows widened per block by the grouped kernels, and the widest head they take (wider
     /// heads go head by head): a block is at most 16 KiB of f32, resident in L1.
     const GROUP_ROWS: usize = 16;
@@ -798,35 +802,57 @@ mod x86 {
     pub unsafe fn weighted_sum_f16_rows(rows: &[f16], stride: usize, weights: &[f32], out: &mut [f32]) {
         let hd = out.len();
         let base = rows.as_ptr();
-        // Columns in runs of 64 whose sums stay in 8 registers across all rows (instead of a
-        // load and store of `out` per row), then runs of 8, then the odd tail.
-        let mut c = 0;
-        while c + 64 <= hd {
-            let mut acc = [_mm256_setzero_ps(); 8];
-            for (j, &w) in weights.iter().enumerate() {
-                let a = _mm256_set1_ps(w);
-                let p = base.add(j * stride + c);
-                // This pass reads 64 elements of each row.
-                kv_row(p.wrapping_add(KV_AHEAD_ROWS * stride).cast(), 128);
-                for (i, s) in acc.iter_mut().enumerate() {
-                    *s = _mm256_fmadd_ps(a, _mm256_cvtph_ps(_mm_loadu_si128(p.add(8 * i).cast())), *s);
+        // Rows in blocks of `VALUE_BLOCK_ROWS`; within a block, columns in runs of 64 whose
+        // sums stay in 8 registers across the block's rows, then runs of 8. Between blocks the
+        // sums wait in `out` (stored and reloaded exactly), so each output element is still
+        // one FMA per row from zero, in row order, and the block's rows are read from memory
+        // by its first run only, from L1 by the others (runs over all rows streamed a whole
+        // head once per run: at hd 128 the values took twice the keys' time).
+        let vector_cols = hd / 8 * 8;
+        out[..vector_cols].fill(0.0);
+        for j0 in (0..weights.len()).step_by(VALUE_BLOCK_ROWS) {
+            let block = &weights[j0..weights.len().min(j0 + VALUE_BLOCK_ROWS)];
+            // The block's first run prefetches each row ahead, whole.
+            let ahead = |j: usize| {
+                kv_row(
+                    base.add((j0 + j) * stride).wrapping_add(KV_AHEAD_ROWS * stride).cast(),
+                    2 * hd,
+                )
+            };
+            let mut c = 0;
+            while c + 64 <= hd {
+                let o = out.as_mut_ptr().add(c);
+                let mut acc: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(o.add(8 * i)));
+                for (j, &w) in block.iter().enumerate() {
+                    if c == 0 {
+                        ahead(j);
+                    }
+                    let a = _mm256_set1_ps(w);
+                    let p = base.add((j0 + j) * stride + c);
+                    for (i, s) in acc.iter_mut().enumerate() {
+                        *s = _mm256_fmadd_ps(a, _mm256_cvtph_ps(_mm_loadu_si128(p.add(8 * i).cast())), *s);
+                    }
                 }
+                for (i, s) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(o.add(8 * i), *s);
+                }
+                c += 64;
             }
-            for (i, s) in acc.iter().enumerate() {
-                _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * i), *s);
+            while c + 8 <= hd {
+                let o = out.as_mut_ptr().add(c);
+                let mut acc = _mm256_loadu_ps(o);
+                for (j, &w) in block.iter().enumerate() {
+                    if c == 0 {
+                        ahead(j);
+                    }
+                    let v = _mm256_cvtph_ps(_mm_loadu_si128(base.add((j0 + j) * stride + c).cast()));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(w), v, acc);
+                }
+                _mm256_storeu_ps(o, acc);
+                c += 8;
             }
-            c += 64;
         }
-        while c + 8 <= hd {
-            let mut acc = _mm256_setzero_ps();
-            for (j, &w) in weights.iter().enumerate() {
-                let v = _mm256_cvtph_ps(_mm_loadu_si128(base.add(j * stride + c).cast()));
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(w), v, acc);
-            }
-            _mm256_storeu_ps(out.as_mut_ptr().add(c), acc);
-            c += 8;
-        }
-        for (col, o) in out.iter_mut().enumerate().skip(c) {
+        for (col, o) in out.iter_mut().enumerate().skip(vector_cols) {
             *o = weights
                 .iter()
                 .enumerate()

@@ -93,14 +93,12 @@ pub(super) fn file_lines<const BYTES: usize>(start: *const u8, step: usize) {
 /// Rows ahead that the attention kernels over the KV cache prefetch ([`kv_row`]).
 pub(super) const KV_AHEAD_ROWS: usize = 16;
 
-/// Prefetches the `bytes` from `row` on: one head's part of a cached key or value row
-/// [`KV_AHEAD_ROWS`] rows ahead of the one an attention kernel reads. One head's rows lie a
-/// whole KV row apart (8 KiB for Llama-2-7B), each in a page of its own, where the hardware
-/// prefetchers do not follow, so without this every row was a demand miss: 7B Q4_0 tg16 at
-/// depth 2048, 2 threads, four alternating pairs, 4.52 / 4.68 / 4.17 / 4.35 t/s with it
-/// against 3.46 / 4.16 / 4.14 / 3.67 without (+15 % on the means); TinyLlama (GQA, 512-byte
-/// rows) at depth 3072 31.0 / 28.2 against 27.9 / 26.8 (Zen 4 VM; docs/kernels.md
-/// "Prefetch in the attention kernels").
+/// Prefetches the `bytes` from `row` on: one head's cached key or value row
+/// [`KV_AHEAD_ROWS`] rows ahead of the one an attention kernel reads. Added when the cache was
+/// position-major (one head's rows a whole KV row apart, a page each, where the hardware
+/// prefetchers stop: 7B Q4_0 tg16 at depth 2048 +15 %); with the head-major cache (contiguous
+/// rows) it still measured a little ahead of none (docs/kernels.md "The KV cache layout and the
+/// attention kernels").
 /// A prefetch never faults: rows past the cache only waste a slot.
 #[inline(always)]
 pub(super) fn kv_row(row: *const u8, bytes: usize) {

@@ -399,9 +399,10 @@ fn elementwise_simd_matches_scalar() {
 fn attention_row_ops_match_scalar() {
     let mut rng = StdRng::seed_from_u64(6);
     // Head sizes: odd, one 8-run, runs of 8 past 64, 64 and 128 (the real ones); row counts
-    // around the 4-row groups; strides wider than the head, as in a GQA cache.
+    // around the 4-row groups and past one and two 32-row blocks of the weighted sum; strides
+    // wider than the head (the kernels take any).
     for hd in [7usize, 8, 24, 64, 72, 128] {
-        for n in [0usize, 1, 3, 4, 5, 9, 33] {
+        for n in [0usize, 1, 3, 4, 5, 9, 33, 65] {
             let stride = hd * 3 + 8;
             let len = if n == 0 { 0 } else { (n - 1) * stride + hd };
             let rows: Vec<f16> = (0..len).map(|_| f32_to_f16(rng.random_range(-3.0f32..3.0))).collect();
