@@ -86,6 +86,7 @@ impl KvCache {
     /// head after head.
     pub fn store(&mut self, layer: usize, pos: usize, key: &[f32], value: &[f32]) {
         let hd = self.head_dim;
+        debug_assert!(key.len() == self.n_kv_heads * hd && value.len() == key.len());
         let heads = key.chunks_exact(hd).zip(value.chunks_exact(hd)).take(self.n_kv_heads);
         for (h, (key, value)) in heads.enumerate() {
             let o = self.offset(layer, h, pos);
