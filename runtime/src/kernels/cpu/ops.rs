@@ -766,33 +766,55 @@ mod x86 {
                 if w.is_empty() {
                     continue;
                 }
-                let mut c = 0;
-                while c + 64 <= hd {
-                    let o = out.as_mut_ptr().add(c);
-                    let mut acc: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(o.add(8 * i)));
-                    for (r, &wr) in w.iter().enumerate() {
-                        let a = _mm256_set1_ps(wr);
-                        let v = buf.as_ptr().add(r * hd + c);
-                        for (i, s) in acc.iter_mut().enumerate() {
-                            *s = _mm256_fmadd_ps(a, _mm256_loadu_ps(v.add(8 * i)), *s);
-                        }
-                    }
-                    for (i, s) in acc.iter().enumerate() {
-                        _mm256_storeu_ps(o.add(8 * i), *s);
-                    }
-                    c += 64;
-                }
-                while c + 8 <= hd {
-                    let o = out.as_mut_ptr().add(c);
-                    let mut acc = _mm256_loadu_ps(o);
-                    for (r, &wr) in w.iter().enumerate() {
-                        acc = _mm256_fmadd_ps(_mm256_set1_ps(wr), _mm256_loadu_ps(buf.as_ptr().add(r * hd + c)), acc);
-                    }
-                    _mm256_storeu_ps(o, acc);
-                    c += 8;
-                }
+                add_weighted_rows(out, w, |r, c| _mm256_loadu_ps(buf.as_ptr().add(r * hd + c)), |_| {});
             }
             j0 += count;
+        }
+    }
+
+    /// Adds `w[r]` times row `r` to the first `out.len() / 8 * 8` elements of `out` for every
+    /// row `r` of `w`, one FMA per row and element, in row order: columns in runs of 64 whose
+    /// sums stay in 8 registers across the rows (instead of a load and store of `out` per row),
+    /// then runs of 8. `row(r, c)` gives row `r`'s 8 elements from column `c` as f32; `first(r)`
+    /// runs once per row, before its first load.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn add_weighted_rows(
+        out: &mut [f32],
+        w: &[f32],
+        row: impl Fn(usize, usize) -> __m256,
+        first: impl Fn(usize),
+    ) {
+        let hd = out.len();
+        let mut c = 0;
+        while c + 64 <= hd {
+            let o = out.as_mut_ptr().add(c);
+            let mut acc: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(o.add(8 * i)));
+            for (r, &wr) in w.iter().enumerate() {
+                if c == 0 {
+                    first(r);
+                }
+                let a = _mm256_set1_ps(wr);
+                for (i, s) in acc.iter_mut().enumerate() {
+                    *s = _mm256_fmadd_ps(a, row(r, c + 8 * i), *s);
+                }
+            }
+            for (i, s) in acc.iter().enumerate() {
+                _mm256_storeu_ps(o.add(8 * i), *s);
+            }
+            c += 64;
+        }
+        while c + 8 <= hd {
+            let o = out.as_mut_ptr().add(c);
+            let mut acc = _mm256_loadu_ps(o);
+            for (r, &wr) in w.iter().enumerate() {
+                if c == 0 {
+                    first(r);
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(wr), row(r, c), acc);
+            }
+            _mm256_storeu_ps(o, acc);
+            c += 8;
         }
     }
 
@@ -802,50 +824,20 @@ mod x86 {
     pub unsafe fn weighted_sum_f16_rows(rows: &[f16], stride: usize, weights: &[f32], out: &mut [f32]) {
         let hd = out.len();
         let base = rows.as_ptr();
-        // Rows in blocks of `VALUE_BLOCK_ROWS`; within a block, columns in runs of 64 whose
-        // sums stay in 8 registers across the block's rows, then runs of 8. Between blocks the
-        // sums wait in `out` (stored and reloaded exactly), so each output element is still
-        // one FMA per row from zero, in row order, and the block's rows are read from memory
-        // by its first run only, from L1 by the others (runs over all rows streamed a whole
-        // head once per run: at hd 128 the values took twice the keys' time).
+        // Rows in blocks of `VALUE_BLOCK_ROWS`, each through all of `add_weighted_rows`'
+        // column runs, so a block's rows are read from memory by its first run only, from L1
+        // by the others (runs over all rows streamed a whole head once per run: at hd 128 the
+        // values took twice the keys' time). Between blocks the sums wait in `out` (stored and
+        // reloaded exactly): each output element is still one FMA per row from zero, in row
+        // order.
         let vector_cols = hd / 8 * 8;
         out[..vector_cols].fill(0.0);
         for j0 in (0..weights.len()).step_by(VALUE_BLOCK_ROWS) {
             let block = &weights[j0..weights.len().min(j0 + VALUE_BLOCK_ROWS)];
-            // The block's first run prefetches each row ahead, whole (a prefetch never faults).
+            // Each row is prefetched ahead, whole, before its first load (a prefetch never faults).
             let ahead = |j: usize| kv_row(base.wrapping_add((j0 + j + KV_AHEAD_ROWS) * stride).cast(), 2 * hd);
-            let mut c = 0;
-            while c + 64 <= hd {
-                let o = out.as_mut_ptr().add(c);
-                let mut acc: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(o.add(8 * i)));
-                for (j, &w) in block.iter().enumerate() {
-                    if c == 0 {
-                        ahead(j);
-                    }
-                    let a = _mm256_set1_ps(w);
-                    let p = base.add((j0 + j) * stride + c);
-                    for (i, s) in acc.iter_mut().enumerate() {
-                        *s = _mm256_fmadd_ps(a, _mm256_cvtph_ps(_mm_loadu_si128(p.add(8 * i).cast())), *s);
-                    }
-                }
-                for (i, s) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(o.add(8 * i), *s);
-                }
-                c += 64;
-            }
-            while c + 8 <= hd {
-                let o = out.as_mut_ptr().add(c);
-                let mut acc = _mm256_loadu_ps(o);
-                for (j, &w) in block.iter().enumerate() {
-                    if c == 0 {
-                        ahead(j);
-                    }
-                    let v = _mm256_cvtph_ps(_mm_loadu_si128(base.add((j0 + j) * stride + c).cast()));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(w), v, acc);
-                }
-                _mm256_storeu_ps(o, acc);
-                c += 8;
-            }
+            let row = |j: usize, c: usize| _mm256_cvtph_ps(_mm_loadu_si128(base.add((j0 + j) * stride + c).cast()));
+            add_weighted_rows(out, block, row, ahead);
         }
         for (col, o) in out.iter_mut().enumerate().skip(vector_cols) {
             *o = weights
