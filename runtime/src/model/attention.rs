@@ -81,6 +81,7 @@ pub(crate) fn attend_head(q: &[f32], keys: &Row, values: &Row, n_seen: usize, sc
     match keys {
         Row::F16(k) => ops::dot_f16_rows(k, hd, q, scores),
         Row::F32(k) => {
+            debug_assert!(k.len() >= n_seen * hd, "{n_seen} key rows of {hd}");
             for (s, k) in scores.iter_mut().zip(k.chunks_exact(hd)) {
                 *s = k.iter().zip(q).map(|(a, b)| a * b).sum();
             }
@@ -90,6 +91,7 @@ pub(crate) fn attend_head(q: &[f32], keys: &Row, values: &Row, n_seen: usize, sc
     match values {
         Row::F16(v) => ops::weighted_sum_f16_rows(v, hd, scores, out),
         Row::F32(v) => {
+            debug_assert!(v.len() >= n_seen * hd, "{n_seen} value rows of {hd}");
             out.fill(0.0);
             for (&a, v) in scores.iter().zip(v.chunks_exact(hd)) {
                 for (y, x) in out.iter_mut().zip(v) {
