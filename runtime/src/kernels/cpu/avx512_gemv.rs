@@ -44,7 +44,7 @@
 //! for Q4_0 on Intel"); elsewhere it keeps one prefetched stream ([`q4_0_panel_one_token`]).
 
 use super::avx512::row_mask;
-use super::prefetch::{self, AHEAD_LINES, Q4_0_AHEAD_LINES, Q5K_AHEAD_LINES, STREAM_AHEAD_LINES};
+use super::prefetch::{self, AHEAD_LINES, Q4_0_AHEAD_LINES, Q4_0_L2_AHEAD_LINES, Q5K_AHEAD_LINES, STREAM_AHEAD_LINES};
 use super::types::{Line, PackedActivations, PackedMatrix, PANEL_ROWS, Q4K_LINES, Q6K_LINES};
 use crate::quant::GgmlType;
 use crate::quant::QK_K;
@@ -192,7 +192,8 @@ unsafe fn panel_q4_0_q8_0<const T: usize>(w: &PackedMatrix, xs: &[PackedActivati
 /// ([`prefetch::Prefetch::L1`], so its prefetches go to L1): [`q4_0_panels`]'s arithmetic
 /// for `T` = `N` = 1 (the same bits), two blocks per step so both accumulators stay in
 /// registers, over pointers into slices checked once per call, each line prefetched
-/// [`Q4_0_AHEAD_LINES`] ahead just before a line is read.
+/// [`Q4_0_AHEAD_LINES`] ahead just before a line is read, and each block's first line
+/// [`Q4_0_L2_AHEAD_LINES`] ahead into L2.
 ///
 /// Decode of one sequence is this loop. Through [`q4_0_panels`] (each block's slices indexed
 /// and bounds-checked, its prefetches in one burst after a policy read, the accumulator picked
@@ -218,6 +219,9 @@ unsafe fn q4_0_panel_one_token(w: &PackedMatrix, x: &PackedActivations, p: usize
         // One line of scales holds two blocks'; 16 blocks ahead measured as 8 and better than
         // 32 or 64 (a few per cent).
         _mm_prefetch::<_MM_HINT_T0>(panel.scales.wrapping_add(16 * (b + 16)).cast());
+        // Each block's first line twice as far ahead into L2: see `Q4_0_L2_AHEAD_LINES`.
+        _mm_prefetch::<_MM_HINT_T1>(panel.lines.wrapping_add(4 * b + Q4_0_L2_AHEAD_LINES).cast());
+        _mm_prefetch::<_MM_HINT_T1>(panel.lines.wrapping_add(4 * b + 4 + Q4_0_L2_AHEAD_LINES).cast());
         // SAFETY (both): b + 1 < blocks, checked above for the activations.
         even = panel.block(b, even);
         odd = panel.block(b + 1, odd);

@@ -13,7 +13,8 @@
 //!   memory, against `scripts/membw.c`'s plain read of 34 GB/s in 2 MiB pages): Q4_0 decode
 //!   read 26 GB/s without, 27.5-29 with 64 lines (4 KiB) ahead (tg 6.9 -> 7.3-7.7 t/s, 1
 //!   thread); 32 lines gained nothing, 80-128 lines less, and prefetching to L2 only or
-//!   non-temporally lost. Q6_K gains 3 % from it (7B Q4_K_M), Q4_K nothing at 64, 128 or 180
+//!   non-temporally lost; on top of the L1 prefetch, one line in four twice as far ahead into
+//!   L2 gains ([`Q4_0_L2_AHEAD_LINES`], [`legacy_block_ahead`]). Q6_K gains 3 % from it (7B Q4_K_M), Q4_K nothing at 64, 128 or 180
 //!   lines, so its kernels do not prefetch; Q5_K, with more vector work per line, needs four
 //!   super-blocks ahead. With AVX-512 VNNI, one token of Q4_K, Q5_K or Q6_K reads two streams
 //!   instead (`avx512_gemv`), which measured faster than one prefetched stream; Q5_K's and
@@ -56,6 +57,14 @@ pub(super) const AHEAD_LINES: usize = 64;
 /// matrices from memory, alternating in one process: 64 lines 21.0-22.7 GB/s, 96 23.1-23.8,
 /// 128 23.6-24.4, 192 23.8-24.9, 256 22.6-24.5).
 pub(super) const Q4_0_AHEAD_LINES: usize = 128;
+/// Lines ahead at which the same kernel also prefetches each block's first line into L2
+/// (`prefetcht1`): 16 KiB, twice [`Q4_0_AHEAD_LINES`], so that a line is on its way to L2
+/// before its L1 prefetch asks for it and more misses are in flight than L1's fill buffers
+/// hold. One Zen 4 core, 7B Q4_0 tg32 at 1 thread, alternating: 6.72-6.87 t/s without,
+/// 7.41-7.59 with (`scripts/membw.c` 32.4-33.4 GB/s between the runs). Every line's or every
+/// other line's prefetch into L2 read slower than one per block (bursts again), and 192-384
+/// lines ahead measured alike (docs/kernels.md "Q4_0 decode on one core").
+pub(super) const Q4_0_L2_AHEAD_LINES: usize = 256;
 /// Lines ahead in each of [`Prefetch::q4_0_streams`]'s streams where there are several: 2 KiB
 /// (Intel VM, 7B Q4_0 tg at 1 thread with four streams: 16-32 lines 4.18-4.29 t/s, 64 lines
 /// 4.11-4.22, 128 lines 4.01-4.06, 8 lines 4.03-4.15; with the prefetches one line at a time,
@@ -142,9 +151,21 @@ pub(super) fn legacy_block<const N: usize>(lines: &[Line], scales: &[u16]) {
     legacy_block_ahead::<AHEAD_LINES, N>(lines, scales)
 }
 
-/// [`legacy_block`] `AHEAD` lines ahead.
+/// [`legacy_block`] `AHEAD` lines ahead; under [`Prefetch::L1`] also every fourth line
+/// `2 * AHEAD` ahead into L2.
 #[inline(always)]
 pub(super) fn legacy_block_ahead<const AHEAD: usize, const N: usize>(lines: &[Line], scales: &[u16]) {
+    if policy() == Prefetch::L1 {
+        // As `Q4_0_L2_AHEAD_LINES`: one Zen 4 core streaming from memory, Q8_0 one token
+        // +3-5 %, Q4_0 two tokens +4-8 %, four tokens +2-3 % (docs/kernels.md "Q4_0 decode on
+        // one core").
+        let mut i = 0;
+        while i < N {
+            // SAFETY: a prefetch is a hint: it never faults and reads nothing into the program.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(lines.as_ptr().wrapping_add(2 * AHEAD + i).cast()) };
+            i += 4;
+        }
+    }
     share::<AHEAD, N, 1>(lines.as_ptr(), 0);
     let blocks_ahead = AHEAD / N;
     line(scales.as_ptr().wrapping_add(blocks_ahead * scales.len()).cast());
