@@ -14,11 +14,11 @@
 //!   read 26 GB/s without, 27.5-29 with 64 lines (4 KiB) ahead (tg 6.9 -> 7.3-7.7 t/s, 1
 //!   thread); 32 lines gained nothing, 80-128 lines less, and prefetching to L2 only or
 //!   non-temporally lost; on top of the L1 prefetch, one line in four twice as far ahead into
-//!   L2 gains ([`Q4_0_L2_AHEAD_LINES`], [`legacy_block_ahead`]). Q6_K gains 3 % from it (7B Q4_K_M), Q4_K nothing at 64, 128 or 180
-//!   lines, so its kernels do not prefetch; Q5_K, with more vector work per line, needs four
-//!   super-blocks ahead. With AVX-512 VNNI, one token of Q4_K, Q5_K or Q6_K reads two streams
-//!   instead (`avx512_gemv`), which measured faster than one prefetched stream; Q5_K's and
-//!   Q6_K's prefetch stays for batches. So: [`Prefetch::L1`].
+//!   L2 gains ([`Q4_0_L2_AHEAD_LINES`], [`legacy_block_ahead`]). Q6_K gains 3 % from it (7B
+//!   Q4_K_M), Q4_K nothing at 64, 128 or 180 lines, so its kernels do not prefetch; Q5_K, with
+//!   more vector work per line, needs four super-blocks ahead. With AVX-512 VNNI, one token of
+//!   Q4_K, Q5_K or Q6_K reads two streams instead (`avx512_gemv`), which measured faster than
+//!   one prefetched stream; Q5_K's and Q6_K's prefetch stays for batches. So: [`Prefetch::L1`].
 //! - Intel (measured on a 2-core Xeon VM with AVX-512 VNNI and AMX, Sapphire Rapids class,
 //!   `membw` 11-16 GB/s on one core): without prefetch the two-stream k-quant kernels read
 //!   8-9 GB/s on one core against 11-12 with it (Q4_K, Q5_K, Q6_K alike, +25-35 %; 7B Q4_K_M
