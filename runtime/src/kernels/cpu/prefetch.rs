@@ -64,7 +64,7 @@ pub(super) const Q4_0_AHEAD_LINES: usize = 128;
 /// 7.41-7.59 with (`scripts/membw.c` 32.4-33.4 GB/s between the runs). Every line's or every
 /// other line's prefetch into L2 read slower than one per block (bursts again), and 192-384
 /// lines ahead measured alike (docs/kernels.md "Q4_0 decode on one core").
-pub(super) const Q4_0_L2_AHEAD_LINES: usize = 256;
+pub(super) const Q4_0_L2_AHEAD_LINES: usize = 2 * Q4_0_AHEAD_LINES;
 /// Lines ahead in each of [`Prefetch::q4_0_streams`]'s streams where there are several: 2 KiB
 /// (Intel VM, 7B Q4_0 tg at 1 thread with four streams: 16-32 lines 4.18-4.29 t/s, 64 lines
 /// 4.11-4.22, 128 lines 4.01-4.06, 8 lines 4.03-4.15; with the prefetches one line at a time,
@@ -159,11 +159,9 @@ pub(super) fn legacy_block_ahead<const AHEAD: usize, const N: usize>(lines: &[Li
         // As `Q4_0_L2_AHEAD_LINES`: one Zen 4 core streaming from memory, Q8_0 one token
         // +3-5 %, Q4_0 two tokens +4-8 %, four tokens +2-3 % (docs/kernels.md "Q4_0 decode on
         // one core").
-        let mut i = 0;
-        while i < N {
+        for i in (0..N).step_by(4) {
             // SAFETY: a prefetch is a hint: it never faults and reads nothing into the program.
             unsafe { _mm_prefetch::<_MM_HINT_T1>(lines.as_ptr().wrapping_add(2 * AHEAD + i).cast()) };
-            i += 4;
         }
     }
     share::<AHEAD, N, 1>(lines.as_ptr(), 0);
