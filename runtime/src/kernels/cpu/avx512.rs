@@ -633,13 +633,15 @@ unsafe fn micro_k<const T: usize, const G: usize>(
     acc
 }
 
-/// One super-block's float step of the Q4_K/Q5_K panels: `acc + d_y (d scaled - dmin mins)`
-/// for 16 rows (`scaled`: the scaled group sums, `mins`: the mins times the group sums of y).
-/// Scaling by `d_y` once, after the difference, takes one multiply fewer per token than
-/// scaling both terms (7B-shaped 4096 x 4096 x 256 tokens, one Zen 4 core: +1 %).
+/// One super-block's float step of Q4_K/Q5_K for 16 rows and one token: `acc + d_y (d scaled -
+/// dmin mins)` (`scaled`: the scaled group sums, `mins`: the mins times the group sums of y).
+/// Every VNNI kernel of the two types takes it (the prefill panels, on `vpdpbusd` or AMX tiles,
+/// and the decode kernels), so a token gets the same bits from each. Scaling by `d_y` once,
+/// after the difference, takes one multiply fewer per token than scaling both terms
+/// (7B-shaped 4096 x 4096 x 256 tokens of prefill, one Zen 4 core: +1 %).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn k_super_block_step(
+pub(super) unsafe fn k_super_block_step(
     acc: __m512,
     (scaled, d): (__m512i, __m512),
     (mins, dmin): (__m512i, __m512),

@@ -43,7 +43,7 @@
 //! thread 3.5-3.6 -> 4.1-4.3 t/s on a Sapphire Rapids-class VM (docs/kernels.md "Four streams
 //! for Q4_0 on Intel"); elsewhere it keeps one prefetched stream ([`q4_0_panel_one_token`]).
 
-use super::avx512::row_mask;
+use super::avx512::{k_super_block_step, row_mask};
 use super::prefetch::{self, AHEAD_LINES, Q4_0_AHEAD_LINES, Q4_0_L2_AHEAD_LINES, Q5K_AHEAD_LINES, STREAM_AHEAD_LINES};
 use super::types::{Line, PackedActivations, PackedMatrix, PANEL_ROWS, Q4K_LINES, Q6K_LINES};
 use crate::quant::GgmlType;
@@ -492,10 +492,9 @@ unsafe fn panel_q4_k_q8_k<const N: usize>(w: &PackedMatrix, x: &PackedActivation
                 let y_sum = _mm512_set1_epi32(x.sums[b * 8 + j]);
                 mins = _mm512_add_epi32(mins, _mm512_mullo_epi32(byte_lanes(3 + j / 4, j), y_sum));
             }
-            let d = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(dd)), dy);
-            let dmin = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dd)), dy);
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled), d, *acc);
-            *acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins), dmin, *acc);
+            let d = _mm512_cvtph_ps(_mm512_castsi512_si256(dd));
+            let dmin = _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dd));
+            *acc = k_super_block_step(*acc, (scaled, d), (mins, dmin), dy);
         }
     }
     acc
@@ -578,13 +577,11 @@ unsafe fn q5_k_block<const T: usize, const PREFETCH: bool>(
         }
     }
     let dd = _mm512_load_si512(lines[0].0.as_ptr().cast());
-    let (d16, dmin16) = (_mm512_castsi512_si256(dd), _mm512_extracti64x4_epi64::<1>(dd));
+    let d = _mm512_cvtph_ps(_mm512_castsi512_si256(dd));
+    let dmin = _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dd));
     for t in 0..T {
         let dy = _mm512_set1_ps(xs[t].scales[b]);
-        let d = _mm512_mul_ps(_mm512_cvtph_ps(d16), dy);
-        let dmin = _mm512_mul_ps(_mm512_cvtph_ps(dmin16), dy);
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled[t]), d, acc[t]);
-        acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins[t]), dmin, acc[t]);
+        acc[t] = k_super_block_step(acc[t], (scaled[t], d), (mins[t], dmin), dy);
     }
 }
 

@@ -697,10 +697,17 @@ mod repacked_matmul {
                         }
                         // A batch of decodes (several sequences' tokens) on the VNNI kernel:
                         // each token's products are exactly the ones it gets alone. The
-                        // 32-element formats but Q4_0 also in the prefill panels, which repeat
-                        // the decode kernel's integer sums and float steps.
-                        let exact_panels =
-                            matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1);
+                        // 32-element formats but Q4_0, Q4_K and Q5_K also in the prefill
+                        // panels, which repeat the decode kernel's integer sums and float steps.
+                        let exact_panels = matches!(
+                            ty,
+                            GgmlType::Q8_0
+                                | GgmlType::Q4_1
+                                | GgmlType::Q5_0
+                                | GgmlType::Q5_1
+                                | GgmlType::Q4_K
+                                | GgmlType::Q5_K
+                        );
                         if b == Backend::Avx512
                             && CpuFeatures::detect().avx512_vnni
                             && (n_tokens <= SMALL_BATCH || exact_panels)
