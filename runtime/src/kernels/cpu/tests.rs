@@ -696,9 +696,9 @@ mod repacked_matmul {
                             );
                         }
                         // A batch of decodes (several sequences' tokens) on the VNNI kernel:
-                        // each token's products are exactly the ones it gets alone. Q8_0,
-                        // Q4_1, Q5_0, Q5_1, Q4_K and Q5_K also in the prefill panels (not Q4_0
-                        // or Q6_K), which repeat the decode kernel's integer sums and float steps.
+                        // each token's products are exactly the ones it gets alone. Every type
+                        // but Q4_0 also in the prefill panels, which repeat the decode kernel's
+                        // integer sums and float steps.
                         let exact_panels = matches!(
                             ty,
                             GgmlType::Q8_0
@@ -707,6 +707,7 @@ mod repacked_matmul {
                                 | GgmlType::Q5_1
                                 | GgmlType::Q4_K
                                 | GgmlType::Q5_K
+                                | GgmlType::Q6_K
                         );
                         if b == Backend::Avx512
                             && CpuFeatures::detect().avx512_vnni
