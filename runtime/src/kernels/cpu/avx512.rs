@@ -611,7 +611,7 @@ unsafe fn micro_k<const T: usize, const G: usize>(
         if G == 16 {
             for t in 0..T {
                 let dy = _mm512_set1_ps(y[t].add(sb * 292).cast::<f32>().read_unaligned());
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled[t]), _mm512_mul_ps(dkv, dy), acc[t]);
+                acc[t] = q6_k_super_block_step(acc[t], (scaled[t], dkv), dy);
             }
             continue;
         }
@@ -653,6 +653,15 @@ pub(super) unsafe fn k_super_block_step(
         _mm512_mul_ps(_mm512_cvtepi32_ps(scaled), d),
     );
     _mm512_fmadd_ps(v, dy, acc)
+}
+
+/// One super-block's float step of Q6_K for 16 rows and one token: `acc + (d d_y) scaled`
+/// (`scaled`: the scaled group sums, its offset of 32 included). Every VNNI kernel of the type
+/// takes it, as [`k_super_block_step`] for Q4_K/Q5_K, so a token gets the same bits from each.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+pub(super) unsafe fn q6_k_super_block_step(acc: __m512, (scaled, d): (__m512i, __m512), dy: __m512) -> __m512 {
+    _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled), _mm512_mul_ps(d, dy), acc)
 }
 
 /// `acc + vpdpwssd(w, the i32 at p broadcast)` as one instruction with an embedded broadcast.
@@ -850,7 +859,7 @@ unsafe fn k_steps(
         let scaled = _mm512_add_epi32(lo, _mm512_slli_epi32::<6>(hi));
         let dy = _mm512_set1_ps(tile_acts.scale(t0 + i, sb));
         if !mins {
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled), _mm512_mul_ps(dkv, dy), *acc);
+            *acc = q6_k_super_block_step(*acc, (scaled, dkv), dy);
             continue;
         }
         let tab = tabs

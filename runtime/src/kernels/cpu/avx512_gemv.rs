@@ -43,7 +43,7 @@
 //! thread 3.5-3.6 -> 4.1-4.3 t/s on a Sapphire Rapids-class VM (docs/kernels.md "Four streams
 //! for Q4_0 on Intel"); elsewhere it keeps one prefetched stream ([`q4_0_panel_one_token`]).
 
-use super::avx512::{k_super_block_step, row_mask};
+use super::avx512::{k_super_block_step, q6_k_super_block_step, row_mask};
 use super::prefetch::{self, AHEAD_LINES, Q4_0_AHEAD_LINES, Q4_0_L2_AHEAD_LINES, Q5K_AHEAD_LINES, STREAM_AHEAD_LINES};
 use super::types::{Line, PackedActivations, PackedMatrix, PANEL_ROWS, Q4K_LINES, Q6K_LINES};
 use crate::quant::GgmlType;
@@ -662,8 +662,7 @@ unsafe fn q6_k_block<const T: usize, const PREFETCH: bool>(
         }
     }
     for t in 0..T {
-        let scale = _mm512_mul_ps(d, _mm512_set1_ps(xs[t].scales[b]));
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled[t]), scale, acc[t]);
+        acc[t] = q6_k_super_block_step(acc[t], (scaled[t], d), _mm512_set1_ps(xs[t].scales[b]));
     }
 }
 

@@ -699,16 +699,7 @@ mod repacked_matmul {
                         // each token's products are exactly the ones it gets alone. Every type
                         // but Q4_0 also in the prefill panels, which repeat the decode kernel's
                         // integer sums and float steps.
-                        let exact_panels = matches!(
-                            ty,
-                            GgmlType::Q8_0
-                                | GgmlType::Q4_1
-                                | GgmlType::Q5_0
-                                | GgmlType::Q5_1
-                                | GgmlType::Q4_K
-                                | GgmlType::Q5_K
-                                | GgmlType::Q6_K
-                        );
+                        let exact_panels = ty != GgmlType::Q4_0;
                         if b == Backend::Avx512
                             && CpuFeatures::detect().avx512_vnni
                             && (n_tokens <= SMALL_BATCH || exact_panels)
