@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 const MAGIC: &[u8; 16] = b"edgeact-panels\0\0";
 /// Bump when a panel layout (`kernels::cpu::repack`) or this format changes: older files are
 /// then misses and get rewritten.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER: usize = 64;
 /// Data offsets are page-aligned: each matrix maps from its own pages.
 const PAGE: u64 = 4096;

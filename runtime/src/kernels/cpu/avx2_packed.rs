@@ -47,7 +47,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::prefetch::{self, AHEAD_LINES, Q5K_AHEAD_LINES};
-use super::types::{Line, PackedActivations, PackedMatrix, SyncPtr, PANEL_ROWS, Q4K_LINES, Q6K_LINES};
+use super::types::{Line, PackedActivations, PackedMatrix, SyncPtr, K_HEAD_LINES, PANEL_ROWS, Q4K_LINES, Q6K_LINES};
 use super::ThreadPool;
 use crate::quant::{GgmlType, QK_K};
 use std::arch::x86_64::*;
@@ -91,17 +91,43 @@ unsafe fn group_sums<const T: usize, const H: usize>(
     acc
 }
 
-/// 8 bytes at `a` and 8 at `b` as i32 lanes holding the i16 pair `(a[r], b[r])`, for
-/// `vpmaddwd`.
+/// The 6-bit scales and mins of half `h` (8 rows) of a Q4_K or Q5_K super-block's panel,
+/// unpacked from its three lines of the file's packed bytes (`lines[1..4]`, see `repack.rs`):
+/// scales of sub-blocks 0..4, scales 4..8, mins 0..4, mins 4..8; byte `k` of lane `r` holds
+/// sub-block `4i + k`'s of row `r` (as `quant::q4k_scales_mins_words` per row).
 ///
 /// # Safety
-/// AVX2 must be present; 8 bytes must be readable at `a` and at `b`.
+/// AVX2 must be present; `lines` must point at a super-block's lines; `h < 2`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn byte_pairs(a: *const u8, b: *const u8) -> __m256i {
-    let a = _mm_loadl_epi64(a.cast());
-    let b = _mm_loadl_epi64(b.cast());
-    _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(a, b))
+unsafe fn k_scales_and_mins(lines: *const Line, h: usize) -> [__m256i; 4] {
+    let [a, b, c] = [1, 2, 3].map(|i| _mm256_load_si256(lines.add(i).cast::<u8>().add(4 * HALF * h).cast()));
+    let (low6, low4, top2) = (_mm256_set1_epi8(0x3f), _mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
+    // 16-bit shifts: the bits that cross into the neighbouring byte are masked off.
+    let high = |v: __m256i| _mm256_and_si256(_mm256_srli_epi16::<2>(v), top2);
+    [
+        _mm256_and_si256(a, low6),
+        _mm256_or_si256(_mm256_and_si256(c, low4), high(a)),
+        _mm256_and_si256(b, low6),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(c), low4), high(b)),
+    ]
+}
+
+/// From [`k_scales_and_mins`], i32 lanes holding the i16 pair of entries `a` and `b` (0..8
+/// the scales of sub-blocks 0..8, 8..16 the mins) of each row, for `vpmaddwd`: one `vpshufb`.
+///
+/// # Safety
+/// AVX2 must be present; `a` and `b` in the same vector (`a / 4 == b / 4`), both `< 16`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn byte_pairs_of(scales_mins: &[__m256i; 4], a: usize, b: usize) -> __m256i {
+    // Per 128-bit lane, i32 lane `k` takes bytes `4k + a % 4` and `4k + b % 4`, each followed
+    // by a zero byte (index bit 7 set).
+    let at = |k: i32| ((4 * k + (a % 4) as i32) | ((4 * k + (b % 4) as i32) << 16)) | 0x8000_8000u32 as i32;
+    _mm256_shuffle_epi8(
+        scales_mins[a / 4],
+        _mm256_setr_epi32(at(0), at(1), at(2), at(3), at(0), at(1), at(2), at(3)),
+    )
 }
 
 /// Bit `k` of every byte of `high` moved to bit 4 (other bits left over, masked by the
@@ -421,24 +447,20 @@ unsafe fn kquant_block<const T: usize, const H: usize, const FIFTH: bool>(
     // Lines per sub-block: 4 quant lines, plus Q5_K's fifth-bit line.
     let per_sub = if FIFTH { 5 } else { 4 };
     let lp = lines.as_ptr();
-    // Byte `r` of sub-block `j`'s row bytes in a scale (line 1) or min (line 3) line pair.
-    let sub = |first: usize, j: usize, h: usize| lp.add(first + j / 4).cast::<u8>().add((j % 4) * 16 + HALF * h);
+    let scales_mins: [[__m256i; 4]; H] = std::array::from_fn(|h| k_scales_and_mins(lp, h0 + h));
     // Q4_K prefetches only where the policy says so (`prefetch`).
     let prefetch_q4_k = !FIFTH && prefetch::policy().everywhere();
     let mut scaled = [[_mm256_setzero_si256(); H]; T];
     for j in 0..8 {
         let quads: [*const u32; T] = std::array::from_fn(|t| xs[t].quads.as_ptr().add(64 * b + 8 * j));
-        let sub_lines = lp.add(5 + per_sub * j);
+        let sub_lines = lp.add(K_HEAD_LINES + per_sub * j);
         if prefetch_q4_k {
             prefetch::share::<AHEAD_LINES, Q4K_LINES, 8>(lp, j);
         }
         if FIFTH {
             // 6 lines per sub-block: all 45 lines of the super-block (and 3 more) ahead.
             prefetch::share::<Q5K_AHEAD_LINES, 48, 8>(lp, j);
-            let sc: [__m256i; H] = std::array::from_fn(|h| {
-                let s = sub(1, j, h0 + h);
-                byte_pairs(s, s)
-            });
+            let sc: [__m256i; H] = std::array::from_fn(|h| byte_pairs_of(&scales_mins[h], j, j));
             let high: [__m256i; H] =
                 std::array::from_fn(|h| _mm256_load_si256(sub_lines.add(4).cast::<u8>().add(32 * (h0 + h)).cast()));
             for half_block in 0..2 {
@@ -469,8 +491,7 @@ unsafe fn kquant_block<const T: usize, const H: usize, const FIFTH: bool>(
         } else {
             let s16 = group_sums::<T, H>(sub_lines, quads, h0);
             for h in 0..H {
-                let s = sub(1, j, h0 + h);
-                let sc = byte_pairs(s, s);
+                let sc = byte_pairs_of(&scales_mins[h], j, j);
                 for t in 0..T {
                     // (scale, scale) x the two i16 halves: scale * group sum, exact in i32.
                     scaled[t][h] = _mm256_add_epi32(scaled[t][h], _mm256_madd_epi16(s16[t][h], sc));
@@ -489,7 +510,7 @@ unsafe fn kquant_block<const T: usize, const H: usize, const FIFTH: bool>(
         let dmin = _mm256_cvtph_ps(_mm_load_si128(lp.cast::<u8>().add(32 + 16 * hh).cast()));
         let mut mins = [_mm256_setzero_si256(); T];
         for i in 0..4 {
-            let m = byte_pairs(sub(3, 2 * i, hh), sub(3, 2 * i + 1, hh));
+            let m = byte_pairs_of(&scales_mins[h], 8 + 2 * i, 9 + 2 * i);
             for t in 0..T {
                 mins[t] = _mm256_add_epi32(mins[t], _mm256_madd_epi16(m, _mm256_set1_epi32(y_pairs[t][i])));
             }

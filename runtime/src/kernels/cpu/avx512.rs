@@ -39,7 +39,7 @@ use super::avx2::{self, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1};
 use super::avx512_gemv;
 use super::prefetch;
 use super::table::act_type;
-use super::types::{q8_k_bsum, q8_k_sub_block_sum, Line, PackedMatrix, QMatrix, SyncPtr};
+use super::types::{q8_k_bsum, q8_k_sub_block_sum, Line, PackedMatrix, QMatrix, SyncPtr, K_HEAD_LINES};
 use super::ThreadPool;
 use crate::quant::{GgmlType, QK_K};
 use std::arch::x86_64::*;
@@ -498,7 +498,7 @@ unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
         if q5 {
             // Each sub-block's 5 lines are a Q5_0 block's: the same quads as the decode kernel.
             for j in 0..8 {
-                let sub = &lines[5 + 5 * j..10 + 5 * j];
+                let sub = &lines[K_HEAD_LINES + 5 * j..K_HEAD_LINES + 5 + 5 * j];
                 let high = _mm512_load_si512(sub[4].0.as_ptr().cast());
                 for v in 0..4 {
                     let (lo, hi) = avx512_gemv::q5_line_quants(&sub[v], high, v);
@@ -507,18 +507,18 @@ unsafe fn unpack_packed_panel(w: &PackedMatrix, pi: usize, p: &mut Panel) {
                 }
             }
         } else {
-            split(&lines[5..], dst);
+            split(&lines[K_HEAD_LINES..], dst);
         }
         for r in 0..PR {
             let half_at = |at: usize| u16::from_le_bytes([lines[0].0[at], lines[0].0[at + 1]]);
             let (d, dmin) = (f16(half_at(2 * r)), f16(half_at(32 + 2 * r)));
-            let min = |j: usize| lines[3 + j / 4].0[(j % 4) * 16 + r] as u32;
-            for j in 0..8 {
-                p.sci[(b * 8 + j) * PR + r] = lines[1 + j / 4].0[(j % 4) * 16 + r] as i32;
+            let (scales, mins) = crate::quant::unpack_q4k_scales(&PackedMatrix::k_packed_scales(lines, r));
+            for (j, &sc) in scales.iter().enumerate() {
+                p.sci[(b * 8 + j) * PR + r] = i32::from(sc);
             }
             // As `unpack_block`: groups 2k and 2k + 1 share an i32 lane.
             for k in 0..4 {
-                p.mn[(b * 4 + k) * PR + r] = min(2 * k) | (min(2 * k + 1) << 16);
+                p.mn[(b * 4 + k) * PR + r] = u32::from(mins[2 * k]) | (u32::from(mins[2 * k + 1]) << 16);
             }
             p.dk[b * PR + r] = d;
             p.dm[b * PR + r] = dmin;

@@ -45,7 +45,7 @@
 
 use super::avx512::{k_super_block_step, q6_k_super_block_step, row_mask};
 use super::prefetch::{self, AHEAD_LINES, Q4_0_AHEAD_LINES, Q4_0_L2_AHEAD_LINES, Q5K_AHEAD_LINES, STREAM_AHEAD_LINES};
-use super::types::{Line, PackedActivations, PackedMatrix, PANEL_ROWS, Q4K_LINES, Q6K_LINES};
+use super::types::{Line, PackedActivations, PackedMatrix, K_HEAD_LINES, PANEL_ROWS, Q4K_LINES, Q6K_LINES};
 use crate::quant::GgmlType;
 use crate::quant::QK_K;
 use std::arch::x86_64::*;
@@ -470,13 +470,10 @@ unsafe fn panel_q4_k_q8_k<const N: usize>(w: &PackedMatrix, x: &PackedActivation
         let dy = _mm512_set1_ps(x.scales[b]);
         for (p, acc) in ps.iter().zip(acc.iter_mut()) {
             let lines = w.q4_k_block(*p, b);
-            // Sub-block j's 16 row bytes of a scale or min line, widened to i32 lanes.
-            let byte_lanes = |line: usize, j: usize| {
-                _mm512_cvtepu8_epi32(_mm_loadu_si128(lines[line].0.as_ptr().add((j % 4) * 16).cast()))
-            };
             // Line 0 (`d`, `dmin`) first, so the super-block's lines are read in address order
             // (streaming 11008x4096 at 1 thread: 27.3 -> 28.4 GB/s; docs/kernels.md).
             let dd = _mm512_load_si512(lines[0].0.as_ptr().cast());
+            let scales_mins = k_scales_and_mins(lines);
             let mut scaled = _mm512_setzero_si512();
             let mut mins = _mm512_setzero_si512();
             for j in 0..8 {
@@ -484,13 +481,14 @@ unsafe fn panel_q4_k_q8_k<const N: usize>(w: &PackedMatrix, x: &PackedActivation
                     prefetch::share::<AHEAD_LINES, Q4K_LINES, 8>(lines.as_ptr(), j);
                 }
                 let sums = line_sums(
-                    &lines[5 + 4 * j..9 + 4 * j],
+                    &lines[K_HEAD_LINES + 4 * j..K_HEAD_LINES + 4 + 4 * j],
                     &quads[8 * j..8 * j + 8],
                     _mm512_setzero_si512(),
                 );
-                scaled = _mm512_add_epi32(scaled, _mm512_mullo_epi32(sums, byte_lanes(1 + j / 4, j)));
+                let (sc, mn) = sub_block_scale_and_min(&scales_mins, j);
+                scaled = _mm512_add_epi32(scaled, _mm512_mullo_epi32(sums, sc));
                 let y_sum = _mm512_set1_epi32(x.sums[b * 8 + j]);
-                mins = _mm512_add_epi32(mins, _mm512_mullo_epi32(byte_lanes(3 + j / 4, j), y_sum));
+                mins = _mm512_add_epi32(mins, _mm512_mullo_epi32(mn, y_sum));
             }
             let d = _mm512_cvtph_ps(_mm512_castsi512_si256(dd));
             let dmin = _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dd));
@@ -545,17 +543,15 @@ unsafe fn q5_k_block<const T: usize, const PREFETCH: bool>(
     b: usize,
     acc: &mut [__m512; T],
 ) {
-    // Sub-block j's 16 row bytes of a scale or min line, widened to i32 lanes.
-    let byte_lanes =
-        |line: usize, j: usize| _mm512_cvtepu8_epi32(_mm_loadu_si128(lines[line].0.as_ptr().add((j % 4) * 16).cast()));
+    let scales_mins = k_scales_and_mins(lines);
     let mut scaled = [_mm512_setzero_si512(); T];
     let mut mins = [_mm512_setzero_si512(); T];
     for j in 0..8 {
         if PREFETCH {
-            // 6 lines per sub-block: all 45 lines of the super-block (and 3 more) ahead.
+            // 6 lines per sub-block: all 44 lines of the super-block (and 4 more) ahead.
             prefetch::share::<Q5K_AHEAD_LINES, 48, 8>(lines.as_ptr(), j);
         }
-        let sub = &lines[5 + 5 * j..10 + 5 * j];
+        let sub = &lines[K_HEAD_LINES + 5 * j..K_HEAD_LINES + 5 + 5 * j];
         let high = _mm512_load_si512(sub[4].0.as_ptr().cast());
         let mut sum_lo = [_mm512_setzero_si512(); T];
         let mut sum_hi = [_mm512_setzero_si512(); T];
@@ -568,7 +564,7 @@ unsafe fn q5_k_block<const T: usize, const PREFETCH: bool>(
             }
         }
         // |scale * sum| <= 63 * 32 * 31 * 128 per sub-block: 8 of them fit i32.
-        let (sc, mn) = (byte_lanes(1 + j / 4, j), byte_lanes(3 + j / 4, j));
+        let (sc, mn) = sub_block_scale_and_min(&scales_mins, j);
         for t in 0..T {
             let sums = _mm512_add_epi32(sum_lo[t], sum_hi[t]);
             scaled[t] = _mm512_add_epi32(scaled[t], _mm512_mullo_epi32(sums, sc));
@@ -583,6 +579,45 @@ unsafe fn q5_k_block<const T: usize, const PREFETCH: bool>(
         let dy = _mm512_set1_ps(xs[t].scales[b]);
         acc[t] = k_super_block_step(acc[t], (scaled[t], d), (mins[t], dmin), dy);
     }
+}
+
+/// The 6-bit scales and mins of the 16 rows of a Q4_K or Q5_K super-block, unpacked from its
+/// three lines of the file's packed bytes (`lines[1..4]`, see `repack.rs`): scales of
+/// sub-blocks 0..4, scales 4..8, mins 0..4, mins 4..8; byte `k` of lane `r` holds sub-block
+/// `4i + k`'s of row `r` (as `quant::q4k_scales_mins_words` per row).
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW; `lines` must hold at least 4 lines.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn k_scales_and_mins(lines: &[Line]) -> [__m512i; 4] {
+    let [a, b, c] = [1, 2, 3].map(|i| _mm512_load_si512(lines[i].0.as_ptr().cast()));
+    let (low6, low4, top2) = (_mm512_set1_epi8(0x3f), _mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x30));
+    // 16-bit shifts: the bits that cross into the neighbouring byte are masked off.
+    let high = |v: __m512i| _mm512_and_si512(_mm512_srli_epi16::<2>(v), top2);
+    [
+        _mm512_and_si512(a, low6),
+        _mm512_or_si512(_mm512_and_si512(c, low4), high(a)),
+        _mm512_and_si512(b, low6),
+        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(c), low4), high(b)),
+    ]
+}
+
+/// Sub-block `j`'s scale and min of 16 rows as i32 lanes, from [`k_scales_and_mins`]: byte
+/// `j % 4` of each lane, one `vpshufb` each.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW; `j < 8`.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn sub_block_scale_and_min(scales_mins: &[__m512i; 4], j: usize) -> (__m512i, __m512i) {
+    // Per 128-bit lane, i32 lane `k` takes byte `4k + j % 4` and three zeros (index bit 7 set).
+    let at = |k: i32| (4 * k + (j % 4) as i32) | 0x8080_8000u32 as i32;
+    let pick = _mm512_set4_epi32(at(3), at(2), at(1), at(0));
+    (
+        _mm512_shuffle_epi8(scales_mins[j / 4], pick),
+        _mm512_shuffle_epi8(scales_mins[2 + j / 4], pick),
+    )
 }
 
 /// The unsigned 6-bit quants (0..63) of the 4 element quads of one Q6_K group of 16 rows,

@@ -40,7 +40,7 @@
 // the compiler unrolls; iterator chains would only obscure that.
 #![allow(clippy::needless_range_loop)]
 
-use super::types::{q8_k_bsum, q8_k_sub_block_sum, PackedMatrix, SyncPtr, PANEL_ROWS};
+use super::types::{q8_k_bsum, q8_k_sub_block_sum, PackedMatrix, SyncPtr, K_HEAD_LINES, PANEL_ROWS};
 use super::ThreadPool;
 use crate::quant::{GgmlType, QK_K};
 use std::arch::aarch64::*;
@@ -209,15 +209,40 @@ unsafe fn nibbles(p: *const u8) -> (int8x16_t, int8x16_t) {
     )
 }
 
-/// The 4 bytes at `p` (one per row lane of a quarter) as u32 lanes, reinterpreted as i32.
+/// The 6-bit scales and mins of quarter `quarter` (4 rows) of a Q4_K or Q5_K super-block's
+/// panel at `lines` (its first line), unpacked from its three lines of the file's packed bytes
+/// (lines 1..4, see `repack.rs`): scales of sub-blocks 0..4, scales 4..8, mins 0..4, mins
+/// 4..8; byte `k` of row lane `r` holds sub-block `4i + k`'s of row `r` (as
+/// `quant::q4k_scales_mins_words` per row).
 ///
 /// # Safety
-/// 4 bytes must be readable at `p`, which must be 4-byte aligned.
+/// The super-block's first 4 lines must be readable at `lines`; `quarter < 4`.
 #[target_feature(enable = "neon")]
 #[inline]
-unsafe fn row_bytes_i32(p: *const u8) -> int32x4_t {
-    let b = vreinterpret_u8_u32(vld1_dup_u32(p.cast()));
-    vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(vmovl_u8(b))))
+unsafe fn k_scales_and_mins(lines: *const u8, quarter: usize) -> [uint8x16_t; 4] {
+    let [a, b, c] = [1, 2, 3].map(|i| vld1q_u8(lines.add(64 * i + 16 * quarter)));
+    let low6 = vdupq_n_u8(0x3f);
+    let top2 = |v: uint8x16_t| vshlq_n_u8::<4>(vshrq_n_u8::<6>(v));
+    [
+        vandq_u8(a, low6),
+        vorrq_u8(vandq_u8(c, vdupq_n_u8(0x0f)), top2(a)),
+        vandq_u8(b, low6),
+        vorrq_u8(vshrq_n_u8::<4>(c), top2(b)),
+    ]
+}
+
+/// Sub-block `j`'s scale and min of 4 rows as i32 lanes, from [`k_scales_and_mins`]: byte
+/// `j % 4` of each row lane (`tbl`, whose out-of-range indices give zeros).
+///
+/// # Safety
+/// NEON must be present (always on aarch64); `j < 8`.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn sub_block_scale_and_min(scales_mins: &[uint8x16_t; 4], j: usize) -> (int32x4_t, int32x4_t) {
+    let pick: [u32; 4] = std::array::from_fn(|k| (4 * k + j % 4) as u32 | 0xffff_ff00);
+    let pick = vreinterpretq_u8_u32(vld1q_u32(pick.as_ptr()));
+    let byte = |v: uint8x16_t| vreinterpretq_s32_u8(vqtbl1q_u8(v, pick));
+    (byte(scales_mins[j / 4]), byte(scales_mins[2 + j / 4]))
 }
 
 /// The 4 i8 at `p` (one per row lane of a quarter) sign-extended to i32 lanes.
@@ -489,17 +514,13 @@ macro_rules! panel_kernels {
                     let lp = block.as_ptr().cast::<u8>();
                     for qq in 0..Q {
                         let quarter = q0 + qq;
-                        // Sub-block j's scale (line 1 + j / 4) or min (line 3 + j / 4) of the
-                        // quarter's 4 rows: bytes (j % 4) * 16 + 4 * quarter.., 4-aligned.
-                        let row_bytes = |first: usize, j: usize| {
-                            row_bytes_i32(lp.add(64 * (first + j / 4) + 16 * (j % 4) + QUARTER * quarter))
-                        };
+                        let scales_mins = k_scales_and_mins(lp, quarter);
                         let mut scaled = [vdupq_n_s32(0); T];
                         let mut mins = [vdupq_n_s32(0); T];
                         for j in 0..8 {
-                            // SAFETY (the loads): the super-block's 37 (Q5_K: 45) lines, and in
+                            // SAFETY (the loads): the super-block's 36 (Q5_K: 44) lines, and in
                             // every xs[t] super-block b's quants and sums (the caller's guarantee).
-                            let sub = lp.add(64 * (5 + per_sub * j) + 16 * quarter);
+                            let sub = lp.add(64 * (K_HEAD_LINES + per_sub * j) + 16 * quarter);
                             let mut q: [(int8x16_t, int8x16_t); 4] = std::array::from_fn(|v| nibbles(sub.add(64 * v)));
                             if FIFTH {
                                 let fifth = vld1q_u8(sub.add(256));
@@ -509,7 +530,7 @@ macro_rules! panel_kernels {
                                 }
                             }
                             let [(l0, h0), (l1, h1), (l2, h2), (l3, h3)] = q;
-                            let (sc, mn) = (row_bytes(1, j), row_bytes(3, j));
+                            let (sc, mn) = sub_block_scale_and_min(&scales_mins, j);
                             for t in 0..T {
                                 let q = xs[t].quants.as_ptr().add(QK_K * b + 32 * j);
                                 let (y0, y1) = (vld1q_s8(q), vld1q_s8(q.add(16)));

@@ -44,13 +44,18 @@
 //! takes as it is, the bias undone by the start value `-128 * sum(y)`.
 //!
 //! Q4_K, for panel `p` and super-block `b`: [`Q4K_LINES`] lines from
-//! `lines[(p * nb + b) * Q4K_LINES]`: one line of the 16 f16 `d` then the 16 f16 `dmin`, two of
-//! the 6-bit sub-block scales as bytes (`[sub-block][row]`), two of the mins (same order),
-//! then the 32 quant lines of elements `8v..8v+8`.
+//! `lines[(p * nb + b) * Q4K_LINES]`: one line of the 16 f16 `d` then the 16 f16 `dmin`; three
+//! lines of the file's 12 bytes of packed 6-bit scales and mins, lane `r` of line `1 + i`
+//! holding bytes `4i..4i+4` of row `16p + r`'s (the kernels unpack them per super-block, as
+//! `quant::q4k_scales_mins_words` does: byte `k` of lane `r` of `A & 63` is the scale of
+//! sub-block `k`, of `(C & 15) | ((A >> 2) & 48)` of sub-block `4 + k`, with `A`, `B`, `C`
+//! the three lines and `B`, `C >> 4` giving the mins alike); then the 32 quant lines of
+//! elements `8v..8v+8`. So a super-block's panel is exactly its 16 rows' file bytes (the
+//! scales unpacked to bytes took a line more: 2.8 % more to read per token).
 //!
 //! Q5_K, for panel `p` and super-block `b`: [`Q5K_LINES`] lines from
-//! `lines[(p * nb + b) * Q5K_LINES]`: Q4_K's first 5 lines (`d`/`dmin`, scales, mins), then per
-//! sub-block `j` of 32 elements 5 lines from `5 + 5j`, laid out as a Q5_0 block: the 4 quant
+//! `lines[(p * nb + b) * Q5K_LINES]`: Q4_K's first 4 lines (`d`/`dmin`, scales and mins), then
+//! per sub-block `j` of 32 elements 5 lines from `4 + 5j`, laid out as a Q5_0 block: the 4 quant
 //! lines of elements `32j + 8v..32j + 8v + 8` (low 4 bits) and a fifth-bit line, whose lane `r`
 //! byte `i` holds at bit `k` the fifth bit of element `32j + 4k + i`. So a sub-block's quants
 //! come out of the same per-quad bit test (AVX-512, NEON) or shift (AVX2) as Q5_0's, and its
@@ -69,8 +74,8 @@
 
 use super::table::repackable;
 use super::types::{
-    legacy_lines, legacy_scales, Line, LineBuf, PackedMatrix, PanelBuf, QMatrix, SyncPtr, PANEL_ROWS, Q4K_LINES,
-    Q5K_LINES, Q6K_LINES,
+    legacy_lines, legacy_scales, Line, LineBuf, PackedMatrix, PanelBuf, QMatrix, SyncPtr, K_HEAD_LINES, PANEL_ROWS,
+    Q4K_LINES, Q5K_LINES, Q6K_LINES,
 };
 use super::{KernelError, ThreadPool};
 use crate::quant::GgmlType;
@@ -241,12 +246,10 @@ impl PackedMatrix {
                 };
                 blk[..2].copy_from_slice(&lines[0].0[2 * lane..2 * lane + 2]);
                 blk[2..4].copy_from_slice(&lines[0].0[32 + 2 * lane..32 + 2 * lane + 2]);
-                let sc: [u8; 8] = std::array::from_fn(|j| lines[1 + j / 4].0[(j % 4) * 16 + lane]);
-                let mn: [u8; 8] = std::array::from_fn(|j| lines[3 + j / 4].0[(j % 4) * 16 + lane]);
-                blk[4..16].copy_from_slice(&crate::quant::pack_q4k_scales(&sc, &mn));
-                // Sub-block j's quant lines start at 5 + 4j (Q4_K) or 5 + 5j (Q5_K).
+                blk[4..16].copy_from_slice(&PackedMatrix::k_packed_scales(lines, lane));
+                // Sub-block j's quant lines start at 4 + 4j (Q4_K) or 4 + 5j (Q5_K).
                 let per_sub = if q5 { 5 } else { 4 };
-                let nibble = |e: usize| quant_of(&lines[5 + per_sub * (e / 32)..], lane, e % 32);
+                let nibble = |e: usize| quant_of(&lines[K_HEAD_LINES + per_sub * (e / 32)..], lane, e % 32);
                 let qs_at = if q5 { 48 } else { 16 };
                 for c in 0..4 {
                     for i in 0..32 {
@@ -258,7 +261,7 @@ impl PackedMatrix {
                     // of the lane in sub-block j's fifth-bit line.
                     for (l, qh) in blk[16..48].iter_mut().enumerate() {
                         *qh = (0..8).fold(0u8, |qh, j| {
-                            let bits = lines[9 + 5 * j].0[4 * lane + l % 4];
+                            let bits = lines[K_HEAD_LINES + 4 + 5 * j].0[4 * lane + l % 4];
                             qh | (((bits >> (l / 4)) & 1) << j)
                         });
                     }
@@ -324,8 +327,8 @@ fn pack_block_rest(ty: GgmlType, blk: &[u8], lines: &mut [Line], scales: &mut [u
 /// [`VectorPlan`] says the same for the vector path.
 fn pack_block_nibbles(ty: GgmlType, blk: &[u8], lines: &mut [Line], r: usize) {
     match ty {
-        GgmlType::Q4_K => pack_k_quants(&blk[16..144], &mut lines[5..], 4, r),
-        GgmlType::Q5_K => pack_k_quants(&blk[48..176], &mut lines[5..], 5, r),
+        GgmlType::Q4_K => pack_k_quants(&blk[16..144], &mut lines[K_HEAD_LINES..], 4, r),
+        GgmlType::Q5_K => pack_k_quants(&blk[48..176], &mut lines[K_HEAD_LINES..], 5, r),
         GgmlType::Q6_K => pack_q6k_low_bits(blk, lines, r),
         ty => {
             if let Some(qs_at) = legacy_nibbles_at(ty) {
@@ -379,15 +382,12 @@ fn pack_legacy_rest(ty: GgmlType, blk: &[u8], lines: &mut [Line], scales: &mut [
 }
 
 /// Writes row lane `r` of the first 16 bytes of a Q4_K or Q5_K super-block (f16 `d`, `dmin`,
-/// the 12 bytes of packed 6-bit scales and mins) into its first 5 panel lines.
+/// the 12 bytes of packed 6-bit scales and mins, as they are) into its [`K_HEAD_LINES`].
 fn pack_k_scales(blk: &[u8], lines: &mut [Line], r: usize) {
     lines[0].0[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
     lines[0].0[32 + 2 * r..32 + 2 * r + 2].copy_from_slice(&blk[2..4]);
-    let packed: &[u8; 12] = blk[4..16].try_into().expect("12 scale bytes");
-    let (sc, mn) = crate::quant::unpack_q4k_scales(packed);
-    for j in 0..8 {
-        lines[1 + j / 4].0[(j % 4) * 16 + r] = sc[j];
-        lines[3 + j / 4].0[(j % 4) * 16 + r] = mn[j];
+    for (i, line) in lines[1..K_HEAD_LINES].iter_mut().enumerate() {
+        line.0[4 * r..4 * r + 4].copy_from_slice(&blk[4 + 4 * i..8 + 4 * i]);
     }
 }
 
@@ -414,7 +414,7 @@ fn pack_q5k_fifth_bits(blk: &[u8], lines: &mut [Line], r: usize) {
         std::array::from_fn(|k| u32::from_le_bytes(blk[16 + 4 * k..20 + 4 * k].try_into().expect("4 qh bytes")));
     for j in 0..8 {
         let bits = (0..8).fold(0u32, |bits, k| bits | ((qh[k] >> j) & 0x0101_0101) << k);
-        lines[9 + 5 * j].0[4 * r..4 * r + 4].copy_from_slice(&bits.to_le_bytes());
+        lines[K_HEAD_LINES + 4 + 5 * j].0[4 * r..4 * r + 4].copy_from_slice(&bits.to_le_bytes());
     }
 }
 
@@ -500,10 +500,10 @@ impl VectorPlan {
 
     /// Q4_K's (`qs` at byte 16, 4 lines per sub-block) or Q5_K's (48, 5): chunk `c` is
     /// `qs[32c..32c + 32]`, whose 8-byte group `g` makes line `v = 8c + g` (low nibbles) and
-    /// `v = 8c + 4 + g` (high) of the quant lines, at `5 + per_sub * (v / 4) + v % 4`.
+    /// `v = 8c + 4 + g` (high) of the quant lines, at `4 + per_sub * (v / 4) + v % 4`.
     #[cfg(target_arch = "x86_64")]
     fn k_quants(qs_at: usize, per_sub: usize) -> VectorPlan {
-        let line = |v: usize| 5 + per_sub * (v / 4) + v % 4;
+        let line = |v: usize| K_HEAD_LINES + per_sub * (v / 4) + v % 4;
         let chunks = (0..4)
             .map(|c| NibbleChunk {
                 at: [qs_at + 32 * c, qs_at + 32 * c + 16],
@@ -624,6 +624,11 @@ mod tests {
             let p = PackedMatrix::new(&pool, &w).unwrap();
             for r in 0..rows {
                 assert_eq!(p.row_bytes(r), w.row(r), "{ty} {rows}x{cols} row {r}");
+            }
+            // Whole panels hold exactly the file's bytes, which decode reads once per token
+            // (but Q6_K's, whose `d` fill half a line: 1 % more).
+            if rows % PANEL_ROWS == 0 && ty != GgmlType::Q6_K {
+                assert_eq!(p.bytes(), data.len(), "{ty} {rows}x{cols}");
             }
         }
     }

@@ -145,13 +145,18 @@ pub const PANEL_ROWS: usize = 16;
 #[repr(C, align(64))]
 pub(super) struct Line(pub(super) [u8; 64]);
 
-/// Lines per panel and Q4_K super-block: `d`/`dmin`, 2 of scales, 2 of mins, 32 of quants.
-pub(super) const Q4K_LINES: usize = 37;
+/// Lines per panel before a Q4_K or Q5_K super-block's quant lines: one of `d`/`dmin`, then
+/// three of the file's 12 bytes of packed 6-bit scales and mins per row (`repack.rs`).
+pub(super) const K_HEAD_LINES: usize = 4;
 
-/// Lines per panel and Q5_K super-block: Q4_K's 5 lines of `d`/`dmin`, scales and mins, then
-/// per sub-block of 32 elements 5 lines laid out as a Q5_0 block's: its 4 quant lines (low 4
-/// bits) and one line of the fifth bits.
-pub(super) const Q5K_LINES: usize = 5 + 5 * 8;
+/// Lines per panel and Q4_K super-block: [`K_HEAD_LINES`], then 32 of quants: exactly the
+/// file's 16 x 144 bytes.
+pub(super) const Q4K_LINES: usize = K_HEAD_LINES + 32;
+
+/// Lines per panel and Q5_K super-block: Q4_K's [`K_HEAD_LINES`], then per sub-block of 32
+/// elements 5 lines laid out as a Q5_0 block's: its 4 quant lines (low 4 bits) and one line of
+/// the fifth bits (exactly the file's 16 x 176 bytes).
+pub(super) const Q5K_LINES: usize = K_HEAD_LINES + 5 * 8;
 
 /// Lines per panel and Q6_K super-block: `d`, 4 of scales, then per group of 16 elements two
 /// quant lines (low 4 bits) and one line of the high 2 bits.
@@ -462,6 +467,13 @@ impl PackedMatrix {
     pub(super) fn q4_k_block(&self, p: usize, b: usize) -> &[Line] {
         let i = p * (self.cols / 256) + b;
         &self.lines[i * Q4K_LINES..(i + 1) * Q4K_LINES]
+    }
+
+    /// Row lane `r`'s 12 bytes of packed 6-bit scales and mins in the [`K_HEAD_LINES`] of a
+    /// Q4_K or Q5_K super-block's `lines`: the file's bytes 4..16 of that row's super-block.
+    #[inline]
+    pub(super) fn k_packed_scales(lines: &[Line], r: usize) -> [u8; 12] {
+        std::array::from_fn(|i| lines[1 + i / 4].0[4 * r + i % 4])
     }
 
     /// Q5_K super-block `b` of panel `p`: its [`Q5K_LINES`] lines.
