@@ -47,7 +47,9 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::prefetch::{self, AHEAD_LINES, Q5K_AHEAD_LINES};
-use super::types::{Line, PackedActivations, PackedMatrix, SyncPtr, K_HEAD_LINES, PANEL_ROWS, Q4K_LINES, Q6K_LINES};
+use super::types::{
+    Line, PackedActivations, PackedMatrix, SyncPtr, K_HEAD_LINES, PANEL_ROWS, Q4K_LINES, Q5K_LINES, Q6K_LINES,
+};
 use super::ThreadPool;
 use crate::quant::{GgmlType, QK_K};
 use std::arch::x86_64::*;
@@ -458,8 +460,8 @@ unsafe fn kquant_block<const T: usize, const H: usize, const FIFTH: bool>(
             prefetch::share::<AHEAD_LINES, Q4K_LINES, 8>(lp, j);
         }
         if FIFTH {
-            // 6 lines per sub-block: all 45 lines of the super-block (and 3 more) ahead.
-            prefetch::share::<Q5K_AHEAD_LINES, 48, 8>(lp, j);
+            // Each of the super-block's lines once, four super-blocks ahead (5-6 per sub-block).
+            prefetch::share::<Q5K_AHEAD_LINES, Q5K_LINES, 8>(lp, j);
             let sc: [__m256i; H] = std::array::from_fn(|h| byte_pairs_of(&scales_mins[h], j, j));
             let high: [__m256i; H] =
                 std::array::from_fn(|h| _mm256_load_si256(sub_lines.add(4).cast::<u8>().add(32 * (h0 + h)).cast()));

@@ -45,7 +45,7 @@
 
 use super::avx512::{k_super_block_step, q6_k_super_block_step, row_mask};
 use super::prefetch::{self, AHEAD_LINES, Q4_0_AHEAD_LINES, Q4_0_L2_AHEAD_LINES, Q5K_AHEAD_LINES, STREAM_AHEAD_LINES};
-use super::types::{Line, PackedActivations, PackedMatrix, K_HEAD_LINES, PANEL_ROWS, Q4K_LINES, Q6K_LINES};
+use super::types::{Line, PackedActivations, PackedMatrix, K_HEAD_LINES, PANEL_ROWS, Q4K_LINES, Q5K_LINES, Q6K_LINES};
 use crate::quant::GgmlType;
 use crate::quant::QK_K;
 use std::arch::x86_64::*;
@@ -548,8 +548,8 @@ unsafe fn q5_k_block<const T: usize, const PREFETCH: bool>(
     let mut mins = [_mm512_setzero_si512(); T];
     for j in 0..8 {
         if PREFETCH {
-            // 6 lines per sub-block: all 44 lines of the super-block (and 4 more) ahead.
-            prefetch::share::<Q5K_AHEAD_LINES, 48, 8>(lines.as_ptr(), j);
+            // Each of the super-block's lines once, four super-blocks ahead (5-6 per sub-block).
+            prefetch::share::<Q5K_AHEAD_LINES, Q5K_LINES, 8>(lines.as_ptr(), j);
         }
         let sub = &lines[K_HEAD_LINES + 5 * j..K_HEAD_LINES + 5 + 5 * j];
         let high = _mm512_load_si512(sub[4].0.as_ptr().cast());

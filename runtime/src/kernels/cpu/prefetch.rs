@@ -46,7 +46,7 @@
 //! before each line it reads without reading the policy (a Zen 4 core streamed its matrices
 //! at 24.0-24.9 GB/s against 23.0-23.3 with the read per line; `avx512_gemv`).
 
-use super::types::Line;
+use super::types::{Line, Q5K_LINES};
 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
 use std::sync::OnceLock;
 
@@ -70,9 +70,9 @@ pub(super) const Q4_0_L2_AHEAD_LINES: usize = 2 * Q4_0_AHEAD_LINES;
 /// 4.11-4.22, 128 lines 4.01-4.06, 8 lines 4.03-4.15; with the prefetches one line at a time,
 /// 64 lines measured the same as 32: 4.35-4.54 against 4.26-4.56 t/s, six alternating pairs).
 pub(super) const STREAM_AHEAD_LINES: usize = 32;
-/// Lines ahead for Q5_K: four super-blocks of 45 lines. Without, one core decoded a matrix
-/// streaming from memory at about 22 GB/s (AVX2: 16) against Q4_K's 27.
-pub(super) const Q5K_AHEAD_LINES: usize = 180;
+/// Lines ahead for Q5_K: four super-blocks. Without, one core decoded a matrix streaming from
+/// memory at about 22 GB/s (AVX2: 16) against Q4_K's 27.
+pub(super) const Q5K_AHEAD_LINES: usize = 4 * Q5K_LINES;
 
 /// Bytes ahead for the decode kernels over the file's layout (`avx2`'s and `avx512`'s tiles
 /// for one token, quantized and float): a matrix's rows lie one after another in the file, so
